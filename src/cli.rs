@@ -1,0 +1,203 @@
+//! The command line: clap definitions of the subcommands, and turning their flags into the
+//! validated options each part of the library takes.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::bail;
+use clap::{Args, Parser, Subcommand};
+
+use crate::event::{PayloadSizes, Rate, StreamSpec};
+use crate::harness::{run_load, LoadOptions};
+use crate::serve::{self, ServeOptions};
+use crate::transport::{ClientConfig, Secret, ServerConfig, Transport};
+
+/// Measures how events should reach their consumers: WebSocket, SSE, long polling, short
+/// polling, webhooks and raw TCP, delivering one identical stream over real sockets.
+#[derive(Debug, Parser)]
+#[command(name = "pushbench", version)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one transport's server as a process of its own, publish the stream, exit when done.
+    Serve(ServeArgs),
+    /// Subscribe to a running `pushbench serve` and check every subscriber's stream.
+    Load(LoadArgs),
+}
+
+impl Command {
+    /// Runs the subcommand.
+    pub async fn run(self) -> anyhow::Result<()> {
+        match self {
+            Command::Serve(args) => serve::run(args.into_options()?).await,
+            Command::Load(args) => {
+                let options = args.into_options()?;
+                let summary = run_load(&options).await;
+                println!("{} load against {}", options.transport, options.server);
+                println!("{summary}");
+                if summary.intact() != options.subscribers {
+                    bail!(
+                        "{} of {} subscribers did not receive the identical stream",
+                        options.subscribers - summary.intact(),
+                        options.subscribers
+                    );
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The stream, named the same way by every subcommand that needs it.
+#[derive(Debug, Args)]
+pub struct StreamArgs {
+    /// Events in the stream.
+    #[arg(long, default_value_t = 10_000)]
+    pub events: u64,
+    /// Offered rate in events per second, or `max` for no schedule.
+    #[arg(long, default_value = "max")]
+    pub rate: Rate,
+    /// Payload bytes per event, or a comma-separated list cycled by sequence number.
+    #[arg(long, default_value = "64")]
+    pub payload: PayloadSizes,
+    /// Seed for the payload bytes.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+impl StreamArgs {
+    fn spec(&self) -> anyhow::Result<StreamSpec> {
+        Ok(StreamSpec::new(
+            self.seed,
+            self.events,
+            self.payload.clone(),
+            self.rate,
+        )?)
+    }
+}
+
+/// Flags of `pushbench serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The transport to serve.
+    #[arg(long, value_enum)]
+    pub transport: Transport,
+    /// Address to listen on; port 0 picks a free port (printed on the first line).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// The stream.
+    #[command(flatten)]
+    pub stream: StreamArgs,
+    /// Start the stream once this many subscribers are connected (or endpoints registered).
+    #[arg(long, default_value_t = 1)]
+    pub start_after: usize,
+    /// Seconds a long poll is held before an empty answer.
+    #[arg(long, default_value = "30", value_parser = parse_secs)]
+    pub hold_timeout: Duration,
+    /// Seconds between keep-alives (WebSocket pings, SSE comments).
+    #[arg(long, default_value = "15", value_parser = parse_secs)]
+    pub heartbeat: Duration,
+    /// Webhook signing secret (`whsec_...`); generated and printed if absent.
+    #[arg(long)]
+    pub webhook_secret: Option<Secret>,
+    /// Open a new connection for every webhook delivery instead of keeping connections alive.
+    #[arg(long)]
+    pub webhook_new_connection: bool,
+    /// WebSocket read buffer per connection, in bytes.
+    #[arg(long, default_value_t = 4096)]
+    pub ws_read_buffer: usize,
+    /// Seconds to wait after publishing for subscribers to finish before exiting anyway.
+    #[arg(long, default_value = "60", value_parser = parse_secs)]
+    pub drain_timeout: Duration,
+}
+
+impl ServeArgs {
+    fn into_options(self) -> anyhow::Result<ServeOptions> {
+        if self.start_after == 0 {
+            bail!("--start-after must be at least 1: a stream with no subscriber measures nothing");
+        }
+        let mut config = ServerConfig {
+            hold: self.hold_timeout,
+            heartbeat: self.heartbeat,
+            webhook_new_connection: self.webhook_new_connection,
+            ws_read_buffer: self.ws_read_buffer,
+            ..ServerConfig::default()
+        };
+        if let Some(secret) = self.webhook_secret {
+            config.webhook_secret = secret;
+        }
+        Ok(ServeOptions {
+            transport: self.transport,
+            listen: self.listen,
+            spec: self.stream.spec()?,
+            start_after: self.start_after,
+            config,
+            drain_timeout: self.drain_timeout,
+        })
+    }
+}
+
+/// Flags of `pushbench load`.
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// The transport to subscribe with.
+    #[arg(long, value_enum)]
+    pub transport: Transport,
+    /// The server's address, as `pushbench serve` printed it.
+    #[arg(long)]
+    pub target: SocketAddr,
+    /// Concurrent subscribers.
+    #[arg(long, default_value_t = 1)]
+    pub subscribers: usize,
+    /// The stream the server publishes (must match its flags).
+    #[command(flatten)]
+    pub stream: StreamArgs,
+    /// Milliseconds between short polls.
+    #[arg(long, default_value_t = 100)]
+    pub poll_interval_ms: u64,
+    /// The provider's webhook secret (`whsec_...`), as `pushbench serve` printed it.
+    #[arg(long)]
+    pub webhook_secret: Option<Secret>,
+    /// Seconds a subscriber may take before it is counted as failed.
+    #[arg(long, default_value = "120", value_parser = parse_secs)]
+    pub timeout: Duration,
+}
+
+impl LoadArgs {
+    fn into_options(self) -> anyhow::Result<LoadOptions> {
+        if self.subscribers == 0 {
+            bail!("--subscribers must be at least 1");
+        }
+        if self.transport == Transport::Webhook && self.webhook_secret.is_none() {
+            bail!("--transport webhook needs --webhook-secret (printed by `pushbench serve`)");
+        }
+        let config = ClientConfig {
+            poll_interval: Duration::from_millis(self.poll_interval_ms.max(1)),
+            webhook_secret: self.webhook_secret,
+            ..ClientConfig::default()
+        };
+        Ok(LoadOptions {
+            transport: self.transport,
+            server: self.target,
+            subscribers: self.subscribers,
+            spec: self.stream.spec()?,
+            config,
+            timeout: self.timeout,
+        })
+    }
+}
+
+/// Seconds as a decimal number (`0.5`, `30`).
+fn parse_secs(text: &str) -> Result<Duration, String> {
+    text.parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| format!("expected seconds (a non-negative number), got {text:?}"))
+}

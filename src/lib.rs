@@ -1,0 +1,25 @@
+//! pushbench: matched servers and clients for WebSocket, Server-Sent Events, long polling,
+//! short polling, webhooks and raw TCP deliver one identical, deterministic event stream over
+//! real sockets, so the transports can be compared by measurement.
+//!
+//! # Layout
+//!
+//! - [`cli`]: clap definitions of the subcommands, flags turned into validated options.
+//! - [`event`]: the stream spec, events, their wire encoding, the stream digest and the
+//!   per-subscriber tally.
+//! - [`clock`]: CLOCK_MONOTONIC nanoseconds, the one clock shared by server and load processes.
+//! - [`hub`]: the server's published stream, read by every transport with its own cursor.
+//! - [`publisher`]: publishes the stream into the hub on its schedule.
+//! - [`transport`]: the contract every transport implements, one file per transport holding
+//!   its server and its client.
+//! - [`serve`]: the server under test as a unit (`pushbench serve`).
+//! - [`harness`]: subscribers against a server, judged against the source (`pushbench load`).
+
+pub mod cli;
+pub mod clock;
+pub mod event;
+pub mod harness;
+pub mod hub;
+pub mod publisher;
+pub mod serve;
+pub mod transport;

@@ -1,0 +1,179 @@
+//! The server under test as a unit: bind, serve one transport, start the stream once enough
+//! subscribers are there, publish it on schedule, wait until it is delivered, stop. `pushbench
+//! serve` is this in a process of its own; tests run it in-process.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::event::StreamSpec;
+use crate::hub::Hub;
+use crate::publisher::{publish_stream, Published};
+use crate::transport::{ServerConfig, Transport};
+
+/// A transport's server, running, with the hub it publishes through.
+pub struct Server {
+    addr: SocketAddr,
+    hub: Arc<Hub>,
+    shutdown: CancellationToken,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    /// Binds `listen` and starts serving `transport` for a stream of `expected` events.
+    pub async fn start(
+        transport: Transport,
+        listen: SocketAddr,
+        expected: u64,
+        config: ServerConfig,
+    ) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen} (is the port already in use?)"))?;
+        let addr = listener.local_addr()?;
+        let hub = Hub::new(expected);
+        let shutdown = CancellationToken::new();
+        let task =
+            tokio::spawn(transport.serve(listener, Arc::clone(&hub), config, shutdown.clone()));
+        Ok(Self {
+            addr,
+            hub,
+            shutdown,
+            task,
+        })
+    }
+
+    /// The address subscribers connect to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The hub the server publishes through.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    /// Waits until `start_after` subscribers are connected, then publishes the stream on its
+    /// schedule. Fails if the server stops first.
+    pub async fn publish(
+        &mut self,
+        spec: &StreamSpec,
+        start_after: usize,
+    ) -> anyhow::Result<Published> {
+        tokio::select! {
+            _ = self.hub.wait_for_subscribers(start_after) => {}
+            ended = &mut self.task => return Err(server_ended(ended)),
+        }
+        let (spec, hub) = (spec.clone(), Arc::clone(&self.hub));
+        // An OS thread of its own: see `publisher` for why not a task.
+        let publishing = tokio::task::spawn_blocking(move || publish_stream(&spec, &hub));
+        tokio::select! {
+            published = publishing => published.context("publisher thread failed"),
+            ended = &mut self.task => {
+                self.hub.close();
+                Err(server_ended(ended))
+            }
+        }
+    }
+
+    /// Waits until every subscriber has left (each leaves once it has the whole stream), at most
+    /// `timeout`; returns how many were still connected.
+    pub async fn drain(&self, timeout: Duration) -> usize {
+        let _ = tokio::time::timeout(timeout, self.hub.wait_until_no_subscribers()).await;
+        self.hub.subscribers()
+    }
+
+    /// Ends every subscription and stops the server.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.hub.close();
+        self.shutdown.cancel();
+        match self.task.await {
+            Ok(result) => result.context("server failed"),
+            Err(e) => Err(anyhow::anyhow!("server task failed: {e}")),
+        }
+    }
+}
+
+fn server_ended(ended: Result<std::io::Result<()>, tokio::task::JoinError>) -> anyhow::Error {
+    match ended {
+        Ok(Ok(())) => anyhow::anyhow!("server stopped before the stream was delivered"),
+        Ok(Err(e)) => anyhow::anyhow!("server failed: {e}"),
+        Err(e) => anyhow::anyhow!("server task failed: {e}"),
+    }
+}
+
+/// Everything `pushbench serve` needs.
+#[derive(Debug)]
+pub struct ServeOptions {
+    /// Which transport to serve.
+    pub transport: Transport,
+    /// Address to listen on (port 0 picks one; the chosen address is printed).
+    pub listen: SocketAddr,
+    /// The stream to publish.
+    pub spec: StreamSpec,
+    /// Subscribers (connections, or registered webhook endpoints) to wait for before starting.
+    pub start_after: usize,
+    /// Transport settings.
+    pub config: ServerConfig,
+    /// How long to wait after publishing for subscribers to finish before exiting anyway.
+    pub drain_timeout: Duration,
+}
+
+/// Runs one server process: prints its address, publishes the stream once `start_after`
+/// subscribers are connected, and exits when it is delivered (or on Ctrl-C).
+pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
+    let transport = options.transport;
+    if transport == Transport::Webhook {
+        // Consumers need the secret to verify deliveries.
+        println!(
+            "webhook secret: {}",
+            options.config.webhook_secret.to_whsec()
+        );
+    }
+    let mut server = Server::start(
+        transport,
+        options.listen,
+        options.spec.count,
+        options.config,
+    )
+    .await?;
+    // The first line a parent process reads to learn the port.
+    println!(
+        "pushbench serve: {transport} listening on {}",
+        server.addr()
+    );
+    println!(
+        "waiting for {} subscriber(s); stream: {} events, payload {} B, rate {}",
+        options.start_after, options.spec.count, options.spec.payload, options.spec.rate
+    );
+
+    let published = tokio::select! {
+        published = server.publish(&options.spec, options.start_after) => published?,
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("interrupted; stopping");
+            return server.stop().await;
+        }
+    };
+    println!(
+        "published {} events in {:.3} s",
+        options.spec.count,
+        (published.end_ns - published.start_ns) as f64 / 1e9
+    );
+    let left = tokio::select! {
+        left = server.drain(options.drain_timeout) => left,
+        _ = tokio::signal::ctrl_c() => server.hub().subscribers(),
+    };
+    if left > 0 {
+        eprintln!(
+            "warning: {left} subscriber(s) still connected after the drain timeout; stopping"
+        );
+    } else {
+        println!("stream delivered; stopping");
+    }
+    server.stop().await
+}

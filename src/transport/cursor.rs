@@ -1,0 +1,266 @@
+//! The cursor API that long and short polling share: `GET /poll?after=SEQ` answers the events
+//! after SEQ as one JSON batch, held until some exist (long polling) or at once (short polling);
+//! without `after`, from the stream's first event. The two transports differ only in the hold
+//! and in how soon their client asks again, so both are this one server and this one client.
+//!
+//! Answer: `{"events":[EVENT,...],"last_seq":N,"done":BOOL}`, where `last_seq` (absent when there
+//! are no events) is the next `after`, and `done` says the stream is complete and fully read.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{RawQuery, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    deliver, serve_http, ClientConfig, ClientError, Flow, ServerConfig, Sink, TrackedListener,
+};
+use crate::clock::now_ns;
+use crate::event::DecodeError;
+use crate::hub::{Batch, BatchLimit, Hub};
+
+/// A request the server refuses with 400 and a sentence saying why.
+#[derive(Debug)]
+pub(crate) struct BadRequest(String);
+
+impl IntoResponse for BadRequest {
+    fn into_response(self) -> Response {
+        (StatusCode::BAD_REQUEST, self.0).into_response()
+    }
+}
+
+/// The first sequence number a request asks for: `after=SEQ` means SEQ + 1; no `after`, 0.
+pub(crate) fn first_seq_from_query(query: Option<&str>) -> Result<u64, BadRequest> {
+    let after = query
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("after="));
+    match after {
+        None => Ok(0),
+        Some(text) => parse_after(text),
+    }
+}
+
+/// Parses a cursor (`after` or `Last-Event-ID`): the sequence number of the last event received.
+pub(crate) fn parse_after(text: &str) -> Result<u64, BadRequest> {
+    text.parse::<u64>()
+        .ok()
+        .and_then(|seq| seq.checked_add(1))
+        .ok_or_else(|| {
+            BadRequest(format!(
+                "invalid cursor {text:?}: expected the sequence number of the last event received \
+                 (an unsigned integer), or no cursor to start from the first event\n"
+            ))
+        })
+}
+
+#[derive(Clone)]
+struct PollState {
+    hub: Arc<Hub>,
+    batch: BatchLimit,
+    /// `Some` for long polling: how long to wait for events before answering an empty batch.
+    hold: Option<Duration>,
+}
+
+/// Serves `/poll` on `listener` until `shutdown` fires.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    hub: Arc<Hub>,
+    config: ServerConfig,
+    shutdown: CancellationToken,
+    hold: Option<Duration>,
+) -> std::io::Result<()> {
+    let state = PollState {
+        hub: Arc::clone(&hub),
+        batch: config.batch,
+        hold,
+    };
+    let router = Router::new().route("/poll", get(answer)).with_state(state);
+    serve_http(TrackedListener::new(listener, hub), router, shutdown).await
+}
+
+async fn answer(State(state): State<PollState>, RawQuery(query): RawQuery) -> Response {
+    let first_seq = match first_seq_from_query(query.as_deref()) {
+        Ok(seq) => seq,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let mut reader = state.hub.reader(first_seq);
+    let batch = match state.hold {
+        Some(hold) => tokio::time::timeout(hold, reader.next_batch(state.batch))
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_default(),
+        None => reader.try_batch(state.batch),
+    };
+    let body = encode_batch(&batch, reader.at_end());
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// Writes the answer by splicing the already-encoded events: no re-serialisation per request.
+fn encode_batch(batch: &Batch, done: bool) -> Vec<u8> {
+    let size: usize = batch.events.iter().map(|e| e.len() + 1).sum();
+    let mut body = Vec::with_capacity(size + 64);
+    body.extend_from_slice(b"{\"events\":[");
+    for (i, event) in batch.events.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(event);
+    }
+    body.push(b']');
+    if let Some(last) = batch.last_seq() {
+        body.extend_from_slice(format!(",\"last_seq\":{last}").as_bytes());
+    }
+    body.extend_from_slice(format!(",\"done\":{done}}}").as_bytes());
+    body
+}
+
+/// One answer, as the client reads it; events stay raw until `deliver` decodes each.
+#[derive(Deserialize)]
+struct BatchBody<'a> {
+    #[serde(borrow)]
+    events: Vec<&'a RawValue>,
+    last_seq: Option<u64>,
+    done: bool,
+}
+
+/// How soon the client asks again after an answer.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Pace {
+    /// At once, with the new cursor (long polling: the server does the waiting).
+    AtOnce,
+    /// On a fixed interval, measured from the start of one request to the next (short polling).
+    Every(Duration),
+}
+
+/// Polls `http://server/poll` with a keep-alive client until the stream is done or the sink
+/// stops.
+pub(crate) async fn subscribe(
+    server: SocketAddr,
+    config: &ClientConfig,
+    sink: &mut dyn Sink,
+    pace: Pace,
+) -> Result<(), ClientError> {
+    let mut builder = reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(1)
+        .connect_timeout(config.connect_timeout)
+        .timeout(config.request_timeout);
+    if let Some(ip) = config.bind {
+        builder = builder.local_address(ip);
+    }
+    let client = builder
+        .build()
+        .map_err(|e| ClientError::Config(e.to_string()))?;
+    let mut ticker = match pace {
+        Pace::Every(interval) => {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            Some(ticker)
+        }
+        Pace::AtOnce => None,
+    };
+    let mut after: Option<u64> = None;
+    let mut connected = false;
+    loop {
+        if let Some(ticker) = ticker.as_mut() {
+            ticker.tick().await;
+        }
+        let url = match after {
+            Some(seq) => format!("http://{server}/poll?after={seq}"),
+            None => format!("http://{server}/poll"),
+        };
+        let response = client
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| http_error(server, e))?;
+        if !connected {
+            // For polling, the subscription exists once the first answer arrives.
+            sink.connected(now_ns());
+            connected = true;
+        }
+        let status = response.status();
+        let body = response.bytes().await.map_err(|e| http_error(server, e))?;
+        let received_ns = now_ns();
+        if !status.is_success() {
+            return Err(ClientError::Status {
+                status: status.as_u16(),
+                body: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
+            });
+        }
+        let batch = match serde_json::from_slice::<BatchBody>(&body) {
+            Ok(batch) => batch,
+            Err(e) => {
+                let error = DecodeError::new(format!("poll answer is not a batch: {e}"));
+                match sink.malformed(&error) {
+                    Flow::Stop => return Ok(()),
+                    Flow::Continue => continue,
+                }
+            }
+        };
+        for event in &batch.events {
+            if deliver(sink, event.get().as_bytes(), received_ns) == Flow::Stop {
+                return Ok(());
+            }
+        }
+        if batch.last_seq.is_some() {
+            after = batch.last_seq;
+        }
+        if batch.done {
+            return Ok(());
+        }
+    }
+}
+
+fn http_error(server: SocketAddr, error: reqwest::Error) -> ClientError {
+    if error.is_connect() {
+        ClientError::Connect {
+            addr: server,
+            reason: error.to_string(),
+        }
+    } else {
+        ClientError::Protocol(format!("HTTP: {error}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    /// The cursor parser: none means from the start, SEQ means SEQ + 1, anything else is refused.
+    #[test]
+    fn cursor_parsing() {
+        assert_eq!(first_seq_from_query(None).unwrap(), 0);
+        assert_eq!(first_seq_from_query(Some("x=1&after=41")).unwrap(), 42);
+        assert!(first_seq_from_query(Some("after=abc")).is_err());
+        assert!(first_seq_from_query(Some("after=-1")).is_err());
+        assert!(first_seq_from_query(Some(&format!("after={}", u64::MAX))).is_err());
+    }
+
+    /// A spliced batch is valid JSON that the client's reader accepts.
+    #[test]
+    fn batch_encoding_round_trips() {
+        let batch = Batch {
+            first_seq: 7,
+            events: vec![Bytes::from_static(b"{\"a\":1}"), Bytes::from_static(b"[2]")],
+        };
+        let body = encode_batch(&batch, true);
+        let parsed: BatchBody = serde_json::from_slice(&body).unwrap();
+        assert_eq!(parsed.events.len(), 2);
+        assert_eq!(parsed.last_seq, Some(8));
+        assert!(parsed.done);
+        let empty = encode_batch(&Batch::default(), false);
+        assert_eq!(empty, b"{\"events\":[],\"done\":false}");
+    }
+}

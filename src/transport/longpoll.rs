@@ -1,0 +1,33 @@
+//! Long polling: `GET /poll?after=SEQ` is held until events after SEQ exist (or the hold
+//! expires, answered with an empty batch); the client asks again at once with the new cursor.
+//! Server and client are the shared cursor API with a hold and no pause.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::cursor::{self, Pace};
+use super::{ClientConfig, ClientError, ServerConfig, Sink};
+use crate::hub::Hub;
+
+/// Serves `/poll`, holding each request up to `config.hold`.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    hub: Arc<Hub>,
+    config: ServerConfig,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let hold = Some(config.hold);
+    cursor::serve(listener, hub, config, shutdown, hold).await
+}
+
+/// Polls again the moment each answer arrives.
+pub(crate) async fn subscribe(
+    server: SocketAddr,
+    config: &ClientConfig,
+    sink: &mut dyn Sink,
+) -> Result<(), ClientError> {
+    cursor::subscribe(server, config, sink, Pace::AtOnce).await
+}

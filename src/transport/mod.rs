@@ -1,0 +1,304 @@
+//! The contract every transport implements, and the one place that lists them.
+//!
+//! A transport is one file holding its server and its client side by side:
+//!
+//! - server: `serve(listener, hub, config, shutdown)` accepts subscribers on a listener the
+//!   caller bound, hands each the published stream from the [`Hub`] (which also counts them),
+//!   and returns once `shutdown` fires.
+//! - client: `subscribe(server, config, sink)` connects, feeds every event it receives to the
+//!   [`Sink`] with its receive time, and closes cleanly when the sink has seen enough or the
+//!   server ends the stream.
+//!
+//! [`Transport`] is the only enum that names them; it only dispatches. Everything above this
+//! module (harness, metrics, report) talks to `Transport`, never to a transport's file.
+
+mod cursor;
+mod listener;
+pub mod longpoll;
+pub mod poll;
+pub mod sse;
+pub mod tcp;
+pub mod webhook;
+pub mod websocket;
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+use crate::event::{DecodeError, Event};
+use crate::hub::{BatchLimit, Hub};
+
+pub use listener::{TrackedListener, TrackedStream};
+pub use webhook::Secret;
+
+/// Every transport pushbench measures.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// WebSocket text frames on `/ws`.
+    Websocket,
+    /// Server-Sent Events on `/sse`.
+    Sse,
+    /// Long polling: `GET /poll?after=SEQ` held until events exist.
+    Longpoll,
+    /// Short polling: the same cursor API answered at once, polled at an interval.
+    Poll,
+    /// Webhooks: signed HTTP POSTs to registered consumer endpoints.
+    Webhook,
+    /// Length-prefixed frames on a bare TCP stream: the floor.
+    Tcp,
+}
+
+impl Transport {
+    /// All transports, in report order.
+    pub const ALL: [Transport; 6] = [
+        Transport::Websocket,
+        Transport::Sse,
+        Transport::Longpoll,
+        Transport::Poll,
+        Transport::Webhook,
+        Transport::Tcp,
+    ];
+
+    /// The name used on the command line and in results.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Websocket => "websocket",
+            Transport::Sse => "sse",
+            Transport::Longpoll => "longpoll",
+            Transport::Poll => "poll",
+            Transport::Webhook => "webhook",
+            Transport::Tcp => "tcp",
+        }
+    }
+
+    /// Runs this transport's server on `listener` until `shutdown` fires.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        hub: Arc<Hub>,
+        config: ServerConfig,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<()> {
+        match self {
+            Transport::Websocket => websocket::serve(listener, hub, config, shutdown).await,
+            Transport::Sse => sse::serve(listener, hub, config, shutdown).await,
+            Transport::Longpoll => longpoll::serve(listener, hub, config, shutdown).await,
+            Transport::Poll => poll::serve(listener, hub, config, shutdown).await,
+            Transport::Webhook => webhook::serve(listener, hub, config, shutdown).await,
+            Transport::Tcp => tcp::serve(listener, hub, config, shutdown).await,
+        }
+    }
+
+    /// Subscribes to the server at `server`, feeding `sink` until it stops or the stream ends.
+    pub async fn subscribe(
+        self,
+        server: SocketAddr,
+        config: &ClientConfig,
+        sink: &mut dyn Sink,
+    ) -> Result<(), ClientError> {
+        match self {
+            Transport::Websocket => websocket::subscribe(server, config, sink).await,
+            Transport::Sse => sse::subscribe(server, config, sink).await,
+            Transport::Longpoll => longpoll::subscribe(server, config, sink).await,
+            Transport::Poll => poll::subscribe(server, config, sink).await,
+            Transport::Webhook => webhook::subscribe(server, config, sink).await,
+            Transport::Tcp => tcp::subscribe(server, config, sink).await,
+        }
+    }
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Server-side settings; each transport reads the ones that concern it.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Keep-alive interval: WebSocket pings, SSE comment heartbeats.
+    pub heartbeat: Duration,
+    /// How long a long poll is held before it is answered with an empty batch.
+    pub hold: Duration,
+    /// How much one write or response may carry.
+    pub batch: BatchLimit,
+    /// WebSocket read buffer per connection (tungstenite's 128 KiB default costs 137 KB of RSS
+    /// per idle connection; 4 KiB costs about 6 KB).
+    pub ws_read_buffer: usize,
+    /// The webhook provider's signing secret.
+    pub webhook_secret: Secret,
+    /// Open a new connection for every webhook delivery instead of pooling keep-alive ones, as
+    /// many real providers do.
+    pub webhook_new_connection: bool,
+    /// Delivery attempts per webhook event before the provider gives up on it.
+    pub webhook_attempts: u32,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat: Duration::from_secs(15),
+            hold: Duration::from_secs(30),
+            batch: BatchLimit::default(),
+            ws_read_buffer: 4096,
+            webhook_secret: Secret::generate(),
+            webhook_new_connection: false,
+            webhook_attempts: 8,
+        }
+    }
+}
+
+/// Client-side settings; each transport reads the ones that concern it.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// Local address to connect from (or, for webhooks, to listen on): spreading subscribers
+    /// over 127.0.0.x addresses gets past the ephemeral-port limit.
+    pub bind: Option<IpAddr>,
+    /// Short-polling interval.
+    pub poll_interval: Duration,
+    /// The secret webhook deliveries must be signed with; webhooks cannot subscribe without it.
+    pub webhook_secret: Option<Secret>,
+    /// WebSocket read buffer per connection.
+    pub ws_read_buffer: usize,
+    /// How long a connect (and handshake) may take.
+    pub connect_timeout: Duration,
+    /// How long one HTTP request may take; longer than the server's long-poll hold.
+    pub request_timeout: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            bind: None,
+            poll_interval: Duration::from_millis(100),
+            webhook_secret: None,
+            ws_read_buffer: 4096,
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Whether a subscription should go on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    /// Keep receiving.
+    Continue,
+    /// Enough received: close the subscription cleanly.
+    Stop,
+}
+
+/// Where a client puts what it receives. The harness's sink records latency and the tally;
+/// tests' sinks check digests.
+pub trait Sink: Send {
+    /// The subscription is established (connected, handshake done) at `at_ns` (monotonic).
+    fn connected(&mut self, at_ns: u64) {
+        let _ = at_ns;
+    }
+
+    /// One event arrived at `received_ns` (monotonic).
+    fn event(&mut self, event: &Event<'_>, received_ns: u64) -> Flow;
+
+    /// A message arrived that is not a valid event; counted, never fatal.
+    fn malformed(&mut self, error: &DecodeError) -> Flow;
+}
+
+/// Decodes one received message and hands it to the sink: the one path from wire bytes to sink
+/// that every client shares.
+pub(crate) fn deliver(sink: &mut dyn Sink, bytes: &[u8], received_ns: u64) -> Flow {
+    match Event::decode(bytes) {
+        Ok(event) => sink.event(&event, received_ns),
+        Err(error) => sink.malformed(&error),
+    }
+}
+
+/// Why a subscription failed. A malformed event is not among them: it goes to the sink.
+#[derive(Debug, Error)]
+pub enum ClientError {
+    /// The server could not be reached.
+    #[error("cannot connect to {addr}: {reason}")]
+    Connect {
+        /// The server's address.
+        addr: SocketAddr,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The server answered with an HTTP error.
+    #[error("server answered HTTP {status}: {body}")]
+    Status {
+        /// The HTTP status code.
+        status: u16,
+        /// The start of the answer's body.
+        body: String,
+    },
+    /// The connection failed or broke protocol after it was established.
+    #[error("{0}")]
+    Protocol(String),
+    /// The client was set up wrongly (a webhook without a secret, say).
+    #[error("client configuration: {0}")]
+    Config(String),
+}
+
+/// Connects a TCP stream from `bind` (if given) to `server`, with Nagle off: every transport
+/// here sends small messages that must not wait for more.
+pub(crate) async fn connect_tcp(
+    server: SocketAddr,
+    config: &ClientConfig,
+) -> Result<TcpStream, ClientError> {
+    let fail = |reason: String| ClientError::Connect {
+        addr: server,
+        reason,
+    };
+    let socket = match server {
+        SocketAddr::V4(_) => TcpSocket::new_v4(),
+        SocketAddr::V6(_) => TcpSocket::new_v6(),
+    }
+    .map_err(|e| fail(e.to_string()))?;
+    if let Some(ip) = config.bind {
+        socket
+            .bind(SocketAddr::new(ip, 0))
+            .map_err(|e| fail(format!("binding {ip}: {e}")))?;
+    }
+    let stream = tokio::time::timeout(config.connect_timeout, socket.connect(server))
+        .await
+        .map_err(|_| fail(format!("timed out after {:?}", config.connect_timeout)))?
+        .map_err(|e| fail(e.to_string()))?;
+    stream.set_nodelay(true).map_err(|e| fail(e.to_string()))?;
+    Ok(stream)
+}
+
+/// Serves an axum router on a listener until shutdown, with CORS open so a browser page from
+/// any origin can `fetch` or `EventSource` the server (the benchmark has no secrets to guard).
+pub(crate) async fn serve_http<L>(
+    listener: L,
+    router: axum::Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: fmt::Debug,
+{
+    let router = router.layer(tower_http::cors::CorsLayer::permissive());
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}

@@ -1,0 +1,529 @@
+//! Webhooks: the provider (server side) keeps endpoints registered with
+//! `POST /subscriptions {"url": "..."}` and POSTs every event to each, in order, signed with
+//! Standard Webhooks headers and retried with exponential backoff and jitter; the consumer
+//! (client side) is an HTTP server of its own that verifies the signature (401 if it fails),
+//! drops repeats by `webhook-id`, and answers 2xx at once.
+//!
+//! Each consumer listens on its own port, as real consumers are separate hosts, so the provider
+//! cannot share one connection among them.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::serve::ListenerExt;
+use axum::{Json, Router};
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use bytes::Bytes;
+use hmac::{Hmac, Mac};
+use rand::Rng;
+use serde::Deserialize;
+use sha2::Sha256;
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{deliver, serve_http, ClientConfig, ClientError, Flow, ServerConfig, Sink};
+use crate::clock::now_ns;
+use crate::event::MAX_EVENT_BYTES;
+use crate::hub::{BatchLimit, Hub, SubscriberGuard};
+
+/// How far a delivery's timestamp may be from the consumer's clock (the Standard Webhooks
+/// default), so a captured request cannot be replayed later.
+const TIMESTAMP_TOLERANCE_SECS: i64 = 5 * 60;
+
+/// First retry delay; each further attempt doubles it, up to [`RETRY_CAP`].
+const RETRY_BASE: Duration = Duration::from_millis(50);
+const RETRY_CAP: Duration = Duration::from_secs(5);
+
+/// A Standard Webhooks signing secret (`whsec_` + base64 of the key).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret {
+    key: Vec<u8>,
+}
+
+/// Text that is not a usable `whsec_` secret.
+#[derive(Debug, Error)]
+#[error("invalid webhook secret: expected `whsec_` followed by base64 ({0})")]
+pub struct SecretError(String);
+
+impl Secret {
+    /// A fresh random 24-byte secret.
+    pub fn generate() -> Self {
+        let mut key = vec![0u8; 24];
+        rand::rng().fill(&mut key[..]);
+        Self { key }
+    }
+
+    /// The secret in its `whsec_` text form, as a provider shows it to consumers.
+    pub fn to_whsec(&self) -> String {
+        format!("whsec_{}", BASE64.encode(&self.key))
+    }
+
+    fn mac(&self, id: &str, timestamp: i64, body: &[u8]) -> Hmac<Sha256> {
+        // HMAC accepts keys of any length, so this cannot fail.
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key");
+        mac.update(id.as_bytes());
+        mac.update(b".");
+        mac.update(timestamp.to_string().as_bytes());
+        mac.update(b".");
+        mac.update(body);
+        mac
+    }
+
+    /// The `webhook-signature` value: `v1,` + base64 HMAC-SHA256 of `id.timestamp.body`.
+    pub fn sign(&self, id: &str, timestamp: i64, body: &[u8]) -> String {
+        let tag = self.mac(id, timestamp, body).finalize().into_bytes();
+        format!("v1,{}", BASE64.encode(tag))
+    }
+
+    /// Checks a delivery's headers and body as a Standard Webhooks consumer must: all three
+    /// headers present, timestamp within tolerance of `now_secs`, and one of the space-separated
+    /// `v1,` signatures matching (compared in constant time).
+    pub fn verify(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now_secs: i64,
+    ) -> Result<(), VerifyError> {
+        let header = |name: &'static str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .ok_or(VerifyError::MissingHeader(name))
+        };
+        let id = header("webhook-id")?;
+        let timestamp: i64 = header("webhook-timestamp")?
+            .parse()
+            .map_err(|_| VerifyError::BadTimestamp)?;
+        if (now_secs - timestamp).abs() > TIMESTAMP_TOLERANCE_SECS {
+            return Err(VerifyError::StaleTimestamp);
+        }
+        let mac = self.mac(id, timestamp, body);
+        let mut saw_v1 = false;
+        for candidate in header("webhook-signature")?.split(' ') {
+            let Some(encoded) = candidate.strip_prefix("v1,") else {
+                continue;
+            };
+            saw_v1 = true;
+            if let Ok(tag) = BASE64.decode(encoded) {
+                if mac.clone().verify_slice(&tag).is_ok() {
+                    return Ok(());
+                }
+            }
+        }
+        Err(if saw_v1 {
+            VerifyError::NoMatch
+        } else {
+            VerifyError::MalformedSignature
+        })
+    }
+}
+
+impl FromStr for Secret {
+    type Err = SecretError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let encoded = text.strip_prefix("whsec_").unwrap_or(text);
+        let key = BASE64
+            .decode(encoded)
+            .map_err(|e| SecretError(e.to_string()))?;
+        if key.is_empty() {
+            return Err(SecretError("empty key".into()));
+        }
+        Ok(Self { key })
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// Why a delivery was refused with 401.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum VerifyError {
+    /// A required Standard Webhooks header is absent (or not text).
+    #[error("missing header {0}")]
+    MissingHeader(&'static str),
+    /// `webhook-timestamp` is not an integer.
+    #[error("webhook-timestamp is not Unix seconds")]
+    BadTimestamp,
+    /// The timestamp is too far from now: a replay, or a badly wrong clock.
+    #[error("webhook-timestamp is more than {TIMESTAMP_TOLERANCE_SECS} s from now")]
+    StaleTimestamp,
+    /// No `v1,` signature in the header.
+    #[error("webhook-signature has no v1 signature")]
+    MalformedSignature,
+    /// Signatures present, none valid for this body.
+    #[error("no webhook-signature matches the body")]
+    NoMatch,
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Provider (server side)
+
+#[derive(Clone)]
+struct Provider {
+    hub: Arc<Hub>,
+    http: reqwest::Client,
+    secret: Arc<Secret>,
+    batch: BatchLimit,
+    attempts: u32,
+    next_endpoint: Arc<AtomicU64>,
+}
+
+/// A consumer's registration.
+#[derive(Deserialize)]
+struct Registration {
+    url: String,
+}
+
+/// Serves `POST /subscriptions` on `listener` and delivers to every registered endpoint until
+/// `shutdown` fires.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    hub: Arc<Hub>,
+    config: ServerConfig,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let mut http = reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .timeout(Duration::from_secs(10));
+    if config.webhook_new_connection {
+        // No idle connection is kept, so every delivery opens (and closes) its own.
+        http = http.pool_max_idle_per_host(0);
+    }
+    let provider = Provider {
+        hub,
+        http: http.build().map_err(std::io::Error::other)?,
+        secret: Arc::new(config.webhook_secret),
+        batch: config.batch,
+        attempts: config.webhook_attempts.max(1),
+        next_endpoint: Arc::new(AtomicU64::new(0)),
+    };
+    let router = Router::new()
+        .route("/subscriptions", post(register))
+        .layer(DefaultBodyLimit::max(16 * 1024))
+        .with_state(provider);
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    serve_http(listener, router, shutdown).await
+}
+
+async fn register(State(provider): State<Provider>, body: Bytes) -> Response {
+    let registration: Registration = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            let why = format!("invalid registration: {e}; expected {{\"url\": \"http://...\"}}\n");
+            return (StatusCode::BAD_REQUEST, why).into_response();
+        }
+    };
+    let url = match reqwest::Url::parse(&registration.url) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => url,
+        _ => {
+            let why = format!(
+                "invalid endpoint url {:?}: expected http(s)://host[:port]/path\n",
+                registration.url
+            );
+            return (StatusCode::BAD_REQUEST, why).into_response();
+        }
+    };
+    let id = format!(
+        "ep_{}",
+        provider.next_endpoint.fetch_add(1, Ordering::Relaxed)
+    );
+    // The endpoint counts as a subscriber until every event has been delivered to it.
+    let guard = provider.hub.join();
+    tokio::spawn(deliver_stream(provider, url.clone(), guard));
+    let answer = serde_json::json!({ "id": id, "url": url.as_str() });
+    (StatusCode::CREATED, Json(answer)).into_response()
+}
+
+/// Delivers the whole stream to one endpoint, one event at a time so it arrives in order.
+async fn deliver_stream(provider: Provider, url: reqwest::Url, _guard: SubscriberGuard) {
+    let mut reader = provider.hub.reader(0);
+    while let Some(batch) = reader.next_batch(provider.batch).await {
+        for (seq, body) in batch.iter() {
+            if !deliver_event(&provider, &url, seq, body).await {
+                tracing::warn!(%url, seq, attempts = provider.attempts, "webhook delivery abandoned");
+            }
+        }
+    }
+}
+
+/// POSTs one event until a 2xx answer or the attempts run out; `true` if delivered.
+async fn deliver_event(provider: &Provider, url: &reqwest::Url, seq: u64, body: &Bytes) -> bool {
+    // The same id on every attempt, so the consumer can drop repeats.
+    let id = format!("msg_{seq}");
+    for attempt in 0..provider.attempts {
+        if attempt > 0 {
+            tokio::time::sleep(retry_delay(attempt)).await;
+        }
+        let timestamp = unix_now();
+        let signature = provider.secret.sign(&id, timestamp, body);
+        let sent = provider
+            .http
+            .post(url.clone())
+            .header("content-type", "application/json")
+            .header("webhook-id", &id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .body(body.clone())
+            .send()
+            .await;
+        match sent {
+            Ok(answer) if answer.status().is_success() => return true,
+            Ok(answer) => tracing::debug!(%url, seq, status = %answer.status(), "webhook refused"),
+            Err(error) => tracing::debug!(%url, seq, %error, "webhook failed"),
+        }
+    }
+    false
+}
+
+/// Exponential backoff with "equal jitter": half the step fixed, half random, so retries from
+/// many endpoints spread out instead of arriving together.
+fn retry_delay(attempt: u32) -> Duration {
+    let step = RETRY_BASE
+        .saturating_mul(1 << (attempt - 1).min(16))
+        .min(RETRY_CAP);
+    let half = step / 2;
+    half + half.mul_f64(rand::rng().random::<f64>())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Consumer (client side)
+
+/// A delivery accepted by the consumer, on its way to the sink.
+struct Accepted {
+    received_ns: u64,
+    body: Bytes,
+}
+
+struct ConsumerState {
+    secret: Secret,
+    /// `webhook-id`s already accepted: a retried delivery is acknowledged but not passed on.
+    seen: Mutex<HashSet<String>>,
+    accepted: mpsc::Sender<Accepted>,
+}
+
+/// A webhook consumer bound to its own address, not yet registered with a provider.
+pub struct Consumer {
+    listener: TcpListener,
+    state: Arc<ConsumerState>,
+    deliveries: mpsc::Receiver<Accepted>,
+}
+
+impl Consumer {
+    /// Binds a consumer on `config.bind` (default 127.0.0.1), on a port of its own.
+    pub async fn bind(config: &ClientConfig) -> Result<Self, ClientError> {
+        let secret = config.webhook_secret.clone().ok_or_else(|| {
+            ClientError::Config(
+                "a webhook consumer needs the provider's secret (--webhook-secret)".into(),
+            )
+        })?;
+        let ip = config.bind.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let listener = TcpListener::bind((ip, 0))
+            .await
+            .map_err(|e| ClientError::Config(format!("cannot listen on {ip}: {e}")))?;
+        let (accepted, deliveries) = mpsc::channel(1024);
+        let state = Arc::new(ConsumerState {
+            secret,
+            seen: Mutex::new(HashSet::new()),
+            accepted,
+        });
+        Ok(Self {
+            listener,
+            state,
+            deliveries,
+        })
+    }
+
+    /// The URL the provider should POST to.
+    pub fn url(&self) -> String {
+        match self.listener.local_addr() {
+            Ok(addr) => format!("http://{addr}/webhook"),
+            Err(_) => String::new(),
+        }
+    }
+
+    /// Registers with the provider at `server` and feeds accepted deliveries to the sink until
+    /// it stops; then stops listening.
+    pub async fn run(self, server: SocketAddr, sink: &mut dyn Sink) -> Result<(), ClientError> {
+        let url = self.url();
+        let Consumer {
+            listener,
+            state,
+            mut deliveries,
+        } = self;
+        let router = Router::new()
+            .route("/webhook", post(receive))
+            .layer(DefaultBodyLimit::max(MAX_EVENT_BYTES))
+            .with_state(state);
+        let shutdown = CancellationToken::new();
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let serving = tokio::spawn(serve_http(listener, router, shutdown.clone()));
+
+        let result = async {
+            register_with(server, &url).await?;
+            sink.connected(now_ns());
+            while let Some(accepted) = deliveries.recv().await {
+                if deliver(sink, &accepted.body, accepted.received_ns) == Flow::Stop {
+                    break;
+                }
+            }
+            Ok(())
+        }
+        .await;
+        shutdown.cancel();
+        let _ = serving.await;
+        result
+    }
+}
+
+/// `POST /subscriptions` on the provider; anything but 201 fails the subscription.
+async fn register_with(server: SocketAddr, url: &str) -> Result<(), ClientError> {
+    let answer = reqwest::Client::new()
+        .post(format!("http://{server}/subscriptions"))
+        .json(&serde_json::json!({ "url": url }))
+        .send()
+        .await
+        .map_err(|e| ClientError::Connect {
+            addr: server,
+            reason: e.to_string(),
+        })?;
+    if answer.status() != StatusCode::CREATED {
+        let status = answer.status().as_u16();
+        let body = answer.text().await.unwrap_or_default();
+        return Err(ClientError::Status { status, body });
+    }
+    Ok(())
+}
+
+async fn receive(
+    State(state): State<Arc<ConsumerState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let received_ns = now_ns();
+    if let Err(error) = state.secret.verify(&headers, &body, unix_now()) {
+        return (StatusCode::UNAUTHORIZED, format!("{error}\n")).into_response();
+    }
+    // verify() has checked that the header is present and text.
+    let id = headers
+        .get("webhook-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let first_time = state
+        .seen
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(id);
+    if !first_time {
+        return StatusCode::OK.into_response();
+    }
+    let accepted = Accepted { received_ns, body };
+    if state.accepted.send(accepted).await.is_err() {
+        // The subscriber has stopped; the provider may retry elsewhere.
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// Binds a consumer, registers it with the provider at `server`, and feeds the sink.
+pub(crate) async fn subscribe(
+    server: SocketAddr,
+    config: &ClientConfig,
+    sink: &mut dyn Sink,
+) -> Result<(), ClientError> {
+    Consumer::bind(config).await?.run(server, sink).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The signer reproduces the Standard Webhooks published test vector.
+    #[test]
+    fn standard_webhooks_vector() {
+        let secret: Secret = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD".parse().unwrap();
+        let body = br#"{"email":"test@example.com","username":"test_user"}"#;
+        let signature = secret.sign("msg_27UH4WbU6Z5A5EzD8u03UvzRbpk", 1649367553, body);
+        assert_eq!(signature, "v1,tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3Kkw=");
+    }
+
+    fn headers(id: &str, ts: i64, sig: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("webhook-id", id.parse().unwrap());
+        h.insert("webhook-timestamp", ts.to_string().parse().unwrap());
+        h.insert("webhook-signature", sig.parse().unwrap());
+        h
+    }
+
+    /// Verification accepts a good signature among several and refuses each kind of bad one.
+    #[test]
+    fn verify_accepts_and_refuses() {
+        let secret = Secret::generate();
+        let now = 1_700_000_000;
+        let good = secret.sign("msg_1", now, b"{}");
+        let both = format!("v1,AAAA {good}");
+        assert_eq!(
+            secret.verify(&headers("msg_1", now, &both), b"{}", now),
+            Ok(())
+        );
+        assert_eq!(
+            secret.verify(&headers("msg_1", now, &good), b"{ }", now),
+            Err(VerifyError::NoMatch)
+        );
+        assert_eq!(
+            secret.verify(&headers("msg_1", now, "garbage"), b"{}", now),
+            Err(VerifyError::MalformedSignature)
+        );
+        assert_eq!(
+            secret.verify(&headers("msg_1", now, &good), b"{}", now + 301),
+            Err(VerifyError::StaleTimestamp)
+        );
+        assert_eq!(
+            secret.verify(&HeaderMap::new(), b"{}", now),
+            Err(VerifyError::MissingHeader("webhook-id"))
+        );
+    }
+
+    /// Secrets round-trip through their whsec_ form; non-base64 is refused.
+    #[test]
+    fn secret_text_form() {
+        let secret = Secret::generate();
+        assert_eq!(secret.to_whsec().parse::<Secret>().unwrap(), secret);
+        assert!("whsec_!!!".parse::<Secret>().is_err());
+    }
+
+    /// Backoff grows and stays within its cap.
+    #[test]
+    fn retry_delays_grow_with_jitter() {
+        assert!(retry_delay(1) <= RETRY_BASE);
+        assert!(retry_delay(3) >= RETRY_BASE * 2);
+        assert!(retry_delay(30) <= RETRY_CAP);
+    }
+}

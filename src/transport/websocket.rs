@@ -1,0 +1,195 @@
+//! WebSocket: the server (axum) pushes each event as a text frame carrying its JSON on `/ws`;
+//! the client is tokio-tungstenite. Pings keep idle connections alive; the stream ends with a
+//! clean close handshake (1000 when complete, 1001 when the server shuts down).
+//!
+//! `GET /ws?after=SEQ` resumes after event SEQ.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{close_code, CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{RawQuery, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message as ClientMessage};
+use tokio_util::sync::CancellationToken;
+
+use super::cursor::first_seq_from_query;
+use super::{
+    connect_tcp, deliver, serve_http, ClientConfig, ClientError, Flow, ServerConfig, Sink,
+    TrackedListener,
+};
+use crate::clock::now_ns;
+use crate::event::{DecodeError, MAX_EVENT_BYTES};
+use crate::hub::{Batch, Hub, Reader};
+
+/// The largest message a subscriber may send the server; subscribers only send control frames.
+const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
+
+/// How long each side waits for the other's close frame before dropping the connection.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+#[derive(Clone)]
+struct AppState {
+    hub: Arc<Hub>,
+    config: Arc<ServerConfig>,
+}
+
+/// Serves `/ws` on `listener` until `shutdown` fires.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    hub: Arc<Hub>,
+    config: ServerConfig,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let state = AppState {
+        hub: Arc::clone(&hub),
+        config: Arc::new(config),
+    };
+    let router = Router::new().route("/ws", get(upgrade)).with_state(state);
+    serve_http(TrackedListener::new(listener, hub), router, shutdown).await
+}
+
+async fn upgrade(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let first_seq = match first_seq_from_query(query.as_deref()) {
+        Ok(seq) => seq,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let reader = state.hub.reader(first_seq);
+    ws.read_buffer_size(state.config.ws_read_buffer)
+        .max_message_size(MAX_CLIENT_MESSAGE)
+        .on_upgrade(move |socket| stream_events(socket, reader, state.config))
+}
+
+/// Pushes the stream to one subscriber until it is complete, the subscriber leaves, or the
+/// server shuts down.
+async fn stream_events(socket: WebSocket, mut reader: Reader, config: Arc<ServerConfig>) {
+    let (mut tx, mut rx) = socket.split();
+    let start = tokio::time::Instant::now() + config.heartbeat;
+    let mut heartbeat = tokio::time::interval_at(start, config.heartbeat);
+    let close = loop {
+        tokio::select! {
+            batch = reader.next_batch(config.batch) => match batch {
+                Some(batch) => {
+                    if write_batch(&mut tx, &batch).await.is_err() {
+                        return;
+                    }
+                }
+                None if reader.at_end() => break (close_code::NORMAL, "stream complete"),
+                None => break (close_code::AWAY, "server shutting down"),
+            },
+            incoming = rx.next() => match incoming {
+                // The subscriber left, or closed first (axum answers its close frame for us).
+                None | Some(Ok(Message::Close(_))) => return,
+                Some(Err(error)) => {
+                    if is_too_big(&error) {
+                        let _ = tx.send(close_message(close_code::SIZE, "message too big")).await;
+                    }
+                    return;
+                }
+                // Pongs, and anything a subscriber chooses to send, need no answer.
+                Some(Ok(_)) => {}
+            },
+            _ = heartbeat.tick() => {
+                if tx.send(Message::Ping(Default::default())).await.is_err() {
+                    return;
+                }
+            }
+        }
+    };
+    if tx.send(close_message(close.0, close.1)).await.is_err() {
+        return;
+    }
+    // Wait for the subscriber's close frame so the handshake completes cleanly on both sides.
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        while let Some(Ok(message)) = rx.next().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// Queues every event of the batch, then flushes once: one write for many frames.
+async fn write_batch<S>(tx: &mut S, batch: &Batch) -> Result<(), axum::Error>
+where
+    S: futures_util::Sink<Message, Error = axum::Error> + Unpin,
+{
+    for (_, event) in batch.iter() {
+        // Encoded events are ASCII JSON, so this check never fails; it is also cheap.
+        let text = Utf8Bytes::try_from(event.clone()).map_err(axum::Error::new)?;
+        tx.feed(Message::Text(text)).await?;
+    }
+    tx.flush().await
+}
+
+fn close_message(code: u16, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    }))
+}
+
+fn is_too_big(error: &axum::Error) -> bool {
+    let inner = std::error::Error::source(error);
+    matches!(
+        inner.and_then(|e| e.downcast_ref::<tungstenite::Error>()),
+        Some(tungstenite::Error::Capacity(_))
+    )
+}
+
+/// Subscribes to `ws://server/ws` and feeds every text frame to the sink.
+pub(crate) async fn subscribe(
+    server: SocketAddr,
+    config: &ClientConfig,
+    sink: &mut dyn Sink,
+) -> Result<(), ClientError> {
+    let stream = connect_tcp(server, config).await?;
+    let ws_config = WebSocketConfig::default()
+        .read_buffer_size(config.ws_read_buffer)
+        .max_message_size(Some(MAX_EVENT_BYTES))
+        .max_frame_size(Some(MAX_EVENT_BYTES));
+    let url = format!("ws://{server}/ws");
+    let handshake = tokio_tungstenite::client_async_with_config(url, stream, Some(ws_config));
+    let (mut ws, _response) = tokio::time::timeout(config.connect_timeout, handshake)
+        .await
+        .map_err(|_| ClientError::Protocol("WebSocket handshake timed out".into()))?
+        .map_err(|e| ClientError::Protocol(format!("WebSocket handshake failed: {e}")))?;
+    sink.connected(now_ns());
+
+    while let Some(message) = ws.next().await {
+        let message = message.map_err(|e| ClientError::Protocol(format!("WebSocket: {e}")))?;
+        let flow = match &message {
+            ClientMessage::Text(text) => deliver(sink, text.as_bytes(), now_ns()),
+            ClientMessage::Binary(_) => sink.malformed(&DecodeError::new(
+                "binary frame where a text frame with a JSON event was expected",
+            )),
+            // tungstenite answers pings and the server's close frame itself; reading on drives
+            // those answers out and then ends the stream.
+            _ => Flow::Continue,
+        };
+        if flow == Flow::Stop {
+            let frame = tungstenite::protocol::CloseFrame {
+                code: tungstenite::protocol::frame::coding::CloseCode::Normal,
+                reason: "received the whole stream".into(),
+            };
+            let _ = ws.close(Some(frame)).await;
+            let _ = tokio::time::timeout(CLOSE_GRACE, async {
+                while let Some(Ok(_)) = ws.next().await {}
+            })
+            .await;
+            break;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,65 @@
+//! Shared set-up for the integration tests: a real server on a loopback port, real subscribers,
+//! and the checks every delivered stream must pass.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use pushbench::event::{Rate, StreamSpec};
+use pushbench::harness::{run_subscribers, SubscriberRecord};
+use pushbench::serve::Server;
+use pushbench::transport::{ClientConfig, ServerConfig, Transport};
+
+/// Longest any test subscriber may take; far above what a healthy run needs.
+pub const TIMEOUT: Duration = Duration::from_secs(240);
+
+/// A max-rate stream of `count` events with the given payload sizes.
+pub fn spec(count: u64, payload: &str) -> StreamSpec {
+    StreamSpec::new(42, count, payload.parse().unwrap(), Rate::Max).unwrap()
+}
+
+/// Client settings matching a server's: the webhook secret is shared, as a consumer would be
+/// told it by its provider.
+pub fn client_for(server: &ServerConfig) -> ClientConfig {
+    ClientConfig {
+        webhook_secret: Some(server.webhook_secret.clone()),
+        ..ClientConfig::default()
+    }
+}
+
+/// Serves `spec` over `transport` to `subscribers` in-process subscribers and returns their
+/// records, after checking the server saw every subscriber leave once it had the stream.
+pub async fn deliver(transport: Transport, spec: &StreamSpec, subscribers: usize) -> Vec<SubscriberRecord> {
+    let config = ServerConfig::default();
+    let client = client_for(&config);
+    let mut server = Server::start(transport, "127.0.0.1:0".parse().unwrap(), spec.count, config)
+        .await
+        .unwrap();
+    let addr = server.addr();
+    let expected = spec.count;
+    let load = tokio::spawn(async move {
+        run_subscribers(transport, addr, subscribers, expected, &client, TIMEOUT).await
+    });
+    server.publish(spec, subscribers).await.unwrap();
+    let records = load.await.unwrap();
+    let left = server.drain(Duration::from_secs(30)).await;
+    assert_eq!(left, 0, "{transport}: subscribers still counted after the stream");
+    server.stop().await.unwrap();
+    records
+}
+
+/// Every subscriber got the identical stream: source digest, nothing lost, doubled, reordered or
+/// malformed, and no error.
+pub fn assert_identical(transport: Transport, spec: &StreamSpec, records: &[SubscriberRecord]) {
+    let source = spec.digest();
+    for (i, record) in records.iter().enumerate() {
+        let counts = record.tally.counts();
+        assert_eq!(record.error, None, "{transport} subscriber {i}");
+        assert_eq!(record.tally.lost(), 0, "{transport} subscriber {i} lost events");
+        assert_eq!(counts.duplicated, 0, "{transport} subscriber {i} duplicates");
+        assert_eq!(counts.reordered, 0, "{transport} subscriber {i} reordered");
+        assert_eq!(counts.malformed, 0, "{transport} subscriber {i} malformed");
+        assert_eq!(counts.received, spec.count, "{transport} subscriber {i} received");
+        assert_eq!(record.tally.digest(), source, "{transport} subscriber {i} digest");
+    }
+}
