@@ -29,12 +29,21 @@ pub fn client_for(server: &ServerConfig) -> ClientConfig {
 
 /// Serves `spec` over `transport` to `subscribers` in-process subscribers and returns their
 /// records, after checking the server saw every subscriber leave once it had the stream.
-pub async fn deliver(transport: Transport, spec: &StreamSpec, subscribers: usize) -> Vec<SubscriberRecord> {
+pub async fn deliver(
+    transport: Transport,
+    spec: &StreamSpec,
+    subscribers: usize,
+) -> Vec<SubscriberRecord> {
     let config = ServerConfig::default();
     let client = client_for(&config);
-    let mut server = Server::start(transport, "127.0.0.1:0".parse().unwrap(), spec.count, config)
-        .await
-        .unwrap();
+    let mut server = Server::start(
+        transport,
+        "127.0.0.1:0".parse().unwrap(),
+        spec.count,
+        config,
+    )
+    .await
+    .unwrap();
     let addr = server.addr();
     let expected = spec.count;
     let load = tokio::spawn(async move {
@@ -43,7 +52,10 @@ pub async fn deliver(transport: Transport, spec: &StreamSpec, subscribers: usize
     server.publish(spec, subscribers).await.unwrap();
     let records = load.await.unwrap();
     let left = server.drain(Duration::from_secs(30)).await;
-    assert_eq!(left, 0, "{transport}: subscribers still counted after the stream");
+    assert_eq!(
+        left, 0,
+        "{transport}: subscribers still counted after the stream"
+    );
     server.stop().await.unwrap();
     records
 }
@@ -55,11 +67,25 @@ pub fn assert_identical(transport: Transport, spec: &StreamSpec, records: &[Subs
     for (i, record) in records.iter().enumerate() {
         let counts = record.tally.counts();
         assert_eq!(record.error, None, "{transport} subscriber {i}");
-        assert_eq!(record.tally.lost(), 0, "{transport} subscriber {i} lost events");
-        assert_eq!(counts.duplicated, 0, "{transport} subscriber {i} duplicates");
+        assert_eq!(
+            record.tally.lost(),
+            0,
+            "{transport} subscriber {i} lost events"
+        );
+        assert_eq!(
+            counts.duplicated, 0,
+            "{transport} subscriber {i} duplicates"
+        );
         assert_eq!(counts.reordered, 0, "{transport} subscriber {i} reordered");
         assert_eq!(counts.malformed, 0, "{transport} subscriber {i} malformed");
-        assert_eq!(counts.received, spec.count, "{transport} subscriber {i} received");
-        assert_eq!(record.tally.digest(), source, "{transport} subscriber {i} digest");
+        assert_eq!(
+            counts.received, spec.count,
+            "{transport} subscriber {i} received"
+        );
+        assert_eq!(
+            record.tally.digest(),
+            source,
+            "{transport} subscriber {i} digest"
+        );
     }
 }

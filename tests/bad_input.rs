@@ -1,0 +1,306 @@
+//! Bad input from the network and the command line gets the protocol's own error answer, never
+//! a panic, and the server goes on serving everyone else.
+
+mod common;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use common::{assert_identical, client_for, spec, TIMEOUT};
+use futures_util::{SinkExt, StreamExt};
+use pushbench::event::{Event, StreamSpec};
+use pushbench::harness::{run_subscribers, SubscriberRecord, TallySink};
+use pushbench::serve::Server;
+use pushbench::transport::webhook::Consumer;
+use pushbench::transport::{ClientConfig, Secret, ServerConfig, Transport};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+
+async fn start(transport: Transport, spec: &StreamSpec, config: ServerConfig) -> Server {
+    Server::start(
+        transport,
+        "127.0.0.1:0".parse().unwrap(),
+        spec.count,
+        config,
+    )
+    .await
+    .unwrap()
+}
+
+/// Publishes to `n` subscribers started now and returns their records.
+async fn serve_to(
+    server: &mut Server,
+    transport: Transport,
+    spec: &StreamSpec,
+    client: ClientConfig,
+    n: usize,
+) -> Vec<SubscriberRecord> {
+    let (addr, expected) = (server.addr(), spec.count);
+    let load = tokio::spawn(async move {
+        run_subscribers(transport, addr, n, expected, &client, TIMEOUT).await
+    });
+    server.publish(spec, n).await.unwrap();
+    load.await.unwrap()
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// Wrong, missing and malformed webhook signatures get 401 with the reason and are not
+/// delivered; a repeated `webhook-id` is acknowledged but delivered once; the consumer under
+/// attack and another consumer both still receive the identical stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_signatures_are_enforced() {
+    let spec = spec(500, "64");
+    let config = ServerConfig::default();
+    let secret = config.webhook_secret.clone();
+    let client = client_for(&config);
+    let mut server = start(Transport::Webhook, &spec, config).await;
+    let addr = server.addr();
+
+    let victim = Consumer::bind(&client).await.unwrap();
+    let url = victim.url();
+    let victim = tokio::spawn(async move {
+        let mut sink = TallySink::new(500);
+        let outcome = victim.run(addr, &mut sink).await;
+        sink.finish(outcome.err().map(|e| e.to_string()))
+    });
+
+    let body = Event {
+        seq: 0,
+        scheduled_ns: 1,
+        sent_ns: 1,
+        payload: spec.payload(0).into(),
+    }
+    .encode();
+    let now = unix_now();
+    let http = reqwest::Client::new();
+    let post = |id: &str, signature: Option<String>| {
+        let mut request = http
+            .post(&url)
+            .header("webhook-id", id)
+            .header("webhook-timestamp", now.to_string())
+            .body(body.clone());
+        if let Some(signature) = signature {
+            request = request.header("webhook-signature", signature);
+        }
+        request.send()
+    };
+    let cases = [
+        (
+            Some(Secret::generate().sign("msg_0", now, &body)),
+            "no webhook-signature matches the body",
+        ),
+        (None, "missing header webhook-signature"),
+        (
+            Some("v1:AAAA".to_owned()),
+            "webhook-signature has no v1 signature",
+        ),
+        (
+            Some("v1,!!!not-base64!!!".to_owned()),
+            "no webhook-signature matches the body",
+        ),
+    ];
+    for (signature, reason) in cases {
+        let answer = post("msg_0", signature).await.unwrap();
+        assert_eq!(answer.status(), 401);
+        assert_eq!(answer.text().await.unwrap().trim(), reason);
+    }
+    // A correctly signed delivery, then its retry with the same id: accepted once.
+    let good = secret.sign("msg_0", now, &body);
+    assert_eq!(
+        post("msg_0", Some(good.clone())).await.unwrap().status(),
+        204
+    );
+    assert_eq!(post("msg_0", Some(good)).await.unwrap().status(), 200);
+
+    let others = serve_to(&mut server, Transport::Webhook, &spec, client, 1).await;
+    let victim = victim.await.unwrap();
+    assert_identical(Transport::Webhook, &spec, &others);
+    assert_identical(Transport::Webhook, &spec, &[victim]);
+    server.stop().await.unwrap();
+}
+
+/// A registration that is not `{"url": ...}` with an http(s) URL is refused with 400 and why.
+#[tokio::test]
+async fn webhook_registration_is_validated() {
+    let spec = spec(10, "8");
+    let server = start(Transport::Webhook, &spec, ServerConfig::default()).await;
+    let url = format!("http://{}/subscriptions", server.addr());
+    let http = reqwest::Client::new();
+    for (body, expect) in [
+        ("not json", "invalid registration"),
+        (r#"{"url":"ftp://x/y"}"#, "invalid endpoint url"),
+    ] {
+        let answer = http.post(&url).body(body).send().await.unwrap();
+        assert_eq!(answer.status(), 400);
+        assert!(answer.text().await.unwrap().starts_with(expect));
+    }
+    assert_eq!(server.hub().subscribers(), 0, "nothing was registered");
+    server.stop().await.unwrap();
+}
+
+/// `after=abc` (and a bad `Last-Event-ID`) gets 400 with a message from every cursor-taking
+/// server, which then serves a subscriber the identical stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_cursors_get_400() {
+    let spec = spec(1000, "64");
+    let http = reqwest::Client::new();
+    for (transport, path) in [
+        (Transport::Poll, "/poll?after=abc"),
+        (Transport::Longpoll, "/poll?after=abc"),
+        (Transport::Sse, "/sse?after=abc"),
+        (Transport::Websocket, "/ws?after=abc"),
+    ] {
+        let config = ServerConfig::default();
+        let client = client_for(&config);
+        let mut server = start(transport, &spec, config).await;
+        let (status, text) = if transport == Transport::Websocket {
+            // The refusal comes in answer to a real upgrade request.
+            let url = format!("ws://{}{path}", server.addr());
+            match tokio_tungstenite::connect_async(url).await {
+                Err(tokio_tungstenite::tungstenite::Error::Http(answer)) => {
+                    let body = answer.body().clone().unwrap_or_default();
+                    (answer.status().as_u16(), String::from_utf8(body).unwrap())
+                }
+                other => panic!("websocket upgrade with a bad cursor: {other:?}"),
+            }
+        } else {
+            let url = format!("http://{}{path}", server.addr());
+            let answer = http.get(url).send().await.unwrap();
+            (answer.status().as_u16(), answer.text().await.unwrap())
+        };
+        assert_eq!(status, 400, "{transport}");
+        assert!(
+            text.starts_with("invalid cursor \"abc\": expected the sequence number"),
+            "{transport}: {text}"
+        );
+        if transport == Transport::Sse {
+            let answer = http
+                .get(format!("http://{}/sse", server.addr()))
+                .header("last-event-id", "-3")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(answer.status(), 400);
+        }
+        let records = serve_to(&mut server, transport, &spec, client, 1).await;
+        assert_identical(transport, &spec, &records);
+        server.stop().await.unwrap();
+    }
+}
+
+fn frame(bytes: &[u8]) -> Vec<u8> {
+    let mut framed = (bytes.len() as u32).to_be_bytes().to_vec();
+    framed.extend_from_slice(bytes);
+    framed
+}
+
+fn event_bytes(spec: &StreamSpec, seq: u64) -> Vec<u8> {
+    Event {
+        seq,
+        scheduled_ns: 1,
+        sent_ns: 1,
+        payload: spec.payload(seq).into(),
+    }
+    .encode()
+}
+
+/// A TCP client fed a garbage frame between two good ones counts one malformed event, keeps
+/// both good ones, and ends cleanly.
+#[tokio::test]
+async fn tcp_client_counts_malformed_frames() {
+    let spec = spec(2, "16");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let wire = [
+        frame(&event_bytes(&spec, 0)),
+        frame(b"{\"seq\":\"nope\"}"),
+        frame(&event_bytes(&spec, 1)),
+    ]
+    .concat();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let _start = socket.read_u64().await.unwrap();
+        socket.write_all(&wire).await.unwrap();
+        socket.shutdown().await.unwrap();
+    });
+    let mut sink = TallySink::new(2);
+    Transport::Tcp
+        .subscribe(addr, &ClientConfig::default(), &mut sink)
+        .await
+        .unwrap();
+    let record = sink.finish(None);
+    assert_eq!(record.tally.counts().malformed, 1);
+    assert_eq!(record.tally.counts().distinct, 2);
+    assert_eq!(record.tally.digest(), spec.digest());
+}
+
+/// A WebSocket client fed invalid JSON and a binary frame counts two malformed events and
+/// keeps the good ones.
+#[tokio::test]
+async fn websocket_client_counts_malformed_messages() {
+    let spec = spec(2, "16");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (first, second) = (event_bytes(&spec, 0), event_bytes(&spec, 1));
+    tokio::spawn(async move {
+        let (socket, _) = listener.accept().await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(socket).await.unwrap();
+        for message in [
+            Message::text(String::from_utf8(first).unwrap()),
+            Message::text("{\"seq\":"),
+            Message::binary(Bytes::from_static(&[0xff, 0x00])),
+            Message::text(String::from_utf8(second).unwrap()),
+        ] {
+            ws.send(message).await.unwrap();
+        }
+        // The client closes once it has both events; answer its close.
+        while let Some(Ok(_)) = ws.next().await {}
+    });
+    let mut sink = TallySink::new(2);
+    Transport::Websocket
+        .subscribe(addr, &ClientConfig::default(), &mut sink)
+        .await
+        .unwrap();
+    let record = sink.finish(None);
+    assert_eq!(record.tally.counts().malformed, 2);
+    assert_eq!(record.tally.digest(), spec.digest());
+}
+
+/// A WebSocket subscriber sending an oversized message is closed with 1009; the server keeps
+/// serving the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_oversized_message_gets_1009() {
+    let spec = spec(1000, "64");
+    let config = ServerConfig::default();
+    let client = client_for(&config);
+    let mut server = start(Transport::Websocket, &spec, config).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", server.addr()))
+        .await
+        .unwrap();
+    ws.send(Message::text("x".repeat(200 * 1024)))
+        .await
+        .unwrap();
+    let close = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(message)) = ws.next().await {
+            if let Message::Close(frame) = message {
+                return frame.map(|f| f.code);
+            }
+        }
+        None
+    })
+    .await
+    .unwrap();
+    assert_eq!(close, Some(CloseCode::Size));
+    drop(ws);
+    let records = serve_to(&mut server, Transport::Websocket, &spec, client, 1).await;
+    assert_identical(Transport::Websocket, &spec, &records);
+    server.stop().await.unwrap();
+}

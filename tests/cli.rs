@@ -1,0 +1,134 @@
+//! The binary as a user meets it: `pushbench serve` as a process of its own, and bad flags.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{assert_identical, spec, TIMEOUT};
+use pushbench::harness::run_subscribers;
+use pushbench::transport::{ClientConfig, Transport};
+
+const BIN: &str = env!("CARGO_BIN_EXE_pushbench");
+
+/// An unknown transport name fails with clap's usage exit code and lists every valid name.
+#[test]
+fn unknown_transport_lists_the_valid_ones() {
+    let output = Command::new(BIN)
+        .args(["serve", "--transport", "carrier-pigeon"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("invalid value 'carrier-pigeon' for '--transport <TRANSPORT>'"),
+        "{stderr}"
+    );
+    for transport in Transport::ALL {
+        assert!(stderr.contains(transport.name()), "{stderr}");
+    }
+}
+
+/// Impossible stream flags are refused before anything runs, saying why.
+#[test]
+fn impossible_streams_say_why() {
+    for (flags, expect) in [
+        (vec!["--events", "0"], "at least one event"),
+        (vec!["--payload", "99999999"], "exceeds the maximum"),
+        (vec!["--rate", "fast"], "invalid rate \"fast\""),
+        (
+            vec!["--start-after", "0"],
+            "--start-after must be at least 1",
+        ),
+    ] {
+        let output = Command::new(BIN)
+            .args(["serve", "--transport", "tcp"])
+            .args(&flags)
+            .output()
+            .unwrap();
+        assert_ne!(output.status.code(), Some(0), "{flags:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(expect), "{flags:?}: {stderr}");
+    }
+}
+
+/// A port in use is named in the error.
+#[test]
+fn port_in_use_is_named() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let output = Command::new(BIN)
+        .args(["serve", "--transport", "sse", "--listen", &addr])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr}")),
+        "{stderr}"
+    );
+}
+
+/// `pushbench serve` in its own process delivers the identical stream to subscribers in this
+/// one, for every transport, and exits 0 once they have it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_process_delivers_and_exits() {
+    let spec = spec(2000, "64");
+    for transport in Transport::ALL {
+        let mut child = Command::new(BIN)
+            .args([
+                "serve",
+                "--transport",
+                transport.name(),
+                "--events",
+                "2000",
+                "--payload",
+                "64",
+            ])
+            .args([
+                "--seed",
+                "42",
+                "--start-after",
+                "2",
+                "--drain-timeout",
+                "30",
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut config = ClientConfig::default();
+        let addr = loop {
+            let line = lines.next().expect("serve printed its address").unwrap();
+            if let Some(secret) = line.strip_prefix("webhook secret: ") {
+                config.webhook_secret = Some(secret.parse().unwrap());
+            }
+            if let Some((_, addr)) = line.split_once("listening on ") {
+                break addr.parse().unwrap();
+            }
+        };
+        let records = run_subscribers(transport, addr, 2, spec.count, &config, TIMEOUT).await;
+        assert_identical(transport, &spec, &records);
+        let status = tokio::task::spawn_blocking(move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    return Some(status);
+                }
+                if std::time::Instant::now() > deadline {
+                    let _ = child.kill();
+                    return None;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            status.map(|s| s.code()),
+            Some(Some(0)),
+            "{transport} serve exit"
+        );
+    }
+}
