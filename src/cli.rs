@@ -112,7 +112,7 @@ pub struct ServeArgs {
     /// WebSocket read buffer per connection, in bytes.
     #[arg(long, default_value_t = 4096)]
     pub ws_read_buffer: usize,
-    /// Seconds to wait after publishing for subscribers to finish before exiting anyway.
+    /// Seconds without delivery progress, once published, before exiting with subscribers left.
     #[arg(long, default_value = "60", value_parser = parse_secs)]
     pub drain_timeout: Duration,
 }

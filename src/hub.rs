@@ -6,6 +6,7 @@
 //! batch too), and a cursor is all that resuming from a sequence number or answering
 //! `GET /poll?after=SEQ` needs.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
@@ -70,6 +71,9 @@ pub struct Hub {
     progress: watch::Sender<Progress>,
     /// Subscribers connected now (connections or registered endpoints, as the transport counts).
     subscribers: watch::Sender<usize>,
+    /// Events handed to subscribers so far, summed over readers: shows whether delivery is
+    /// still making progress.
+    handed_out: AtomicU64,
 }
 
 impl Hub {
@@ -80,6 +84,7 @@ impl Hub {
             log: RwLock::new(Vec::with_capacity(expected.min(1 << 20) as usize)),
             progress: watch::Sender::new(Progress::default()),
             subscribers: watch::Sender::new(0),
+            handed_out: AtomicU64::new(0),
         })
     }
 
@@ -151,6 +156,11 @@ impl Hub {
     pub async fn wait_until_no_subscribers(&self) {
         let mut rx = self.subscribers.subscribe();
         let _ = rx.wait_for(|&connected| connected == 0).await;
+    }
+
+    /// Events handed to subscribers so far, summed over all readers.
+    pub fn handed_out(&self) -> u64 {
+        self.handed_out.load(Ordering::Relaxed)
     }
 
     /// Events `[from, ..)` that are published now, within `limit`.
@@ -227,7 +237,9 @@ impl Reader {
 
     fn take(&mut self, limit: BatchLimit) -> Batch {
         let batch = self.hub.read(self.next_seq, limit);
-        self.next_seq += batch.events.len() as u64;
+        let taken = batch.events.len() as u64;
+        self.next_seq += taken;
+        self.hub.handed_out.fetch_add(taken, Ordering::Relaxed);
         batch
     }
 }

@@ -81,11 +81,21 @@ impl Server {
         }
     }
 
-    /// Waits until every subscriber has left (each leaves once it has the whole stream), at most
-    /// `timeout`; returns how many were still connected.
-    pub async fn drain(&self, timeout: Duration) -> usize {
-        let _ = tokio::time::timeout(timeout, self.hub.wait_until_no_subscribers()).await;
-        self.hub.subscribers()
+    /// Waits until every subscriber has left (each leaves once it has the whole stream), giving
+    /// up only when delivery has made no progress for `idle`; returns how many were still
+    /// connected. Progress, not total time, is what counts: a slow transport still delivering a
+    /// backlog is not cut off.
+    pub async fn drain(&self, idle: Duration) -> usize {
+        loop {
+            let before = self.hub.handed_out();
+            if tokio::time::timeout(idle, self.hub.wait_until_no_subscribers())
+                .await
+                .is_ok()
+                || self.hub.handed_out() == before
+            {
+                return self.hub.subscribers();
+            }
+        }
     }
 
     /// Ends every subscription and stops the server.
@@ -120,7 +130,7 @@ pub struct ServeOptions {
     pub start_after: usize,
     /// Transport settings.
     pub config: ServerConfig,
-    /// How long to wait after publishing for subscribers to finish before exiting anyway.
+    /// How long delivery may make no progress, once published, before exiting anyway.
     pub drain_timeout: Duration,
 }
 
@@ -170,7 +180,7 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
     };
     if left > 0 {
         eprintln!(
-            "warning: {left} subscriber(s) still connected after the drain timeout; stopping"
+            "warning: {left} subscriber(s) still connected with no progress for the drain timeout; stopping"
         );
     } else {
         println!("stream delivered; stopping");

@@ -135,6 +135,23 @@ impl std::fmt::Display for LoadSummary {
             "delivered         {} events in {span:.3} s = {rate:.0} deliveries/s",
             self.delivered()
         )?;
+        let mut latency = super::subscriber::latency_histogram();
+        let mut service = super::subscriber::latency_histogram();
+        for record in &self.records {
+            // Same bounds on both sides, so adding cannot fail.
+            let _ = latency.add(&record.latency_us);
+            let _ = service.add(&record.service_time_us);
+        }
+        for (name, h) in [("latency us", &latency), ("service us", &service)] {
+            writeln!(
+                f,
+                "{name:<18}p50 {} p99 {} p99.9 {} max {}",
+                h.value_at_quantile(0.5),
+                h.value_at_quantile(0.99),
+                h.value_at_quantile(0.999),
+                h.max()
+            )?;
+        }
         writeln!(f, "lost              {lost}")?;
         writeln!(f, "duplicated        {duplicated}")?;
         writeln!(f, "reordered         {reordered}")?;

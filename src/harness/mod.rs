@@ -2,7 +2,9 @@
 //! measurement, generic over the transport.
 
 mod load;
+mod local;
 mod subscriber;
 
 pub use load::{run_load, run_subscribers, LoadOptions, LoadSummary};
-pub use subscriber::{SubscriberRecord, TallySink};
+pub use local::{deliver_locally, LocalRun};
+pub use subscriber::{latency_histogram, SubscriberRecord, TallySink};

@@ -6,8 +6,7 @@
 use std::time::Duration;
 
 use pushbench::event::{Rate, StreamSpec};
-use pushbench::harness::{run_subscribers, SubscriberRecord};
-use pushbench::serve::Server;
+use pushbench::harness::{deliver_locally, SubscriberRecord};
 use pushbench::transport::{ClientConfig, ServerConfig, Transport};
 
 /// Longest any test subscriber may take; far above what a healthy run needs.
@@ -36,28 +35,14 @@ pub async fn deliver(
 ) -> Vec<SubscriberRecord> {
     let config = ServerConfig::default();
     let client = client_for(&config);
-    let mut server = Server::start(
-        transport,
-        "127.0.0.1:0".parse().unwrap(),
-        spec.count,
-        config,
-    )
-    .await
-    .unwrap();
-    let addr = server.addr();
-    let expected = spec.count;
-    let load = tokio::spawn(async move {
-        run_subscribers(transport, addr, subscribers, expected, &client, TIMEOUT).await
-    });
-    server.publish(spec, subscribers).await.unwrap();
-    let records = load.await.unwrap();
-    let left = server.drain(Duration::from_secs(30)).await;
+    let run = deliver_locally(transport, spec, subscribers, config, client, TIMEOUT)
+        .await
+        .unwrap();
     assert_eq!(
-        left, 0,
+        run.left_connected, 0,
         "{transport}: subscribers still counted after the stream"
     );
-    server.stop().await.unwrap();
-    records
+    run.records
 }
 
 /// Every subscriber got the identical stream: source digest, nothing lost, doubled, reordered or

@@ -1,0 +1,61 @@
+//! A server and its subscribers in this one process: what the tests and the criterion benches
+//! drive, so both exercise exactly the path `pushbench serve` + `pushbench load` take.
+
+use std::time::Duration;
+
+use crate::event::StreamSpec;
+use crate::serve::Server;
+use crate::transport::{ClientConfig, ServerConfig, Transport};
+
+use super::load::run_subscribers;
+use super::subscriber::SubscriberRecord;
+
+/// One stream delivered in-process.
+#[derive(Debug)]
+pub struct LocalRun {
+    /// What each subscriber received.
+    pub records: Vec<SubscriberRecord>,
+    /// From the stream's start to the last event received by the last subscriber: the part a
+    /// benchmark times (connecting happened before, tearing down after).
+    pub delivery: Duration,
+    /// Subscribers the server still counted once delivery stopped making progress (0 when every
+    /// subscriber took the whole stream and left).
+    pub left_connected: usize,
+}
+
+/// Starts `transport`'s server on a loopback port, connects `subscribers`, publishes `spec` once
+/// all are connected, waits for every subscriber to finish, and stops the server.
+pub async fn deliver_locally(
+    transport: Transport,
+    spec: &StreamSpec,
+    subscribers: usize,
+    server_config: ServerConfig,
+    client_config: ClientConfig,
+    timeout: Duration,
+) -> anyhow::Result<LocalRun> {
+    let loopback = "127.0.0.1:0".parse()?;
+    let mut server = Server::start(transport, loopback, spec.count, server_config).await?;
+    let (addr, expected) = (server.addr(), spec.count);
+    let load = tokio::spawn(async move {
+        run_subscribers(
+            transport,
+            addr,
+            subscribers,
+            expected,
+            &client_config,
+            timeout,
+        )
+        .await
+    });
+    let published = server.publish(spec, subscribers).await?;
+    let records = load.await?;
+    let last = records.iter().filter_map(|r| r.last_received_ns).max();
+    let delivery = Duration::from_nanos(last.unwrap_or(published.end_ns) - published.start_ns);
+    let left_connected = server.drain(Duration::from_secs(10)).await;
+    server.stop().await?;
+    Ok(LocalRun {
+        records,
+        delivery,
+        left_connected,
+    })
+}
