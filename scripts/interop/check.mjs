@@ -1,0 +1,159 @@
+// Standard clients against `pushbench serve`, with no pushbench code on the client side: the
+// `eventsource` package (the WHATWG EventSource), `ws` (the WebSocket API), the built-in `fetch`
+// for long and short polling, and the `standardwebhooks` reference verifier as a webhook
+// consumer. Each must receive the whole stream in order, and the server must then exit 0.
+//
+// Usage: node scripts/interop/check.mjs PATH/TO/pushbench
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import http from 'node:http';
+import { EventSource } from 'eventsource';
+import WebSocket from 'ws';
+import { Webhook } from 'standardwebhooks';
+
+const BIN = process.argv[2] ?? 'target/debug/pushbench';
+const EVENTS = 500;
+const PAYLOAD = 64;
+const TIMEOUT_MS = 30_000;
+
+/** Starts `pushbench serve` and resolves once it has printed its address (and secret). */
+function serve(transport) {
+  const child = spawn(BIN, ['serve', '--transport', transport, '--events', `${EVENTS}`,
+    '--payload', `${PAYLOAD}`, '--start-after', '1', '--drain-timeout', '10'],
+    { stdio: ['ignore', 'pipe', 'inherit'] });
+  const exited = new Promise((resolve) => child.on('exit', (code) => resolve(code)));
+  return new Promise((resolve, reject) => {
+    let secret = null;
+    createInterface({ input: child.stdout }).on('line', (line) => {
+      if (line.startsWith('webhook secret: ')) secret = line.slice('webhook secret: '.length);
+      const at = line.indexOf('listening on ');
+      if (at >= 0) resolve({ addr: line.slice(at + 'listening on '.length), secret, exited, child });
+    });
+    child.on('error', reject);
+  });
+}
+
+/** Throws unless `events` is the whole stream, in order, with payloads of the right size. */
+function checkStream(events) {
+  if (events.length !== EVENTS) throw new Error(`received ${events.length} of ${EVENTS} events`);
+  events.forEach((event, i) => {
+    if (event.seq !== i) throw new Error(`event ${i} has seq ${event.seq}`);
+    if (event.payload.length !== PAYLOAD) throw new Error(`event ${i} payload is ${event.payload.length} B`);
+  });
+}
+
+function withTimeout(promise, what) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} timed out`)), TIMEOUT_MS);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+function viaEventSource({ addr }) {
+  return new Promise((resolve, reject) => {
+    const source = new EventSource(`http://${addr}/sse`);
+    const events = [];
+    source.onmessage = (message) => {
+      const event = JSON.parse(message.data);
+      if (message.lastEventId !== String(event.seq)) {
+        reject(new Error(`id ${message.lastEventId} carries seq ${event.seq}`));
+      }
+      events.push(event);
+      if (events.length === EVENTS) {
+        source.close();
+        resolve(events);
+      }
+    };
+  });
+}
+
+function viaWebSocket({ addr }) {
+  return new Promise((resolve, reject) => {
+    const socket = new WebSocket(`ws://${addr}/ws`);
+    const events = [];
+    socket.on('message', (data, isBinary) => {
+      if (isBinary) reject(new Error('binary frame'));
+      events.push(JSON.parse(data.toString()));
+    });
+    socket.on('close', (code) => {
+      if (code !== 1000) reject(new Error(`closed with ${code}, expected 1000`));
+      resolve(events);
+    });
+    socket.on('error', reject);
+  });
+}
+
+async function viaFetch({ addr }) {
+  const events = [];
+  let after = null;
+  for (;;) {
+    const url = after === null ? `http://${addr}/poll` : `http://${addr}/poll?after=${after}`;
+    const answer = await fetch(url, { headers: { origin: 'http://example.test' } });
+    if (answer.status !== 200) throw new Error(`GET ${url}: ${answer.status}`);
+    if (!answer.headers.get('access-control-allow-origin')) throw new Error('no CORS header');
+    const batch = await answer.json();
+    events.push(...batch.events);
+    if (batch.last_seq !== undefined) after = batch.last_seq;
+    if (batch.done) return events;
+  }
+}
+
+async function viaWebhookConsumer({ addr, secret }) {
+  const verifier = new Webhook(secret);
+  const events = [];
+  let finish;
+  const finished = new Promise((resolve) => { finish = resolve; });
+  const consumer = http.createServer((request, response) => {
+    let body = '';
+    request.on('data', (chunk) => { body += chunk; });
+    request.on('end', () => {
+      try {
+        events.push(verifier.verify(body, request.headers));
+        response.writeHead(204).end();
+      } catch (error) {
+        response.writeHead(401).end(String(error));
+        finish(new Error(`verification failed: ${error}`));
+        return;
+      }
+      if (events.length === EVENTS) finish(null);
+    });
+  });
+  await new Promise((resolve) => consumer.listen(0, '127.0.0.1', resolve));
+  const url = `http://127.0.0.1:${consumer.address().port}/webhook`;
+  const registered = await fetch(`http://${addr}/subscriptions`, {
+    method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ url }),
+  });
+  if (registered.status !== 201) throw new Error(`registration answered ${registered.status}`);
+  const failure = await finished;
+  consumer.close();
+  if (failure) throw failure;
+  return events;
+}
+
+const checks = [
+  ['sse', 'EventSource', viaEventSource],
+  ['websocket', 'WebSocket', viaWebSocket],
+  ['longpoll', 'fetch', viaFetch],
+  ['poll', 'fetch', viaFetch],
+  ['webhook', 'standardwebhooks verifier', viaWebhookConsumer],
+];
+let passed = 0;
+let failed = 0;
+for (const [transport, client, receive] of checks) {
+  const server = await serve(transport);
+  try {
+    const events = await withTimeout(receive(server), `${transport} via ${client}`);
+    checkStream(events);
+    const code = await withTimeout(server.exited, `${transport} server exit`);
+    if (code !== 0) throw new Error(`server exited with ${code}`);
+    console.log(`ok     ${transport} via ${client}: ${events.length} events in order, server exited 0`);
+    passed += 1;
+  } catch (error) {
+    console.log(`FAILED ${transport} via ${client}: ${error.message}`);
+    server.child.kill();
+    failed += 1;
+  }
+}
+console.log(`${passed} passed, ${failed} failed`);
+process.exit(failed === 0 ? 0 : 1);
