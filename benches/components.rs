@@ -12,7 +12,7 @@ use eventsource_client::{Client as _, ClientBuilder, ReconnectOptions, SSE};
 use futures_util::StreamExt;
 use launchdarkly_sdk_transport::{ByteStream, HttpTransport, Request, Response, ResponseFuture};
 use pushbench::event::{Digest, Event, PayloadSizes, Rate, StreamSpec, Tally};
-use pushbench::harness::latency_histogram;
+use pushbench::metrics::latency;
 use pushbench::transport::Secret;
 
 fn spec(payload: usize) -> StreamSpec {
@@ -63,7 +63,7 @@ fn digest_tally_histogram(c: &mut Criterion) {
             tally.record(seq, payload.as_bytes())
         })
     });
-    let mut histogram = latency_histogram();
+    let mut histogram = latency::histogram();
     let mut value = 0u64;
     group.bench_function("histogram", |b| {
         b.iter(|| {

@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::event::{PayloadSizes, Rate, StreamSpec};
 use crate::harness::{run_load, LoadOptions};
 use crate::serve::{self, ServeOptions};
-use crate::transport::{ClientConfig, Secret, ServerConfig, Transport};
+use crate::transport::{ClientConfig, Faults, Secret, ServerConfig, Transport};
 
 /// Measures how events should reach their consumers: WebSocket, SSE, long polling, short
 /// polling, webhooks and raw TCP, delivering one identical stream over real sockets.
@@ -115,6 +115,18 @@ pub struct ServeArgs {
     /// Seconds without delivery progress, once published, before exiting with subscribers left.
     #[arg(long, default_value = "60", value_parser = parse_secs)]
     pub drain_timeout: Duration,
+    /// Seconds to hold subscribers idle once --start-after are connected, before publishing.
+    #[arg(long, default_value = "0", value_parser = parse_secs)]
+    pub start_delay: Duration,
+    /// Pin the server to these CPUs (comma-separated), apart from the load.
+    #[arg(long, value_delimiter = ',')]
+    pub cpus: Option<Vec<usize>>,
+    /// Fault: hand every event out no sooner than this many milliseconds after publication.
+    #[arg(long)]
+    pub inject_delay_ms: Option<f64>,
+    /// Fault: stall the publisher before event SEQ for MS milliseconds (`SEQ:MS`).
+    #[arg(long, value_parser = parse_stall)]
+    pub stall: Option<(u64, Duration)>,
 }
 
 impl ServeArgs {
@@ -127,6 +139,12 @@ impl ServeArgs {
             heartbeat: self.heartbeat,
             webhook_new_connection: self.webhook_new_connection,
             ws_read_buffer: self.ws_read_buffer,
+            faults: Faults {
+                delivery_delay: self
+                    .inject_delay_ms
+                    .map(|ms| Duration::from_secs_f64(ms.max(0.0) / 1e3)),
+                stall: self.stall,
+            },
             ..ServerConfig::default()
         };
         if let Some(secret) = self.webhook_secret {
@@ -139,6 +157,8 @@ impl ServeArgs {
             start_after: self.start_after,
             config,
             drain_timeout: self.drain_timeout,
+            start_delay: self.start_delay,
+            cpus: self.cpus,
         })
     }
 }
@@ -200,4 +220,17 @@ fn parse_secs(text: &str) -> Result<Duration, String> {
         .filter(|s| s.is_finite() && *s >= 0.0)
         .map(Duration::from_secs_f64)
         .ok_or_else(|| format!("expected seconds (a non-negative number), got {text:?}"))
+}
+
+/// `SEQ:MS`: stall before event SEQ for MS milliseconds.
+fn parse_stall(text: &str) -> Result<(u64, Duration), String> {
+    let parsed = text
+        .split_once(':')
+        .and_then(|(seq, ms)| Some((seq.parse().ok()?, ms.parse::<f64>().ok()?)));
+    match parsed {
+        Some((seq, ms)) if ms.is_finite() && ms >= 0.0 => {
+            Ok((seq, Duration::from_secs_f64(ms / 1e3)))
+        }
+        _ => Err(format!("expected SEQ:MS (e.g. 500:200), got {text:?}")),
+    }
 }

@@ -136,8 +136,31 @@ fn splitmix64(state: &mut u64) -> u64 {
 
 /// Payload sizes in bytes, cycled by sequence number: event `seq` has `sizes[seq % len]` bytes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[serde(try_from = "NumberOrText", into = "String")]
 pub struct PayloadSizes(Vec<usize>);
+
+/// What a config file may give for a rate or a size: a number, text (`"max"`, `"0,1,64"`), or
+/// a list of numbers.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum NumberOrText {
+    Number(f64),
+    Text(String),
+    List(Vec<f64>),
+}
+
+impl NumberOrText {
+    fn into_text(self) -> String {
+        match self {
+            NumberOrText::Number(n) => n.to_string(),
+            NumberOrText::Text(text) => text,
+            NumberOrText::List(list) => {
+                let parts: Vec<String> = list.iter().map(|n| n.to_string()).collect();
+                parts.join(",")
+            }
+        }
+    }
+}
 
 impl PayloadSizes {
     /// One size for every event.
@@ -168,10 +191,10 @@ impl FromStr for PayloadSizes {
     }
 }
 
-impl TryFrom<String> for PayloadSizes {
+impl TryFrom<NumberOrText> for PayloadSizes {
     type Error = SpecError;
-    fn try_from(text: String) -> Result<Self, Self::Error> {
-        text.parse()
+    fn try_from(value: NumberOrText) -> Result<Self, Self::Error> {
+        value.into_text().parse()
     }
 }
 
@@ -190,7 +213,7 @@ impl fmt::Display for PayloadSizes {
 
 /// How fast the stream is offered.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[serde(try_from = "NumberOrText", into = "String")]
 pub enum Rate {
     /// A fixed schedule: event `seq` is due `seq / rate` seconds after the start.
     PerSecond(f64),
@@ -212,10 +235,10 @@ impl FromStr for Rate {
     }
 }
 
-impl TryFrom<String> for Rate {
+impl TryFrom<NumberOrText> for Rate {
     type Error = SpecError;
-    fn try_from(text: String) -> Result<Self, Self::Error> {
-        text.parse()
+    fn try_from(value: NumberOrText) -> Result<Self, Self::Error> {
+        value.into_text().parse()
     }
 }
 

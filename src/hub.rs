@@ -9,8 +9,12 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use tokio::sync::watch;
+
+use crate::clock::now_ns;
 
 /// How much one read may return, so one slow subscriber cannot build an unbounded response.
 #[derive(Clone, Copy, Debug)]
@@ -65,8 +69,10 @@ struct Progress {
 pub struct Hub {
     /// Events in the stream once it is fully published.
     expected: u64,
-    /// Encoded events, indexed by sequence number.
-    log: RwLock<Vec<Bytes>>,
+    /// Encoded events with their publication times, indexed by sequence number.
+    log: RwLock<Vec<(u64, Bytes)>>,
+    /// An injected fault: every event is handed out no sooner than this after publication.
+    delivery_delay: Option<Duration>,
     /// Publication progress, so readers wait instead of polling.
     progress: watch::Sender<Progress>,
     /// Subscribers connected now (connections or registered endpoints, as the transport counts).
@@ -79,8 +85,14 @@ pub struct Hub {
 impl Hub {
     /// An empty hub for a stream of `expected` events.
     pub fn new(expected: u64) -> Arc<Self> {
+        Self::with_delivery_delay(expected, None)
+    }
+
+    /// An empty hub that holds every event back for `delay` after publication (fault injection).
+    pub fn with_delivery_delay(expected: u64, delay: Option<Duration>) -> Arc<Self> {
         Arc::new(Self {
             expected,
+            delivery_delay: delay,
             log: RwLock::new(Vec::with_capacity(expected.min(1 << 20) as usize)),
             progress: watch::Sender::new(Progress::default()),
             subscribers: watch::Sender::new(0),
@@ -92,7 +104,7 @@ impl Hub {
     pub fn publish(&self, encoded: Bytes) {
         let published = {
             let mut log = self.log.write().unwrap_or_else(|e| e.into_inner());
-            log.push(encoded);
+            log.push((now_ns(), encoded));
             log.len() as u64
         };
         self.progress.send_modify(|p| p.published = published);
@@ -163,14 +175,22 @@ impl Hub {
         self.handed_out.load(Ordering::Relaxed)
     }
 
-    /// Events `[from, ..)` that are published now, within `limit`.
-    fn read(&self, from: u64, limit: BatchLimit) -> Batch {
+    /// When event `seq` was published, if it has been.
+    fn published_at(&self, seq: u64) -> Option<u64> {
+        let log = self.log.read().unwrap_or_else(|e| e.into_inner());
+        log.get(seq as usize).map(|(at, _)| *at)
+    }
+
+    /// Events `[from, ..)` published no later than `until_ns`, within `limit`.
+    fn read(&self, from: u64, limit: BatchLimit, until_ns: u64) -> Batch {
         let log = self.log.read().unwrap_or_else(|e| e.into_inner());
         let start = (from as usize).min(log.len());
         let mut bytes = 0;
         let events: Vec<Bytes> = log[start..]
             .iter()
             .take(limit.events.max(1))
+            .take_while(|(published, _)| *published <= until_ns)
+            .map(|(_, event)| event)
             .take_while(|event| {
                 // Always take the first event, however large; stop before passing the byte cap.
                 let fits = bytes == 0 || bytes + event.len() <= limit.bytes;
@@ -222,12 +242,25 @@ impl Reader {
         if progress.closed || progress.published <= next {
             return None;
         }
-        Some(self.take(limit))
+        if let Some(delay) = self.hub.delivery_delay {
+            // Hold the next event back until it is `delay` old, then hand out what is as old.
+            let due = self.hub.published_at(next).unwrap_or_default() + delay.as_nanos() as u64;
+            let now = now_ns();
+            if due > now {
+                tokio::time::sleep(Duration::from_nanos(due - now)).await;
+            }
+            return Some(self.take(limit, now_ns().saturating_sub(delay.as_nanos() as u64)));
+        }
+        Some(self.take(limit, u64::MAX))
     }
 
     /// Returns what is ready now without waiting (possibly nothing).
     pub fn try_batch(&mut self, limit: BatchLimit) -> Batch {
-        self.take(limit)
+        let until = match self.hub.delivery_delay {
+            Some(delay) => now_ns().saturating_sub(delay.as_nanos() as u64),
+            None => u64::MAX,
+        };
+        self.take(limit, until)
     }
 
     /// Whether this reader has read the whole stream.
@@ -235,8 +268,8 @@ impl Reader {
         self.next_seq >= self.hub.expected
     }
 
-    fn take(&mut self, limit: BatchLimit) -> Batch {
-        let batch = self.hub.read(self.next_seq, limit);
+    fn take(&mut self, limit: BatchLimit, until_ns: u64) -> Batch {
+        let batch = self.hub.read(self.next_seq, limit, until_ns);
         let taken = batch.events.len() as u64;
         self.next_seq += taken;
         self.hub.handed_out.fetch_add(taken, Ordering::Relaxed);

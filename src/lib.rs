@@ -10,8 +10,10 @@
 //! - [`clock`]: CLOCK_MONOTONIC nanoseconds, the one clock shared by server and load processes.
 //! - [`hub`]: the server's published stream, read by every transport with its own cursor.
 //! - [`publisher`]: publishes the stream into the hub on its schedule.
+//! - [`scenario`]: flags and scenario TOML merged into one validated scenario.
 //! - [`transport`]: the contract every transport implements, one file per transport holding
 //!   its server and its client.
+//! - [`metrics`]: latency histograms, socket counters, process CPU and RSS, the machine.
 //! - [`serve`]: the server under test as a unit (`pushbench serve`).
 //! - [`harness`]: subscribers against a server, judged against the source (`pushbench load`).
 
@@ -20,6 +22,8 @@ pub mod clock;
 pub mod event;
 pub mod harness;
 pub mod hub;
+pub mod metrics;
 pub mod publisher;
+pub mod scenario;
 pub mod serve;
 pub mod transport;

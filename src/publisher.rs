@@ -28,11 +28,19 @@ pub struct Published {
 /// Events are never skipped or coalesced: when the publisher falls behind its schedule it
 /// publishes every overdue event at once, each keeping its own scheduled time, so the lateness
 /// shows up in latency (the coordinated-omission-free measure) rather than vanishing.
-pub fn publish_stream(spec: &StreamSpec, hub: &Hub) -> Published {
+///
+/// `stall`, a fault for tests and demonstrations, stops the publisher for a while just before one
+/// event, as a stalled sender would.
+pub fn publish_stream(spec: &StreamSpec, hub: &Hub, stall: Option<(u64, Duration)>) -> Published {
     let start_ns = now_ns();
     for seq in 0..spec.count {
         if hub.is_closed() {
             break;
+        }
+        if let Some((at, pause)) = stall {
+            if at == seq {
+                std::thread::sleep(pause);
+            }
         }
         let payload = spec.payload(seq);
         let scheduled_ns = match spec.offset_ns(seq) {
@@ -72,7 +80,7 @@ mod tests {
     fn publishes_the_spec_on_schedule() {
         let spec = StreamSpec::new(3, 5, "16".parse().unwrap(), Rate::PerSecond(1000.0)).unwrap();
         let hub = Hub::new(spec.count);
-        let published = publish_stream(&spec, &hub);
+        let published = publish_stream(&spec, &hub, None);
         let batch = hub.reader(0).try_batch(BatchLimit::default());
         assert_eq!(batch.events.len(), 5);
         for (seq, bytes) in batch.iter() {

@@ -13,13 +13,16 @@ use tokio_util::sync::CancellationToken;
 
 use crate::event::StreamSpec;
 use crate::hub::Hub;
+use crate::metrics::sockets::{SocketCounters, SocketTotals};
 use crate::publisher::{publish_stream, Published};
-use crate::transport::{ServerConfig, Transport};
+use crate::transport::{Faults, ServerConfig, Transport};
 
 /// A transport's server, running, with the hub it publishes through.
 pub struct Server {
     addr: SocketAddr,
     hub: Arc<Hub>,
+    counters: Arc<SocketCounters>,
+    faults: Faults,
     shutdown: CancellationToken,
     task: JoinHandle<std::io::Result<()>>,
 }
@@ -36,13 +39,17 @@ impl Server {
             .await
             .with_context(|| format!("cannot listen on {listen} (is the port already in use?)"))?;
         let addr = listener.local_addr()?;
-        let hub = Hub::new(expected);
+        let hub = Hub::with_delivery_delay(expected, config.faults.delivery_delay);
+        let counters = Arc::clone(&config.counters);
+        let faults = config.faults;
         let shutdown = CancellationToken::new();
         let task =
             tokio::spawn(transport.serve(listener, Arc::clone(&hub), config, shutdown.clone()));
         Ok(Self {
             addr,
             hub,
+            counters,
+            faults,
             shutdown,
             task,
         })
@@ -58,6 +65,11 @@ impl Server {
         &self.hub
     }
 
+    /// Connections and bytes counted at the server's sockets so far.
+    pub fn sockets(&self) -> SocketTotals {
+        self.counters.totals()
+    }
+
     /// Waits until `start_after` subscribers are connected, then publishes the stream on its
     /// schedule. Fails if the server stops first.
     pub async fn publish(
@@ -65,13 +77,28 @@ impl Server {
         spec: &StreamSpec,
         start_after: usize,
     ) -> anyhow::Result<Published> {
+        self.publish_after(spec, start_after, Duration::ZERO).await
+    }
+
+    /// As [`Server::publish`], holding the connected subscribers idle for `delay` first (so
+    /// memory per idle connection can be sampled).
+    pub async fn publish_after(
+        &mut self,
+        spec: &StreamSpec,
+        start_after: usize,
+        delay: Duration,
+    ) -> anyhow::Result<Published> {
+        let hub = Arc::clone(&self.hub);
         tokio::select! {
-            _ = self.hub.wait_for_subscribers(start_after) => {}
+            _ = async {
+                hub.wait_for_subscribers(start_after).await;
+                tokio::time::sleep(delay).await;
+            } => {}
             ended = &mut self.task => return Err(server_ended(ended)),
         }
-        let (spec, hub) = (spec.clone(), Arc::clone(&self.hub));
+        let (spec, hub, stall) = (spec.clone(), Arc::clone(&self.hub), self.faults.stall);
         // An OS thread of its own: see `publisher` for why not a task.
-        let publishing = tokio::task::spawn_blocking(move || publish_stream(&spec, &hub));
+        let publishing = tokio::task::spawn_blocking(move || publish_stream(&spec, &hub, stall));
         tokio::select! {
             published = publishing => published.context("publisher thread failed"),
             ended = &mut self.task => {
@@ -132,11 +159,34 @@ pub struct ServeOptions {
     pub config: ServerConfig,
     /// How long delivery may make no progress, once published, before exiting anyway.
     pub drain_timeout: Duration,
+    /// How long to hold the subscribers idle once `start_after` are connected, before publishing.
+    pub start_delay: Duration,
+    /// CPUs to pin the server to, kept apart from the load.
+    pub cpus: Option<Vec<usize>>,
 }
+
+/// What `pushbench serve` reports on its last line (`stats {json}`), for the process that
+/// launched it: what was counted inside the server.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ServeStats {
+    /// Events published.
+    pub published: u64,
+    /// Connections and bytes at the server's sockets.
+    pub sockets: SocketTotals,
+    /// Subscribers still connected when the server stopped.
+    pub left_connected: usize,
+}
+
+/// The prefix of the stats line.
+pub const STATS_PREFIX: &str = "stats ";
 
 /// Runs one server process: prints its address, publishes the stream once `start_after`
 /// subscribers are connected, and exits when it is delivered (or on Ctrl-C).
 pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
+    if let Some(cpus) = &options.cpus {
+        crate::metrics::process::pin_this_process(cpus)
+            .context("pinning the server to its CPUs")?;
+    }
     let transport = options.transport;
     if transport == Transport::Webhook {
         // Consumers need the secret to verify deliveries.
@@ -162,12 +212,12 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
         options.start_after, options.spec.count, options.spec.payload, options.spec.rate
     );
 
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
     let published = tokio::select! {
-        published = server.publish(&options.spec, options.start_after) => published?,
-        _ = tokio::signal::ctrl_c() => {
-            eprintln!("interrupted; stopping");
-            return server.stop().await;
-        }
+        published = server.publish_after(&options.spec, options.start_after, options.start_delay) => published?,
+        _ = tokio::signal::ctrl_c() => return stop(server, "interrupted").await,
+        _ = terminate.recv() => return stop(server, "terminated").await,
     };
     println!(
         "published {} events in {:.3} s",
@@ -177,13 +227,27 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
     let left = tokio::select! {
         left = server.drain(options.drain_timeout) => left,
         _ = tokio::signal::ctrl_c() => server.hub().subscribers(),
+        _ = terminate.recv() => server.hub().subscribers(),
     };
     if left > 0 {
-        eprintln!(
-            "warning: {left} subscriber(s) still connected with no progress for the drain timeout; stopping"
-        );
+        eprintln!("warning: {left} subscriber(s) still connected with no progress for the drain timeout; stopping");
     } else {
         println!("stream delivered; stopping");
     }
-    server.stop().await
+    stop(server, "done").await
+}
+
+/// Stops the server and prints its stats line last.
+async fn stop(server: Server, why: &str) -> anyhow::Result<()> {
+    if why != "done" {
+        eprintln!("{why}; stopping");
+    }
+    let stats = ServeStats {
+        published: server.hub().published(),
+        sockets: server.sockets(),
+        left_connected: server.hub().subscribers(),
+    };
+    let stopped = server.stop().await;
+    println!("{STATS_PREFIX}{}", serde_json::to_string(&stats)?);
+    stopped
 }

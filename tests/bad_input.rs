@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use common::{assert_identical, client_for, spec, TIMEOUT};
 use futures_util::{SinkExt, StreamExt};
-use pushbench::event::{Event, StreamSpec};
-use pushbench::harness::{run_subscribers, SubscriberRecord, TallySink};
+use pushbench::event::{Event, Rate, StreamSpec};
+use pushbench::harness::{run_subscribers, RecordPlan, SubscriberRecord, TallySink};
 use pushbench::serve::Server;
 use pushbench::transport::webhook::Consumer;
 use pushbench::transport::{ClientConfig, Secret, ServerConfig, Transport};
@@ -39,7 +39,15 @@ async fn serve_to(
 ) -> Vec<SubscriberRecord> {
     let (addr, expected) = (server.addr(), spec.count);
     let load = tokio::spawn(async move {
-        run_subscribers(transport, addr, n, expected, &client, TIMEOUT).await
+        run_subscribers(
+            transport,
+            addr,
+            n,
+            &RecordPlan::new(expected, Rate::Max, 0),
+            &client,
+            TIMEOUT,
+        )
+        .await
     });
     server.publish(spec, n).await.unwrap();
     load.await.unwrap()
@@ -67,7 +75,7 @@ async fn webhook_signatures_are_enforced() {
     let victim = Consumer::bind(&client).await.unwrap();
     let url = victim.url();
     let victim = tokio::spawn(async move {
-        let mut sink = TallySink::new(500);
+        let mut sink = TallySink::new(RecordPlan::new(500, Rate::Max, 0), 0);
         let outcome = victim.run(addr, &mut sink).await;
         sink.finish(outcome.err().map(|e| e.to_string()))
     });
@@ -231,7 +239,7 @@ async fn tcp_client_counts_malformed_frames() {
         socket.write_all(&wire).await.unwrap();
         socket.shutdown().await.unwrap();
     });
-    let mut sink = TallySink::new(2);
+    let mut sink = TallySink::new(RecordPlan::new(2, Rate::Max, 0), 0);
     Transport::Tcp
         .subscribe(addr, &ClientConfig::default(), &mut sink)
         .await
@@ -264,7 +272,7 @@ async fn websocket_client_counts_malformed_messages() {
         // The client closes once it has both events; answer its close.
         while let Some(Ok(_)) = ws.next().await {}
     });
-    let mut sink = TallySink::new(2);
+    let mut sink = TallySink::new(RecordPlan::new(2, Rate::Max, 0), 0);
     Transport::Websocket
         .subscribe(addr, &ClientConfig::default(), &mut sink)
         .await

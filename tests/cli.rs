@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{assert_identical, spec, TIMEOUT};
-use pushbench::harness::run_subscribers;
+use pushbench::harness::{run_subscribers, RecordPlan};
 use pushbench::transport::{ClientConfig, Transport};
 
 const BIN: &str = env!("CARGO_BIN_EXE_pushbench");
@@ -108,7 +108,15 @@ async fn serve_process_delivers_and_exits() {
                 break addr.parse().unwrap();
             }
         };
-        let records = run_subscribers(transport, addr, 2, spec.count, &config, TIMEOUT).await;
+        let records = run_subscribers(
+            transport,
+            addr,
+            2,
+            &RecordPlan::new(spec.count, spec.rate, 0),
+            &config,
+            TIMEOUT,
+        )
+        .await;
         assert_identical(transport, &spec, &records);
         let status = tokio::task::spawn_blocking(move || {
             let deadline = std::time::Instant::now() + Duration::from_secs(60);

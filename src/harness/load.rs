@@ -1,48 +1,72 @@
 //! The load process: N subscribers of one transport against a server, each tallying its
 //! stream, judged together against the source digest.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::clock::now_ns;
 use crate::event::{Digest, StreamSpec};
+use crate::metrics::latency;
 use crate::transport::{ClientConfig, Transport};
 
-use super::subscriber::{SubscriberRecord, TallySink};
+use super::subscriber::{RecordPlan, SubscriberRecord, TallySink};
 
-/// Runs `count` subscribers concurrently, each until it has the whole stream of `expected`
-/// events, its subscription ends, or `timeout` passes; returns their records in order.
+/// Subscribers started between pauses, so a burst of connects never overflows the server's
+/// accept backlog.
+const CONNECT_BURST: usize = 100;
+const CONNECT_PAUSE: Duration = Duration::from_millis(20);
+
+/// Distinct loopback source addresses subscribers are spread over, to stay clear of the
+/// ephemeral-port limit of one address.
+const LOOPBACK_SOURCES: usize = 16;
+
+/// Runs `count` subscribers concurrently, each until it has the whole stream, its subscription
+/// ends, or `timeout` passes; returns their records in order. Connects are paced, and against
+/// a loopback server spread over several 127.0.0.x source addresses.
 pub async fn run_subscribers(
     transport: Transport,
     server: SocketAddr,
     count: usize,
-    expected: u64,
+    plan: &Arc<RecordPlan>,
     config: &ClientConfig,
     timeout: Duration,
 ) -> Vec<SubscriberRecord> {
-    let tasks: Vec<_> = (0..count)
-        .map(|_| {
-            let config = config.clone();
-            tokio::spawn(async move {
-                let mut sink = TallySink::new(expected);
-                let outcome =
-                    tokio::time::timeout(timeout, transport.subscribe(server, &config, &mut sink))
-                        .await;
-                let error = match outcome {
-                    Ok(Ok(())) => None,
-                    Ok(Err(e)) => Some(e.to_string()),
-                    Err(_) => Some(format!("timed out after {timeout:?}")),
-                };
-                sink.finish(error)
-            })
-        })
-        .collect();
+    let mut tasks = Vec::with_capacity(count);
+    for i in 0..count {
+        if i > 0 && i % CONNECT_BURST == 0 {
+            tokio::time::sleep(CONNECT_PAUSE).await;
+        }
+        let mut config = config.clone();
+        if config.bind.is_none() && server.ip() == IpAddr::V4(Ipv4Addr::LOCALHOST) {
+            config.bind = Some(IpAddr::V4(Ipv4Addr::new(
+                127,
+                0,
+                0,
+                1 + (i % LOOPBACK_SOURCES) as u8,
+            )));
+        }
+        let plan = Arc::clone(plan);
+        tasks.push(tokio::spawn(async move {
+            let mut sink = TallySink::new(plan, now_ns());
+            let outcome =
+                tokio::time::timeout(timeout, transport.subscribe(server, &config, &mut sink))
+                    .await;
+            let error = match outcome {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(_) => Some(format!("timed out after {timeout:?}")),
+            };
+            sink.finish(error)
+        }));
+    }
     let mut records = Vec::with_capacity(count);
     for task in tasks {
         match task.await {
             Ok(record) => records.push(record),
             Err(e) => {
                 let error = Some(format!("subscriber task failed: {e}"));
-                records.push(TallySink::new(expected).finish(error));
+                records.push(TallySink::new(Arc::clone(plan), now_ns()).finish(error));
             }
         }
     }
@@ -135,12 +159,11 @@ impl std::fmt::Display for LoadSummary {
             "delivered         {} events in {span:.3} s = {rate:.0} deliveries/s",
             self.delivered()
         )?;
-        let mut latency = super::subscriber::latency_histogram();
-        let mut service = super::subscriber::latency_histogram();
+        let mut latency = latency::histogram();
+        let mut service = latency::histogram();
         for record in &self.records {
-            // Same bounds on both sides, so adding cannot fail.
-            let _ = latency.add(&record.latency_us);
-            let _ = service.add(&record.service_time_us);
+            latency::merge(&mut latency, &record.latency_us);
+            latency::merge(&mut service, &record.service_time_us);
         }
         for (name, h) in [("latency us", &latency), ("service us", &service)] {
             writeln!(
@@ -168,11 +191,12 @@ impl std::fmt::Display for LoadSummary {
 /// Runs the load half of a measurement against a server and judges it.
 pub async fn run_load(options: &LoadOptions) -> LoadSummary {
     let source_digest = options.spec.digest();
+    let plan = RecordPlan::new(options.spec.count, options.spec.rate, 0);
     let records = run_subscribers(
         options.transport,
         options.server,
         options.subscribers,
-        options.spec.count,
+        &plan,
         &options.config,
         options.timeout,
     )

@@ -8,7 +8,7 @@ use crate::serve::Server;
 use crate::transport::{ClientConfig, ServerConfig, Transport};
 
 use super::load::run_subscribers;
-use super::subscriber::SubscriberRecord;
+use super::subscriber::{RecordPlan, SubscriberRecord};
 
 /// One stream delivered in-process.
 #[derive(Debug)]
@@ -35,17 +35,10 @@ pub async fn deliver_locally(
 ) -> anyhow::Result<LocalRun> {
     let loopback = "127.0.0.1:0".parse()?;
     let mut server = Server::start(transport, loopback, spec.count, server_config).await?;
-    let (addr, expected) = (server.addr(), spec.count);
+    let addr = server.addr();
+    let plan = RecordPlan::new(spec.count, spec.rate, 0);
     let load = tokio::spawn(async move {
-        run_subscribers(
-            transport,
-            addr,
-            subscribers,
-            expected,
-            &client_config,
-            timeout,
-        )
-        .await
+        run_subscribers(transport, addr, subscribers, &plan, &client_config, timeout).await
     });
     let published = server.publish(spec, subscribers).await?;
     let records = load.await?;

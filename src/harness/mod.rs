@@ -7,4 +7,4 @@ mod subscriber;
 
 pub use load::{run_load, run_subscribers, LoadOptions, LoadSummary};
 pub use local::{deliver_locally, LocalRun};
-pub use subscriber::{latency_histogram, SubscriberRecord, TallySink};
+pub use subscriber::{RecordPlan, SubscriberRecord, TallySink};

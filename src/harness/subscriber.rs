@@ -1,85 +1,145 @@
-//! One subscriber's record of its stream: the tally (digest, loss, duplicates, order), latency
-//! histograms and the timings around it, filled by the transport's client through the [`Sink`]
-//! contract.
+//! One subscriber's record of its stream, filled by the transport's client through the
+//! [`Sink`] contract: the tally (digest, loss, duplicates, order), latency and service-time
+//! histograms (warm-up excluded), connect and first-event times, and events per response.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use hdrhistogram::Histogram;
 
-use crate::event::{DecodeError, Event, Tally};
+use crate::event::{DecodeError, Event, Rate, Tally};
+use crate::metrics::latency::{self, IntervalRecorder, Intervals};
 use crate::transport::{Flow, Sink};
 
-/// Latency histograms span 1 us to 60 s at 3 significant digits (DESIGN.md, principle 2).
-const HISTOGRAM_MAX_US: u64 = 60_000_000;
-const HISTOGRAM_DIGITS: u8 = 3;
-
-/// An empty latency histogram with pushbench's range and precision.
-pub fn latency_histogram() -> Histogram<u64> {
-    // The bounds are constants that hdrhistogram accepts.
-    Histogram::new_with_bounds(1, HISTOGRAM_MAX_US, HISTOGRAM_DIGITS).expect("valid bounds")
+/// What every subscriber of one run shares: the stream's shape, the warm-up, the per-second
+/// latency intervals, and a count of subscribers connected so far.
+#[derive(Debug)]
+pub struct RecordPlan {
+    /// Events in the stream.
+    pub expected: u64,
+    /// The offered rate, to find each event's place in the schedule.
+    pub rate: Rate,
+    /// Events scheduled within this many nanoseconds of the stream's start are not recorded in
+    /// the latency histograms (they are still checked for delivery).
+    pub warmup_ns: u64,
+    /// Latency per second of the run, merged across subscribers.
+    pub intervals: Intervals,
+    /// Subscribers whose subscription is established.
+    pub connected: AtomicUsize,
 }
 
-/// Latency of one event in microseconds: receive time minus `since`, at least 1 us (the
-/// histogram's floor), values beyond 60 s clamped to the top.
-fn micros(received_ns: u64, since_ns: u64) -> u64 {
-    (received_ns.saturating_sub(since_ns) / 1000).clamp(1, HISTOGRAM_MAX_US)
+impl RecordPlan {
+    /// A plan for a stream of `expected` events at `rate`, with `warmup_ns` excluded.
+    pub fn new(expected: u64, rate: Rate, warmup_ns: u64) -> Arc<Self> {
+        Arc::new(Self {
+            expected,
+            rate,
+            warmup_ns,
+            intervals: Intervals::new(crate::clock::now_ns()),
+            connected: AtomicUsize::new(0),
+        })
+    }
 }
 
-/// A sink that tallies every event and stops once the whole stream has arrived.
+/// A sink that tallies every event, records its latency, and stops once the whole stream has
+/// arrived.
 #[derive(Debug)]
 pub struct TallySink {
+    plan: Arc<RecordPlan>,
     tally: Tally,
+    started_ns: u64,
     connected_ns: Option<u64>,
-    first_sent_ns: Option<u64>,
+    first_event: Option<(u64, u64)>,
     last_received_ns: Option<u64>,
+    /// Start of the schedule as this subscriber sees it, from its first event.
+    stream_start_ns: Option<u64>,
     /// Receive minus scheduled time (what a user waits), allocated on the first event so idle
     /// subscribers cost no histogram memory.
     latency: Option<Histogram<u64>>,
     /// Receive minus actual send time.
     service_time: Option<Histogram<u64>>,
+    /// Events per response, for transports that deliver in batches.
+    batches: Option<Histogram<u64>>,
+    interval: IntervalRecorder,
 }
 
 impl TallySink {
-    /// A sink for a stream of `expected` events.
-    pub fn new(expected: u64) -> Self {
+    /// A sink for one subscriber of `plan`'s stream, whose subscription starts at `started_ns`.
+    pub fn new(plan: Arc<RecordPlan>, started_ns: u64) -> Self {
         Self {
-            tally: Tally::new(expected),
+            tally: Tally::new(plan.expected),
+            plan,
+            started_ns,
             connected_ns: None,
-            first_sent_ns: None,
+            first_event: None,
             last_received_ns: None,
+            stream_start_ns: None,
             latency: None,
             service_time: None,
+            batches: None,
+            interval: IntervalRecorder::default(),
         }
     }
 
     /// What the subscriber ended with.
-    pub fn finish(self, error: Option<String>) -> SubscriberRecord {
+    pub fn finish(mut self, error: Option<String>) -> SubscriberRecord {
+        self.plan.intervals.flush(&mut self.interval);
         SubscriberRecord {
             tally: self.tally,
-            connected_ns: self.connected_ns,
-            first_sent_ns: self.first_sent_ns,
+            handshake_us: self
+                .connected_ns
+                .map(|at| latency::micros_between(self.started_ns, at)),
+            first_event_us: self
+                .first_event
+                .map(|(sent, received)| latency::micros_between(sent, received)),
+            first_sent_ns: self.first_event.map(|(sent, _)| sent),
             last_received_ns: self.last_received_ns,
-            latency_us: self.latency.unwrap_or_else(latency_histogram),
-            service_time_us: self.service_time.unwrap_or_else(latency_histogram),
+            latency_us: self.latency.unwrap_or_else(latency::histogram),
+            service_time_us: self.service_time.unwrap_or_else(latency::histogram),
+            events_per_response: self.batches,
             error,
         }
+    }
+
+    /// Whether this event is past the warm-up, judged against the schedule's start.
+    fn past_warmup(&mut self, event: &Event<'_>) -> bool {
+        let start = *self
+            .stream_start_ns
+            .get_or_insert_with(|| match self.plan.rate {
+                Rate::PerSecond(rate) => event
+                    .scheduled_ns
+                    .saturating_sub((event.seq as f64 * 1e9 / rate) as u64),
+                // No schedule: the first event's send time is as close to the start as we know.
+                Rate::Max => event.sent_ns,
+            });
+        event.scheduled_ns >= start + self.plan.warmup_ns
     }
 }
 
 impl Sink for TallySink {
     fn connected(&mut self, at_ns: u64) {
-        self.connected_ns.get_or_insert(at_ns);
+        if self.connected_ns.is_none() {
+            self.connected_ns = Some(at_ns);
+            self.plan.connected.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     fn event(&mut self, event: &Event<'_>, received_ns: u64) -> Flow {
         self.tally.record(event.seq, event.payload.as_bytes());
-        self.latency
-            .get_or_insert_with(latency_histogram)
-            .saturating_record(micros(received_ns, event.scheduled_ns));
-        self.service_time
-            .get_or_insert_with(latency_histogram)
-            .saturating_record(micros(received_ns, event.sent_ns));
-        let first = self.first_sent_ns.get_or_insert(event.sent_ns);
-        *first = (*first).min(event.sent_ns);
+        self.first_event.get_or_insert((event.sent_ns, received_ns));
         self.last_received_ns = Some(received_ns);
+        if self.past_warmup(event) {
+            let waited = latency::micros_between(event.scheduled_ns, received_ns);
+            self.latency
+                .get_or_insert_with(latency::histogram)
+                .saturating_record(waited);
+            self.service_time
+                .get_or_insert_with(latency::histogram)
+                .saturating_record(latency::micros_between(event.sent_ns, received_ns));
+            self.plan
+                .intervals
+                .record(&mut self.interval, received_ns, waited);
+        }
         if self.tally.is_complete() {
             Flow::Stop
         } else {
@@ -92,6 +152,14 @@ impl Sink for TallySink {
         self.tally.record_malformed();
         Flow::Continue
     }
+
+    fn batch(&mut self, events: usize) {
+        // Up to a million events per response; more is clamped.
+        let batches = self.batches.get_or_insert_with(|| {
+            Histogram::new_with_bounds(1, 1 << 20, 2).expect("valid bounds")
+        });
+        batches.saturating_record(events.max(1) as u64);
+    }
 }
 
 /// What one subscriber received, and when.
@@ -99,16 +167,21 @@ impl Sink for TallySink {
 pub struct SubscriberRecord {
     /// The tally of its stream.
     pub tally: Tally,
-    /// When its subscription was established (monotonic ns).
-    pub connected_ns: Option<u64>,
-    /// Earliest send time among the events it received.
+    /// From starting to subscribe to the subscription being established (connect, handshake;
+    /// for polling, the first answer; for webhooks, registration).
+    pub handshake_us: Option<u64>,
+    /// From the first event's send to its receipt by this subscriber.
+    pub first_event_us: Option<u64>,
+    /// Send time of the first event it received.
     pub first_sent_ns: Option<u64>,
     /// When its last event arrived.
     pub last_received_ns: Option<u64>,
-    /// Receive minus scheduled send time, per event, in microseconds.
+    /// Receive minus scheduled send time, per event after warm-up, in microseconds.
     pub latency_us: Histogram<u64>,
-    /// Receive minus actual send time, per event, in microseconds.
+    /// Receive minus actual send time, per event after warm-up, in microseconds.
     pub service_time_us: Histogram<u64>,
+    /// Events per response, for transports that deliver in batches (polling).
+    pub events_per_response: Option<Histogram<u64>>,
     /// Why the subscription ended early, if it did.
     pub error: Option<String>,
 }

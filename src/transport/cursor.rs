@@ -84,7 +84,8 @@ pub(crate) async fn serve(
         hold,
     };
     let router = Router::new().route("/poll", get(answer)).with_state(state);
-    serve_http(TrackedListener::new(listener, hub), router, shutdown).await
+    let listener = TrackedListener::new(listener, Some(hub), Arc::clone(&config.counters));
+    serve_http(listener, router, shutdown).await
 }
 
 async fn answer(State(state): State<PollState>, RawQuery(query): RawQuery) -> Response {
@@ -208,6 +209,7 @@ pub(crate) async fn subscribe(
                 }
             }
         };
+        sink.batch(batch.events.len());
         for event in &batch.events {
             if deliver(sink, event.get().as_bytes(), received_ns) == Flow::Stop {
                 return Ok(());

@@ -1,6 +1,7 @@
-//! A TCP listener that counts every open connection as a subscriber on the hub, for the
-//! transports whose subscribers are connections (all but webhooks, whose subscribers are
-//! registered endpoints).
+//! A TCP listener that counts every accepted connection and the bytes through it
+//! ([`SocketCounters`]), and, for the transports whose subscribers are connections (all but
+//! webhooks, whose subscribers are registered endpoints), counts each open connection as a
+//! subscriber on the hub.
 //!
 //! Counting at accept rather than in each handler keeps the rule the same for every transport:
 //! a browser's `EventSource`, a WebSocket, and a polling client on a keep-alive connection are each
@@ -17,18 +18,24 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::hub::{Hub, SubscriberGuard};
+use crate::metrics::sockets::SocketCounters;
 
 /// A listener whose accepted streams each count as one subscriber while open.
 #[derive(Debug)]
 pub struct TrackedListener {
     inner: TcpListener,
-    hub: Arc<Hub>,
+    hub: Option<Arc<Hub>>,
+    counters: Arc<SocketCounters>,
 }
 
 impl TrackedListener {
-    /// Wraps a bound listener.
-    pub fn new(inner: TcpListener, hub: Arc<Hub>) -> Self {
-        Self { inner, hub }
+    /// Wraps a bound listener; with a hub, each open connection counts as a subscriber.
+    pub fn new(inner: TcpListener, hub: Option<Arc<Hub>>, counters: Arc<SocketCounters>) -> Self {
+        Self {
+            inner,
+            hub,
+            counters,
+        }
     }
 
     /// Accepts the next connection, waiting out transient errors (such as running out of file
@@ -39,14 +46,13 @@ impl TrackedListener {
                 Ok((stream, addr)) => {
                     // Small messages must leave at once, not wait for Nagle's timer.
                     let _ = stream.set_nodelay(true);
-                    let guard = self.hub.join();
-                    return (
-                        TrackedStream {
-                            inner: stream,
-                            _guard: guard,
-                        },
-                        addr,
-                    );
+                    self.counters.connection();
+                    let stream = TrackedStream {
+                        inner: stream,
+                        _guard: self.hub.as_ref().map(|hub| hub.join()),
+                        counters: Arc::clone(&self.counters),
+                    };
+                    return (stream, addr);
                 }
                 Err(error) => {
                     tracing::warn!(%error, "accept failed; retrying");
@@ -70,11 +76,25 @@ impl axum::serve::Listener for TrackedListener {
     }
 }
 
-/// An accepted connection, counted as a subscriber until dropped.
+/// An accepted connection whose bytes are counted (and which, with a hub, counts as a
+/// subscriber until dropped).
 #[derive(Debug)]
 pub struct TrackedStream {
     inner: TcpStream,
-    _guard: SubscriberGuard,
+    _guard: Option<SubscriberGuard>,
+    counters: Arc<SocketCounters>,
+}
+
+/// Counts what a poll moved, passing the poll's result through.
+fn counted(
+    counters: &SocketCounters,
+    count: fn(&SocketCounters, usize),
+    result: Poll<io::Result<usize>>,
+) -> Poll<io::Result<usize>> {
+    if let Poll::Ready(Ok(n)) = result {
+        count(counters, n);
+    }
+    result
 }
 
 impl AsyncRead for TrackedStream {
@@ -83,7 +103,12 @@ impl AsyncRead for TrackedStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = result {
+            self.counters.read(buf.filled().len() - before);
+        }
+        result
     }
 }
 
@@ -93,7 +118,8 @@ impl AsyncWrite for TrackedStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        counted(&self.counters, SocketCounters::wrote, result)
     }
 
     // Vectored writes pass through: hyper gathers several queued events into one writev.
@@ -102,7 +128,8 @@ impl AsyncWrite for TrackedStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        counted(&self.counters, SocketCounters::wrote, result)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::event::{DecodeError, Event};
 use crate::hub::{BatchLimit, Hub};
+use crate::metrics::sockets::SocketCounters;
 
 pub use listener::{TrackedListener, TrackedStream};
 pub use webhook::Secret;
@@ -151,6 +152,19 @@ pub struct ServerConfig {
     pub webhook_new_connection: bool,
     /// Delivery attempts per webhook event before the provider gives up on it.
     pub webhook_attempts: u32,
+    /// Counts connections and bytes at the server's accepted sockets.
+    pub counters: Arc<SocketCounters>,
+    /// Faults injected on purpose, to check that the measurement sees them.
+    pub faults: Faults,
+}
+
+/// Faults a server can inject, so tests (and users) can check the measurement sees them.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Faults {
+    /// Every batch handed to a subscriber waits this long first (a slow network or server).
+    pub delivery_delay: Option<Duration>,
+    /// The publisher stops for this long just before this event (a stalled sender).
+    pub stall: Option<(u64, Duration)>,
 }
 
 impl Default for ServerConfig {
@@ -163,6 +177,8 @@ impl Default for ServerConfig {
             webhook_secret: Secret::generate(),
             webhook_new_connection: false,
             webhook_attempts: 8,
+            counters: Arc::default(),
+            faults: Faults::default(),
         }
     }
 }
@@ -183,6 +199,8 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// How long one HTTP request may take; longer than the server's long-poll hold.
     pub request_timeout: Duration,
+    /// Counts connections and bytes at sockets this side accepts (webhook consumers).
+    pub counters: Arc<SocketCounters>,
 }
 
 impl Default for ClientConfig {
@@ -194,6 +212,7 @@ impl Default for ClientConfig {
             ws_read_buffer: 4096,
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(60),
+            counters: Arc::default(),
         }
     }
 }
@@ -220,6 +239,11 @@ pub trait Sink: Send {
 
     /// A message arrived that is not a valid event; counted, never fatal.
     fn malformed(&mut self, error: &DecodeError) -> Flow;
+
+    /// A response carrying `events` events arrived (transports that deliver in batches).
+    fn batch(&mut self, events: usize) {
+        let _ = events;
+    }
 }
 
 /// Decodes one received message and hands it to the sink: the one path from wire bytes to sink

@@ -49,6 +49,7 @@ pub(crate) async fn serve(
     config: ServerConfig,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let counters = Arc::clone(&config.counters);
     let state = AppState {
         hub: Arc::clone(&hub),
         config: Arc::new(config),
@@ -56,7 +57,12 @@ pub(crate) async fn serve(
     let router = Router::new()
         .route("/sse", get(open_stream))
         .with_state(state);
-    serve_http(TrackedListener::new(listener, hub), router, shutdown).await
+    serve_http(
+        TrackedListener::new(listener, Some(hub), counters),
+        router,
+        shutdown,
+    )
+    .await
 }
 
 async fn open_stream(

@@ -34,7 +34,8 @@ pub(crate) async fn serve(
     config: ServerConfig,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let mut listener = TrackedListener::new(listener, Arc::clone(&hub));
+    let counters = Arc::clone(&config.counters);
+    let mut listener = TrackedListener::new(listener, Some(Arc::clone(&hub)), counters);
     loop {
         let (stream, _peer) = tokio::select! {
             accepted = listener.accept() => accepted,

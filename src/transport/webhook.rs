@@ -329,6 +329,7 @@ struct ConsumerState {
 /// A webhook consumer bound to its own address, not yet registered with a provider.
 pub struct Consumer {
     listener: TcpListener,
+    counters: Arc<crate::metrics::sockets::SocketCounters>,
     state: Arc<ConsumerState>,
     deliveries: mpsc::Receiver<Accepted>,
 }
@@ -353,6 +354,7 @@ impl Consumer {
         });
         Ok(Self {
             listener,
+            counters: Arc::clone(&config.counters),
             state,
             deliveries,
         })
@@ -372,6 +374,7 @@ impl Consumer {
         let url = self.url();
         let Consumer {
             listener,
+            counters,
             state,
             mut deliveries,
         } = self;
@@ -380,9 +383,9 @@ impl Consumer {
             .layer(DefaultBodyLimit::max(MAX_EVENT_BYTES))
             .with_state(state);
         let shutdown = CancellationToken::new();
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
+        // The consumer accepts the provider's connections, so it is where webhook bytes are
+        // counted.
+        let listener = super::TrackedListener::new(listener, None, counters);
         let serving = tokio::spawn(serve_http(listener, router, shutdown.clone()));
 
         let result = async {

@@ -47,12 +47,18 @@ pub(crate) async fn serve(
     config: ServerConfig,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let counters = Arc::clone(&config.counters);
     let state = AppState {
         hub: Arc::clone(&hub),
         config: Arc::new(config),
     };
     let router = Router::new().route("/ws", get(upgrade)).with_state(state);
-    serve_http(TrackedListener::new(listener, hub), router, shutdown).await
+    serve_http(
+        TrackedListener::new(listener, Some(hub), counters),
+        router,
+        shutdown,
+    )
+    .await
 }
 
 async fn upgrade(

@@ -1,0 +1,7 @@
+//! What a run measures, apart from what it runs: latency histograms, socket byte and connection
+//! counters, process CPU and memory from /proc, and a description of the machine.
+
+pub mod latency;
+pub mod machine;
+pub mod process;
+pub mod sockets;

@@ -1,0 +1,136 @@
+//! CPU time and resident memory of a process, read from /proc, and CPU placement: how the
+//! server under test is kept apart from the load that measures it.
+
+use std::io;
+
+use rustix::process::Pid;
+use rustix::thread::{sched_getaffinity, sched_setaffinity, CpuSet};
+
+/// CPU time and memory of one process at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcessSample {
+    /// User plus system CPU time, in microseconds.
+    pub cpu_us: u64,
+    /// Resident set size, in bytes.
+    pub rss_bytes: u64,
+}
+
+/// Samples process `pid` (`None`: this process).
+pub fn sample(pid: Option<u32>) -> io::Result<ProcessSample> {
+    let base = match pid {
+        Some(pid) => format!("/proc/{pid}"),
+        None => "/proc/self".to_owned(),
+    };
+    let stat = std::fs::read_to_string(format!("{base}/stat"))?;
+    let status = std::fs::read_to_string(format!("{base}/status"))?;
+    Ok(ProcessSample {
+        cpu_us: parse_cpu_us(&stat, clock_ticks())?,
+        rss_bytes: parse_rss_bytes(&status)?,
+    })
+}
+
+/// Clock ticks per second for /proc/*/stat times; USER_HZ is 100 on every Linux ABI.
+fn clock_ticks() -> u64 {
+    100
+}
+
+/// utime + stime (fields 14 and 15 of /proc/PID/stat), counted after the `(comm)` field, which
+/// may itself contain spaces.
+fn parse_cpu_us(stat: &str, ticks: u64) -> io::Result<u64> {
+    let bad = || {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "unexpected /proc/PID/stat format",
+        )
+    };
+    let after_comm = &stat[stat.rfind(')').ok_or_else(bad)? + 1..];
+    let fields: Vec<&str> = after_comm.split_whitespace().collect();
+    // after_comm starts at field 3 (state), so utime (14) and stime (15) are at 11 and 12.
+    let utime: u64 = fields
+        .get(11)
+        .and_then(|f| f.parse().ok())
+        .ok_or_else(bad)?;
+    let stime: u64 = fields
+        .get(12)
+        .and_then(|f| f.parse().ok())
+        .ok_or_else(bad)?;
+    Ok((utime + stime) * 1_000_000 / ticks)
+}
+
+/// VmRSS from /proc/PID/status, in bytes.
+fn parse_rss_bytes(status: &str) -> io::Result<u64> {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .map(|kb| kb * 1024)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no VmRSS in /proc/PID/status"))
+}
+
+/// CPUs this process may run on.
+pub fn available_cpus() -> Vec<usize> {
+    match sched_getaffinity(None) {
+        Ok(set) => (0..CpuSet::MAX_CPU)
+            .filter(|&cpu| set.is_set(cpu))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Splits the available CPUs between load and server: the server gets the upper half, the
+/// load the lower; `None` when there is only one CPU to share.
+pub fn split_cpus() -> Option<(Vec<usize>, Vec<usize>)> {
+    let cpus = available_cpus();
+    if cpus.len() < 2 {
+        return None;
+    }
+    let (load, server) = cpus.split_at(cpus.len() / 2);
+    Some((load.to_vec(), server.to_vec()))
+}
+
+/// Pins every thread of this process to `cpus` (threads started later inherit the mask).
+pub fn pin_this_process(cpus: &[usize]) -> io::Result<()> {
+    let mut set = CpuSet::new();
+    for &cpu in cpus {
+        set.set(cpu);
+    }
+    for entry in std::fs::read_dir("/proc/self/task")? {
+        let tid: i32 = match entry?.file_name().to_string_lossy().parse() {
+            Ok(tid) => tid,
+            Err(_) => continue,
+        };
+        // A thread may exit between listing and pinning; that is fine.
+        if let Some(pid) = Pid::from_raw(tid) {
+            let _ = sched_setaffinity(Some(pid), &set);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fields are found after a process name with spaces and parentheses.
+    #[test]
+    fn parses_stat_and_status() {
+        let stat = "1234 (my (odd) name) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 4 0 99";
+        assert_eq!(parse_cpu_us(stat, 100).unwrap(), 3_000_000);
+        let status = "Name:\tx\nVmPeak:\t 9999 kB\nVmRSS:\t    2048 kB\n";
+        assert_eq!(parse_rss_bytes(status).unwrap(), 2048 * 1024);
+    }
+
+    /// This process can be sampled and has some memory and CPU.
+    #[test]
+    fn samples_self() {
+        let s = sample(None).unwrap();
+        assert!(s.rss_bytes > 0);
+        assert!(!available_cpus().is_empty());
+    }
+}

@@ -1,0 +1,497 @@
+//! Flags and scenario TOML merged into one validated [`Scenario`] before anything runs. A
+//! scenario file is plain TOML whose keys are the flags' names (`find-max = true`), and flags
+//! given on the command line override the file.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::event::{PayloadSizes, Rate, SpecError, StreamSpec};
+use crate::transport::Transport;
+
+/// Sockets the load process keeps for itself (listeners, files, the child's pipes).
+const RESERVED_FILES: u64 = 64;
+
+/// Why a scenario cannot run.
+#[derive(Debug, Error)]
+pub enum ScenarioError {
+    /// The scenario file could not be read.
+    #[error("cannot read scenario {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The scenario file is not valid (the message names the key and line).
+    #[error("invalid scenario {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// toml's message: line, column, the key and what was expected.
+        message: String,
+    },
+    /// A combination that cannot be measured.
+    #[error("{0}")]
+    Impossible(String),
+    /// The stream itself is invalid.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+}
+
+/// A set of transports: `all`, or names separated by commas.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "OneOrMany<String>", into = "Vec<String>")]
+pub struct TransportSet(pub Vec<Transport>);
+
+impl FromStr for TransportSet {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text.trim() == "all" {
+            return Ok(Self(Transport::ALL.to_vec()));
+        }
+        let mut transports = Vec::new();
+        for name in text.split(',').map(str::trim) {
+            let transport = Transport::ALL
+                .into_iter()
+                .find(|t| t.name() == name)
+                .ok_or_else(|| {
+                    let valid: Vec<&str> = Transport::ALL.iter().map(|t| t.name()).collect();
+                    format!(
+                        "unknown transport {name:?}: expected all, or some of {}",
+                        valid.join(", ")
+                    )
+                })?;
+            if !transports.contains(&transport) {
+                transports.push(transport);
+            }
+        }
+        Ok(Self(transports))
+    }
+}
+
+/// Either one value or a list of them, as TOML allows either for sweep keys.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T> OneOrMany<T> {
+    fn into_vec(self) -> Vec<T> {
+        match self {
+            OneOrMany::One(one) => vec![one],
+            OneOrMany::Many(many) => many,
+        }
+    }
+}
+
+impl TryFrom<OneOrMany<String>> for TransportSet {
+    type Error = String;
+    fn try_from(names: OneOrMany<String>) -> Result<Self, String> {
+        names.into_vec().join(",").parse()
+    }
+}
+
+impl From<TransportSet> for Vec<String> {
+    fn from(set: TransportSet) -> Self {
+        set.0.iter().map(|t| t.name().to_owned()).collect()
+    }
+}
+
+/// Subscriber counts to sweep: `100`, or `1,10,100,1000` (a list in TOML).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "OneOrMany<usize>", into = "Vec<usize>")]
+pub struct Counts(pub Vec<usize>);
+
+impl FromStr for Counts {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        text.split(',')
+            .map(|n| n.trim().parse::<usize>())
+            .collect::<Result<Vec<_>, _>>()
+            .map(Self)
+            .map_err(|_| {
+                format!("expected a count or a comma-separated list of counts, got {text:?}")
+            })
+    }
+}
+
+impl TryFrom<OneOrMany<usize>> for Counts {
+    type Error = String;
+    fn try_from(counts: OneOrMany<usize>) -> Result<Self, String> {
+        Ok(Self(counts.into_vec()))
+    }
+}
+
+impl From<Counts> for Vec<usize> {
+    fn from(counts: Counts) -> Self {
+        counts.0
+    }
+}
+
+/// Every setting a run takes, each optional: once as flags, once as a scenario file's keys.
+#[derive(Clone, Debug, Default, clap::Args, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Settings {
+    /// A name for the scenario (file: defaults to the file's stem).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Transports to measure: `all`, or a comma-separated list.
+    #[arg(long)]
+    pub transports: Option<TransportSet>,
+    /// Subscribers, or a comma-separated list to sweep.
+    #[arg(long)]
+    pub subscribers: Option<Counts>,
+    /// Offered rate in events per second, or `max`.
+    #[arg(long)]
+    pub rate: Option<Rate>,
+    /// Events per run (or give --duration with a numeric rate).
+    #[arg(long)]
+    pub events: Option<u64>,
+    /// Seconds of stream per run, at the offered rate.
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Payload bytes per event (a comma-separated list is cycled within the stream).
+    #[arg(long)]
+    pub payload: Option<PayloadSizes>,
+    /// Payload sizes to sweep, one run each (`64,1024,65536`).
+    #[arg(long)]
+    pub payloads: Option<Counts>,
+    /// Seconds at the start of each stream left out of the latency figures.
+    #[arg(long)]
+    pub warmup: Option<f64>,
+    /// Runs of each combination, to show the noise.
+    #[arg(long)]
+    pub repeat: Option<u32>,
+    /// Seed for the payload bytes.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Seconds to hold all subscribers idle before the stream (memory per idle connection).
+    #[arg(long)]
+    pub idle: Option<f64>,
+    /// Milliseconds between short polls.
+    #[arg(long)]
+    pub poll_interval_ms: Option<u64>,
+    /// Open a new connection for every webhook delivery.
+    #[arg(long)]
+    pub webhook_new_connection: Option<bool>,
+    /// Seconds a run may take before its subscribers are counted as failed.
+    #[arg(long)]
+    pub timeout: Option<f64>,
+}
+
+impl Settings {
+    /// Reads a scenario file.
+    pub fn from_file(path: &Path) -> Result<Self, ScenarioError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut settings: Settings = toml::from_str(&text).map_err(|e| ScenarioError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        if settings.name.is_none() {
+            settings.name = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+        }
+        Ok(settings)
+    }
+
+    /// These settings, with `over`'s where it has them.
+    pub fn overridden_by(self, over: Settings) -> Settings {
+        Settings {
+            name: over.name.or(self.name),
+            transports: over.transports.or(self.transports),
+            subscribers: over.subscribers.or(self.subscribers),
+            rate: over.rate.or(self.rate),
+            events: over.events.or(self.events),
+            duration: over.duration.or(self.duration),
+            payload: over.payload.or(self.payload),
+            payloads: over.payloads.or(self.payloads),
+            warmup: over.warmup.or(self.warmup),
+            repeat: over.repeat.or(self.repeat),
+            seed: over.seed.or(self.seed),
+            idle: over.idle.or(self.idle),
+            poll_interval_ms: over.poll_interval_ms.or(self.poll_interval_ms),
+            webhook_new_connection: over.webhook_new_connection.or(self.webhook_new_connection),
+            timeout: over.timeout.or(self.timeout),
+        }
+    }
+
+    /// Checks the settings and fills in defaults.
+    pub fn resolve(self) -> Result<Scenario, ScenarioError> {
+        let impossible = |why: String| Err(ScenarioError::Impossible(why));
+        let rate = self.rate.unwrap_or(Rate::PerSecond(1000.0));
+        let events = match (self.events, self.duration, rate) {
+            (Some(_), Some(_), _) => {
+                return impossible("give --events or --duration, not both".into())
+            }
+            (Some(events), None, _) => events,
+            (None, Some(secs), Rate::PerSecond(rate)) if secs > 0.0 => (secs * rate).round() as u64,
+            (None, Some(_), Rate::PerSecond(_)) => {
+                return impossible("--duration must be positive".into())
+            }
+            (None, Some(_), Rate::Max) => {
+                return impossible(
+                    "--duration needs a numeric --rate; at --rate max give --events".into(),
+                )
+            }
+            (None, None, Rate::PerSecond(rate)) => (10.0 * rate).round().max(1.0) as u64,
+            (None, None, Rate::Max) => 100_000,
+        };
+        let subscribers = self.subscribers.map(|c| c.0).unwrap_or_else(|| vec![1]);
+        if subscribers.is_empty() || subscribers.contains(&0) {
+            return impossible("every subscriber count must be at least 1: a run with no subscriber measures nothing".into());
+        }
+        let most = subscribers.iter().copied().max().unwrap_or(1) as u64;
+        let files = open_file_limit();
+        if most + RESERVED_FILES > files {
+            return impossible(format!(
+                "{most} subscribers need {most} sockets in the load process, but it may open at most \
+                 {files} files (RLIMIT_NOFILE hard limit); use at most {} subscribers",
+                files.saturating_sub(RESERVED_FILES)
+            ));
+        }
+        let payload = self.payload.unwrap_or_else(|| PayloadSizes::fixed(64));
+        let payloads = match self.payloads {
+            Some(sweep) if sweep.0.is_empty() => {
+                return impossible("--payloads needs at least one size".into())
+            }
+            Some(sweep) => sweep.0.into_iter().map(PayloadSizes::fixed).collect(),
+            None => vec![payload],
+        };
+        let seed = self.seed.unwrap_or(1);
+        // Validate every stream now, so a bad payload fails before the first run.
+        for sizes in &payloads {
+            StreamSpec::new(seed, events, sizes.clone(), rate)?;
+        }
+        let secs = |value: Option<f64>, flag: &str, default: f64| match value {
+            Some(v) if !(v.is_finite() && v >= 0.0) => Err(ScenarioError::Impossible(format!(
+                "--{flag} must be a non-negative number of seconds, got {v}"
+            ))),
+            v => Ok(Duration::from_secs_f64(v.unwrap_or(default))),
+        };
+        let warmup = secs(self.warmup, "warmup", 0.0)?;
+        if let (Rate::PerSecond(rate), true) = (rate, !warmup.is_zero()) {
+            if warmup.as_secs_f64() * rate >= events as f64 {
+                return impossible(format!(
+                    "the warm-up ({} s) covers the whole stream ({events} events at {rate} ev/s)",
+                    warmup.as_secs_f64()
+                ));
+            }
+        }
+        let repeat = self.repeat.unwrap_or(1);
+        if repeat == 0 {
+            return impossible("--repeat must be at least 1".into());
+        }
+        Ok(Scenario {
+            name: self.name.unwrap_or_else(|| "custom".into()),
+            transports: self
+                .transports
+                .map(|t| t.0)
+                .unwrap_or_else(|| Transport::ALL.to_vec()),
+            subscribers,
+            rate,
+            events,
+            payloads,
+            seed,
+            warmup,
+            repeat,
+            idle: secs(self.idle, "idle", 0.0)?,
+            poll_interval: Duration::from_millis(self.poll_interval_ms.unwrap_or(100).max(1)),
+            webhook_new_connection: self.webhook_new_connection.unwrap_or(false),
+            timeout: secs(self.timeout, "timeout", 300.0)?,
+        })
+    }
+}
+
+/// The open-file hard limit of this process (what the load can raise its soft limit to).
+pub fn open_file_limit() -> u64 {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .maximum
+        .unwrap_or(u64::MAX)
+}
+
+/// Raises the soft open-file limit to the hard one, so many connections fit.
+pub fn raise_open_file_limit() {
+    let mut limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    limit.current = limit.maximum;
+    let _ = rustix::process::setrlimit(rustix::process::Resource::Nofile, limit);
+}
+
+/// A validated scenario: what `pushbench run` measures.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Scenario {
+    /// Its name (a preset's file stem, or `custom`).
+    pub name: String,
+    /// Transports, measured one after another in this order.
+    #[schemars(with = "Vec<String>")]
+    pub transports: Vec<Transport>,
+    /// Subscriber counts, one run each.
+    pub subscribers: Vec<usize>,
+    /// Offered rate.
+    #[schemars(with = "String")]
+    pub rate: Rate,
+    /// Events per run.
+    pub events: u64,
+    /// Payload sizes, one run each (each may itself cycle several sizes).
+    #[schemars(with = "Vec<String>")]
+    pub payloads: Vec<PayloadSizes>,
+    /// Seed for the payload bytes.
+    pub seed: u64,
+    /// Left out of the latency figures at the start of each stream.
+    #[serde(with = "secs")]
+    #[schemars(with = "f64")]
+    pub warmup: Duration,
+    /// Runs of each combination.
+    pub repeat: u32,
+    /// Subscribers are held idle this long before the stream.
+    #[serde(with = "secs")]
+    #[schemars(with = "f64")]
+    pub idle: Duration,
+    /// Short-polling interval.
+    #[serde(with = "secs")]
+    #[schemars(with = "f64")]
+    pub poll_interval: Duration,
+    /// Webhooks open a new connection per delivery.
+    pub webhook_new_connection: bool,
+    /// Longest a run may take.
+    #[serde(with = "secs")]
+    #[schemars(with = "f64")]
+    pub timeout: Duration,
+}
+
+impl Scenario {
+    /// The stream of one run.
+    pub fn spec(&self, payload: &PayloadSizes) -> StreamSpec {
+        // Every combination was validated in `resolve`.
+        StreamSpec::new(self.seed, self.events, payload.clone(), self.rate).expect("validated")
+    }
+
+    /// The scenario in one sentence, for reports.
+    pub fn describe(&self) -> String {
+        let subs: Vec<String> = self.subscribers.iter().map(|n| n.to_string()).collect();
+        let payloads: Vec<String> = self.payloads.iter().map(|p| format!("{p} B")).collect();
+        format!(
+            "{} events at {} ev/s, payload {}, to {} subscriber(s), {} transport(s), {} repeat(s)",
+            self.events,
+            self.rate,
+            payloads.join(" / "),
+            subs.join(" / "),
+            self.transports.len(),
+            self.repeat
+        )
+    }
+}
+
+/// Durations as decimal seconds in the results.
+mod secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let secs = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(toml: &str) -> Result<Settings, String> {
+        toml::from_str::<Settings>(toml).map_err(|e| e.to_string())
+    }
+
+    /// A misspelt key is refused with its name and line.
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let error = parse("rate = 100\nsubscriber = 5\n").unwrap_err();
+        assert!(error.contains("line 2"), "{error}");
+        assert!(error.contains("unknown field `subscriber`"), "{error}");
+    }
+
+    /// A bad value is refused with its line and why.
+    #[test]
+    fn bad_value_names_line() {
+        let error = parse("transports = \"websocket,smoke-signals\"\n").unwrap_err();
+        assert!(error.contains("line 1"), "{error}");
+        assert!(
+            error.contains("unknown transport \"smoke-signals\""),
+            "{error}"
+        );
+        let error = parse("events = 10\nrate = \"fast\"\n").unwrap_err();
+        assert!(
+            error.contains("line 2") && error.contains("invalid rate"),
+            "{error}"
+        );
+    }
+
+    /// Flags override the file; lists and single values both work.
+    #[test]
+    fn flags_override_file() {
+        let file = parse(
+            "subscribers = [1, 10]\nrate = 500\nduration = 2\ntransports = [\"sse\", \"tcp\"]\n",
+        )
+        .unwrap();
+        let flags = Settings {
+            rate: Some(Rate::PerSecond(100.0)),
+            ..Settings::default()
+        };
+        let scenario = file.overridden_by(flags).resolve().unwrap();
+        assert_eq!(scenario.subscribers, vec![1, 10]);
+        assert_eq!(scenario.events, 200);
+        assert_eq!(scenario.transports, vec![Transport::Sse, Transport::Tcp]);
+    }
+
+    /// Impossible combinations say why.
+    #[test]
+    fn impossible_combinations() {
+        let why = |s: Settings| s.resolve().unwrap_err().to_string();
+        let zero = Settings {
+            subscribers: Some(Counts(vec![0])),
+            ..Settings::default()
+        };
+        assert!(why(zero).contains("at least 1"));
+        let both = Settings {
+            events: Some(5),
+            duration: Some(1.0),
+            ..Settings::default()
+        };
+        assert!(why(both).contains("not both"));
+        let huge = Settings {
+            payload: Some(PayloadSizes::fixed(1 << 30)),
+            ..Settings::default()
+        };
+        assert!(why(huge).contains("exceeds the maximum"));
+        let many = Settings {
+            subscribers: Some(Counts(vec![usize::MAX / 2])),
+            ..Settings::default()
+        };
+        assert!(why(many).contains("RLIMIT_NOFILE"));
+    }
+
+    /// Every preset in scenarios/ is valid.
+    #[test]
+    fn presets_are_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            Settings::from_file(&path).unwrap().resolve().unwrap();
+            seen += 1;
+        }
+        assert!(seen >= 6);
+    }
+}
