@@ -4,11 +4,14 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use anyhow::bail;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand};
 
 use crate::event::{PayloadSizes, Rate, StreamSpec};
-use crate::harness::{run_load, LoadOptions};
+use crate::harness::{self, run_load, LoadOptions, RunOptions};
+use crate::scenario::Settings;
 use crate::serve::{self, ServeOptions};
 use crate::transport::{ClientConfig, Faults, Secret, ServerConfig, Transport};
 
@@ -29,6 +32,12 @@ pub enum Command {
     Serve(ServeArgs),
     /// Subscribe to a running `pushbench serve` and check every subscriber's stream.
     Load(LoadArgs),
+    /// Measure transports side by side: a scenario (flags or scenarios/*.toml) in, a table and
+    /// results.json out.
+    Run(RunArgs),
+    /// Echo 64-byte messages on one connection (the calibration peer of `run`).
+    #[command(hide = true)]
+    Echo(EchoArgs),
 }
 
 impl Command {
@@ -50,8 +59,68 @@ impl Command {
                 }
                 Ok(())
             }
+            Command::Run(args) => {
+                let outcome = harness::run(args.into_options()?).await?;
+                println!("results: {}", outcome.path.display());
+                let failed = outcome.results.runs.iter().filter(|r| r.failed).count();
+                if failed > 0 {
+                    bail!(
+                        "{failed} run(s) did not deliver the identical stream (see FAILED above)"
+                    );
+                }
+                Ok(())
+            }
+            Command::Echo(args) => {
+                if let Some(cpus) = &args.cpus {
+                    crate::metrics::process::pin_this_process(cpus)?;
+                }
+                let listener = tokio::net::TcpListener::bind(args.listen).await?;
+                println!("echo listening on {}", listener.local_addr()?);
+                Ok(harness::calibrate::echo(listener).await?)
+            }
         }
     }
+}
+
+/// Flags of `pushbench run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// A scenario file (TOML whose keys are these flags' names); flags override it.
+    #[arg(long)]
+    pub scenario: Option<PathBuf>,
+    /// Directory for results (`DIR/<run-id>/results.json`).
+    #[arg(long, default_value = "results")]
+    pub out: PathBuf,
+    /// The scenario's settings.
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+impl RunArgs {
+    fn into_options(self) -> anyhow::Result<RunOptions> {
+        let base = match &self.scenario {
+            Some(path) => Settings::from_file(path)?,
+            None => Settings::default(),
+        };
+        let scenario = base.overridden_by(self.settings).resolve()?;
+        Ok(RunOptions {
+            scenario,
+            out: self.out,
+            exe: std::env::current_exe().context("locating the pushbench executable")?,
+            pin: true,
+        })
+    }
+}
+
+/// Flags of the hidden `pushbench echo`.
+#[derive(Debug, Args)]
+pub struct EchoArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// Pin to these CPUs.
+    #[arg(long, value_delimiter = ',')]
+    pub cpus: Option<Vec<usize>>,
 }
 
 /// The stream, named the same way by every subcommand that needs it.

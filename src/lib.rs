@@ -10,6 +10,7 @@
 //! - [`clock`]: CLOCK_MONOTONIC nanoseconds, the one clock shared by server and load processes.
 //! - [`hub`]: the server's published stream, read by every transport with its own cursor.
 //! - [`publisher`]: publishes the stream into the hub on its schedule.
+//! - [`report`]: the results schema (JSON) and the terminal table.
 //! - [`scenario`]: flags and scenario TOML merged into one validated scenario.
 //! - [`transport`]: the contract every transport implements, one file per transport holding
 //!   its server and its client.
@@ -24,6 +25,7 @@ pub mod harness;
 pub mod hub;
 pub mod metrics;
 pub mod publisher;
+pub mod report;
 pub mod scenario;
 pub mod serve;
 pub mod transport;

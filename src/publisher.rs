@@ -20,6 +20,9 @@ pub struct Published {
     pub start_ns: u64,
     /// Monotonic time the last event was published.
     pub end_ns: u64,
+    /// CPU time this process had used when the stream started, us (0 if /proc is unreadable):
+    /// what the server spends on the stream is measured from here.
+    pub start_cpu_us: u64,
 }
 
 /// Publishes the whole stream into `hub`, blocking the calling thread until done (or until the
@@ -32,6 +35,9 @@ pub struct Published {
 /// `stall`, a fault for tests and demonstrations, stops the publisher for a while just before one
 /// event, as a stalled sender would.
 pub fn publish_stream(spec: &StreamSpec, hub: &Hub, stall: Option<(u64, Duration)>) -> Published {
+    let start_cpu_us = crate::metrics::process::sample(None)
+        .map(|s| s.cpu_us)
+        .unwrap_or_default();
     let start_ns = now_ns();
     for seq in 0..spec.count {
         if hub.is_closed() {
@@ -66,6 +72,7 @@ pub fn publish_stream(spec: &StreamSpec, hub: &Hub, stall: Option<(u64, Duration
     Published {
         start_ns,
         end_ns: now_ns(),
+        start_cpu_us,
     }
 }
 

@@ -175,6 +175,10 @@ pub struct ServeStats {
     pub sockets: SocketTotals,
     /// Subscribers still connected when the server stopped.
     pub left_connected: usize,
+    /// CPU time of the server process when the stream started, us.
+    pub stream_start_cpu_us: u64,
+    /// CPU time of the server process when it stopped, us.
+    pub cpu_us: u64,
 }
 
 /// The prefix of the stats line.
@@ -216,8 +220,8 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
         .context("installing the SIGTERM handler")?;
     let published = tokio::select! {
         published = server.publish_after(&options.spec, options.start_after, options.start_delay) => published?,
-        _ = tokio::signal::ctrl_c() => return stop(server, "interrupted").await,
-        _ = terminate.recv() => return stop(server, "terminated").await,
+        _ = tokio::signal::ctrl_c() => return stop(server, 0, "interrupted").await,
+        _ = terminate.recv() => return stop(server, 0, "terminated").await,
     };
     println!(
         "published {} events in {:.3} s",
@@ -234,11 +238,11 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
     } else {
         println!("stream delivered; stopping");
     }
-    stop(server, "done").await
+    stop(server, published.start_cpu_us, "done").await
 }
 
 /// Stops the server and prints its stats line last.
-async fn stop(server: Server, why: &str) -> anyhow::Result<()> {
+async fn stop(server: Server, stream_start_cpu_us: u64, why: &str) -> anyhow::Result<()> {
     if why != "done" {
         eprintln!("{why}; stopping");
     }
@@ -246,6 +250,10 @@ async fn stop(server: Server, why: &str) -> anyhow::Result<()> {
         published: server.hub().published(),
         sockets: server.sockets(),
         left_connected: server.hub().subscribers(),
+        stream_start_cpu_us,
+        cpu_us: crate::metrics::process::sample(None)
+            .map(|s| s.cpu_us)
+            .unwrap_or_default(),
     };
     let stopped = server.stop().await;
     println!("{STATS_PREFIX}{}", serde_json::to_string(&stats)?);

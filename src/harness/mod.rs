@@ -1,10 +1,14 @@
 //! Runs subscribers against a server and judges what they received: the load half of a
-//! measurement, generic over the transport.
+//! measurement, generic over the transport, and the `pushbench run` driver around it.
 
+pub mod calibrate;
+mod child;
 mod load;
 mod local;
+mod run;
 mod subscriber;
 
 pub use load::{run_load, run_subscribers, LoadOptions, LoadSummary};
 pub use local::{deliver_locally, LocalRun};
+pub use run::{run, RunOptions, RunOutcome};
 pub use subscriber::{RecordPlan, SubscriberRecord, TallySink};

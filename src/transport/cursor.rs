@@ -3,6 +3,9 @@
 //! without `after`, from the stream's first event. The two transports differ only in the hold
 //! and in how soon their client asks again, so both are this one server and this one client.
 //!
+//! A long poll may ask for a shorter hold with `wait=SECS` (`wait=0` answers at once): the
+//! client's first request uses it, so subscribing does not wait for the first event.
+//!
 //! Answer: `{"events":[EVENT,...],"last_seq":N,"done":BOOL}`, where `last_seq` (absent when there
 //! are no events) is the next `after`, and `done` says the stream is complete and fully read.
 
@@ -46,6 +49,23 @@ pub(crate) fn first_seq_from_query(query: Option<&str>) -> Result<u64, BadReques
     match after {
         None => Ok(0),
         Some(text) => parse_after(text),
+    }
+}
+
+/// The hold a long poll asks for with `wait=SECS`, if any.
+fn wait_from_query(query: Option<&str>) -> Result<Option<Duration>, BadRequest> {
+    let wait = query
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("wait="));
+    match wait.map(|text| (text, text.parse::<f64>())) {
+        None => Ok(None),
+        Some((_, Ok(secs))) if secs.is_finite() && secs >= 0.0 => {
+            Ok(Some(Duration::from_secs_f64(secs)))
+        }
+        Some((text, _)) => Err(BadRequest(format!(
+            "invalid wait {text:?}: expected seconds to hold the poll (a non-negative number)\n"
+        ))),
     }
 }
 
@@ -93,8 +113,14 @@ async fn answer(State(state): State<PollState>, RawQuery(query): RawQuery) -> Re
         Ok(seq) => seq,
         Err(rejection) => return rejection.into_response(),
     };
+    let hold = match (state.hold, wait_from_query(query.as_deref())) {
+        (Some(hold), Ok(Some(wait))) => Some(hold.min(wait)),
+        (hold, Ok(_)) => hold,
+        (_, Err(rejection)) => return rejection.into_response(),
+    };
     let mut reader = state.hub.reader(first_seq);
-    let batch = match state.hold {
+    let batch = match hold {
+        Some(hold) if hold.is_zero() => reader.try_batch(state.batch),
         Some(hold) => tokio::time::timeout(hold, reader.next_batch(state.batch))
             .await
             .ok()
@@ -176,9 +202,11 @@ pub(crate) async fn subscribe(
         if let Some(ticker) = ticker.as_mut() {
             ticker.tick().await;
         }
-        let url = match after {
-            Some(seq) => format!("http://{server}/poll?after={seq}"),
-            None => format!("http://{server}/poll"),
+        let url = match (after, connected) {
+            (Some(seq), _) => format!("http://{server}/poll?after={seq}"),
+            // The first request asks not to be held, so subscribing completes at once.
+            (None, false) => format!("http://{server}/poll?wait=0"),
+            (None, true) => format!("http://{server}/poll"),
         };
         let response = client
             .get(url)

@@ -1,0 +1,237 @@
+//! The results schema: one `results.json` per run, with the machine, the scenario, the
+//! calibration and one entry per measured combination, histograms included so runs can be merged
+//! and re-plotted. The JSON Schema generated from these types is committed as
+//! `docs/results.schema.json` and checked by a test.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::metrics::latency::{IntervalLatency, Percentiles};
+use crate::metrics::machine::Machine;
+use crate::scenario::Scenario;
+
+/// Bumped whenever a field changes meaning or disappears.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Everything one `pushbench run` measured.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Results {
+    /// Version of this schema.
+    pub schema_version: u32,
+    /// Identifies the run: `<UTC date>-<time>-<scenario>`.
+    pub run_id: String,
+    /// When the run started, Unix seconds.
+    pub started_unix: u64,
+    /// False when the run was interrupted or a server crashed: some combinations are missing.
+    pub complete: bool,
+    /// Where the numbers come from.
+    pub machine: Machine,
+    /// Which CPUs the load and the server under test ran on.
+    pub placement: Placement,
+    /// The machine's own round-trip floor between the two processes.
+    pub calibration: Calibration,
+    /// Transport settings every run used (buffer sizes, batch limits, intervals).
+    pub settings: Settings,
+    /// What was run.
+    pub scenario: Scenario,
+    /// One entry per transport, subscriber count, payload and repeat, in run order.
+    pub runs: Vec<TransportResult>,
+}
+
+/// CPU placement of the two processes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Placement {
+    /// Whether the server was pinned apart from the load.
+    pub pinned: bool,
+    /// CPUs of the load process (subscribers).
+    pub load_cpus: Vec<usize>,
+    /// CPUs of the server under test.
+    pub server_cpus: Vec<usize>,
+}
+
+/// A raw TCP ping-pong between the load and a server process placed like the server under test:
+/// how much of any latency is the machine's wake-up cost rather than the transport.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Calibration {
+    /// Round trips timed.
+    pub round_trips: u64,
+    /// Round-trip time of a 64-byte message, microseconds.
+    pub rtt_us: Percentiles,
+}
+
+/// Transport settings recorded with the results.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Settings {
+    /// WebSocket read buffer per connection, bytes (both sides).
+    pub ws_read_buffer_bytes: usize,
+    /// Most events per write or response.
+    pub batch_events: usize,
+    /// Most bytes per write or response (at least one event).
+    pub batch_bytes: usize,
+    /// Long-poll hold, seconds.
+    pub hold_secs: f64,
+    /// Keep-alive interval (WebSocket ping, SSE comment), seconds.
+    pub heartbeat_secs: f64,
+}
+
+/// One measured combination.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct TransportResult {
+    /// Transport name.
+    pub transport: String,
+    /// Concurrent subscribers.
+    pub subscribers: usize,
+    /// Payload size(s), bytes.
+    pub payload: String,
+    /// Which repeat of this combination (from 0).
+    pub repeat: u32,
+    /// Events the subscribers should have received in all (events x subscribers).
+    pub events_expected: u64,
+    /// Distinct events received, summed over subscribers.
+    pub events_delivered: u64,
+    /// Events never received, summed over subscribers.
+    pub lost: u64,
+    /// Extra copies received.
+    pub duplicated: u64,
+    /// Events received after a later one.
+    pub reordered: u64,
+    /// Messages that were not valid events.
+    pub malformed: u64,
+    /// Every subscriber's digest equals the source's.
+    pub digest_ok: bool,
+    /// The run failed: lost or corrupted events, or an error. Its figures are not comparable.
+    pub failed: bool,
+    /// What went wrong, if anything.
+    pub error: Option<String>,
+    /// Receive minus scheduled send time (coordinated-omission free), warm-up excluded.
+    pub latency_us: Percentiles,
+    /// Receive minus actual send time, warm-up excluded.
+    pub service_time_us: Percentiles,
+    /// Delivered rates.
+    pub throughput: Throughput,
+    /// What connections cost.
+    pub connection: Connection,
+    /// Events per response, for transports that deliver in batches.
+    pub events_per_response: Option<Percentiles>,
+    /// Share of the load process's CPUs it used during the stream (near 1: the load generator
+    /// was the bottleneck, and the figures understate the transport).
+    pub load_cpu_share: f64,
+    /// p50 and p99 latency per second of the stream, so stalls show.
+    pub latency_over_time: Vec<IntervalLatency>,
+    /// The full histograms, HdrHistogram V2 + deflate, base64.
+    pub histograms: Histograms,
+}
+
+/// Delivered rates over the stream (first event sent to last received).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Throughput {
+    /// Delivered events per second, all subscribers together.
+    pub events_per_s: f64,
+    /// Delivered payload bytes per second, all subscribers together.
+    pub bytes_per_s: f64,
+    /// Delivered events per second per subscriber.
+    pub events_per_s_per_subscriber: f64,
+    /// Delivered over expected.
+    pub reach: f64,
+}
+
+/// Connection cost.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Connection {
+    /// Connect plus handshake (for polling: first answer; webhooks: registration), us.
+    pub handshake_us: HandshakeTimes,
+    /// Median over subscribers of the first event's send-to-receive time, us.
+    pub first_event_us: u64,
+    /// Server RSS growth per connected subscriber, bytes.
+    pub server_rss_per_conn_bytes: f64,
+    /// Load-process RSS growth per connected subscriber, bytes.
+    pub client_rss_per_conn_bytes: f64,
+    /// Server CPU time per delivered event, us.
+    pub server_cpu_us_per_event: f64,
+    /// Bytes through the sockets per delivered event, both directions, headers and framing
+    /// included.
+    pub wire_bytes_per_event: f64,
+    /// TCP connections opened per 1,000 delivered events.
+    pub connections_per_1000_events: f64,
+}
+
+/// Handshake time percentiles over subscribers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct HandshakeTimes {
+    /// Median, us.
+    pub p50: u64,
+    /// 99th percentile, us.
+    pub p99: u64,
+}
+
+/// Encoded histograms.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Histograms {
+    /// Latency, us.
+    pub latency_us: String,
+    /// Service time, us.
+    pub service_time_us: String,
+}
+
+impl Results {
+    /// Writes `DIR/results.json` atomically: a temporary file, then a rename, so a reader never
+    /// sees half a file and an interrupted write never replaces a good one.
+    pub fn write(&self, dir: &Path) -> std::io::Result<PathBuf> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join("results.json");
+        let tmp = dir.join(".results.json.tmp");
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(&serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)?;
+        file.write_all(b"\n")?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        Ok(path)
+    }
+
+    /// Reads a results file.
+    pub fn read(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)?;
+        Ok(serde_json::from_str(&text)?)
+    }
+
+    /// The JSON Schema of this format.
+    pub fn schema() -> serde_json::Value {
+        serde_json::to_value(schemars::schema_for!(Results)).unwrap_or_default()
+    }
+}
+
+/// `YYYYMMDD-HHMMSS` (UTC) for Unix seconds, for run ids that sort by time.
+pub fn utc_stamp(unix: u64) -> String {
+    let (days, secs) = ((unix / 86_400) as i64, unix % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}{month:02}{day:02}-{:02}{:02}{:02}",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Known dates format correctly.
+    #[test]
+    fn stamps() {
+        assert_eq!(utc_stamp(0), "19700101-000000");
+        assert_eq!(utc_stamp(1_649_367_553), "20220407-213913");
+        assert_eq!(utc_stamp(951_782_400), "20000229-000000");
+    }
+}

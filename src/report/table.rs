@@ -1,0 +1,153 @@
+//! The aligned terminal table printed at the end of a run: one row per measured combination.
+
+use std::fmt::Write as _;
+
+use super::results::{Results, TransportResult};
+
+/// How a row fills one cell.
+type Cell = fn(&TransportResult) -> String;
+
+/// Column headings and how each row fills them.
+const COLUMNS: [(&str, Cell); 14] = [
+    ("transport", |r| r.transport.clone()),
+    ("subs", |r| r.subscribers.to_string()),
+    ("payload", |r| r.payload.clone()),
+    ("delivered/s", |r| thousands(r.throughput.events_per_s)),
+    ("lat p50", |r| micros(r.latency_us.p50)),
+    ("p99", |r| micros(r.latency_us.p99)),
+    ("p99.9", |r| micros(r.latency_us.p999)),
+    ("max", |r| micros(r.latency_us.max)),
+    ("svc p50", |r| micros(r.service_time_us.p50)),
+    ("connect", |r| micros(r.connection.handshake_us.p50)),
+    ("B/event", |r| {
+        format!("{:.0}", r.connection.wire_bytes_per_event)
+    }),
+    ("srv us/ev", |r| {
+        format!("{:.2}", r.connection.server_cpu_us_per_event)
+    }),
+    ("srv RSS/conn", |r| {
+        bytes(r.connection.server_rss_per_conn_bytes)
+    }),
+    ("check", |r| check(r)),
+];
+
+/// Renders the results as an aligned table, with the calibration line and any warnings.
+pub fn render(results: &Results) -> String {
+    let rows: Vec<Vec<String>> = results
+        .runs
+        .iter()
+        .map(|r| COLUMNS.iter().map(|(_, cell)| cell(r)).collect())
+        .collect();
+    let widths: Vec<usize> = COLUMNS
+        .iter()
+        .enumerate()
+        .map(|(i, (head, _))| {
+            rows.iter()
+                .map(|row| row[i].len())
+                .chain([head.len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    let line = |cells: Vec<String>, out: &mut String| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            // Text columns left-aligned, figures right-aligned.
+            .map(|(i, (cell, w))| {
+                if i < 3 || i == 13 {
+                    format!("{cell:<w$}")
+                } else {
+                    format!("{cell:>w$}")
+                }
+            })
+            .collect();
+        let _ = writeln!(out, "{}", padded.join("  ").trim_end());
+    };
+    line(
+        COLUMNS.iter().map(|(h, _)| h.to_string()).collect(),
+        &mut out,
+    );
+    for row in rows {
+        line(row, &mut out);
+    }
+    let rtt = &results.calibration.rtt_us;
+    let _ = writeln!(
+        out,
+        "machine floor: TCP ping-pong between load and server processes p50 {} p99 {} round trip",
+        micros(rtt.p50),
+        micros(rtt.p99)
+    );
+    for run in &results.runs {
+        if run.load_cpu_share > 0.9 {
+            let _ = writeln!(
+                out,
+                "warning: {} with {} subscribers: the load process used {:.0}% of its CPUs; the \
+                 load generator may have been the bottleneck",
+                run.transport,
+                run.subscribers,
+                run.load_cpu_share * 100.0
+            );
+        }
+    }
+    out
+}
+
+fn check(r: &TransportResult) -> String {
+    match (&r.error, r.failed) {
+        (_, false) => "ok".into(),
+        (Some(error), true) => format!("FAILED: {error}"),
+        (None, true) => format!(
+            "FAILED: lost {} dup {} reordered {}",
+            r.lost, r.duplicated, r.reordered
+        ),
+    }
+}
+
+/// Microseconds shown in the most readable unit.
+pub fn micros(us: u64) -> String {
+    match us {
+        0..=999 => format!("{us}us"),
+        1_000..=999_999 => format!("{:.2}ms", us as f64 / 1e3),
+        _ => format!("{:.2}s", us as f64 / 1e6),
+    }
+}
+
+/// A count with thousands separators.
+pub fn thousands(value: f64) -> String {
+    let digits = format!("{:.0}", value.max(0.0));
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Bytes in the most readable unit.
+pub fn bytes(value: f64) -> String {
+    match value {
+        v if v < 1e3 => format!("{v:.0}B"),
+        v if v < 1e6 => format!("{:.1}KB", v / 1e3),
+        v => format!("{:.1}MB", v / 1e6),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Units and separators.
+    #[test]
+    fn formats() {
+        assert_eq!(micros(75), "75us");
+        assert_eq!(micros(1_500), "1.50ms");
+        assert_eq!(thousands(1234567.0), "1,234,567");
+        assert_eq!(thousands(12.0), "12");
+        assert_eq!(bytes(6400.0), "6.4KB");
+    }
+}

@@ -1,0 +1,152 @@
+//! `pushbench run` end to end: results that round-trip through their committed schema, a
+//! crashing server that fails the run with its stderr and keeps partial results, and scenario
+//! files that are refused with the key and line.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use pushbench::event::Rate;
+use pushbench::harness::{run, RunOptions};
+use pushbench::report::results::Results;
+use pushbench::scenario::{Counts, Settings, TransportSet};
+
+const BIN: &str = env!("CARGO_BIN_EXE_pushbench");
+
+/// A fresh directory under the system temp dir.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("pushbench-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn small_run(transports: &str, out: &Path, exe: &Path) -> RunOptions {
+    let settings = Settings {
+        transports: Some(transports.parse::<TransportSet>().unwrap()),
+        subscribers: Some(Counts(vec![2])),
+        rate: Some(Rate::PerSecond(500.0)),
+        events: Some(300),
+        ..Settings::default()
+    };
+    RunOptions {
+        scenario: settings.resolve().unwrap(),
+        out: out.to_owned(),
+        exe: exe.to_owned(),
+        pin: false,
+    }
+}
+
+/// A run over two transports writes results.json whose figures match what was delivered, and
+/// which round-trips unchanged through the typed schema.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_round_trip_through_the_schema() {
+    let out = scratch("roundtrip");
+    let outcome = run(small_run("tcp,sse", &out, Path::new(BIN)))
+        .await
+        .unwrap();
+    let text = std::fs::read_to_string(&outcome.path).unwrap();
+    let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let typed: Results = serde_json::from_value(value.clone()).unwrap();
+    assert_eq!(
+        serde_json::to_value(&typed).unwrap(),
+        value,
+        "round trip changed the results"
+    );
+    assert!(typed.complete);
+    assert_eq!(typed.schema_version, 1);
+    assert_eq!(typed.runs.len(), 2);
+    for result in &typed.runs {
+        assert!(
+            result.digest_ok && !result.failed,
+            "{}: {:?}",
+            result.transport,
+            result.error
+        );
+        assert_eq!(
+            (result.events_expected, result.events_delivered),
+            (600, 600)
+        );
+        assert_eq!(result.lost + result.duplicated + result.reordered, 0);
+        assert!(
+            result.connection.wire_bytes_per_event > 64.0,
+            "{}",
+            result.transport
+        );
+        let histogram = pushbench::metrics::latency::decode(&result.histograms.latency_us).unwrap();
+        assert_eq!(histogram.len(), 600);
+    }
+    assert!(typed.calibration.rtt_us.p50 > 0);
+    let _ = std::fs::remove_dir_all(out);
+}
+
+/// The committed JSON Schema is the one the types generate (regenerate with
+/// `PUSHBENCH_WRITE_SCHEMA=1 cargo test --test run`).
+#[test]
+fn committed_schema_matches_the_types() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/results.schema.json");
+    let generated = serde_json::to_string_pretty(&Results::schema()).unwrap() + "\n";
+    if std::env::var_os("PUSHBENCH_WRITE_SCHEMA").is_some() {
+        std::fs::write(&path, &generated).unwrap();
+    }
+    let committed = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(committed, generated, "docs/results.schema.json is stale");
+}
+
+/// A server that crashes fails the run with its stderr shown, and results.json is kept,
+/// marked incomplete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashing_server_fails_the_run_and_keeps_partial_results() {
+    let out = scratch("crash");
+    let fake = out.join("crashing-pushbench");
+    // Calibration still gets a real echo; serving crashes after announcing itself.
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = echo ]; then exec {BIN} \"$@\"; fi\n\
+             echo 'pushbench serve: tcp listening on 127.0.0.1:9'\n\
+             echo 'thread main panicked: simulated crash' >&2\nexit 101\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let error = run(small_run("tcp", &out, &fake)).await.unwrap_err();
+    let message = format!("{error:#}");
+    assert!(message.contains("simulated crash"), "{message}");
+    assert!(message.contains("partial results kept"), "{message}");
+    let results_path = std::fs::read_dir(&out)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("results.json"))
+        .find(|p| p.exists())
+        .expect("partial results written");
+    let results = Results::read(&results_path).unwrap();
+    assert!(!results.complete);
+    assert!(results.runs.is_empty());
+    let _ = std::fs::remove_dir_all(out);
+}
+
+/// A scenario file with a misspelt key fails before anything runs, naming the key and line.
+#[test]
+fn bad_scenario_file_names_key_and_line() {
+    let dir = scratch("scenario");
+    let file = dir.join("bad.toml");
+    std::fs::write(&file, "rate = 100\nsubscriber = 5\n").unwrap();
+    let output = Command::new(BIN)
+        .args(["run", "--scenario"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("line 2") && stderr.contains("subscriber"),
+        "{stderr}"
+    );
+    let output = Command::new(BIN)
+        .args(["run", "--subscribers", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("at least 1"));
+    let _ = std::fs::remove_dir_all(dir);
+}
