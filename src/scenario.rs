@@ -184,6 +184,13 @@ pub struct Settings {
     /// Seconds a run may take before its subscribers are counted as failed.
     #[arg(long)]
     pub timeout: Option<f64>,
+    /// Step the offered rate up (doubling from --rate, or 1,000 ev/s) until p99 passes the
+    /// budget or events are lost; report the last level that held.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub find_max: Option<bool>,
+    /// The p99 latency budget for --find-max, milliseconds.
+    #[arg(long)]
+    pub p99_budget: Option<f64>,
 }
 
 impl Settings {
@@ -221,6 +228,8 @@ impl Settings {
             poll_interval_ms: over.poll_interval_ms.or(self.poll_interval_ms),
             webhook_new_connection: over.webhook_new_connection.or(self.webhook_new_connection),
             timeout: over.timeout.or(self.timeout),
+            find_max: over.find_max.or(self.find_max),
+            p99_budget: over.p99_budget.or(self.p99_budget),
         }
     }
 
@@ -286,6 +295,12 @@ impl Settings {
                 ));
             }
         }
+        let p99_budget_ms = self.p99_budget.unwrap_or(50.0);
+        if !(p99_budget_ms.is_finite() && p99_budget_ms > 0.0) {
+            return impossible(format!(
+                "--p99-budget must be a positive number of milliseconds, got {p99_budget_ms}"
+            ));
+        }
         let repeat = self.repeat.unwrap_or(1);
         if repeat == 0 {
             return impossible("--repeat must be at least 1".into());
@@ -307,6 +322,8 @@ impl Settings {
             poll_interval: Duration::from_millis(self.poll_interval_ms.unwrap_or(100).max(1)),
             webhook_new_connection: self.webhook_new_connection.unwrap_or(false),
             timeout: secs(self.timeout, "timeout", 300.0)?,
+            find_max: self.find_max.unwrap_or(false),
+            p99_budget_ms,
         })
     }
 }
@@ -365,6 +382,10 @@ pub struct Scenario {
     #[serde(with = "secs")]
     #[schemars(with = "f64")]
     pub timeout: Duration,
+    /// Step the offered rate up to find the highest that holds.
+    pub find_max: bool,
+    /// p99 latency budget for `find_max`, milliseconds.
+    pub p99_budget_ms: f64,
 }
 
 impl Scenario {

@@ -114,13 +114,19 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunOutcome> {
         },
         scenario: scenario.clone(),
         runs: Vec::new(),
+        max_rates: Vec::new(),
     };
 
     let mut combinations = Vec::new();
     for payload in &scenario.payloads {
         for &subscribers in &scenario.subscribers {
             for &transport in &scenario.transports {
-                for repeat in 0..scenario.repeat {
+                let repeats = if scenario.find_max {
+                    1
+                } else {
+                    scenario.repeat
+                };
+                for repeat in 0..repeats {
                     combinations.push(Combination {
                         transport,
                         subscribers,
@@ -149,8 +155,24 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunOutcome> {
                 String::new()
             }
         ));
+        if scenario.find_max {
+            let found = tokio::select! {
+                found = find_max(&options, combination, server_cpus, &mut results, &dir) => found,
+                _ = tokio::signal::ctrl_c() => {
+                    interrupted = true;
+                    break;
+                }
+            };
+            if let Err(error) = found {
+                progress.finish_and_clear();
+                let path = results.write(&dir)?;
+                return Err(error.context(format!("partial results kept in {}", path.display())));
+            }
+            progress.inc(1);
+            continue;
+        }
         let measured = tokio::select! {
-            measured = measure(&options, combination, server_cpus) => measured,
+            measured = measure(&options, scenario, combination, server_cpus) => measured,
             _ = tokio::signal::ctrl_c() => {
                 interrupted = true;
                 break;
@@ -198,13 +220,76 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunOutcome> {
     Ok(RunOutcome { path, results })
 }
 
-/// Measures one combination with a fresh server child.
-async fn measure(
+/// Seconds of stream per `find_max` level, and how much of it is warm-up.
+const LEVEL_SECS: f64 = 3.0;
+const LEVEL_WARMUP: Duration = Duration::from_millis(500);
+/// Most levels `find_max` tries (doubling each time).
+const MAX_LEVELS: usize = 14;
+
+/// Steps the offered rate up, doubling from the scenario's rate (or 1,000 ev/s), until p99
+/// passes the budget or an event is lost; records every level and the last that held.
+async fn find_max(
     options: &RunOptions,
     combination: &Combination<'_>,
     server_cpus: Option<&[usize]>,
+    results: &mut Results,
+    dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    let budget_us = (options.scenario.p99_budget_ms * 1000.0) as u64;
+    let mut rate = match options.scenario.rate {
+        crate::event::Rate::PerSecond(rate) => rate,
+        crate::event::Rate::Max => 1000.0,
+    };
+    let mut held = None;
+    let mut stopped_because = format!("still held after {MAX_LEVELS} levels");
+    for _ in 0..MAX_LEVELS {
+        let mut level = options.scenario.clone();
+        level.rate = crate::event::Rate::PerSecond(rate);
+        level.events = (rate * LEVEL_SECS).round().max(100.0) as u64;
+        level.warmup = LEVEL_WARMUP;
+        let result = measure(options, &level, combination, server_cpus).await?;
+        let verdict = if result.failed {
+            Some(format!("events lost or corrupted at {rate} ev/s"))
+        } else if result.latency_us.p99 > budget_us {
+            Some(format!(
+                "p99 {} us over the budget at {rate} ev/s",
+                result.latency_us.p99
+            ))
+        } else {
+            None
+        };
+        let p99 = result.latency_us.p99;
+        results.runs.push(result);
+        results.write(dir)?;
+        match verdict {
+            Some(why) => {
+                stopped_because = why;
+                break;
+            }
+            None => held = Some((rate, p99)),
+        }
+        rate *= 2.0;
+    }
+    let (events_per_s, p99_us) = held.unwrap_or((0.0, 0));
+    results.max_rates.push(crate::report::results::MaxRate {
+        transport: combination.transport.name().to_owned(),
+        subscribers: combination.subscribers,
+        payload: combination.payload.to_string(),
+        events_per_s,
+        p99_us,
+        stopped_because,
+    });
+    results.write(dir)?;
+    Ok(())
+}
+
+/// Measures one combination with a fresh server child.
+async fn measure(
+    options: &RunOptions,
+    scenario: &Scenario,
+    combination: &Combination<'_>,
+    server_cpus: Option<&[usize]>,
 ) -> anyhow::Result<TransportResult> {
-    let scenario = &options.scenario;
     let spec = scenario.spec(combination.payload);
     let subscribers = combination.subscribers;
     let mut child = ServerChild::spawn(ChildSpec {
@@ -369,6 +454,7 @@ fn summarise(
         subscribers: records.len(),
         payload: combination.payload.to_string(),
         repeat: combination.repeat,
+        offered_rate: spec.rate.to_string(),
         events_expected: expected,
         events_delivered: delivered,
         lost,

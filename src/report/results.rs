@@ -36,8 +36,28 @@ pub struct Results {
     pub settings: Settings,
     /// What was run.
     pub scenario: Scenario,
-    /// One entry per transport, subscriber count, payload and repeat, in run order.
+    /// One entry per transport, subscriber count, payload and repeat (and, with `find_max`,
+    /// offered rate), in run order.
     pub runs: Vec<TransportResult>,
+    /// With `find_max`: the highest offered rate that held, per combination.
+    pub max_rates: Vec<MaxRate>,
+}
+
+/// The highest offered rate at which a transport kept p99 within budget and lost nothing.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct MaxRate {
+    /// Transport name.
+    pub transport: String,
+    /// Concurrent subscribers.
+    pub subscribers: usize,
+    /// Payload size(s), bytes.
+    pub payload: String,
+    /// The last offered rate that held, events per second per stream (0: not even the first).
+    pub events_per_s: f64,
+    /// p99 latency at that rate, us.
+    pub p99_us: u64,
+    /// Why the next level failed.
+    pub stopped_because: String,
 }
 
 /// CPU placement of the two processes.
@@ -87,6 +107,8 @@ pub struct TransportResult {
     pub payload: String,
     /// Which repeat of this combination (from 0).
     pub repeat: u32,
+    /// Offered rate, events per second, or `max`.
+    pub offered_rate: String,
     /// Events the subscribers should have received in all (events x subscribers).
     pub events_expected: u64,
     /// Distinct events received, summed over subscribers.

@@ -8,10 +8,11 @@ use super::results::{Results, TransportResult};
 type Cell = fn(&TransportResult) -> String;
 
 /// Column headings and how each row fills them.
-const COLUMNS: [(&str, Cell); 14] = [
+const COLUMNS: [(&str, Cell); 15] = [
     ("transport", |r| r.transport.clone()),
     ("subs", |r| r.subscribers.to_string()),
     ("payload", |r| r.payload.clone()),
+    ("offered/s", |r| r.offered_rate.clone()),
     ("delivered/s", |r| thousands(r.throughput.events_per_s)),
     ("lat p50", |r| micros(r.latency_us.p50)),
     ("p99", |r| micros(r.latency_us.p99)),
@@ -57,7 +58,7 @@ pub fn render(results: &Results) -> String {
             .enumerate()
             // Text columns left-aligned, figures right-aligned.
             .map(|(i, (cell, w))| {
-                if i < 3 || i == 13 {
+                if i < 3 || i == COLUMNS.len() - 1 {
                     format!("{cell:<w$}")
                 } else {
                     format!("{cell:>w$}")
@@ -80,6 +81,17 @@ pub fn render(results: &Results) -> String {
         micros(rtt.p50),
         micros(rtt.p99)
     );
+    for max in &results.max_rates {
+        let _ = writeln!(
+            out,
+            "max rate: {} with {} subscribers held {} ev/s offered (p99 {}); next level: {}",
+            max.transport,
+            max.subscribers,
+            thousands(max.events_per_s),
+            micros(max.p99_us),
+            max.stopped_because
+        );
+    }
     for run in &results.runs {
         if run.load_cpu_share > 0.9 {
             let _ = writeln!(
