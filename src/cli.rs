@@ -11,6 +11,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::event::{PayloadSizes, Rate, StreamSpec};
 use crate::harness::{self, run_load, LoadOptions, RunOptions};
+use crate::recommend::{self, design::DesignSettings, evidence::Evidence};
+use crate::report;
 use crate::scenario::Settings;
 use crate::serve::{self, ServeOptions};
 use crate::transport::{ClientConfig, Faults, Secret, ServerConfig, Transport};
@@ -35,6 +37,12 @@ pub enum Command {
     /// Measure transports side by side: a scenario (flags or scenarios/*.toml) in, a table and
     /// results.json out.
     Run(RunArgs),
+    /// Write report.md and report.html (with SVG plots) beside a results file.
+    Report(ReportArgs),
+    /// Compare two runs figure by figure, flagging changes beyond the noise (writes compare.md).
+    Compare(CompareArgs),
+    /// Rank the transports for a design (flags or designs/*.toml) by measured results.
+    Recommend(RecommendArgs),
     /// Echo 64-byte messages on one connection (the calibration peer of `run`).
     #[command(hide = true)]
     Echo(EchoArgs),
@@ -62,6 +70,8 @@ impl Command {
             Command::Run(args) => {
                 let outcome = harness::run(args.into_options()?).await?;
                 println!("results: {}", outcome.path.display());
+                let written = report::write(&outcome.path, &outcome.results)?;
+                println!("report:  {}", written.html.display());
                 let failed = outcome.results.runs.iter().filter(|r| r.failed).count();
                 if failed > 0 {
                     bail!(
@@ -70,6 +80,18 @@ impl Command {
                 }
                 Ok(())
             }
+            Command::Report(args) => {
+                let (path, results) = report::load(&args.results)?;
+                if args.headline {
+                    print!("{}", report::content::headline(&results));
+                    return Ok(());
+                }
+                let written = report::write(&path, &results)?;
+                println!("{}\n{}", written.markdown.display(), written.html.display());
+                Ok(())
+            }
+            Command::Compare(args) => args.run(),
+            Command::Recommend(args) => args.run(),
             Command::Echo(args) => {
                 if let Some(cpus) = &args.cpus {
                     crate::metrics::process::pin_this_process(cpus)?;
@@ -109,6 +131,104 @@ impl RunArgs {
             exe: std::env::current_exe().context("locating the pushbench executable")?,
             pin: true,
         })
+    }
+}
+
+/// Flags of `pushbench report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// A results.json, or the run directory holding it.
+    pub results: PathBuf,
+    /// Print only the headline table (Markdown), as the README shows it.
+    #[arg(long)]
+    pub headline: bool,
+}
+
+/// Flags of `pushbench compare`.
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// The baseline run (results.json or its directory).
+    pub a: PathBuf,
+    /// The run compared with it.
+    pub b: PathBuf,
+    /// Smallest change, in percent, that is flagged even when the ranges do not overlap.
+    #[arg(long, default_value_t = 5.0)]
+    pub threshold: f64,
+    /// Where to write the Markdown (default: compare.md beside B's results).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Exit with status 1 when a figure got worse beyond the noise (for CI).
+    #[arg(long)]
+    pub fail_on_regression: bool,
+}
+
+impl CompareArgs {
+    fn run(self) -> anyhow::Result<()> {
+        if !(self.threshold.is_finite() && self.threshold >= 0.0) {
+            bail!(
+                "--threshold must be a percentage of zero or more, got {}",
+                self.threshold
+            );
+        }
+        let (_, a) = report::load(&self.a)?;
+        let (b_path, b) = report::load(&self.b)?;
+        let comparison = report::compare::compare(&a, &b, self.threshold);
+        let markdown = comparison.document.markdown();
+        let out = self
+            .out
+            .unwrap_or_else(|| b_path.with_file_name("compare.md"));
+        std::fs::write(&out, &markdown).with_context(|| format!("writing {}", out.display()))?;
+        print!("{markdown}");
+        println!("\ncompare: {}", out.display());
+        let regressions = comparison.regressions().count();
+        if self.fail_on_regression && regressions > 0 {
+            bail!("{regressions} figure(s) got worse beyond the noise");
+        }
+        Ok(())
+    }
+}
+
+/// Flags of `pushbench recommend`.
+#[derive(Debug, Args)]
+pub struct RecommendArgs {
+    /// A design file (TOML whose keys are these flags' names); flags override it.
+    #[arg(long)]
+    pub design: Option<PathBuf>,
+    /// Results files or run directories to draw figures from (default: the newest run of each
+    /// scenario under results/).
+    #[arg(long, num_args = 1..)]
+    pub results: Vec<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+    /// The design's constraints.
+    #[command(flatten)]
+    pub settings: DesignSettings,
+}
+
+/// How `recommend` answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Readable in a terminal.
+    Text,
+    /// For tooling.
+    Json,
+}
+
+impl RecommendArgs {
+    fn run(self) -> anyhow::Result<()> {
+        let base = match &self.design {
+            Some(path) => DesignSettings::from_file(path)?,
+            None => DesignSettings::default(),
+        };
+        let design = base.overridden_by(self.settings).resolve()?;
+        let evidence = Evidence::load(&self.results, std::path::Path::new("results"))?;
+        let answer = recommend::recommend(&design, &evidence);
+        match self.format {
+            Format::Text => print!("{}", recommend::render::text(&answer)),
+            Format::Json => println!("{}", serde_json::to_string_pretty(&answer)?),
+        }
+        Ok(())
     }
 }
 

@@ -10,7 +10,10 @@
 //! - [`clock`]: CLOCK_MONOTONIC nanoseconds, the one clock shared by server and load processes.
 //! - [`hub`]: the server's published stream, read by every transport with its own cursor.
 //! - [`publisher`]: publishes the stream into the hub on its schedule.
-//! - [`report`]: the results schema (JSON) and the terminal table.
+//! - [`report`]: the results schema (JSON), the terminal table, the report (Markdown + HTML with
+//!   SVG plots) and the comparison of two runs.
+//! - [`recommend`]: a design's constraints and measured results in, ranked transports with
+//!   reasons out.
 //! - [`scenario`]: flags and scenario TOML merged into one validated scenario.
 //! - [`transport`]: the contract every transport implements, one file per transport holding
 //!   its server and its client.
@@ -25,6 +28,7 @@ pub mod harness;
 pub mod hub;
 pub mod metrics;
 pub mod publisher;
+pub mod recommend;
 pub mod report;
 pub mod scenario;
 pub mod serve;

@@ -72,6 +72,8 @@ struct Combination<'a> {
 pub async fn run(options: RunOptions) -> anyhow::Result<RunOutcome> {
     let scenario = &options.scenario;
     raise_open_file_limit();
+    // Before pinning, so the machine's CPU count is the machine's, not the load's share.
+    let machine = Machine::describe();
     let placement = match process::split_cpus().filter(|_| options.pin) {
         Some((load, server)) => {
             process::pin_this_process(&load).context("pinning the load process")?;
@@ -102,7 +104,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunOutcome> {
         run_id,
         started_unix,
         complete: false,
-        machine: Machine::describe(),
+        machine,
         placement,
         calibration,
         settings: Settings {

@@ -9,8 +9,22 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::cursor::{self, Pace};
-use super::{ClientConfig, ClientError, ServerConfig, Sink};
+use super::{ClientConfig, ClientError, Redelivery, Requests, ServerConfig, Sink, Traits};
 use crate::hub::Hub;
+
+/// One-way, a held request per batch; every request carries the cursor, so resuming is free.
+pub const TRAITS: Traits = Traits {
+    duplex: false,
+    browser_api: Some("fetch"),
+    needs_inbound_http: false,
+    holds_connection: true,
+    needs_upgrade: false,
+    streams_response: false,
+    http: true,
+    requests: Requests::PerAnswer,
+    redelivery: Redelivery::BuiltIn("every request carries the cursor (?after=SEQ)"),
+    floor: false,
+};
 
 /// Serves `/poll`, holding each request up to `config.hold`.
 pub(crate) async fn serve(

@@ -79,6 +79,23 @@ impl Transport {
         Transport::Tcp,
     ];
 
+    /// The transport with this name (as in results), if there is one.
+    pub fn named(name: &str) -> Option<Transport> {
+        Transport::ALL.into_iter().find(|t| t.name() == name)
+    }
+
+    /// What this transport is, apart from what it measures: the facts design rules test.
+    pub fn traits(self) -> &'static Traits {
+        match self {
+            Transport::Websocket => &websocket::TRAITS,
+            Transport::Sse => &sse::TRAITS,
+            Transport::Longpoll => &longpoll::TRAITS,
+            Transport::Poll => &poll::TRAITS,
+            Transport::Webhook => &webhook::TRAITS,
+            Transport::Tcp => &tcp::TRAITS,
+        }
+    }
+
     /// The name used on the command line and in results.
     pub fn name(self) -> &'static str {
         match self {
@@ -125,6 +142,56 @@ impl Transport {
             Transport::Tcp => tcp::subscribe(server, config, sink).await,
         }
     }
+}
+
+/// What a transport is by its protocol, not by measurement: each transport's file declares its
+/// own, and the recommendation's hard rules and the report's reference row read only these.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Traits {
+    /// Consumers can send on the same channel, not only receive.
+    pub duplex: bool,
+    /// The browser API that receives it, or `None` when a browser cannot.
+    pub browser_api: Option<&'static str>,
+    /// The consumer must accept inbound HTTP at a URL the provider can reach.
+    pub needs_inbound_http: bool,
+    /// Holds a connection (or a request) open per subscriber between events.
+    pub holds_connection: bool,
+    /// Needs an HTTP Upgrade, which some proxies refuse.
+    pub needs_upgrade: bool,
+    /// Delivers as one unending response body, which buffering proxies hold back.
+    pub streams_response: bool,
+    /// Speaks HTTP, so it passes HTTP proxies and load balancers.
+    pub http: bool,
+    /// How many HTTP requests delivery takes.
+    pub requests: Requests,
+    /// How a consumer that was away gets what it missed.
+    pub redelivery: Redelivery,
+    /// The physical floor the other transports are measured against.
+    pub floor: bool,
+}
+
+/// How many requests a consumer's deliveries take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Requests {
+    /// One connection for the whole stream.
+    Stream,
+    /// One per answered batch, and at least one per hold.
+    PerAnswer,
+    /// One per polling interval, events or not; latency follows the interval.
+    PerInterval,
+    /// One per event.
+    PerEvent,
+}
+
+/// How missed events reach a consumer after downtime or a dropped connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Redelivery {
+    /// The protocol and its standard client resume on their own (how, in words).
+    BuiltIn(&'static str),
+    /// The provider retries until the consumer answers (how, in words).
+    Retries(&'static str),
+    /// Possible, but the application builds it (how pushbench does, in words).
+    Application(&'static str),
 }
 
 impl fmt::Display for Transport {

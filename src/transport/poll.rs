@@ -9,8 +9,22 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::cursor::{self, Pace};
-use super::{ClientConfig, ClientError, ServerConfig, Sink};
+use super::{ClientConfig, ClientError, Redelivery, Requests, ServerConfig, Sink, Traits};
 use crate::hub::Hub;
+
+/// One-way, a request per interval; nothing held between polls; the cursor resumes.
+pub const TRAITS: Traits = Traits {
+    duplex: false,
+    browser_api: Some("fetch"),
+    needs_inbound_http: false,
+    holds_connection: false,
+    needs_upgrade: false,
+    streams_response: false,
+    http: true,
+    requests: Requests::PerInterval,
+    redelivery: Redelivery::BuiltIn("every poll carries the cursor (?after=SEQ)"),
+    floor: false,
+};
 
 /// Serves `/poll`, answering every request at once.
 pub(crate) async fn serve(

@@ -14,12 +14,28 @@ use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    connect_tcp, deliver, ClientConfig, ClientError, Flow, ServerConfig, Sink, TrackedListener,
-    TrackedStream,
+    connect_tcp, deliver, ClientConfig, ClientError, Flow, Redelivery, Requests, ServerConfig,
+    Sink, TrackedListener, TrackedStream, Traits,
 };
 use crate::clock::now_ns;
 use crate::event::MAX_EVENT_BYTES;
 use crate::hub::{BatchLimit, Hub};
+
+/// Bare frames: duplex, no browser API, no HTTP; resuming is the application's (a start seq).
+pub const TRAITS: Traits = Traits {
+    duplex: true,
+    browser_api: None,
+    needs_inbound_http: false,
+    holds_connection: true,
+    needs_upgrade: false,
+    streams_response: false,
+    http: false,
+    requests: Requests::Stream,
+    redelivery: Redelivery::Application(
+        "no protocol at all; pushbench's client sends the sequence to start from, which you would build",
+    ),
+    floor: true,
+};
 
 /// Bytes of the length prefix before each frame.
 pub const PREFIX_BYTES: usize = 4;

@@ -33,10 +33,29 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{deliver, serve_http, ClientConfig, ClientError, Flow, ServerConfig, Sink};
+use super::{
+    deliver, serve_http, ClientConfig, ClientError, Flow, Redelivery, Requests, ServerConfig, Sink,
+    Traits,
+};
 use crate::clock::now_ns;
 use crate::event::MAX_EVENT_BYTES;
 use crate::hub::{BatchLimit, Hub, SubscriberGuard};
+
+/// One-way POSTs to the consumer's own URL; the provider retries what was not acknowledged.
+pub const TRAITS: Traits = Traits {
+    duplex: false,
+    browser_api: None,
+    needs_inbound_http: true,
+    holds_connection: false,
+    needs_upgrade: false,
+    streams_response: false,
+    http: true,
+    requests: Requests::PerEvent,
+    redelivery: Redelivery::Retries(
+        "the provider retries unacknowledged POSTs with backoff, for as long as its schedule runs",
+    ),
+    floor: false,
+};
 
 /// How far a delivery's timestamp may be from the consumer's clock (the Standard Webhooks
 /// default), so a captured request cannot be replayed later.

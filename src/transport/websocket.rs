@@ -21,12 +21,29 @@ use tokio_util::sync::CancellationToken;
 
 use super::cursor::first_seq_from_query;
 use super::{
-    connect_tcp, deliver, serve_http, ClientConfig, ClientError, Flow, ServerConfig, Sink,
-    TrackedListener,
+    connect_tcp, deliver, serve_http, ClientConfig, ClientError, Flow, Redelivery, Requests,
+    ServerConfig, Sink, TrackedListener, Traits,
 };
 use crate::clock::now_ns;
 use crate::event::{DecodeError, MAX_EVENT_BYTES};
 use crate::hub::{Batch, Hub, Reader};
+
+/// Full duplex after an HTTP Upgrade; resuming is the application's (pushbench's `?after=`).
+pub const TRAITS: Traits = Traits {
+    duplex: true,
+    browser_api: Some("WebSocket"),
+    needs_inbound_http: false,
+    holds_connection: true,
+    needs_upgrade: true,
+    streams_response: false,
+    http: true,
+    requests: Requests::Stream,
+    redelivery: Redelivery::Application(
+        "the protocol has no cursor and the browser's WebSocket does not reconnect; pushbench's \
+         client reconnects with ?after=SEQ, which you would build",
+    ),
+    floor: false,
+};
 
 /// The largest message a subscriber may send the server; subscribers only send control frames.
 const MAX_CLIENT_MESSAGE: usize = 64 * 1024;

@@ -1,0 +1,381 @@
+//! One transport against one design: hard rules from what the transport is ([`Traits`])
+//! exclude; measured figures decide whether it fits the budgets and how well. Every reason
+//! names the constraint it answers and, where there is one, the measured figure behind it.
+
+use serde::Serialize;
+
+use super::design::{Consumers, Delivery, Design, Direction};
+use super::evidence::Evidence;
+use crate::report::table::{bytes, micros, thousands};
+use crate::transport::{Redelivery, Requests, Transport};
+
+/// Downtime beyond a reconnect: the consumer restarts and must remember where it was.
+const RESTART_DOWNTIME_SECS: f64 = 60.0;
+/// Measured fan-out or rate this many times below the design's is an extrapolation.
+const EXTRAPOLATION: f64 = 2.0;
+
+/// How many costs rank fitting transports (see [`Assessment::costs`]).
+pub const COSTS: usize = 5;
+
+/// How a transport fits a design.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    /// Meets every constraint.
+    Fits,
+    /// Meets the hard constraints, with costs or work to know about.
+    FitsWithCaveats,
+    /// Breaks a constraint.
+    Excluded,
+}
+
+/// Whether a reason supports, qualifies or excludes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Weight {
+    /// In its favour.
+    Supports,
+    /// A cost or work to know about.
+    Caveat,
+    /// Rules it out.
+    Excludes,
+    /// The results lack the figure: says so, and does not change the verdict (the gap is in
+    /// the measurements, not in the transport).
+    Unmeasured,
+}
+
+/// One reason: the constraint it answers and what was found.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Reason {
+    /// Which way it counts.
+    pub weight: Weight,
+    /// The design constraint (or `evidence`).
+    pub constraint: &'static str,
+    /// What was found, with the measured figure where there is one.
+    pub text: String,
+}
+
+/// A transport assessed against a design.
+#[derive(Clone, Debug, Serialize)]
+pub struct Assessment {
+    /// Transport name.
+    pub transport: &'static str,
+    /// The verdict.
+    pub verdict: Verdict,
+    /// Its reasons, in the order checked.
+    pub reasons: Vec<Reason>,
+    /// The figures that rank fitting transports, for the whole design: p99 (us), server CPU
+    /// (cores), wire bandwidth (bytes/s), memory held (bytes) and requests per second;
+    /// `None` where not measured.
+    #[serde(skip)]
+    pub costs: [Option<f64>; COSTS],
+    /// A `pushbench run` command that would measure what is missing.
+    pub to_measure: Option<String>,
+}
+
+/// Judges one transport.
+pub fn assess(transport: Transport, design: &Design, evidence: &Evidence) -> Assessment {
+    let traits = transport.traits();
+    let name = transport.name();
+    let mut reasons = Vec::new();
+    let mut say = |weight, constraint, text: String| {
+        reasons.push(Reason {
+            weight,
+            constraint,
+            text,
+        })
+    };
+    let (poll_interval, heartbeat, hold) = evidence.settings().unwrap_or((0.1, 15.0, 30.0));
+
+    // Hard rules: what the transport is.
+    if design.direction == Direction::Bidirectional && !traits.duplex {
+        say(
+            Weight::Excludes,
+            "direction",
+            "one-way: consumers cannot send on it, and the design needs both ways".into(),
+        );
+    }
+    if design.consumers == Consumers::Browsers {
+        match (traits.browser_api, traits.needs_inbound_http) {
+            (_, true) => say(
+                Weight::Excludes,
+                "consumers",
+                "a browser cannot accept inbound HTTP: a webhook needs a reachable URL".into(),
+            ),
+            (None, false) => say(
+                Weight::Excludes,
+                "consumers",
+                "browsers have no API for it".into(),
+            ),
+            (Some(api), false) => say(
+                Weight::Supports,
+                "consumers",
+                format!("browsers receive it with {api}"),
+            ),
+        }
+    } else if traits.needs_inbound_http && !design.inbound_http {
+        say(Weight::Excludes, "inbound HTTP", "consumers cannot accept inbound HTTP, and a webhook needs a URL the provider can reach".into());
+    } else if traits.needs_inbound_http {
+        say(
+            Weight::Supports,
+            "inbound HTTP",
+            "consumers accept inbound HTTP: they need an endpoint, not a connection or a cursor"
+                .into(),
+        );
+    }
+    if traits.needs_upgrade && !design.websocket_upgrades {
+        say(
+            Weight::Excludes,
+            "network",
+            "the network refuses the WebSocket upgrade".into(),
+        );
+    }
+    if traits.streams_response && design.buffering_proxy {
+        say(Weight::Excludes, "network", "a buffering proxy holds a streamed response back: events arrive when its buffer fills, not when sent".into());
+    }
+    if !traits.http && (design.buffering_proxy || !design.websocket_upgrades) {
+        say(
+            Weight::Excludes,
+            "network",
+            "not HTTP: it does not pass the proxies in the path".into(),
+        );
+    }
+    if design.http1_only
+        && design.consumers == Consumers::Browsers
+        && traits.holds_connection
+        && !traits.needs_upgrade
+    {
+        say(Weight::Caveat, "HTTP/1.1", "browsers allow six HTTP/1.1 connections per origin, and every open tab holds one of them".into());
+    }
+    if let (Some(idle), true) = (design.idle_timeout_secs, traits.holds_connection) {
+        let keepalive = if traits.http && !traits.streams_response && !traits.needs_upgrade {
+            hold
+        } else {
+            heartbeat
+        };
+        if !traits.http {
+            say(Weight::Caveat, "idle timeout", format!("no keep-alive of its own: the network's {idle} s idle timeout will cut quiet connections"));
+        } else if keepalive >= idle {
+            say(Weight::Caveat, "idle timeout", format!("the network cuts connections idle for {idle} s, sooner than the measured {keepalive} s keep-alive or hold: shorten it"));
+        }
+    }
+
+    // Delivery guarantees: how missed events come back.
+    if design.delivery == Delivery::AtLeastOnce {
+        let backlog = design.rate * design.downtime_secs;
+        match traits.redelivery {
+            Redelivery::BuiltIn(how) if design.downtime_secs > RESTART_DOWNTIME_SECS => say(
+                Weight::Caveat,
+                "delivery",
+                format!("{how}, but across {} s of downtime the consumer must persist its cursor and the server keep {} events", design.downtime_secs, thousands(backlog)),
+            ),
+            Redelivery::BuiltIn(how) => say(Weight::Supports, "delivery", how.into()),
+            Redelivery::Retries(how) => say(
+                Weight::Supports,
+                "delivery",
+                format!("{how}: {} s of downtime is {} events per consumer to retry", design.downtime_secs, thousands(backlog)),
+            ),
+            Redelivery::Application(how) => say(Weight::Caveat, "delivery", how.into()),
+        }
+    }
+
+    // Measured figures.
+    let mut costs = [None; COSTS];
+    let budget_us = design.p99_budget_ms * 1000.0;
+    let mut to_measure = None;
+    match evidence.span(name) {
+        None => {
+            say(
+                Weight::Caveat,
+                "evidence",
+                "not measured in these results".into(),
+            );
+            to_measure = Some(run_command(name, design));
+        }
+        Some((subscribers, rate)) => {
+            if (design.subscribers as f64) > subscribers as f64 * EXTRAPOLATION
+                || design.rate > rate * EXTRAPOLATION
+            {
+                say(Weight::Unmeasured, "evidence", format!(
+                    "measured up to {} subscribers and {} ev/s, short of the design's {} and {}: the figures below are extrapolated",
+                    thousands(subscribers as f64), thousands(rate.min(1e12)), thousands(design.subscribers as f64), design.rate
+                ));
+                to_measure = Some(run_command(name, design));
+            }
+        }
+    }
+    if traits.requests == Requests::PerInterval {
+        // Latency is the polling interval: poll at half the budget to stay within it.
+        let interval = design.p99_budget_ms / 2e3;
+        if interval < poll_interval / 2.0 {
+            say(Weight::Unmeasured, "evidence", format!(
+                "measured polling every {} ms; the {} ms the budget needs was not measured, so its CPU cost is unknown",
+                (poll_interval * 1e3).round(), round(interval * 1e3)
+            ));
+            to_measure = Some(format!(
+                "{} --poll-interval-ms {}",
+                run_command(name, design),
+                (interval * 1e3).floor().max(1.0)
+            ));
+        }
+        if let Some(p99) = evidence.nearest(name, design, "latency_p99", true) {
+            say(Weight::Supports, "latency", format!(
+                "latency follows the polling interval: p99 {} with a {} ms interval {}; polling every {} meets the {} budget",
+                micros(p99.value as u64), (poll_interval * 1e3).round(), p99.at(), micros((interval * 1e6) as u64), micros(budget_us as u64)
+            ));
+        }
+        costs[0] = Some(interval * 1e6);
+        let empty_polls = (1.0 / design.rate) / interval - 1.0;
+        if empty_polls >= 1.0 {
+            say(Weight::Caveat, "event rate", format!(
+                "an event every {} s but a poll every {} s to meet the budget: {:.0} empty polls per event, {} requests/s in all",
+                round(1.0 / design.rate), round(interval), empty_polls, thousands(design.subscribers as f64 / interval)
+            ));
+        }
+    } else if let Some(p99) = evidence.nearest(name, design, "latency_p99", true) {
+        costs[0] = Some(p99.value);
+        let within = p99.value <= budget_us;
+        say(
+            if within {
+                Weight::Supports
+            } else {
+                Weight::Excludes
+            },
+            "latency",
+            format!(
+                "p99 {} {}, {} the {} budget",
+                micros(p99.value as u64),
+                p99.at(),
+                if within { "within" } else { "over" },
+                micros(budget_us as u64)
+            ),
+        );
+    }
+    if traits.holds_connection {
+        let server = evidence.most_connections(name, "server_rss_per_conn");
+        let client = evidence.most_connections(name, "client_rss_per_conn");
+        if let (Some(server), Some(client)) = (server, client) {
+            costs[3] = Some(server.value * design.subscribers as f64);
+            let worst = server.value.max(client.value);
+            let text = format!(
+                "{} per connection on the server and {} on the client, measured with {} connections ({}): {} held for {} subscribers",
+                bytes(server.value), bytes(client.value), thousands(server.subscribers as f64), server.scenario,
+                bytes(server.value * design.subscribers as f64), thousands(design.subscribers as f64)
+            );
+            match design.memory_per_connection {
+                Some(budget) if worst > budget as f64 => say(
+                    Weight::Excludes,
+                    "memory",
+                    format!("{text}, over the {} budget", bytes(budget as f64)),
+                ),
+                _ => say(Weight::Supports, "memory", text),
+            }
+        }
+        if 1.0 / design.rate > heartbeat {
+            say(Weight::Caveat, "event rate", format!(
+                "an event every {} s per subscriber: the connection sits idle between events, holding memory and sending keep-alives every {heartbeat} s",
+                round(1.0 / design.rate)
+            ));
+        }
+    } else {
+        costs[3] = Some(0.0);
+        say(
+            Weight::Supports,
+            "memory",
+            "holds no connection per subscriber between deliveries".into(),
+        );
+    }
+    if let Some(cpu) = evidence.nearest(name, design, "server_cpu_us_per_event", false) {
+        let cores = cpu.value * design.rate * design.subscribers as f64 / 1e6;
+        // A poll's CPU cost depends on its interval; measured at another, it is not known.
+        let known = !(traits.requests == Requests::PerInterval
+            && design.p99_budget_ms / 2e3 < poll_interval / 2.0);
+        costs[1] = known.then_some(cores);
+        let text = format!(
+            "{:.2} us of server CPU per event {}: {:.2} cores for the design's {} deliveries/s",
+            cpu.value,
+            cpu.at(),
+            cores,
+            thousands(design.rate * design.subscribers as f64)
+        );
+        match design.cpu_cores {
+            Some(budget) if cores > budget => say(
+                Weight::Excludes,
+                "CPU",
+                format!("{text}, over the {budget} core budget"),
+            ),
+            _ => say(Weight::Supports, "CPU", text),
+        }
+    }
+    if let Some(wire) = evidence.nearest(name, design, "wire_bytes_per_event", false) {
+        costs[2] = Some(wire.value * design.rate * design.subscribers as f64);
+        say(
+            Weight::Supports,
+            "bandwidth",
+            format!("{:.0} wire bytes per event {}", wire.value, wire.at()),
+        );
+    }
+    if let Some(capacity) = evidence.capacity(name) {
+        let needed = design.rate * design.subscribers as f64;
+        if needed > capacity.value {
+            say(
+                Weight::Excludes,
+                "throughput",
+                format!(
+                    "the design needs {} deliveries/s; the most measured was {} {}",
+                    thousands(needed),
+                    thousands(capacity.value),
+                    capacity.at()
+                ),
+            );
+        }
+    }
+
+    // Requests the server answers (or, for webhooks, makes) per second, for the whole design.
+    let per_subscriber = match traits.requests {
+        Requests::Stream => 0.0,
+        Requests::PerAnswer => design.rate.max(1.0 / hold),
+        Requests::PerInterval => 2e3 / design.p99_budget_ms,
+        Requests::PerEvent => design.rate,
+    };
+    costs[4] = Some(per_subscriber * design.subscribers as f64);
+
+    let verdict = if reasons.iter().any(|r| r.weight == Weight::Excludes) {
+        Verdict::Excluded
+    } else if reasons.iter().any(|r| r.weight == Weight::Caveat) {
+        Verdict::FitsWithCaveats
+    } else {
+        Verdict::Fits
+    };
+    Assessment {
+        transport: name,
+        verdict,
+        reasons,
+        costs,
+        to_measure,
+    }
+}
+
+/// The `pushbench run` command that measures a transport at the design's fan-out and rate.
+pub fn run_command(transport: &str, design: &Design) -> String {
+    format!(
+        "pushbench run --transports {transport} --subscribers {} --rate {} --payload {} --duration {}",
+        design.subscribers,
+        design.rate,
+        design.payload,
+        // Enough events for a p99 per subscriber, at least ten seconds.
+        (100.0 / design.rate).max(10.0).ceil()
+    )
+}
+
+/// A number of seconds without needless decimals.
+fn round(secs: f64) -> String {
+    if secs >= 10.0 {
+        format!("{secs:.0}")
+    } else {
+        format!("{:.2}", secs)
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string()
+    }
+}

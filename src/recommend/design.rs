@@ -1,0 +1,330 @@
+//! A design, as flags or a TOML file (`designs/*.toml`) whose keys are the flags' names: who
+//! consumes the events and how, how many and how fast, what the network in between does, and
+//! what resources there are. Flags override the file; the result is one validated [`Design`].
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Which way events (and messages) go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Direction {
+    /// A server pushes to browsers.
+    ServerToBrowser,
+    /// A server pushes to other servers.
+    ServerToServer,
+    /// Consumers also send on the same channel (chat, games, collaboration).
+    Bidirectional,
+}
+
+/// Who receives the events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Consumers {
+    /// Web pages: only the browser's APIs, no inbound connections.
+    Browsers,
+    /// Backend services.
+    Services,
+    /// Devices (phones, sensors, embedded): little memory, often behind NAT.
+    Devices,
+}
+
+/// What happens to events a consumer misses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Delivery {
+    /// Missed events may be lost.
+    AtMostOnce,
+    /// Every event must arrive, after reconnects and downtime too (duplicates allowed).
+    AtLeastOnce,
+}
+
+/// Why a design cannot be used.
+#[derive(Debug, Error)]
+pub enum DesignError {
+    /// The file could not be read.
+    #[error("cannot read design {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not a valid design (toml's message names the key and line).
+    #[error("invalid design {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, and where.
+        message: String,
+    },
+    /// A value out of range or a contradiction.
+    #[error("invalid design: {0}")]
+    Invalid(String),
+}
+
+/// Every constraint, each optional: once as flags, once as a design file's keys.
+#[derive(Clone, Debug, Default, clap::Args, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DesignSettings {
+    /// A name for the design (file: defaults to the file's stem).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Which way events go.
+    #[arg(long, value_enum)]
+    pub direction: Option<Direction>,
+    /// Who receives them.
+    #[arg(long, value_enum)]
+    pub consumers: Option<Consumers>,
+    /// Consumers can accept inbound HTTP at a URL the server can reach (default: only services).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub inbound_http: Option<bool>,
+    /// Concurrent subscribers (consumers).
+    #[arg(long)]
+    pub subscribers: Option<u64>,
+    /// Events per second each subscriber receives.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Payload bytes per event.
+    #[arg(long)]
+    pub payload: Option<u64>,
+    /// The p99 latency budget, milliseconds.
+    #[arg(long)]
+    pub p99_budget_ms: Option<f64>,
+    /// What happens to missed events.
+    #[arg(long, value_enum)]
+    pub delivery: Option<Delivery>,
+    /// Seconds a consumer may be down (restart, deploy, outage) and still get every event.
+    #[arg(long)]
+    pub downtime_secs: Option<f64>,
+    /// A proxy or load balancer in the path buffers responses (breaks streaming).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub buffering_proxy: Option<bool>,
+    /// The network cuts connections idle for this many seconds.
+    #[arg(long)]
+    pub idle_timeout_secs: Option<f64>,
+    /// The network lets WebSocket upgrades through.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub websocket_upgrades: Option<bool>,
+    /// Only HTTP/1.1 reaches the consumers (browsers allow six connections per origin).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub http1_only: Option<bool>,
+    /// Most memory per held connection, bytes, on either end.
+    #[arg(long)]
+    pub memory_per_connection: Option<u64>,
+    /// Most server CPU cores for delivery.
+    #[arg(long)]
+    pub cpu_cores: Option<f64>,
+}
+
+/// A validated design.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Design {
+    /// Name.
+    pub name: String,
+    /// Which way events go.
+    pub direction: Direction,
+    /// Who receives them.
+    pub consumers: Consumers,
+    /// Consumers accept inbound HTTP.
+    pub inbound_http: bool,
+    /// Concurrent subscribers.
+    pub subscribers: u64,
+    /// Events per second per subscriber.
+    pub rate: f64,
+    /// Payload bytes per event.
+    pub payload: u64,
+    /// p99 budget, milliseconds.
+    pub p99_budget_ms: f64,
+    /// What happens to missed events.
+    pub delivery: Delivery,
+    /// Seconds a consumer may be down.
+    pub downtime_secs: f64,
+    /// A proxy buffers responses.
+    pub buffering_proxy: bool,
+    /// Idle connections are cut after this many seconds.
+    pub idle_timeout_secs: Option<f64>,
+    /// WebSocket upgrades pass.
+    pub websocket_upgrades: bool,
+    /// Only HTTP/1.1.
+    pub http1_only: bool,
+    /// Most memory per held connection, bytes.
+    pub memory_per_connection: Option<u64>,
+    /// Most server CPU cores.
+    pub cpu_cores: Option<f64>,
+}
+
+impl DesignSettings {
+    /// Reads a design file.
+    pub fn from_file(path: &Path) -> Result<Self, DesignError> {
+        let text = std::fs::read_to_string(path).map_err(|source| DesignError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut settings = Self::from_toml(&text).map_err(|message| DesignError::Parse {
+            path: path.to_owned(),
+            message,
+        })?;
+        if settings.name.is_none() {
+            settings.name = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+        }
+        Ok(settings)
+    }
+
+    /// Parses a design's TOML text (toml's message names the key and line).
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())
+    }
+
+    /// These settings, with `over`'s where it has them.
+    pub fn overridden_by(self, over: DesignSettings) -> DesignSettings {
+        DesignSettings {
+            name: over.name.or(self.name),
+            direction: over.direction.or(self.direction),
+            consumers: over.consumers.or(self.consumers),
+            inbound_http: over.inbound_http.or(self.inbound_http),
+            subscribers: over.subscribers.or(self.subscribers),
+            rate: over.rate.or(self.rate),
+            payload: over.payload.or(self.payload),
+            p99_budget_ms: over.p99_budget_ms.or(self.p99_budget_ms),
+            delivery: over.delivery.or(self.delivery),
+            downtime_secs: over.downtime_secs.or(self.downtime_secs),
+            buffering_proxy: over.buffering_proxy.or(self.buffering_proxy),
+            idle_timeout_secs: over.idle_timeout_secs.or(self.idle_timeout_secs),
+            websocket_upgrades: over.websocket_upgrades.or(self.websocket_upgrades),
+            http1_only: over.http1_only.or(self.http1_only),
+            memory_per_connection: over.memory_per_connection.or(self.memory_per_connection),
+            cpu_cores: over.cpu_cores.or(self.cpu_cores),
+        }
+    }
+
+    /// Checks the settings and fills in defaults.
+    pub fn resolve(self) -> Result<Design, DesignError> {
+        let invalid = |why: String| Err(DesignError::Invalid(why));
+        let positive = |value: Option<f64>, key: &str, default: f64| match value {
+            Some(v) if !(v.is_finite() && v > 0.0) => Err(DesignError::Invalid(format!(
+                "{key} must be a positive number, got {v}"
+            ))),
+            v => Ok(v.unwrap_or(default)),
+        };
+        let consumers = self.consumers.unwrap_or(Consumers::Services);
+        let direction = self.direction.unwrap_or(match consumers {
+            Consumers::Browsers => Direction::ServerToBrowser,
+            _ => Direction::ServerToServer,
+        });
+        if consumers == Consumers::Browsers && direction == Direction::ServerToServer {
+            return invalid("direction server-to-server contradicts consumers = browsers".into());
+        }
+        if consumers != Consumers::Browsers && direction == Direction::ServerToBrowser {
+            return invalid(format!(
+                "direction server-to-browser needs consumers = browsers, not {consumers:?}"
+            ));
+        }
+        let inbound_http = self
+            .inbound_http
+            .unwrap_or(consumers == Consumers::Services);
+        if inbound_http && consumers == Consumers::Browsers {
+            return invalid("browsers cannot accept inbound HTTP: set inbound-http = false".into());
+        }
+        let subscribers = self.subscribers.unwrap_or(100);
+        if subscribers == 0 {
+            return invalid("subscribers must be at least 1".into());
+        }
+        let downtime_secs = match self.downtime_secs {
+            Some(v) if !(v.is_finite() && v >= 0.0) => {
+                return invalid(format!("downtime-secs must be zero or more, got {v}"))
+            }
+            v => v.unwrap_or(0.0),
+        };
+        Ok(Design {
+            name: self.name.unwrap_or_else(|| "custom".into()),
+            direction,
+            consumers,
+            inbound_http,
+            subscribers,
+            rate: positive(self.rate, "rate", 10.0)?,
+            payload: self.payload.unwrap_or(256),
+            p99_budget_ms: positive(self.p99_budget_ms, "p99-budget-ms", 1000.0)?,
+            delivery: self.delivery.unwrap_or(Delivery::AtMostOnce),
+            downtime_secs,
+            buffering_proxy: self.buffering_proxy.unwrap_or(false),
+            idle_timeout_secs: self
+                .idle_timeout_secs
+                .map(|v| positive(Some(v), "idle-timeout-secs", v))
+                .transpose()?,
+            websocket_upgrades: self.websocket_upgrades.unwrap_or(true),
+            http1_only: self.http1_only.unwrap_or(false),
+            memory_per_connection: self.memory_per_connection,
+            cpu_cores: self
+                .cpu_cores
+                .map(|v| positive(Some(v), "cpu-cores", v))
+                .transpose()?,
+        })
+    }
+}
+
+impl Design {
+    /// The design in one line.
+    pub fn sentence(&self) -> String {
+        let direction = match self.direction {
+            Direction::ServerToBrowser => "server to browsers",
+            Direction::ServerToServer => "server to servers",
+            Direction::Bidirectional => "both ways",
+        };
+        let consumers = match self.consumers {
+            Consumers::Browsers => "browsers",
+            Consumers::Services => "backend services",
+            Consumers::Devices => "devices",
+        };
+        let delivery = match self.delivery {
+            Delivery::AtMostOnce => "at most once".to_string(),
+            Delivery::AtLeastOnce if self.downtime_secs > 0.0 => {
+                format!(
+                    "at least once, across {} s of consumer downtime",
+                    self.downtime_secs
+                )
+            }
+            Delivery::AtLeastOnce => "at least once".to_string(),
+        };
+        format!(
+            "{direction}, {} {consumers}{}, {} ev/s each, {} B payloads, p99 within {} ms, {delivery}",
+            self.subscribers,
+            if self.inbound_http { " that accept inbound HTTP" } else { "" },
+            self.rate,
+            self.payload,
+            self.p99_budget_ms
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file's keys are the flags' names; unknown keys and contradictions are refused.
+    #[test]
+    fn parse_and_validate() {
+        let design = DesignSettings::from_toml(
+            "consumers = \"browsers\"\nsubscribers = 5000\nbuffering-proxy = true\n",
+        )
+        .unwrap()
+        .resolve()
+        .unwrap();
+        assert_eq!(design.direction, Direction::ServerToBrowser);
+        assert!(!design.inbound_http && design.buffering_proxy);
+        let unknown = DesignSettings::from_toml("fan-out = 3\n").unwrap_err();
+        assert!(
+            unknown.contains("fan-out") && unknown.contains("line 1"),
+            "{unknown}"
+        );
+        let contradiction =
+            DesignSettings::from_toml("consumers = \"browsers\"\ninbound-http = true\n")
+                .unwrap()
+                .resolve()
+                .unwrap_err();
+        assert!(contradiction.to_string().contains("inbound"));
+    }
+}

@@ -1,0 +1,237 @@
+//! The measured figures a recommendation stands on: one or more results files, and for each
+//! transport the figure nearest to a design (latency at the closest fan-out and rate, memory
+//! from the most connections held, capacity from unscheduled or stepped-up runs), each with
+//! where it was measured so a reason can cite it.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _};
+
+use super::design::Design;
+use crate::report::figures::{rows, Row};
+use crate::report::results::Results;
+use crate::report::table::thousands;
+
+/// A results file and what it holds.
+#[derive(Debug)]
+pub struct Source {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// Its contents.
+    pub results: Results,
+}
+
+/// Every results file a recommendation may cite.
+#[derive(Debug, Default)]
+pub struct Evidence {
+    /// The files, in the order given.
+    pub sources: Vec<Source>,
+}
+
+/// One measured figure and where it comes from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Measured {
+    /// The value (median over repeats).
+    pub value: f64,
+    /// Subscribers at which it was measured.
+    pub subscribers: usize,
+    /// Offered rate (`max` for unscheduled).
+    pub offered_rate: String,
+    /// Payload.
+    pub payload: String,
+    /// Scenario name of the run.
+    pub scenario: String,
+}
+
+impl Measured {
+    /// "at 1,000 subscribers and 100 ev/s (fanout)".
+    pub fn at(&self) -> String {
+        let rate = if self.offered_rate == "max" {
+            "unscheduled".to_string()
+        } else {
+            format!(
+                "{} ev/s",
+                thousands(self.offered_rate.parse().unwrap_or(0.0))
+            )
+        };
+        format!(
+            "at {} subscriber(s) and {rate}, {} B ({})",
+            thousands(self.subscribers as f64),
+            self.payload,
+            self.scenario
+        )
+    }
+}
+
+impl Evidence {
+    /// Reads the given results files or run directories; with none, the newest run of each
+    /// scenario under `default_dir`.
+    pub fn load(paths: &[PathBuf], default_dir: &Path) -> anyhow::Result<Self> {
+        let paths = if paths.is_empty() {
+            newest_per_scenario(default_dir)?
+        } else {
+            paths.to_vec()
+        };
+        let mut evidence = Evidence::default();
+        for path in paths {
+            let (path, results) = crate::report::load(&path)?;
+            evidence.sources.push(Source { path, results });
+        }
+        Ok(evidence)
+    }
+
+    /// Evidence from results already in memory.
+    pub fn of(results: Results, path: PathBuf) -> Self {
+        Self {
+            sources: vec![Source { path, results }],
+        }
+    }
+
+    /// Every passing row for a transport, with its scenario name.
+    fn rows_for<'a>(&'a self, transport: &'a str) -> impl Iterator<Item = (&'a str, Row<'a>)> + 'a {
+        self.sources.iter().flat_map(move |s| {
+            rows(&s.results)
+                .into_iter()
+                .filter(move |r| r.key.transport == transport && r.ok())
+                .map(move |r| (s.results.scenario.name.as_str(), r))
+        })
+    }
+
+    /// A figure at the setting nearest the design (scheduled rates only when `scheduled`).
+    pub fn nearest(
+        &self,
+        transport: &str,
+        design: &Design,
+        metric: &str,
+        scheduled: bool,
+    ) -> Option<Measured> {
+        self.rows_for(transport)
+            .filter(|(_, r)| !scheduled || r.key.offered_rate != "max")
+            .map(|(scenario, r)| (distance(&r, design), measured(scenario, &r, metric)))
+            .min_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(_, m)| m)
+    }
+
+    /// A figure from the run holding the most connections (memory per connection is only
+    /// meaningful with many).
+    pub fn most_connections(&self, transport: &str, metric: &str) -> Option<Measured> {
+        self.rows_for(transport)
+            .max_by_key(|(_, r)| r.key.subscribers)
+            .map(|(scenario, r)| measured(scenario, &r, metric))
+    }
+
+    /// The most deliveries per second measured: unscheduled runs and stepped-up rates.
+    pub fn capacity(&self, transport: &str) -> Option<Measured> {
+        let unscheduled = self
+            .rows_for(transport)
+            .filter(|(_, r)| r.key.offered_rate == "max")
+            .map(|(scenario, r)| measured(scenario, &r, "events_per_s"));
+        let stepped = self.sources.iter().flat_map(|s| {
+            s.results
+                .max_rates
+                .iter()
+                .filter(move |m| m.transport == transport && m.events_per_s > 0.0)
+                .map(move |m| Measured {
+                    value: m.events_per_s * m.subscribers as f64,
+                    subscribers: m.subscribers,
+                    offered_rate: m.events_per_s.to_string(),
+                    payload: m.payload.clone(),
+                    scenario: s.results.scenario.name.clone(),
+                })
+        });
+        unscheduled
+            .chain(stepped)
+            .max_by(|a, b| a.value.total_cmp(&b.value))
+    }
+
+    /// The most subscribers and the fastest scheduled rate measured for a transport.
+    pub fn span(&self, transport: &str) -> Option<(usize, f64)> {
+        self.rows_for(transport)
+            .map(|(_, r)| {
+                (
+                    r.key.subscribers,
+                    r.key.offered_rate.parse::<f64>().unwrap_or(f64::INFINITY),
+                )
+            })
+            .reduce(|a, b| (a.0.max(b.0), a.1.max(b.1)))
+    }
+
+    /// The short-poll interval and keep-alive interval the evidence was measured with.
+    pub fn settings(&self) -> Option<(f64, f64, f64)> {
+        self.sources.first().map(|s| {
+            (
+                s.results.scenario.poll_interval.as_secs_f64(),
+                s.results.settings.heartbeat_secs,
+                s.results.settings.hold_secs,
+            )
+        })
+    }
+
+    /// The run ids cited.
+    pub fn run_ids(&self) -> Vec<String> {
+        self.sources
+            .iter()
+            .map(|s| s.results.run_id.clone())
+            .collect()
+    }
+}
+
+/// How far a measured setting is from the design: fan-out counts most, then rate, then payload
+/// (orders of magnitude, so 100 vs 1,000 is as far as 1,000 vs 10,000).
+fn distance(row: &Row<'_>, design: &Design) -> f64 {
+    let log_gap = |a: f64, b: f64| (a.max(1e-3) / b.max(1e-3)).log10().abs();
+    let rate = row.key.offered_rate.parse::<f64>().unwrap_or(1e6);
+    let payload = row
+        .key
+        .payload
+        .split(',')
+        .filter_map(|p| p.trim().parse::<f64>().ok())
+        .fold(0.0, f64::max);
+    log_gap(row.key.subscribers as f64, design.subscribers as f64)
+        + 0.5 * log_gap(rate, design.rate)
+        + 0.25 * log_gap(payload, design.payload as f64)
+}
+
+fn measured(scenario: &str, row: &Row<'_>, metric: &str) -> Measured {
+    Measured {
+        value: row.figure(metric).median,
+        subscribers: row.key.subscribers,
+        offered_rate: row.key.offered_rate.clone(),
+        payload: row.key.payload.clone(),
+        scenario: scenario.to_owned(),
+    }
+}
+
+/// The newest `results.json` of each scenario under `dir` (run ids sort by time).
+fn newest_per_scenario(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let entries = std::fs::read_dir(dir).with_context(|| {
+        format!(
+            "no results to recommend from: cannot read {} (run `pushbench run --scenario \
+             scenarios/quick.toml` first, or pass --results FILE)",
+            dir.display()
+        )
+    })?;
+    let mut runs: Vec<(String, PathBuf)> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.join("results.json").is_file())
+        .filter_map(|p| Some((p.file_name()?.to_string_lossy().into_owned(), p)))
+        .collect();
+    runs.sort();
+    let mut newest: Vec<(String, PathBuf)> = Vec::new();
+    for (id, path) in runs.into_iter().rev() {
+        // Run ids are `<date>-<time>-<scenario>`.
+        let scenario = id.splitn(3, '-').nth(2).unwrap_or(&id).to_owned();
+        if !newest.iter().any(|(s, _)| *s == scenario) {
+            newest.push((scenario, path));
+        }
+    }
+    if newest.is_empty() {
+        bail!(
+            "no results under {}: run `pushbench run --scenario scenarios/quick.toml` first, or \
+             pass --results FILE",
+            dir.display()
+        );
+    }
+    Ok(newest.into_iter().map(|(_, p)| p).collect())
+}

@@ -1,0 +1,291 @@
+//! `pushbench recommend`: a design's constraints and measured results in, every transport
+//! ranked out, each with a verdict and its reasons. Hard rules (what a transport is) exclude;
+//! measured figures rank what remains. When nothing fits, it says which single constraint to
+//! relax. The report's "which to pick" section runs the same engine over the standard designs.
+//!
+//! - [`design`]: the design, from flags or `designs/*.toml`.
+//! - [`evidence`]: the results files and the figure nearest a design.
+//! - [`assess`]: one transport against one design.
+//! - [`render`]: the answer as terminal text.
+
+pub mod assess;
+pub mod design;
+pub mod evidence;
+pub mod render;
+
+use serde::Serialize;
+
+use crate::report::document::Block;
+use crate::report::results::Results;
+use crate::transport::Transport;
+use assess::{assess, Assessment, Verdict, COSTS};
+use design::{Design, DesignSettings};
+use evidence::Evidence;
+
+/// The standard designs (the files under `designs/`), built in so the report needs no files.
+pub const STANDARD_DESIGNS: [(&str, &str); 6] = [
+    (
+        "payment-webhooks",
+        include_str!("../../designs/payment-webhooks.toml"),
+    ),
+    ("chat", include_str!("../../designs/chat.toml")),
+    (
+        "live-dashboard",
+        include_str!("../../designs/live-dashboard.toml"),
+    ),
+    (
+        "corporate-proxy",
+        include_str!("../../designs/corporate-proxy.toml"),
+    ),
+    (
+        "iot-devices",
+        include_str!("../../designs/iot-devices.toml"),
+    ),
+    (
+        "market-data",
+        include_str!("../../designs/market-data.toml"),
+    ),
+];
+
+/// The answer to one design.
+#[derive(Debug, Serialize)]
+pub struct Recommendation {
+    /// The design as understood.
+    pub design: Design,
+    /// The runs the figures come from.
+    pub evidence: Vec<String>,
+    /// Every transport, best first.
+    pub ranking: Vec<Ranked>,
+    /// When nothing fits: single constraints whose relaxing would let something fit.
+    pub relax: Vec<String>,
+}
+
+/// A transport's place in the ranking.
+#[derive(Debug, Serialize)]
+pub struct Ranked {
+    /// 1 is best.
+    pub rank: usize,
+    /// How far behind the best fitting transport it is on measured cost (doublings summed over
+    /// p99, server CPU, wire bandwidth, memory held and requests per second, for the whole
+    /// design); `None` if excluded.
+    pub score: Option<f64>,
+    /// The assessment.
+    #[serde(flatten)]
+    pub assessment: Assessment,
+}
+
+/// Ranks every transport for a design.
+pub fn recommend(design: &Design, evidence: &Evidence) -> Recommendation {
+    let ranking = rank(
+        Transport::ALL
+            .iter()
+            .map(|t| assess(*t, design, evidence))
+            .collect(),
+        design,
+    );
+    let relax = if ranking
+        .iter()
+        .all(|r| r.assessment.verdict == Verdict::Excluded)
+    {
+        relaxations(design, evidence)
+    } else {
+        Vec::new()
+    };
+    Recommendation {
+        design: design.clone(),
+        evidence: evidence.run_ids(),
+        ranking,
+        relax,
+    }
+}
+
+/// Costs a missing figure counts as (doublings behind the best).
+const MISSING_PENALTY: f64 = 3.0;
+/// Amounts below which a cost hardly matters to a design: a twentieth of the latency budget,
+/// a twentieth of a core, 1 MB/s, 100 MB held, 100 requests/s. Differences within them count
+/// for little, so a design with ten subscribers is not ranked by memory it will never miss.
+fn cost_floors(design: &Design) -> [f64; COSTS] {
+    [
+        design.p99_budget_ms * 1000.0 / 20.0,
+        0.05,
+        1e6,
+        100e6,
+        100.0,
+    ]
+}
+
+/// Verdict first, then measured cost: for each figure, how many doublings behind the best
+/// non-excluded transport, summed.
+fn rank(assessments: Vec<Assessment>, design: &Design) -> Vec<Ranked> {
+    let floors = cost_floors(design);
+    let live: Vec<&Assessment> = assessments
+        .iter()
+        .filter(|a| a.verdict != Verdict::Excluded)
+        .collect();
+    let best: Vec<Option<f64>> = (0..COSTS)
+        .map(|k| {
+            live.iter()
+                .filter_map(|a| a.costs[k])
+                .min_by(f64::total_cmp)
+        })
+        .collect();
+    let score = |a: &Assessment| -> Option<f64> {
+        (a.verdict != Verdict::Excluded).then(|| {
+            (0..COSTS)
+                .map(|k| match (a.costs[k], best[k]) {
+                    (Some(v), Some(b)) => ((v + floors[k]) / (b + floors[k])).log2(),
+                    (None, Some(_)) => MISSING_PENALTY,
+                    _ => 0.0,
+                })
+                .sum()
+        })
+    };
+    let mut ranked: Vec<Ranked> = assessments
+        .into_iter()
+        .map(|a| Ranked {
+            rank: 0,
+            score: score(&a).map(|s| (s * 100.0).round() / 100.0),
+            assessment: a,
+        })
+        .collect();
+    ranked.sort_by(|a, b| {
+        a.assessment.verdict.cmp(&b.assessment.verdict).then(
+            a.score
+                .unwrap_or(f64::MAX)
+                .total_cmp(&b.score.unwrap_or(f64::MAX)),
+        )
+    });
+    for (i, r) in ranked.iter_mut().enumerate() {
+        r.rank = i + 1;
+    }
+    ranked
+}
+
+/// Single changes to the design that would let some transport fit, each with who would.
+fn relaxations(design: &Design, evidence: &Evidence) -> Vec<String> {
+    let fastest = Transport::ALL
+        .iter()
+        .filter_map(|t| evidence.nearest(t.name(), design, "latency_p99", true))
+        .map(|m| m.value)
+        .min_by(f64::total_cmp);
+    let mut options: Vec<(String, Design)> = Vec::new();
+    let mut change = |label: String, edit: &dyn Fn(&mut Design)| {
+        let mut relaxed = design.clone();
+        edit(&mut relaxed);
+        if relaxed != *design {
+            options.push((label, relaxed));
+        }
+    };
+    change(
+        "allow WebSocket upgrades through the network".into(),
+        &|d| d.websocket_upgrades = true,
+    );
+    change(
+        "remove the buffering proxy (or turn off its response buffering)".into(),
+        &|d| d.buffering_proxy = false,
+    );
+    change(
+        "let consumers send on a separate request (one-way delivery)".into(),
+        &|d| {
+            if d.direction == design::Direction::Bidirectional {
+                d.direction = if d.consumers == design::Consumers::Browsers {
+                    design::Direction::ServerToBrowser
+                } else {
+                    design::Direction::ServerToServer
+                };
+            }
+        },
+    );
+    if design.consumers != design::Consumers::Browsers {
+        change("give consumers a reachable HTTP endpoint".into(), &|d| {
+            d.inbound_http = true
+        });
+    }
+    if let Some(us) = fastest {
+        change(
+            format!("raise the p99 budget to {} ms", (us / 1e3 * 1.2).ceil()),
+            &|d| d.p99_budget_ms = d.p99_budget_ms.max((us / 1e3 * 1.2).ceil()),
+        );
+    }
+    change("lift the memory-per-connection budget".into(), &|d| {
+        d.memory_per_connection = None
+    });
+    change("lift the CPU budget".into(), &|d| d.cpu_cores = None);
+    options
+        .into_iter()
+        .filter_map(|(label, relaxed)| {
+            let fitting: Vec<&str> = Transport::ALL
+                .iter()
+                .map(|t| assess(*t, &relaxed, evidence))
+                .filter(|a| a.verdict != Verdict::Excluded)
+                .map(|a| a.transport)
+                .collect();
+            (!fitting.is_empty()).then(|| format!("{label}: then {} would fit", fitting.join(", ")))
+        })
+        .collect()
+}
+
+/// The report's "which to pick": the standard designs against this run's figures.
+pub fn which_to_pick(results: &Results) -> Vec<Block> {
+    let evidence = Evidence::of(results.clone(), "results.json".into());
+    let mut rows = Vec::new();
+    for (name, text) in STANDARD_DESIGNS {
+        let Ok(design) = DesignSettings::from_toml(text).and_then(|mut s| {
+            s.name.get_or_insert_with(|| name.to_owned());
+            s.resolve().map_err(|e| e.to_string())
+        }) else {
+            continue;
+        };
+        let answer = recommend(&design, &evidence);
+        let first = &answer.ranking[0];
+        let pick = if first.assessment.verdict == Verdict::Excluded {
+            "none fits".to_string()
+        } else {
+            format!(
+                "**{}** ({})",
+                first.assessment.transport,
+                render::verdict_text(first.assessment.verdict)
+            )
+        };
+        let why: Vec<String> = first
+            .assessment
+            .reasons
+            .iter()
+            .filter(|r| {
+                matches!(
+                    r.constraint,
+                    "latency" | "consumers" | "inbound HTTP" | "delivery" | "direction"
+                )
+            })
+            .take(2)
+            .map(|r| r.text.clone())
+            .collect();
+        let runner_up = answer
+            .ranking
+            .get(1)
+            .filter(|r| r.assessment.verdict != Verdict::Excluded)
+            .map(|r| r.assessment.transport.to_string())
+            .unwrap_or_else(|| "–".into());
+        rows.push(vec![
+            format!("{name}: {}", design.sentence()),
+            pick,
+            why.join("; "),
+            runner_up,
+        ]);
+    }
+    vec![
+        Block::Paragraph(
+            "The standard designs in `designs/`, judged by `pushbench recommend` against this \
+             run's own figures (hard rules exclude; measured p99, CPU, bytes and memory rank). \
+             For your own design: `pushbench recommend --design FILE --results THIS_DIR`."
+                .into(),
+        ),
+        Block::Table {
+            head: ["design", "pick", "because", "runner-up"]
+                .map(String::from)
+                .to_vec(),
+            emphasis: vec![false; rows.len()],
+            rows,
+        },
+    ]
+}

@@ -1,0 +1,482 @@
+//! What a report says, built once from a results file: the summary (scenario, machine, date,
+//! revision, winners with margins), "which to pick", one table per section with the raw TCP
+//! floor as the reference row, the noise, the plots and the method.
+
+use super::charts;
+use super::document::{Block, Document};
+use super::figures::{
+    at_setting, headline_setting, margin, rows, settings, Better, Row, Section, METRICS,
+};
+use super::results::{utc_stamp, Results};
+use super::table::{micros, thousands};
+use crate::event::Rate;
+
+/// Above this share of its CPUs the load process may have been the bottleneck.
+pub const LOAD_SATURATED: f64 = 0.9;
+
+/// Fewer connections than this make RSS growth per connection mostly allocator noise.
+const MEANINGFUL_CONNECTIONS: usize = 100;
+
+/// Figures the summary names a winner for.
+const WINNER_METRICS: [&str; 7] = [
+    "latency_p50",
+    "latency_p99",
+    "events_per_s",
+    "handshake_p50",
+    "server_rss_per_conn",
+    "server_cpu_us_per_event",
+    "wire_bytes_per_event",
+];
+
+/// The whole report for one results file.
+pub fn document(results: &Results) -> anyhow::Result<Document> {
+    let rows = rows(results);
+    let mut doc = Document {
+        title: format!("pushbench report: {}", results.scenario.name),
+        blocks: Vec::new(),
+    };
+    summary(&mut doc, results, &rows);
+    doc.heading("which-to-pick", "Which to pick");
+    doc.blocks.extend(crate::recommend::which_to_pick(results));
+    for (section, heading, meaning) in Section::ALL {
+        doc.heading(&format!("{section:?}").to_lowercase(), heading);
+        doc.paragraph(meaning);
+        if section == Section::Connection
+            && rows
+                .iter()
+                .all(|r| r.key.subscribers < MEANINGFUL_CONNECTIONS)
+        {
+            doc.paragraph(format!(
+                "With fewer than {MEANINGFUL_CONNECTIONS} connections, RSS growth per connection is                  mostly the allocator's arenas, not the connections: see the idle-connections                  preset for memory."
+            ));
+        }
+        doc.push(section_table(section, &rows));
+    }
+    max_rates(&mut doc, results);
+    noise(&mut doc, results, &rows);
+    doc.heading("plots", "Plots");
+    doc.blocks.extend(charts::figures(&rows)?);
+    method(&mut doc, results);
+    Ok(doc)
+}
+
+/// The scenario in one sentence.
+pub fn scenario_sentence(results: &Results) -> String {
+    let s = &results.scenario;
+    let names: Vec<&str> = s.transports.iter().map(|t| t.name()).collect();
+    let join = |v: Vec<String>| v.join(", ");
+    let rate = match s.rate {
+        Rate::PerSecond(r) => format!("at {} events/s", thousands(r)),
+        Rate::Max => "as fast as each transport could take them".into(),
+    };
+    let payloads = join(s.payloads.iter().map(|p| format!("{p} B")).collect());
+    let subscribers = join(s.subscribers.iter().map(|n| thousands(*n as f64)).collect());
+    let mut sentence = format!(
+        "{} each delivered the same stream of {} events ({payloads} payloads) {rate} to {subscribers} \
+         subscriber(s), one transport at a time",
+        join(names.iter().map(|n| n.to_string()).collect()),
+        thousands(s.events as f64),
+    );
+    if s.find_max {
+        sentence.push_str(&format!(
+            ", doubling the offered rate until p99 passed {} ms",
+            s.p99_budget_ms
+        ));
+    }
+    if s.repeat > 1 {
+        sentence.push_str(&format!(", {} times each", s.repeat));
+    }
+    if !s.idle.is_zero() {
+        sentence.push_str(&format!(
+            ", after holding every subscriber idle for {} s",
+            s.idle.as_secs_f64()
+        ));
+    }
+    sentence.push('.');
+    sentence
+}
+
+/// `2026-11-23 12:51:02 UTC` for Unix seconds.
+pub fn readable_utc(unix: u64) -> String {
+    let stamp = utc_stamp(unix);
+    format!(
+        "{}-{}-{} {}:{}:{} UTC",
+        &stamp[0..4],
+        &stamp[4..6],
+        &stamp[6..8],
+        &stamp[9..11],
+        &stamp[11..13],
+        &stamp[13..15]
+    )
+}
+
+fn summary(doc: &mut Document, results: &Results, rows: &[Row<'_>]) {
+    doc.paragraph(scenario_sentence(results));
+    let m = &results.machine;
+    let placement = if results.placement.pinned {
+        format!(
+            "load on CPU {:?}, server under test on CPU {:?}",
+            results.placement.load_cpus, results.placement.server_cpus
+        )
+    } else {
+        "not pinned (load and server share CPUs)".into()
+    };
+    let rtt = &results.calibration.rtt_us;
+    let facts = [
+        (
+            "machine",
+            format!("{}, {} CPUs, Linux {}", m.cpu_model, m.cores, m.kernel),
+        ),
+        ("placement", placement),
+        ("date", readable_utc(results.started_unix)),
+        ("revision", format!("git {} ({})", m.git_revision, m.rustc)),
+        (
+            "machine floor",
+            format!(
+                "TCP ping-pong between the two processes: p50 {} p99 {} per round trip",
+                micros(rtt.p50),
+                micros(rtt.p99)
+            ),
+        ),
+        ("run", format!("`{}`", results.run_id)),
+    ];
+    doc.push(Block::Table {
+        head: vec!["".into(), "".into()],
+        rows: facts
+            .iter()
+            .map(|(k, v)| vec![k.to_string(), v.clone()])
+            .collect(),
+        emphasis: vec![false; facts.len()],
+    });
+    if !results.complete {
+        doc.push(Block::Warning(
+            "this run is incomplete (interrupted, or a server crashed): some combinations are missing."
+                .into(),
+        ));
+    }
+    for row in rows.iter().filter(|r| !r.ok()) {
+        doc.push(Block::Warning(format!(
+            "{} with {} subscriber(s) did not deliver the identical stream in {} of {} run(s){}; \
+             those figures are left out.",
+            row.key.transport,
+            row.key.subscribers,
+            row.failed,
+            row.runs.len(),
+            row.runs
+                .iter()
+                .find_map(|r| r.error.as_deref())
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default()
+        )));
+    }
+    let Some(headline) = headline_setting(rows) else {
+        doc.paragraph("No combination was measured.");
+        return;
+    };
+    doc.heading("summary", "Winners");
+    doc.paragraph(format!(
+        "At {} subscriber(s), {} B payloads, offered {} ev/s; the raw TCP floor is the reference, \
+         not a contender.",
+        headline.0, headline.1, headline.2
+    ));
+    doc.push(Block::List(winners(rows, headline)));
+}
+
+/// "metric: best transport value, margin than runner-up (value); floor value" per metric.
+pub fn winners(rows: &[Row<'_>], setting: (usize, &str, &str)) -> Vec<String> {
+    let at = at_setting(rows, setting);
+    let floor = at.iter().find(|r| r.is_floor());
+    let mut lines = Vec::new();
+    for key in WINNER_METRICS {
+        let Some(metric) = METRICS.iter().find(|m| m.key == key) else {
+            continue;
+        };
+        // At a fixed offered rate every transport delivers the offered rate: no contest.
+        if key == "events_per_s" && setting.2 != "max" {
+            continue;
+        }
+        // With few connections, RSS growth per connection is allocator noise.
+        if key.ends_with("rss_per_conn") && setting.0 < MEANINGFUL_CONNECTIONS {
+            continue;
+        }
+        let mut contenders: Vec<(&str, f64)> = at
+            .iter()
+            .filter(|r| r.ok() && !r.is_floor())
+            .map(|r| (r.key.transport.as_str(), r.figure(key).median))
+            .filter(|(_, v)| v.is_finite())
+            .collect();
+        contenders.sort_by(|a, b| match metric.better {
+            Better::Lower => a.1.total_cmp(&b.1),
+            Better::Higher => b.1.total_cmp(&a.1),
+        });
+        let Some(&(best, value)) = contenders.first() else {
+            continue;
+        };
+        let section =
+            if metric.section == Section::Connection || metric.section == Section::Throughput {
+                String::new()
+            } else {
+                "latency ".into()
+            };
+        let mut line = format!(
+            "**{section}{}**: **{best}** {}",
+            metric.label,
+            metric.unit.show(value)
+        );
+        if let Some(&(second, other)) = contenders.get(1) {
+            line.push_str(&format!(
+                ", {} than {second} ({})",
+                margin(value, other, metric.better),
+                metric.unit.show(other)
+            ));
+        }
+        if let Some(floor) = floor {
+            line.push_str(&format!(
+                "; {} floor {}",
+                floor.key.transport,
+                metric.unit.show(floor.figure(key).median)
+            ));
+        }
+        lines.push(line);
+    }
+    lines
+}
+
+/// One section's table: every row, the floor set apart, repeats as median (min–max).
+fn section_table(section: Section, rows: &[Row<'_>]) -> Block {
+    let all = settings(rows);
+    let vary = |f: fn(&(usize, &str, &str)) -> String| {
+        let mut seen: Vec<String> = all.iter().map(f).collect();
+        seen.dedup();
+        seen.len() > 1
+    };
+    let (show_subs, show_payload, show_rate) = (
+        vary(|s| s.0.to_string()),
+        vary(|s| s.1.to_string()),
+        vary(|s| s.2.to_string()),
+    );
+    let metrics: Vec<_> = METRICS.iter().filter(|m| m.section == section).collect();
+    let mut head = vec!["transport".to_string()];
+    head.extend(show_subs.then(|| "subs".to_string()));
+    head.extend(show_payload.then(|| "payload B".to_string()));
+    head.extend(show_rate.then(|| "offered/s".to_string()));
+    head.extend(metrics.iter().map(|m| m.label.to_string()));
+    if section == Section::Latency {
+        head.push("p50 ÷ floor".into());
+    }
+    if section == Section::Delivery {
+        head.push("check".into());
+    }
+    let mut ordered: Vec<&Row<'_>> = Vec::new();
+    for setting in &all {
+        ordered.extend(at_setting(rows, *setting));
+    }
+    let mut table_rows = Vec::new();
+    for row in &ordered {
+        let mut cells = vec![row.key.transport.clone()];
+        cells.extend(show_subs.then(|| thousands(row.key.subscribers as f64)));
+        cells.extend(show_payload.then(|| row.key.payload.clone()));
+        cells.extend(show_rate.then(|| row.key.offered_rate.clone()));
+        cells.extend(metrics.iter().map(|m| row.figure(m.key).show(m.unit)));
+        if section == Section::Latency {
+            let floor = ordered
+                .iter()
+                .find(|r| r.is_floor() && r.key.setting() == row.key.setting())
+                .map(|f| f.figure("latency_p50").median);
+            cells.push(match floor {
+                Some(f) if f > 0.0 => format!("{:.2}×", row.figure("latency_p50").median / f),
+                _ => "–".into(),
+            });
+        }
+        if section == Section::Delivery {
+            cells.push(if row.ok() {
+                "ok".into()
+            } else {
+                format!("FAILED {} of {}", row.failed, row.runs.len())
+            });
+        }
+        table_rows.push(cells);
+    }
+    Block::Table {
+        head,
+        emphasis: ordered.iter().map(|r| r.is_floor()).collect(),
+        rows: table_rows,
+    }
+}
+
+fn max_rates(doc: &mut Document, results: &Results) {
+    if results.max_rates.is_empty() {
+        return;
+    }
+    doc.heading("max-rate", "Highest rate within the p99 budget");
+    doc.paragraph(format!(
+        "The offered rate doubled until p99 passed {} ms or an event was lost.",
+        results.scenario.p99_budget_ms
+    ));
+    doc.push(Block::Table {
+        head: [
+            "transport",
+            "subs",
+            "payload B",
+            "held ev/s per stream",
+            "p99 there",
+            "next level",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows: results
+            .max_rates
+            .iter()
+            .map(|m| {
+                vec![
+                    m.transport.clone(),
+                    thousands(m.subscribers as f64),
+                    m.payload.clone(),
+                    thousands(m.events_per_s),
+                    micros(m.p99_us),
+                    m.stopped_because.clone(),
+                ]
+            })
+            .collect(),
+        emphasis: results
+            .max_rates
+            .iter()
+            .map(|m| {
+                crate::transport::Transport::named(&m.transport).is_some_and(|t| t.traits().floor)
+            })
+            .collect(),
+    });
+}
+
+fn noise(doc: &mut Document, results: &Results, rows: &[Row<'_>]) {
+    doc.heading("noise", "Noise");
+    let repeats = results.scenario.repeat;
+    doc.paragraph(if repeats > 1 {
+        format!(
+            "Every combination ran {repeats} times; each figure is the median with the range \
+             (min–max) across repeats in brackets. Differences smaller than that range are noise."
+        )
+    } else {
+        "Every combination ran once, so the spread is not measured here: differences of a few \
+         percent may be noise. Run with `--repeat 3` (or more) to see median and range."
+            .into()
+    });
+    doc.paragraph(format!(
+        "The machine's own floor, a TCP ping-pong between the load and server processes placed \
+         like the runs, was p50 {} p99 {} per round trip: latency below that is not the \
+         transport's to win.",
+        micros(results.calibration.rtt_us.p50),
+        micros(results.calibration.rtt_us.p99)
+    ));
+    for row in rows {
+        let share = row.figure("load_cpu_share");
+        if share.max > LOAD_SATURATED {
+            doc.push(Block::Warning(format!(
+                "{} with {} subscriber(s): the load process used up to {:.0}% of its CPUs, so \
+                 the load generator may have been the bottleneck and these figures understate \
+                 the transport.",
+                row.key.transport,
+                thousands(row.key.subscribers as f64),
+                share.max * 100.0
+            )));
+        }
+    }
+}
+
+fn method(doc: &mut Document, results: &Results) {
+    doc.heading("method", "Method");
+    let s = &results.settings;
+    doc.push(Block::List(vec![
+        "Every transport carries the same deterministic stream (seed, sizes, schedule); each \
+         subscriber folds what it receives into an order-sensitive digest, and a run whose digest \
+         differs from the source's is marked FAILED and left out of the figures."
+            .into(),
+        "Latency is receive time minus the event's scheduled send time (the wrk2 method, free of \
+         coordinated omission); service time is receive minus actual send. Both are HdrHistograms \
+         (1 us to 60 s, 3 significant digits) on the one CLOCK_MONOTONIC the two processes share; \
+         the warm-up is left out."
+            .into(),
+        "The server under test is a child process of its own, pinned apart from the load, so \
+         its CPU time, RSS and socket bytes are its own."
+            .into(),
+        format!(
+            "Settings: WebSocket read buffer {} B per connection; at most {} events or {} B per \
+             write or response; long-poll hold {} s; keep-alive every {} s; short-poll interval \
+             {} ms.",
+            s.ws_read_buffer_bytes,
+            s.batch_events,
+            s.batch_bytes,
+            s.hold_secs,
+            s.heartbeat_secs,
+            results.scenario.poll_interval.as_millis()
+        ),
+        "The full histograms are kept in `results.json` (HdrHistogram V2, base64), so runs can \
+         be merged and re-plotted."
+            .into(),
+    ]));
+}
+
+/// The headline table the README shows: every transport at the headline setting, the floor
+/// last, generated from a results file so it is never typed by hand.
+pub fn headline(results: &Results) -> String {
+    let rows = rows(results);
+    let Some(setting) = headline_setting(&rows) else {
+        return String::new();
+    };
+    let figures = [
+        "latency_p50",
+        "latency_p99",
+        "latency_p999",
+        "events_per_s",
+        "server_cpu_us_per_event",
+        "wire_bytes_per_event",
+    ];
+    let at = at_setting(&rows, setting);
+    let mut head = vec!["transport".to_string()];
+    head.extend(figures.iter().filter_map(|k| {
+        METRICS
+            .iter()
+            .find(|m| m.key == *k)
+            .map(|m| match m.section {
+                Section::Latency => format!("latency {}", m.label),
+                _ => m.label.to_string(),
+            })
+    }));
+    head.push("check".into());
+    let table = Block::Table {
+        head,
+        emphasis: at.iter().map(|r| r.is_floor()).collect(),
+        rows: at
+            .iter()
+            .map(|r| {
+                let mut cells = vec![r.key.transport.clone()];
+                cells.extend(figures.iter().filter_map(|k| {
+                    METRICS
+                        .iter()
+                        .find(|m| m.key == *k)
+                        .map(|m| r.figure(k).show(m.unit))
+                }));
+                cells.push(if r.ok() { "ok".into() } else { "FAILED".into() });
+                cells
+            })
+            .collect(),
+    };
+    let doc = Document {
+        title: String::new(),
+        blocks: vec![table],
+    };
+    // The document's Markdown without its (empty) title line.
+    let markdown = doc.markdown();
+    let body = markdown.trim_start_matches("# \n\n").to_string();
+    format!(
+        "{body}\n{} subscriber(s), {} B payloads, offered {} ev/s; run `{}` on {}, {} CPUs \
+         (git {}).\n",
+        setting.0,
+        setting.1,
+        setting.2,
+        results.run_id,
+        results.machine.cpu_model,
+        results.machine.cores,
+        results.machine.git_revision
+    )
+}

@@ -1,0 +1,579 @@
+//! One row per measured combination with its repeats folded into median and min-max, and the
+//! catalogue of figures every output shows. One list, so the Markdown, the HTML, `compare` and
+//! `recommend` agree on what a figure is called, its unit and which way is better.
+
+use hdrhistogram::Histogram;
+
+use super::results::{Results, TransportResult};
+use super::table::{bytes, micros, thousands};
+use crate::metrics::latency;
+use crate::transport::Transport;
+
+/// How a figure is shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unit {
+    /// Microseconds, shown in us, ms or s.
+    Micros,
+    /// A rate, with thousands separators.
+    PerSecond,
+    /// Bytes (or bytes per second), shown in B, KB or MB.
+    Bytes,
+    /// A share, shown as a percentage.
+    Share,
+    /// A count.
+    Count,
+    /// A number with this many decimals.
+    Decimals(usize),
+}
+
+impl Unit {
+    /// The value in this unit, for people.
+    pub fn show(self, value: f64) -> String {
+        match self {
+            Unit::Micros => micros(value.round().max(0.0) as u64),
+            Unit::PerSecond | Unit::Count => thousands(value),
+            Unit::Bytes => bytes(value),
+            Unit::Share => format!("{:.1}%", value * 100.0),
+            Unit::Decimals(places) => format!("{value:.places$}"),
+        }
+    }
+}
+
+/// Which way a figure improves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Better {
+    /// Smaller is better (latency, cost).
+    Lower,
+    /// Larger is better (throughput, reach).
+    Higher,
+}
+
+/// The report section a figure belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Section {
+    /// Receive minus scheduled send time.
+    Latency,
+    /// Receive minus actual send time.
+    ServiceTime,
+    /// Delivered rates and reach.
+    Throughput,
+    /// What connections cost.
+    Connection,
+    /// Lost, duplicated, reordered.
+    Delivery,
+}
+
+impl Section {
+    /// Every section, in report order, with its heading and what it means.
+    pub const ALL: [(Section, &'static str, &'static str); 5] = [
+        (
+            Section::Latency,
+            "Latency (receive − scheduled send, coordinated-omission free)",
+            "What a consumer waits: from the moment the schedule said the event should go out \
+             to its arrival, so a stalled sender is charged for every event it held back.",
+        ),
+        (
+            Section::ServiceTime,
+            "Service time (receive − actual send)",
+            "From the moment the server handed the event to the transport to its arrival.",
+        ),
+        (
+            Section::Throughput,
+            "Throughput and reach",
+            "All subscribers together, from the first event sent to the last received. Reach is \
+             delivered over expected events.",
+        ),
+        (
+            Section::Connection,
+            "Connection cost",
+            "Handshake: connect and upgrade (polling: first answer; webhooks: registration). \
+             RSS growth per connected subscriber, server and load process. Wire bytes count both \
+             directions at the sockets, headers and framing included.",
+        ),
+        (
+            Section::Delivery,
+            "Delivery check",
+            "Every subscriber's stream is folded into an order-sensitive digest and compared with \
+             the source's.",
+        ),
+    ];
+}
+
+/// A figure: its key (stable, for tools), label, section, unit, direction and how to read it
+/// from one run.
+#[derive(Clone, Copy)]
+pub struct Metric {
+    /// Stable identifier.
+    pub key: &'static str,
+    /// Column heading.
+    pub label: &'static str,
+    /// Where it is shown.
+    pub section: Section,
+    /// How it is shown.
+    pub unit: Unit,
+    /// Which way is better.
+    pub better: Better,
+    /// Reads it from one run.
+    pub value: fn(&TransportResult) -> f64,
+}
+
+/// Every figure a report shows, in order.
+pub const METRICS: &[Metric] = &[
+    metric(
+        "latency_p50",
+        "p50",
+        Section::Latency,
+        Unit::Micros,
+        Better::Lower,
+        |r| r.latency_us.p50 as f64,
+    ),
+    metric(
+        "latency_p90",
+        "p90",
+        Section::Latency,
+        Unit::Micros,
+        Better::Lower,
+        |r| r.latency_us.p90 as f64,
+    ),
+    metric(
+        "latency_p99",
+        "p99",
+        Section::Latency,
+        Unit::Micros,
+        Better::Lower,
+        |r| r.latency_us.p99 as f64,
+    ),
+    metric(
+        "latency_p999",
+        "p99.9",
+        Section::Latency,
+        Unit::Micros,
+        Better::Lower,
+        |r| r.latency_us.p999 as f64,
+    ),
+    metric(
+        "latency_max",
+        "max",
+        Section::Latency,
+        Unit::Micros,
+        Better::Lower,
+        |r| r.latency_us.max as f64,
+    ),
+    metric(
+        "service_p50",
+        "p50",
+        Section::ServiceTime,
+        Unit::Micros,
+        Better::Lower,
+        |r| r.service_time_us.p50 as f64,
+    ),
+    metric(
+        "service_p90",
+        "p90",
+        Section::ServiceTime,
+        Unit::Micros,
+        Better::Lower,
+        |r| r.service_time_us.p90 as f64,
+    ),
+    metric(
+        "service_p99",
+        "p99",
+        Section::ServiceTime,
+        Unit::Micros,
+        Better::Lower,
+        |r| r.service_time_us.p99 as f64,
+    ),
+    metric(
+        "service_p999",
+        "p99.9",
+        Section::ServiceTime,
+        Unit::Micros,
+        Better::Lower,
+        |r| r.service_time_us.p999 as f64,
+    ),
+    metric(
+        "service_max",
+        "max",
+        Section::ServiceTime,
+        Unit::Micros,
+        Better::Lower,
+        |r| r.service_time_us.max as f64,
+    ),
+    metric(
+        "events_per_s",
+        "events/s",
+        Section::Throughput,
+        Unit::PerSecond,
+        Better::Higher,
+        |r| r.throughput.events_per_s,
+    ),
+    metric(
+        "bytes_per_s",
+        "payload bytes/s",
+        Section::Throughput,
+        Unit::Bytes,
+        Better::Higher,
+        |r| r.throughput.bytes_per_s,
+    ),
+    metric(
+        "reach",
+        "reach",
+        Section::Throughput,
+        Unit::Share,
+        Better::Higher,
+        |r| r.throughput.reach,
+    ),
+    metric(
+        "load_cpu_share",
+        "load CPU",
+        Section::Throughput,
+        Unit::Share,
+        Better::Lower,
+        |r| r.load_cpu_share,
+    ),
+    metric(
+        "handshake_p50",
+        "handshake",
+        Section::Connection,
+        Unit::Micros,
+        Better::Lower,
+        |r| r.connection.handshake_us.p50 as f64,
+    ),
+    metric(
+        "first_event",
+        "first event",
+        Section::Connection,
+        Unit::Micros,
+        Better::Lower,
+        |r| r.connection.first_event_us as f64,
+    ),
+    metric(
+        "server_rss_per_conn",
+        "server RSS/conn",
+        Section::Connection,
+        Unit::Bytes,
+        Better::Lower,
+        |r| r.connection.server_rss_per_conn_bytes,
+    ),
+    metric(
+        "client_rss_per_conn",
+        "client RSS/conn",
+        Section::Connection,
+        Unit::Bytes,
+        Better::Lower,
+        |r| r.connection.client_rss_per_conn_bytes,
+    ),
+    metric(
+        "server_cpu_us_per_event",
+        "server CPU us/event",
+        Section::Connection,
+        Unit::Decimals(2),
+        Better::Lower,
+        |r| r.connection.server_cpu_us_per_event,
+    ),
+    metric(
+        "wire_bytes_per_event",
+        "wire B/event",
+        Section::Connection,
+        Unit::Decimals(0),
+        Better::Lower,
+        |r| r.connection.wire_bytes_per_event,
+    ),
+    metric(
+        "connections_per_1000_events",
+        "conns/1k events",
+        Section::Connection,
+        Unit::Decimals(2),
+        Better::Lower,
+        |r| r.connection.connections_per_1000_events,
+    ),
+    metric(
+        "lost",
+        "lost",
+        Section::Delivery,
+        Unit::Count,
+        Better::Lower,
+        |r| r.lost as f64,
+    ),
+    metric(
+        "duplicated",
+        "duplicated",
+        Section::Delivery,
+        Unit::Count,
+        Better::Lower,
+        |r| r.duplicated as f64,
+    ),
+    metric(
+        "reordered",
+        "reordered",
+        Section::Delivery,
+        Unit::Count,
+        Better::Lower,
+        |r| r.reordered as f64,
+    ),
+];
+
+/// Builds a [`Metric`] in one line (a `const fn`, so the catalogue stays a constant).
+const fn metric(
+    key: &'static str,
+    label: &'static str,
+    section: Section,
+    unit: Unit,
+    better: Better,
+    value: fn(&TransportResult) -> f64,
+) -> Metric {
+    Metric {
+        key,
+        label,
+        section,
+        unit,
+        better,
+        value,
+    }
+}
+
+/// The figure with this key.
+pub fn metric_named(key: &str) -> Option<&'static Metric> {
+    METRICS.iter().find(|m| m.key == key)
+}
+
+/// A figure over repeats: median, smallest and largest.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Spread {
+    /// Median over repeats.
+    pub median: f64,
+    /// Smallest.
+    pub min: f64,
+    /// Largest.
+    pub max: f64,
+    /// How many repeats.
+    pub n: usize,
+}
+
+impl Spread {
+    /// Median and range of the values (all zero when there are none).
+    pub fn of(mut values: Vec<f64>) -> Self {
+        values.retain(|v| v.is_finite());
+        values.sort_by(f64::total_cmp);
+        let n = values.len();
+        if n == 0 {
+            return Self {
+                median: 0.0,
+                min: 0.0,
+                max: 0.0,
+                n,
+            };
+        }
+        let median = if n % 2 == 1 {
+            values[n / 2]
+        } else {
+            (values[n / 2 - 1] + values[n / 2]) / 2.0
+        };
+        Self {
+            median,
+            min: values[0],
+            max: values[n - 1],
+            n,
+        }
+    }
+
+    /// `median`, or `median (min–max)` when there were repeats.
+    pub fn show(&self, unit: Unit) -> String {
+        if self.n > 1 {
+            format!(
+                "{} ({}–{})",
+                unit.show(self.median),
+                unit.show(self.min),
+                unit.show(self.max)
+            )
+        } else {
+            unit.show(self.median)
+        }
+    }
+}
+
+/// What one row measured: a transport at one subscriber count, payload and offered rate.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RowKey {
+    /// Transport name.
+    pub transport: String,
+    /// Concurrent subscribers.
+    pub subscribers: usize,
+    /// Payload size(s), bytes.
+    pub payload: String,
+    /// Offered rate.
+    pub offered_rate: String,
+}
+
+impl RowKey {
+    /// The same setting with another transport (for lining transports up).
+    pub fn setting(&self) -> (usize, &str, &str) {
+        (self.subscribers, &self.payload, &self.offered_rate)
+    }
+}
+
+/// One combination with its repeats folded.
+#[derive(Clone, Debug)]
+pub struct Row<'a> {
+    /// What was measured.
+    pub key: RowKey,
+    /// Every repeat, in run order.
+    pub runs: Vec<&'a TransportResult>,
+    /// Repeats that failed the delivery check (their figures are left out).
+    pub failed: usize,
+    /// One spread per entry of [`METRICS`], over the repeats that passed (all, if none did).
+    pub figures: Vec<Spread>,
+}
+
+impl Row<'_> {
+    /// The spread of one figure.
+    pub fn figure(&self, key: &str) -> Spread {
+        METRICS
+            .iter()
+            .position(|m| m.key == key)
+            .map(|i| self.figures[i])
+            .unwrap_or(Spread::of(Vec::new()))
+    }
+
+    /// Whether this row is the physical floor the others are measured against.
+    pub fn is_floor(&self) -> bool {
+        Transport::named(&self.key.transport).is_some_and(|t| t.traits().floor)
+    }
+
+    /// Whether every repeat delivered the identical stream.
+    pub fn ok(&self) -> bool {
+        self.failed == 0
+    }
+
+    /// The latency histograms of every repeat, merged.
+    pub fn latency_histogram(&self) -> Histogram<u64> {
+        let mut merged = latency::histogram();
+        for run in &self.runs {
+            if let Ok(h) = latency::decode(&run.histograms.latency_us) {
+                latency::merge(&mut merged, &h);
+            }
+        }
+        merged
+    }
+
+    /// Position of this row's transport in the canonical order (for colours and sorting).
+    pub fn transport_index(&self) -> usize {
+        Transport::ALL
+            .iter()
+            .position(|t| t.name() == self.key.transport)
+            .unwrap_or(Transport::ALL.len())
+    }
+}
+
+/// Folds the runs into rows, one per combination, in the order they were first run.
+pub fn rows(results: &Results) -> Vec<Row<'_>> {
+    let mut rows: Vec<Row<'_>> = Vec::new();
+    for run in &results.runs {
+        let key = RowKey {
+            transport: run.transport.clone(),
+            subscribers: run.subscribers,
+            payload: run.payload.clone(),
+            offered_rate: run.offered_rate.clone(),
+        };
+        match rows.iter_mut().find(|row| row.key == key) {
+            Some(row) => row.runs.push(run),
+            None => rows.push(Row {
+                key,
+                runs: vec![run],
+                failed: 0,
+                figures: Vec::new(),
+            }),
+        }
+    }
+    for row in &mut rows {
+        row.failed = row.runs.iter().filter(|r| r.failed).count();
+        // A failed run's figures are not comparable; use them only if nothing passed.
+        let passed: Vec<&TransportResult> =
+            row.runs.iter().copied().filter(|r| !r.failed).collect();
+        let counted = if passed.is_empty() {
+            &row.runs
+        } else {
+            &passed
+        };
+        row.figures = METRICS
+            .iter()
+            .map(|m| Spread::of(counted.iter().map(|r| (m.value)(r)).collect()))
+            .collect();
+    }
+    rows
+}
+
+/// The distinct settings (subscribers, payload, rate) in run order.
+pub fn settings<'r>(rows: &'r [Row<'_>]) -> Vec<(usize, &'r str, &'r str)> {
+    let mut settings = Vec::new();
+    for row in rows {
+        let setting = row.key.setting();
+        if !settings.contains(&setting) {
+            settings.push(setting);
+        }
+    }
+    settings
+}
+
+/// The setting a summary leads with: the most subscribers, then the first payload and rate run.
+pub fn headline_setting<'r>(rows: &'r [Row<'_>]) -> Option<(usize, &'r str, &'r str)> {
+    let settings = settings(rows);
+    let most = settings.iter().map(|s| s.0).max()?;
+    settings.into_iter().find(|s| s.0 == most)
+}
+
+/// The rows at one setting, in the canonical transport order.
+pub fn at_setting<'r, 'a>(rows: &'r [Row<'a>], setting: (usize, &str, &str)) -> Vec<&'r Row<'a>> {
+    let mut at: Vec<&Row<'a>> = rows.iter().filter(|r| r.key.setting() == setting).collect();
+    at.sort_by_key(|r| r.transport_index());
+    at
+}
+
+/// "a is 12% lower than b" style margins: percent under 2x, a factor beyond.
+pub fn margin(best: f64, other: f64, better: Better) -> String {
+    let (small, large) = if best <= other {
+        (best, other)
+    } else {
+        (other, best)
+    };
+    let word = match better {
+        Better::Lower => "lower",
+        Better::Higher => "higher",
+    };
+    if small <= 0.0 {
+        return word.to_string();
+    }
+    let factor = large / small;
+    if factor >= 2.0 {
+        format!("{factor:.1}× {word}")
+    } else {
+        let percent = match better {
+            Better::Lower => (large - small) / large * 100.0,
+            Better::Higher => (large - small) / small * 100.0,
+        };
+        format!("{percent:.0}% {word}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Median and range, odd and even counts, and how a spread is shown.
+    #[test]
+    fn spreads() {
+        let s = Spread::of(vec![3.0, 1.0, 2.0]);
+        assert_eq!((s.median, s.min, s.max, s.n), (2.0, 1.0, 3.0, 3));
+        assert_eq!(Spread::of(vec![1.0, 4.0]).median, 2.5);
+        assert_eq!(s.show(Unit::Micros), "2us (1us–3us)");
+        assert_eq!(Spread::of(vec![1500.0]).show(Unit::Micros), "1.50ms");
+    }
+
+    /// Margins read naturally both ways.
+    #[test]
+    fn margins() {
+        assert_eq!(margin(90.0, 100.0, Better::Lower), "10% lower");
+        assert_eq!(margin(100.0, 300.0, Better::Lower), "3.0× lower");
+        assert_eq!(margin(120.0, 100.0, Better::Higher), "20% higher");
+    }
+}
