@@ -97,7 +97,9 @@ impl Evidence {
         })
     }
 
-    /// A figure at the setting nearest the design (scheduled rates only when `scheduled`).
+    /// A figure at the setting nearest the design. With `scheduled`, only from runs offered
+    /// on a schedule that the transport kept up with: where deliveries fell behind the offered
+    /// rate, latency measures the backlog, not the transport.
     pub fn nearest(
         &self,
         transport: &str,
@@ -106,7 +108,7 @@ impl Evidence {
         scheduled: bool,
     ) -> Option<Measured> {
         self.rows_for(transport)
-            .filter(|(_, r)| !scheduled || r.key.offered_rate != "max")
+            .filter(|(_, r)| !scheduled || (r.key.offered_rate != "max" && kept_up(r)))
             .map(|(scenario, r)| (distance(&r, design), measured(scenario, &r, metric)))
             .min_by(|a, b| a.0.total_cmp(&b.0))
             .map(|(_, m)| m)
@@ -174,6 +176,15 @@ impl Evidence {
             .map(|s| s.results.run_id.clone())
             .collect()
     }
+}
+
+/// Share of the offered deliveries a run must deliver per second to count as keeping up.
+const KEPT_UP: f64 = 0.9;
+
+/// Whether a scheduled run delivered at the rate it was offered (all subscribers together).
+fn kept_up(row: &Row<'_>) -> bool {
+    let offered = row.key.offered_rate.parse::<f64>().unwrap_or(0.0) * row.key.subscribers as f64;
+    row.figure("events_per_s").median >= KEPT_UP * offered
 }
 
 /// How far a measured setting is from the design: fan-out counts most, then rate, then payload

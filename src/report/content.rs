@@ -47,7 +47,9 @@ pub fn document(results: &Results) -> anyhow::Result<Document> {
                 .all(|r| r.key.subscribers < MEANINGFUL_CONNECTIONS)
         {
             doc.paragraph(format!(
-                "With fewer than {MEANINGFUL_CONNECTIONS} connections, RSS growth per connection is                  mostly the allocator's arenas, not the connections: see the idle-connections                  preset for memory."
+                "With fewer than {MEANINGFUL_CONNECTIONS} connections, RSS growth per connection is \
+                 mostly the allocator's arenas, not the connections: see the idle-connections \
+                 preset for memory."
             ));
         }
         doc.push(section_table(section, &rows));

@@ -1,0 +1,115 @@
+// Loads a pushbench report.html in headless Chromium and checks what a reader would see: every
+// transport named, every plot present and drawn at a real size with every transport in its
+// legend or labels, every table filled, and no page error, console error or network request.
+//
+// usage: node check-report.mjs RUN_DIR [RUN_DIR...]   (each holding results.json + report.html)
+// CHROMIUM overrides the browser path (default /usr/bin/chromium).
+
+import fs from 'node:fs';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import puppeteer from 'puppeteer-core';
+
+/** Plots every report has; the fan-out pair only when subscriber counts were swept. */
+const ALWAYS = ['spectrum', 'p99-over-time', 'p50-over-time', 'memory', 'cpu', 'wire'];
+const FANOUT = ['fanout-throughput', 'fanout-p99'];
+
+/** What the results file says the page must show. */
+function expected(results) {
+  const transports = [...new Set(results.runs.map((r) => r.transport))];
+  // Fan-out plots: more than one subscriber count at the first run's payload and rate.
+  const first = results.runs[0];
+  const swept = new Set(
+    results.runs
+      .filter((r) => r.payload === first.payload && r.offered_rate === first.offered_rate)
+      .map((r) => r.subscribers),
+  );
+  const plots = swept.size > 1 ? [...ALWAYS, ...FANOUT] : ALWAYS;
+  return { transports, plots };
+}
+
+async function check(browser, dir) {
+  const results = JSON.parse(fs.readFileSync(path.join(dir, 'results.json'), 'utf8'));
+  const { transports, plots } = expected(results);
+  const page = await browser.newPage();
+  const problems = [];
+  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+  page.on('console', (m) => m.type() === 'error' && problems.push(`console error: ${m.text()}`));
+  page.on('requestfailed', (r) => problems.push(`failed request: ${r.url()}`));
+  page.on('request', (r) => {
+    if (!r.url().startsWith('file:')) problems.push(`network request: ${r.url()}`);
+  });
+  const url = pathToFileURL(path.resolve(dir, 'report.html')).href;
+  const response = await page.goto(url, { waitUntil: 'load' });
+  if (!response || !response.ok()) problems.push(`could not load ${url}`);
+
+  const seen = await page.evaluate(() => ({
+    text: document.body.innerText,
+    title: document.title,
+    tables: [...document.querySelectorAll('table')].map((t) => t.querySelectorAll('tbody tr').length),
+    figures: [...document.querySelectorAll('figure.plot')].map((f) => {
+      const svg = f.querySelector('svg');
+      const box = svg ? svg.getBoundingClientRect() : { width: 0, height: 0 };
+      return {
+        id: f.id,
+        width: box.width,
+        height: box.height,
+        texts: svg ? [...svg.querySelectorAll('text')].map((t) => t.textContent.trim()) : [],
+        marks: svg ? svg.querySelectorAll('polyline, rect').length : 0,
+      };
+    }),
+  }));
+
+  if (!seen.title.includes(results.scenario.name)) problems.push(`title "${seen.title}" lacks the scenario`);
+  for (const transport of transports) {
+    if (!seen.text.includes(transport)) problems.push(`page never names ${transport}`);
+  }
+  if (seen.tables.length < 5 || seen.tables.some((rows) => rows === 0)) {
+    problems.push(`tables missing or empty: ${JSON.stringify(seen.tables)}`);
+  }
+  for (const plot of plots) {
+    const figure = seen.figures.find((f) => f.id === `plot-${plot}`);
+    if (!figure) {
+      problems.push(`plot ${plot} missing`);
+      continue;
+    }
+    if (figure.width < 200 || figure.height < 100) {
+      problems.push(`plot ${plot} drawn at ${figure.width}x${figure.height}`);
+    }
+    if (figure.marks <= transports.length) problems.push(`plot ${plot} draws no data`);
+    for (const transport of transports) {
+      if (!figure.texts.includes(transport)) problems.push(`plot ${plot} does not show ${transport}`);
+    }
+  }
+  const extra = seen.figures.map((f) => f.id.replace(/^plot-/, '')).filter((id) => !plots.includes(id));
+  if (extra.length) problems.push(`unexpected plots: ${extra.join(', ')}`);
+  await page.close();
+  return { problems, transports, plots };
+}
+
+const dirs = process.argv.slice(2);
+if (dirs.length === 0) {
+  console.error('usage: node check-report.mjs RUN_DIR [RUN_DIR...]');
+  process.exit(2);
+}
+const browser = await puppeteer.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  headless: true,
+  args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'],
+});
+let failed = 0;
+try {
+  for (const dir of dirs) {
+    const { problems, transports, plots } = await check(browser, dir);
+    if (problems.length) {
+      failed += 1;
+      console.error(`FAIL ${dir}`);
+      for (const p of problems) console.error(`  ${p}`);
+    } else {
+      console.log(`ok   ${dir}: ${transports.length} transports, ${plots.length} plots, no errors`);
+    }
+  }
+} finally {
+  await browser.close();
+}
+process.exit(failed ? 1 : 0);

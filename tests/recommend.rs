@@ -1,0 +1,308 @@
+//! `pushbench recommend` on the standard designs (`designs/*.toml`) against stored results of
+//! real runs (`tests/data/`): the classic designs get the classic answers, for the stated
+//! reasons; an impossible design says what to relax; and the ranking follows the figures.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use pushbench::recommend::assess::{Verdict, Weight};
+use pushbench::recommend::design::{Design, DesignSettings};
+use pushbench::recommend::evidence::Evidence;
+use pushbench::recommend::{recommend, Ranked, Recommendation};
+
+const BIN: &str = env!("CARGO_BIN_EXE_pushbench");
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The stored runs: latency and cost at 10 subscribers, a fan-out sweep to 1,000, and memory
+/// with 19,000 idle connections.
+fn evidence_files() -> Vec<PathBuf> {
+    [
+        "quick.json",
+        "fanout-lite.json",
+        "idle-connections-lite.json",
+    ]
+    .iter()
+    .map(|f| root().join("tests/data").join(f))
+    .collect()
+}
+
+fn design(name: &str, over: DesignSettings) -> Design {
+    let path = root().join("designs").join(format!("{name}.toml"));
+    DesignSettings::from_file(&path)
+        .unwrap()
+        .overridden_by(over)
+        .resolve()
+        .unwrap()
+}
+
+fn answer(name: &str, over: DesignSettings) -> Recommendation {
+    let evidence = Evidence::load(&evidence_files(), Path::new("unused")).unwrap();
+    recommend(&design(name, over), &evidence)
+}
+
+fn entry<'a>(answer: &'a Recommendation, transport: &str) -> &'a Ranked {
+    answer
+        .ranking
+        .iter()
+        .find(|r| r.assessment.transport == transport)
+        .unwrap()
+}
+
+/// The reason a transport got for a constraint, with its weight.
+fn reason(answer: &Recommendation, transport: &str, constraint: &str, weight: Weight) -> String {
+    entry(answer, transport)
+        .assessment
+        .reasons
+        .iter()
+        .find(|r| r.constraint == constraint && r.weight == weight)
+        .map(|r| r.text.clone())
+        .unwrap_or_else(|| panic!("{transport}: no {weight:?} reason on {constraint}"))
+}
+
+fn first(answer: &Recommendation) -> &str {
+    answer.ranking[0].assessment.transport
+}
+
+/// Server-to-server payment notifications to services with endpoints, across downtime: webhooks,
+/// because the consumer needs only an endpoint and the provider retries; streams would need a
+/// persisted cursor.
+#[test]
+fn payment_notifications_get_webhooks() {
+    let answer = answer("payment-webhooks", DesignSettings::default());
+    assert_eq!(first(&answer), "webhook");
+    assert_eq!(answer.ranking[0].assessment.verdict, Verdict::Fits);
+    assert!(reason(&answer, "webhook", "delivery", Weight::Supports).contains("retries"));
+    assert!(reason(&answer, "webhook", "latency", Weight::Supports).contains("within"));
+    assert!(reason(&answer, "sse", "delivery", Weight::Caveat).contains("persist its cursor"));
+}
+
+/// A browser chat is bidirectional with a tight budget: WebSocket, and every one-way transport
+/// is excluded for that reason.
+#[test]
+fn chat_gets_websocket() {
+    let answer = answer("chat", DesignSettings::default());
+    assert_eq!(first(&answer), "websocket");
+    assert_ne!(answer.ranking[0].assessment.verdict, Verdict::Excluded);
+    for one_way in ["sse", "longpoll", "poll", "webhook"] {
+        assert!(reason(&answer, one_way, "direction", Weight::Excludes).contains("one-way"));
+    }
+    assert!(reason(&answer, "tcp", "consumers", Weight::Excludes).contains("browsers"));
+}
+
+/// A dashboard to browsers: SSE fits outright (EventSource resumes by itself); WebSocket carries
+/// the caveat that resuming is yours to build; webhooks cannot reach a browser.
+#[test]
+fn live_dashboard_gets_sse() {
+    let answer = answer("live-dashboard", DesignSettings::default());
+    assert_eq!(first(&answer), "sse");
+    assert_eq!(answer.ranking[0].assessment.verdict, Verdict::Fits);
+    assert!(reason(&answer, "sse", "delivery", Weight::Supports).contains("Last-Event-ID"));
+    assert!(reason(&answer, "sse", "memory", Weight::Supports).contains("19,000 connections"));
+    assert_eq!(
+        entry(&answer, "websocket").assessment.verdict,
+        Verdict::FitsWithCaveats
+    );
+    assert!(reason(&answer, "webhook", "consumers", Weight::Excludes).contains("inbound HTTP"));
+}
+
+/// A proxy that refuses upgrades and buffers responses leaves the polling pair, and long
+/// polling wins on the measured latency and requests.
+#[test]
+fn corporate_proxy_gets_long_polling() {
+    let answer = answer("corporate-proxy", DesignSettings::default());
+    assert_eq!(first(&answer), "longpoll");
+    assert!(reason(&answer, "websocket", "network", Weight::Excludes).contains("upgrade"));
+    assert!(reason(&answer, "sse", "network", Weight::Excludes).contains("buffering proxy"));
+    assert!(reason(&answer, "poll", "event rate", Weight::Caveat).contains("empty polls"));
+    assert!(reason(&answer, "longpoll", "HTTP/1.1", Weight::Caveat).contains("six"));
+}
+
+/// Devices with 4 KB to spare and a rare event: every held connection is over the memory
+/// budget; with an endpoint they get webhooks, without one, polling.
+#[test]
+fn constrained_devices_get_webhooks_or_polling() {
+    let answer_with = answer("iot-devices", DesignSettings::default());
+    assert_eq!(first(&answer_with), "webhook");
+    for held in ["websocket", "sse", "longpoll"] {
+        let why = reason(&answer_with, held, "memory", Weight::Excludes);
+        assert!(why.contains("over the 4.1KB budget"), "{held}: {why}");
+    }
+    let answer_without = answer(
+        "iot-devices",
+        DesignSettings {
+            inbound_http: Some(false),
+            ..DesignSettings::default()
+        },
+    );
+    assert_eq!(first(&answer_without), "poll");
+    assert!(
+        reason(&answer_without, "webhook", "inbound HTTP", Weight::Excludes).contains("cannot")
+    );
+}
+
+/// A bidirectional browser design behind a network without upgrades has no transport; the
+/// answer says which single constraint to relax and what would then fit.
+#[test]
+fn impossible_design_says_what_to_relax() {
+    let answer = answer(
+        "chat",
+        DesignSettings {
+            websocket_upgrades: Some(false),
+            ..DesignSettings::default()
+        },
+    );
+    assert!(answer
+        .ranking
+        .iter()
+        .all(|r| r.assessment.verdict == Verdict::Excluded));
+    assert!(
+        answer
+            .relax
+            .iter()
+            .any(|r| r.starts_with("allow WebSocket upgrades")
+                && r.ends_with("then websocket would fit")),
+        "{:?}",
+        answer.relax
+    );
+    assert!(
+        answer.relax.iter().any(|r| r.contains("one-way")),
+        "{:?}",
+        answer.relax
+    );
+    let text = pushbench::recommend::render::text(&answer);
+    assert!(
+        text.contains("no transport satisfies this design"),
+        "{text}"
+    );
+}
+
+/// The same design ranked against two results files: when the leader's measured latency and
+/// CPU get four times worse, it loses its place, and its reasons cite the new figure.
+#[test]
+fn rankings_follow_the_measured_figures() {
+    let design = design("market-data", DesignSettings::default());
+    let quick = root().join("tests/data/quick.json");
+    let before = recommend(
+        &design,
+        &Evidence::load(&[quick.clone()], Path::new("unused")).unwrap(),
+    );
+    let leader = first(&before).to_owned();
+
+    let mut value: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&quick).unwrap()).unwrap();
+    let mut planted_p99 = 0;
+    for run in value["runs"].as_array_mut().unwrap() {
+        if run["transport"] == leader.as_str() {
+            let p99 = run["latency_us"]["p99"].as_u64().unwrap() * 4;
+            run["latency_us"]["p99"] = p99.into();
+            planted_p99 = p99;
+            let cpu = run["connection"]["server_cpu_us_per_event"]
+                .as_f64()
+                .unwrap()
+                * 4.0;
+            run["connection"]["server_cpu_us_per_event"] = cpu.into();
+        }
+    }
+    let slowed = std::env::temp_dir().join(format!("pushbench-slowed-{}.json", std::process::id()));
+    std::fs::write(&slowed, serde_json::to_string(&value).unwrap()).unwrap();
+    let after = recommend(
+        &design,
+        &Evidence::load(&[slowed], Path::new("unused")).unwrap(),
+    );
+    assert_ne!(first(&after), leader, "{leader} kept first place");
+    let cited = entry(&after, &leader)
+        .assessment
+        .reasons
+        .iter()
+        .find(|r| r.constraint == "latency")
+        .unwrap()
+        .text
+        .clone();
+    assert!(
+        cited.contains(&pushbench::report::table::micros(planted_p99)),
+        "{cited}"
+    );
+}
+
+/// The binary: a design file plus flags, JSON for tooling, and the command that would measure
+/// a fan-out the results lack.
+#[test]
+fn cli_json_and_unmeasured_fanout() {
+    let mut args = vec![
+        "recommend".to_string(),
+        "--design".into(),
+        root()
+            .join("designs/live-dashboard.toml")
+            .display()
+            .to_string(),
+        "--subscribers".into(),
+        "100000".into(),
+        "--format".into(),
+        "json".into(),
+        "--results".into(),
+    ];
+    args.extend(evidence_files().iter().map(|p| p.display().to_string()));
+    let output = Command::new(BIN).args(&args).output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(json["design"]["subscribers"], 100000);
+    assert_eq!(json["ranking"].as_array().unwrap().len(), 6);
+    assert_eq!(json["ranking"][0]["transport"], "sse");
+    assert_eq!(json["ranking"][0]["rank"], 1);
+    let command = json["ranking"][0]["to_measure"].as_str().unwrap();
+    assert!(
+        command.starts_with("pushbench run --transports sse --subscribers 100000"),
+        "{command}"
+    );
+    let reasons = json["ranking"][0]["reasons"].as_array().unwrap();
+    assert!(reasons
+        .iter()
+        .any(|r| r["weight"] == "unmeasured" && r["constraint"] == "evidence"));
+}
+
+/// A design file with an unknown key names the key and the line; an impossible value is
+/// refused; both exit non-zero without a panic.
+#[test]
+fn bad_designs_are_refused_with_where_and_why() {
+    let file =
+        std::env::temp_dir().join(format!("pushbench-bad-design-{}.toml", std::process::id()));
+    std::fs::write(&file, "consumers = \"browsers\"\nfanout = 10\n").unwrap();
+    let output = Command::new(BIN)
+        .args(["recommend", "--design", file.to_str().unwrap(), "--results"])
+        .args(evidence_files())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("line 2") && stderr.contains("fanout"),
+        "{stderr}"
+    );
+    let output = Command::new(BIN)
+        .args(["recommend", "--rate=-5", "--results"])
+        .args(evidence_files())
+        .output()
+        .unwrap();
+    assert_ne!(output.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("rate") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+    let empty = std::env::temp_dir().join(format!("pushbench-no-results-{}", std::process::id()));
+    std::fs::create_dir_all(&empty).unwrap();
+    let output = Command::new(BIN)
+        .args(["recommend"])
+        .current_dir(&empty)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("pushbench run --scenario"));
+}

@@ -1,0 +1,284 @@
+//! Reports and comparisons from stored results files (`tests/data/`, real runs of the presets):
+//! the tables carry the figures in the JSON, the plots are valid SVG naming every transport, the
+//! HTML is self-contained, and `compare` flags a planted regression but not noise.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use pushbench::report::results::Results;
+use pushbench::report::table::{micros, thousands};
+
+const BIN: &str = env!("CARGO_BIN_EXE_pushbench");
+
+/// A stored results file copied into a fresh directory of its own, as `results.json`.
+fn stored(name: &str, test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("pushbench-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(data(name), dir.join("results.json")).unwrap();
+    dir
+}
+
+fn data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
+}
+
+fn run(args: &[&str]) -> std::process::Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+/// The Markdown line of a table row that starts with this transport, in the section under
+/// `heading`.
+fn row<'a>(markdown: &'a str, heading: &str, transport: &str) -> &'a str {
+    let section = markdown
+        .split("\n## ")
+        .find(|s| s.starts_with(heading))
+        .unwrap_or_else(|| panic!("no section {heading}"));
+    section
+        .lines()
+        .find(|l| {
+            l.trim_start_matches("| ")
+                .trim_start_matches("**")
+                .starts_with(&format!("{transport} "))
+                || l.starts_with(&format!("| **{transport}**"))
+        })
+        .unwrap_or_else(|| panic!("no {transport} row under {heading}"))
+}
+
+/// Every table row shows the figures stored in the JSON for its transport, and the summary
+/// names the machine, the revision and the run.
+#[test]
+fn report_tables_carry_the_stored_figures() {
+    let dir = stored("quick.json", "tables");
+    let output = run(&["report", dir.to_str().unwrap()]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let markdown = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    let results = Results::read(&dir.join("results.json")).unwrap();
+    for needle in [
+        results.machine.cpu_model.as_str(),
+        results.machine.git_revision.as_str(),
+        results.run_id.as_str(),
+    ] {
+        assert!(markdown.contains(needle), "summary lacks {needle}");
+    }
+    assert_eq!(results.runs.len(), 6);
+    for r in &results.runs {
+        let latency = row(&markdown, "Latency", &r.transport);
+        for us in [
+            r.latency_us.p50,
+            r.latency_us.p90,
+            r.latency_us.p99,
+            r.latency_us.p999,
+            r.latency_us.max,
+        ] {
+            assert!(
+                latency.contains(&format!(" {} ", micros(us))),
+                "{latency} lacks {us} us"
+            );
+        }
+        let service = row(&markdown, "Service time", &r.transport);
+        assert!(
+            service.contains(&micros(r.service_time_us.p99)),
+            "{service}"
+        );
+        let throughput = row(&markdown, "Throughput", &r.transport);
+        assert!(
+            throughput.contains(&thousands(r.throughput.events_per_s)),
+            "{throughput}"
+        );
+        let cost = row(&markdown, "Connection cost", &r.transport);
+        assert!(
+            cost.contains(&micros(r.connection.handshake_us.p50)),
+            "{cost}"
+        );
+        assert!(
+            cost.contains(&format!(" {:.0} ", r.connection.wire_bytes_per_event)),
+            "{cost}"
+        );
+        assert!(
+            cost.contains(&format!(" {:.2} ", r.connection.server_cpu_us_per_event)),
+            "{cost}"
+        );
+        let check = row(&markdown, "Delivery check", &r.transport);
+        assert!(
+            check.contains(if r.failed { "FAILED" } else { "| ok" }),
+            "{check}"
+        );
+    }
+    // The floor is the reference row: shown in bold, and its p50 ratio to itself is 1.
+    assert!(row(&markdown, "Latency", "tcp").contains("1.00×"));
+    assert!(markdown.contains("## Which to pick"));
+}
+
+/// Every plot is a well-formed SVG; the line charts name every transport; the HTML inlines
+/// them all and loads nothing from anywhere.
+#[test]
+fn plots_are_valid_svg_and_the_page_is_self_contained() {
+    let dir = stored("quick.json", "svg");
+    assert!(run(&["report", dir.to_str().unwrap()]).status.success());
+    let transports = ["websocket", "sse", "longpoll", "poll", "webhook", "tcp"];
+    let plots = [
+        "spectrum",
+        "p99-over-time",
+        "p50-over-time",
+        "memory",
+        "cpu",
+        "wire",
+    ];
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    for plot in plots {
+        let svg = std::fs::read_to_string(dir.join("plots").join(format!("{plot}.svg"))).unwrap();
+        let doc = roxmltree::Document::parse(&svg).unwrap_or_else(|e| panic!("{plot}.svg: {e}"));
+        assert_eq!(doc.root_element().tag_name().name(), "svg");
+        let texts: Vec<&str> = doc
+            .descendants()
+            .filter(|n| n.has_tag_name("text"))
+            .filter_map(|n| n.text())
+            .map(str::trim)
+            .collect();
+        for transport in transports {
+            assert!(
+                texts.contains(&transport),
+                "{plot}.svg does not name {transport}"
+            );
+        }
+        // Lines or bars were drawn, not just axes.
+        let marks = doc
+            .descendants()
+            .filter(|n| n.has_tag_name("polyline") || n.has_tag_name("rect"))
+            .count();
+        assert!(marks > transports.len(), "{plot}.svg draws nothing");
+        assert!(
+            html.contains(&format!("<figure id=\"plot-{plot}\"")),
+            "report.html lacks {plot}"
+        );
+    }
+    // No fan-out sweep in this run, so no fan-out plots.
+    assert!(!html.contains("plot-fanout"));
+    assert_eq!(html.matches("<svg").count(), plots.len());
+    for forbidden in ["<script", "src=", "href=\"http", "url(", "@import"] {
+        assert!(
+            !html.contains(forbidden),
+            "report.html contains {forbidden}"
+        );
+    }
+}
+
+/// A regression planted in one transport's p99 across all repeats is flagged as worse; the
+/// same run with figures moved within their spread is not flagged at all.
+#[test]
+fn compare_flags_a_planted_regression_and_not_noise() {
+    let a = stored("latency.json", "compare-a");
+    let base: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(a.join("results.json")).unwrap()).unwrap();
+    assert_eq!(
+        base["scenario"]["repeat"], 3,
+        "the fixture must have repeats"
+    );
+
+    // Noise: in each transport's three repeats, the middle latency figures moved to the
+    // largest seen, so medians shift (often by more than the threshold) while every value stays
+    // inside the range the repeats already showed.
+    let mut noise = base.clone();
+    let runs = noise["runs"].as_array_mut().unwrap();
+    for chunk in runs.chunks_mut(3) {
+        assert!(chunk
+            .iter()
+            .all(|r| r["transport"] == chunk[0]["transport"]));
+        for key in ["p50", "p90", "p99", "p999", "max"] {
+            let mut values: Vec<u64> = chunk
+                .iter()
+                .map(|r| r["latency_us"][key].as_u64().unwrap())
+                .collect();
+            values.sort();
+            let (middle, largest) = (values[1], values[2]);
+            if let Some(run) = chunk.iter_mut().find(|r| r["latency_us"][key] == middle) {
+                run["latency_us"][key] = largest.into();
+            }
+        }
+    }
+    // Regression: websocket's p99 doubled in every repeat.
+    let mut slower = base.clone();
+    for run in slower["runs"].as_array_mut().unwrap() {
+        if run["transport"] == "websocket" {
+            let p99 = run["latency_us"]["p99"].as_u64().unwrap();
+            run["latency_us"]["p99"] = (p99 * 2).into();
+        }
+    }
+    let write = |value: &serde_json::Value, test: &str| {
+        let dir = stored("latency.json", test);
+        std::fs::write(
+            dir.join("results.json"),
+            serde_json::to_string(value).unwrap(),
+        )
+        .unwrap();
+        dir
+    };
+    let (noise, slower) = (
+        write(&noise, "compare-noise"),
+        write(&slower, "compare-slower"),
+    );
+    let a_path = a.to_str().unwrap();
+
+    let quiet = run(&[
+        "compare",
+        a_path,
+        noise.to_str().unwrap(),
+        "--fail-on-regression",
+    ]);
+    let text = String::from_utf8_lossy(&quiet.stdout);
+    assert!(quiet.status.success(), "noise was flagged:\n{text}");
+    assert!(
+        text.contains("None: every change is within the noise."),
+        "{text}"
+    );
+
+    let flagged = run(&[
+        "compare",
+        a_path,
+        slower.to_str().unwrap(),
+        "--fail-on-regression",
+    ]);
+    assert_eq!(flagged.status.code(), Some(1));
+    let markdown = std::fs::read_to_string(slower.join("compare.md")).unwrap();
+    let changes = markdown
+        .split("## Changes beyond the noise")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .unwrap();
+    let flags: Vec<&str> = changes.lines().filter(|l| l.starts_with("- ")).collect();
+    assert_eq!(flags.len(), 1, "{changes}");
+    assert!(
+        flags[0].starts_with("- **worse** websocket") && flags[0].contains("latency p99 +100"),
+        "{}",
+        flags[0]
+    );
+    assert!(String::from_utf8_lossy(&flagged.stderr).contains("1 figure(s) got worse"));
+}
+
+/// A missing or corrupt results file is named in the error, with a non-zero exit.
+#[test]
+fn bad_results_files_are_named() {
+    let dir = std::env::temp_dir().join(format!("pushbench-bad-report-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("results.json"),
+        "{\"schema_version\": 1, \"runs\": [",
+    )
+    .unwrap();
+    for target in [dir.clone(), dir.join("nope")] {
+        let output = run(&["report", target.to_str().unwrap()]);
+        assert_eq!(output.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("reading results from") && stderr.contains(&dir.display().to_string()),
+            "{stderr}"
+        );
+    }
+}
