@@ -4,7 +4,7 @@
 //! One log instead of a queue per subscriber: an event is encoded once and shared (`Bytes`) by all,
 //! a subscriber that falls behind reads everything that is ready in one batch (so its writes
 //! batch too), and a cursor is all that resuming from a sequence number or answering
-//! `GET /poll?after=SEQ` needs.
+//! `GET /events?after=SEQ` needs.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};

@@ -161,8 +161,8 @@ async fn bad_cursors_get_400() {
     let spec = spec(1000, "64");
     let http = reqwest::Client::new();
     for (transport, path) in [
-        (Transport::Poll, "/poll?after=abc"),
-        (Transport::Longpoll, "/poll?after=abc"),
+        (Transport::Poll, "/events?after=abc"),
+        (Transport::Longpoll, "/events?after=abc"),
         (Transport::Sse, "/sse?after=abc"),
         (Transport::Websocket, "/ws?after=abc"),
     ] {

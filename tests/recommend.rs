@@ -187,7 +187,7 @@ fn rankings_follow_the_measured_figures() {
     let quick = root().join("tests/data/quick.json");
     let before = recommend(
         &design,
-        &Evidence::load(&[quick.clone()], Path::new("unused")).unwrap(),
+        &Evidence::load(std::slice::from_ref(&quick), Path::new("unused")).unwrap(),
     );
     let leader = first(&before).to_owned();
 

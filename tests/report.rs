@@ -282,3 +282,31 @@ fn bad_results_files_are_named() {
         );
     }
 }
+
+/// The README's headline table is the one generated from the newest committed `quick`
+/// reference run (`scripts/update-readme`), not typed by hand.
+#[test]
+fn readme_headline_is_generated_from_the_reference_run() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut quick: Vec<PathBuf> = std::fs::read_dir(root.join("results"))
+        .expect("reference runs are committed under results/")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.to_string_lossy().ends_with("-quick"))
+        .collect();
+    quick.sort();
+    let newest = quick.last().expect("a quick reference run under results/");
+    let results = Results::read(&newest.join("results.json")).unwrap();
+    let table = pushbench::report::content::headline(&results);
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let block = readme
+        .split("<!-- headline:begin -->\n")
+        .nth(1)
+        .and_then(|rest| rest.split("<!-- headline:end -->").next())
+        .expect("README.md has the headline markers");
+    assert_eq!(
+        block.trim_end(),
+        table.trim_end(),
+        "run scripts/update-readme"
+    );
+    assert!(table.contains(&results.run_id));
+}

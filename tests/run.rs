@@ -150,3 +150,41 @@ fn bad_scenario_file_names_key_and_line() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("at least 1"));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `pushbench run` as a user runs it ends with the report beside the results, and says where.
+#[test]
+fn cli_run_writes_the_report() {
+    let out = scratch("cli-report");
+    let output = Command::new(BIN)
+        .args([
+            "run",
+            "--transports",
+            "tcp,websocket",
+            "--subscribers",
+            "2",
+            "--rate",
+            "500",
+        ])
+        .args(["--events", "300", "--out", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let html = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("report:"))
+        .map(|p| PathBuf::from(p.trim()))
+        .unwrap_or_else(|| panic!("no report line in:\n{stdout}"));
+    let markdown = std::fs::read_to_string(html.with_file_name("report.md")).unwrap();
+    let page = std::fs::read_to_string(&html).unwrap();
+    for text in [&markdown, &page] {
+        assert!(text.contains("websocket") && text.contains("tcp"));
+    }
+    assert!(page.contains("<figure id=\"plot-spectrum\""));
+    assert!(html.with_file_name("plots").join("spectrum.svg").is_file());
+    let _ = std::fs::remove_dir_all(out);
+}

@@ -88,7 +88,7 @@ async function viaFetch({ addr }) {
   const events = [];
   let after = null;
   for (;;) {
-    const url = after === null ? `http://${addr}/poll` : `http://${addr}/poll?after=${after}`;
+    const url = after === null ? `http://${addr}/events` : `http://${addr}/events?after=${after}`;
     const answer = await fetch(url, { headers: { origin: 'http://example.test' } });
     if (answer.status !== 200) throw new Error(`GET ${url}: ${answer.status}`);
     if (!answer.headers.get('access-control-allow-origin')) throw new Error('no CORS header');

@@ -1,4 +1,4 @@
-//! The cursor API that long and short polling share: `GET /poll?after=SEQ` answers the events
+//! The cursor API that long and short polling share: `GET /events?after=SEQ` answers the events
 //! after SEQ as one JSON batch, held until some exist (long polling) or at once (short polling);
 //! without `after`, from the stream's first event. The two transports differ only in the hold
 //! and in how soon their client asks again, so both are this one server and this one client.
@@ -90,7 +90,7 @@ struct PollState {
     hold: Option<Duration>,
 }
 
-/// Serves `/poll` on `listener` until `shutdown` fires.
+/// Serves `/events` on `listener` until `shutdown` fires.
 pub(crate) async fn serve(
     listener: TcpListener,
     hub: Arc<Hub>,
@@ -103,7 +103,9 @@ pub(crate) async fn serve(
         batch: config.batch,
         hold,
     };
-    let router = Router::new().route("/poll", get(answer)).with_state(state);
+    let router = Router::new()
+        .route("/events", get(answer))
+        .with_state(state);
     let listener = TrackedListener::new(listener, Some(hub), Arc::clone(&config.counters));
     serve_http(listener, router, shutdown).await
 }
@@ -169,7 +171,7 @@ pub(crate) enum Pace {
     Every(Duration),
 }
 
-/// Polls `http://server/poll` with a keep-alive client until the stream is done or the sink
+/// Polls `http://server/events` with a keep-alive client until the stream is done or the sink
 /// stops.
 pub(crate) async fn subscribe(
     server: SocketAddr,
@@ -203,10 +205,10 @@ pub(crate) async fn subscribe(
             ticker.tick().await;
         }
         let url = match (after, connected) {
-            (Some(seq), _) => format!("http://{server}/poll?after={seq}"),
+            (Some(seq), _) => format!("http://{server}/events?after={seq}"),
             // The first request asks not to be held, so subscribing completes at once.
-            (None, false) => format!("http://{server}/poll?wait=0"),
-            (None, true) => format!("http://{server}/poll"),
+            (None, false) => format!("http://{server}/events?wait=0"),
+            (None, true) => format!("http://{server}/events"),
         };
         let response = client
             .get(url)

@@ -1,4 +1,4 @@
-//! Long polling: `GET /poll?after=SEQ` is held until events after SEQ exist (or the hold
+//! Long polling: `GET /events?after=SEQ` is held until events after SEQ exist (or the hold
 //! expires, answered with an empty batch); the client asks again at once with the new cursor.
 //! Server and client are the shared cursor API with a hold and no pause.
 
@@ -26,7 +26,7 @@ pub const TRAITS: Traits = Traits {
     floor: false,
 };
 
-/// Serves `/poll`, holding each request up to `config.hold`.
+/// Serves `/events`, holding each request up to `config.hold`.
 pub(crate) async fn serve(
     listener: TcpListener,
     hub: Arc<Hub>,

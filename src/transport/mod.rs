@@ -58,7 +58,7 @@ pub enum Transport {
     Websocket,
     /// Server-Sent Events on `/sse`.
     Sse,
-    /// Long polling: `GET /poll?after=SEQ` held until events exist.
+    /// Long polling: `GET /events?after=SEQ` held until events exist.
     Longpoll,
     /// Short polling: the same cursor API answered at once, polled at an interval.
     Poll,

@@ -1,4 +1,4 @@
-//! Short polling, the baseline every push transport is argued against: `GET /poll?after=SEQ`
+//! Short polling, the baseline every push transport is argued against: `GET /events?after=SEQ`
 //! answered at once with whatever exists, polled at a fixed interval. Server and client are the
 //! shared cursor API with no hold and a pause.
 
@@ -26,7 +26,7 @@ pub const TRAITS: Traits = Traits {
     floor: false,
 };
 
-/// Serves `/poll`, answering every request at once.
+/// Serves `/events`, answering every request at once.
 pub(crate) async fn serve(
     listener: TcpListener,
     hub: Arc<Hub>,
