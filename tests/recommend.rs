@@ -116,7 +116,7 @@ fn corporate_proxy_gets_long_polling() {
     assert_eq!(first(&answer), "longpoll");
     assert!(reason(&answer, "websocket", "network", Weight::Excludes).contains("upgrade"));
     assert!(reason(&answer, "sse", "network", Weight::Excludes).contains("buffering proxy"));
-    assert!(reason(&answer, "poll", "event rate", Weight::Caveat).contains("empty polls"));
+    assert!(reason(&answer, "poll", "event rate", Weight::Caveat).contains("empty poll(s)"));
     assert!(reason(&answer, "longpoll", "HTTP/1.1", Weight::Caveat).contains("six"));
 }
 

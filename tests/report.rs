@@ -283,20 +283,30 @@ fn bad_results_files_are_named() {
     }
 }
 
-/// The README's headline table is the one generated from the newest committed `quick`
-/// reference run (`scripts/update-readme`), not typed by hand.
+/// The README's headline tables are the ones generated from the newest committed reference
+/// run of each headline preset (`scripts/update-readme`), not typed by hand.
 #[test]
-fn readme_headline_is_generated_from_the_reference_run() {
+fn readme_headlines_are_generated_from_the_reference_runs() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut quick: Vec<PathBuf> = std::fs::read_dir(root.join("results"))
+    let runs: Vec<PathBuf> = std::fs::read_dir(root.join("results"))
         .expect("reference runs are committed under results/")
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.to_string_lossy().ends_with("-quick"))
         .collect();
-    quick.sort();
-    let newest = quick.last().expect("a quick reference run under results/");
-    let results = Results::read(&newest.join("results.json")).unwrap();
-    let table = pushbench::report::content::headline(&results);
+    let mut expected = String::new();
+    for preset in ["quick", "throughput", "idle-connections"] {
+        let mut matching: Vec<&PathBuf> = runs
+            .iter()
+            .filter(|p| p.to_string_lossy().ends_with(&format!("-{preset}")))
+            .collect();
+        matching.sort();
+        let newest = matching
+            .last()
+            .unwrap_or_else(|| panic!("no {preset} run under results/"));
+        let results = Results::read(&newest.join("results.json")).unwrap();
+        let table = pushbench::report::content::headline(&results);
+        assert!(table.contains(&results.run_id));
+        expected.push_str(&format!("**{preset}**\n\n{}\n\n", table.trim_end()));
+    }
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
     let block = readme
         .split("<!-- headline:begin -->\n")
@@ -305,8 +315,7 @@ fn readme_headline_is_generated_from_the_reference_run() {
         .expect("README.md has the headline markers");
     assert_eq!(
         block.trim_end(),
-        table.trim_end(),
+        expected.trim_end(),
         "run scripts/update-readme"
     );
-    assert!(table.contains(&results.run_id));
 }

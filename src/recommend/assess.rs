@@ -182,6 +182,7 @@ pub fn assess(transport: Transport, design: &Design, evidence: &Evidence) -> Ass
     // Measured figures.
     let mut costs = [None; COSTS];
     let budget_us = design.p99_budget_ms * 1000.0;
+    let budget = format!("{} ms", design.p99_budget_ms);
     let mut to_measure = None;
     match evidence.span(name) {
         None => {
@@ -221,14 +222,14 @@ pub fn assess(transport: Transport, design: &Design, evidence: &Evidence) -> Ass
         if let Some(p99) = evidence.nearest(name, design, "latency_p99", true) {
             say(Weight::Supports, "latency", format!(
                 "latency follows the polling interval: p99 {} with a {} ms interval {}; polling every {} meets the {} budget",
-                micros(p99.value as u64), (poll_interval * 1e3).round(), p99.at(), micros((interval * 1e6) as u64), micros(budget_us as u64)
+                micros(p99.value as u64), (poll_interval * 1e3).round(), p99.at(), micros((interval * 1e6) as u64), budget
             ));
         }
         costs[0] = Some(interval * 1e6);
         let empty_polls = (1.0 / design.rate) / interval - 1.0;
         if empty_polls >= 1.0 {
             say(Weight::Caveat, "event rate", format!(
-                "an event every {} s but a poll every {} s to meet the budget: {:.0} empty polls per event, {} requests/s in all",
+                "an event every {} s but a poll every {} s to meet the budget: {:.0} empty poll(s) per event, {} requests/s in all",
                 round(1.0 / design.rate), round(interval), empty_polls, thousands(design.subscribers as f64 / interval)
             ));
         }
@@ -247,7 +248,7 @@ pub fn assess(transport: Transport, design: &Design, evidence: &Evidence) -> Ass
                 micros(p99.value as u64),
                 p99.at(),
                 if within { "within" } else { "over" },
-                micros(budget_us as u64)
+                budget
             ),
         );
     }

@@ -238,26 +238,42 @@ pub fn which_to_pick(results: &Results) -> Vec<Block> {
         };
         let answer = recommend(&design, &evidence);
         let first = &answer.ranking[0];
+        // A pick this run did not measure stands on hard rules alone: say so.
+        let unmeasured = first.assessment.to_measure.is_some()
+            && first
+                .assessment
+                .reasons
+                .iter()
+                .any(|r| r.weight == assess::Weight::Unmeasured);
         let pick = if first.assessment.verdict == Verdict::Excluded {
             "none fits".to_string()
         } else {
             format!(
-                "**{}** ({})",
+                "**{}** ({}){}",
                 first.assessment.transport,
-                render::verdict_text(first.assessment.verdict)
+                render::verdict_text(first.assessment.verdict),
+                if unmeasured {
+                    ", beyond what this run measured"
+                } else {
+                    ""
+                }
             )
         };
         let why: Vec<String> = first
             .assessment
             .reasons
             .iter()
-            .filter(|r| {
-                matches!(
-                    r.constraint,
-                    "latency" | "consumers" | "inbound HTTP" | "delivery" | "direction"
-                )
-            })
-            .take(2)
+            // One hard-rule reason, then the measured latency, then how missed events return.
+            .filter(|r| r.weight != assess::Weight::Unmeasured)
+            .filter(|r| matches!(r.constraint, "consumers" | "inbound HTTP" | "direction"))
+            .take(1)
+            .chain(
+                first
+                    .assessment
+                    .reasons
+                    .iter()
+                    .filter(|r| matches!(r.constraint, "latency" | "delivery")),
+            )
             .map(|r| r.text.clone())
             .collect();
         let runner_up = answer
@@ -267,7 +283,7 @@ pub fn which_to_pick(results: &Results) -> Vec<Block> {
             .map(|r| r.assessment.transport.to_string())
             .unwrap_or_else(|| "–".into());
         rows.push(vec![
-            format!("{name}: {}", design.sentence()),
+            format!("**{name}**: {}", design.sentence()),
             pick,
             why.join("; "),
             runner_up,

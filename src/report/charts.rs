@@ -71,7 +71,10 @@ pub fn figures(rows: &[Row<'_>]) -> anyhow::Result<Vec<Block>> {
     let name = |r: &Row<'_>| r.key.transport.clone();
     out.push(figure(
         "memory",
-        format!("RSS growth per connected subscriber, server and load process ({where_})."),
+        format!(
+            "RSS growth per connected subscriber, server and load process ({where_}); the load \
+             process's figure is reliable only for the run's first combination."
+        ),
         bar_chart(&BarChart {
             title: "Memory per connection".into(),
             axis: Axis {

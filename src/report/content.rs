@@ -52,6 +52,13 @@ pub fn document(results: &Results) -> anyhow::Result<Document> {
                  preset for memory."
             ));
         }
+        if section == Section::Connection && rows.len() > 1 {
+            doc.paragraph(
+                "Client RSS per connection is reliable only for the first combination of a run: \
+                 later ones reuse memory the load process freed, and show less growth than they \
+                 cost. For client memory, run one transport per invocation.",
+            );
+        }
         doc.push(section_table(section, &rows));
     }
     max_rates(&mut doc, results);
@@ -116,9 +123,14 @@ fn summary(doc: &mut Document, results: &Results, rows: &[Row<'_>]) {
     doc.paragraph(scenario_sentence(results));
     let m = &results.machine;
     let placement = if results.placement.pinned {
+        let cpus = |cpus: &[usize]| {
+            let list: Vec<String> = cpus.iter().map(usize::to_string).collect();
+            list.join(", ")
+        };
         format!(
-            "load on CPU {:?}, server under test on CPU {:?}",
-            results.placement.load_cpus, results.placement.server_cpus
+            "load on CPU {}, server under test on CPU {}",
+            cpus(&results.placement.load_cpus),
+            cpus(&results.placement.server_cpus)
         )
     } else {
         "not pinned (load and server share CPUs)".into()
@@ -142,14 +154,12 @@ fn summary(doc: &mut Document, results: &Results, rows: &[Row<'_>]) {
         ),
         ("run", format!("`{}`", results.run_id)),
     ];
-    doc.push(Block::Table {
-        head: vec!["".into(), "".into()],
-        rows: facts
+    doc.push(Block::Facts(
+        facts
             .iter()
-            .map(|(k, v)| vec![k.to_string(), v.clone()])
+            .map(|(k, v)| (k.to_string(), v.clone()))
             .collect(),
-        emphasis: vec![false; facts.len()],
-    });
+    ));
     if !results.complete {
         doc.push(Block::Warning(
             "this run is incomplete (interrupted, or a server crashed): some combinations are missing."
@@ -227,7 +237,7 @@ pub fn winners(rows: &[Row<'_>], setting: (usize, &str, &str)) -> Vec<String> {
         );
         if let Some(&(second, other)) = contenders.get(1) {
             line.push_str(&format!(
-                ", {} than {second} ({})",
+                ", {} {second} ({})",
                 margin(value, other, metric.better),
                 metric.unit.show(other)
             ));
@@ -425,7 +435,7 @@ pub fn headline(results: &Results) -> String {
     let Some(setting) = headline_setting(&rows) else {
         return String::new();
     };
-    let figures = [
+    let mut figures = vec![
         "latency_p50",
         "latency_p99",
         "latency_p999",
@@ -433,6 +443,12 @@ pub fn headline(results: &Results) -> String {
         "server_cpu_us_per_event",
         "wire_bytes_per_event",
     ];
+    // Memory per connection only where there were enough connections to measure it.
+    if setting.0 >= MEANINGFUL_CONNECTIONS {
+        // The load process's figure is left out: it is only reliable for a run's first
+        // combination (see the connection section).
+        figures.push("server_rss_per_conn");
+    }
     let at = at_setting(&rows, setting);
     let mut head = vec!["transport".to_string()];
     head.extend(figures.iter().filter_map(|k| {

@@ -156,9 +156,17 @@ impl Document {
                     rows,
                     emphasis,
                 } => {
+                    // Columns of figures are right-aligned, heading included; text reads from the left.
+                    let numeric: Vec<bool> = (0..head.len())
+                        .map(|i| {
+                            !rows.is_empty()
+                                && rows.iter().all(|r| r.get(i).is_none_or(|c| is_figure(c)))
+                        })
+                        .collect();
+                    let align = |i: usize| if numeric[i] { " class=\"num\"" } else { "" };
                     body.push_str("<div class=\"scroll\"><table>\n<thead><tr>");
-                    for cell in head {
-                        let _ = write!(body, "<th>{}</th>", escape(cell));
+                    for (i, cell) in head.iter().enumerate() {
+                        let _ = write!(body, "<th{}>{}</th>", align(i), escape(cell));
                     }
                     body.push_str("</tr></thead>\n<tbody>\n");
                     for (row, strong) in rows.iter().zip(emphasis) {
@@ -167,12 +175,12 @@ impl Document {
                         } else {
                             "<tr>"
                         });
-                        for cell in row {
+                        for (i, cell) in row.iter().enumerate() {
                             // Sentences wrap; figures stay on one line.
                             let class = if cell.len() > WRAP_AFTER {
                                 " class=\"text\""
                             } else {
-                                ""
+                                align(i)
                             };
                             let _ = write!(body, "<td{class}>{}</td>", inline(cell));
                         }
@@ -252,6 +260,13 @@ fn markdown_table(head: &[String], rows: &[Vec<String>], emphasis: &[bool]) -> S
     out
 }
 
+/// Whether a cell is a figure (a number, a duration, a share, a bound) rather than text.
+fn is_figure(cell: &str) -> bool {
+    cell.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_digit() || "+-−≥–".contains(c))
+}
+
 /// HTML-escapes text.
 pub fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
@@ -314,8 +329,8 @@ p,li{max-width:80ch}
 code{font:13px ui-monospace,Menlo,monospace;background:#eef1f5;padding:1px 4px;border-radius:3px}
 .scroll{overflow-x:auto}
 table{border-collapse:collapse;font-size:13px;font-variant-numeric:tabular-nums;margin:8px 0}
-th,td{padding:4px 10px;text-align:right;white-space:nowrap;border-bottom:1px solid #e6e9ef}
-th:first-child,td:first-child{text-align:left}
+th,td{padding:4px 10px;text-align:left;white-space:nowrap;border-bottom:1px solid #e6e9ef}
+th.num,td.num{text-align:right}
 th{background:#eef1f5;font-weight:600}
 td.text{white-space:normal;text-align:left;min-width:14em;max-width:36em}
 dl.facts{display:grid;grid-template-columns:max-content auto;gap:2px 16px;font-size:14px}

@@ -529,7 +529,7 @@ pub fn at_setting<'r, 'a>(rows: &'r [Row<'a>], setting: (usize, &str, &str)) -> 
     at
 }
 
-/// "a is 12% lower than b" style margins: percent under 2x, a factor beyond.
+/// "12% lower than", "3.0× lower than" or "level with": percent under 2x, a factor beyond.
 pub fn margin(best: f64, other: f64, better: Better) -> String {
     let (small, large) = if best <= other {
         (best, other)
@@ -541,17 +541,19 @@ pub fn margin(best: f64, other: f64, better: Better) -> String {
         Better::Higher => "higher",
     };
     if small <= 0.0 {
-        return word.to_string();
+        return format!("{word} than");
     }
     let factor = large / small;
+    let percent = match better {
+        Better::Lower => (large - small) / large * 100.0,
+        Better::Higher => (large - small) / small * 100.0,
+    };
     if factor >= 2.0 {
-        format!("{factor:.1}× {word}")
+        format!("{factor:.1}× {word} than")
+    } else if percent < 1.0 {
+        "level with".to_string()
     } else {
-        let percent = match better {
-            Better::Lower => (large - small) / large * 100.0,
-            Better::Higher => (large - small) / small * 100.0,
-        };
-        format!("{percent:.0}% {word}")
+        format!("{percent:.0}% {word} than")
     }
 }
 
@@ -572,8 +574,9 @@ mod tests {
     /// Margins read naturally both ways.
     #[test]
     fn margins() {
-        assert_eq!(margin(90.0, 100.0, Better::Lower), "10% lower");
-        assert_eq!(margin(100.0, 300.0, Better::Lower), "3.0× lower");
-        assert_eq!(margin(120.0, 100.0, Better::Higher), "20% higher");
+        assert_eq!(margin(90.0, 100.0, Better::Lower), "10% lower than");
+        assert_eq!(margin(100.0, 300.0, Better::Lower), "3.0× lower than");
+        assert_eq!(margin(3.58, 3.59, Better::Lower), "level with");
+        assert_eq!(margin(120.0, 100.0, Better::Higher), "20% higher than");
     }
 }

@@ -118,9 +118,13 @@ fn check(r: &TransportResult) -> String {
     }
 }
 
-/// Microseconds shown in the most readable unit.
+/// Microseconds shown in the most readable unit; at the histograms' ceiling, as a bound.
 pub fn micros(us: u64) -> String {
     match us {
+        // Latencies are clamped to the histogram's range: the true value is at least this.
+        _ if us >= crate::metrics::latency::MAX_US => {
+            format!("≥{}s", crate::metrics::latency::MAX_US / 1_000_000)
+        }
         0..=999 => format!("{us}us"),
         1_000..=999_999 => format!("{:.2}ms", us as f64 / 1e3),
         _ => format!("{:.2}s", us as f64 / 1e6),
@@ -158,6 +162,7 @@ mod tests {
     fn formats() {
         assert_eq!(micros(75), "75us");
         assert_eq!(micros(1_500), "1.50ms");
+        assert_eq!(micros(60_030_000), "≥60s");
         assert_eq!(thousands(1234567.0), "1,234,567");
         assert_eq!(thousands(12.0), "12");
         assert_eq!(bytes(6400.0), "6.4KB");
