@@ -143,7 +143,13 @@ pub fn bar_chart(chart: &BarChart) -> anyhow::Result<String> {
         .iter()
         .map(|(_, _, v)| v.iter().sum::<f64>())
         .fold(0.0, f64::max);
-    let x_max = if longest > 0.0 { longest * 1.18 } else { 1.0 };
+    // Room at the right for the value labels, and for the legend when there is one.
+    let headroom = if chart.segments.len() > 1 { 1.6 } else { 1.18 };
+    let x_max = if longest > 0.0 {
+        longest * headroom
+    } else {
+        1.0
+    };
     let x_coord = axis_coord((0.0, x_max), false);
     let names: Vec<String> = chart.bars.iter().map(|(name, _, _)| name.clone()).collect();
     // Bar i spans i..i+1 on the vertical axis, drawn top-down; its label sits at the middle.
