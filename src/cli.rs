@@ -194,8 +194,8 @@ pub struct RecommendArgs {
     /// A design file (TOML whose keys are these flags' names); flags override it.
     #[arg(long)]
     pub design: Option<PathBuf>,
-    /// Results files or run directories to draw figures from (default: the newest run of each
-    /// scenario under results/).
+    /// Results files, run directories, or directories of runs to draw figures from (default:
+    /// the newest run of each scenario under results/).
     #[arg(long, num_args = 1..)]
     pub results: Vec<PathBuf>,
     /// Output format.

@@ -306,3 +306,45 @@ fn bad_designs_are_refused_with_where_and_why() {
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("pushbench run --scenario"));
 }
+
+/// `--results` also takes a directory of runs, as `results/` is laid out: the newest run of
+/// each scenario in it is cited.
+#[test]
+fn a_directory_of_runs_is_evidence() {
+    let dir = std::env::temp_dir().join(format!("pushbench-runs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    for (run, file) in [
+        ("20260101-000000-quick", "quick.json"),
+        ("20260102-000000-quick", "quick.json"),
+        ("20260101-000000-fanout", "fanout-lite.json"),
+    ] {
+        std::fs::create_dir_all(dir.join(run)).unwrap();
+        std::fs::copy(
+            root().join("tests/data").join(file),
+            dir.join(run).join("results.json"),
+        )
+        .unwrap();
+    }
+    let output = Command::new(BIN)
+        .args(["recommend", "--design"])
+        .arg(root().join("designs/chat.toml"))
+        .arg("--results")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let cited = stdout
+        .lines()
+        .find(|l| l.starts_with("figures from:"))
+        .unwrap();
+    // Two scenarios, so two runs: the newer quick directory and the fanout one (each file keeps
+    // its own run id).
+    assert_eq!(cited.matches(", ").count(), 1, "{cited}");
+    assert!(stdout.contains(" 1. websocket"), "{stdout}");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -319,3 +319,38 @@ fn readme_headlines_are_generated_from_the_reference_runs() {
         "run scripts/update-readme"
     );
 }
+
+/// Runs without repeats have no measured spread: even a doubled p99 is shown, not flagged, and
+/// the comparison says why.
+#[test]
+fn single_runs_are_shown_but_not_judged() {
+    let a = stored("quick.json", "single-a");
+    let mut value: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(a.join("results.json")).unwrap()).unwrap();
+    for run in value["runs"].as_array_mut().unwrap() {
+        let p99 = run["latency_us"]["p99"].as_u64().unwrap();
+        run["latency_us"]["p99"] = (p99 * 2).into();
+    }
+    let b = stored("quick.json", "single-b");
+    std::fs::write(
+        b.join("results.json"),
+        serde_json::to_string(&value).unwrap(),
+    )
+    .unwrap();
+    let output = run(&[
+        "compare",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--fail-on-regression",
+    ]);
+    assert!(output.status.success());
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.contains("no measured spread") && text.contains("None flagged"),
+        "{text}"
+    );
+    assert!(
+        text.contains("+100.0%"),
+        "the change is still shown:\n{text}"
+    );
+}

@@ -64,13 +64,22 @@ impl Measured {
 }
 
 impl Evidence {
-    /// Reads the given results files or run directories; with none, the newest run of each
-    /// scenario under `default_dir`.
+    /// Reads the given results files, run directories, or directories of runs (the newest
+    /// run of each scenario in them); with none, the newest run of each scenario under
+    /// `default_dir`.
     pub fn load(paths: &[PathBuf], default_dir: &Path) -> anyhow::Result<Self> {
         let paths = if paths.is_empty() {
             newest_per_scenario(default_dir)?
         } else {
-            paths.to_vec()
+            let mut files = Vec::new();
+            for path in paths {
+                if path.is_dir() && !path.join("results.json").exists() {
+                    files.extend(newest_per_scenario(path)?);
+                } else {
+                    files.push(path.clone());
+                }
+            }
+            files
         };
         let mut evidence = Evidence::default();
         for path in paths {

@@ -1,7 +1,7 @@
 //! `pushbench compare A B`: the same figures of two runs side by side, each with its change,
 //! flagged only when the change is larger than the noise: the two runs' ranges across repeats
-//! do not overlap, and the change is at least a threshold (single runs have no measured range,
-//! so for them only the threshold guards against noise).
+//! do not overlap, and the change is at least a threshold. A single run has no measured range,
+//! so its figures are shown but never flagged; a delivery that failed in B only always is.
 
 use super::document::{Block, Document};
 use super::figures::{rows, Better, Row, RowKey, Section, Spread, METRICS};
@@ -79,8 +79,9 @@ pub fn compare(a: &Results, b: &Results, threshold_percent: f64) -> Comparison {
     }
     if a.scenario.repeat <= 1 || b.scenario.repeat <= 1 {
         doc.push(Block::Warning(
-            "at least one run has no repeats, so its spread is unknown: only the threshold keeps \
-             noise out. Run both with `--repeat 3` for a judgement against measured noise."
+            "at least one run has no repeats, so there is no measured spread to tell a change from \
+             noise: figures are shown, but only failed deliveries are flagged. Run both with \
+             `--repeat 3` (or more) for a judgement."
                 .into(),
         ));
     }
@@ -94,7 +95,10 @@ pub fn compare(a: &Results, b: &Results, threshold_percent: f64) -> Comparison {
         };
         for (i, metric) in METRICS.iter().enumerate() {
             let (fa, fb) = (row_a.figures[i], row_b.figures[i]);
-            let judged = judge(&fa, &fb, metric.better, threshold_percent);
+            // One run on either side shows no spread: a difference cannot be told from noise.
+            let judged = (fa.n > 1 && fb.n > 1)
+                .then(|| judge(&fa, &fb, metric.better, threshold_percent))
+                .flatten();
             if let Some((change, worse)) = judged {
                 flags.push(Flag {
                     key: row_b.key.clone(),
@@ -126,7 +130,11 @@ pub fn compare(a: &Results, b: &Results, threshold_percent: f64) -> Comparison {
     }
     doc.heading("flagged", "Changes beyond the noise");
     if flags.is_empty() {
-        doc.paragraph("None: every change is within the noise.");
+        doc.paragraph(if a.scenario.repeat > 1 && b.scenario.repeat > 1 {
+            "None: every change is within the noise."
+        } else {
+            "None flagged: without repeats there is no noise to judge against."
+        });
     } else {
         doc.push(Block::List(
             flags
