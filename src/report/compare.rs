@@ -4,7 +4,7 @@
 //! so its figures are shown but never flagged; a delivery that failed in B only always is.
 
 use super::document::{Block, Document};
-use super::figures::{rows, Better, Row, RowKey, Section, Spread, METRICS};
+use super::figures::{metric_named, rows, Better, Metric, Row, RowKey, Spread, METRICS};
 use super::results::Results;
 
 /// A change beyond the noise.
@@ -110,7 +110,7 @@ pub fn compare(a: &Results, b: &Results, threshold_percent: f64) -> Comparison {
             table.push(vec![
                 row_b.key.transport.clone(),
                 row_b.key.subscribers.to_string(),
-                section_label(metric.section, metric.label),
+                metric.qualified_label(),
                 fa.show(metric.unit),
                 fb.show(metric.unit),
                 change_text(&fa, &fb),
@@ -140,10 +140,8 @@ pub fn compare(a: &Results, b: &Results, threshold_percent: f64) -> Comparison {
             flags
                 .iter()
                 .map(|f| {
-                    let label = METRICS
-                        .iter()
-                        .find(|m| m.key == f.metric)
-                        .map(|m| section_label(m.section, m.label))
+                    let label = metric_named(f.metric)
+                        .map(Metric::qualified_label)
                         .unwrap_or_else(|| f.metric.to_string());
                     format!(
                         "**{}** {}: {label} {:+.1}%",
@@ -191,14 +189,6 @@ fn change_text(a: &Spread, b: &Spread) -> String {
         "new".into()
     } else {
         format!("{:+.1}%", (b.median - a.median) / a.median.abs() * 100.0)
-    }
-}
-
-fn section_label(section: Section, label: &str) -> String {
-    match section {
-        Section::Latency => format!("latency {label}"),
-        Section::ServiceTime => format!("service {label}"),
-        _ => label.to_string(),
     }
 }
 

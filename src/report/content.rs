@@ -5,7 +5,8 @@
 use super::charts;
 use super::document::{Block, Document};
 use super::figures::{
-    at_setting, headline_setting, margin, rows, settings, Better, Row, Section, METRICS,
+    at_setting, headline_setting, margin, metric_named, rows, settings, Better, Metric, Row,
+    Section, METRICS,
 };
 use super::results::{utc_stamp, Results};
 use super::table::{micros, thousands};
@@ -200,7 +201,7 @@ pub fn winners(rows: &[Row<'_>], setting: (usize, &str, &str)) -> Vec<String> {
     let floor = at.iter().find(|r| r.is_floor());
     let mut lines = Vec::new();
     for key in WINNER_METRICS {
-        let Some(metric) = METRICS.iter().find(|m| m.key == key) else {
+        let Some(metric) = metric_named(key) else {
             continue;
         };
         // At a fixed offered rate every transport delivers the offered rate: no contest.
@@ -224,15 +225,9 @@ pub fn winners(rows: &[Row<'_>], setting: (usize, &str, &str)) -> Vec<String> {
         let Some(&(best, value)) = contenders.first() else {
             continue;
         };
-        let section =
-            if metric.section == Section::Connection || metric.section == Section::Throughput {
-                String::new()
-            } else {
-                "latency ".into()
-            };
         let mut line = format!(
-            "**{section}{}**: **{best}** {}",
-            metric.label,
+            "**{}**: **{best}** {}",
+            metric.qualified_label(),
             metric.unit.show(value)
         );
         if let Some(&(second, other)) = contenders.get(1) {
@@ -451,15 +446,11 @@ pub fn headline(results: &Results) -> String {
     }
     let at = at_setting(&rows, setting);
     let mut head = vec!["transport".to_string()];
-    head.extend(figures.iter().filter_map(|k| {
-        METRICS
+    head.extend(
+        figures
             .iter()
-            .find(|m| m.key == *k)
-            .map(|m| match m.section {
-                Section::Latency => format!("latency {}", m.label),
-                _ => m.label.to_string(),
-            })
-    }));
+            .filter_map(|k| metric_named(k).map(Metric::qualified_label)),
+    );
     head.push("check".into());
     let table = Block::Table {
         head,
@@ -468,12 +459,11 @@ pub fn headline(results: &Results) -> String {
             .iter()
             .map(|r| {
                 let mut cells = vec![r.key.transport.clone()];
-                cells.extend(figures.iter().filter_map(|k| {
-                    METRICS
+                cells.extend(
+                    figures
                         .iter()
-                        .find(|m| m.key == *k)
-                        .map(|m| r.figure(k).show(m.unit))
-                }));
+                        .filter_map(|k| metric_named(k).map(|m| r.figure(k).show(m.unit))),
+                );
                 cells.push(if r.ok() { "ok".into() } else { "FAILED".into() });
                 cells
             })

@@ -337,6 +337,18 @@ pub fn metric_named(key: &str) -> Option<&'static Metric> {
     METRICS.iter().find(|m| m.key == key)
 }
 
+impl Metric {
+    /// The label with its section where the label alone is ambiguous: `latency p99`,
+    /// `service p99`, `events/s`.
+    pub fn qualified_label(&self) -> String {
+        match self.section {
+            Section::Latency => format!("latency {}", self.label),
+            Section::ServiceTime => format!("service {}", self.label),
+            _ => self.label.to_string(),
+        }
+    }
+}
+
 /// A figure over repeats: median, smallest and largest.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Spread {
