@@ -10,7 +10,7 @@ use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand};
 
 use crate::event::{PayloadSizes, Rate, StreamSpec};
-use crate::harness::{self, run_load, LoadOptions, RunOptions};
+use crate::harness::{self, run_job, LoadJob, Merged, RunOptions};
 use crate::recommend::{self, design::DesignSettings, evidence::Evidence};
 use crate::report;
 use crate::scenario::Settings;
@@ -46,27 +46,25 @@ pub enum Command {
     /// Echo 64-byte messages on one connection (the calibration peer of `run`).
     #[command(hide = true)]
     Echo(EchoArgs),
+    /// A child of `pushbench run`: takes its job on stdin, reports in the typed protocol.
+    #[command(hide = true)]
+    Worker,
 }
 
 impl Command {
     /// Runs the subcommand.
     pub async fn run(self) -> anyhow::Result<()> {
         match self {
-            Command::Serve(args) => serve::run(args.into_options()?).await,
-            Command::Load(args) => {
-                let options = args.into_options()?;
-                let summary = run_load(&options).await;
-                println!("{} load against {}", options.transport, options.server);
-                println!("{summary}");
-                if summary.intact() != options.subscribers {
-                    bail!(
-                        "{} of {} subscribers did not receive the identical stream",
-                        options.subscribers - summary.intact(),
-                        options.subscribers
-                    );
-                }
-                Ok(())
+            Command::Serve(args) => {
+                let output = if args.json {
+                    serve::Output::Json
+                } else {
+                    serve::Output::Human
+                };
+                serve::run(args.into_options()?, output).await
             }
+            Command::Load(args) => args.run().await,
+            Command::Worker => harness::worker::run().await,
             Command::Run(args) => {
                 let outcome = harness::run(args.into_options()?).await?;
                 println!("results: {}", outcome.path.display());
@@ -316,6 +314,10 @@ pub struct ServeArgs {
     /// Fault: stall the publisher before event SEQ for MS milliseconds (`SEQ:MS`).
     #[arg(long, value_parser = parse_stall)]
     pub stall: Option<(u64, Duration)>,
+    /// Speak the typed protocol's reports (JSON lines) on stdout instead of sentences, for
+    /// scripts: `listening` with the address, `webhook_secret`, and `stats` last.
+    #[arg(long)]
+    pub json: bool,
 }
 
 impl ServeArgs {
@@ -336,6 +338,7 @@ impl ServeArgs {
             },
             ..ServerConfig::default()
         };
+        let announce_secret = self.webhook_secret.is_none();
         if let Some(secret) = self.webhook_secret {
             config.webhook_secret = secret;
         }
@@ -348,6 +351,7 @@ impl ServeArgs {
             drain_timeout: self.drain_timeout,
             start_delay: self.start_delay,
             cpus: self.cpus,
+            announce_secret,
         })
     }
 }
@@ -376,10 +380,14 @@ pub struct LoadArgs {
     /// Seconds a subscriber may take before it is counted as failed.
     #[arg(long, default_value = "120", value_parser = parse_secs)]
     pub timeout: Duration,
+    /// Write what was measured (histograms, counts, digests checked, CPU and memory) as a part
+    /// file that can be merged with others.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 impl LoadArgs {
-    fn into_options(self) -> anyhow::Result<LoadOptions> {
+    fn into_job(self) -> anyhow::Result<LoadJob> {
         if self.subscribers == 0 {
             bail!("--subscribers must be at least 1");
         }
@@ -391,14 +399,42 @@ impl LoadArgs {
             webhook_secret: self.webhook_secret,
             ..ClientConfig::default()
         };
-        Ok(LoadOptions {
+        Ok(LoadJob {
+            worker: 0,
             transport: self.transport,
             server: self.target,
             subscribers: self.subscribers,
+            first_subscriber: 0,
             spec: self.stream.spec()?,
+            warmup: Duration::ZERO,
+            interval_origin_ns: crate::clock::now_ns(),
             config,
             timeout: self.timeout,
+            cpus: None,
         })
+    }
+
+    /// Runs the subscribers here, prints what they received, and fails unless every one got
+    /// the identical stream.
+    async fn run(self) -> anyhow::Result<()> {
+        let out = self.out.clone();
+        let job = self.into_job()?;
+        let part = run_job(&job, |_, _, _| {}).await?;
+        if let Some(out) = &out {
+            std::fs::write(out, serde_json::to_vec(&part)?)
+                .with_context(|| format!("writing {}", out.display()))?;
+        }
+        let merged = Merged::of(std::slice::from_ref(&part))?;
+        println!("{} load against {}", job.transport, job.server);
+        println!("{merged}");
+        if merged.counts.failed() {
+            bail!(
+                "{} of {} subscribers did not receive the identical stream",
+                merged.counts.subscribers - merged.counts.intact,
+                merged.counts.subscribers
+            );
+        }
+        Ok(())
     }
 }
 

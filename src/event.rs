@@ -294,9 +294,58 @@ impl<'a> Event<'a> {
     }
 
     /// Reads an event from its wire encoding, borrowing the payload where it can.
+    ///
+    /// The canonical form ([`Event::encode`]'s output) is read in place without allocating:
+    /// the receive path of every client runs through here millions of times a second. Anything
+    /// else (escapes, other field order, whitespace) goes through serde_json, so the answer is
+    /// the same either way.
     pub fn decode(bytes: &'a [u8]) -> Result<Self, DecodeError> {
+        if let Some(event) = Self::decode_canonical(bytes) {
+            return Ok(event);
+        }
         serde_json::from_slice(bytes).map_err(|e| DecodeError(e.to_string()))
     }
+
+    /// `{"seq":N,"scheduled_ns":N,"sent_ns":N,"payload":"TEXT"}` with no escapes in TEXT and
+    /// integers as serde_json writes them, or `None`.
+    fn decode_canonical(bytes: &'a [u8]) -> Option<Self> {
+        let rest = bytes.strip_prefix(b"{\"seq\":")?;
+        let (seq, rest) = leading_u64(rest)?;
+        let rest = rest.strip_prefix(b",\"scheduled_ns\":")?;
+        let (scheduled_ns, rest) = leading_u64(rest)?;
+        let rest = rest.strip_prefix(b",\"sent_ns\":")?;
+        let (sent_ns, rest) = leading_u64(rest)?;
+        let rest = rest.strip_prefix(b",\"payload\":\"")?;
+        let text = rest.strip_suffix(b"\"}")?;
+        // A quote or backslash inside means escapes (or trailing fields): leave it to serde.
+        // Control characters must be escaped in JSON, so serde refuses them too.
+        if text.iter().any(|&b| b == b'"' || b == b'\\' || b < 0x20) {
+            return None;
+        }
+        let payload = std::str::from_utf8(text).ok()?;
+        Some(Event {
+            seq,
+            scheduled_ns,
+            sent_ns,
+            payload: Cow::Borrowed(payload),
+        })
+    }
+}
+
+/// A JSON unsigned integer at the start of `bytes` (no sign, no leading zero, no overflow) and
+/// what follows it.
+fn leading_u64(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    let digits = bytes.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || (digits > 1 && bytes[0] == b'0') {
+        return None;
+    }
+    let mut value: u64 = 0;
+    for &digit in &bytes[..digits] {
+        value = value
+            .checked_mul(10)?
+            .checked_add(u64::from(digit - b'0'))?;
+    }
+    Some((value, &bytes[digits..]))
 }
 
 /// An order-sensitive digest of a stream: each event folds its sequence number and payload into
@@ -337,13 +386,32 @@ impl TryFrom<String> for Digest {
     }
 }
 
-/// What one subscriber received, judged against the stream it should have received.
+/// How far ahead of the first missing event an arrival may be and still be tracked exactly, by
+/// default: 65,536 events (8 KiB of bits, allocated only once something arrives out of order).
+/// Every preset delivers in order or nearly, so none comes close.
+pub const DEFAULT_REORDER_WINDOW: u64 = 1 << 16;
+
+/// What one subscriber received, judged against the stream it should have received, in O(1)
+/// memory whatever the stream's length.
+///
+/// Events below a contiguous-prefix cursor have all arrived; a bounded window of bits above it
+/// tracks the ones that arrived early. So lost, duplicated and reordered counts are exact for
+/// arrivals up to `window` events ahead of the first missing one; an arrival further ahead
+/// cannot be remembered and is counted as `beyond_window` instead (it also shows as lost, and
+/// the digest, which it does not enter, fails), never silently.
 #[derive(Clone, Debug)]
 pub struct Tally {
     /// Events the stream has.
     expected: u64,
-    /// One bit per sequence number already received; exact duplicate counting at 1 bit/event.
-    seen: Vec<u64>,
+    /// Every sequence number below this one has arrived.
+    contiguous: u64,
+    /// Bits for sequence numbers `contiguous .. contiguous + window` that arrived early, at
+    /// index `seq % window`; allocated on the first early arrival.
+    early: Option<Box<[u64]>>,
+    /// How many bits of `early` are set (0: the in-order fast path).
+    early_count: u64,
+    /// Size of the window, in events (a multiple of 64).
+    window: u64,
     /// Highest sequence number received so far; anything lower and new arrived out of order.
     highest: Option<u64>,
     /// The digest of distinct events, in arrival order.
@@ -365,6 +433,9 @@ pub struct TallyCounts {
     pub reordered: u64,
     /// Messages that could not be decoded, or named a sequence number outside the stream.
     pub malformed: u64,
+    /// Arrivals too far ahead of the first missing event to be tracked (see [`Tally`]).
+    #[serde(default)]
+    pub beyond_window: u64,
 }
 
 /// What [`Tally::record`] made of one event.
@@ -376,14 +447,24 @@ pub enum Seen {
     Duplicate,
     /// The sequence number is not part of the stream.
     OutOfRange,
+    /// Too far ahead of the first missing event to be tracked.
+    BeyondWindow,
 }
 
 impl Tally {
-    /// An empty tally for a stream of `expected` events.
+    /// An empty tally for a stream of `expected` events, with the default reorder window.
     pub fn new(expected: u64) -> Self {
+        Self::with_window(expected, DEFAULT_REORDER_WINDOW)
+    }
+
+    /// An empty tally that tracks arrivals up to `window` events early (rounded up to 64).
+    pub fn with_window(expected: u64, window: u64) -> Self {
         Self {
             expected,
-            seen: vec![0; expected.div_ceil(64) as usize],
+            contiguous: 0,
+            early: None,
+            early_count: 0,
+            window: window.max(1).div_ceil(64) * 64,
             highest: None,
             digest: Digest::EMPTY,
             counts: TallyCounts::default(),
@@ -397,12 +478,20 @@ impl Tally {
             return Seen::OutOfRange;
         }
         self.counts.received += 1;
-        let (word, bit) = ((seq / 64) as usize, 1u64 << (seq % 64));
-        if self.seen[word] & bit != 0 {
+        if seq < self.contiguous {
             self.counts.duplicated += 1;
             return Seen::Duplicate;
         }
-        self.seen[word] |= bit;
+        if seq == self.contiguous && self.early_count == 0 {
+            // The common case: the next event in order, nothing pending above it.
+            self.contiguous += 1;
+        } else if seq - self.contiguous >= self.window {
+            self.counts.beyond_window += 1;
+            return Seen::BeyondWindow;
+        } else if !self.mark_early(seq) {
+            self.counts.duplicated += 1;
+            return Seen::Duplicate;
+        }
         self.counts.distinct += 1;
         match self.highest {
             Some(highest) if seq < highest => self.counts.reordered += 1,
@@ -410,6 +499,33 @@ impl Tally {
         }
         self.digest = self.digest.fold(seq, payload);
         Seen::New
+    }
+
+    /// Marks `seq` (within the window) as arrived and moves the contiguous prefix past every
+    /// arrived event; `false` if it had already arrived.
+    fn mark_early(&mut self, seq: u64) -> bool {
+        let words = (self.window / 64) as usize;
+        let early = self
+            .early
+            .get_or_insert_with(|| vec![0u64; words].into_boxed_slice());
+        let bit = |seq: u64| (((seq % self.window) / 64) as usize, 1u64 << (seq % 64));
+        let (word, mask) = bit(seq);
+        if early[word] & mask != 0 {
+            return false;
+        }
+        early[word] |= mask;
+        self.early_count += 1;
+        // Advance over every event that has now arrived, clearing its bit for reuse.
+        loop {
+            let (word, mask) = bit(self.contiguous);
+            if early[word] & mask == 0 {
+                break;
+            }
+            early[word] &= !mask;
+            self.early_count -= 1;
+            self.contiguous += 1;
+        }
+        true
     }
 
     /// Counts a message that could not be decoded as an event.
@@ -422,7 +538,7 @@ impl Tally {
         self.counts.distinct == self.expected
     }
 
-    /// Events of the stream never received.
+    /// Events of the stream never received (arrivals beyond the window included).
     pub fn lost(&self) -> u64 {
         self.expected - self.counts.distinct
     }
@@ -485,6 +601,39 @@ mod tests {
         assert!(Event::decode(b"\xff\x00garbage").is_err());
     }
 
+    /// The in-place reader and serde_json agree on every input: canonical ones are borrowed,
+    /// others (escapes, spacing, field order, leading zeros, overflow, bad UTF-8) fall back
+    /// and decode, or fail, exactly as serde_json does.
+    #[test]
+    fn canonical_reader_agrees_with_serde() {
+        let cases: &[&[u8]] = &[
+            br#"{"seq":5,"scheduled_ns":10,"sent_ns":12,"payload":"abc"}"#,
+            br#"{"seq":0,"scheduled_ns":0,"sent_ns":0,"payload":""}"#,
+            br#"{"seq":18446744073709551615,"scheduled_ns":1,"sent_ns":2,"payload":"x"}"#,
+            br#"{"seq":18446744073709551616,"scheduled_ns":1,"sent_ns":2,"payload":"x"}"#,
+            br#"{"seq":05,"scheduled_ns":10,"sent_ns":12,"payload":"abc"}"#,
+            br#"{"seq":5,"scheduled_ns":10,"sent_ns":12,"payload":"a"b"}"#,
+            br#"{"seq":5,"scheduled_ns":10,"sent_ns":12,"payload":"aAb"}"#,
+            br#"{"seq":5, "scheduled_ns":10,"sent_ns":12,"payload":"abc"}"#,
+            br#"{"sent_ns":12,"seq":5,"scheduled_ns":10,"payload":"abc"}"#,
+            br#"{"seq":5,"scheduled_ns":10,"sent_ns":12,"payload":"abc","x":1}"#,
+            br#"{"seq":5,"scheduled_ns":10,"sent_ns":12,"payload":"abc"}x"#,
+            br#"{"seq":-5,"scheduled_ns":10,"sent_ns":12,"payload":"abc"}"#,
+            b"{\"seq\":5,\"scheduled_ns\":10,\"sent_ns\":12,\"payload\":\"a\xffb\"}",
+            b"{\"seq\":5,\"scheduled_ns\":10,\"sent_ns\":12,\"payload\":\"a\x01b\"}",
+        ];
+        for case in cases {
+            let serde: Result<Event<'_>, _> = serde_json::from_slice(case);
+            let ours = Event::decode(case);
+            assert_eq!(ours.ok(), serde.ok(), "{}", String::from_utf8_lossy(case));
+        }
+        let canonical = br#"{"seq":5,"scheduled_ns":10,"sent_ns":12,"payload":"abc"}"#;
+        assert!(matches!(
+            Event::decode(canonical).unwrap().payload,
+            Cow::Borrowed(_)
+        ));
+    }
+
     /// A tally of the whole stream in order matches the source digest; any change does not.
     #[test]
     fn tally_detects_loss_duplicates_and_reordering() {
@@ -516,6 +665,51 @@ mod tests {
         let mut t = Tally::new(4);
         assert_eq!(t.record(9, b""), Seen::OutOfRange);
         assert_eq!(t.counts().malformed, 1);
+    }
+
+    /// Planted loss, duplicates and reordering are counted exactly inside the window, and an
+    /// arrival past it is counted as `beyond_window`, never silently dropped.
+    #[test]
+    fn windowed_tally_is_exact_inside_and_counts_beyond() {
+        let s = spec(1000, "4");
+        let mut t = Tally::with_window(s.count, 64);
+        // 0..100 with 10..20 arriving after 20..40, 50 twice, 60 never.
+        let mut order: Vec<u64> = (0..10).chain(20..40).chain(10..20).chain(40..100).collect();
+        order.retain(|&q| q != 60);
+        order.insert(45, 50);
+        for &q in &order {
+            t.record(q, s.payload(q).as_bytes());
+        }
+        let c = t.counts().clone();
+        assert_eq!(c.distinct, 99);
+        assert_eq!(c.duplicated, 1);
+        // 10..20 each arrived after 39, and 45..50 after the early 50.
+        assert_eq!(c.reordered, 15);
+        assert_eq!(c.beyond_window, 0);
+        assert_eq!(t.lost(), 901);
+        // 60 is missing, so the window spans 60..124: 123 fits, 124 does not.
+        assert_eq!(t.record(123, s.payload(123).as_bytes()), Seen::New);
+        assert_eq!(t.record(124, s.payload(124).as_bytes()), Seen::BeyondWindow);
+        assert_eq!(t.counts().beyond_window, 1);
+        // Once 60 arrives the prefix moves past everything that had arrived.
+        assert_eq!(t.record(60, s.payload(60).as_bytes()), Seen::New);
+        assert_eq!(t.record(99, s.payload(99).as_bytes()), Seen::Duplicate);
+        assert_eq!(t.record(123, s.payload(123).as_bytes()), Seen::Duplicate);
+        assert_eq!(t.counts().distinct, 101);
+    }
+
+    /// A tally holds no per-event memory in order, and a bounded window out of order, however
+    /// long the stream.
+    #[test]
+    fn tally_memory_does_not_grow_with_the_stream() {
+        let mut t = Tally::new(u64::MAX / 2);
+        for q in 0..100_000 {
+            t.record(q, b"");
+        }
+        assert!(t.early.is_none());
+        t.record(100_001, b"");
+        assert_eq!(t.early.as_ref().map(|w| w.len()), Some(1024));
+        assert_eq!(t.counts().distinct, 100_001);
     }
 
     /// Bad rates and payload lists are refused with the text that was given.

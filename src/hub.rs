@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use crate::clock::now_ns;
 
 /// How much one read may return, so one slow subscriber cannot build an unbounded response.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
 pub struct BatchLimit {
     /// At most this many events per batch.
     pub events: usize,

@@ -9,6 +9,7 @@
 //!   per-subscriber tally.
 //! - [`clock`]: CLOCK_MONOTONIC nanoseconds, the one clock shared by server and load processes.
 //! - [`hub`]: the server's published stream, read by every transport with its own cursor.
+//! - [`protocol`]: the typed messages between `pushbench run` and its child processes.
 //! - [`publisher`]: publishes the stream into the hub on its schedule.
 //! - [`report`]: the results schema (JSON), the terminal table, the report (Markdown + HTML with
 //!   SVG plots) and the comparison of two runs.
@@ -17,9 +18,11 @@
 //! - [`scenario`]: flags and scenario TOML merged into one validated scenario.
 //! - [`transport`]: the contract every transport implements, one file per transport holding
 //!   its server and its client.
-//! - [`metrics`]: latency histograms, socket counters, process CPU and RSS, the machine.
+//! - [`metrics`]: latency histograms recorded per thread, socket counters, process CPU and RSS,
+//!   the machine's steal time.
 //! - [`serve`]: the server under test as a unit (`pushbench serve`).
-//! - [`harness`]: subscribers against a server, judged against the source (`pushbench load`).
+//! - [`harness`]: subscribers against a server, judged against the source (`pushbench load`),
+//!   load worker processes and the parts they hand back, and the `pushbench run` driver.
 
 pub mod cli;
 pub mod clock;
@@ -27,6 +30,7 @@ pub mod event;
 pub mod harness;
 pub mod hub;
 pub mod metrics;
+pub mod protocol;
 pub mod publisher;
 pub mod recommend;
 pub mod report;

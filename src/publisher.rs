@@ -1,20 +1,38 @@
 //! Drives the schedule on the server: publishes each event of the stream into the hub when it is
-//! due, stamping the scheduled and the actual send time.
+//! due, stamping the scheduled and the actual send time, and records how late it was.
 //!
 //! It runs on an OS thread of its own, not a tokio task: tokio's timer ticks in milliseconds,
-//! while `std::thread::sleep` wakes within tens of microseconds, and a publisher that shares a
-//! runtime with the transport would be delayed by the very work it is measuring.
+//! and a publisher that shares a runtime with the transport would be delayed by the very work it
+//! is measuring. A plain `std::thread::sleep` to the deadline still wakes ~80 us late here
+//! (Linux's default 50 us timer slack plus the VM's wake-up), and that lateness would be charged
+//! to every transport. So the thread drops its timer slack to 1 ns, sleeps until a margin short
+//! of the deadline, and spins the rest (yielding while more than a few microseconds remain, so
+//! the transport's threads on the same CPU still run). The margin follows the wake-ups it sees.
+//!
+//! The publisher's own CPU time (spinning included) is measured on its thread and kept apart
+//! from the server's, so the transport is never charged for it.
 
+use std::num::NonZeroU64;
 use std::time::Duration;
 
 use bytes::Bytes;
+use hdrhistogram::Histogram;
+use rustix::time::{clock_gettime, ClockId};
+use serde::{Deserialize, Serialize};
 
 use crate::clock::now_ns;
 use crate::event::{Event, StreamSpec};
 use crate::hub::Hub;
 
+/// The sleep margin starts here and never goes below it.
+const MIN_MARGIN_NS: u64 = 20_000;
+/// Nor above this: past it, spinning costs more than the lateness it saves.
+const MAX_MARGIN_NS: u64 = 500_000;
+/// While more than this remains before the deadline, the spin yields its CPU.
+const YIELD_ABOVE_NS: u64 = 5_000;
+
 /// What publishing took.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Published {
     /// Monotonic time the stream started (event 0's schedule origin).
     pub start_ns: u64,
@@ -23,6 +41,32 @@ pub struct Published {
     /// CPU time this process had used when the stream started, us (0 if /proc is unreadable):
     /// what the server spends on the stream is measured from here.
     pub start_cpu_us: u64,
+    /// CPU time the publisher's own thread used, us: kept apart from the transport's.
+    pub publisher_cpu_us: u64,
+    /// Sent minus scheduled time per event, when the stream has a schedule.
+    pub lateness: Option<Lateness>,
+}
+
+/// How late the publisher sent events against their schedule: the harness's own share of every
+/// latency, shown so a reader can subtract it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Lateness {
+    /// Median, microseconds.
+    pub p50_us: f64,
+    /// 99th percentile, microseconds.
+    pub p99_us: f64,
+    /// Largest, microseconds.
+    pub max_us: f64,
+}
+
+impl Lateness {
+    fn of(ns: &Histogram<u64>) -> Option<Self> {
+        (!ns.is_empty()).then(|| Self {
+            p50_us: ns.value_at_quantile(0.5) as f64 / 1e3,
+            p99_us: ns.value_at_quantile(0.99) as f64 / 1e3,
+            max_us: ns.max() as f64 / 1e3,
+        })
+    }
 }
 
 /// Publishes the whole stream into `hub`, blocking the calling thread until done (or until the
@@ -35,9 +79,15 @@ pub struct Published {
 /// `stall`, a fault for tests and demonstrations, stops the publisher for a while just before one
 /// event, as a stalled sender would.
 pub fn publish_stream(spec: &StreamSpec, hub: &Hub, stall: Option<(u64, Duration)>) -> Published {
+    // 1 ns of slack: the kernel may otherwise defer our wake-up by 50 us to batch timers.
+    let _ = rustix::thread::set_current_timer_slack(NonZeroU64::new(1));
+    let thread_cpu_start = thread_cpu_ns();
     let start_cpu_us = crate::metrics::process::sample(None)
         .map(|s| s.cpu_us)
         .unwrap_or_default();
+    // Nanosecond lateness up to a minute, 3 significant digits.
+    let mut lateness = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).ok();
+    let mut clock = Punctual::default();
     let start_ns = now_ns();
     for seq in 0..spec.count {
         if hub.is_closed() {
@@ -49,18 +99,15 @@ pub fn publish_stream(spec: &StreamSpec, hub: &Hub, stall: Option<(u64, Duration
             }
         }
         let payload = spec.payload(seq);
-        let scheduled_ns = match spec.offset_ns(seq) {
-            Some(offset) => {
-                let due = start_ns + offset;
-                let now = now_ns();
-                if due > now {
-                    std::thread::sleep(Duration::from_nanos(due - now));
-                }
-                Some(due)
-            }
-            None => None,
-        };
+        let scheduled_ns = spec.offset_ns(seq).map(|offset| {
+            let due = start_ns + offset;
+            clock.wait_until(due);
+            due
+        });
         let sent_ns = now_ns();
+        if let (Some(due), Some(h)) = (scheduled_ns, lateness.as_mut()) {
+            h.saturating_record((sent_ns - due).max(1));
+        }
         let event = Event {
             seq,
             scheduled_ns: scheduled_ns.unwrap_or(sent_ns),
@@ -73,7 +120,61 @@ pub fn publish_stream(spec: &StreamSpec, hub: &Hub, stall: Option<(u64, Duration
         start_ns,
         end_ns: now_ns(),
         start_cpu_us,
+        publisher_cpu_us: thread_cpu_ns().saturating_sub(thread_cpu_start) / 1000,
+        lateness: lateness.as_ref().and_then(Lateness::of),
     }
+}
+
+/// Sleeps short of a deadline and spins the rest, learning how early it must wake.
+#[derive(Debug)]
+struct Punctual {
+    /// How long before the deadline the sleep ends.
+    margin_ns: u64,
+}
+
+impl Default for Punctual {
+    fn default() -> Self {
+        Self {
+            margin_ns: 2 * MIN_MARGIN_NS,
+        }
+    }
+}
+
+impl Punctual {
+    /// Returns at `due` (monotonic ns) or as soon after as the machine allows.
+    fn wait_until(&mut self, due: u64) {
+        let now = now_ns();
+        if due > now + self.margin_ns {
+            let wake_at = due - self.margin_ns;
+            std::thread::sleep(Duration::from_nanos(wake_at - now));
+            let woke = now_ns();
+            if woke > due {
+                // Overslept past the deadline itself: wake that much earlier from now on.
+                self.margin_ns = (self.margin_ns + (woke - due) + MIN_MARGIN_NS).min(MAX_MARGIN_NS);
+            } else {
+                // On time: let the margin shrink slowly toward what the wake-ups need.
+                let spare = due - woke;
+                self.margin_ns = (self.margin_ns - spare / 16).max(MIN_MARGIN_NS);
+            }
+        }
+        loop {
+            let now = now_ns();
+            if now >= due {
+                return;
+            }
+            if due - now > YIELD_ABOVE_NS {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+    }
+}
+
+/// CPU time of the calling thread, nanoseconds.
+fn thread_cpu_ns() -> u64 {
+    let t = clock_gettime(ClockId::ThreadCPUTime);
+    (t.tv_sec as u64) * 1_000_000_000 + t.tv_nsec as u64
 }
 
 #[cfg(test)]
@@ -82,7 +183,8 @@ mod tests {
     use crate::event::Rate;
     use crate::hub::BatchLimit;
 
-    /// The published log decodes to the spec's events, scheduled on the rate's grid.
+    /// The published log decodes to the spec's events, scheduled on the rate's grid, and the
+    /// publisher's lateness and its own CPU are reported.
     #[test]
     fn publishes_the_spec_on_schedule() {
         let spec = StreamSpec::new(3, 5, "16".parse().unwrap(), Rate::PerSecond(1000.0)).unwrap();
@@ -97,5 +199,15 @@ mod tests {
             assert_eq!(event.scheduled_ns, published.start_ns + seq * 1_000_000);
             assert!(event.sent_ns >= event.scheduled_ns);
         }
+        let lateness = published.lateness.unwrap();
+        assert!(lateness.p50_us <= lateness.p99_us && lateness.p99_us <= lateness.max_us);
+    }
+
+    /// An unscheduled stream has no lateness to report.
+    #[test]
+    fn max_rate_has_no_lateness() {
+        let spec = StreamSpec::new(3, 5, "16".parse().unwrap(), Rate::Max).unwrap();
+        let hub = Hub::new(spec.count);
+        assert!(publish_stream(&spec, &hub, None).lateness.is_none());
     }
 }

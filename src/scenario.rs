@@ -12,7 +12,7 @@ use thiserror::Error;
 use crate::event::{PayloadSizes, Rate, SpecError, StreamSpec};
 use crate::transport::Transport;
 
-/// Sockets the load process keeps for itself (listeners, files, the child's pipes).
+/// Sockets a load worker keeps for itself (listeners, files, its pipes).
 const RESERVED_FILES: u64 = 64;
 
 /// Why a scenario cannot run.
@@ -184,6 +184,9 @@ pub struct Settings {
     /// Seconds a run may take before its subscribers are counted as failed.
     #[arg(long)]
     pub timeout: Option<f64>,
+    /// Load worker processes the subscribers are spread over (default: one per load CPU).
+    #[arg(long)]
+    pub load_workers: Option<usize>,
     /// Step the offered rate up (doubling from --rate, or 1,000 ev/s) until p99 passes the
     /// budget or events are lost; report the last level that held.
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
@@ -228,6 +231,7 @@ impl Settings {
             poll_interval_ms: over.poll_interval_ms.or(self.poll_interval_ms),
             webhook_new_connection: over.webhook_new_connection.or(self.webhook_new_connection),
             timeout: over.timeout.or(self.timeout),
+            load_workers: over.load_workers.or(self.load_workers),
             find_max: over.find_max.or(self.find_max),
             p99_budget: over.p99_budget.or(self.p99_budget),
         }
@@ -258,12 +262,19 @@ impl Settings {
         if subscribers.is_empty() || subscribers.contains(&0) {
             return impossible("every subscriber count must be at least 1: a run with no subscriber measures nothing".into());
         }
+        if self.load_workers == Some(0) {
+            return impossible("--load-workers must be at least 1".into());
+        }
+        // Without an explicit worker count, assume one: the run may be placed on one load CPU.
+        let workers = self.load_workers.unwrap_or(1) as u64;
         let most = subscribers.iter().copied().max().unwrap_or(1) as u64;
+        let per_worker = most.div_ceil(workers);
         let files = open_file_limit();
-        if most + RESERVED_FILES > files {
+        if per_worker + RESERVED_FILES > files {
             return impossible(format!(
-                "{most} subscribers need {most} sockets in the load process, but it may open at most \
-                 {files} files (RLIMIT_NOFILE hard limit); use at most {} subscribers",
+                "{most} subscribers over {workers} load worker(s) need {per_worker} sockets in \
+                 each, but a process may open at most {files} files (RLIMIT_NOFILE hard limit); \
+                 use at most {} subscribers per worker (--load-workers)",
                 files.saturating_sub(RESERVED_FILES)
             ));
         }
@@ -322,6 +333,7 @@ impl Settings {
             poll_interval: Duration::from_millis(self.poll_interval_ms.unwrap_or(100).max(1)),
             webhook_new_connection: self.webhook_new_connection.unwrap_or(false),
             timeout: secs(self.timeout, "timeout", 300.0)?,
+            load_workers: self.load_workers,
             find_max: self.find_max.unwrap_or(false),
             p99_budget_ms,
         })
@@ -382,6 +394,9 @@ pub struct Scenario {
     #[serde(with = "secs")]
     #[schemars(with = "f64")]
     pub timeout: Duration,
+    /// Load worker processes (absent: one per load CPU).
+    #[serde(default)]
+    pub load_workers: Option<usize>,
     /// Step the offered rate up to find the highest that holds.
     pub find_max: bool,
     /// p99 latency budget for `find_max`, milliseconds.
@@ -389,6 +404,13 @@ pub struct Scenario {
 }
 
 impl Scenario {
+    /// How many load workers a combination runs: as asked, or one per load CPU.
+    pub fn load_workers(&self, load_cpus: Option<&[usize]>) -> usize {
+        self.load_workers
+            .unwrap_or_else(|| load_cpus.map_or(1, <[usize]>::len))
+            .max(1)
+    }
+
     /// The stream of one run.
     pub fn spec(&self, payload: &PayloadSizes) -> StreamSpec {
         // Every combination was validated in `resolve`.

@@ -1,6 +1,7 @@
 //! The server under test as a unit: bind, serve one transport, start the stream once enough
 //! subscribers are there, publish it on schedule, wait until it is delivered, stop. `pushbench
-//! serve` is this in a process of its own; tests run it in-process.
+//! serve` is this in a process of its own (speaking to people, or in the typed protocol to
+//! `pushbench run`); tests run it in-process.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,7 +15,8 @@ use tokio_util::sync::CancellationToken;
 use crate::event::StreamSpec;
 use crate::hub::Hub;
 use crate::metrics::sockets::{SocketCounters, SocketTotals};
-use crate::publisher::{publish_stream, Published};
+use crate::protocol::{self, Report};
+use crate::publisher::{publish_stream, Lateness, Published};
 use crate::transport::{Faults, ServerConfig, Transport};
 
 /// A transport's server, running, with the hub it publishes through.
@@ -144,8 +146,9 @@ fn server_ended(ended: Result<std::io::Result<()>, tokio::task::JoinError>) -> a
     }
 }
 
-/// Everything `pushbench serve` needs.
-#[derive(Debug)]
+/// Everything `pushbench serve` needs: from its flags, or as a [`crate::protocol::Job`] from
+/// `pushbench run` (secret included, so it never appears in argv).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct ServeOptions {
     /// Which transport to serve.
     pub transport: Transport,
@@ -163,11 +166,24 @@ pub struct ServeOptions {
     pub start_delay: Duration,
     /// CPUs to pin the server to, kept apart from the load.
     pub cpus: Option<Vec<usize>>,
+    /// Tell the webhook secret to whoever reads the output (it was generated here, so nobody
+    /// else knows it).
+    #[serde(default)]
+    pub announce_secret: bool,
 }
 
-/// What `pushbench serve` reports on its last line (`stats {json}`), for the process that
-/// launched it: what was counted inside the server.
-#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+/// How `pushbench serve` speaks: to a person, or in the typed protocol's reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Sentences on stdout.
+    Human,
+    /// [`Report`] lines on stdout (for `run` and for scripts); sentences go to stderr.
+    Json,
+}
+
+/// What the server counted, reported last: to `run` as [`Report::Stats`], to a person as
+/// sentences.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ServeStats {
     /// Events published.
     pub published: u64,
@@ -179,25 +195,44 @@ pub struct ServeStats {
     pub stream_start_cpu_us: u64,
     /// CPU time of the server process when it stopped, us.
     pub cpu_us: u64,
+    /// CPU time of the publisher's own thread, us: part of `cpu_us`, but the harness's, not
+    /// the transport's.
+    #[serde(default)]
+    pub publisher_cpu_us: u64,
+    /// How late the publisher sent events against their schedule (none without a schedule).
+    #[serde(default)]
+    pub publisher_lateness: Option<Lateness>,
 }
 
-/// The prefix of the stats line.
-pub const STATS_PREFIX: &str = "stats ";
+impl ServeStats {
+    /// CPU time the transport spent on the stream, us: the process's from the stream's start,
+    /// less the publisher's own.
+    pub fn transport_cpu_us(&self) -> u64 {
+        self.cpu_us
+            .saturating_sub(self.stream_start_cpu_us)
+            .saturating_sub(self.publisher_cpu_us)
+    }
+}
 
-/// Runs one server process: prints its address, publishes the stream once `start_after`
-/// subscribers are connected, and exits when it is delivered (or on Ctrl-C).
-pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
+/// Runs one server process: says where it listens, publishes the stream once `start_after`
+/// subscribers are connected, and exits when it is delivered (or on Ctrl-C or SIGTERM).
+pub async fn run(options: ServeOptions, output: Output) -> anyhow::Result<()> {
     if let Some(cpus) = &options.cpus {
         crate::metrics::process::pin_this_process(cpus)
             .context("pinning the server to its CPUs")?;
     }
     let transport = options.transport;
-    if transport == Transport::Webhook {
+    let say = move |text: String| match output {
+        Output::Human => println!("{text}"),
+        Output::Json => eprintln!("{text}"),
+    };
+    if transport == Transport::Webhook && options.announce_secret {
         // Consumers need the secret to verify deliveries.
-        println!(
-            "webhook secret: {}",
-            options.config.webhook_secret.to_whsec()
-        );
+        let whsec = options.config.webhook_secret.to_whsec();
+        match output {
+            Output::Human => println!("webhook secret: {whsec}"),
+            Output::Json => protocol::report(&Report::WebhookSecret { whsec })?,
+        }
     }
     let mut server = Server::start(
         transport,
@@ -206,28 +241,32 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
         options.config,
     )
     .await?;
-    // The first line a parent process reads to learn the port.
-    println!(
-        "pushbench serve: {transport} listening on {}",
-        server.addr()
-    );
-    println!(
+    match output {
+        Output::Human => println!(
+            "pushbench serve: {transport} listening on {}",
+            server.addr()
+        ),
+        Output::Json => protocol::report(&Report::Listening {
+            addr: server.addr(),
+        })?,
+    }
+    say(format!(
         "waiting for {} subscriber(s); stream: {} events, payload {} B, rate {}",
         options.start_after, options.spec.count, options.spec.payload, options.spec.rate
-    );
+    ));
 
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
     let published = tokio::select! {
         published = server.publish_after(&options.spec, options.start_after, options.start_delay) => published?,
-        _ = tokio::signal::ctrl_c() => return stop(server, 0, "interrupted").await,
-        _ = terminate.recv() => return stop(server, 0, "terminated").await,
+        _ = tokio::signal::ctrl_c() => return stop(server, None, "interrupted", output).await,
+        _ = terminate.recv() => return stop(server, None, "terminated", output).await,
     };
-    println!(
+    say(format!(
         "published {} events in {:.3} s",
         options.spec.count,
         (published.end_ns - published.start_ns) as f64 / 1e9
-    );
+    ));
     let left = tokio::select! {
         left = server.drain(options.drain_timeout) => left,
         _ = tokio::signal::ctrl_c() => server.hub().subscribers(),
@@ -236,13 +275,18 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<()> {
     if left > 0 {
         eprintln!("warning: {left} subscriber(s) still connected with no progress for the drain timeout; stopping");
     } else {
-        println!("stream delivered; stopping");
+        say("stream delivered; stopping".into());
     }
-    stop(server, published.start_cpu_us, "done").await
+    stop(server, Some(published), "done", output).await
 }
 
-/// Stops the server and prints its stats line last.
-async fn stop(server: Server, stream_start_cpu_us: u64, why: &str) -> anyhow::Result<()> {
+/// Stops the server and reports its stats last.
+async fn stop(
+    server: Server,
+    published: Option<Published>,
+    why: &str,
+    output: Output,
+) -> anyhow::Result<()> {
     if why != "done" {
         eprintln!("{why}; stopping");
     }
@@ -250,12 +294,35 @@ async fn stop(server: Server, stream_start_cpu_us: u64, why: &str) -> anyhow::Re
         published: server.hub().published(),
         sockets: server.sockets(),
         left_connected: server.hub().subscribers(),
-        stream_start_cpu_us,
+        stream_start_cpu_us: published.as_ref().map_or(0, |p| p.start_cpu_us),
         cpu_us: crate::metrics::process::sample(None)
             .map(|s| s.cpu_us)
             .unwrap_or_default(),
+        publisher_cpu_us: published.as_ref().map_or(0, |p| p.publisher_cpu_us),
+        publisher_lateness: published.as_ref().and_then(|p| p.lateness),
     };
     let stopped = server.stop().await;
-    println!("{STATS_PREFIX}{}", serde_json::to_string(&stats)?);
+    match output {
+        Output::Json => protocol::report(&Report::Stats(stats))?,
+        Output::Human => {
+            println!(
+                "stats: published {}, sockets {} connection(s) {} B in {} B out, CPU {} us \
+                 (publisher {} us), subscribers left {}",
+                stats.published,
+                stats.sockets.connections,
+                stats.sockets.bytes_in,
+                stats.sockets.bytes_out,
+                stats.cpu_us,
+                stats.publisher_cpu_us,
+                stats.left_connected
+            );
+            if let Some(late) = stats.publisher_lateness {
+                println!(
+                    "publisher lateness: p50 {:.1} us, p99 {:.1} us, max {:.1} us",
+                    late.p50_us, late.p99_us, late.max_us
+                );
+            }
+        }
+    }
     stopped
 }

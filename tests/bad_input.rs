@@ -43,7 +43,8 @@ async fn serve_to(
             transport,
             addr,
             n,
-            &RecordPlan::new(expected, Rate::Max, 0),
+            0,
+            &RecordPlan::new(expected, Rate::Max, 0, 0),
             &client,
             TIMEOUT,
         )
@@ -75,7 +76,7 @@ async fn webhook_signatures_are_enforced() {
     let victim = Consumer::bind(&client).await.unwrap();
     let url = victim.url();
     let victim = tokio::spawn(async move {
-        let mut sink = TallySink::new(RecordPlan::new(500, Rate::Max, 0), 0);
+        let mut sink = TallySink::new(RecordPlan::new(500, Rate::Max, 0, 0), 0);
         let outcome = victim.run(addr, &mut sink).await;
         sink.finish(outcome.err().map(|e| e.to_string()))
     });
@@ -239,7 +240,7 @@ async fn tcp_client_counts_malformed_frames() {
         socket.write_all(&wire).await.unwrap();
         socket.shutdown().await.unwrap();
     });
-    let mut sink = TallySink::new(RecordPlan::new(2, Rate::Max, 0), 0);
+    let mut sink = TallySink::new(RecordPlan::new(2, Rate::Max, 0, 0), 0);
     Transport::Tcp
         .subscribe(addr, &ClientConfig::default(), &mut sink)
         .await
@@ -272,7 +273,7 @@ async fn websocket_client_counts_malformed_messages() {
         // The client closes once it has both events; answer its close.
         while let Some(Ok(_)) = ws.next().await {}
     });
-    let mut sink = TallySink::new(RecordPlan::new(2, Rate::Max, 0), 0);
+    let mut sink = TallySink::new(RecordPlan::new(2, Rate::Max, 0, 0), 0);
     Transport::Websocket
         .subscribe(addr, &ClientConfig::default(), &mut sink)
         .await

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::{assert_identical, spec, TIMEOUT};
 use pushbench::harness::{run_subscribers, RecordPlan};
+use pushbench::protocol::{self, Report};
 use pushbench::transport::{ClientConfig, Transport};
 
 const BIN: &str = env!("CARGO_BIN_EXE_pushbench");
@@ -70,8 +71,9 @@ fn port_in_use_is_named() {
     );
 }
 
-/// `pushbench serve` in its own process delivers the identical stream to subscribers in this
-/// one, for every transport, and exits 0 once they have it.
+/// `pushbench serve --json` in its own process says where it listens (and its generated webhook
+/// secret) in the typed protocol, delivers the identical stream to subscribers in this one, for
+/// every transport, reports its stats last, and exits 0 once they have it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_process_delivers_and_exits() {
     let spec = spec(2000, "64");
@@ -93,6 +95,7 @@ async fn serve_process_delivers_and_exits() {
                 "2",
                 "--drain-timeout",
                 "30",
+                "--json",
             ])
             .stdout(Stdio::piped())
             .spawn()
@@ -100,24 +103,35 @@ async fn serve_process_delivers_and_exits() {
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let mut config = ClientConfig::default();
         let addr = loop {
-            let line = lines.next().expect("serve printed its address").unwrap();
-            if let Some(secret) = line.strip_prefix("webhook secret: ") {
-                config.webhook_secret = Some(secret.parse().unwrap());
-            }
-            if let Some((_, addr)) = line.split_once("listening on ") {
-                break addr.parse().unwrap();
+            let line = lines.next().expect("serve reported its address").unwrap();
+            match protocol::parse::<Report>(&line).unwrap() {
+                Report::WebhookSecret { whsec } => {
+                    config.webhook_secret = Some(whsec.parse().unwrap())
+                }
+                Report::Listening { addr } => break addr,
+                other => panic!("{transport}: {other:?} before listening"),
             }
         };
         let records = run_subscribers(
             transport,
             addr,
             2,
-            &RecordPlan::new(spec.count, spec.rate, 0),
+            0,
+            &RecordPlan::new(spec.count, spec.rate, 0, 0),
             &config,
             TIMEOUT,
         )
         .await;
         assert_identical(transport, &spec, &records);
+        let stats = lines
+            .map(|line| protocol::parse::<Report>(&line.unwrap()).unwrap())
+            .find_map(|report| match report {
+                Report::Stats(stats) => Some(stats),
+                _ => None,
+            })
+            .expect("stats reported last");
+        assert_eq!(stats.published, 2000, "{transport}");
+        assert_eq!(stats.left_connected, 0, "{transport}");
         let status = tokio::task::spawn_blocking(move || {
             let deadline = std::time::Instant::now() + Duration::from_secs(60);
             loop {

@@ -6,10 +6,9 @@ mod common;
 use std::time::Duration;
 
 use common::{client_for, TIMEOUT};
-use hdrhistogram::Histogram;
 use pushbench::event::{DecodeError, Event, PayloadSizes, Rate, StreamSpec, Tally};
-use pushbench::harness::{deliver_locally, SubscriberRecord};
-use pushbench::metrics::latency;
+use pushbench::harness::deliver_locally;
+use pushbench::metrics::recorder::Recorded;
 use pushbench::serve::Server;
 use pushbench::transport::{ClientConfig, Faults, Flow, ServerConfig, Sink, Transport};
 
@@ -17,29 +16,22 @@ fn steady(count: u64, rate: f64) -> StreamSpec {
     StreamSpec::new(3, count, PayloadSizes::fixed(64), Rate::PerSecond(rate)).unwrap()
 }
 
-fn merged(
-    records: &[SubscriberRecord],
-    pick: fn(&SubscriberRecord) -> &Histogram<u64>,
-) -> Histogram<u64> {
-    let mut all = latency::histogram();
-    for record in records {
-        assert_eq!(record.error, None);
-        assert!(record.tally.is_complete());
-        latency::merge(&mut all, pick(record));
-    }
-    all
-}
-
-async fn run_with(faults: Faults, spec: &StreamSpec) -> Vec<SubscriberRecord> {
+/// Delivers `spec` over TCP to two subscribers with `faults` planted, checks both received the
+/// whole stream, and returns what was recorded.
+async fn run_with(faults: Faults, spec: &StreamSpec) -> Recorded {
     let config = ServerConfig {
         faults,
         ..ServerConfig::default()
     };
     let client = client_for(&config);
-    deliver_locally(Transport::Tcp, spec, 2, config, client, TIMEOUT)
+    let run = deliver_locally(Transport::Tcp, spec, 2, config, client, TIMEOUT)
         .await
-        .unwrap()
-        .records
+        .unwrap();
+    for record in &run.records {
+        assert_eq!(record.error, None);
+        assert!(record.tally.is_complete());
+    }
+    run.recorded
 }
 
 /// A fixed 20 ms delivery delay yields latencies (and service times) of at least 20 ms,
@@ -51,10 +43,10 @@ async fn injected_fixed_delay_is_measured() {
         delivery_delay: Some(Duration::from_millis(20)),
         stall: None,
     };
-    let records = run_with(faults, &spec).await;
+    let recorded = run_with(faults, &spec).await;
     for (name, h) in [
-        ("latency", merged(&records, |r| &r.latency_us)),
-        ("service", merged(&records, |r| &r.service_time_us)),
+        ("latency", &recorded.latency),
+        ("service", &recorded.service),
     ] {
         assert_eq!(h.len(), 400, "{name}: every event recorded");
         assert!(
@@ -81,9 +73,8 @@ async fn stalled_sender_shows_in_latency_not_service_time() {
         delivery_delay: None,
         stall: Some((200, Duration::from_millis(300))),
     };
-    let records = run_with(faults, &spec).await;
-    let latency = merged(&records, |r| &r.latency_us);
-    let service = merged(&records, |r| &r.service_time_us);
+    let recorded = run_with(faults, &spec).await;
+    let (latency, service) = (&recorded.latency, &recorded.service);
     assert!(
         latency.max() >= 290_000,
         "latency max {} us misses the 300 ms stall",

@@ -191,19 +191,22 @@ fn rankings_follow_the_measured_figures() {
     );
     let leader = first(&before).to_owned();
 
-    let mut value: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&quick).unwrap()).unwrap();
+    // The stored run may be of an older schema: bring it to this one before editing it.
+    let mut value = pushbench::report::results::migrate(
+        serde_json::from_str(&std::fs::read_to_string(&quick).unwrap()).unwrap(),
+    )
+    .unwrap();
     let mut planted_p99 = 0;
     for run in value["runs"].as_array_mut().unwrap() {
         if run["transport"] == leader.as_str() {
             let p99 = run["latency_us"]["p99"].as_u64().unwrap() * 4;
             run["latency_us"]["p99"] = p99.into();
             planted_p99 = p99;
-            let cpu = run["connection"]["server_cpu_us_per_event"]
+            let cpu = run["connection"]["server_cpu_us_per_delivery"]
                 .as_f64()
                 .unwrap()
                 * 4.0;
-            run["connection"]["server_cpu_us_per_event"] = cpu.into();
+            run["connection"]["server_cpu_us_per_delivery"] = cpu.into();
         }
     }
     let slowed = std::env::temp_dir().join(format!("pushbench-slowed-{}.json", std::process::id()));

@@ -102,7 +102,7 @@ fn report_tables_carry_the_stored_figures() {
             "{cost}"
         );
         assert!(
-            cost.contains(&format!(" {:.2} ", r.connection.server_cpu_us_per_event)),
+            cost.contains(&format!(" {:.2} ", r.connection.server_cpu_us_per_delivery)),
             "{cost}"
         );
         let check = row(&markdown, "Delivery check", &r.transport);

@@ -53,7 +53,7 @@ async fn results_round_trip_through_the_schema() {
         "round trip changed the results"
     );
     assert!(typed.complete);
-    assert_eq!(typed.schema_version, 1);
+    assert_eq!(typed.schema_version, 2);
     assert_eq!(typed.runs.len(), 2);
     for result in &typed.runs {
         assert!(
@@ -98,13 +98,17 @@ fn committed_schema_matches_the_types() {
 async fn crashing_server_fails_the_run_and_keeps_partial_results() {
     let out = scratch("crash");
     let fake = out.join("crashing-pushbench");
-    // Calibration still gets a real echo; serving crashes after announcing itself.
+    // Calibration gets a real echo and the load workers are real; the first worker `run`
+    // starts is the server, which reads its job, announces itself in the protocol, and crashes.
+    let marker = out.join("served");
     std::fs::write(
         &fake,
         format!(
-            "#!/bin/sh\nif [ \"$1\" = echo ]; then exec {BIN} \"$@\"; fi\n\
-             echo 'pushbench serve: tcp listening on 127.0.0.1:9'\n\
-             echo 'thread main panicked: simulated crash' >&2\nexit 101\n"
+            "#!/bin/sh\nif [ \"$1\" = echo ] || [ -e {marker} ]; then exec {BIN} \"$@\"; fi\n\
+             touch {marker}\nread job\n\
+             echo '{{\"report\":\"listening\",\"addr\":\"127.0.0.1:9\"}}'\n\
+             echo 'thread main panicked: simulated crash' >&2\nexit 101\n",
+            marker = marker.display()
         ),
     )
     .unwrap();

@@ -1,167 +1,127 @@
-//! The server under test as a child process (`pushbench serve`): started with the run's stream
-//! and placement, its address read from its first lines, its stats line read at exit, and its
-//! stderr kept to explain a crash.
+//! The processes `run` starts, seen from the parent: the server under test and the load
+//! workers, each a `pushbench worker` given its [`Job`] on stdin and heard through its
+//! [`Report`]s on stdout (the typed protocol), with its stderr kept to explain a crash.
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Stdio;
+use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-use tokio::process::{Child, Command};
-use tokio::sync::oneshot;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child as ProcessChild, ChildStdin, Command};
+use tokio::sync::mpsc;
 
-use crate::event::StreamSpec;
-use crate::serve::{ServeStats, STATS_PREFIX};
-use crate::transport::{Secret, Transport};
+use crate::metrics::process::ProcessSample;
+use crate::protocol::{self, Job, Report};
+use crate::serve::ServeStats;
 
-/// How long a child may take to print its address.
+use super::part::LoadPart;
+
+/// How long a child may take to say it is ready.
 const STARTUP: Duration = Duration::from_secs(20);
 /// How much of a child's stderr is kept.
 const STDERR_KEPT: usize = 16 * 1024;
 
-/// How to start the server under test.
-#[derive(Clone, Debug)]
-pub struct ChildSpec<'a> {
-    /// The `pushbench` executable.
-    pub exe: &'a Path,
-    /// Transport to serve.
-    pub transport: Transport,
-    /// The stream.
-    pub spec: &'a StreamSpec,
-    /// Subscribers to wait for.
-    pub start_after: usize,
-    /// Idle hold before the stream.
-    pub start_delay: Duration,
-    /// CPUs to pin to.
-    pub cpus: Option<&'a [usize]>,
-    /// Webhooks: a new connection per delivery.
-    pub webhook_new_connection: bool,
-}
-
-/// A running `pushbench serve`.
-pub struct ServerChild {
-    child: Child,
-    addr: SocketAddr,
-    secret: Option<Secret>,
-    stats: oneshot::Receiver<Option<ServeStats>>,
+/// One `pushbench worker` process.
+pub struct Child {
+    what: String,
+    process: ProcessChild,
+    /// Held open for the child's life: closing it tells the child its parent is gone.
+    _stdin: ChildStdin,
+    reports: mpsc::Receiver<Result<Report, protocol::ProtocolError>>,
     stderr: Arc<Mutex<String>>,
     stderr_task: Option<tokio::task::JoinHandle<()>>,
 }
 
-impl ServerChild {
-    /// Starts the child and waits for it to print its address.
-    pub async fn spawn(spec: ChildSpec<'_>) -> anyhow::Result<Self> {
-        let mut command = Command::new(spec.exe);
-        command
-            .arg("serve")
-            .args([
-                "--transport",
-                spec.transport.name(),
-                "--listen",
-                "127.0.0.1:0",
-            ])
-            .args(["--events", &spec.spec.count.to_string()])
-            .args(["--rate", &spec.spec.rate.to_string()])
-            .args(["--payload", &spec.spec.payload.to_string()])
-            .args(["--seed", &spec.spec.seed.to_string()])
-            .args(["--start-after", &spec.start_after.to_string()])
-            .args(["--start-delay", &spec.start_delay.as_secs_f64().to_string()])
-            .args(["--drain-timeout", "15"])
-            .stdin(Stdio::null())
+impl Child {
+    /// Starts `exe worker` and hands it `job`; `what` names it in errors.
+    pub async fn spawn(exe: &Path, job: &Job, what: String) -> anyhow::Result<Self> {
+        let mut process = Command::new(exe)
+            .arg("worker")
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        if let Some(cpus) = spec.cpus {
-            let list: Vec<String> = cpus.iter().map(|c| c.to_string()).collect();
-            command.args(["--cpus", &list.join(",")]);
-        }
-        if spec.webhook_new_connection {
-            command.arg("--webhook-new-connection");
-        }
-        let mut child = command
+            .kill_on_drop(true)
             .spawn()
-            .with_context(|| format!("cannot start {}", spec.exe.display()))?;
-        let stdout = child.stdout.take().context("child stdout")?;
-        let stderr_pipe = child.stderr.take().context("child stderr")?;
-
+            .with_context(|| format!("cannot start {}", exe.display()))?;
+        let mut stdin = process.stdin.take().context("child stdin")?;
+        let stdout = process.stdout.take().context("child stdout")?;
+        let stderr_pipe = process.stderr.take().context("child stderr")?;
         let stderr = Arc::new(Mutex::new(String::new()));
         let stderr_task = tokio::spawn(keep_stderr(stderr_pipe, Arc::clone(&stderr)));
-
-        let mut lines = BufReader::new(stdout).lines();
-        let mut secret = None;
-        let addr = tokio::time::timeout(STARTUP, async {
-            while let Some(line) = lines.next_line().await? {
-                if let Some(text) = line.strip_prefix("webhook secret: ") {
-                    secret = Some(text.parse::<Secret>()?);
-                }
-                if let Some((_, addr)) = line.split_once("listening on ") {
-                    return Ok::<_, anyhow::Error>(Some(addr.parse::<SocketAddr>()?));
-                }
-            }
-            Ok(None)
-        })
-        .await;
-        let addr = match addr {
-            Ok(Ok(Some(addr))) => addr,
-            Ok(Ok(None)) => {
-                let status = child.wait().await.ok();
-                let _ = tokio::time::timeout(Duration::from_secs(2), stderr_task).await;
-                bail!(
-                    "server exited before listening ({}):\n{}",
-                    status.map(|s| s.to_string()).unwrap_or_default(),
-                    stderr.lock().unwrap_or_else(|e| e.into_inner())
-                )
-            }
-            Ok(Err(e)) => return Err(e.context("reading the server's address")),
-            Err(_) => bail!("server did not print its address within {STARTUP:?}"),
+        let sent = async {
+            stdin.write_all(protocol::line(job).as_bytes()).await?;
+            stdin.flush().await
         };
-
-        // The rest of stdout: the stats line comes last.
-        let (tx, stats) = oneshot::channel();
+        if let Err(error) = sent.await {
+            // The child died before taking its job: what it said on stderr is the reason.
+            let status = process.wait().await.ok();
+            let _ = tokio::time::timeout(Duration::from_secs(2), stderr_task).await;
+            let stderr = stderr.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            bail!(
+                "cannot send the {what} its job ({error}); it exited ({}) with stderr:\n{stderr}",
+                status.map(|s| s.to_string()).unwrap_or_default()
+            );
+        }
+        let (tx, reports) = mpsc::channel(16);
         tokio::spawn(async move {
-            let mut found = None;
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(json) = line.strip_prefix(STATS_PREFIX) {
-                    found = serde_json::from_str(json).ok();
+            let mut lines = BufReader::new(stdout).lines();
+            loop {
+                let sent = match lines.next_line().await {
+                    Ok(Some(line)) => tx.send(protocol::parse(&line)).await,
+                    Ok(None) => break,
+                    Err(e) => tx.send(Err(e.into())).await,
+                };
+                if sent.is_err() {
+                    break;
                 }
             }
-            let _ = tx.send(found);
         });
         Ok(Self {
-            child,
-            addr,
-            secret,
-            stats,
+            what,
+            process,
+            _stdin: stdin,
+            reports,
             stderr,
             stderr_task: Some(stderr_task),
         })
     }
 
-    /// Where subscribers connect.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// The webhook secret the child printed, if it serves webhooks.
-    pub fn secret(&self) -> Option<Secret> {
-        self.secret.clone()
-    }
-
     /// The child's process id.
     pub fn pid(&self) -> Option<u32> {
-        self.child.id()
+        self.process.id()
     }
 
     /// Whether the child has exited (and how), without waiting.
-    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.try_wait().ok().flatten()
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.process.try_wait().ok().flatten()
     }
 
-    /// What the child wrote to stderr (the last part), once it has exited: waits (briefly) for
-    /// the pipe to be read to its end, so a crash message is never cut off.
+    /// The next report, waiting at most `timeout`; an error, with the child's stderr, if it
+    /// exits first or says something outside the protocol.
+    pub async fn next(&mut self, timeout: Duration) -> anyhow::Result<Report> {
+        match tokio::time::timeout(timeout, self.reports.recv()).await {
+            Ok(Some(Ok(report))) => Ok(report),
+            Ok(Some(Err(error))) => {
+                Err(anyhow!(error).context(format!("{} spoke out of turn", self.what)))
+            }
+            Ok(None) => {
+                let status = self.process.wait().await.ok();
+                let stderr = self.stderr().await;
+                bail!(
+                    "{} exited ({}) before reporting; its stderr:\n{stderr}",
+                    self.what,
+                    status.map(|s| s.to_string()).unwrap_or_default()
+                )
+            }
+            Err(_) => bail!("{} reported nothing for {timeout:?}", self.what),
+        }
+    }
+
+    /// What the child wrote to stderr (the last part); waits briefly for the pipe to end, so a
+    /// crash message is never cut off.
     pub async fn stderr(&mut self) -> String {
         if let Some(task) = self.stderr_task.take() {
             let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
@@ -172,44 +132,136 @@ impl ServerChild {
             .clone()
     }
 
-    /// Waits up to `timeout` for the child to finish on its own (it exits once every
-    /// subscriber has the stream), then asks it to stop; returns its stats, or an error with its
-    /// stderr if it failed.
-    pub async fn finish(mut self, timeout: Duration) -> anyhow::Result<ServeStats> {
-        let status = match tokio::time::timeout(timeout, self.child.wait()).await {
+    /// Waits up to `timeout` for the child to exit on its own, then asks it to stop (SIGTERM,
+    /// then SIGKILL); an error with its stderr if it failed.
+    pub async fn wait(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let status = match tokio::time::timeout(timeout, self.process.wait()).await {
             Ok(status) => status?,
             Err(_) => {
                 self.terminate_gently().await;
-                self.child.wait().await?
+                self.process.wait().await?
             }
         };
         if !status.success() {
             let stderr = self.stderr().await;
-            return Err(anyhow!("server {status}; its stderr:\n{stderr}"));
+            bail!("{} {status}; its stderr:\n{stderr}", self.what);
         }
-        let stderr = self.stderr().await;
-        match self.stats.await {
-            Ok(Some(stats)) => Ok(stats),
-            _ => Err(anyhow!(
-                "server exited without its stats line; stderr:\n{stderr}"
-            )),
-        }
+        Ok(())
     }
 
     async fn terminate_gently(&mut self) {
         if let Some(pid) = self
-            .child
+            .process
             .id()
             .and_then(|id| rustix::process::Pid::from_raw(id as i32))
         {
             let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
         }
-        if tokio::time::timeout(Duration::from_secs(3), self.child.wait())
+        if tokio::time::timeout(Duration::from_secs(3), self.process.wait())
             .await
             .is_err()
         {
-            let _ = self.child.kill().await;
+            let _ = self.process.kill().await;
         }
+    }
+}
+
+/// The server under test, started and listening.
+pub struct ServerChild {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl ServerChild {
+    /// Starts the server with `job` and waits for it to listen.
+    pub async fn spawn(exe: &Path, job: Job) -> anyhow::Result<Self> {
+        let mut child = Child::spawn(exe, &job, "server".into()).await?;
+        loop {
+            match child.next(STARTUP).await? {
+                Report::Listening { addr } => return Ok(Self { child, addr }),
+                Report::WebhookSecret { .. } => continue,
+                other => bail!("server reported {other:?} before listening"),
+            }
+        }
+    }
+
+    /// Where subscribers connect.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.pid()
+    }
+
+    /// The underlying child (to watch for an early exit).
+    pub fn child(&mut self) -> &mut Child {
+        &mut self.child
+    }
+
+    /// Waits up to `timeout` for the server to finish on its own (it exits once every
+    /// subscriber has the stream), then asks it to stop; returns its stats.
+    pub async fn finish(mut self, timeout: Duration) -> anyhow::Result<ServeStats> {
+        let stats = loop {
+            match self.child.next(timeout).await {
+                Ok(Report::Stats(stats)) => break Some(stats),
+                Ok(_) => continue,
+                Err(_) => break None,
+            }
+        };
+        self.child.wait(Duration::from_secs(5)).await?;
+        stats.ok_or_else(|| anyhow!("server exited without its stats"))
+    }
+}
+
+/// A load worker, started; its subscribers are connecting.
+pub struct LoadWorker {
+    child: Child,
+}
+
+/// A load worker's subscribers, established.
+#[derive(Clone, Copy, Debug)]
+pub struct WorkerConnected {
+    /// Subscribers established.
+    pub subscribers: usize,
+    /// The worker before its first subscriber.
+    pub before: ProcessSample,
+    /// The worker with its subscribers connected.
+    pub connected: ProcessSample,
+}
+
+impl LoadWorker {
+    /// Starts a worker with `job`.
+    pub async fn spawn(exe: &Path, job: Job, index: usize) -> anyhow::Result<Self> {
+        let child = Child::spawn(exe, &job, format!("load worker {index}")).await?;
+        Ok(Self { child })
+    }
+
+    /// Waits until the worker's subscribers are established (or have given up).
+    pub async fn connected(&mut self, timeout: Duration) -> anyhow::Result<WorkerConnected> {
+        match self.child.next(timeout).await? {
+            Report::Connected {
+                subscribers,
+                before,
+                connected,
+            } => Ok(WorkerConnected {
+                subscribers,
+                before,
+                connected,
+            }),
+            other => bail!("load worker reported {other:?} before its subscribers connected"),
+        }
+    }
+
+    /// Waits for the worker's part and its exit.
+    pub async fn part(mut self, timeout: Duration) -> anyhow::Result<LoadPart> {
+        let part = match self.child.next(timeout).await? {
+            Report::Part(part) => *part,
+            other => bail!("load worker reported {other:?} instead of its part"),
+        };
+        self.child.wait(Duration::from_secs(10)).await?;
+        Ok(part)
     }
 }
 

@@ -1,15 +1,21 @@
-//! The load process: N subscribers of one transport against a server, each tallying its
-//! stream, judged together against the source digest.
+//! The load half: N subscribers of one transport against a server, each tallying its stream,
+//! judged together against the source digest. `pushbench run` starts it as worker processes
+//! (a [`LoadJob`] each, over the typed protocol) so each combination gets fresh processes whose
+//! memory and CPU are their own; `pushbench load` runs one in this process.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use crate::clock::now_ns;
-use crate::event::{Digest, StreamSpec};
-use crate::metrics::latency;
+use crate::event::StreamSpec;
+use crate::metrics::process::{self, ProcessSample};
 use crate::transport::{ClientConfig, Transport};
 
+use super::part::{LoadPart, WorkerProcess};
 use super::subscriber::{RecordPlan, SubscriberRecord, TallySink};
 
 /// Subscribers started between pauses, so a burst of connects never overflows the server's
@@ -23,11 +29,13 @@ const LOOPBACK_SOURCES: usize = 16;
 
 /// Runs `count` subscribers concurrently, each until it has the whole stream, its subscription
 /// ends, or `timeout` passes; returns their records in order. Connects are paced, and against
-/// a loopback server spread over several 127.0.0.x source addresses.
+/// a loopback server spread over several 127.0.0.x source addresses (numbered from
+/// `first_index`, so several workers spread over them together).
 pub async fn run_subscribers(
     transport: Transport,
     server: SocketAddr,
     count: usize,
+    first_index: usize,
     plan: &Arc<RecordPlan>,
     config: &ClientConfig,
     timeout: Duration,
@@ -39,12 +47,8 @@ pub async fn run_subscribers(
         }
         let mut config = config.clone();
         if config.bind.is_none() && server.ip() == IpAddr::V4(Ipv4Addr::LOCALHOST) {
-            config.bind = Some(IpAddr::V4(Ipv4Addr::new(
-                127,
-                0,
-                0,
-                1 + (i % LOOPBACK_SOURCES) as u8,
-            )));
+            let source = 1 + ((first_index + i) % LOOPBACK_SOURCES) as u8;
+            config.bind = Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, source)));
         }
         let plan = Arc::clone(plan);
         tasks.push(tokio::spawn(async move {
@@ -73,136 +77,93 @@ pub async fn run_subscribers(
     records
 }
 
-/// What `pushbench load` needs.
-#[derive(Debug)]
-pub struct LoadOptions {
+/// One load worker's share of a measurement: sent by `run` over the typed protocol, or built
+/// from `pushbench load`'s flags.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LoadJob {
+    /// Which worker this is (from 0).
+    pub worker: usize,
     /// The transport to subscribe with.
     pub transport: Transport,
     /// The server's address.
     pub server: SocketAddr,
-    /// How many subscribers.
+    /// How many subscribers this worker runs.
     pub subscribers: usize,
+    /// Index of its first subscriber among every worker's (spreads source addresses).
+    pub first_subscriber: usize,
     /// The stream the server publishes (for the source digest and counts).
     pub spec: StreamSpec,
-    /// Client settings.
+    /// Events scheduled this long after the stream's start are the first recorded.
+    pub warmup: Duration,
+    /// Monotonic origin of per-second intervals, the same for every worker of a run.
+    pub interval_origin_ns: u64,
+    /// Client settings (secret included).
     pub config: ClientConfig,
     /// Longest a subscriber may take.
     pub timeout: Duration,
+    /// CPUs to pin this worker to.
+    pub cpus: Option<Vec<usize>>,
 }
 
-/// The whole load run, judged.
-#[derive(Debug)]
-pub struct LoadSummary {
-    /// The digest every subscriber should have reached.
-    pub source_digest: Digest,
-    /// Per-subscriber records.
-    pub records: Vec<SubscriberRecord>,
-}
-
-impl LoadSummary {
-    /// Subscribers whose digest matches the source, with nothing lost, duplicated or malformed.
-    pub fn intact(&self) -> usize {
-        self.records
-            .iter()
-            .filter(|r| {
-                let c = r.tally.counts();
-                r.tally.digest() == self.source_digest
-                    && r.tally.lost() == 0
-                    && c.duplicated == 0
-                    && c.malformed == 0
-            })
-            .count()
+/// Runs a load job in this process: connects its subscribers, calls `on_connected` with
+/// the process sampled before and after (so memory per idle connection is measured before
+/// the stream), waits for every subscriber, and returns the part.
+pub async fn run_job(
+    job: &LoadJob,
+    on_connected: impl FnOnce(usize, ProcessSample, ProcessSample),
+) -> anyhow::Result<LoadPart> {
+    if let Some(cpus) = &job.cpus {
+        process::pin_this_process(cpus)?;
     }
-
-    /// Distinct events delivered, summed over subscribers.
-    pub fn delivered(&self) -> u64 {
-        self.records.iter().map(|r| r.tally.counts().distinct).sum()
+    let before = process::sample(None).unwrap_or_default();
+    let plan = RecordPlan::new(
+        job.spec.count,
+        job.spec.rate,
+        job.warmup.as_nanos() as u64,
+        job.interval_origin_ns,
+    );
+    let load = {
+        let (job, plan) = (job.clone(), Arc::clone(&plan));
+        tokio::spawn(async move {
+            run_subscribers(
+                job.transport,
+                job.server,
+                job.subscribers,
+                job.first_subscriber,
+                &plan,
+                &job.config,
+                job.timeout,
+            )
+            .await
+        })
+    };
+    // Every subscriber established, or some gave up (the load task ends), or time is up.
+    let deadline = now_ns() + job.timeout.as_nanos() as u64;
+    while plan.connected.load(Ordering::Relaxed) < job.subscribers
+        && !load.is_finished()
+        && now_ns() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    let connected = process::sample(None).unwrap_or_default();
+    on_connected(plan.connected.load(Ordering::Relaxed), before, connected);
 
-    /// Seconds from the first event sent to the last event received, over all subscribers.
-    pub fn span_secs(&self) -> f64 {
-        let first = self.records.iter().filter_map(|r| r.first_sent_ns).min();
-        let last = self.records.iter().filter_map(|r| r.last_received_ns).max();
-        match (first, last) {
-            (Some(first), Some(last)) if last > first => (last - first) as f64 / 1e9,
-            _ => 0.0,
-        }
-    }
-}
-
-impl std::fmt::Display for LoadSummary {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let (mut lost, mut duplicated, mut reordered, mut malformed) = (0, 0, 0, 0);
-        for record in &self.records {
-            let counts = record.tally.counts();
-            lost += record.tally.lost();
-            duplicated += counts.duplicated;
-            reordered += counts.reordered;
-            malformed += counts.malformed;
-        }
-        let span = self.span_secs();
-        let rate = if span > 0.0 {
-            self.delivered() as f64 / span
-        } else {
-            0.0
-        };
-        writeln!(f, "subscribers       {}", self.records.len())?;
-        writeln!(
-            f,
-            "intact            {} of {} (digest {})",
-            self.intact(),
-            self.records.len(),
-            self.source_digest
-        )?;
-        writeln!(
-            f,
-            "delivered         {} events in {span:.3} s = {rate:.0} deliveries/s",
-            self.delivered()
-        )?;
-        let mut latency = latency::histogram();
-        let mut service = latency::histogram();
-        for record in &self.records {
-            latency::merge(&mut latency, &record.latency_us);
-            latency::merge(&mut service, &record.service_time_us);
-        }
-        for (name, h) in [("latency us", &latency), ("service us", &service)] {
-            writeln!(
-                f,
-                "{name:<18}p50 {} p99 {} p99.9 {} max {}",
-                h.value_at_quantile(0.5),
-                h.value_at_quantile(0.99),
-                h.value_at_quantile(0.999),
-                h.max()
-            )?;
-        }
-        writeln!(f, "lost              {lost}")?;
-        writeln!(f, "duplicated        {duplicated}")?;
-        writeln!(f, "reordered         {reordered}")?;
-        write!(f, "malformed         {malformed}")?;
-        for (i, record) in self.records.iter().enumerate() {
-            if let Some(error) = &record.error {
-                write!(f, "\nsubscriber {i}: {error}")?;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Runs the load half of a measurement against a server and judges it.
-pub async fn run_load(options: &LoadOptions) -> LoadSummary {
-    let source_digest = options.spec.digest();
-    let plan = RecordPlan::new(options.spec.count, options.spec.rate, 0);
-    let records = run_subscribers(
-        options.transport,
-        options.server,
-        options.subscribers,
-        &plan,
-        &options.config,
-        options.timeout,
-    )
-    .await;
-    LoadSummary {
-        source_digest,
-        records,
-    }
+    let records = load.await?;
+    let end = process::sample(None).unwrap_or_default();
+    let recorded = plan.recording.finish();
+    let mut part = LoadPart::new(
+        job.worker,
+        job.transport,
+        &job.spec,
+        job.interval_origin_ns,
+        &records,
+        &recorded,
+    );
+    part.process = WorkerProcess {
+        before,
+        connected,
+        end,
+    };
+    part.sockets = job.config.counters.totals();
+    Ok(part)
 }

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
+use crate::clock::now_ns;
 use crate::event::StreamSpec;
+use crate::metrics::recorder::Recorded;
 use crate::serve::Server;
 use crate::transport::{ClientConfig, ServerConfig, Transport};
 
@@ -15,6 +17,8 @@ use super::subscriber::{RecordPlan, SubscriberRecord};
 pub struct LocalRun {
     /// What each subscriber received.
     pub records: Vec<SubscriberRecord>,
+    /// Their latencies, service times, per-second intervals and fan-out clock, merged.
+    pub recorded: Recorded,
     /// From the stream's start to the last event received by the last subscriber: the part a
     /// benchmark times (connecting happened before, tearing down after).
     pub delivery: Duration,
@@ -36,18 +40,32 @@ pub async fn deliver_locally(
     let loopback = "127.0.0.1:0".parse()?;
     let mut server = Server::start(transport, loopback, spec.count, server_config).await?;
     let addr = server.addr();
-    let plan = RecordPlan::new(spec.count, spec.rate, 0);
-    let load = tokio::spawn(async move {
-        run_subscribers(transport, addr, subscribers, &plan, &client_config, timeout).await
-    });
+    let plan = RecordPlan::new(spec.count, spec.rate, 0, now_ns());
+    let load = {
+        let plan = std::sync::Arc::clone(&plan);
+        tokio::spawn(async move {
+            run_subscribers(
+                transport,
+                addr,
+                subscribers,
+                0,
+                &plan,
+                &client_config,
+                timeout,
+            )
+            .await
+        })
+    };
     let published = server.publish(spec, subscribers).await?;
     let records = load.await?;
+    let recorded = plan.recording.finish();
     let last = records.iter().filter_map(|r| r.last_received_ns).max();
     let delivery = Duration::from_nanos(last.unwrap_or(published.end_ns) - published.start_ns);
     let left_connected = server.drain(Duration::from_secs(10)).await;
     server.stop().await?;
     Ok(LocalRun {
         records,
+        recorded,
         delivery,
         left_connected,
     })

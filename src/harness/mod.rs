@@ -5,10 +5,13 @@ pub mod calibrate;
 mod child;
 mod load;
 mod local;
+mod part;
 mod run;
 mod subscriber;
+pub mod worker;
 
-pub use load::{run_load, run_subscribers, LoadOptions, LoadSummary};
+pub use load::{run_job, run_subscribers, LoadJob};
 pub use local::{deliver_locally, LocalRun};
+pub use part::{DeliveryCounts, LoadPart, MergeError, Merged};
 pub use run::{run, RunOptions, RunOutcome};
 pub use subscriber::{RecordPlan, SubscriberRecord, TallySink};

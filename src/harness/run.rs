@@ -1,36 +1,36 @@
 //! `pushbench run`: one driver for every scenario and every transport. For each combination it
-//! starts the server under test as a child process pinned apart from the load, connects the
-//! subscribers here, measures, stops the child, and adds one entry to the results. Load shape is
-//! data (the [`Scenario`]); nothing here depends on which transport runs.
+//! starts the server under test as a child process pinned apart from the load, and the
+//! subscribers as load worker processes (one per load CPU by default), all fresh, all told their
+//! job over the typed protocol; merges what the workers measured exactly, stops the server, and
+//! adds one entry to the results. Load shape is data (the [`Scenario`]); nothing here depends on
+//! which transport runs.
 
-use std::path::PathBuf;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
-use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::clock::now_ns;
 use crate::event::{PayloadSizes, StreamSpec};
-use crate::hub::BatchLimit;
 use crate::metrics::latency::{self, Percentiles};
 use crate::metrics::machine::Machine;
-use crate::metrics::process::{self, ProcessSample};
+use crate::metrics::process::{self, MachineCpu};
+use crate::protocol::Job;
 use crate::report::results::{
-    utc_stamp, Connection, HandshakeTimes, Histograms, Placement, Results, Settings, Throughput,
-    TransportResult, SCHEMA_VERSION,
+    utc_stamp, Bound, Connection, HandshakeTimes, Histograms, Placement, Results, Settings,
+    Throughput, TransportResult, SCHEMA_VERSION,
 };
 use crate::report::table;
 use crate::scenario::{raise_open_file_limit, Scenario};
-use crate::serve::ServeStats;
+use crate::serve::{ServeOptions, ServeStats};
 use crate::transport::{ClientConfig, ServerConfig, Transport};
 
 use super::calibrate::calibrate;
-use super::child::{ChildSpec, ServerChild};
-use super::load::run_subscribers;
-use super::subscriber::{RecordPlan, SubscriberRecord};
+use super::child::{LoadWorker, ServerChild};
+use super::load::LoadJob;
+use super::part::Merged;
 
 /// Idle hold before every stream, at least: long enough to sample memory with everyone
 /// connected.
@@ -90,6 +90,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunOutcome> {
         },
     };
     let server_cpus: Option<Vec<usize>> = placement.pinned.then(|| placement.server_cpus.clone());
+    let load_cpus: Option<Vec<usize>> = placement.pinned.then(|| placement.load_cpus.clone());
     let server_cpus = server_cpus.as_deref();
     let calibration = calibrate(&options.exe, server_cpus).await?;
     let started_unix = SystemTime::now()
@@ -98,6 +99,12 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunOutcome> {
         .unwrap_or(0);
     let run_id = format!("{}-{}", utc_stamp(started_unix), scenario.name);
     let dir = options.out.join(&run_id);
+    let placed = Placed {
+        server_cpus,
+        load_cpus: load_cpus.as_deref(),
+        dir: &dir,
+    };
+    // The settings every server child runs with (each gets this config, over the protocol).
     let defaults = ServerConfig::default();
     let mut results = Results {
         schema_version: SCHEMA_VERSION,
@@ -109,8 +116,8 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunOutcome> {
         calibration,
         settings: Settings {
             ws_read_buffer_bytes: defaults.ws_read_buffer,
-            batch_events: BatchLimit::default().events,
-            batch_bytes: BatchLimit::default().bytes,
+            batch_events: defaults.batch.events,
+            batch_bytes: defaults.batch.bytes,
             hold_secs: defaults.hold.as_secs_f64(),
             heartbeat_secs: defaults.heartbeat.as_secs_f64(),
         },
@@ -159,7 +166,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunOutcome> {
         ));
         if scenario.find_max {
             let found = tokio::select! {
-                found = find_max(&options, combination, server_cpus, &mut results, &dir) => found,
+                found = find_max(&options, combination, &placed, &mut results) => found,
                 _ = tokio::signal::ctrl_c() => {
                     interrupted = true;
                     break;
@@ -174,7 +181,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunOutcome> {
             continue;
         }
         let measured = tokio::select! {
-            measured = measure(&options, scenario, combination, server_cpus) => measured,
+            measured = measure(&options, scenario, combination, &placed) => measured,
             _ = tokio::signal::ctrl_c() => {
                 interrupted = true;
                 break;
@@ -233,10 +240,10 @@ const MAX_LEVELS: usize = 14;
 async fn find_max(
     options: &RunOptions,
     combination: &Combination<'_>,
-    server_cpus: Option<&[usize]>,
+    placed: &Placed<'_>,
     results: &mut Results,
-    dir: &std::path::Path,
 ) -> anyhow::Result<()> {
+    let dir = placed.dir;
     let budget_us = (options.scenario.p99_budget_ms * 1000.0) as u64;
     let mut rate = match options.scenario.rate {
         crate::event::Rate::PerSecond(rate) => rate,
@@ -249,7 +256,7 @@ async fn find_max(
         level.rate = crate::event::Rate::PerSecond(rate);
         level.events = (rate * LEVEL_SECS).round().max(100.0) as u64;
         level.warmup = LEVEL_WARMUP;
-        let result = measure(options, &level, combination, server_cpus).await?;
+        let result = measure(options, &level, combination, placed).await?;
         let verdict = if result.failed {
             Some(format!("events lost or corrupted at {rate} ev/s"))
         } else if result.latency_us.p99 > budget_us {
@@ -285,189 +292,259 @@ async fn find_max(
     Ok(())
 }
 
-/// Measures one combination with a fresh server child.
+/// Where a combination's processes run.
+struct Placed<'a> {
+    /// CPUs of the server under test (`None`: unpinned).
+    server_cpus: Option<&'a [usize]>,
+    /// CPUs the load workers are spread over, one each (`None`: unpinned).
+    load_cpus: Option<&'a [usize]>,
+    /// The run's directory, for interval logs.
+    dir: &'a Path,
+}
+
+/// How long the parent waits for a child's next report beyond the scenario's own timeout.
+const REPORT_SLACK: Duration = Duration::from_secs(60);
+
+/// Measures one combination with a fresh server child and fresh load workers.
 async fn measure(
     options: &RunOptions,
     scenario: &Scenario,
     combination: &Combination<'_>,
-    server_cpus: Option<&[usize]>,
+    placed: &Placed<'_>,
 ) -> anyhow::Result<TransportResult> {
     let spec = scenario.spec(combination.payload);
     let subscribers = combination.subscribers;
-    let mut child = ServerChild::spawn(ChildSpec {
-        exe: &options.exe,
-        transport: combination.transport,
-        spec: &spec,
-        start_after: subscribers,
-        start_delay: scenario.idle.max(MIN_START_DELAY),
-        cpus: server_cpus,
+    // Every setting, secret included, reaches the children over the protocol, not argv.
+    let server_config = ServerConfig {
         webhook_new_connection: scenario.webhook_new_connection,
-    })
-    .await?;
-    let pid = child.pid();
+        ..ServerConfig::default()
+    };
+    let serve = ServeOptions {
+        transport: combination.transport,
+        listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        spec: spec.clone(),
+        start_after: subscribers,
+        config: server_config.clone(),
+        drain_timeout: Duration::from_secs(15),
+        start_delay: scenario.idle.max(MIN_START_DELAY),
+        cpus: placed.server_cpus.map(<[usize]>::to_vec),
+        announce_secret: false,
+    };
+    let mut server = ServerChild::spawn(&options.exe, Job::Serve(Box::new(serve))).await?;
+    let pid = server.pid();
     let server_before = pid
         .and_then(|pid| process::sample(Some(pid)).ok())
         .unwrap_or_default();
-    let load_before = process::sample(None).unwrap_or_default();
 
-    let plan = RecordPlan::new(spec.count, spec.rate, scenario.warmup.as_nanos() as u64);
     let client = ClientConfig {
         poll_interval: scenario.poll_interval,
-        webhook_secret: child.secret(),
+        webhook_secret: Some(server_config.webhook_secret.clone()),
         ..ClientConfig::default()
     };
-    let counters = Arc::clone(&client.counters);
-    let load = {
-        let (plan, addr, transport, timeout) = (
-            Arc::clone(&plan),
-            child.addr(),
-            combination.transport,
-            scenario.timeout,
-        );
-        tokio::spawn(async move {
-            run_subscribers(transport, addr, subscribers, &plan, &client, timeout).await
-        })
-    };
+    let shares = worker_shares(subscribers, scenario.load_workers(placed.load_cpus));
+    let origin_ns = now_ns();
+    let mut workers = Vec::with_capacity(shares.len());
+    for (index, &(first, count)) in shares.iter().enumerate() {
+        let job = LoadJob {
+            worker: index,
+            transport: combination.transport,
+            server: server.addr(),
+            subscribers: count,
+            first_subscriber: first,
+            spec: spec.clone(),
+            warmup: scenario.warmup,
+            interval_origin_ns: origin_ns,
+            config: client.clone(),
+            timeout: scenario.timeout,
+            cpus: placed.load_cpus.map(|cpus| vec![cpus[index % cpus.len()]]),
+        };
+        workers.push(LoadWorker::spawn(&options.exe, Job::Load(Box::new(job)), index).await?);
+    }
 
-    // Everyone connected (or the server gone, or time up): sample memory before the stream.
-    let deadline = now_ns() + scenario.timeout.as_nanos() as u64;
-    while plan.connected.load(Ordering::Relaxed) < subscribers
-        && !load.is_finished()
-        && now_ns() < deadline
-    {
-        if let Some(status) = child.exited() {
-            load.abort();
-            anyhow::bail!(
-                "server {status} while subscribers connected; its stderr:\n{}",
-                child.stderr().await
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    // Everyone connected (or given up): sample memory before the stream starts.
+    let wait = scenario.timeout + REPORT_SLACK;
+    let mut connected = Vec::with_capacity(workers.len());
+    for worker in &mut workers {
+        connected.push(worker.connected(wait).await?);
     }
     let server_connected = pid
         .and_then(|pid| process::sample(Some(pid)).ok())
         .unwrap_or_default();
-    let load_connected = process::sample(None).unwrap_or_default();
+    let machine_before = MachineCpu::sample().unwrap_or_default();
 
-    let records = load.await.context("load task failed")?;
-    let load_after = process::sample(None).unwrap_or_default();
-    let stats = child.finish(Duration::from_secs(30)).await?;
-
-    Ok(summarise(
-        combination,
-        &spec,
-        &records,
-        &plan,
-        Samples {
-            server_before,
-            server_connected,
-            load_before,
-            load_connected,
-            load_after,
-        },
-        &stats,
-        counters.totals(),
-    ))
-}
-
-/// Process samples taken around one combination.
-struct Samples {
-    server_before: ProcessSample,
-    server_connected: ProcessSample,
-    load_before: ProcessSample,
-    load_connected: ProcessSample,
-    load_after: ProcessSample,
-}
-
-/// Turns subscriber records, process samples and counters into one result.
-fn summarise(
-    combination: &Combination<'_>,
-    spec: &StreamSpec,
-    records: &[SubscriberRecord],
-    plan: &RecordPlan,
-    samples: Samples,
-    stats: &ServeStats,
-    client_sockets: crate::metrics::sockets::SocketTotals,
-) -> TransportResult {
-    let subscribers = records.len().max(1);
-    let source = spec.digest();
-    let mut latency_all = latency::histogram();
-    let mut service_all = latency::histogram();
-    let mut handshakes = latency::histogram();
-    let mut batches: Option<Histogram<u64>> = None;
-    let mut first_events = Vec::new();
-    let (mut delivered, mut lost, mut duplicated, mut reordered, mut malformed) = (0, 0, 0, 0, 0);
-    let mut digest_ok = true;
-    let mut error = None;
-    for record in records {
-        let counts = record.tally.counts();
-        delivered += counts.distinct;
-        lost += record.tally.lost();
-        duplicated += counts.duplicated;
-        reordered += counts.reordered;
-        malformed += counts.malformed;
-        digest_ok &= record.tally.digest() == source;
-        if error.is_none() {
-            error = record.error.clone();
-        }
-        latency::merge(&mut latency_all, &record.latency_us);
-        latency::merge(&mut service_all, &record.service_time_us);
-        if let Some(us) = record.handshake_us {
-            handshakes.saturating_record(us);
-        }
-        if let Some(us) = record.first_event_us {
-            first_events.push(us);
-        }
-        if let Some(b) = &record.events_per_response {
-            let merged = batches.get_or_insert_with(|| Histogram::new_from(b));
-            let _ = merged.add(b);
-        }
+    let mut parts = Vec::with_capacity(workers.len());
+    for worker in workers {
+        parts.push(worker.part(wait).await?);
     }
-    first_events.sort_unstable();
+    let machine_after = MachineCpu::sample().unwrap_or_default();
+    if let Some(status) = server.child().exited().filter(|s| !s.success()) {
+        let stderr = server.child().stderr().await;
+        anyhow::bail!("server {status} during the stream; its stderr:\n{stderr}");
+    }
+    let stats = server.finish(Duration::from_secs(30)).await?;
+    let merged = Merged::of(&parts)?;
+    let interval_log = write_interval_log(placed.dir, combination, &merged, origin_ns)?;
 
-    let first_sent = records.iter().filter_map(|r| r.first_sent_ns).min();
-    let last_received = records.iter().filter_map(|r| r.last_received_ns).max();
-    let span_secs = match (first_sent, last_received) {
-        (Some(first), Some(last)) if last > first => (last - first) as f64 / 1e9,
-        _ => 0.0,
-    };
+    let client_rss: u64 = connected
+        .iter()
+        .map(|c| c.connected.rss_bytes.saturating_sub(c.before.rss_bytes))
+        .sum();
+    let established: usize = connected.iter().map(|c| c.subscribers).sum();
+    Ok(summarise(Summary {
+        combination,
+        spec: &spec,
+        merged: &merged,
+        stats: &stats,
+        server_rss: server_connected
+            .rss_bytes
+            .saturating_sub(server_before.rss_bytes),
+        client_rss,
+        established,
+        server_cpus: placed
+            .server_cpus
+            .map_or(process::available_cpus().len(), <[usize]>::len),
+        load_cpus: match placed.load_cpus {
+            Some(cpus) => cpus.len().min(parts.len()),
+            None => process::available_cpus().len(),
+        },
+        steal_share: machine_before.steal_share_until(&machine_after),
+        interval_log,
+    }))
+}
+
+/// Splits `subscribers` over at most `workers` workers: (index of the first, how many).
+fn worker_shares(subscribers: usize, workers: usize) -> Vec<(usize, usize)> {
+    let workers = workers.clamp(1, subscribers.max(1));
+    let (each, extra) = (subscribers / workers, subscribers % workers);
+    let mut first = 0;
+    (0..workers)
+        .map(|i| {
+            let count = each + usize::from(i < extra);
+            let share = (first, count);
+            first += count;
+            share
+        })
+        .collect()
+}
+
+/// Writes the combination's per-second latency as an HdrHistogram interval log beside the
+/// results; returns its path relative to them.
+fn write_interval_log(
+    dir: &Path,
+    combination: &Combination<'_>,
+    merged: &Merged,
+    origin_ns: u64,
+) -> anyhow::Result<Option<String>> {
+    if merged.seconds.iter().all(|h| h.is_empty()) {
+        return Ok(None);
+    }
+    let name = format!(
+        "intervals/{}-{}subs-{}B-r{}.hlog",
+        combination.transport,
+        combination.subscribers,
+        combination.payload.to_string().replace(',', "_"),
+        combination.repeat
+    );
+    let path = dir.join(&name);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    // The origin on the wall clock: now, less how long ago it was on the monotonic clock.
+    let start = SystemTime::now() - Duration::from_nanos(now_ns().saturating_sub(origin_ns));
+    let mut file = std::io::BufWriter::new(
+        std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?,
+    );
+    let comment = format!(
+        "pushbench latency (us) per second: {} x{} subscribers, payload {} B",
+        combination.transport, combination.subscribers, combination.payload
+    );
+    latency::write_interval_log(&mut file, start, &comment, &merged.seconds)
+        .and_then(|()| std::io::Write::flush(&mut file))
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(Some(name))
+}
+
+/// What one combination's figures are made of.
+struct Summary<'a> {
+    combination: &'a Combination<'a>,
+    spec: &'a StreamSpec,
+    merged: &'a Merged,
+    stats: &'a ServeStats,
+    /// Server RSS growth from start to every subscriber connected, bytes.
+    server_rss: u64,
+    /// Load workers' RSS growth from start to every subscriber connected, bytes.
+    client_rss: u64,
+    /// Subscribers established when memory was sampled (what the growth is divided by).
+    established: usize,
+    /// CPUs the server had.
+    server_cpus: usize,
+    /// CPUs the load workers had.
+    load_cpus: usize,
+    steal_share: f64,
+    interval_log: Option<String>,
+}
+
+/// Turns the merged load parts, the server's stats and the process samples into one result.
+fn summarise(s: Summary<'_>) -> TransportResult {
+    let merged = s.merged;
+    let counts = &merged.counts;
+    let subscribers = counts.subscribers.max(1);
+    let delivered = counts.delivered;
+    let span_secs = merged.span_secs();
     let per_sec = |n: f64| if span_secs > 0.0 { n / span_secs } else { 0.0 };
-    let payload_bytes = spec.payload_bytes() as f64
-        * subscribers as f64
-        * (delivered as f64 / (spec.count as f64 * subscribers as f64));
-    let expected = spec.count * subscribers as u64;
-    let per_event = |n: f64| {
+    let per_delivery = |n: f64| {
         if delivered > 0 {
             n / delivered as f64
         } else {
             0.0
         }
     };
-    let sockets = stats.sockets + client_sockets;
-    let load_cpus = process::available_cpus().len().max(1) as f64;
-    let load_cpu_us = samples
-        .load_after
-        .cpu_us
-        .saturating_sub(samples.load_connected.cpu_us) as f64;
-    let failed = !digest_ok || lost > 0 || duplicated > 0 || malformed > 0 || error.is_some();
+    let share = |cpu_us: f64, cpus: usize| {
+        if span_secs > 0.0 {
+            cpu_us / (span_secs * 1e6 * cpus.max(1) as f64)
+        } else {
+            0.0
+        }
+    };
+    let payload_bytes = s.spec.payload_bytes() as f64 * delivered as f64 / s.spec.count as f64;
+    let expected = s.spec.count * subscribers as u64;
+    let sockets = s.stats.sockets + merged.sockets;
+    let load_cpu_us: u64 = merged
+        .workers
+        .iter()
+        .map(|w| w.end.cpu_us.saturating_sub(w.connected.cpu_us))
+        .sum();
+    let server_cpu_us = s.stats.transport_cpu_us() as f64;
+    let load_share = share(load_cpu_us as f64, s.load_cpus);
+    let server_share = share(server_cpu_us, s.server_cpus);
+    let error = merged.errors.first().cloned();
+    let handshake = |q: f64| {
+        let h = &merged.handshakes;
+        if h.is_empty() {
+            0
+        } else {
+            h.value_at_quantile(q)
+        }
+    };
+    let last_receiver = merged.fanout.last_receiver_us(counts.subscribers);
 
     TransportResult {
-        transport: combination.transport.name().to_owned(),
-        subscribers: records.len(),
-        payload: combination.payload.to_string(),
-        repeat: combination.repeat,
-        offered_rate: spec.rate.to_string(),
+        transport: s.combination.transport.name().to_owned(),
+        subscribers: counts.subscribers,
+        payload: s.combination.payload.to_string(),
+        repeat: s.combination.repeat,
+        offered_rate: s.spec.rate.to_string(),
         events_expected: expected,
         events_delivered: delivered,
-        lost,
-        duplicated,
-        reordered,
-        malformed,
-        digest_ok,
-        failed,
+        lost: counts.lost,
+        duplicated: counts.duplicated,
+        reordered: counts.reordered,
+        malformed: counts.malformed,
+        digest_ok: counts.digest_mismatches == 0,
+        failed: counts.failed(),
         error,
-        latency_us: Percentiles::of(&latency_all),
-        service_time_us: Percentiles::of(&service_all),
+        latency_us: Percentiles::of(&merged.latency),
+        service_time_us: Percentiles::of(&merged.service),
         throughput: Throughput {
             events_per_s: per_sec(delivered as f64),
             bytes_per_s: per_sec(payload_bytes),
@@ -476,52 +553,48 @@ fn summarise(
         },
         connection: Connection {
             handshake_us: HandshakeTimes {
-                p50: if handshakes.is_empty() {
-                    0
-                } else {
-                    handshakes.value_at_quantile(0.5)
-                },
-                p99: if handshakes.is_empty() {
-                    0
-                } else {
-                    handshakes.value_at_quantile(0.99)
-                },
+                p50: handshake(0.5),
+                p99: handshake(0.99),
             },
-            first_event_us: first_events
-                .get(first_events.len() / 2)
-                .copied()
-                .unwrap_or(0),
-            server_rss_per_conn_bytes: rss_per_conn(
-                samples.server_before,
-                samples.server_connected,
-                subscribers,
-            ),
-            client_rss_per_conn_bytes: rss_per_conn(
-                samples.load_before,
-                samples.load_connected,
-                subscribers,
-            ),
-            server_cpu_us_per_event: per_event(
-                stats.cpu_us.saturating_sub(stats.stream_start_cpu_us) as f64,
-            ),
-            wire_bytes_per_event: per_event((sockets.bytes_in + sockets.bytes_out) as f64),
-            connections_per_1000_events: per_event(sockets.connections as f64 * 1000.0),
+            first_event_us: if merged.first_events.is_empty() {
+                0
+            } else {
+                merged.first_events.value_at_quantile(0.5)
+            },
+            server_rss_per_conn_bytes: s.server_rss as f64 / s.established.max(1) as f64,
+            client_rss_per_conn_bytes: s.client_rss as f64 / s.established.max(1) as f64,
+            server_cpu_us_per_delivery: per_delivery(server_cpu_us),
+            load_cpu_us_per_delivery: Some(per_delivery(load_cpu_us as f64)),
+            wire_bytes_per_event: per_delivery((sockets.bytes_in + sockets.bytes_out) as f64),
+            connections_per_1000_events: per_delivery(sockets.connections as f64 * 1000.0),
         },
-        events_per_response: batches.as_ref().map(Percentiles::of),
-        load_cpu_share: if span_secs > 0.0 {
-            load_cpu_us / (span_secs * 1e6 * load_cpus)
-        } else {
-            0.0
-        },
-        latency_over_time: plan.intervals.summary(),
+        events_per_response: merged.batches.as_ref().map(Percentiles::of),
+        load_cpu_share: load_share,
+        server_cpu_share: Some(server_share),
+        steal_share: Some(s.steal_share),
+        bound: Some(Bound::of(load_share, server_share)),
+        load_workers: Some(merged.workers.len()),
+        publisher_lateness_us: s.stats.publisher_lateness,
+        last_receiver_us: (!last_receiver.is_empty()).then(|| Percentiles::of(&last_receiver)),
+        beyond_window: counts.beyond_window,
+        interval_log: s.interval_log,
+        latency_over_time: latency::interval_summary(&merged.seconds),
         histograms: Histograms {
-            latency_us: latency::encode(&latency_all),
-            service_time_us: latency::encode(&service_all),
+            latency_us: latency::encode(&merged.latency),
+            service_time_us: latency::encode(&merged.service),
         },
     }
 }
 
-/// RSS growth per connection between two samples (never negative: memory can be returned).
-fn rss_per_conn(before: ProcessSample, after: ProcessSample, connections: usize) -> f64 {
-    after.rss_bytes.saturating_sub(before.rss_bytes) as f64 / connections.max(1) as f64
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Subscribers are spread over workers as evenly as possible, every one counted once.
+    #[test]
+    fn shares_cover_every_subscriber_once() {
+        assert_eq!(worker_shares(10, 3), vec![(0, 4), (4, 3), (7, 3)]);
+        assert_eq!(worker_shares(1, 4), vec![(0, 1)]);
+        assert_eq!(worker_shares(9000, 1), vec![(0, 9000)]);
+    }
 }

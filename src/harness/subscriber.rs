@@ -1,18 +1,18 @@
 //! One subscriber's record of its stream, filled by the transport's client through the
-//! [`Sink`] contract: the tally (digest, loss, duplicates, order), latency and service-time
-//! histograms (warm-up excluded), connect and first-event times, and events per response.
+//! [`Sink`] contract: the tally (digest, loss, duplicates, order) and its connect and
+//! first-event times, all O(1) in memory. Latencies go straight to the run's shared
+//! [`Recording`], which keeps them per thread, not per subscriber.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use hdrhistogram::Histogram;
-
 use crate::event::{DecodeError, Event, Rate, Tally};
-use crate::metrics::latency::{self, IntervalRecorder, Intervals};
+use crate::metrics::latency;
+use crate::metrics::recorder::Recording;
 use crate::transport::{Flow, Sink};
 
-/// What every subscriber of one run shares: the stream's shape, the warm-up, the per-second
-/// latency intervals, and a count of subscribers connected so far.
+/// What every subscriber of one run shares: the stream's shape, the warm-up, the recording
+/// and a count of subscribers connected so far.
 #[derive(Debug)]
 pub struct RecordPlan {
     /// Events in the stream.
@@ -22,20 +22,21 @@ pub struct RecordPlan {
     /// Events scheduled within this many nanoseconds of the stream's start are not recorded in
     /// the latency histograms (they are still checked for delivery).
     pub warmup_ns: u64,
-    /// Latency per second of the run, merged across subscribers.
-    pub intervals: Intervals,
+    /// Latency, service time, batches, per-second intervals and the fan-out clock.
+    pub recording: Recording,
     /// Subscribers whose subscription is established.
     pub connected: AtomicUsize,
 }
 
 impl RecordPlan {
-    /// A plan for a stream of `expected` events at `rate`, with `warmup_ns` excluded.
-    pub fn new(expected: u64, rate: Rate, warmup_ns: u64) -> Arc<Self> {
+    /// A plan for a stream of `expected` events at `rate`, with `warmup_ns` excluded and
+    /// per-second intervals counted from `origin_ns`.
+    pub fn new(expected: u64, rate: Rate, warmup_ns: u64, origin_ns: u64) -> Arc<Self> {
         Arc::new(Self {
             expected,
             rate,
             warmup_ns,
-            intervals: Intervals::new(crate::clock::now_ns()),
+            recording: Recording::new(expected, origin_ns),
             connected: AtomicUsize::new(0),
         })
     }
@@ -53,14 +54,6 @@ pub struct TallySink {
     last_received_ns: Option<u64>,
     /// Start of the schedule as this subscriber sees it, from its first event.
     stream_start_ns: Option<u64>,
-    /// Receive minus scheduled time (what a user waits), allocated on the first event so idle
-    /// subscribers cost no histogram memory.
-    latency: Option<Histogram<u64>>,
-    /// Receive minus actual send time.
-    service_time: Option<Histogram<u64>>,
-    /// Events per response, for transports that deliver in batches.
-    batches: Option<Histogram<u64>>,
-    interval: IntervalRecorder,
 }
 
 impl TallySink {
@@ -74,16 +67,11 @@ impl TallySink {
             first_event: None,
             last_received_ns: None,
             stream_start_ns: None,
-            latency: None,
-            service_time: None,
-            batches: None,
-            interval: IntervalRecorder::default(),
         }
     }
 
     /// What the subscriber ended with.
-    pub fn finish(mut self, error: Option<String>) -> SubscriberRecord {
-        self.plan.intervals.flush(&mut self.interval);
+    pub fn finish(self, error: Option<String>) -> SubscriberRecord {
         SubscriberRecord {
             tally: self.tally,
             handshake_us: self
@@ -94,15 +82,15 @@ impl TallySink {
                 .map(|(sent, received)| latency::micros_between(sent, received)),
             first_sent_ns: self.first_event.map(|(sent, _)| sent),
             last_received_ns: self.last_received_ns,
-            latency_us: self.latency.unwrap_or_else(latency::histogram),
-            service_time_us: self.service_time.unwrap_or_else(latency::histogram),
-            events_per_response: self.batches,
             error,
         }
     }
 
     /// Whether this event is past the warm-up, judged against the schedule's start.
     fn past_warmup(&mut self, event: &Event<'_>) -> bool {
+        if self.plan.warmup_ns == 0 {
+            return true;
+        }
         let start = *self
             .stream_start_ns
             .get_or_insert_with(|| match self.plan.rate {
@@ -129,16 +117,9 @@ impl Sink for TallySink {
         self.first_event.get_or_insert((event.sent_ns, received_ns));
         self.last_received_ns = Some(received_ns);
         if self.past_warmup(event) {
-            let waited = latency::micros_between(event.scheduled_ns, received_ns);
-            self.latency
-                .get_or_insert_with(latency::histogram)
-                .saturating_record(waited);
-            self.service_time
-                .get_or_insert_with(latency::histogram)
-                .saturating_record(latency::micros_between(event.sent_ns, received_ns));
             self.plan
-                .intervals
-                .record(&mut self.interval, received_ns, waited);
+                .recording
+                .event(event.seq, event.scheduled_ns, event.sent_ns, received_ns);
         }
         if self.tally.is_complete() {
             Flow::Stop
@@ -154,15 +135,11 @@ impl Sink for TallySink {
     }
 
     fn batch(&mut self, events: usize) {
-        // Up to a million events per response; more is clamped.
-        let batches = self.batches.get_or_insert_with(|| {
-            Histogram::new_with_bounds(1, 1 << 20, 2).expect("valid bounds")
-        });
-        batches.saturating_record(events.max(1) as u64);
+        self.plan.recording.batch(events);
     }
 }
 
-/// What one subscriber received, and when.
+/// What one subscriber received, and when: O(1) in the stream's length.
 #[derive(Debug)]
 pub struct SubscriberRecord {
     /// The tally of its stream.
@@ -176,12 +153,6 @@ pub struct SubscriberRecord {
     pub first_sent_ns: Option<u64>,
     /// When its last event arrived.
     pub last_received_ns: Option<u64>,
-    /// Receive minus scheduled send time, per event after warm-up, in microseconds.
-    pub latency_us: Histogram<u64>,
-    /// Receive minus actual send time, per event after warm-up, in microseconds.
-    pub service_time_us: Histogram<u64>,
-    /// Events per response, for transports that deliver in batches (polling).
-    pub events_per_response: Option<Histogram<u64>>,
     /// Why the subscription ended early, if it did.
     pub error: Option<String>,
 }

@@ -1,7 +1,6 @@
 //! Latency histograms: HdrHistogram from 1 us to 60 s at 3 significant digits, their summary
-//! percentiles, their portable encoding (V2 + deflate, base64) and per-second intervals.
-
-use std::sync::Mutex;
+//! percentiles, their portable encoding (V2 + deflate, base64) and per-second intervals (as
+//! HdrHistogram interval logs).
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
@@ -86,82 +85,58 @@ pub fn merge(into: &mut Histogram<u64>, from: &Histogram<u64>) {
     let _ = into.add(from);
 }
 
-/// Latency per one-second interval of a run, merged across subscribers. Each subscriber keeps
-/// only its current second and hands it over when the second changes, so the shared lock is
-/// taken about once per subscriber per second, never per event.
-#[derive(Debug)]
-pub struct Intervals {
-    origin_ns: u64,
-    seconds: Mutex<Vec<Histogram<u64>>>,
+/// p50 and p99 for each second of a run, from its per-second histograms.
+pub fn interval_summary(seconds: &[Histogram<u64>]) -> Vec<IntervalLatency> {
+    let at = |h: &Histogram<u64>, q: f64| {
+        if h.is_empty() {
+            0
+        } else {
+            h.value_at_quantile(q)
+        }
+    };
+    seconds
+        .iter()
+        .enumerate()
+        .map(|(second, h)| IntervalLatency {
+            second: second as u64,
+            events: h.len(),
+            p50_us: at(h, 0.5),
+            p99_us: at(h, 0.99),
+        })
+        .collect()
 }
 
-/// One subscriber's current second, waiting to be handed to [`Intervals`].
-#[derive(Debug, Default)]
-pub struct IntervalRecorder {
-    second: Option<usize>,
-    current: Option<Histogram<u64>>,
-}
-
-impl Intervals {
-    /// Intervals counted from `origin_ns` (monotonic).
-    pub fn new(origin_ns: u64) -> Self {
-        Self {
-            origin_ns,
-            seconds: Mutex::new(Vec::new()),
+/// Writes per-second histograms in HdrHistogram's standard interval-log format (the `.hlog`
+/// that HistogramLogAnalyzer, HistogramLogProcessor and hdr-plot read): one line per second,
+/// timestamps in seconds from `start` (written as the log's StartTime and BaseTime), values in
+/// microseconds (a max-value divisor of 1000 shows milliseconds in those tools).
+pub fn write_interval_log(
+    out: &mut impl std::io::Write,
+    start: std::time::SystemTime,
+    comment: &str,
+    seconds: &[Histogram<u64>],
+) -> std::io::Result<()> {
+    use hdrhistogram::serialization::interval_log::IntervalLogWriterBuilder;
+    let mut serializer = V2DeflateSerializer::new();
+    let mut log = IntervalLogWriterBuilder::new()
+        .add_comment(comment)
+        .with_start_time(start)
+        .with_base_time(start)
+        .with_max_value_divisor(1000.0)
+        .begin_log_with(out, &mut serializer)?;
+    for (second, h) in seconds.iter().enumerate() {
+        if h.is_empty() {
+            continue;
         }
+        log.write_histogram(
+            h,
+            std::time::Duration::from_secs(second as u64),
+            std::time::Duration::from_secs(1),
+            None,
+        )
+        .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
     }
-
-    /// Records one latency received at `received_ns` through `recorder`.
-    pub fn record(&self, recorder: &mut IntervalRecorder, received_ns: u64, latency_us: u64) {
-        let second = (received_ns.saturating_sub(self.origin_ns) / 1_000_000_000) as usize;
-        if recorder.second != Some(second) {
-            self.flush(recorder);
-            recorder.second = Some(second);
-        }
-        recorder
-            .current
-            .get_or_insert_with(histogram)
-            .saturating_record(latency_us);
-    }
-
-    /// Hands over what the recorder holds.
-    pub fn flush(&self, recorder: &mut IntervalRecorder) {
-        let (Some(second), Some(current)) = (recorder.second, recorder.current.as_mut()) else {
-            return;
-        };
-        if current.is_empty() {
-            return;
-        }
-        let mut seconds = self.seconds.lock().unwrap_or_else(|e| e.into_inner());
-        while seconds.len() <= second {
-            seconds.push(histogram());
-        }
-        merge(&mut seconds[second], current);
-        current.reset();
-    }
-
-    /// p50 and p99 for each second, in microseconds.
-    pub fn summary(&self) -> Vec<IntervalLatency> {
-        let seconds = self.seconds.lock().unwrap_or_else(|e| e.into_inner());
-        seconds
-            .iter()
-            .enumerate()
-            .map(|(second, h)| IntervalLatency {
-                second: second as u64,
-                events: h.len(),
-                p50_us: if h.is_empty() {
-                    0
-                } else {
-                    h.value_at_quantile(0.5)
-                },
-                p99_us: if h.is_empty() {
-                    0
-                } else {
-                    h.value_at_quantile(0.99)
-                },
-            })
-            .collect()
-    }
+    Ok(())
 }
 
 /// Latency within one second of a run.
@@ -195,19 +170,26 @@ mod tests {
         assert!(decode("!!").is_err());
     }
 
-    /// Per-second intervals land in the right second, across recorders.
+    /// Per-second summaries follow the histograms, and the interval log parses back with one
+    /// histogram per non-empty second at its offset.
     #[test]
-    fn intervals_by_second() {
-        let intervals = Intervals::new(0);
-        let (mut a, mut b) = (IntervalRecorder::default(), IntervalRecorder::default());
-        intervals.record(&mut a, 100, 10);
-        intervals.record(&mut b, 200, 30);
-        intervals.record(&mut a, 2_100_000_000, 500);
-        intervals.flush(&mut a);
-        intervals.flush(&mut b);
-        let s = intervals.summary();
-        assert_eq!(s.len(), 3);
+    fn intervals_summarise_and_log() {
+        let mut seconds = vec![histogram(), histogram(), histogram()];
+        seconds[0].record(10).unwrap();
+        seconds[0].record(30).unwrap();
+        seconds[2].record(500).unwrap();
+        let s = interval_summary(&seconds);
         assert_eq!((s[0].events, s[1].events, s[2].events), (2, 0, 1));
         assert_eq!(s[2].p50_us, 500);
+        let mut log = Vec::new();
+        write_interval_log(&mut log, std::time::UNIX_EPOCH, "test", &seconds).unwrap();
+        use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+        let starts: Vec<u64> = IntervalLogIterator::new(&log)
+            .filter_map(|entry| match entry {
+                Ok(LogEntry::Interval(h)) => Some(h.start_timestamp().as_secs()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(starts, [0, 2]);
     }
 }

@@ -1,7 +1,9 @@
-//! What a run measures, apart from what it runs: latency histograms, socket byte and connection
-//! counters, process CPU and memory from /proc, and a description of the machine.
+//! What a run measures, apart from what it runs: latency histograms and their per-thread
+//! recording, socket byte and connection counters, process CPU and memory from /proc, and a
+//! description of the machine.
 
 pub mod latency;
 pub mod machine;
 pub mod process;
+pub mod recorder;
 pub mod sockets;

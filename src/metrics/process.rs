@@ -7,7 +7,7 @@ use rustix::process::Pid;
 use rustix::thread::{sched_getaffinity, sched_setaffinity, CpuSet};
 
 /// CPU time and memory of one process at one moment.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ProcessSample {
     /// User plus system CPU time, in microseconds.
     pub cpu_us: u64,
@@ -73,6 +73,57 @@ fn parse_rss_bytes(status: &str) -> io::Result<u64> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no VmRSS in /proc/PID/status"))
 }
 
+/// The whole machine's CPU time, from the `cpu` line of /proc/stat: how much of it the
+/// hypervisor took (steal) while a row ran. Steal is time this VM wanted to run and could not;
+/// a row measured under heavy steal measured a busy neighbour too.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MachineCpu {
+    /// All ticks (user, nice, system, idle, iowait, irq, softirq, steal).
+    pub total: u64,
+    /// Ticks stolen by the hypervisor.
+    pub steal: u64,
+}
+
+impl MachineCpu {
+    /// Reads /proc/stat now.
+    pub fn sample() -> io::Result<Self> {
+        parse_machine_cpu(&std::fs::read_to_string("/proc/stat")?)
+    }
+
+    /// The share of the machine's CPU time stolen between `self` and `later` (0 to 1).
+    pub fn steal_share_until(&self, later: &MachineCpu) -> f64 {
+        let total = later.total.saturating_sub(self.total);
+        if total == 0 {
+            return 0.0;
+        }
+        later.steal.saturating_sub(self.steal) as f64 / total as f64
+    }
+}
+
+/// The aggregate `cpu` line: user nice system idle iowait irq softirq steal (guest time is
+/// already inside user and nice, so it is not added again).
+fn parse_machine_cpu(stat: &str) -> io::Result<MachineCpu> {
+    let fields: Vec<u64> = stat
+        .lines()
+        .find_map(|line| line.strip_prefix("cpu "))
+        .map(|rest| {
+            rest.split_whitespace()
+                .filter_map(|f| f.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    if fields.len() < 8 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "no aggregate cpu line in /proc/stat",
+        ));
+    }
+    Ok(MachineCpu {
+        total: fields[..8].iter().sum(),
+        steal: fields[7],
+    })
+}
+
 /// CPUs this process may run on.
 pub fn available_cpus() -> Vec<usize> {
     match sched_getaffinity(None) {
@@ -124,6 +175,17 @@ mod tests {
         assert_eq!(parse_cpu_us(stat, 100).unwrap(), 3_000_000);
         let status = "Name:\tx\nVmPeak:\t 9999 kB\nVmRSS:\t    2048 kB\n";
         assert_eq!(parse_rss_bytes(status).unwrap(), 2048 * 1024);
+    }
+
+    /// Steal is the eighth field of the aggregate line, and its share is of all ticks.
+    #[test]
+    fn parses_machine_cpu() {
+        let before = parse_machine_cpu("cpu  100 0 50 800 0 0 0 50 7 0\ncpu0 1 2 3\n").unwrap();
+        assert_eq!((before.total, before.steal), (1000, 50));
+        let after = parse_machine_cpu("cpu  200 0 50 850 0 0 0 100 0 0\n").unwrap();
+        assert!((before.steal_share_until(&after) - 0.25).abs() < 1e-9);
+        assert!(parse_machine_cpu("intr 1 2\n").is_err());
+        assert!(MachineCpu::sample().is_ok());
     }
 
     /// This process can be sampled and has some memory and CPU.

@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use super::design::{Consumers, Delivery, Design, Direction};
-use super::evidence::Evidence;
+use super::evidence::{Evidence, REGIME};
 use crate::report::table::{bytes, micros, thousands};
 use crate::transport::{Redelivery, Requests, Transport};
 
@@ -219,7 +219,7 @@ pub fn assess(transport: Transport, design: &Design, evidence: &Evidence) -> Ass
                 (interval * 1e3).floor().max(1.0)
             ));
         }
-        if let Some(p99) = evidence.nearest(name, design, "latency_p99", true) {
+        if let Some(p99) = evidence.comparable(name, design, "latency_p99", true) {
             say(Weight::Supports, "latency", format!(
                 "latency follows the polling interval: p99 {} with a {} ms interval {}; polling every {} meets the {} budget",
                 micros(p99.value as u64), (poll_interval * 1e3).round(), p99.at(), micros((interval * 1e6) as u64), budget
@@ -233,7 +233,7 @@ pub fn assess(transport: Transport, design: &Design, evidence: &Evidence) -> Ass
                 round(1.0 / design.rate), round(interval), empty_polls, thousands(design.subscribers as f64 / interval)
             ));
         }
-    } else if let Some(p99) = evidence.nearest(name, design, "latency_p99", true) {
+    } else if let Some(p99) = evidence.comparable(name, design, "latency_p99", true) {
         costs[0] = Some(p99.value);
         let within = p99.value <= budget_us;
         say(
@@ -286,14 +286,35 @@ pub fn assess(transport: Transport, design: &Design, evidence: &Evidence) -> Ass
             "holds no connection per subscriber between deliveries".into(),
         );
     }
-    if let Some(cpu) = evidence.nearest(name, design, "server_cpu_us_per_event", false) {
+    let latency_known = traits.requests == Requests::PerInterval || costs[0].is_some();
+    let cpu = evidence.comparable(name, design, "server_cpu_us_per_delivery", false);
+    if cpu.is_none() || !latency_known {
+        say(
+            Weight::Unmeasured,
+            "regime",
+            format!(
+                "no run within {REGIME}× of the design's {} subscriber(s) and {} ev/s each: its {} \
+                 at this load {} not measured, and a figure from another regime is not scaled",
+                thousands(design.subscribers as f64),
+                design.rate,
+                match (cpu.is_none(), latency_known) {
+                    (true, false) => "CPU and latency",
+                    (true, true) => "CPU",
+                    _ => "latency",
+                },
+                if cpu.is_none() && !latency_known { "are" } else { "is" },
+            ),
+        );
+        to_measure.get_or_insert_with(|| run_command(name, design));
+    }
+    if let Some(cpu) = cpu {
         let cores = cpu.value * design.rate * design.subscribers as f64 / 1e6;
         // A poll's CPU cost depends on its interval; measured at another, it is not known.
         let known = !(traits.requests == Requests::PerInterval
             && design.p99_budget_ms / 2e3 < poll_interval / 2.0);
         costs[1] = known.then_some(cores);
         let text = format!(
-            "{:.2} us of server CPU per event {}: {:.2} cores for the design's {} deliveries/s",
+            "{:.2} us of server CPU per delivery {}: {:.2} cores for the design's {} deliveries/s",
             cpu.value,
             cpu.at(),
             cores,

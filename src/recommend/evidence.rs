@@ -123,6 +123,28 @@ impl Evidence {
             .map(|(_, m)| m)
     }
 
+    /// A figure from a run of a comparable regime: fan-out and per-subscriber rate each within
+    /// [`REGIME`]× of the design's (for unscheduled runs, the rate they delivered), nearest
+    /// first. CPU per delivery and latency change with the regime (batching, queueing), so a
+    /// figure from far away is not scaled to the design: it is not evidence at all.
+    pub fn comparable(
+        &self,
+        transport: &str,
+        design: &Design,
+        metric: &str,
+        scheduled: bool,
+    ) -> Option<Measured> {
+        self.rows_for(transport)
+            .filter(|(_, r)| !scheduled || (r.key.offered_rate != "max" && kept_up(r)))
+            .filter(|(_, r)| {
+                within_regime(r.key.subscribers as f64, design.subscribers as f64)
+                    && within_regime(rate_per_subscriber(r), design.rate)
+            })
+            .map(|(scenario, r)| (distance(&r, design), measured(scenario, &r, metric)))
+            .min_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(_, m)| m)
+    }
+
     /// A figure from the run holding the most connections (memory per connection is only
     /// meaningful with many).
     pub fn most_connections(&self, transport: &str, metric: &str) -> Option<Measured> {
@@ -189,6 +211,22 @@ impl Evidence {
 
 /// Share of the offered deliveries a run must deliver per second to count as keeping up.
 const KEPT_UP: f64 = 0.9;
+
+/// How far (as a factor either way) a run's fan-out and rate may be from a design's for its
+/// CPU and latency to count.
+pub const REGIME: f64 = 4.0;
+
+fn within_regime(measured: f64, design: f64) -> bool {
+    measured > 0.0 && design > 0.0 && measured <= design * REGIME && measured * REGIME >= design
+}
+
+/// Events per second each subscriber was offered (scheduled) or received (unscheduled).
+fn rate_per_subscriber(row: &Row<'_>) -> f64 {
+    match row.key.offered_rate.parse::<f64>() {
+        Ok(rate) => rate,
+        Err(_) => row.figure("events_per_s").median / row.key.subscribers.max(1) as f64,
+    }
+}
 
 /// Whether a scheduled run delivered at the rate it was offered (all subscribers together).
 fn kept_up(row: &Row<'_>) -> bool {

@@ -95,11 +95,11 @@ pub fn figures(rows: &[Row<'_>]) -> anyhow::Result<Vec<Block>> {
     ));
     out.push(figure(
         "cpu",
-        format!("Server CPU time per delivered event ({where_})."),
+        format!("Server CPU time per delivery ({where_})."),
         bar_chart(&BarChart {
-            title: "Server CPU per event".into(),
+            title: "Server CPU per delivery".into(),
             axis: Axis {
-                title: "microseconds per event",
+                title: "microseconds per delivery",
                 log: false,
                 label: |v| format!("{v:.2}"),
             },
@@ -110,7 +110,7 @@ pub fn figures(rows: &[Row<'_>]) -> anyhow::Result<Vec<Block>> {
                     (
                         name(r),
                         r.transport_index(),
-                        vec![r.figure("server_cpu_us_per_event").median],
+                        vec![r.figure("server_cpu_us_per_delivery").median],
                     )
                 })
                 .collect(),

@@ -8,12 +8,9 @@ use super::figures::{
     at_setting, headline_setting, margin, metric_named, rows, settings, Better, Metric, Row,
     Section, METRICS,
 };
-use super::results::{utc_stamp, Results};
+use super::results::{utc_stamp, Bound, Results, SATURATED};
 use super::table::{micros, thousands};
 use crate::event::Rate;
-
-/// Above this share of its CPUs the load process may have been the bottleneck.
-pub const LOAD_SATURATED: f64 = 0.9;
 
 /// Fewer connections than this make RSS growth per connection mostly allocator noise.
 const MEANINGFUL_CONNECTIONS: usize = 100;
@@ -25,7 +22,7 @@ const WINNER_METRICS: [&str; 7] = [
     "events_per_s",
     "handshake_p50",
     "server_rss_per_conn",
-    "server_cpu_us_per_event",
+    "server_cpu_us_per_delivery",
     "wire_bytes_per_event",
 ];
 
@@ -53,7 +50,9 @@ pub fn document(results: &Results) -> anyhow::Result<Document> {
                  preset for memory."
             ));
         }
-        if section == Section::Connection && rows.len() > 1 {
+        // Results before load workers measured the client in one long-lived process.
+        let shared_load_process = results.runs.iter().any(|r| r.load_workers.is_none());
+        if section == Section::Connection && rows.len() > 1 && shared_load_process {
             doc.paragraph(
                 "Client RSS per connection is reliable only for the first combination of a run: \
                  later ones reuse memory the load process freed, and show less growth than they \
@@ -377,16 +376,33 @@ fn noise(doc: &mut Document, results: &Results, rows: &[Row<'_>]) {
     ));
     for row in rows {
         let share = row.figure("load_cpu_share");
-        if share.max > LOAD_SATURATED {
+        let load_bound = row.runs.iter().any(|r| match r.bound {
+            Some(bound) => bound == Bound::LoadBound,
+            None => r.load_cpu_share > SATURATED,
+        });
+        if load_bound {
             doc.push(Block::Warning(format!(
-                "{} with {} subscriber(s): the load process used up to {:.0}% of its CPUs, so \
-                 the load generator may have been the bottleneck and these figures understate \
-                 the transport.",
+                "{} with {} subscriber(s) was load-bound: the load used up to {:.0}% of its CPUs \
+                 while the server had room, so its rates and latencies understate the transport. \
+                 Its capacity, server deliveries per core-second, still holds.",
                 row.key.transport,
                 thousands(row.key.subscribers as f64),
                 share.max * 100.0
             )));
         }
+    }
+    let late = rows
+        .iter()
+        .map(|r| r.figure("publisher_late_p50"))
+        .filter(|s| s.n > 0)
+        .map(|s| s.max)
+        .fold(f64::NAN, f64::max);
+    if late.is_finite() {
+        doc.paragraph(format!(
+            "The publisher sent events at most {late:.1} us after their scheduled time (p50, \
+             worst row): that much of every latency is the harness's, not the transport's \
+             (\"publisher late\" in the latency table)."
+        ));
     }
 }
 
@@ -404,7 +420,20 @@ fn method(doc: &mut Document, results: &Results) {
          the warm-up is left out."
             .into(),
         "The server under test is a child process of its own, pinned apart from the load, so \
-         its CPU time, RSS and socket bytes are its own."
+         its CPU time, RSS and socket bytes are its own; its publisher sleeps short of each \
+         deadline and spins the rest on a thread whose CPU time is left out of the server's. \
+         The subscribers run in load worker processes (one per load CPU unless set), fresh for \
+         every combination, each recording into per-thread histograms that are merged exactly."
+            .into(),
+        "Each row says what limited it: load-bound when the load used at least 90% of its CPUs \
+         and the server less, server-bound when the server did, schedule-bound otherwise. \
+         Capacity is server deliveries per core-second (1 / server CPU per delivery), which a \
+         saturated load cannot distort. Steal is the share of the machine's CPU time the \
+         hypervisor took during the row."
+            .into(),
+        "Last receiver: per event, the time from its scheduled send until the last subscriber \
+         had it (over events every subscriber received; streams of more than 65,536 events are \
+         followed at evenly spaced events)."
             .into(),
         format!(
             "Settings: WebSocket read buffer {} B per connection; at most {} events or {} B per \
@@ -435,7 +464,7 @@ pub fn headline(results: &Results) -> String {
         "latency_p99",
         "latency_p999",
         "events_per_s",
-        "server_cpu_us_per_event",
+        "server_cpu_us_per_delivery",
         "wire_bytes_per_event",
     ];
     // Memory per connection only where there were enough connections to measure it.

@@ -160,6 +160,38 @@ pub const METRICS: &[Metric] = &[
         |r| r.latency_us.max as f64,
     ),
     metric(
+        "last_receiver_p50",
+        "last receiver p50",
+        Section::Latency,
+        Unit::Micros,
+        Better::Lower,
+        |r| option(r.last_receiver_us.map(|p| p.p50 as f64)),
+    ),
+    metric(
+        "last_receiver_p99",
+        "last receiver p99",
+        Section::Latency,
+        Unit::Micros,
+        Better::Lower,
+        |r| option(r.last_receiver_us.map(|p| p.p99 as f64)),
+    ),
+    metric(
+        "publisher_late_p50",
+        "publisher late p50",
+        Section::Latency,
+        Unit::Decimals(1),
+        Better::Lower,
+        |r| option(r.publisher_lateness_us.map(|l| l.p50_us)),
+    ),
+    metric(
+        "publisher_late_p99",
+        "publisher late p99",
+        Section::Latency,
+        Unit::Decimals(1),
+        Better::Lower,
+        |r| option(r.publisher_lateness_us.map(|l| l.p99_us)),
+    ),
+    metric(
         "service_p50",
         "p50",
         Section::ServiceTime,
@@ -224,12 +256,47 @@ pub const METRICS: &[Metric] = &[
         |r| r.throughput.reach,
     ),
     metric(
+        "capacity",
+        "server deliveries/core-s",
+        Section::Throughput,
+        Unit::PerSecond,
+        Better::Higher,
+        |r| match r.connection.server_cpu_us_per_delivery {
+            us if us > 0.0 => 1e6 / us,
+            _ => f64::NAN,
+        },
+    ),
+    metric(
+        "server_cpu_share",
+        "server CPU",
+        Section::Throughput,
+        Unit::Share,
+        Better::Lower,
+        |r| option(r.server_cpu_share),
+    ),
+    metric(
         "load_cpu_share",
         "load CPU",
         Section::Throughput,
         Unit::Share,
         Better::Lower,
         |r| r.load_cpu_share,
+    ),
+    metric(
+        "load_cpu_us_per_delivery",
+        "load CPU us/delivery",
+        Section::Throughput,
+        Unit::Decimals(2),
+        Better::Lower,
+        |r| option(r.connection.load_cpu_us_per_delivery),
+    ),
+    metric(
+        "steal",
+        "steal",
+        Section::Throughput,
+        Unit::Share,
+        Better::Lower,
+        |r| option(r.steal_share),
     ),
     metric(
         "handshake_p50",
@@ -264,12 +331,12 @@ pub const METRICS: &[Metric] = &[
         |r| r.connection.client_rss_per_conn_bytes,
     ),
     metric(
-        "server_cpu_us_per_event",
-        "server CPU us/event",
+        "server_cpu_us_per_delivery",
+        "server CPU us/delivery",
         Section::Connection,
         Unit::Decimals(2),
         Better::Lower,
-        |r| r.connection.server_cpu_us_per_event,
+        |r| r.connection.server_cpu_us_per_delivery,
     ),
     metric(
         "wire_bytes_per_event",
@@ -312,6 +379,12 @@ pub const METRICS: &[Metric] = &[
         |r| r.reordered as f64,
     ),
 ];
+
+/// A figure a run may not have (older results, no schedule): absent values are left out of
+/// spreads, and a row with none shows "—".
+fn option(value: Option<f64>) -> f64 {
+    value.unwrap_or(f64::NAN)
+}
 
 /// Builds a [`Metric`] in one line (a `const fn`, so the catalogue stays a constant).
 const fn metric(
@@ -389,9 +462,12 @@ impl Spread {
         }
     }
 
-    /// `median`, or `median (min–max)` when there were repeats.
+    /// `median`, or `median (min–max)` when there were repeats, or "—" when nothing was
+    /// measured.
     pub fn show(&self, unit: Unit) -> String {
-        if self.n > 1 {
+        if self.n == 0 {
+            "—".into()
+        } else if self.n > 1 {
             format!(
                 "{} ({}–{})",
                 unit.show(self.median),
@@ -581,6 +657,7 @@ mod tests {
         assert_eq!(Spread::of(vec![1.0, 4.0]).median, 2.5);
         assert_eq!(s.show(Unit::Micros), "2us (1us–3us)");
         assert_eq!(Spread::of(vec![1500.0]).show(Unit::Micros), "1.50ms");
+        assert_eq!(Spread::of(vec![f64::NAN]).show(Unit::Micros), "—");
     }
 
     /// Margins read naturally both ways.

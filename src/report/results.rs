@@ -10,10 +10,56 @@ use serde::{Deserialize, Serialize};
 
 use crate::metrics::latency::{IntervalLatency, Percentiles};
 use crate::metrics::machine::Machine;
+use crate::publisher::Lateness;
 use crate::scenario::Scenario;
 
-/// Bumped whenever a field changes meaning or disappears.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Bumped whenever a field changes meaning or disappears; older files are migrated on reading
+/// ([`migrate`]).
+///
+/// - 1: the first format.
+/// - 2: `connection.server_cpu_us_per_event` became `server_cpu_us_per_delivery` (it always
+///   was per delivery, and from 2 on it leaves out the publisher's own CPU); rows gained what
+///   limited them, load CPU per delivery, steal, publisher lateness and the last receiver's
+///   latency. Version-1 files read with those absent.
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// Above this share of its CPUs a process counts as saturated.
+pub const SATURATED: f64 = 0.9;
+
+/// What limited a row: the reader must know whether the figures measure the transport.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Bound {
+    /// The load used at least 90% of its CPUs and the server less: the figures understate the
+    /// transport (capacity is still right: it is per server core-second).
+    LoadBound,
+    /// The server used at least 90% of its CPUs: the transport's capacity was reached.
+    ServerBound,
+    /// Neither was saturated: the offered schedule set the pace.
+    ScheduleBound,
+}
+
+impl Bound {
+    /// The rule, from the shares of their CPUs the load and the server used during the stream.
+    pub fn of(load_share: f64, server_share: f64) -> Self {
+        if server_share >= SATURATED {
+            Bound::ServerBound
+        } else if load_share >= SATURATED {
+            Bound::LoadBound
+        } else {
+            Bound::ScheduleBound
+        }
+    }
+
+    /// As shown in tables.
+    pub fn label(self) -> &'static str {
+        match self {
+            Bound::LoadBound => "load-bound",
+            Bound::ServerBound => "server-bound",
+            Bound::ScheduleBound => "schedule-bound",
+        }
+    }
+}
 
 /// Everything one `pushbench run` measured.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -137,9 +183,36 @@ pub struct TransportResult {
     pub connection: Connection,
     /// Events per response, for transports that deliver in batches.
     pub events_per_response: Option<Percentiles>,
-    /// Share of the load process's CPUs it used during the stream (near 1: the load generator
+    /// Share of the load workers' CPUs they used during the stream (near 1: the load generator
     /// was the bottleneck, and the figures understate the transport).
     pub load_cpu_share: f64,
+    /// Share of the server's CPUs the transport used during the stream (publisher excluded).
+    #[serde(default)]
+    pub server_cpu_share: Option<f64>,
+    /// Share of the machine's CPU time the hypervisor stole during the row.
+    #[serde(default)]
+    pub steal_share: Option<f64>,
+    /// What limited the row.
+    #[serde(default)]
+    pub bound: Option<Bound>,
+    /// Load worker processes the subscribers were spread over.
+    #[serde(default)]
+    pub load_workers: Option<usize>,
+    /// How late the publisher sent events against their schedule: the harness's own share of
+    /// every latency (absent at an unlimited rate, where there is no schedule).
+    #[serde(default)]
+    pub publisher_lateness_us: Option<Lateness>,
+    /// Per event, from its scheduled send until the last subscriber had it (over events every
+    /// subscriber received, warm-up excluded): what a broadcast waits for.
+    #[serde(default)]
+    pub last_receiver_us: Option<Percentiles>,
+    /// Arrivals too far out of order to be tracked exactly (also counted as lost).
+    #[serde(default)]
+    pub beyond_window: u64,
+    /// Per-second latency histograms in HdrHistogram's interval-log format, relative to the
+    /// results file.
+    #[serde(default)]
+    pub interval_log: Option<String>,
     /// p50 and p99 latency per second of the stream, so stalls show.
     pub latency_over_time: Vec<IntervalLatency>,
     /// The full histograms, HdrHistogram V2 + deflate, base64.
@@ -170,8 +243,12 @@ pub struct Connection {
     pub server_rss_per_conn_bytes: f64,
     /// Load-process RSS growth per connected subscriber, bytes.
     pub client_rss_per_conn_bytes: f64,
-    /// Server CPU time per delivered event, us.
-    pub server_cpu_us_per_event: f64,
+    /// Server CPU time per delivery (one event to one subscriber), us: the transport's, the
+    /// publisher's own thread left out.
+    pub server_cpu_us_per_delivery: f64,
+    /// Load workers' CPU time per delivery, us.
+    #[serde(default)]
+    pub load_cpu_us_per_delivery: Option<f64>,
     /// Bytes through the sockets per delivered event, both directions, headers and framing
     /// included.
     pub wire_bytes_per_event: f64,
@@ -212,16 +289,44 @@ impl Results {
         Ok(path)
     }
 
-    /// Reads a results file.
+    /// Reads a results file, migrating older schema versions.
     pub fn read(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)?;
-        Ok(serde_json::from_str(&text)?)
+        let value: serde_json::Value = serde_json::from_str(&text)?;
+        Ok(serde_json::from_value(migrate(value)?)?)
     }
 
     /// The JSON Schema of this format.
     pub fn schema() -> serde_json::Value {
         serde_json::to_value(schemars::schema_for!(Results)).unwrap_or_default()
     }
+}
+
+/// Brings a results document of any earlier schema version to the current one; refuses one
+/// from a newer pushbench.
+pub fn migrate(mut value: serde_json::Value) -> anyhow::Result<serde_json::Value> {
+    let version = value
+        .get("schema_version")
+        .and_then(|v| v.as_u64())
+        .ok_or_else(|| anyhow::anyhow!("not a pushbench results file: no schema_version"))?;
+    if version > u64::from(SCHEMA_VERSION) {
+        anyhow::bail!(
+            "results schema version {version} is newer than this pushbench reads \
+             ({SCHEMA_VERSION}); upgrade pushbench"
+        );
+    }
+    if version < 2 {
+        let runs = value.get_mut("runs").and_then(|r| r.as_array_mut());
+        for run in runs.into_iter().flatten() {
+            if let Some(connection) = run.get_mut("connection").and_then(|c| c.as_object_mut()) {
+                if let Some(cpu) = connection.remove("server_cpu_us_per_event") {
+                    connection.insert("server_cpu_us_per_delivery".into(), cpu);
+                }
+            }
+        }
+    }
+    value["schema_version"] = SCHEMA_VERSION.into();
+    Ok(value)
 }
 
 /// `YYYYMMDD-HHMMSS` (UTC) for Unix seconds, for run ids that sort by time.
@@ -248,6 +353,35 @@ pub fn utc_stamp(unix: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A version-1 document reads as version 2 with the CPU figure renamed; a newer one is
+    /// refused.
+    #[test]
+    fn migrates_version_one() {
+        let v1 = serde_json::json!({
+            "schema_version": 1,
+            "runs": [{"connection": {"server_cpu_us_per_event": 9.5}}]
+        });
+        let v2 = migrate(v1).unwrap();
+        assert_eq!(v2["schema_version"], 2);
+        assert_eq!(
+            v2["runs"][0]["connection"]["server_cpu_us_per_delivery"],
+            9.5
+        );
+        assert!(v2["runs"][0]["connection"]
+            .get("server_cpu_us_per_event")
+            .is_none());
+        let future = serde_json::json!({"schema_version": 99});
+        assert!(migrate(future).unwrap_err().to_string().contains("newer"));
+    }
+
+    /// The bound rule: a saturated server wins; a saturated load alone is load-bound.
+    #[test]
+    fn bounds() {
+        assert_eq!(Bound::of(1.0, 0.95), Bound::ServerBound);
+        assert_eq!(Bound::of(0.97, 0.4), Bound::LoadBound);
+        assert_eq!(Bound::of(0.3, 0.2), Bound::ScheduleBound);
+    }
 
     /// Known dates format correctly.
     #[test]

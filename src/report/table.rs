@@ -2,34 +2,59 @@
 
 use std::fmt::Write as _;
 
-use super::results::{Results, TransportResult};
+use super::results::{Bound, Results, TransportResult, SATURATED};
 
 /// How a row fills one cell.
 type Cell = fn(&TransportResult) -> String;
 
-/// Column headings and how each row fills them.
-const COLUMNS: [(&str, Cell); 15] = [
-    ("transport", |r| r.transport.clone()),
-    ("subs", |r| r.subscribers.to_string()),
-    ("payload", |r| r.payload.clone()),
-    ("offered/s", |r| r.offered_rate.clone()),
-    ("delivered/s", |r| thousands(r.throughput.events_per_s)),
-    ("lat p50", |r| micros(r.latency_us.p50)),
-    ("p99", |r| micros(r.latency_us.p99)),
-    ("p99.9", |r| micros(r.latency_us.p999)),
-    ("max", |r| micros(r.latency_us.max)),
-    ("svc p50", |r| micros(r.service_time_us.p50)),
-    ("connect", |r| micros(r.connection.handshake_us.p50)),
-    ("B/event", |r| {
+/// Which side a column's cells line up on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Align {
+    Left,
+    Right,
+}
+
+/// Column headings, alignment, and how each row fills them.
+const COLUMNS: [(&str, Align, Cell); 18] = [
+    ("transport", Align::Left, |r| r.transport.clone()),
+    ("subs", Align::Left, |r| r.subscribers.to_string()),
+    ("payload", Align::Left, |r| r.payload.clone()),
+    ("offered/s", Align::Right, |r| r.offered_rate.clone()),
+    ("delivered/s", Align::Right, |r| {
+        thousands(r.throughput.events_per_s)
+    }),
+    ("lat p50", Align::Right, |r| micros(r.latency_us.p50)),
+    ("p99", Align::Right, |r| micros(r.latency_us.p99)),
+    ("p99.9", Align::Right, |r| micros(r.latency_us.p999)),
+    ("svc p50", Align::Right, |r| micros(r.service_time_us.p50)),
+    ("last p99", Align::Right, |r| {
+        r.last_receiver_us.map_or("—".into(), |p| micros(p.p99))
+    }),
+    ("pub late", Align::Right, |r| {
+        r.publisher_lateness_us
+            .map_or("—".into(), |l| format!("{:.1}us", l.p50_us))
+    }),
+    ("connect", Align::Right, |r| {
+        micros(r.connection.handshake_us.p50)
+    }),
+    ("B/event", Align::Right, |r| {
         format!("{:.0}", r.connection.wire_bytes_per_event)
     }),
-    ("srv us/ev", |r| {
-        format!("{:.2}", r.connection.server_cpu_us_per_event)
+    ("srv us/dl", Align::Right, |r| {
+        format!("{:.3}", r.connection.server_cpu_us_per_delivery)
     }),
-    ("srv RSS/conn", |r| {
+    ("load us/dl", Align::Right, |r| {
+        r.connection
+            .load_cpu_us_per_delivery
+            .map_or("—".into(), |us| format!("{us:.3}"))
+    }),
+    ("srv RSS/conn", Align::Right, |r| {
         bytes(r.connection.server_rss_per_conn_bytes)
     }),
-    ("check", |r| check(r)),
+    ("bound", Align::Left, |r| {
+        r.bound.map_or("—", |b| b.label()).to_string()
+    }),
+    ("check", Align::Left, |r| check(r)),
 ];
 
 /// Renders the results as an aligned table, with the calibration line and any warnings.
@@ -37,14 +62,14 @@ pub fn render(results: &Results) -> String {
     let rows: Vec<Vec<String>> = results
         .runs
         .iter()
-        .map(|r| COLUMNS.iter().map(|(_, cell)| cell(r)).collect())
+        .map(|r| COLUMNS.iter().map(|(_, _, cell)| cell(r)).collect())
         .collect();
     let widths: Vec<usize> = COLUMNS
         .iter()
         .enumerate()
-        .map(|(i, (head, _))| {
+        .map(|(i, (head, _, _))| {
             rows.iter()
-                .map(|row| row[i].len())
+                .map(|row| row[i].chars().count())
                 .chain([head.len()])
                 .max()
                 .unwrap_or(0)
@@ -55,20 +80,20 @@ pub fn render(results: &Results) -> String {
         let padded: Vec<String> = cells
             .iter()
             .zip(&widths)
-            .enumerate()
-            // Text columns left-aligned, figures right-aligned.
-            .map(|(i, (cell, w))| {
-                if i < 3 || i == COLUMNS.len() - 1 {
-                    format!("{cell:<w$}")
-                } else {
-                    format!("{cell:>w$}")
+            .zip(COLUMNS.iter().map(|(_, align, _)| *align))
+            .map(|((cell, &w), align)| {
+                // `{:w$}` pads by chars; "—" and "≥" are one char of several bytes.
+                let pad = " ".repeat(w.saturating_sub(cell.chars().count()));
+                match align {
+                    Align::Left => format!("{cell}{pad}"),
+                    Align::Right => format!("{pad}{cell}"),
                 }
             })
             .collect();
         let _ = writeln!(out, "{}", padded.join("  ").trim_end());
     };
     line(
-        COLUMNS.iter().map(|(h, _)| h.to_string()).collect(),
+        COLUMNS.iter().map(|(h, _, _)| h.to_string()).collect(),
         &mut out,
     );
     for row in rows {
@@ -93,11 +118,14 @@ pub fn render(results: &Results) -> String {
         );
     }
     for run in &results.runs {
-        if run.load_cpu_share > 0.9 {
+        if run.bound == Some(Bound::LoadBound)
+            || (run.bound.is_none() && run.load_cpu_share >= SATURATED)
+        {
             let _ = writeln!(
                 out,
-                "warning: {} with {} subscribers: the load process used {:.0}% of its CPUs; the \
-                 load generator may have been the bottleneck",
+                "warning: {} with {} subscribers: the load used {:.0}% of its CPUs, so the load \
+                 generator limited this row; its capacity (server deliveries per core-second, \
+                 1 / srv us/dl) still holds",
                 run.transport,
                 run.subscribers,
                 run.load_cpu_share * 100.0

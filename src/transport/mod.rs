@@ -200,8 +200,9 @@ impl fmt::Display for Transport {
     }
 }
 
-/// Server-side settings; each transport reads the ones that concern it.
-#[derive(Clone, Debug)]
+/// Server-side settings; each transport reads the ones that concern it. They travel to a server
+/// child process whole (secret included) over the typed protocol, never in argv.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ServerConfig {
     /// Keep-alive interval: WebSocket pings, SSE comment heartbeats.
     pub heartbeat: Duration,
@@ -219,14 +220,15 @@ pub struct ServerConfig {
     pub webhook_new_connection: bool,
     /// Delivery attempts per webhook event before the provider gives up on it.
     pub webhook_attempts: u32,
-    /// Counts connections and bytes at the server's accepted sockets.
+    /// Counts connections and bytes at the server's accepted sockets (this process's own).
+    #[serde(skip)]
     pub counters: Arc<SocketCounters>,
     /// Faults injected on purpose, to check that the measurement sees them.
     pub faults: Faults,
 }
 
 /// Faults a server can inject, so tests (and users) can check the measurement sees them.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 pub struct Faults {
     /// Every batch handed to a subscriber waits this long first (a slow network or server).
     pub delivery_delay: Option<Duration>,
@@ -250,8 +252,9 @@ impl Default for ServerConfig {
     }
 }
 
-/// Client-side settings; each transport reads the ones that concern it.
-#[derive(Clone, Debug)]
+/// Client-side settings; each transport reads the ones that concern it. They travel to a load
+/// worker process whole over the typed protocol.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ClientConfig {
     /// Local address to connect from (or, for webhooks, to listen on): spreading subscribers
     /// over 127.0.0.x addresses gets past the ephemeral-port limit.
@@ -266,7 +269,9 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// How long one HTTP request may take; longer than the server's long-poll hold.
     pub request_timeout: Duration,
-    /// Counts connections and bytes at sockets this side accepts (webhook consumers).
+    /// Counts connections and bytes at sockets this side accepts (webhook consumers; this
+    /// process's own).
+    #[serde(skip)]
     pub counters: Arc<SocketCounters>,
 }
 

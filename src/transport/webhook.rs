@@ -65,8 +65,10 @@ const TIMESTAMP_TOLERANCE_SECS: i64 = 5 * 60;
 const RETRY_BASE: Duration = Duration::from_millis(50);
 const RETRY_CAP: Duration = Duration::from_secs(5);
 
-/// A Standard Webhooks signing secret (`whsec_` + base64 of the key).
-#[derive(Clone, PartialEq, Eq)]
+/// A Standard Webhooks signing secret (`whsec_` + base64 of the key). Serialised in its `whsec_`
+/// form, for the typed protocol between `run` and its children (never argv).
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(into = "String", try_from = "String")]
 pub struct Secret {
     key: Vec<u8>,
 }
@@ -161,6 +163,19 @@ impl FromStr for Secret {
             return Err(SecretError("empty key".into()));
         }
         Ok(Self { key })
+    }
+}
+
+impl From<Secret> for String {
+    fn from(secret: Secret) -> String {
+        secret.to_whsec()
+    }
+}
+
+impl TryFrom<String> for Secret {
+    type Error = SecretError;
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        text.parse()
     }
 }
 

@@ -1,0 +1,408 @@
+//! What one load worker measured (a [`LoadPart`]) and how parts combine exactly: histograms
+//! added, counts summed, the fan-out clock merged by maximum, and every worker's digests already
+//! checked against the source. `run` merges its workers' parts; a part written to a file by
+//! `pushbench load --out` carries everything needed to merge it later.
+
+use std::fmt;
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+use super::subscriber::SubscriberRecord;
+use crate::event::{Digest, StreamSpec, TallyCounts};
+use crate::metrics::latency::{self, Percentiles};
+use crate::metrics::process::ProcessSample;
+use crate::metrics::recorder::{FanoutClock, Recorded};
+use crate::metrics::sockets::SocketTotals;
+use crate::transport::Transport;
+
+/// How many distinct subscriber errors a part keeps word for word (the rest are counted).
+const ERRORS_KEPT: usize = 8;
+
+/// Delivery counts summed over subscribers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryCounts {
+    /// Subscribers counted.
+    pub subscribers: usize,
+    /// Subscribers that received the identical stream: the source digest, nothing lost,
+    /// duplicated or malformed, and no error.
+    pub intact: usize,
+    /// Subscribers whose digest differs from the source's.
+    pub digest_mismatches: usize,
+    /// Subscribers that ended with an error.
+    pub errors: usize,
+    /// Events received, duplicates included.
+    pub received: u64,
+    /// Distinct events received.
+    pub delivered: u64,
+    /// Events never received.
+    pub lost: u64,
+    /// Extra copies received.
+    pub duplicated: u64,
+    /// Events received after a later one.
+    pub reordered: u64,
+    /// Messages that were not valid events of the stream.
+    pub malformed: u64,
+    /// Arrivals too far out of order to be tracked (they also count as lost).
+    pub beyond_window: u64,
+}
+
+impl DeliveryCounts {
+    /// Counts one subscriber's record against the source digest.
+    fn add(&mut self, record: &SubscriberRecord, source: Digest) {
+        let counts: &TallyCounts = record.tally.counts();
+        let lost = record.tally.lost();
+        let digest_ok = record.tally.digest() == source;
+        self.subscribers += 1;
+        self.digest_mismatches += usize::from(!digest_ok);
+        self.errors += usize::from(record.error.is_some());
+        self.received += counts.received;
+        self.delivered += counts.distinct;
+        self.lost += lost;
+        self.duplicated += counts.duplicated;
+        self.reordered += counts.reordered;
+        self.malformed += counts.malformed;
+        self.beyond_window += counts.beyond_window;
+        let intact = digest_ok
+            && lost == 0
+            && counts.duplicated == 0
+            && counts.malformed == 0
+            && record.error.is_none();
+        self.intact += usize::from(intact);
+    }
+
+    /// Sums another part's counts in.
+    fn merge(&mut self, other: &DeliveryCounts) {
+        self.subscribers += other.subscribers;
+        self.intact += other.intact;
+        self.digest_mismatches += other.digest_mismatches;
+        self.errors += other.errors;
+        self.received += other.received;
+        self.delivered += other.delivered;
+        self.lost += other.lost;
+        self.duplicated += other.duplicated;
+        self.reordered += other.reordered;
+        self.malformed += other.malformed;
+        self.beyond_window += other.beyond_window;
+    }
+
+    /// The one rule for a failed combination, used by `run` and `load` alike: some subscriber
+    /// did not receive the identical stream.
+    pub fn failed(&self) -> bool {
+        self.intact < self.subscribers
+    }
+}
+
+/// Histograms of a part, HdrHistogram V2 + deflate, base64.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PartHistograms {
+    /// Receive minus scheduled send time, us, warm-up excluded.
+    pub latency_us: String,
+    /// Receive minus actual send time, us, warm-up excluded.
+    pub service_time_us: String,
+    /// Connect plus handshake per subscriber, us.
+    pub handshake_us: String,
+    /// First event's send to receive per subscriber, us.
+    pub first_event_us: String,
+    /// Events per response, for batching transports.
+    pub events_per_response: Option<String>,
+    /// Latency per second since `interval_origin_ns`.
+    pub seconds: Vec<String>,
+}
+
+/// The load worker's own process, sampled three times.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerProcess {
+    /// Before the first subscriber.
+    pub before: ProcessSample,
+    /// With every subscriber connected, before the stream.
+    pub connected: ProcessSample,
+    /// Once every subscriber was done.
+    pub end: ProcessSample,
+}
+
+/// Everything one load worker measured.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LoadPart {
+    /// Which worker (from 0).
+    pub worker: usize,
+    /// The transport its subscribers used.
+    pub transport: Transport,
+    /// The stream they should have received: parts of different streams never merge.
+    pub spec: StreamSpec,
+    /// Monotonic origin of the per-second intervals.
+    pub interval_origin_ns: u64,
+    /// Delivery counts over its subscribers.
+    pub counts: DeliveryCounts,
+    /// The first few distinct errors, word for word.
+    pub errors: Vec<String>,
+    /// Send time of the first event any of its subscribers received.
+    pub first_sent_ns: Option<u64>,
+    /// When its last event arrived.
+    pub last_received_ns: Option<u64>,
+    /// Its histograms.
+    pub histograms: PartHistograms,
+    /// When the last of its subscribers had each followed event.
+    pub fanout: FanoutClock,
+    /// Its process: memory and CPU.
+    pub process: WorkerProcess,
+    /// Connections and bytes at sockets it accepted (webhook consumers).
+    pub sockets: SocketTotals,
+}
+
+impl LoadPart {
+    /// A part from one worker's subscriber records and recording.
+    pub fn new(
+        worker: usize,
+        transport: Transport,
+        spec: &StreamSpec,
+        interval_origin_ns: u64,
+        records: &[SubscriberRecord],
+        recorded: &Recorded,
+    ) -> Self {
+        let source = spec.digest();
+        let mut counts = DeliveryCounts::default();
+        let mut errors = Vec::new();
+        let mut handshakes = latency::histogram();
+        let mut first_events = latency::histogram();
+        for record in records {
+            counts.add(record, source);
+            if let Some(error) = &record.error {
+                if errors.len() < ERRORS_KEPT && !errors.contains(error) {
+                    errors.push(error.clone());
+                }
+            }
+            if let Some(us) = record.handshake_us {
+                handshakes.saturating_record(us);
+            }
+            if let Some(us) = record.first_event_us {
+                first_events.saturating_record(us);
+            }
+        }
+        Self {
+            worker,
+            transport,
+            spec: spec.clone(),
+            interval_origin_ns,
+            counts,
+            errors,
+            first_sent_ns: records.iter().filter_map(|r| r.first_sent_ns).min(),
+            last_received_ns: records.iter().filter_map(|r| r.last_received_ns).max(),
+            histograms: PartHistograms {
+                latency_us: latency::encode(&recorded.latency),
+                service_time_us: latency::encode(&recorded.service),
+                handshake_us: latency::encode(&handshakes),
+                first_event_us: latency::encode(&first_events),
+                events_per_response: recorded.batches.as_ref().map(latency::encode),
+                seconds: recorded.seconds.iter().map(latency::encode).collect(),
+            },
+            fanout: recorded.fanout.clone(),
+            process: WorkerProcess::default(),
+            sockets: SocketTotals::default(),
+        }
+    }
+}
+
+/// Why parts cannot be merged.
+#[derive(Debug, thiserror::Error)]
+pub enum MergeError {
+    /// No part at all.
+    #[error("no load parts to merge")]
+    Empty,
+    /// Parts measured different streams or transports: their figures do not add up.
+    #[error("part of worker {worker} measured {what}, the first part {first}: parts of different runs cannot be merged")]
+    Mismatch {
+        /// The worker whose part differs.
+        worker: usize,
+        /// What it measured.
+        what: String,
+        /// What the first part measured.
+        first: String,
+    },
+    /// A histogram in a part does not decode.
+    #[error("part of worker {worker}: {why}")]
+    Histogram {
+        /// The worker whose part is damaged.
+        worker: usize,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+/// Several parts combined exactly.
+#[derive(Debug)]
+pub struct Merged {
+    /// The transport.
+    pub transport: Transport,
+    /// The stream.
+    pub spec: StreamSpec,
+    /// Delivery counts over every subscriber.
+    pub counts: DeliveryCounts,
+    /// The first few distinct errors.
+    pub errors: Vec<String>,
+    /// Send time of the first event any subscriber received.
+    pub first_sent_ns: Option<u64>,
+    /// When the last event arrived anywhere.
+    pub last_received_ns: Option<u64>,
+    /// Latency, us.
+    pub latency: Histogram<u64>,
+    /// Service time, us.
+    pub service: Histogram<u64>,
+    /// Handshakes, us.
+    pub handshakes: Histogram<u64>,
+    /// First events, us.
+    pub first_events: Histogram<u64>,
+    /// Events per response.
+    pub batches: Option<Histogram<u64>>,
+    /// Latency per second.
+    pub seconds: Vec<Histogram<u64>>,
+    /// The fan-out clock.
+    pub fanout: FanoutClock,
+    /// Every worker's process samples.
+    pub workers: Vec<WorkerProcess>,
+    /// Sockets accepted on the load side.
+    pub sockets: SocketTotals,
+}
+
+impl Merged {
+    /// Merges parts of one stream, refusing parts of another stream or transport.
+    pub fn of(parts: &[LoadPart]) -> Result<Self, MergeError> {
+        let first = parts.first().ok_or(MergeError::Empty)?;
+        let describe = |p: &LoadPart| {
+            format!(
+                "{} with seed {}, {} events, payload {}, rate {}",
+                p.transport, p.spec.seed, p.spec.count, p.spec.payload, p.spec.rate
+            )
+        };
+        let decode = |worker: usize, text: &str| {
+            latency::decode(text).map_err(|why| MergeError::Histogram { worker, why })
+        };
+        let mut merged = Merged {
+            transport: first.transport,
+            spec: first.spec.clone(),
+            counts: DeliveryCounts::default(),
+            errors: Vec::new(),
+            first_sent_ns: None,
+            last_received_ns: None,
+            latency: latency::histogram(),
+            service: latency::histogram(),
+            handshakes: latency::histogram(),
+            first_events: latency::histogram(),
+            batches: None,
+            seconds: Vec::new(),
+            fanout: FanoutClock::default(),
+            workers: Vec::new(),
+            sockets: SocketTotals::default(),
+        };
+        for part in parts {
+            if part.spec != first.spec
+                || part.transport != first.transport
+                || part.interval_origin_ns != first.interval_origin_ns
+            {
+                return Err(MergeError::Mismatch {
+                    worker: part.worker,
+                    what: describe(part),
+                    first: describe(first),
+                });
+            }
+            let w = part.worker;
+            merged.counts.merge(&part.counts);
+            for error in &part.errors {
+                if merged.errors.len() < ERRORS_KEPT && !merged.errors.contains(error) {
+                    merged.errors.push(error.clone());
+                }
+            }
+            merged.first_sent_ns = min_some(merged.first_sent_ns, part.first_sent_ns);
+            merged.last_received_ns = merged.last_received_ns.max(part.last_received_ns);
+            let h = &part.histograms;
+            latency::merge(&mut merged.latency, &decode(w, &h.latency_us)?);
+            latency::merge(&mut merged.service, &decode(w, &h.service_time_us)?);
+            latency::merge(&mut merged.handshakes, &decode(w, &h.handshake_us)?);
+            latency::merge(&mut merged.first_events, &decode(w, &h.first_event_us)?);
+            if let Some(text) = &h.events_per_response {
+                let b = decode(w, text)?;
+                let into = merged
+                    .batches
+                    .get_or_insert_with(|| Histogram::new_from(&b));
+                into.add(&b).map_err(|e| MergeError::Histogram {
+                    worker: w,
+                    why: format!("events per response: {e:?}"),
+                })?;
+            }
+            for (second, text) in h.seconds.iter().enumerate() {
+                if merged.seconds.len() <= second {
+                    merged.seconds.resize_with(second + 1, latency::histogram);
+                }
+                latency::merge(&mut merged.seconds[second], &decode(w, text)?);
+            }
+            merged.fanout.merge(&part.fanout);
+            merged.workers.push(part.process);
+            merged.sockets = merged.sockets + part.sockets;
+        }
+        Ok(merged)
+    }
+
+    /// Seconds from the first event sent to the last event received, over all subscribers.
+    pub fn span_secs(&self) -> f64 {
+        match (self.first_sent_ns, self.last_received_ns) {
+            (Some(first), Some(last)) if last > first => (last - first) as f64 / 1e9,
+            _ => 0.0,
+        }
+    }
+}
+
+fn min_some(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+impl fmt::Display for Merged {
+    /// What `pushbench load` prints: the delivery check, throughput, percentiles.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.counts;
+        let span = self.span_secs();
+        let rate = if span > 0.0 {
+            c.delivered as f64 / span
+        } else {
+            0.0
+        };
+        writeln!(f, "subscribers       {}", c.subscribers)?;
+        writeln!(
+            f,
+            "intact            {} of {} (digest {})",
+            c.intact,
+            c.subscribers,
+            self.spec.digest()
+        )?;
+        writeln!(
+            f,
+            "delivered         {} events in {span:.3} s = {rate:.0} deliveries/s",
+            c.delivered
+        )?;
+        for (name, h) in [("latency us", &self.latency), ("service us", &self.service)] {
+            let p = Percentiles::of(h);
+            writeln!(
+                f,
+                "{name:<18}p50 {} p99 {} p99.9 {} max {}",
+                p.p50, p.p99, p.p999, p.max
+            )?;
+        }
+        let last = Percentiles::of(&self.fanout.last_receiver_us(c.subscribers));
+        writeln!(
+            f,
+            "last receiver us  p50 {} p99 {} (per event, until every subscriber had it)",
+            last.p50, last.p99
+        )?;
+        writeln!(f, "lost              {}", c.lost)?;
+        writeln!(f, "duplicated        {}", c.duplicated)?;
+        writeln!(f, "reordered         {}", c.reordered)?;
+        writeln!(f, "beyond window     {}", c.beyond_window)?;
+        write!(f, "malformed         {}", c.malformed)?;
+        for error in &self.errors {
+            write!(f, "\nerror: {error}")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,130 @@
+//! The one typed protocol between `pushbench run` and the processes it starts (the server under
+//! test and the load workers), defined once, as mini-redis defines its `Frame` once.
+//!
+//! The parent writes one [`Job`] as a JSON line on the child's stdin (so settings and secrets
+//! never appear in argv, where `ps` would show them); the child answers with [`Report`]s, one
+//! JSON line each, on its stdout, and writes only human diagnostics to stderr. `pushbench serve
+//! --json` speaks the same reports for scripts that start a server themselves.
+
+use std::io::{BufRead, Write};
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::harness::{LoadJob, LoadPart};
+use crate::metrics::process::ProcessSample;
+use crate::serve::{ServeOptions, ServeStats};
+
+/// What a child process is asked to do.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "job", rename_all = "snake_case")]
+pub enum Job {
+    /// Serve one transport and publish the stream (`pushbench serve`).
+    Serve(Box<ServeOptions>),
+    /// Run a share of the subscribers against a server (`pushbench load`).
+    Load(Box<LoadJob>),
+}
+
+/// What a child tells its parent, in order.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "report", rename_all = "snake_case")]
+pub enum Report {
+    /// Server: bound and accepting subscribers at `addr`.
+    Listening {
+        /// Where subscribers connect.
+        addr: SocketAddr,
+    },
+    /// Server: the webhook signing secret it generated (only when none was given to it).
+    WebhookSecret {
+        /// The secret in its `whsec_` form.
+        whsec: String,
+    },
+    /// Server, last: what it counted.
+    Stats(ServeStats),
+    /// Load worker: every one of its subscribers is established (or has given up), so memory per
+    /// idle connection can be sampled before the stream starts.
+    Connected {
+        /// Subscribers established.
+        subscribers: usize,
+        /// The worker before its first subscriber.
+        before: ProcessSample,
+        /// The worker with its subscribers connected.
+        connected: ProcessSample,
+    },
+    /// Load worker, last: everything it measured.
+    Part(Box<LoadPart>),
+}
+
+/// Why a protocol line could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    /// The stream ended or failed.
+    #[error("reading the protocol stream: {0}")]
+    Io(#[from] std::io::Error),
+    /// The line is not a message of this protocol.
+    #[error("not a pushbench protocol message ({error}): {line:.200}")]
+    Malformed {
+        /// What serde said.
+        error: String,
+        /// The start of the line.
+        line: String,
+    },
+}
+
+/// Parses one protocol line.
+pub fn parse<T: for<'de> Deserialize<'de>>(line: &str) -> Result<T, ProtocolError> {
+    serde_json::from_str(line).map_err(|e| ProtocolError::Malformed {
+        error: e.to_string(),
+        line: line.to_owned(),
+    })
+}
+
+/// One message as its protocol line (JSON, then a newline).
+pub fn line<T: Serialize>(message: &T) -> String {
+    // Every protocol type serialises (plain data, string keys).
+    let mut text = serde_json::to_string(message).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+/// Reads the job a child was started for: the first line of its stdin.
+pub fn read_job(input: &mut impl BufRead) -> Result<Job, ProtocolError> {
+    let mut text = String::new();
+    if input.read_line(&mut text)? == 0 {
+        return Err(ProtocolError::Io(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "no job on stdin: `pushbench worker` is started by `pushbench run`",
+        )));
+    }
+    parse(text.trim_end())
+}
+
+/// Writes one report to stdout at once (the parent is waiting on it).
+pub fn report(message: &Report) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(line(message).as_bytes())?;
+    out.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reports survive their line form, and a stranger's line is refused with its start.
+    #[test]
+    fn reports_round_trip_and_strangers_are_refused() {
+        let sent = Report::Listening {
+            addr: "127.0.0.1:4000".parse().unwrap(),
+        };
+        let text = line(&sent);
+        assert!(text.ends_with('\n') && text.starts_with("{\"report\":\"listening\""));
+        match parse::<Report>(text.trim_end()).unwrap() {
+            Report::Listening { addr } => assert_eq!(addr.port(), 4000),
+            other => panic!("{other:?}"),
+        }
+        let error = parse::<Report>("listening on 127.0.0.1:4000").unwrap_err();
+        assert!(error.to_string().contains("listening on 127.0.0.1:4000"));
+        let mut empty: &[u8] = b"";
+        assert!(read_job(&mut empty).is_err());
+    }
+}
