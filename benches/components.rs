@@ -116,10 +116,10 @@ fn sse_frames(c: &mut Criterion) {
     group.bench_function("write/64B", |b| {
         b.to_async(&runtime).iter(|| sse_wire(&events))
     });
-    // Parsing: eventsource-client over the same bytes, served from memory so only its parsing
-    // (and its stream machinery) is timed.
+    // Parsing: the standard client, eventsource-client, over the same bytes, served from memory
+    // so only its parsing (and its stream machinery) is timed...
     let wire = runtime.block_on(sse_wire(&events));
-    group.bench_function("parse/64B", |b| {
+    group.bench_function("parse-eventsource-client/64B", |b| {
         b.to_async(&runtime).iter(|| async {
             let client = ClientBuilder::for_url("http://replay.invalid/sse")
                 .expect("url")
@@ -129,6 +129,20 @@ fn sse_frames(c: &mut Criterion) {
             let mut n = 0;
             while let Some(Ok(item)) = stream.next().await {
                 if matches!(item, SSE::Event(_)) {
+                    n += 1;
+                }
+            }
+            assert_eq!(n, BATCH);
+        })
+    });
+    // ...and sse-stream, which pushbench's load side parses with, over the same bytes.
+    group.bench_function("parse-sse-stream/64B", |b| {
+        b.to_async(&runtime).iter(|| async {
+            let chunks = futures_util::stream::iter([Ok::<_, std::io::Error>(wire.clone())]);
+            let mut stream = sse_stream::SseByteStream::new(chunks);
+            let mut n = 0;
+            while let Some(Ok(item)) = stream.next().await {
+                if item.data.is_some() {
                     n += 1;
                 }
             }

@@ -16,18 +16,21 @@ const EVENTS = 500;
 const PAYLOAD = 64;
 const TIMEOUT_MS = 30_000;
 
-/** Starts `pushbench serve` and resolves once it has printed its address (and secret). */
+/**
+ * Starts `pushbench serve --json` and resolves once it has reported its address (and, for
+ * webhooks, the secret it generated), reading pushbench's typed protocol: one JSON report a line.
+ */
 function serve(transport) {
   const child = spawn(BIN, ['serve', '--transport', transport, '--events', `${EVENTS}`,
-    '--payload', `${PAYLOAD}`, '--start-after', '1', '--drain-timeout', '10'],
+    '--payload', `${PAYLOAD}`, '--start-after', '1', '--drain-timeout', '10', '--json'],
     { stdio: ['ignore', 'pipe', 'inherit'] });
   const exited = new Promise((resolve) => child.on('exit', (code) => resolve(code)));
   return new Promise((resolve, reject) => {
     let secret = null;
     createInterface({ input: child.stdout }).on('line', (line) => {
-      if (line.startsWith('webhook secret: ')) secret = line.slice('webhook secret: '.length);
-      const at = line.indexOf('listening on ');
-      if (at >= 0) resolve({ addr: line.slice(at + 'listening on '.length), secret, exited, child });
+      const message = JSON.parse(line);
+      if (message.report === 'webhook_secret') secret = message.whsec;
+      if (message.report === 'listening') resolve({ addr: message.addr, secret, exited, child });
     });
     child.on('error', reject);
   });

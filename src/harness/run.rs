@@ -565,6 +565,14 @@ fn summarise(s: Summary<'_>) -> TransportResult {
             client_rss_per_conn_bytes: s.client_rss as f64 / s.established.max(1) as f64,
             server_cpu_us_per_delivery: per_delivery(server_cpu_us),
             load_cpu_us_per_delivery: Some(per_delivery(load_cpu_us as f64)),
+            load_peak_rss_per_subscriber_bytes: Some(
+                merged
+                    .workers
+                    .iter()
+                    .map(|w| w.end.peak_rss_bytes)
+                    .sum::<u64>() as f64
+                    / subscribers as f64,
+            ),
             wire_bytes_per_event: per_delivery((sockets.bytes_in + sockets.bytes_out) as f64),
             connections_per_1000_events: per_delivery(sockets.connections as f64 * 1000.0),
         },

@@ -13,6 +13,9 @@ pub struct ProcessSample {
     pub cpu_us: u64,
     /// Resident set size, in bytes.
     pub rss_bytes: u64,
+    /// The largest resident set size so far (VmHWM), in bytes.
+    #[serde(default)]
+    pub peak_rss_bytes: u64,
 }
 
 /// Samples process `pid` (`None`: this process).
@@ -25,7 +28,8 @@ pub fn sample(pid: Option<u32>) -> io::Result<ProcessSample> {
     let status = std::fs::read_to_string(format!("{base}/status"))?;
     Ok(ProcessSample {
         cpu_us: parse_cpu_us(&stat, clock_ticks())?,
-        rss_bytes: parse_rss_bytes(&status)?,
+        rss_bytes: parse_kb_field(&status, "VmRSS:")?,
+        peak_rss_bytes: parse_kb_field(&status, "VmHWM:").unwrap_or_default(),
     })
 }
 
@@ -57,11 +61,11 @@ fn parse_cpu_us(stat: &str, ticks: u64) -> io::Result<u64> {
     Ok((utime + stime) * 1_000_000 / ticks)
 }
 
-/// VmRSS from /proc/PID/status, in bytes.
-fn parse_rss_bytes(status: &str) -> io::Result<u64> {
+/// A `kB` field (VmRSS, VmHWM) from /proc/PID/status, in bytes.
+fn parse_kb_field(status: &str, field: &str) -> io::Result<u64> {
     status
         .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .find_map(|line| line.strip_prefix(field))
         .and_then(|rest| {
             rest.trim()
                 .trim_end_matches("kB")
@@ -70,7 +74,12 @@ fn parse_rss_bytes(status: &str) -> io::Result<u64> {
                 .ok()
         })
         .map(|kb| kb * 1024)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no VmRSS in /proc/PID/status"))
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("no {field} in /proc/PID/status"),
+            )
+        })
 }
 
 /// The whole machine's CPU time, from the `cpu` line of /proc/stat: how much of it the
@@ -173,8 +182,9 @@ mod tests {
     fn parses_stat_and_status() {
         let stat = "1234 (my (odd) name) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 4 0 99";
         assert_eq!(parse_cpu_us(stat, 100).unwrap(), 3_000_000);
-        let status = "Name:\tx\nVmPeak:\t 9999 kB\nVmRSS:\t    2048 kB\n";
-        assert_eq!(parse_rss_bytes(status).unwrap(), 2048 * 1024);
+        let status = "Name:\tx\nVmPeak:\t 9999 kB\nVmHWM:\t 4096 kB\nVmRSS:\t    2048 kB\n";
+        assert_eq!(parse_kb_field(status, "VmRSS:").unwrap(), 2048 * 1024);
+        assert_eq!(parse_kb_field(status, "VmHWM:").unwrap(), 4096 * 1024);
     }
 
     /// Steal is the eighth field of the aggregate line, and its share is of all ticks.

@@ -50,10 +50,10 @@ pub struct Recording {
 /// What one thread recorded for one recording.
 #[derive(Debug)]
 struct Shard {
-    latency: Histogram<u64>,
     service: Histogram<u64>,
     batches: Option<Histogram<u64>>,
-    /// Per-second latency, indexed by seconds since the origin; allocated as seconds pass.
+    /// Per-second latency, indexed by seconds since the origin; allocated as seconds pass. The
+    /// whole run's latency is their sum, so each event is recorded once, not twice.
     seconds: Vec<Option<Histogram<u64>>>,
     fanout: FanoutClock,
 }
@@ -140,7 +140,6 @@ impl Recording {
         let second = (received_ns.saturating_sub(self.origin_ns) / 1_000_000_000) as usize;
         let slot = (seq % self.fanout_stride == 0).then(|| (seq / self.fanout_stride) as usize);
         self.with_shard(|shard| {
-            shard.latency.saturating_record(waited);
             shard.service.saturating_record(served);
             if shard.seconds.len() <= second {
                 shard.seconds.resize_with(second + 1, || None);
@@ -183,7 +182,6 @@ impl Recording {
         };
         for shard in shards {
             let shard = lock(&shard);
-            latency::merge(&mut recorded.latency, &shard.latency);
             latency::merge(&mut recorded.service, &shard.service);
             if let Some(b) = &shard.batches {
                 let merged = recorded
@@ -201,6 +199,9 @@ impl Recording {
             }
             recorded.fanout.merge(&shard.fanout);
         }
+        for second in &recorded.seconds {
+            latency::merge(&mut recorded.latency, second);
+        }
         recorded
     }
 
@@ -214,7 +215,6 @@ impl Recording {
             // Shards of recordings that are gone are held only here: let them go.
             list.retain(|(_, shard)| Arc::strong_count(shard) > 1);
             let shard = Arc::new(Mutex::new(Shard {
-                latency: latency::histogram(),
                 service: latency::histogram(),
                 batches: None,
                 seconds: Vec::new(),

@@ -331,6 +331,14 @@ pub const METRICS: &[Metric] = &[
         |r| r.connection.client_rss_per_conn_bytes,
     ),
     metric(
+        "load_peak_rss_per_subscriber",
+        "load peak RSS/sub",
+        Section::Connection,
+        Unit::Bytes,
+        Better::Lower,
+        |r| option(r.connection.load_peak_rss_per_subscriber_bytes),
+    ),
+    metric(
         "server_cpu_us_per_delivery",
         "server CPU us/delivery",
         Section::Connection,

@@ -249,6 +249,10 @@ pub struct Connection {
     /// Load workers' CPU time per delivery, us.
     #[serde(default)]
     pub load_cpu_us_per_delivery: Option<f64>,
+    /// The load workers' peak RSS (VmHWM, summed over workers) per subscriber, bytes: all the
+    /// load cost, histograms and buffers included.
+    #[serde(default)]
+    pub load_peak_rss_per_subscriber_bytes: Option<f64>,
     /// Bytes through the sockets per delivered event, both directions, headers and framing
     /// included.
     pub wire_bytes_per_event: f64,

@@ -21,8 +21,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::cursor::first_seq_from_query;
 use super::{
-    connect_tcp, deliver, serve_http, ClientConfig, ClientError, Flow, Redelivery, Requests,
-    ServerConfig, Sink, TrackedListener, Traits,
+    connect_tcp, deliver, serve_http, ArrivalClock, ClientConfig, ClientError, Flow, Redelivery,
+    Requests, ServerConfig, Sink, TrackedListener, Traits,
 };
 use crate::clock::now_ns;
 use crate::event::{DecodeError, MAX_EVENT_BYTES};
@@ -190,10 +190,11 @@ pub(crate) async fn subscribe(
         .map_err(|e| ClientError::Protocol(format!("WebSocket handshake failed: {e}")))?;
     sink.connected(now_ns());
 
-    while let Some(message) = ws.next().await {
+    let mut clock = ArrivalClock::new();
+    while let Some((message, received_ns)) = clock.next(&mut ws).await {
         let message = message.map_err(|e| ClientError::Protocol(format!("WebSocket: {e}")))?;
         let flow = match &message {
-            ClientMessage::Text(text) => deliver(sink, text.as_bytes(), now_ns()),
+            ClientMessage::Text(text) => deliver(sink, text.as_bytes(), received_ns),
             ClientMessage::Binary(_) => sink.malformed(&DecodeError::new(
                 "binary frame where a text frame with a JSON event was expected",
             )),
