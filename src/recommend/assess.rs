@@ -78,7 +78,10 @@ pub fn assess(transport: Transport, design: &Design, evidence: &Evidence) -> Ass
     let traits = transport.traits();
     let name = transport.name();
     let mut reasons = Vec::new();
-    let mut say = |weight, constraint, text: String| {
+    // Whether a hard rule or a budget has excluded it so far (it then needs no measuring).
+    let excluded = std::cell::Cell::new(false);
+    let mut say = |weight: Weight, constraint, text: String| {
+        excluded.set(excluded.get() || weight == Weight::Excludes);
         reasons.push(Reason {
             weight,
             constraint,
@@ -288,7 +291,8 @@ pub fn assess(transport: Transport, design: &Design, evidence: &Evidence) -> Ass
     }
     let latency_known = traits.requests == Requests::PerInterval || costs[0].is_some();
     let cpu = evidence.comparable(name, design, "server_cpu_us_per_delivery", false);
-    if cpu.is_none() || !latency_known {
+    // An excluded transport needs no further measurement.
+    if (cpu.is_none() || !latency_known) && !excluded.get() {
         say(
             Weight::Unmeasured,
             "regime",
