@@ -24,12 +24,14 @@ use crate::clock::now_ns;
 use crate::event::{Event, StreamSpec};
 use crate::hub::Hub;
 
-/// The sleep margin starts here and never goes below it.
-const MIN_MARGIN_NS: u64 = 20_000;
-/// Nor above this: past it, spinning costs more than the lateness it saves.
-const MAX_MARGIN_NS: u64 = 500_000;
-/// While more than this remains before the deadline, the spin yields its CPU.
-const YIELD_ABOVE_NS: u64 = 5_000;
+/// The sleep margin never goes below this...
+const MIN_MARGIN_NS: u64 = 10_000;
+/// ...nor above this: past it, spinning costs more than the lateness it saves.
+const MAX_MARGIN_NS: u64 = 100_000;
+/// The spin may take at most this share of the time between two events, so the publisher never
+/// takes more than a tenth of the server's CPU from the transport it measures; at high rates
+/// the CPU is busy anyway, and wake-ups from a busy CPU are quick.
+const SPIN_SHARE: u64 = 10;
 
 /// What publishing took.
 #[derive(Clone, Debug)]
@@ -87,7 +89,12 @@ pub fn publish_stream(spec: &StreamSpec, hub: &Hub, stall: Option<(u64, Duration
         .unwrap_or_default();
     // Nanosecond lateness up to a minute, 3 significant digits.
     let mut lateness = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).ok();
-    let mut clock = Punctual::default();
+    let mut clock = Punctual {
+        margin_ns: 4 * MIN_MARGIN_NS,
+        spin_cap_ns: spec
+            .offset_ns(1)
+            .map_or(MAX_MARGIN_NS, |interval| interval / SPIN_SHARE),
+    };
     let start_ns = now_ns();
     for seq in 0..spec.count {
         if hub.is_closed() {
@@ -128,45 +135,35 @@ pub fn publish_stream(spec: &StreamSpec, hub: &Hub, stall: Option<(u64, Duration
 /// Sleeps short of a deadline and spins the rest, learning how early it must wake.
 #[derive(Debug)]
 struct Punctual {
-    /// How long before the deadline the sleep ends.
+    /// How long before the deadline the sleep should end, as learnt from the wake-ups.
     margin_ns: u64,
-}
-
-impl Default for Punctual {
-    fn default() -> Self {
-        Self {
-            margin_ns: 2 * MIN_MARGIN_NS,
-        }
-    }
+    /// The most it may spin per event (a share of the interval between events).
+    spin_cap_ns: u64,
 }
 
 impl Punctual {
     /// Returns at `due` (monotonic ns) or as soon after as the machine allows.
     fn wait_until(&mut self, due: u64) {
         let now = now_ns();
-        if due > now + self.margin_ns {
-            let wake_at = due - self.margin_ns;
+        let margin = self.margin_ns.min(self.spin_cap_ns);
+        if due > now + margin {
+            let wake_at = due - margin;
             std::thread::sleep(Duration::from_nanos(wake_at - now));
             let woke = now_ns();
             if woke > due {
-                // Overslept past the deadline itself: wake that much earlier from now on.
-                self.margin_ns = (self.margin_ns + (woke - due) + MIN_MARGIN_NS).min(MAX_MARGIN_NS);
+                // Overslept past the deadline itself: wake earlier from now on (a quarter of the
+                // miss at a time, so one stall behind a busy CPU does not set the margin).
+                self.margin_ns = (self.margin_ns + (woke - due) / 4 + 1_000).min(MAX_MARGIN_NS);
             } else {
                 // On time: let the margin shrink slowly toward what the wake-ups need.
                 let spare = due - woke;
                 self.margin_ns = (self.margin_ns - spare / 16).max(MIN_MARGIN_NS);
             }
         }
-        loop {
-            let now = now_ns();
-            if now >= due {
-                return;
-            }
-            if due - now > YIELD_ABOVE_NS {
-                std::thread::yield_now();
-            } else {
-                std::hint::spin_loop();
-            }
+        // Spin the margin out: yielding here would hand the CPU to a busy transport for a
+        // whole scheduler slice, and the event would go out that late.
+        while now_ns() < due {
+            std::hint::spin_loop();
         }
     }
 }

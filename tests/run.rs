@@ -79,6 +79,34 @@ async fn results_round_trip_through_the_schema() {
     let _ = std::fs::remove_dir_all(out);
 }
 
+/// Subscribers spread over two load worker processes: each worker checks its subscribers'
+/// digests, the parent merges their parts, and the row says two workers delivered everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_load_workers_share_the_subscribers() {
+    let out = scratch("workers");
+    let mut options = small_run("tcp,websocket", &out, Path::new(BIN));
+    options.scenario.subscribers = vec![5];
+    options.scenario.load_workers = Some(2);
+    let outcome = run(options).await.unwrap();
+    for result in &outcome.results.runs {
+        assert_eq!(result.load_workers, Some(2), "{}", result.transport);
+        assert!(result.digest_ok && !result.failed, "{:?}", result.error);
+        assert_eq!(result.events_delivered, 5 * 300);
+        assert!(result.last_receiver_us.is_some());
+        assert!(result.publisher_lateness_us.is_some());
+        assert!(result.bound.is_some());
+        let log = outcome
+            .path
+            .parent()
+            .unwrap()
+            .join(result.interval_log.as_ref().unwrap());
+        assert!(std::fs::read_to_string(log)
+            .unwrap()
+            .contains("#[StartTime:"));
+    }
+    let _ = std::fs::remove_dir_all(out);
+}
+
 /// The committed JSON Schema is the one the types generate (regenerate with
 /// `PUSHBENCH_WRITE_SCHEMA=1 cargo test --test run`).
 #[test]

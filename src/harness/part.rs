@@ -406,3 +406,86 @@ impl fmt::Display for Merged {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Rate, Tally};
+    use crate::metrics::recorder::Recording;
+
+    fn spec(seed: u64) -> StreamSpec {
+        StreamSpec::new(seed, 100, "8".parse().unwrap(), Rate::Max).unwrap()
+    }
+
+    /// One worker's part: `subscribers` subscribers, each receiving `order`, with latencies
+    /// of 1..=100 us recorded.
+    fn part(worker: usize, spec: &StreamSpec, subscribers: usize, order: &[u64]) -> LoadPart {
+        let recording = Recording::new(spec.count, 0);
+        let records: Vec<SubscriberRecord> = (0..subscribers)
+            .map(|_| {
+                let mut tally = Tally::new(spec.count);
+                for &seq in order {
+                    tally.record(seq, spec.payload(seq).as_bytes());
+                    recording.event(seq, 0, 0, (seq + 1) * 1000);
+                }
+                SubscriberRecord {
+                    tally,
+                    handshake_us: Some(10),
+                    first_event_us: Some(5),
+                    first_sent_ns: Some(0),
+                    last_received_ns: Some(100_000),
+                    error: None,
+                }
+            })
+            .collect();
+        LoadPart::new(
+            worker,
+            Transport::Tcp,
+            spec,
+            0,
+            &records,
+            &recording.finish(),
+        )
+    }
+
+    /// Two workers' parts merge into exactly what one recorder of every value holds, and the
+    /// counts add up; a worker whose subscribers lost an event fails the merged row.
+    #[test]
+    fn parts_merge_exactly() {
+        let s = spec(1);
+        let all: Vec<u64> = (0..100).collect();
+        let merged = Merged::of(&[part(0, &s, 2, &all), part(1, &s, 3, &all)]).unwrap();
+        assert_eq!(merged.counts.subscribers, 5);
+        assert_eq!(merged.counts.intact, 5);
+        assert_eq!(merged.counts.delivered, 500);
+        assert!(!merged.counts.failed());
+        let mut one = latency::histogram();
+        for _ in 0..5 {
+            for seq in 0..100u64 {
+                one.record(seq + 1).unwrap();
+            }
+        }
+        assert_eq!(merged.latency, one);
+        assert_eq!(merged.fanout.last_receiver_us(5).len(), 100);
+
+        let lossy: Vec<u64> = (0..99).collect();
+        let merged = Merged::of(&[part(0, &s, 2, &all), part(1, &s, 1, &lossy)]).unwrap();
+        assert_eq!((merged.counts.intact, merged.counts.lost), (2, 1));
+        assert_eq!(merged.counts.digest_mismatches, 1);
+        assert!(merged.counts.failed());
+    }
+
+    /// Parts of another stream are refused with what each measured.
+    #[test]
+    fn parts_of_another_stream_are_refused() {
+        let all: Vec<u64> = (0..100).collect();
+        let error = Merged::of(&[part(0, &spec(1), 1, &all), part(1, &spec(2), 1, &all)])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("seed 2") && error.contains("seed 1"),
+            "{error}"
+        );
+        assert!(Merged::of(&[]).is_err());
+    }
+}
