@@ -273,6 +273,9 @@ fn section_table(section: Section, rows: &[Row<'_>]) -> Block {
     if section == Section::Delivery {
         head.push("check".into());
     }
+    if section == Section::Throughput {
+        head.push("bound".into());
+    }
     let mut ordered: Vec<&Row<'_>> = Vec::new();
     for setting in &all {
         ordered.extend(at_setting(rows, *setting));
@@ -293,6 +296,9 @@ fn section_table(section: Section, rows: &[Row<'_>]) -> Block {
                 Some(f) if f > 0.0 => format!("{:.2}×", row.figure("latency_p50").median / f),
                 _ => "–".into(),
             });
+        }
+        if section == Section::Throughput {
+            cells.push(bound_of(row));
         }
         if section == Section::Delivery {
             cells.push(if row.ok() {
@@ -452,6 +458,22 @@ fn method(doc: &mut Document, results: &Results) {
     ]));
 }
 
+/// What limited a row, over its repeats: one label, or several joined when repeats differ;
+/// "—" for results recorded before rows carried it.
+fn bound_of(row: &Row<'_>) -> String {
+    let mut labels: Vec<&str> = row
+        .runs
+        .iter()
+        .filter_map(|r| r.bound.map(Bound::label))
+        .collect();
+    labels.dedup();
+    if labels.is_empty() {
+        "—".into()
+    } else {
+        labels.join("/")
+    }
+}
+
 /// The headline table the README shows: every transport at the headline setting, the floor
 /// last, generated from a results file so it is never typed by hand.
 pub fn headline(results: &Results) -> String {
@@ -465,6 +487,7 @@ pub fn headline(results: &Results) -> String {
         "latency_p999",
         "events_per_s",
         "server_cpu_us_per_delivery",
+        "load_cpu_us_per_delivery",
         "wire_bytes_per_event",
     ];
     // Memory per connection only where there were enough connections to measure it.
@@ -480,6 +503,7 @@ pub fn headline(results: &Results) -> String {
             .iter()
             .filter_map(|k| metric_named(k).map(Metric::qualified_label)),
     );
+    head.push("bound".into());
     head.push("check".into());
     let table = Block::Table {
         head,
@@ -493,6 +517,7 @@ pub fn headline(results: &Results) -> String {
                         .iter()
                         .filter_map(|k| metric_named(k).map(|m| r.figure(k).show(m.unit))),
                 );
+                cells.push(bound_of(r));
                 cells.push(if r.ok() { "ok".into() } else { "FAILED".into() });
                 cells
             })
