@@ -98,6 +98,8 @@ async fn serve_process_delivers_and_exits() {
                 "--json",
             ])
             .stdout(Stdio::piped())
+            // Sentences go to stderr with --json; the reports on stdout are what is checked.
+            .stderr(Stdio::null())
             .spawn()
             .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();

@@ -116,11 +116,7 @@ impl Evidence {
         metric: &str,
         scheduled: bool,
     ) -> Option<Measured> {
-        self.rows_for(transport)
-            .filter(|(_, r)| !scheduled || (r.key.offered_rate != "max" && kept_up(r)))
-            .map(|(scenario, r)| (distance(&r, design), measured(scenario, &r, metric)))
-            .min_by(|a, b| a.0.total_cmp(&b.0))
-            .map(|(_, m)| m)
+        self.nearest_where(transport, design, metric, scheduled, |_| true)
     }
 
     /// A figure from a run of a comparable regime: fan-out and per-subscriber rate each within
@@ -134,12 +130,25 @@ impl Evidence {
         metric: &str,
         scheduled: bool,
     ) -> Option<Measured> {
+        self.nearest_where(transport, design, metric, scheduled, |r| {
+            within_regime(r.key.subscribers as f64, design.subscribers as f64)
+                && within_regime(rate_per_subscriber(r), design.rate)
+        })
+    }
+
+    /// The figure from the passing row nearest the design among those `admit` lets through
+    /// (with `scheduled`, only scheduled runs the transport kept up with).
+    fn nearest_where(
+        &self,
+        transport: &str,
+        design: &Design,
+        metric: &str,
+        scheduled: bool,
+        admit: impl Fn(&Row<'_>) -> bool,
+    ) -> Option<Measured> {
         self.rows_for(transport)
             .filter(|(_, r)| !scheduled || (r.key.offered_rate != "max" && kept_up(r)))
-            .filter(|(_, r)| {
-                within_regime(r.key.subscribers as f64, design.subscribers as f64)
-                    && within_regime(rate_per_subscriber(r), design.rate)
-            })
+            .filter(|(_, r)| admit(r))
             .map(|(scenario, r)| (distance(&r, design), measured(scenario, &r, metric)))
             .min_by(|a, b| a.0.total_cmp(&b.0))
             .map(|(_, m)| m)

@@ -18,13 +18,17 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Empty};
+use hyper::client::conn::http1::SendRequest;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    deliver, serve_http, ClientConfig, ClientError, Flow, ServerConfig, Sink, TrackedListener,
+    deliver, get_request, http1_connect, serve_http, ClientConfig, ClientError, Flow, ServerConfig,
+    Sink, TrackedListener,
 };
 use crate::clock::now_ns;
 use crate::event::DecodeError;
@@ -171,25 +175,14 @@ pub(crate) enum Pace {
     Every(Duration),
 }
 
-/// Polls `http://server/events` with a keep-alive client until the stream is done or the sink
-/// stops.
+/// Polls `http://server/events` over one keep-alive connection of its own (reopened if the
+/// server closes it) until the stream is done or the sink stops.
 pub(crate) async fn subscribe(
     server: SocketAddr,
     config: &ClientConfig,
     sink: &mut dyn Sink,
     pace: Pace,
 ) -> Result<(), ClientError> {
-    let mut builder = reqwest::Client::builder()
-        .tcp_nodelay(true)
-        .pool_max_idle_per_host(1)
-        .connect_timeout(config.connect_timeout)
-        .timeout(config.request_timeout);
-    if let Some(ip) = config.bind {
-        builder = builder.local_address(ip);
-    }
-    let client = builder
-        .build()
-        .map_err(|e| ClientError::Config(e.to_string()))?;
     let mut ticker = match pace {
         Pace::Every(interval) => {
             let mut ticker = tokio::time::interval(interval);
@@ -198,31 +191,26 @@ pub(crate) async fn subscribe(
         }
         Pace::AtOnce => None,
     };
+    let mut connection = None;
     let mut after: Option<u64> = None;
     let mut connected = false;
     loop {
         if let Some(ticker) = ticker.as_mut() {
             ticker.tick().await;
         }
-        let url = match (after, connected) {
-            (Some(seq), _) => format!("http://{server}/events?after={seq}"),
+        let path = match (after, connected) {
+            (Some(seq), _) => format!("/events?after={seq}"),
             // The first request asks not to be held, so subscribing completes at once.
-            (None, false) => format!("http://{server}/events?wait=0"),
-            (None, true) => format!("http://{server}/events"),
+            (None, false) => "/events?wait=0".to_string(),
+            (None, true) => "/events".to_string(),
         };
-        let response = client
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| http_error(server, e))?;
+        let (status, body) = request(server, config, &mut connection, &path).await?;
+        let received_ns = now_ns();
         if !connected {
             // For polling, the subscription exists once the first answer arrives.
-            sink.connected(now_ns());
+            sink.connected(received_ns);
             connected = true;
         }
-        let status = response.status();
-        let body = response.bytes().await.map_err(|e| http_error(server, e))?;
-        let received_ns = now_ns();
         if !status.is_success() {
             return Err(ClientError::Status {
                 status: status.as_u16(),
@@ -254,15 +242,37 @@ pub(crate) async fn subscribe(
     }
 }
 
-fn http_error(server: SocketAddr, error: reqwest::Error) -> ClientError {
-    if error.is_connect() {
-        ClientError::Connect {
-            addr: server,
-            reason: error.to_string(),
-        }
-    } else {
-        ClientError::Protocol(format!("HTTP: {error}"))
-    }
+/// One GET on the subscriber's connection (opened first if there is none, or the server closed
+/// it), its whole answer read, within the request timeout.
+async fn request(
+    server: SocketAddr,
+    config: &ClientConfig,
+    connection: &mut Option<SendRequest<Empty<Bytes>>>,
+    path: &str,
+) -> Result<(StatusCode, Bytes), ClientError> {
+    let sender = match connection {
+        Some(sender) if !sender.is_closed() => sender,
+        _ => connection.insert(http1_connect(server, config).await?),
+    };
+    let broken = |e: hyper::Error| ClientError::Protocol(format!("HTTP: {e}"));
+    let exchange = async {
+        sender.ready().await.map_err(broken)?;
+        let response = sender
+            .send_request(get_request(server, path, &[])?)
+            .await
+            .map_err(broken)?;
+        let status = response.status();
+        let body = response.into_body().collect().await.map_err(broken)?;
+        Ok::<_, ClientError>((status, body.to_bytes()))
+    };
+    tokio::time::timeout(config.request_timeout, exchange)
+        .await
+        .map_err(|_| {
+            ClientError::Protocol(format!(
+                "HTTP: no answer within {:?}",
+                config.request_timeout
+            ))
+        })?
 }
 
 #[cfg(test)]

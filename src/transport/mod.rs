@@ -429,6 +429,54 @@ pub(crate) async fn connect_tcp(
     Ok(stream)
 }
 
+/// An HTTP/1.1 connection of one subscriber's own, as a browser tab or a service holds one:
+/// connected from `config.bind` with Nagle off, and driven by a task of its own. Requests go
+/// over it one after another (keep-alive); it needs no pool, proxy or resolver, which a
+/// general-purpose client would carry per subscriber (and an `HTTP_PROXY` in the environment
+/// cannot reroute it).
+pub(crate) async fn http1_connect(
+    server: SocketAddr,
+    config: &ClientConfig,
+) -> Result<hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>, ClientError>
+{
+    let stream = connect_tcp(server, config).await?;
+    let handshake = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream));
+    let (sender, connection) = tokio::time::timeout(config.connect_timeout, handshake)
+        .await
+        .map_err(|_| ClientError::Connect {
+            addr: server,
+            reason: format!(
+                "HTTP handshake timed out after {:?}",
+                config.connect_timeout
+            ),
+        })?
+        .map_err(|e| ClientError::Connect {
+            addr: server,
+            reason: e.to_string(),
+        })?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "HTTP connection ended");
+        }
+    });
+    Ok(sender)
+}
+
+/// A GET of `path` on `server`, with the headers a subscriber sends.
+pub(crate) fn get_request(
+    server: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<axum::http::Request<http_body_util::Empty<bytes::Bytes>>, ClientError> {
+    let mut request = axum::http::Request::get(path).header("host", server.to_string());
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request
+        .body(http_body_util::Empty::new())
+        .map_err(|e| ClientError::Config(e.to_string()))
+}
+
 /// Serves an axum router on a listener until shutdown, with CORS open so a browser page from
 /// any origin can `fetch` or `EventSource` the server (the benchmark has no secrets to guard).
 pub(crate) async fn serve_http<L>(

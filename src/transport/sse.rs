@@ -15,23 +15,19 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderName, Request, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use bytes::{Bytes, BytesMut};
-use http_body_util::Empty;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use sse_stream::SseStream;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::cursor::{first_seq_from_query, parse_after, BadRequest};
 use super::{
-    deliver, serve_http, ArrivalClock, ClientConfig, ClientError, Flow, Redelivery, Requests,
-    ServerConfig, Sink, TrackedListener, Traits,
+    deliver, get_request, http1_connect, serve_http, ArrivalClock, ClientConfig, ClientError, Flow,
+    Redelivery, Requests, ServerConfig, Sink, TrackedListener, Traits,
 };
 use crate::clock::now_ns;
 use crate::hub::{BatchLimit, Hub, Reader};
@@ -168,7 +164,7 @@ const RECONNECT_MAX: Duration = Duration::from_secs(2);
 /// with `Last-Event-ID` (as a browser's `EventSource` does) when the stream ends before the sink
 /// has enough.
 ///
-/// The load side parses with the `sse-stream` crate over a hyper connection rather than with
+/// The load side parses with the `sse-stream` crate over a hyper connection of its own rather than with
 /// `eventsource-client`: the standard client spent ~0.44 us and several allocations per event
 /// in parsing alone (see `benches/components.rs`), which made the load, not the server, the
 /// limit of every SSE row. Standard clients are still checked against the server by the
@@ -178,32 +174,25 @@ pub(crate) async fn subscribe(
     config: &ClientConfig,
     sink: &mut dyn Sink,
 ) -> Result<(), ClientError> {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_local_address(config.bind);
-    connector.set_connect_timeout(Some(config.connect_timeout));
-    let client: Client<HttpConnector, Empty<Bytes>> =
-        Client::builder(TokioExecutor::new()).build(connector);
-    let url = format!("http://{server}/sse");
     let mut last_event_id: Option<String> = None;
     let mut reconnect = RECONNECT_FIRST;
     loop {
-        let mut request = Request::get(&url).header(header::ACCEPT, "text/event-stream");
+        let mut headers = vec![("accept", "text/event-stream")];
         if let Some(id) = &last_event_id {
-            request = request.header("last-event-id", id.as_str());
+            headers.push(("last-event-id", id.as_str()));
         }
-        let request = request
-            .body(Empty::new())
-            .map_err(|e| ClientError::Config(e.to_string()))?;
-        let response = match client.request(request).await {
+        let request = get_request(server, "/sse", &headers)?;
+        let response = match http1_connect(server, config).await {
+            Ok(mut connection) => connection
+                .send_request(request)
+                .await
+                .map_err(|e| ClientError::Protocol(format!("SSE: {e}"))),
+            Err(error) => Err(error),
+        };
+        let response = match response {
             Ok(response) => response,
             // The first connection must succeed; later ones are retried, as a browser does.
-            Err(error) if last_event_id.is_none() => {
-                return Err(ClientError::Connect {
-                    addr: server,
-                    reason: error.to_string(),
-                })
-            }
+            Err(error) if last_event_id.is_none() => return Err(error),
             Err(error) => {
                 tracing::debug!(%error, "SSE reconnect failed; retrying");
                 tokio::time::sleep(reconnect).await;
