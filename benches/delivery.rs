@@ -25,7 +25,7 @@ fn delivery(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    for transport in Transport::ALL {
+    for &transport in Transport::ALL {
         let mut group = c.benchmark_group(format!("delivery/{transport}"));
         group
             .sampling_mode(SamplingMode::Flat)

@@ -15,7 +15,8 @@ use crate::recommend::{self, design::DesignSettings, evidence::Evidence};
 use crate::report;
 use crate::scenario::Settings;
 use crate::serve::{self, ServeOptions};
-use crate::transport::{ClientConfig, Faults, Secret, ServerConfig, Transport};
+use crate::setting_flags::{SettingFlags, LOAD, SERVE};
+use crate::transport::{ClientConfig, Faults, Secret, ServerConfig, Spec, Transport};
 
 /// Measures how events should reach their consumers: WebSocket, SSE, long polling, short
 /// polling, webhooks and raw TCP, delivering one identical stream over real sockets.
@@ -43,6 +44,8 @@ pub enum Command {
     Compare(CompareArgs),
     /// Rank the transports for a design (flags or designs/*.toml) by measured results.
     Recommend(RecommendArgs),
+    /// List the transports: what each is, its traits, colour and settings with defaults.
+    Transports(TransportsArgs),
     /// Echo 64-byte messages on one connection (the calibration peer of `run`).
     #[command(hide = true)]
     Echo(EchoArgs),
@@ -90,6 +93,7 @@ impl Command {
             }
             Command::Compare(args) => args.run(),
             Command::Recommend(args) => args.run(),
+            Command::Transports(args) => args.run(),
             Command::Echo(args) => {
                 if let Some(cpus) = &args.cpus {
                     crate::metrics::process::pin_this_process(cpus)?;
@@ -230,6 +234,39 @@ impl RecommendArgs {
     }
 }
 
+/// Flags of `pushbench transports`.
+#[derive(Debug, Args)]
+pub struct TransportsArgs {
+    /// Print JSON (every declaration in full), for scripts and tests.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl TransportsArgs {
+    fn run(self) -> anyhow::Result<()> {
+        let specs: Vec<&Spec> = Transport::ALL.iter().map(|t| t.spec()).collect();
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(&specs)?);
+            return Ok(());
+        }
+        for spec in specs {
+            println!("{:<10} {}", spec.name, spec.summary);
+            for setting in spec.settings {
+                println!(
+                    "{:10}   --{} {} (default {}, {}): {}",
+                    "",
+                    setting.name(),
+                    setting.kind(),
+                    setting.default_text(),
+                    format!("{:?}", setting.side()).to_lowercase(),
+                    setting.help()
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Flags of the hidden `pushbench echo`.
 #[derive(Debug, Args)]
 pub struct EchoArgs {
@@ -284,21 +321,12 @@ pub struct ServeArgs {
     /// Start the stream once this many subscribers are connected (or endpoints registered).
     #[arg(long, default_value_t = 1)]
     pub start_after: usize,
-    /// Seconds a long poll is held before an empty answer.
-    #[arg(long, default_value = "30", value_parser = parse_secs)]
-    pub hold_timeout: Duration,
     /// Seconds between keep-alives (WebSocket pings, SSE comments).
     #[arg(long, default_value = "15", value_parser = parse_secs)]
     pub heartbeat: Duration,
     /// Webhook signing secret (`whsec_...`); generated and printed if absent.
     #[arg(long)]
     pub webhook_secret: Option<Secret>,
-    /// Open a new connection for every webhook delivery instead of keeping connections alive.
-    #[arg(long)]
-    pub webhook_new_connection: bool,
-    /// WebSocket read buffer per connection, in bytes.
-    #[arg(long, default_value_t = 4096)]
-    pub ws_read_buffer: usize,
     /// Seconds without delivery progress, once published, before exiting with subscribers left.
     #[arg(long, default_value = "60", value_parser = parse_secs)]
     pub drain_timeout: Duration,
@@ -318,6 +346,9 @@ pub struct ServeArgs {
     /// scripts: `listening` with the address, `webhook_secret`, and `stats` last.
     #[arg(long)]
     pub json: bool,
+    /// The transports' own settings (the served transport reads its own).
+    #[command(flatten)]
+    pub settings: SettingFlags<SERVE>,
 }
 
 impl ServeArgs {
@@ -326,10 +357,8 @@ impl ServeArgs {
             bail!("--start-after must be at least 1: a stream with no subscriber measures nothing");
         }
         let mut config = ServerConfig {
-            hold: self.hold_timeout,
             heartbeat: self.heartbeat,
-            webhook_new_connection: self.webhook_new_connection,
-            ws_read_buffer: self.ws_read_buffer,
+            settings: self.settings.values(),
             faults: Faults {
                 delivery_delay: self
                     .inject_delay_ms
@@ -371,9 +400,6 @@ pub struct LoadArgs {
     /// The stream the server publishes (must match its flags).
     #[command(flatten)]
     pub stream: StreamArgs,
-    /// Milliseconds between short polls.
-    #[arg(long, default_value_t = 100)]
-    pub poll_interval_ms: u64,
     /// The provider's webhook secret (`whsec_...`), as `pushbench serve` printed it.
     #[arg(long)]
     pub webhook_secret: Option<Secret>,
@@ -384,6 +410,9 @@ pub struct LoadArgs {
     /// file that can be merged with others.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// The transports' own settings (the subscribing transport reads its own).
+    #[command(flatten)]
+    pub settings: SettingFlags<LOAD>,
 }
 
 impl LoadArgs {
@@ -395,7 +424,7 @@ impl LoadArgs {
             bail!("--transport webhook needs --webhook-secret (printed by `pushbench serve`)");
         }
         let config = ClientConfig {
-            poll_interval: Duration::from_millis(self.poll_interval_ms.max(1)),
+            settings: self.settings.values(),
             webhook_secret: self.webhook_secret,
             ..ClientConfig::default()
         };

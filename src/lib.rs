@@ -20,6 +20,7 @@
 //!   its server and its client.
 //! - [`metrics`]: latency histograms recorded per thread, socket counters, process CPU and RSS,
 //!   the machine's steal time.
+//! - [`setting_flags`]: the transports' declared settings as flags and scenario keys.
 //! - [`serve`]: the server under test as a unit (`pushbench serve`).
 //! - [`harness`]: subscribers against a server, judged against the source (`pushbench load`),
 //!   load worker processes and the parts they hand back, and the `pushbench run` driver.
@@ -36,4 +37,5 @@ pub mod recommend;
 pub mod report;
 pub mod scenario;
 pub mod serve;
+pub mod setting_flags;
 pub mod transport;

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::harness::{LoadJob, LoadPart};
 use crate::metrics::process::ProcessSample;
 use crate::serve::{ServeOptions, ServeStats};
+use crate::transport::SettingValues;
 
 /// What a child process is asked to do.
 #[derive(Debug, Serialize, Deserialize)]
@@ -33,6 +34,9 @@ pub enum Report {
     Listening {
         /// Where subscribers connect.
         addr: SocketAddr,
+        /// The transport's server settings it runs with, defaults included.
+        #[serde(default)]
+        settings: SettingValues,
     },
     /// Server: the webhook signing secret it generated (only when none was given to it).
     WebhookSecret {
@@ -115,11 +119,15 @@ mod tests {
     fn reports_round_trip_and_strangers_are_refused() {
         let sent = Report::Listening {
             addr: "127.0.0.1:4000".parse().unwrap(),
+            settings: SettingValues::from_pairs([("longpoll-hold".into(), "2s".into())]),
         };
         let text = line(&sent);
         assert!(text.ends_with('\n') && text.starts_with("{\"report\":\"listening\""));
         match parse::<Report>(text.trim_end()).unwrap() {
-            Report::Listening { addr } => assert_eq!(addr.port(), 4000),
+            Report::Listening { addr, settings } => {
+                assert_eq!(addr.port(), 4000);
+                assert_eq!(settings.0["longpoll-hold"], "2s");
+            }
             other => panic!("{other:?}"),
         }
         let error = parse::<Report>("listening on 127.0.0.1:4000").unwrap_err();

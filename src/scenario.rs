@@ -2,6 +2,7 @@
 //! scenario file is plain TOML whose keys are the flags' names (`find-max = true`), and flags
 //! given on the command line override the file.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -10,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::event::{PayloadSizes, Rate, SpecError, StreamSpec};
-use crate::transport::Transport;
+use crate::setting_flags::{SettingFlags, RUN};
+use crate::transport::{SettingValues, Transport};
 
 /// Sockets a load worker keeps for itself (listeners, files, its pipes).
 const RESERVED_FILES: u64 = 64;
@@ -56,16 +58,12 @@ impl FromStr for TransportSet {
         }
         let mut transports = Vec::new();
         for name in text.split(',').map(str::trim) {
-            let transport = Transport::ALL
-                .into_iter()
-                .find(|t| t.name() == name)
-                .ok_or_else(|| {
-                    let valid: Vec<&str> = Transport::ALL.iter().map(|t| t.name()).collect();
-                    format!(
-                        "unknown transport {name:?}: expected all, or some of {}",
-                        valid.join(", ")
-                    )
-                })?;
+            let transport = Transport::named(name).ok_or_else(|| {
+                format!(
+                    "unknown transport {name:?}: expected all, or some of {}",
+                    Transport::names()
+                )
+            })?;
             if !transports.contains(&transport) {
                 transports.push(transport);
             }
@@ -137,7 +135,10 @@ impl From<Counts> for Vec<usize> {
 
 /// Every setting a run takes, each optional: once as flags, once as a scenario file's keys.
 #[derive(Clone, Debug, Default, clap::Args, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+// Unknown keys are refused by `transport_settings`, which takes every key that is not a field
+// here and accepts only declared settings (serde cannot combine `deny_unknown_fields` with
+// `flatten`).
+#[serde(rename_all = "kebab-case")]
 pub struct Settings {
     /// A name for the scenario (file: defaults to the file's stem).
     #[arg(long)]
@@ -175,12 +176,6 @@ pub struct Settings {
     /// Seconds to hold all subscribers idle before the stream (memory per idle connection).
     #[arg(long)]
     pub idle: Option<f64>,
-    /// Milliseconds between short polls.
-    #[arg(long)]
-    pub poll_interval_ms: Option<u64>,
-    /// Open a new connection for every webhook delivery.
-    #[arg(long)]
-    pub webhook_new_connection: Option<bool>,
     /// Seconds a run may take before its subscribers are counted as failed.
     #[arg(long)]
     pub timeout: Option<f64>,
@@ -194,6 +189,10 @@ pub struct Settings {
     /// The p99 latency budget for --find-max, milliseconds.
     #[arg(long)]
     pub p99_budget: Option<f64>,
+    /// The transports' own settings, each declared in its transport's file; a list sweeps.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub transport_settings: SettingFlags<RUN>,
 }
 
 impl Settings {
@@ -205,7 +204,10 @@ impl Settings {
         })?;
         let mut settings: Settings = toml::from_str(&text).map_err(|e| ScenarioError::Parse {
             path: path.to_owned(),
-            message: e.to_string().trim_end().to_owned(),
+            message: locate_key(&text, e.message())
+                .unwrap_or_else(|| e.to_string())
+                .trim_end()
+                .to_owned(),
         })?;
         if settings.name.is_none() {
             settings.name = path.file_stem().map(|s| s.to_string_lossy().into_owned());
@@ -228,12 +230,13 @@ impl Settings {
             repeat: over.repeat.or(self.repeat),
             seed: over.seed.or(self.seed),
             idle: over.idle.or(self.idle),
-            poll_interval_ms: over.poll_interval_ms.or(self.poll_interval_ms),
-            webhook_new_connection: over.webhook_new_connection.or(self.webhook_new_connection),
             timeout: over.timeout.or(self.timeout),
             load_workers: over.load_workers.or(self.load_workers),
             find_max: over.find_max.or(self.find_max),
             p99_budget: over.p99_budget.or(self.p99_budget),
+            transport_settings: self
+                .transport_settings
+                .overridden_by(over.transport_settings),
         }
     }
 
@@ -330,14 +333,26 @@ impl Settings {
             warmup,
             repeat,
             idle: secs(self.idle, "idle", 0.0)?,
-            poll_interval: Duration::from_millis(self.poll_interval_ms.unwrap_or(100).max(1)),
-            webhook_new_connection: self.webhook_new_connection.unwrap_or(false),
+            settings: self.transport_settings.given,
             timeout: secs(self.timeout, "timeout", 300.0)?,
             load_workers: self.load_workers,
             find_max: self.find_max.unwrap_or(false),
             p99_budget_ms,
         })
     }
+}
+
+/// The line of the key an error names, where toml cannot point at it: keys beyond the
+/// scenario's own fields are checked as transport settings after toml has read the table, so
+/// toml's position for them is the table's start. Gives `line N: MESSAGE`.
+fn locate_key(text: &str, message: &str) -> Option<String> {
+    let key = message.split('`').nth(1)?;
+    let line = text.lines().position(|line| {
+        line.trim_start()
+            .strip_prefix(key)
+            .is_some_and(|rest| rest.trim_start().starts_with('='))
+    })?;
+    Some(format!("line {}: {message}", line + 1))
 }
 
 /// The open-file hard limit of this process (what the load can raise its soft limit to).
@@ -384,12 +399,10 @@ pub struct Scenario {
     #[serde(with = "secs")]
     #[schemars(with = "f64")]
     pub idle: Duration,
-    /// Short-polling interval.
-    #[serde(with = "secs")]
-    #[schemars(with = "f64")]
-    pub poll_interval: Duration,
-    /// Webhooks open a new connection per delivery.
-    pub webhook_new_connection: bool,
+    /// Transport settings given (canonical text), each a list of the values swept; settings
+    /// not given run at their declared defaults.
+    #[serde(default)]
+    pub settings: BTreeMap<String, Vec<String>>,
     /// Longest a run may take.
     #[serde(with = "secs")]
     #[schemars(with = "f64")]
@@ -415,6 +428,35 @@ impl Scenario {
     pub fn spec(&self, payload: &PayloadSizes) -> StreamSpec {
         // Every combination was validated in `resolve`.
         StreamSpec::new(self.seed, self.events, payload.clone(), self.rate).expect("validated")
+    }
+
+    /// The settings each run of `transport` takes: one entry per combination of the values
+    /// swept for its own settings, each with every setting of the transport (defaults filled
+    /// in), paired with just the swept ones (which tell its rows apart).
+    pub fn variants(&self, transport: Transport) -> Vec<(SettingValues, SettingValues)> {
+        let mut variants = vec![(SettingValues::default(), SettingValues::default())];
+        for setting in transport.spec().settings {
+            let given = self.settings.get(setting.name());
+            let values = given
+                .cloned()
+                .unwrap_or_else(|| vec![setting.default_text()]);
+            let swept = values.len() > 1;
+            variants = variants
+                .into_iter()
+                .flat_map(|(all, varied)| {
+                    values.iter().map(move |value| {
+                        let mut all = all.clone();
+                        let mut varied = varied.clone();
+                        all.0.insert(setting.name().to_owned(), value.clone());
+                        if swept {
+                            varied.0.insert(setting.name().to_owned(), value.clone());
+                        }
+                        (all, varied)
+                    })
+                })
+                .collect();
+        }
+        variants
     }
 
     /// The scenario in one sentence, for reports.
@@ -454,7 +496,8 @@ mod tests {
     use super::*;
 
     fn parse(toml: &str) -> Result<Settings, String> {
-        toml::from_str::<Settings>(toml).map_err(|e| e.to_string())
+        toml::from_str::<Settings>(toml)
+            .map_err(|e| locate_key(toml, e.message()).unwrap_or_else(|| e.to_string()))
     }
 
     /// A misspelt key is refused with its name and line.
@@ -496,6 +539,28 @@ mod tests {
         assert_eq!(scenario.subscribers, vec![1, 10]);
         assert_eq!(scenario.events, 200);
         assert_eq!(scenario.transports, vec![Transport::Sse, Transport::Tcp]);
+    }
+
+    /// A transport's setting is a scenario key too: a list sweeps it, a bad value is refused
+    /// with its key and line.
+    #[test]
+    fn transport_settings_are_keys() {
+        let scenario = parse("longpoll-hold = [\"1s\", \"30s\"]\npoll-interval = \"50ms\"\n")
+            .unwrap()
+            .resolve()
+            .unwrap();
+        assert_eq!(scenario.settings["longpoll-hold"], ["1s", "30s"]);
+        assert_eq!(scenario.variants(Transport::Longpoll).len(), 2);
+        assert_eq!(
+            scenario.variants(Transport::Poll)[0].0.label(),
+            "poll-interval=50ms"
+        );
+        assert!(scenario.variants(Transport::Poll)[0].1.is_empty());
+        let error = parse("rate = 10\nwebhook-attempts = 0\n").unwrap_err();
+        assert!(
+            error.contains("line 2") && error.contains("at least 1"),
+            "{error}"
+        );
     }
 
     /// Impossible combinations say why.

@@ -17,7 +17,7 @@ use crate::hub::Hub;
 use crate::metrics::sockets::{SocketCounters, SocketTotals};
 use crate::protocol::{self, Report};
 use crate::publisher::{publish_stream, Lateness, Published};
-use crate::transport::{Faults, ServerConfig, Transport};
+use crate::transport::{Faults, ServerConfig, SettingValues, Side, Transport};
 
 /// A transport's server, running, with the hub it publishes through.
 pub struct Server {
@@ -25,6 +25,7 @@ pub struct Server {
     hub: Arc<Hub>,
     counters: Arc<SocketCounters>,
     faults: Faults,
+    settings: SettingValues,
     shutdown: CancellationToken,
     task: JoinHandle<std::io::Result<()>>,
 }
@@ -44,6 +45,10 @@ impl Server {
         let hub = Hub::with_delivery_delay(expected, config.faults.delivery_delay);
         let counters = Arc::clone(&config.counters);
         let faults = config.faults;
+        // What this server runs with, defaults included, so results record it.
+        let settings = config
+            .settings
+            .effective(transport.spec().settings, Side::Server);
         let shutdown = CancellationToken::new();
         let task =
             tokio::spawn(transport.serve(listener, Arc::clone(&hub), config, shutdown.clone()));
@@ -52,9 +57,15 @@ impl Server {
             hub,
             counters,
             faults,
+            settings,
             shutdown,
             task,
         })
+    }
+
+    /// The transport's server settings this server runs with, defaults included.
+    pub fn settings(&self) -> &SettingValues {
+        &self.settings
     }
 
     /// The address subscribers connect to.
@@ -248,6 +259,7 @@ pub async fn run(options: ServeOptions, output: Output) -> anyhow::Result<()> {
         ),
         Output::Json => protocol::report(&Report::Listening {
             addr: server.addr(),
+            settings: server.settings().clone(),
         })?,
     }
     say(format!(

@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::{assert_identical, spec, TIMEOUT};
 use pushbench::harness::{run_subscribers, RecordPlan};
 use pushbench::protocol::{self, Report};
-use pushbench::transport::{ClientConfig, Transport};
+use pushbench::transport::{ClientConfig, Side, Transport};
 
 const BIN: &str = env!("CARGO_BIN_EXE_pushbench");
 
@@ -26,7 +26,7 @@ fn unknown_transport_lists_the_valid_ones() {
         stderr.contains("invalid value 'carrier-pigeon' for '--transport <TRANSPORT>'"),
         "{stderr}"
     );
-    for transport in Transport::ALL {
+    for &transport in Transport::ALL {
         assert!(stderr.contains(transport.name()), "{stderr}");
     }
 }
@@ -77,7 +77,7 @@ fn port_in_use_is_named() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_process_delivers_and_exits() {
     let spec = spec(2000, "64");
-    for transport in Transport::ALL {
+    for &transport in Transport::ALL {
         let mut child = Command::new(BIN)
             .args([
                 "serve",
@@ -110,7 +110,20 @@ async fn serve_process_delivers_and_exits() {
                 Report::WebhookSecret { whsec } => {
                     config.webhook_secret = Some(whsec.parse().unwrap())
                 }
-                Report::Listening { addr } => break addr,
+                Report::Listening { addr, settings } => {
+                    // It says what it runs with: every server setting of its transport.
+                    let mut declared: Vec<&str> = transport
+                        .spec()
+                        .settings
+                        .iter()
+                        .filter(|s| s.side().reaches(Side::Server))
+                        .map(|s| s.name())
+                        .collect();
+                    declared.sort();
+                    let reported: Vec<&str> = settings.0.keys().map(String::as_str).collect();
+                    assert_eq!(reported, declared, "{transport}");
+                    break addr;
+                }
                 other => panic!("{transport}: {other:?} before listening"),
             }
         };

@@ -9,6 +9,7 @@ use pushbench::event::Rate;
 use pushbench::harness::{run, RunOptions};
 use pushbench::report::results::Results;
 use pushbench::scenario::{Counts, Settings, TransportSet};
+use pushbench::setting_flags::{SettingFlags, RUN};
 
 const BIN: &str = env!("CARGO_BIN_EXE_pushbench");
 
@@ -36,6 +37,63 @@ fn small_run(transports: &str, out: &Path, exe: &Path) -> RunOptions {
     }
 }
 
+/// Transport settings given to `run` reach the server and load processes over the protocol,
+/// and results.json records what those processes reported running with: a non-default poll
+/// interval, and a long-poll hold swept over two values, each its own row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_reach_the_children_and_the_results() {
+    let out = scratch("settings");
+    let mut options = small_run("longpoll,poll", &out, Path::new(BIN));
+    let given = [
+        ("longpoll-hold", vec!["2s", "45s"]),
+        ("poll-interval", vec!["20ms"]),
+    ];
+    let flags = SettingFlags::<RUN> {
+        given: given
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect()))
+            .collect(),
+    };
+    options.scenario = Settings {
+        transport_settings: flags,
+        ..Settings {
+            transports: Some("longpoll,poll".parse().unwrap()),
+            subscribers: Some(Counts(vec![2])),
+            rate: Some(Rate::PerSecond(500.0)),
+            events: Some(300),
+            ..Settings::default()
+        }
+    }
+    .resolve()
+    .unwrap();
+    let outcome = run(options).await.unwrap();
+    let results = Results::read(&outcome.path).unwrap();
+    let rows: Vec<(&str, String, String)> = results
+        .runs
+        .iter()
+        .map(|r| (r.transport.as_str(), r.settings.label(), r.variant.label()))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (
+                "longpoll",
+                "longpoll-hold=2s".into(),
+                "longpoll-hold=2s".into()
+            ),
+            (
+                "longpoll",
+                "longpoll-hold=45s".into(),
+                "longpoll-hold=45s".into()
+            ),
+            ("poll", "poll-interval=20ms".into(), String::new()),
+        ]
+    );
+    assert!(results.runs.iter().all(|r| !r.failed));
+    assert_eq!(results.scenario.settings["longpoll-hold"], ["2s", "45s"]);
+    let _ = std::fs::remove_dir_all(out);
+}
+
 /// A run over two transports writes results.json whose figures match what was delivered, and
 /// which round-trips unchanged through the typed schema.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -53,7 +111,10 @@ async fn results_round_trip_through_the_schema() {
         "round trip changed the results"
     );
     assert!(typed.complete);
-    assert_eq!(typed.schema_version, 2);
+    assert_eq!(
+        typed.schema_version,
+        pushbench::report::results::SCHEMA_VERSION
+    );
     assert_eq!(typed.runs.len(), 2);
     for result in &typed.runs {
         assert!(

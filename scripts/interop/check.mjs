@@ -3,8 +3,12 @@
 // for long and short polling, and the `standardwebhooks` reference verifier as a webhook
 // consumer. Each must receive the whole stream in order, and the server must then exit 0.
 //
+// The transports come from `pushbench transports --json`, and each is checked with the standard
+// client its declared traits name (its browser API, or a webhook consumer when it needs inbound
+// HTTP); the floor has no standard client. A transport with none fails: add its client here.
+//
 // Usage: node scripts/interop/check.mjs PATH/TO/pushbench
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import http from 'node:http';
 import { EventSource } from 'eventsource';
@@ -53,9 +57,9 @@ function withTimeout(promise, what) {
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
-function viaEventSource({ addr }) {
+function viaEventSource({ addr, path }) {
   return new Promise((resolve, reject) => {
-    const source = new EventSource(`http://${addr}/sse`);
+    const source = new EventSource(`http://${addr}${path}`);
     const events = [];
     source.onmessage = (message) => {
       const event = JSON.parse(message.data);
@@ -71,9 +75,9 @@ function viaEventSource({ addr }) {
   });
 }
 
-function viaWebSocket({ addr }) {
+function viaWebSocket({ addr, path }) {
   return new Promise((resolve, reject) => {
-    const socket = new WebSocket(`ws://${addr}/ws`);
+    const socket = new WebSocket(`ws://${addr}${path}`);
     const events = [];
     socket.on('message', (data, isBinary) => {
       if (isBinary) reject(new Error('binary frame'));
@@ -87,11 +91,11 @@ function viaWebSocket({ addr }) {
   });
 }
 
-async function viaFetch({ addr }) {
+async function viaFetch({ addr, path }) {
   const events = [];
   let after = null;
   for (;;) {
-    const url = after === null ? `http://${addr}/events` : `http://${addr}/events?after=${after}`;
+    const url = after === null ? `http://${addr}${path}` : `http://${addr}${path}?after=${after}`;
     const answer = await fetch(url, { headers: { origin: 'http://example.test' } });
     if (answer.status !== 200) throw new Error(`GET ${url}: ${answer.status}`);
     if (!answer.headers.get('access-control-allow-origin')) throw new Error('no CORS header');
@@ -134,17 +138,30 @@ async function viaWebhookConsumer({ addr, secret }) {
   return events;
 }
 
-const checks = [
-  ['sse', 'EventSource', viaEventSource],
-  ['websocket', 'WebSocket', viaWebSocket],
-  ['longpoll', 'fetch', viaFetch],
-  ['poll', 'fetch', viaFetch],
-  ['webhook', 'standardwebhooks verifier', viaWebhookConsumer],
-];
+/** The standard client for a transport, by what it declares: [name, receive] or null. */
+function standardClient(traits) {
+  if (traits.needs_inbound_http) return ['standardwebhooks verifier', viaWebhookConsumer];
+  const byApi = { EventSource: viaEventSource, WebSocket: viaWebSocket, fetch: viaFetch };
+  const receive = byApi[traits.browser_api];
+  return receive ? [traits.browser_api, receive] : null;
+}
+
+const declared = JSON.parse(execFileSync(BIN, ['transports', '--json'], { encoding: 'utf8' }));
 let passed = 0;
 let failed = 0;
-for (const [transport, client, receive] of checks) {
-  const server = await serve(transport);
+for (const { name: transport, traits, cursor_path: path } of declared) {
+  const standard = standardClient(traits);
+  if (!standard) {
+    if (traits.floor) {
+      console.log(`skip   ${transport}: the floor speaks no protocol a standard client knows`);
+    } else {
+      console.log(`FAILED ${transport}: no standard client for it in this check; add one`);
+      failed += 1;
+    }
+    continue;
+  }
+  const [client, receive] = standard;
+  const server = { ...(await serve(transport)), path };
   try {
     const events = await withTimeout(receive(server), `${transport} via ${client}`);
     checkStream(events);

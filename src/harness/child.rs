@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use crate::metrics::process::ProcessSample;
 use crate::protocol::{self, Job, Report};
 use crate::serve::ServeStats;
+use crate::transport::SettingValues;
 
 use super::part::LoadPart;
 
@@ -170,6 +171,7 @@ impl Child {
 pub struct ServerChild {
     child: Child,
     addr: SocketAddr,
+    settings: SettingValues,
 }
 
 impl ServerChild {
@@ -178,7 +180,13 @@ impl ServerChild {
         let mut child = Child::spawn(exe, &job, "server".into()).await?;
         loop {
             match child.next(STARTUP).await? {
-                Report::Listening { addr } => return Ok(Self { child, addr }),
+                Report::Listening { addr, settings } => {
+                    return Ok(Self {
+                        child,
+                        addr,
+                        settings,
+                    })
+                }
                 Report::WebhookSecret { .. } => continue,
                 other => bail!("server reported {other:?} before listening"),
             }
@@ -188,6 +196,11 @@ impl ServerChild {
     /// Where subscribers connect.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The server settings the server reported running with.
+    pub fn settings(&self) -> &SettingValues {
+        &self.settings
     }
 
     /// The server's process id.

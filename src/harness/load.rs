@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::clock::now_ns;
 use crate::event::StreamSpec;
 use crate::metrics::process::{self, ProcessSample};
-use crate::transport::{ClientConfig, Transport};
+use crate::transport::{ClientConfig, Side, Transport};
 
 use super::part::{LoadPart, WorkerProcess};
 use super::subscriber::{RecordPlan, SubscriberRecord, TallySink};
@@ -165,5 +165,10 @@ pub async fn run_job(
         end,
     };
     part.sockets = job.config.counters.totals();
+    // What the subscribers ran with, defaults included, so results record it.
+    part.settings = job
+        .config
+        .settings
+        .effective(job.transport.spec().settings, Side::Client);
     Ok(part)
 }

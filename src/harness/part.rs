@@ -14,7 +14,7 @@ use crate::metrics::latency::{self, Percentiles};
 use crate::metrics::process::ProcessSample;
 use crate::metrics::recorder::{FanoutClock, Recorded};
 use crate::metrics::sockets::SocketTotals;
-use crate::transport::Transport;
+use crate::transport::{SettingValues, Transport};
 
 /// How many distinct subscriber errors a part keeps word for word (the rest are counted).
 const ERRORS_KEPT: usize = 8;
@@ -148,6 +148,9 @@ pub struct LoadPart {
     pub process: WorkerProcess,
     /// Connections and bytes at sockets it accepted (webhook consumers).
     pub sockets: SocketTotals,
+    /// The transport's client settings its subscribers ran with (defaults filled in).
+    #[serde(default)]
+    pub settings: SettingValues,
 }
 
 impl LoadPart {
@@ -180,6 +183,7 @@ impl LoadPart {
             }
         }
         Self {
+            settings: SettingValues::default(),
             worker,
             transport,
             spec: spec.clone(),
@@ -234,6 +238,8 @@ pub enum MergeError {
 pub struct Merged {
     /// The transport.
     pub transport: Transport,
+    /// The client settings every part ran with.
+    pub settings: SettingValues,
     /// The stream.
     pub spec: StreamSpec,
     /// Delivery counts over every subscriber.
@@ -272,13 +278,18 @@ impl Merged {
             format!(
                 "{} with seed {}, {} events, payload {}, rate {}",
                 p.transport, p.spec.seed, p.spec.count, p.spec.payload, p.spec.rate
-            )
+            ) + &if p.settings.is_empty() {
+                String::new()
+            } else {
+                format!(", {}", p.settings.label())
+            }
         };
         let decode = |worker: usize, text: &str| {
             latency::decode(text).map_err(|why| MergeError::Histogram { worker, why })
         };
         let mut merged = Merged {
             transport: first.transport,
+            settings: first.settings.clone(),
             spec: first.spec.clone(),
             counts: DeliveryCounts::default(),
             errors: Vec::new(),
@@ -297,6 +308,7 @@ impl Merged {
         for part in parts {
             if part.spec != first.spec
                 || part.transport != first.transport
+                || part.settings != first.settings
                 || part.interval_origin_ns != first.interval_origin_ns
             {
                 return Err(MergeError::Mismatch {

@@ -25,7 +25,7 @@ use crate::report::results::{
 use crate::report::table;
 use crate::scenario::{raise_open_file_limit, Scenario};
 use crate::serve::{ServeOptions, ServeStats};
-use crate::transport::{ClientConfig, ServerConfig, Transport};
+use crate::transport::{ClientConfig, ServerConfig, SettingValues, Transport};
 
 use super::calibrate::calibrate;
 use super::child::{LoadWorker, ServerChild};
@@ -59,12 +59,27 @@ pub struct RunOutcome {
     pub results: Results,
 }
 
-/// One combination to measure.
+/// One combination to measure: a row of the results (and one repeat of it).
 struct Combination<'a> {
     transport: Transport,
+    /// Every setting of the transport for this row.
+    settings: SettingValues,
+    /// The swept ones among them, which tell this row from its siblings.
+    variant: SettingValues,
     subscribers: usize,
     payload: &'a PayloadSizes,
     repeat: u32,
+}
+
+impl Combination<'_> {
+    /// The transport, with its swept settings when there are any (`longpoll longpoll-hold=1s`).
+    fn label(&self) -> String {
+        if self.variant.is_empty() {
+            self.transport.to_string()
+        } else {
+            format!("{} {}", self.transport, self.variant.label())
+        }
+    }
 }
 
 /// Runs the scenario, writing results as it goes (so an interrupted or failed run keeps what
@@ -104,7 +119,8 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunOutcome> {
         load_cpus: load_cpus.as_deref(),
         dir: &dir,
     };
-    // The settings every server child runs with (each gets this config, over the protocol).
+    // The shared settings every server child runs with (each gets its config over the
+    // protocol; each transport's own settings are recorded per row, as the children report).
     let defaults = ServerConfig::default();
     let mut results = Results {
         schema_version: SCHEMA_VERSION,
@@ -115,10 +131,8 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunOutcome> {
         placement,
         calibration,
         settings: Settings {
-            ws_read_buffer_bytes: defaults.ws_read_buffer,
             batch_events: defaults.batch.events,
             batch_bytes: defaults.batch.bytes,
-            hold_secs: defaults.hold.as_secs_f64(),
             heartbeat_secs: defaults.heartbeat.as_secs_f64(),
         },
         scenario: scenario.clone(),
@@ -135,13 +149,17 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunOutcome> {
                 } else {
                     scenario.repeat
                 };
-                for repeat in 0..repeats {
-                    combinations.push(Combination {
-                        transport,
-                        subscribers,
-                        payload,
-                        repeat,
-                    });
+                for (settings, variant) in scenario.variants(transport) {
+                    for repeat in 0..repeats {
+                        combinations.push(Combination {
+                            transport,
+                            settings: settings.clone(),
+                            variant: variant.clone(),
+                            subscribers,
+                            payload,
+                            repeat,
+                        });
+                    }
                 }
             }
         }
@@ -155,7 +173,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunOutcome> {
     for combination in &combinations {
         progress.set_message(format!(
             "{} x{} {} B{}",
-            combination.transport,
+            combination.label(),
             combination.subscribers,
             combination.payload,
             if scenario.repeat > 1 {
@@ -284,6 +302,7 @@ async fn find_max(
         transport: combination.transport.name().to_owned(),
         subscribers: combination.subscribers,
         payload: combination.payload.to_string(),
+        variant: combination.variant.clone(),
         events_per_s,
         p99_us,
         stopped_because,
@@ -316,7 +335,7 @@ async fn measure(
     let subscribers = combination.subscribers;
     // Every setting, secret included, reaches the children over the protocol, not argv.
     let server_config = ServerConfig {
-        webhook_new_connection: scenario.webhook_new_connection,
+        settings: combination.settings.clone(),
         ..ServerConfig::default()
     };
     let serve = ServeOptions {
@@ -337,7 +356,7 @@ async fn measure(
         .unwrap_or_default();
 
     let client = ClientConfig {
-        poll_interval: scenario.poll_interval,
+        settings: combination.settings.clone(),
         webhook_secret: Some(server_config.webhook_secret.clone()),
         ..ClientConfig::default()
     };
@@ -381,8 +400,12 @@ async fn measure(
         let stderr = server.child().stderr().await;
         anyhow::bail!("server {status} during the stream; its stderr:\n{stderr}");
     }
+    let server_settings = server.settings().clone();
     let stats = server.finish(Duration::from_secs(30)).await?;
     let merged = Merged::of(&parts)?;
+    // What the processes ran with, as they reported it: the server's settings and the load's.
+    let mut settings = server_settings;
+    settings.0.extend(merged.settings.0.clone());
     let interval_log = write_interval_log(placed.dir, combination, &merged, origin_ns)?;
 
     let client_rss: u64 = connected
@@ -409,6 +432,7 @@ async fn measure(
         },
         steal_share: machine_before.steal_share_until(&machine_after),
         interval_log,
+        settings,
     }))
 }
 
@@ -440,7 +464,7 @@ fn write_interval_log(
     }
     let name = format!(
         "intervals/{}-{}subs-{}B-r{}.hlog",
-        combination.transport,
+        combination.label().replace([' ', '='], "_"),
         combination.subscribers,
         combination.payload.to_string().replace(',', "_"),
         combination.repeat
@@ -456,7 +480,9 @@ fn write_interval_log(
     );
     let comment = format!(
         "pushbench latency (us) per second: {} x{} subscribers, payload {} B",
-        combination.transport, combination.subscribers, combination.payload
+        combination.label(),
+        combination.subscribers,
+        combination.payload
     );
     latency::write_interval_log(&mut file, start, &comment, &merged.seconds)
         .and_then(|()| std::io::Write::flush(&mut file))
@@ -482,6 +508,8 @@ struct Summary<'a> {
     load_cpus: usize,
     steal_share: f64,
     interval_log: Option<String>,
+    /// The transport's settings as the server and load processes reported them.
+    settings: SettingValues,
 }
 
 /// Turns the merged load parts, the server's stats and the process samples into one result.
@@ -533,6 +561,8 @@ fn summarise(s: Summary<'_>) -> TransportResult {
         subscribers: counts.subscribers,
         payload: s.combination.payload.to_string(),
         repeat: s.combination.repeat,
+        settings: s.settings,
+        variant: s.combination.variant.clone(),
         offered_rate: s.spec.rate.to_string(),
         events_expected: expected,
         events_delivered: delivered,

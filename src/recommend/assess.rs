@@ -88,7 +88,13 @@ pub fn assess(transport: Transport, design: &Design, evidence: &Evidence) -> Ass
             text,
         })
     };
-    let (poll_interval, heartbeat, hold) = evidence.settings().unwrap_or((0.1, 15.0, 30.0));
+    let heartbeat = evidence.heartbeat_secs().unwrap_or(15.0);
+    // The interval or hold that paces this transport's requests, as its evidence measured it
+    // (the transport declares which of its settings that is).
+    let pace = traits.requests.pace();
+    let pace_secs = pace.map(|setting| evidence.setting(name, setting).as_secs_f64());
+    let per_interval = matches!(traits.requests, Requests::PerInterval(_));
+    let (poll_interval, hold) = (pace_secs.unwrap_or(0.0), pace_secs.unwrap_or(heartbeat));
 
     // Hard rules: what the transport is.
     if design.direction == Direction::Bidirectional && !traits.duplex {
@@ -208,7 +214,7 @@ pub fn assess(transport: Transport, design: &Design, evidence: &Evidence) -> Ass
             }
         }
     }
-    if traits.requests == Requests::PerInterval {
+    if per_interval {
         // Latency is the polling interval: poll at half the budget to stay within it.
         let interval = design.p99_budget_ms / 2e3;
         if interval < poll_interval / 2.0 {
@@ -216,11 +222,14 @@ pub fn assess(transport: Transport, design: &Design, evidence: &Evidence) -> Ass
                 "measured polling every {} ms; the {} ms the budget needs was not measured, so its CPU cost is unknown",
                 (poll_interval * 1e3).round(), round(interval * 1e3)
             ));
-            to_measure = Some(format!(
-                "{} --poll-interval-ms {}",
-                run_command(name, design),
-                (interval * 1e3).floor().max(1.0)
-            ));
+            to_measure = pace.map(|setting| {
+                format!(
+                    "{} --{} {}ms",
+                    run_command(name, design),
+                    setting.name,
+                    (interval * 1e3).floor().max(1.0)
+                )
+            });
         }
         if let Some(p99) = evidence.comparable(name, design, "latency_p99", true) {
             say(Weight::Supports, "latency", format!(
@@ -289,7 +298,7 @@ pub fn assess(transport: Transport, design: &Design, evidence: &Evidence) -> Ass
             "holds no connection per subscriber between deliveries".into(),
         );
     }
-    let latency_known = traits.requests == Requests::PerInterval || costs[0].is_some();
+    let latency_known = per_interval || costs[0].is_some();
     let cpu = evidence.comparable(name, design, "server_cpu_us_per_delivery", false);
     // An excluded transport needs no further measurement.
     if (cpu.is_none() || !latency_known) && !excluded.get() {
@@ -314,8 +323,7 @@ pub fn assess(transport: Transport, design: &Design, evidence: &Evidence) -> Ass
     if let Some(cpu) = cpu {
         let cores = cpu.value * design.rate * design.subscribers as f64 / 1e6;
         // A poll's CPU cost depends on its interval; measured at another, it is not known.
-        let known = !(traits.requests == Requests::PerInterval
-            && design.p99_budget_ms / 2e3 < poll_interval / 2.0);
+        let known = !(per_interval && design.p99_budget_ms / 2e3 < poll_interval / 2.0);
         costs[1] = known.then_some(cores);
         let text = format!(
             "{:.2} us of server CPU per delivery {}: {:.2} cores for the design's {} deliveries/s",
@@ -360,8 +368,8 @@ pub fn assess(transport: Transport, design: &Design, evidence: &Evidence) -> Ass
     // Requests the server answers (or, for webhooks, makes) per second, for the whole design.
     let per_subscriber = match traits.requests {
         Requests::Stream => 0.0,
-        Requests::PerAnswer => design.rate.max(1.0 / hold),
-        Requests::PerInterval => 2e3 / design.p99_budget_ms,
+        Requests::PerAnswer(_) => design.rate.max(1.0 / hold),
+        Requests::PerInterval(_) => 2e3 / design.p99_budget_ms,
         Requests::PerEvent => design.rate,
     };
     costs[4] = Some(per_subscriber * design.subscribers as f64);

@@ -11,6 +11,7 @@ use super::design::Design;
 use crate::report::figures::{rows, Row};
 use crate::report::results::Results;
 use crate::report::table::thousands;
+use crate::transport::Setting;
 
 /// A results file and what it holds.
 #[derive(Debug)]
@@ -198,15 +199,22 @@ impl Evidence {
             .reduce(|a, b| (a.0.max(b.0), a.1.max(b.1)))
     }
 
-    /// The short-poll interval and keep-alive interval the evidence was measured with.
-    pub fn settings(&self) -> Option<(f64, f64, f64)> {
-        self.sources.first().map(|s| {
-            (
-                s.results.scenario.poll_interval.as_secs_f64(),
-                s.results.settings.heartbeat_secs,
-                s.results.settings.hold_secs,
-            )
-        })
+    /// The keep-alive interval the evidence was measured with, seconds.
+    pub fn heartbeat_secs(&self) -> Option<f64> {
+        self.sources
+            .first()
+            .map(|s| s.results.settings.heartbeat_secs)
+    }
+
+    /// The value of one of the transport's settings its evidence was measured with (the first
+    /// passing run's), or the setting's default when there is no evidence.
+    pub fn setting<T>(&self, transport: &str, setting: &Setting<T>) -> T
+    where
+        T: crate::transport::settings::Value + PartialOrd,
+    {
+        self.rows_for(transport)
+            .find_map(|(_, row)| row.runs.first().map(|run| setting.read(&run.settings)))
+            .unwrap_or(setting.default)
     }
 
     /// The run ids cited.

@@ -5,7 +5,7 @@ use plotters::chart::SeriesLabelPosition;
 
 use super::document::Block;
 use super::figures::{at_setting, headline_setting, settings, Row};
-use super::plots::{bar_chart, line_chart, Axis, BarChart, LineChart, Series};
+use super::plots::{bar_chart, colour, line_chart, Axis, BarChart, LineChart, Series};
 use super::table::{bytes, thousands};
 
 /// Latency axis (log scale, microseconds).
@@ -88,7 +88,7 @@ pub fn figures(rows: &[Row<'_>]) -> anyhow::Result<Vec<Block>> {
                 .map(|r| {
                     let server = r.figure("server_rss_per_conn").median;
                     let client = r.figure("client_rss_per_conn").median;
-                    (name(r), r.transport_index(), vec![server, client])
+                    (name(r), colour(&r.key.transport), vec![server, client])
                 })
                 .collect(),
         })?,
@@ -109,7 +109,7 @@ pub fn figures(rows: &[Row<'_>]) -> anyhow::Result<Vec<Block>> {
                 .map(|r| {
                     (
                         name(r),
-                        r.transport_index(),
+                        colour(&r.key.transport),
                         vec![r.figure("server_cpu_us_per_delivery").median],
                     )
                 })
@@ -129,7 +129,7 @@ pub fn figures(rows: &[Row<'_>]) -> anyhow::Result<Vec<Block>> {
                     let wire = r.figure("wire_bytes_per_event").median;
                     let events = r.figure("events_per_s").median;
                     let payload = if events > 0.0 { r.figure("bytes_per_s").median / events } else { 0.0 };
-                    (name(r), r.transport_index(), vec![payload.min(wire), (wire - payload).max(0.0)])
+                    (name(r), colour(&r.key.transport), vec![payload.min(wire), (wire - payload).max(0.0)])
                 })
                 .collect(),
         })?,
@@ -164,7 +164,7 @@ fn spectrum(rows: &[&Row<'_>]) -> LineChart {
                 .collect();
             Some(Series {
                 name: row.key.transport.clone(),
-                colour: row.transport_index(),
+                colour: colour(&row.key.transport),
                 points,
             })
         })
@@ -207,7 +207,7 @@ fn over_time(
                 .collect();
             Series {
                 name: row.key.transport.clone(),
-                colour: row.transport_index(),
+                colour: colour(&row.key.transport),
                 points,
             }
         })
@@ -253,7 +253,7 @@ fn fanout(rows: &[Row<'_>]) -> Option<(LineChart, LineChart)> {
             .iter()
             .map(|t| Series {
                 name: t.key.transport.clone(),
-                colour: t.transport_index(),
+                colour: colour(&t.key.transport),
                 points: rows
                     .iter()
                     .filter(|r| {

@@ -442,15 +442,12 @@ fn method(doc: &mut Document, results: &Results) {
          followed at evenly spaced events)."
             .into(),
         format!(
-            "Settings: WebSocket read buffer {} B per connection; at most {} events or {} B per \
-             write or response; long-poll hold {} s; keep-alive every {} s; short-poll interval \
-             {} ms.",
-            s.ws_read_buffer_bytes,
+            "Settings: at most {} events or {} B per write or response; keep-alive every {} s. \
+             Each transport's own, as its server and load processes ran with them: {}.",
             s.batch_events,
             s.batch_bytes,
-            s.hold_secs,
             s.heartbeat_secs,
-            results.scenario.poll_interval.as_millis()
+            transport_settings(results)
         ),
         "The full histograms are kept in `results.json` (HdrHistogram V2, base64), so runs can \
          be merged and re-plotted."
@@ -541,4 +538,23 @@ pub fn headline(results: &Results) -> String {
         results.machine.cores,
         results.machine.git_revision
     )
+}
+
+/// Every distinct `name=value` of the transports' own settings over the runs, in run order
+/// ("none" when no transport has settings).
+fn transport_settings(results: &Results) -> String {
+    let mut seen: Vec<String> = Vec::new();
+    for run in &results.runs {
+        for (name, value) in &run.settings.0 {
+            let pair = format!("`{name}={value}`");
+            if !seen.contains(&pair) {
+                seen.push(pair);
+            }
+        }
+    }
+    if seen.is_empty() {
+        "none".into()
+    } else {
+        seen.join(", ")
+    }
 }

@@ -12,21 +12,16 @@ use plotters::prelude::*;
 /// Chart size in pixels (the HTML scales it to the page width).
 const SIZE: (u32, u32) = (920, 400);
 
-/// Colours by transport order (Okabe–Ito, distinguishable with colour blindness); the floor
-/// and anything unknown are drawn in black and grey.
-const COLOURS: [RGBColor; 7] = [
-    RGBColor(0, 114, 178),
-    RGBColor(230, 159, 0),
-    RGBColor(0, 158, 115),
-    RGBColor(204, 121, 167),
-    RGBColor(213, 94, 0),
-    RGBColor(40, 40, 40),
-    RGBColor(150, 150, 150),
-];
+/// What is drawn for a series of no known transport.
+const UNKNOWN: RGBColor = RGBColor(150, 150, 150);
 
-/// The colour of the series at this position in the canonical order.
-pub fn colour(index: usize) -> RGBColor {
-    COLOURS[index.min(COLOURS.len() - 1)]
+/// The colour of a transport's series, as the transport declares it (grey for a name this
+/// pushbench does not know, as in results from another version).
+pub fn colour(transport: &str) -> RGBColor {
+    crate::transport::Transport::named(transport).map_or(UNKNOWN, |t| {
+        let c = t.spec().colour;
+        RGBColor(c.0, c.1, c.2)
+    })
 }
 
 /// One axis: what it shows, whether it is logarithmic, and how its values read.
@@ -44,8 +39,8 @@ pub struct Axis {
 pub struct Series {
     /// Legend entry.
     pub name: String,
-    /// Colour position.
-    pub colour: usize,
+    /// Its colour.
+    pub colour: RGBColor,
     /// Points (x, y) in data units.
     pub points: Vec<(f64, f64)>,
 }
@@ -107,7 +102,7 @@ pub fn line_chart(chart: &LineChart) -> anyhow::Result<String> {
             .label_style(("sans-serif", 13))
             .draw()?;
         for (s, points) in &series {
-            let style = colour(s.colour).stroke_width(2);
+            let style = s.colour.stroke_width(2);
             plot.draw_series(LineSeries::new(points.iter().copied(), style))?
                 .label(s.name.as_str())
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], style));
@@ -131,8 +126,8 @@ pub struct BarChart {
     pub axis: Axis,
     /// Names of the segments, for the legend (one name: no legend).
     pub segments: Vec<&'static str>,
-    /// Bars: label, colour position, one value per segment.
-    pub bars: Vec<(String, usize, Vec<f64>)>,
+    /// Bars: label, colour, one value per segment.
+    pub bars: Vec<(String, RGBColor, Vec<f64>)>,
 }
 
 /// Draws a horizontal bar chart as an SVG document.
@@ -188,9 +183,9 @@ pub fn bar_chart(chart: &BarChart) -> anyhow::Result<String> {
             let mut start = 0.0;
             for (segment, value) in values.iter().enumerate() {
                 let fill = if segment == 0 {
-                    colour(*colour_at).filled()
+                    colour_at.filled()
                 } else {
-                    colour(*colour_at).mix(0.35).filled()
+                    colour_at.mix(0.35).filled()
                 };
                 plot.draw_series(std::iter::once(Rectangle::new(
                     [(start, bottom), (start + value, top)],
@@ -327,12 +322,12 @@ mod tests {
             series: vec![
                 Series {
                     name: "alpha".into(),
-                    colour: 0,
+                    colour: colour("websocket"),
                     points: vec![(0.0, 10.0), (1.0, 1000.0)],
                 },
                 Series {
                     name: "beta".into(),
-                    colour: 1,
+                    colour: UNKNOWN,
                     points: vec![(0.0, 20.0), (1.0, 30.0)],
                 },
             ],
@@ -358,8 +353,8 @@ mod tests {
             },
             segments: vec!["payload", "overhead"],
             bars: vec![
-                ("one".into(), 0, vec![64.0, 80.0]),
-                ("two".into(), 1, vec![64.0, 10.0]),
+                ("one".into(), colour("websocket"), vec![64.0, 80.0]),
+                ("two".into(), UNKNOWN, vec![64.0, 10.0]),
             ],
         })
         .unwrap();

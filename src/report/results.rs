@@ -5,6 +5,7 @@
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -12,6 +13,7 @@ use crate::metrics::latency::{IntervalLatency, Percentiles};
 use crate::metrics::machine::Machine;
 use crate::publisher::Lateness;
 use crate::scenario::Scenario;
+use crate::transport::{SettingValues, Transport};
 
 /// Bumped whenever a field changes meaning or disappears; older files are migrated on reading
 /// ([`migrate`]).
@@ -21,7 +23,12 @@ use crate::scenario::Scenario;
 ///   was per delivery, and from 2 on it leaves out the publisher's own CPU); rows gained what
 ///   limited them, load CPU per delivery, steal, publisher lateness and the last receiver's
 ///   latency. Version-1 files read with those absent.
-pub const SCHEMA_VERSION: u32 = 2;
+/// - 3: each transport's own settings are recorded per row as the server and load processes
+///   ran with them (`runs[].settings`), with the swept ones that tell rows apart
+///   (`runs[].variant`); the scenario keeps the settings given (`scenario.settings`). The
+///   long-poll hold, WebSocket read buffer, poll interval and webhook connection switch moved
+///   there from `settings` and `scenario`.
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Above this share of its CPUs a process counts as saturated.
 pub const SATURATED: f64 = 0.9;
@@ -98,6 +105,10 @@ pub struct MaxRate {
     pub subscribers: usize,
     /// Payload size(s), bytes.
     pub payload: String,
+    /// The swept settings of this row (empty when nothing was swept).
+    #[serde(default)]
+    #[schemars(with = "std::collections::BTreeMap<String, String>")]
+    pub variant: SettingValues,
     /// The last offered rate that held, events per second per stream (0: not even the first).
     pub events_per_s: f64,
     /// p99 latency at that rate, us.
@@ -127,17 +138,14 @@ pub struct Calibration {
     pub rtt_us: Percentiles,
 }
 
-/// Transport settings recorded with the results.
+/// Server settings every transport shares, recorded with the results (each transport's own
+/// settings are recorded per row).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Settings {
-    /// WebSocket read buffer per connection, bytes (both sides).
-    pub ws_read_buffer_bytes: usize,
     /// Most events per write or response.
     pub batch_events: usize,
     /// Most bytes per write or response (at least one event).
     pub batch_bytes: usize,
-    /// Long-poll hold, seconds.
-    pub hold_secs: f64,
     /// Keep-alive interval (WebSocket ping, SSE comment), seconds.
     pub heartbeat_secs: f64,
 }
@@ -153,6 +161,16 @@ pub struct TransportResult {
     pub payload: String,
     /// Which repeat of this combination (from 0).
     pub repeat: u32,
+    /// The transport's own settings as the server and load processes reported running with
+    /// them (canonical text by setting name).
+    #[serde(default)]
+    #[schemars(with = "std::collections::BTreeMap<String, String>")]
+    pub settings: SettingValues,
+    /// The settings swept in this scenario, with this row's values: part of what tells rows
+    /// apart (empty when nothing was swept).
+    #[serde(default)]
+    #[schemars(with = "std::collections::BTreeMap<String, String>")]
+    pub variant: SettingValues,
     /// Offered rate, events per second, or `max`.
     pub offered_rate: String,
     /// Events the subscribers should have received in all (events x subscribers).
@@ -319,6 +337,9 @@ pub fn migrate(mut value: serde_json::Value) -> anyhow::Result<serde_json::Value
              ({SCHEMA_VERSION}); upgrade pushbench"
         );
     }
+    if version < 3 {
+        migrate_settings(&mut value);
+    }
     if version < 2 {
         let runs = value.get_mut("runs").and_then(|r| r.as_array_mut());
         for run in runs.into_iter().flatten() {
@@ -331,6 +352,83 @@ pub fn migrate(mut value: serde_json::Value) -> anyhow::Result<serde_json::Value
     }
     value["schema_version"] = SCHEMA_VERSION.into();
     Ok(value)
+}
+
+/// Version 3 moved each transport's own settings into its rows: version 2 kept the long-poll
+/// hold and WebSocket read buffer in `settings`, the poll interval and the webhook connection
+/// switch in `scenario`, all under their own field names.
+fn migrate_settings(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    let secs = |v: Option<&Value>| {
+        v.and_then(Value::as_f64)
+            .and_then(|s| Duration::try_from_secs_f64(s).ok())
+            .map(crate::transport::settings::Value::show)
+    };
+    let mut old: std::collections::BTreeMap<&str, String> = Default::default();
+    let settings = value.get("settings").cloned().unwrap_or_default();
+    let scenario = value.get("scenario").cloned().unwrap_or_default();
+    if let Some(bytes) = settings.get("ws_read_buffer_bytes").and_then(Value::as_u64) {
+        old.insert("websocket-read-buffer", bytes.to_string());
+    }
+    if let Some(hold) = secs(settings.get("hold_secs")) {
+        old.insert("longpoll-hold", hold);
+    }
+    if let Some(interval) = secs(scenario.get("poll_interval")) {
+        old.insert("poll-interval", interval);
+    }
+    if let Some(new) = scenario
+        .get("webhook_new_connection")
+        .and_then(Value::as_bool)
+    {
+        old.insert("webhook-new-connection", new.to_string());
+    }
+    for run in value
+        .get_mut("runs")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+    {
+        let transport = run.get("transport").and_then(Value::as_str);
+        let Some(spec) = transport.and_then(Transport::named).map(Transport::spec) else {
+            continue;
+        };
+        let recorded: serde_json::Map<String, Value> = spec
+            .settings
+            .iter()
+            .map(|s| {
+                let text = old
+                    .get(s.name())
+                    .cloned()
+                    .unwrap_or_else(|| s.default_text());
+                (s.name().to_owned(), Value::String(text))
+            })
+            .collect();
+        run["settings"] = Value::Object(recorded);
+    }
+    // The scenario records settings given; version 2 recorded these two always, so keep them
+    // only where they differ from the defaults.
+    let given: serde_json::Map<String, Value> = ["poll-interval", "webhook-new-connection"]
+        .into_iter()
+        .filter_map(|name| {
+            let (_, setting) = crate::transport::setting_named(name)?;
+            let text = old.get(name)?;
+            (*text != setting.default_text()).then(|| {
+                (
+                    name.to_owned(),
+                    Value::Array(vec![Value::String(text.clone())]),
+                )
+            })
+        })
+        .collect();
+    if let Some(scenario) = value.get_mut("scenario").and_then(Value::as_object_mut) {
+        scenario.remove("poll_interval");
+        scenario.remove("webhook_new_connection");
+        scenario.insert("settings".into(), Value::Object(given));
+    }
+    if let Some(settings) = value.get_mut("settings").and_then(Value::as_object_mut) {
+        settings.remove("ws_read_buffer_bytes");
+        settings.remove("hold_secs");
+    }
 }
 
 /// `YYYYMMDD-HHMMSS` (UTC) for Unix seconds, for run ids that sort by time.
@@ -367,7 +465,7 @@ mod tests {
             "runs": [{"connection": {"server_cpu_us_per_event": 9.5}}]
         });
         let v2 = migrate(v1).unwrap();
-        assert_eq!(v2["schema_version"], 2);
+        assert_eq!(v2["schema_version"], SCHEMA_VERSION);
         assert_eq!(
             v2["runs"][0]["connection"]["server_cpu_us_per_delivery"],
             9.5
@@ -377,6 +475,33 @@ mod tests {
             .is_none());
         let future = serde_json::json!({"schema_version": 99});
         assert!(migrate(future).unwrap_err().to_string().contains("newer"));
+    }
+
+    /// Version 2's settings land in each row under the declared names, defaults filled in.
+    #[test]
+    fn migrates_version_two_settings() {
+        let v2 = serde_json::json!({
+            "schema_version": 2,
+            "settings": {"ws_read_buffer_bytes": 4096, "hold_secs": 30.0, "batch_events": 256,
+                         "batch_bytes": 65536, "heartbeat_secs": 15.0},
+            "scenario": {"poll_interval": 0.05, "webhook_new_connection": false},
+            "runs": [{"transport": "poll"}, {"transport": "longpoll"}, {"transport": "webhook"}]
+        });
+        let v3 = migrate(v2).unwrap();
+        assert_eq!(
+            v3["runs"][0]["settings"],
+            serde_json::json!({"poll-interval": "50ms"})
+        );
+        assert_eq!(
+            v3["runs"][1]["settings"],
+            serde_json::json!({"longpoll-hold": "30s"})
+        );
+        assert_eq!(v3["runs"][2]["settings"]["webhook-attempts"], "8");
+        assert_eq!(
+            v3["scenario"]["settings"],
+            serde_json::json!({"poll-interval": ["50ms"]})
+        );
+        assert!(v3["settings"].get("hold_secs").is_none());
     }
 
     /// The bound rule: a saturated server wins; a saturated load alone is load-bound.

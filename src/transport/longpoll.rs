@@ -4,36 +4,56 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::cursor::{self, Pace};
-use super::{ClientConfig, ClientError, Redelivery, Requests, ServerConfig, Sink, Traits};
+use super::{
+    ClientConfig, ClientError, Colour, Redelivery, Requests, ServerConfig, Setting, Side, Sink, Spec,
+    Traits,
+};
 use crate::hub::Hub;
 
-/// One-way, a held request per batch; every request carries the cursor, so resuming is free.
-pub const TRAITS: Traits = Traits {
-    duplex: false,
-    browser_api: Some("fetch"),
-    needs_inbound_http: false,
-    holds_connection: true,
-    needs_upgrade: false,
-    streams_response: false,
-    http: true,
-    requests: Requests::PerAnswer,
-    redelivery: Redelivery::BuiltIn("every request carries the cursor (?after=SEQ)"),
-    floor: false,
+/// How long the server holds a poll that finds nothing new.
+pub static HOLD: Setting<Duration> = Setting {
+    name: "longpoll-hold",
+    help: "How long a long poll is held before it is answered with an empty batch",
+    side: Side::Server,
+    default: Duration::from_secs(30),
+    min: Duration::from_millis(1),
 };
 
-/// Serves `/events`, holding each request up to `config.hold`.
+/// One-way, a held request per batch; every request carries the cursor, so resuming is free.
+pub static SPEC: Spec = Spec {
+    name: "longpoll",
+    summary: "Long polling: GET /events?after=SEQ held until events exist",
+    colour: Colour(0, 158, 115),
+    cursor_path: Some("/events"),
+    settings: &[&HOLD],
+    traits: Traits {
+        duplex: false,
+        browser_api: Some("fetch"),
+        needs_inbound_http: false,
+        holds_connection: true,
+        needs_upgrade: false,
+        streams_response: false,
+        http: true,
+        requests: Requests::PerAnswer(&HOLD),
+        redelivery: Redelivery::BuiltIn("every request carries the cursor (?after=SEQ)"),
+        floor: false,
+    },
+};
+
+/// Serves `/events`, holding each request up to [`HOLD`].
 pub(crate) async fn serve(
     listener: TcpListener,
     hub: Arc<Hub>,
     config: ServerConfig,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let hold = Some(config.hold);
+    let hold = Some(HOLD.read(&config.settings));
     cursor::serve(listener, hub, config, shutdown, hold).await
 }
 

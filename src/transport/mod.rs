@@ -1,7 +1,9 @@
 //! The contract every transport implements, and the one place that lists them.
 //!
-//! A transport is one file holding its server and its client side by side:
+//! A transport is one file holding its declaration, its server and its client side by side:
 //!
+//! - `SPEC`: its name, a line saying what it is, its [`Traits`], its colour and its settings
+//!   (each a [`Setting`] with its default, declared there once);
 //! - server: `serve(listener, hub, config, shutdown)` accepts subscribers on a listener the
 //!   caller bound, hands each the published stream from the [`Hub`] (which also counts them),
 //!   and returns once `shutdown` fires.
@@ -9,17 +11,14 @@
 //!   [`Sink`] with its receive time, and closes cleanly when the sink has seen enough or the
 //!   server ends the stream.
 //!
-//! [`Transport`] is the only enum that names them; it only dispatches. Everything above this
-//! module (harness, metrics, report) talks to `Transport`, never to a transport's file.
+//! and one line in the `transports!` list below. [`Transport`] is the enum that list writes; it
+//! only dispatches. Everything above this module (harness, metrics, report, recommend) talks to
+//! `Transport` and its [`Spec`], never to a transport's file.
 
 mod cursor;
 mod listener;
-pub mod longpoll;
-pub mod poll;
-pub mod sse;
-pub mod tcp;
-pub mod webhook;
-pub mod websocket;
+pub mod settings;
+pub mod spec;
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -37,162 +36,138 @@ use crate::hub::{BatchLimit, Hub};
 use crate::metrics::sockets::SocketCounters;
 
 pub use listener::{TrackedListener, TrackedStream};
+pub use settings::{Declared, Setting, SettingValues, Side};
+pub use spec::{Colour, Redelivery, Requests, Spec, Traits};
 pub use webhook::Secret;
 
-/// Every transport pushbench measures.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    Serialize,
-    Deserialize,
-    clap::ValueEnum,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Transport {
-    /// WebSocket text frames on `/ws`.
-    Websocket,
-    /// Server-Sent Events on `/sse`.
-    Sse,
-    /// Long polling: `GET /events?after=SEQ` held until events exist.
-    Longpoll,
-    /// Short polling: the same cursor API answered at once, polled at an interval.
-    Poll,
-    /// Webhooks: signed HTTP POSTs to registered consumer endpoints.
-    Webhook,
-    /// Length-prefixed frames on a bare TCP stream: the floor.
-    Tcp,
+/// Declares the transports from one list: each entry is the enum variant and the module (file)
+/// that holds the transport's [`Spec`] (`SPEC`), its `serve` and its `subscribe`. The macro
+/// writes the module declarations, the enum, [`Transport::ALL`] and the dispatch, so nothing
+/// else in the crate lists transports.
+macro_rules! transports {
+    ($($variant:ident => $module:ident,)+) => {
+        $(pub mod $module;)+
+
+        /// Every transport pushbench measures (see [`Transport::spec`] for what each is).
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Transport {
+            $(
+                #[doc = concat!("Declared in `transport/", stringify!($module), ".rs`.")]
+                $variant,
+            )+
+        }
+
+        impl Transport {
+            /// All transports, in report order (the order of the list).
+            pub const ALL: &'static [Transport] = &[$(Transport::$variant),+];
+
+            /// What this transport declares about itself.
+            pub fn spec(self) -> &'static Spec {
+                match self {
+                    $(Transport::$variant => &$module::SPEC,)+
+                }
+            }
+
+            /// Runs this transport's server on `listener` until `shutdown` fires.
+            pub async fn serve(
+                self,
+                listener: TcpListener,
+                hub: Arc<Hub>,
+                config: ServerConfig,
+                shutdown: CancellationToken,
+            ) -> std::io::Result<()> {
+                match self {
+                    $(Transport::$variant => $module::serve(listener, hub, config, shutdown).await,)+
+                }
+            }
+
+            /// Subscribes to the server at `server`, feeding `sink` until it stops or the
+            /// stream ends.
+            pub async fn subscribe(
+                self,
+                server: SocketAddr,
+                config: &ClientConfig,
+                sink: &mut dyn Sink,
+            ) -> Result<(), ClientError> {
+                match self {
+                    $(Transport::$variant => $module::subscribe(server, config, sink).await,)+
+                }
+            }
+        }
+    };
+}
+
+// The list: adding a transport is its file and one line here.
+transports! {
+    Websocket => websocket,
+    Sse => sse,
+    Longpoll => longpoll,
+    Poll => poll,
+    Webhook => webhook,
+    Tcp => tcp,
 }
 
 impl Transport {
-    /// All transports, in report order.
-    pub const ALL: [Transport; 6] = [
-        Transport::Websocket,
-        Transport::Sse,
-        Transport::Longpoll,
-        Transport::Poll,
-        Transport::Webhook,
-        Transport::Tcp,
-    ];
-
     /// The transport with this name (as in results), if there is one.
     pub fn named(name: &str) -> Option<Transport> {
-        Transport::ALL.into_iter().find(|t| t.name() == name)
-    }
-
-    /// What this transport is, apart from what it measures: the facts design rules test.
-    pub fn traits(self) -> &'static Traits {
-        match self {
-            Transport::Websocket => &websocket::TRAITS,
-            Transport::Sse => &sse::TRAITS,
-            Transport::Longpoll => &longpoll::TRAITS,
-            Transport::Poll => &poll::TRAITS,
-            Transport::Webhook => &webhook::TRAITS,
-            Transport::Tcp => &tcp::TRAITS,
-        }
+        Transport::ALL.iter().copied().find(|t| t.name() == name)
     }
 
     /// The name used on the command line and in results.
     pub fn name(self) -> &'static str {
-        match self {
-            Transport::Websocket => "websocket",
-            Transport::Sse => "sse",
-            Transport::Longpoll => "longpoll",
-            Transport::Poll => "poll",
-            Transport::Webhook => "webhook",
-            Transport::Tcp => "tcp",
-        }
+        self.spec().name
     }
 
-    /// Runs this transport's server on `listener` until `shutdown` fires.
-    pub async fn serve(
-        self,
-        listener: TcpListener,
-        hub: Arc<Hub>,
-        config: ServerConfig,
-        shutdown: CancellationToken,
-    ) -> std::io::Result<()> {
-        match self {
-            Transport::Websocket => websocket::serve(listener, hub, config, shutdown).await,
-            Transport::Sse => sse::serve(listener, hub, config, shutdown).await,
-            Transport::Longpoll => longpoll::serve(listener, hub, config, shutdown).await,
-            Transport::Poll => poll::serve(listener, hub, config, shutdown).await,
-            Transport::Webhook => webhook::serve(listener, hub, config, shutdown).await,
-            Transport::Tcp => tcp::serve(listener, hub, config, shutdown).await,
-        }
+    /// What this transport is, apart from what it measures: the facts design rules test.
+    pub fn traits(self) -> &'static Traits {
+        &self.spec().traits
     }
 
-    /// Subscribes to the server at `server`, feeding `sink` until it stops or the stream ends.
-    pub async fn subscribe(
-        self,
-        server: SocketAddr,
-        config: &ClientConfig,
-        sink: &mut dyn Sink,
-    ) -> Result<(), ClientError> {
-        match self {
-            Transport::Websocket => websocket::subscribe(server, config, sink).await,
-            Transport::Sse => sse::subscribe(server, config, sink).await,
-            Transport::Longpoll => longpoll::subscribe(server, config, sink).await,
-            Transport::Poll => poll::subscribe(server, config, sink).await,
-            Transport::Webhook => webhook::subscribe(server, config, sink).await,
-            Transport::Tcp => tcp::subscribe(server, config, sink).await,
-        }
+    /// Every transport's name, for messages that list the valid ones.
+    pub fn names() -> String {
+        let names: Vec<&str> = Transport::ALL.iter().map(|t| t.name()).collect();
+        names.join(", ")
     }
 }
 
-/// What a transport is by its protocol, not by measurement: each transport's file declares its
-/// own, and the recommendation's hard rules and the report's reference row read only these.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Traits {
-    /// Consumers can send on the same channel, not only receive.
-    pub duplex: bool,
-    /// The browser API that receives it, or `None` when a browser cannot.
-    pub browser_api: Option<&'static str>,
-    /// The consumer must accept inbound HTTP at a URL the provider can reach.
-    pub needs_inbound_http: bool,
-    /// Holds a connection (or a request) open per subscriber between events.
-    pub holds_connection: bool,
-    /// Needs an HTTP Upgrade, which some proxies refuse.
-    pub needs_upgrade: bool,
-    /// Delivers as one unending response body, which buffering proxies hold back.
-    pub streams_response: bool,
-    /// Speaks HTTP, so it passes HTTP proxies and load balancers.
-    pub http: bool,
-    /// How many HTTP requests delivery takes.
-    pub requests: Requests,
-    /// How a consumer that was away gets what it missed.
-    pub redelivery: Redelivery,
-    /// The physical floor the other transports are measured against.
-    pub floor: bool,
+/// Every declared setting, with the transport that declares it.
+pub fn declared_settings() -> impl Iterator<Item = (Transport, &'static dyn Declared)> {
+    Transport::ALL
+        .iter()
+        .flat_map(|&t| t.spec().settings.iter().map(move |&s| (t, s)))
 }
 
-/// How many requests a consumer's deliveries take.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Requests {
-    /// One connection for the whole stream.
-    Stream,
-    /// One per answered batch, and at least one per hold.
-    PerAnswer,
-    /// One per polling interval, events or not; latency follows the interval.
-    PerInterval,
-    /// One per event.
-    PerEvent,
+/// The declared setting with this name, and its transport.
+pub fn setting_named(name: &str) -> Option<(Transport, &'static dyn Declared)> {
+    declared_settings().find(|(_, s)| s.name() == name)
 }
 
-/// How missed events reach a consumer after downtime or a dropped connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Redelivery {
-    /// The protocol and its standard client resume on their own (how, in words).
-    BuiltIn(&'static str),
-    /// The provider retries until the consumer answers (how, in words).
-    Retries(&'static str),
-    /// Possible, but the application builds it (how pushbench does, in words).
-    Application(&'static str),
+impl Serialize for Transport {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for Transport {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        Transport::named(&name).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "unknown transport {name:?}: expected one of {}",
+                Transport::names()
+            ))
+        })
+    }
+}
+
+impl clap::ValueEnum for Transport {
+    fn value_variants<'a>() -> &'a [Self] {
+        Transport::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.name()).help(self.spec().summary))
+    }
 }
 
 impl fmt::Display for Transport {
@@ -207,20 +182,13 @@ impl fmt::Display for Transport {
 pub struct ServerConfig {
     /// Keep-alive interval: WebSocket pings, SSE comment heartbeats.
     pub heartbeat: Duration,
-    /// How long a long poll is held before it is answered with an empty batch.
-    pub hold: Duration,
     /// How much one write or response may carry.
     pub batch: BatchLimit,
-    /// WebSocket read buffer per connection (tungstenite's 128 KiB default costs 137 KB of RSS
-    /// per idle connection; 4 KiB costs about 6 KB).
-    pub ws_read_buffer: usize,
     /// The webhook provider's signing secret.
     pub webhook_secret: Secret,
-    /// Open a new connection for every webhook delivery instead of pooling keep-alive ones, as
-    /// many real providers do.
-    pub webhook_new_connection: bool,
-    /// Delivery attempts per webhook event before the provider gives up on it.
-    pub webhook_attempts: u32,
+    /// The transports' own settings (each transport reads its declared ones; absent: default).
+    #[serde(default)]
+    pub settings: SettingValues,
     /// Counts connections and bytes at the server's accepted sockets (this process's own).
     #[serde(skip)]
     pub counters: Arc<SocketCounters>,
@@ -241,12 +209,9 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             heartbeat: Duration::from_secs(15),
-            hold: Duration::from_secs(30),
             batch: BatchLimit::default(),
-            ws_read_buffer: 4096,
             webhook_secret: Secret::generate(),
-            webhook_new_connection: false,
-            webhook_attempts: 8,
+            settings: SettingValues::default(),
             counters: Arc::default(),
             faults: Faults::default(),
         }
@@ -260,12 +225,11 @@ pub struct ClientConfig {
     /// Local address to connect from (or, for webhooks, to listen on): spreading subscribers
     /// over 127.0.0.x addresses gets past the ephemeral-port limit.
     pub bind: Option<IpAddr>,
-    /// Short-polling interval.
-    pub poll_interval: Duration,
     /// The secret webhook deliveries must be signed with; webhooks cannot subscribe without it.
     pub webhook_secret: Option<Secret>,
-    /// WebSocket read buffer per connection.
-    pub ws_read_buffer: usize,
+    /// The transports' own settings (each transport reads its declared ones; absent: default).
+    #[serde(default)]
+    pub settings: SettingValues,
     /// How long a connect (and handshake) may take.
     pub connect_timeout: Duration,
     /// How long one HTTP request may take; longer than the server's long-poll hold.
@@ -280,9 +244,8 @@ impl Default for ClientConfig {
     fn default() -> Self {
         Self {
             bind: None,
-            poll_interval: Duration::from_millis(100),
             webhook_secret: None,
-            ws_read_buffer: 4096,
+            settings: SettingValues::default(),
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(60),
             counters: Arc::default(),

@@ -4,26 +4,46 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::cursor::{self, Pace};
-use super::{ClientConfig, ClientError, Redelivery, Requests, ServerConfig, Sink, Traits};
+use super::{
+    ClientConfig, ClientError, Colour, Redelivery, Requests, ServerConfig, Setting, Side, Sink, Spec,
+    Traits,
+};
 use crate::hub::Hub;
 
+/// How often the client asks.
+pub static INTERVAL: Setting<Duration> = Setting {
+    name: "poll-interval",
+    help: "Time between one short poll and the next",
+    side: Side::Client,
+    default: Duration::from_millis(100),
+    min: Duration::from_millis(1),
+};
+
 /// One-way, a request per interval; nothing held between polls; the cursor resumes.
-pub const TRAITS: Traits = Traits {
-    duplex: false,
-    browser_api: Some("fetch"),
-    needs_inbound_http: false,
-    holds_connection: false,
-    needs_upgrade: false,
-    streams_response: false,
-    http: true,
-    requests: Requests::PerInterval,
-    redelivery: Redelivery::BuiltIn("every poll carries the cursor (?after=SEQ)"),
-    floor: false,
+pub static SPEC: Spec = Spec {
+    name: "poll",
+    summary: "Short polling: the same cursor API answered at once, polled at an interval",
+    colour: Colour(204, 121, 167),
+    cursor_path: Some("/events"),
+    settings: &[&INTERVAL],
+    traits: Traits {
+        duplex: false,
+        browser_api: Some("fetch"),
+        needs_inbound_http: false,
+        holds_connection: false,
+        needs_upgrade: false,
+        streams_response: false,
+        http: true,
+        requests: Requests::PerInterval(&INTERVAL),
+        redelivery: Redelivery::BuiltIn("every poll carries the cursor (?after=SEQ)"),
+        floor: false,
+    },
 };
 
 /// Serves `/events`, answering every request at once.
@@ -36,11 +56,11 @@ pub(crate) async fn serve(
     cursor::serve(listener, hub, config, shutdown, None).await
 }
 
-/// Polls every `config.poll_interval`.
+/// Polls every [`INTERVAL`].
 pub(crate) async fn subscribe(
     server: SocketAddr,
     config: &ClientConfig,
     sink: &mut dyn Sink,
 ) -> Result<(), ClientError> {
-    cursor::subscribe(server, config, sink, Pace::Every(config.poll_interval)).await
+    cursor::subscribe(server, config, sink, Pace::Every(INTERVAL.read(&config.settings))).await
 }

@@ -27,23 +27,30 @@ use tokio_util::sync::CancellationToken;
 use super::cursor::{first_seq_from_query, parse_after, BadRequest};
 use super::{
     deliver, get_request, http1_connect, serve_http, ArrivalClock, ClientConfig, ClientError, Flow,
-    Redelivery, Requests, ServerConfig, Sink, TrackedListener, Traits,
+    Colour, Redelivery, Requests, ServerConfig, Sink, Spec, TrackedListener, Traits,
 };
 use crate::clock::now_ns;
 use crate::hub::{BatchLimit, Hub, Reader};
 
 /// One-way, one unending response; the browser's EventSource resumes with `Last-Event-ID`.
-pub const TRAITS: Traits = Traits {
-    duplex: false,
-    browser_api: Some("EventSource"),
-    needs_inbound_http: false,
-    holds_connection: true,
-    needs_upgrade: false,
-    streams_response: true,
-    http: true,
-    requests: Requests::Stream,
-    redelivery: Redelivery::BuiltIn("EventSource reconnects and resumes with Last-Event-ID"),
-    floor: false,
+pub static SPEC: Spec = Spec {
+    name: "sse",
+    summary: "Server-Sent Events on /sse",
+    colour: Colour(230, 159, 0),
+    cursor_path: Some("/sse"),
+    settings: &[],
+    traits: Traits {
+        duplex: false,
+        browser_api: Some("EventSource"),
+        needs_inbound_http: false,
+        holds_connection: true,
+        needs_upgrade: false,
+        streams_response: true,
+        http: true,
+        requests: Requests::Stream,
+        redelivery: Redelivery::BuiltIn("EventSource reconnects and resumes with Last-Event-ID"),
+        floor: false,
+    },
 };
 
 /// How long a browser should wait before reconnecting, sent as `retry:`.

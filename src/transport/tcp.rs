@@ -12,27 +12,34 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    connect_tcp, deliver, ClientConfig, ClientError, Flow, Redelivery, Requests, ServerConfig,
-    Sink, TrackedListener, TrackedStream, Traits,
+    connect_tcp, deliver, ClientConfig, ClientError, Colour, Flow, Redelivery, Requests,
+    ServerConfig, Sink, Spec, TrackedListener, TrackedStream, Traits,
 };
 use crate::clock::now_ns;
 use crate::event::MAX_EVENT_BYTES;
 use crate::hub::{BatchLimit, Hub};
 
 /// Bare frames: duplex, no browser API, no HTTP; resuming is the application's (a start seq).
-pub const TRAITS: Traits = Traits {
-    duplex: true,
-    browser_api: None,
-    needs_inbound_http: false,
-    holds_connection: true,
-    needs_upgrade: false,
-    streams_response: false,
-    http: false,
-    requests: Requests::Stream,
-    redelivery: Redelivery::Application(
-        "no protocol at all; pushbench's client sends the sequence to start from, which you would build",
-    ),
-    floor: true,
+pub static SPEC: Spec = Spec {
+    name: "tcp",
+    summary: "Length-prefixed frames on a bare TCP stream: the floor",
+    colour: Colour(40, 40, 40),
+    cursor_path: None,
+    settings: &[],
+    traits: Traits {
+        duplex: true,
+        browser_api: None,
+        needs_inbound_http: false,
+        holds_connection: true,
+        needs_upgrade: false,
+        streams_response: false,
+        http: false,
+        requests: Requests::Stream,
+        redelivery: Redelivery::Application(
+            "no protocol at all; pushbench's client sends the sequence to start from, which you would build",
+        ),
+        floor: true,
+    },
 };
 
 /// Bytes of the length prefix before each frame.

@@ -34,27 +34,53 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    deliver, serve_http, ClientConfig, ClientError, Flow, Redelivery, Requests, ServerConfig, Sink,
-    Traits,
+    deliver, serve_http, ClientConfig, ClientError, Colour, Flow, Redelivery, Requests, ServerConfig,
+    Setting, Side, Sink, Spec, Traits,
 };
 use crate::clock::now_ns;
 use crate::event::MAX_EVENT_BYTES;
 use crate::hub::{BatchLimit, Hub, SubscriberGuard};
 
+/// A fresh connection per delivery (a TCP handshake each) or kept-alive ones.
+pub static NEW_CONNECTION: Setting<bool> = Setting {
+    name: "webhook-new-connection",
+    help: "Open a new connection for every delivery instead of keeping connections alive, as \
+           many real providers do",
+    side: Side::Server,
+    default: false,
+    min: false,
+};
+
+/// Delivery attempts per event before the provider gives up on it.
+pub static ATTEMPTS: Setting<u64> = Setting {
+    name: "webhook-attempts",
+    help: "Delivery attempts per event before the provider gives up on it",
+    side: Side::Server,
+    default: 8,
+    min: 1,
+};
+
 /// One-way POSTs to the consumer's own URL; the provider retries what was not acknowledged.
-pub const TRAITS: Traits = Traits {
-    duplex: false,
-    browser_api: None,
-    needs_inbound_http: true,
-    holds_connection: false,
-    needs_upgrade: false,
-    streams_response: false,
-    http: true,
-    requests: Requests::PerEvent,
-    redelivery: Redelivery::Retries(
-        "the provider retries unacknowledged POSTs with backoff, for as long as its schedule runs",
-    ),
-    floor: false,
+pub static SPEC: Spec = Spec {
+    name: "webhook",
+    summary: "Webhooks: signed HTTP POSTs to registered consumer endpoints",
+    colour: Colour(213, 94, 0),
+    cursor_path: None,
+    settings: &[&NEW_CONNECTION, &ATTEMPTS],
+    traits: Traits {
+        duplex: false,
+        browser_api: None,
+        needs_inbound_http: true,
+        holds_connection: false,
+        needs_upgrade: false,
+        streams_response: false,
+        http: true,
+        requests: Requests::PerEvent,
+        redelivery: Redelivery::Retries(
+            "the provider retries unacknowledged POSTs with backoff, for as long as its schedule runs",
+        ),
+        floor: false,
+    },
 };
 
 /// How far a delivery's timestamp may be from the consumer's clock (the Standard Webhooks
@@ -242,7 +268,7 @@ pub(crate) async fn serve(
     let mut http = reqwest::Client::builder()
         .tcp_nodelay(true)
         .timeout(Duration::from_secs(10));
-    if config.webhook_new_connection {
+    if NEW_CONNECTION.read(&config.settings) {
         // No idle connection is kept, so every delivery opens (and closes) its own.
         http = http.pool_max_idle_per_host(0);
     }
@@ -251,7 +277,7 @@ pub(crate) async fn serve(
         http: http.build().map_err(std::io::Error::other)?,
         secret: Arc::new(config.webhook_secret),
         batch: config.batch,
-        attempts: config.webhook_attempts.max(1),
+        attempts: u32::try_from(ATTEMPTS.read(&config.settings)).unwrap_or(u32::MAX),
         next_endpoint: Arc::new(AtomicU64::new(0)),
     };
     let router = Router::new()

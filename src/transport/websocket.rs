@@ -21,28 +21,45 @@ use tokio_util::sync::CancellationToken;
 
 use super::cursor::first_seq_from_query;
 use super::{
-    connect_tcp, deliver, serve_http, ArrivalClock, ClientConfig, ClientError, Flow, Redelivery,
-    Requests, ServerConfig, Sink, TrackedListener, Traits,
+    connect_tcp, deliver, serve_http, ArrivalClock, ClientConfig, ClientError, Colour, Flow,
+    Redelivery, Requests, ServerConfig, Setting, Side, Sink, Spec, TrackedListener, Traits,
 };
 use crate::clock::now_ns;
 use crate::event::{DecodeError, MAX_EVENT_BYTES};
 use crate::hub::{Batch, Hub, Reader};
 
+/// Read buffer per connection, both sides: the dominant cost of an idle WebSocket.
+pub static READ_BUFFER: Setting<u64> = Setting {
+    name: "websocket-read-buffer",
+    help: "WebSocket read buffer per connection, bytes (tungstenite's 128 KiB default costs \
+           137 KB of memory per idle connection; 4 KiB about 6 KB)",
+    side: Side::Both,
+    default: 4096,
+    min: 256,
+};
+
 /// Full duplex after an HTTP Upgrade; resuming is the application's (pushbench's `?after=`).
-pub const TRAITS: Traits = Traits {
-    duplex: true,
-    browser_api: Some("WebSocket"),
-    needs_inbound_http: false,
-    holds_connection: true,
-    needs_upgrade: true,
-    streams_response: false,
-    http: true,
-    requests: Requests::Stream,
-    redelivery: Redelivery::Application(
-        "the protocol has no cursor and the browser's WebSocket does not reconnect; pushbench's \
-         client reconnects with ?after=SEQ, which you would build",
-    ),
-    floor: false,
+pub static SPEC: Spec = Spec {
+    name: "websocket",
+    summary: "WebSocket text frames on /ws",
+    colour: Colour(0, 114, 178),
+    cursor_path: Some("/ws"),
+    settings: &[&READ_BUFFER],
+    traits: Traits {
+        duplex: true,
+        browser_api: Some("WebSocket"),
+        needs_inbound_http: false,
+        holds_connection: true,
+        needs_upgrade: true,
+        streams_response: false,
+        http: true,
+        requests: Requests::Stream,
+        redelivery: Redelivery::Application(
+            "the protocol has no cursor and the browser's WebSocket does not reconnect; pushbench's \
+             client reconnects with ?after=SEQ, which you would build",
+        ),
+        floor: false,
+    },
 };
 
 /// The largest message a subscriber may send the server; subscribers only send control frames.
@@ -88,7 +105,7 @@ async fn upgrade(
         Err(rejection) => return rejection.into_response(),
     };
     let reader = state.hub.reader(first_seq);
-    ws.read_buffer_size(state.config.ws_read_buffer)
+    ws.read_buffer_size(READ_BUFFER.read(&state.config.settings) as usize)
         .max_message_size(MAX_CLIENT_MESSAGE)
         .on_upgrade(move |socket| stream_events(socket, reader, state.config))
 }
@@ -179,7 +196,7 @@ pub(crate) async fn subscribe(
 ) -> Result<(), ClientError> {
     let stream = connect_tcp(server, config).await?;
     let ws_config = WebSocketConfig::default()
-        .read_buffer_size(config.ws_read_buffer)
+        .read_buffer_size(READ_BUFFER.read(&config.settings) as usize)
         .max_message_size(Some(MAX_EVENT_BYTES))
         .max_frame_size(Some(MAX_EVENT_BYTES));
     let url = format!("ws://{server}/ws");

@@ -1,0 +1,279 @@
+//! Settings a transport declares once, in its own file, with their defaults: a [`Setting`] is
+//! a typed handle (`longpoll::HOLD`), so a transport reads its value with no name to misspell;
+//! [`SettingValues`] carry the values by name through the CLI, scenario files, the typed
+//! protocol to the children, and results, always as the same canonical text (`30s`, `4096`,
+//! `true`).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Which process reads a setting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    /// The server (`pushbench serve`).
+    Server,
+    /// The subscribers (`pushbench load`).
+    Client,
+    /// Both.
+    Both,
+}
+
+impl Side {
+    /// Whether a process on `side` reads a setting of this side.
+    pub fn reaches(self, side: Side) -> bool {
+        self == Side::Both || side == Side::Both || self == side
+    }
+}
+
+/// A value a setting can hold, with its one text form.
+pub trait Value: Copy + Send + Sync + 'static {
+    /// What the text form looks like, for help and errors.
+    const KIND: &'static str;
+    /// Reads the text form.
+    fn parse(text: &str) -> Result<Self, String>;
+    /// The canonical text form.
+    fn show(self) -> String;
+}
+
+impl Value for Duration {
+    const KIND: &'static str = "DURATION";
+
+    fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| c.is_ascii_alphabetic())
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let scale = match unit {
+            "us" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            _ => {
+                return Err(format!(
+                    "expected a duration such as 30s, 100ms or 250us, got {text:?}"
+                ))
+            }
+        };
+        number
+            .parse::<f64>()
+            .ok()
+            .and_then(|n| Duration::try_from_secs_f64(n * scale).ok())
+            .ok_or_else(|| {
+                format!("expected a non-negative duration such as 30s or 100ms, got {text:?}")
+            })
+    }
+
+    fn show(self) -> String {
+        let us = self.as_micros();
+        if us % 1_000_000 == 0 {
+            format!("{}s", us / 1_000_000)
+        } else if us % 1_000 == 0 {
+            format!("{}ms", us / 1_000)
+        } else {
+            format!("{us}us")
+        }
+    }
+}
+
+impl Value for u64 {
+    const KIND: &'static str = "N";
+
+    fn parse(text: &str) -> Result<Self, String> {
+        text.trim()
+            .parse()
+            .map_err(|_| format!("expected a whole number, got {text:?}"))
+    }
+
+    fn show(self) -> String {
+        self.to_string()
+    }
+}
+
+impl Value for bool {
+    const KIND: &'static str = "true|false";
+
+    fn parse(text: &str) -> Result<Self, String> {
+        match text.trim() {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            _ => Err(format!("expected true or false, got {text:?}")),
+        }
+    }
+
+    fn show(self) -> String {
+        self.to_string()
+    }
+}
+
+/// One setting of one transport: its name (the transport's name first, so names never clash:
+/// `longpoll-hold`), what it does, who reads it, its default, and the smallest value that makes
+/// sense.
+#[derive(Debug)]
+pub struct Setting<T> {
+    /// Flag, scenario key and results key.
+    pub name: &'static str,
+    /// What it does.
+    pub help: &'static str,
+    /// Which process reads it.
+    pub side: Side,
+    /// Its value when none is given.
+    pub default: T,
+    /// The smallest value accepted.
+    pub min: T,
+}
+
+impl<T: Value + PartialOrd> Setting<T> {
+    /// Its value in `values`, or its default.
+    pub fn read(&self, values: &SettingValues) -> T {
+        values
+            .0
+            .get(self.name)
+            .and_then(|text| T::parse(text).ok())
+            .unwrap_or(self.default)
+    }
+
+    /// The setting set to `value`, for callers that build values in code (tests).
+    pub fn set(&self, value: T) -> (String, String) {
+        (self.name.to_owned(), value.show())
+    }
+}
+
+/// A setting whatever its type: what lists, parses and shows settings needs.
+pub trait Declared: Sync {
+    /// Flag, scenario key and results key.
+    fn name(&self) -> &'static str;
+    /// What it does.
+    fn help(&self) -> &'static str;
+    /// Which process reads it.
+    fn side(&self) -> Side;
+    /// What its text looks like.
+    fn kind(&self) -> &'static str;
+    /// Its default, as text.
+    fn default_text(&self) -> String;
+    /// Checks a value and gives its canonical text, or says what was expected.
+    fn canonical(&self, text: &str) -> Result<String, String>;
+}
+
+impl<T: Value + PartialOrd> Declared for Setting<T> {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn help(&self) -> &'static str {
+        self.help
+    }
+    fn side(&self) -> Side {
+        self.side
+    }
+    fn kind(&self) -> &'static str {
+        T::KIND
+    }
+    fn default_text(&self) -> String {
+        self.default.show()
+    }
+    fn canonical(&self, text: &str) -> Result<String, String> {
+        let value = T::parse(text)?;
+        if value < self.min {
+            return Err(format!(
+                "{} must be at least {}, got {text:?}",
+                self.name,
+                self.min.show()
+            ));
+        }
+        Ok(value.show())
+    }
+}
+
+impl fmt::Debug for dyn Declared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Setting values by name, in canonical text. What a process ran with is every setting of its
+/// transport that reaches its side, defaults included ([`SettingValues::effective`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SettingValues(pub BTreeMap<String, String>);
+
+impl SettingValues {
+    /// Values from `(name, text)` pairs, as given.
+    pub fn from_pairs(pairs: impl IntoIterator<Item = (String, String)>) -> Self {
+        Self(pairs.into_iter().collect())
+    }
+
+    /// Every one of `settings` that reaches `side`, with its value here or its default.
+    pub fn effective(&self, settings: &[&'static dyn Declared], side: Side) -> SettingValues {
+        Self(
+            settings
+                .iter()
+                .filter(|s| s.side().reaches(side))
+                .map(|s| {
+                    let value = self.0.get(s.name()).cloned();
+                    (
+                        s.name().to_owned(),
+                        value.unwrap_or_else(|| s.default_text()),
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    /// Whether nothing is set.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// `name=value` pairs, space-separated (row labels).
+    pub fn label(&self) -> String {
+        let pairs: Vec<String> = self.0.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        pairs.join(" ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Durations read in any unit and show in the largest whole one.
+    #[test]
+    fn durations_round_trip() {
+        for (text, shown) in [
+            ("30s", "30s"),
+            ("100ms", "100ms"),
+            ("1.5s", "1500ms"),
+            ("250us", "250us"),
+            ("2m", "120s"),
+        ] {
+            assert_eq!(Duration::parse(text).unwrap().show(), shown, "{text}");
+        }
+        for bad in ["30", "-1s", "1h", "fast", ""] {
+            assert!(Duration::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// A value below the minimum, or of the wrong kind, is refused with the setting's name.
+    #[test]
+    fn canonical_checks_kind_and_minimum() {
+        static S: Setting<u64> = Setting {
+            name: "x-attempts",
+            help: "",
+            side: Side::Server,
+            default: 8,
+            min: 1,
+        };
+        assert_eq!(S.canonical(" 3 ").unwrap(), "3");
+        assert!(S
+            .canonical("0")
+            .unwrap_err()
+            .contains("x-attempts must be at least 1"));
+        assert!(S.canonical("many").unwrap_err().contains("whole number"));
+        let values = SettingValues::from_pairs([S.set(5)]);
+        assert_eq!(S.read(&values), 5);
+        assert_eq!(S.read(&SettingValues::default()), 8);
+    }
+}

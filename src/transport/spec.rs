@@ -1,0 +1,133 @@
+//! What a transport declares about itself in its own file, once: its name, a line saying what
+//! it is, the protocol facts design rules test ([`Traits`]), the colour its series are drawn in,
+//! and the settings it takes. Everything that lists, describes or configures transports (the
+//! CLI, scenario files, results, plots, `recommend`, `pushbench transports`) reads this.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use super::settings::{Declared, Setting};
+
+/// One transport's declaration (serialized as `pushbench transports --json` lists it).
+#[derive(Serialize)]
+pub struct Spec {
+    /// The name used on the command line and in results.
+    pub name: &'static str,
+    /// What it is, in one line.
+    pub summary: &'static str,
+    /// What it is by its protocol.
+    pub traits: Traits,
+    /// The colour its series are drawn in (Okabe–Ito, distinguishable with colour blindness).
+    pub colour: Colour,
+    /// The HTTP path subscribers GET, which takes `?after=SEQ` to resume (none: subscribing is
+    /// not a GET).
+    pub cursor_path: Option<&'static str>,
+    /// The settings it takes, each with its default.
+    #[serde(serialize_with = "describe_settings")]
+    pub settings: &'static [&'static dyn Declared],
+}
+
+/// Each setting as tools read it: name, side, kind, default and help.
+fn describe_settings<S: serde::Serializer>(
+    settings: &&'static [&'static dyn Declared],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeSeq as _;
+    let mut seq = s.serialize_seq(Some(settings.len()))?;
+    for setting in settings.iter() {
+        seq.serialize_element(&serde_json::json!({
+            "name": setting.name(),
+            "side": setting.side(),
+            "kind": setting.kind(),
+            "default": setting.default_text(),
+            "help": setting.help(),
+        }))?;
+    }
+    seq.end()
+}
+
+/// An sRGB colour.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Colour(pub u8, pub u8, pub u8);
+
+impl fmt::Display for Colour {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{:02x}{:02x}{:02x}", self.0, self.1, self.2)
+    }
+}
+
+impl Serialize for Colour {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// What a transport is by its protocol, not by measurement: each transport's file declares its
+/// own, and the recommendation's hard rules and the report's reference row read only these.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Traits {
+    /// Consumers can send on the same channel, not only receive.
+    pub duplex: bool,
+    /// The browser API that receives it, or `None` when a browser cannot.
+    pub browser_api: Option<&'static str>,
+    /// The consumer must accept inbound HTTP at a URL the provider can reach.
+    pub needs_inbound_http: bool,
+    /// Holds a connection (or a request) open per subscriber between events.
+    pub holds_connection: bool,
+    /// Needs an HTTP Upgrade, which some proxies refuse.
+    pub needs_upgrade: bool,
+    /// Delivers as one unending response body, which buffering proxies hold back.
+    pub streams_response: bool,
+    /// Speaks HTTP, so it passes HTTP proxies and load balancers.
+    pub http: bool,
+    /// How many HTTP requests delivery takes.
+    pub requests: Requests,
+    /// How a consumer that was away gets what it missed.
+    pub redelivery: Redelivery,
+    /// The physical floor the other transports are measured against.
+    pub floor: bool,
+}
+
+/// How many requests a consumer's deliveries take.
+#[derive(Clone, Copy, Debug, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind", content = "paced-by")]
+pub enum Requests {
+    /// One connection for the whole stream.
+    Stream,
+    /// One per answered batch, and at least one per hold (the setting that sets the hold).
+    PerAnswer(#[serde(serialize_with = "setting_name")] &'static Setting<std::time::Duration>),
+    /// One per polling interval, events or not; latency follows the interval (the setting).
+    PerInterval(#[serde(serialize_with = "setting_name")] &'static Setting<std::time::Duration>),
+    /// One per event.
+    PerEvent,
+}
+
+impl Requests {
+    /// The setting that paces requests, if one does.
+    pub fn pace(&self) -> Option<&'static Setting<std::time::Duration>> {
+        match *self {
+            Requests::PerAnswer(setting) | Requests::PerInterval(setting) => Some(setting),
+            Requests::Stream | Requests::PerEvent => None,
+        }
+    }
+}
+
+fn setting_name<S: serde::Serializer>(
+    setting: &&'static Setting<std::time::Duration>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.serialize_str(setting.name)
+}
+
+/// How missed events reach a consumer after downtime or a dropped connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind", content = "how")]
+pub enum Redelivery {
+    /// The protocol and its standard client resume on their own (how, in words).
+    BuiltIn(&'static str),
+    /// The provider retries until the consumer answers (how, in words).
+    Retries(&'static str),
+    /// Possible, but the application builds it (how pushbench does, in words).
+    Application(&'static str),
+}

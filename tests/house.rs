@@ -1,0 +1,174 @@
+//! The house rules that keep a transport one file and one list entry: nothing outside the
+//! list in `src/transport/mod.rs` repeats the list of transports, and what the binary lists
+//! (`pushbench transports --json`) is what the code declares.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use pushbench::transport::{declared_settings, Transport};
+
+const BIN: &str = env!("CARGO_BIN_EXE_pushbench");
+
+/// Files whose text is checked: the sources, tests, benches, scripts, scenarios and docs
+/// (data files such as results and fixtures record runs and may name every transport).
+fn checked_files() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = vec![root.join("README.md")];
+    let mut dirs: Vec<PathBuf> = [
+        "src",
+        "tests",
+        "benches",
+        "scripts",
+        "scenarios",
+        "designs",
+        "docs",
+    ]
+    .iter()
+    .map(|d| root.join(d))
+    .collect();
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if path.is_dir() {
+                if !matches!(name.as_str(), "node_modules" | "data") {
+                    dirs.push(path);
+                }
+            } else if !name.ends_with(".json") {
+                files.push(path);
+            }
+        }
+    }
+    files
+}
+
+/// Lines close enough together to be one list.
+const LIST_LINES: usize = 8;
+
+/// Where a text lists transports: a line naming four or more of them, or a few consecutive
+/// lines naming four or more enum variants (`Transport::Sse`). Four, because a rule or a test about a few named
+/// transports is fine; a list of most of them is the list repeated.
+fn repeated_lists(text: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let words = |line: &str| -> Vec<String> {
+        line.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+            .map(str::to_owned)
+            .collect()
+    };
+    for (number, line) in text.lines().enumerate() {
+        let words = words(line);
+        let named = Transport::ALL
+            .iter()
+            .filter(|t| words.iter().any(|w| w == t.name()))
+            .count();
+        if named >= 4 {
+            found.push(format!("line {}: {}", number + 1, line.trim()));
+        }
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    for (start, window) in lines
+        .windows(LIST_LINES.min(lines.len()).max(1))
+        .enumerate()
+    {
+        let window = window.join("\n");
+        let variants = Transport::ALL
+            .iter()
+            .filter(|t| window.contains(&format!("Transport::{t:?}")))
+            .count();
+        if variants >= 4 {
+            found.push(format!(
+                "lines {}-{}: {variants} Transport:: variants listed",
+                start + 1,
+                start + LIST_LINES
+            ));
+            break;
+        }
+    }
+    found
+}
+
+/// The list of transports is written once: in `src/transport/mod.rs`.
+#[test]
+fn the_transport_list_is_not_repeated() {
+    let registry = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/transport/mod.rs");
+    let mut offenders = Vec::new();
+    for file in checked_files() {
+        if file == registry {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        for place in repeated_lists(&text) {
+            offenders.push(format!("{}: {place}", file.display()));
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "the transport list is repeated; take it from `Transport::ALL` or `pushbench \
+         transports --json`:\n{}",
+        offenders.join("\n")
+    );
+}
+
+/// The checker itself finds a repeated list (so the test above can fail).
+#[test]
+fn a_repeated_list_is_found() {
+    let names: Vec<&str> = Transport::ALL.iter().map(|t| t.name()).collect();
+    let text = format!("for t in {}; do\n", names.join(" "));
+    assert_eq!(repeated_lists(&text).len(), 1);
+    let variants: Vec<String> = Transport::ALL
+        .iter()
+        .map(|t| format!("Transport::{t:?},"))
+        .collect();
+    assert_eq!(repeated_lists(&variants.join("\n")).len(), 1);
+    assert!(repeated_lists("sse and websocket differ\n").is_empty());
+}
+
+/// `pushbench transports --json` lists every transport in order with its declarations: the
+/// list scripts and tests outside Rust read.
+#[test]
+fn the_binary_lists_what_the_code_declares() {
+    let output = Command::new(BIN)
+        .args(["transports", "--json"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let listed: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), Transport::ALL.len());
+    for (entry, transport) in listed.iter().zip(Transport::ALL) {
+        assert_eq!(entry["name"], transport.name());
+        assert_eq!(entry["colour"], transport.spec().colour.to_string());
+        assert!(entry["traits"]["http"].is_boolean());
+    }
+    let settings: Vec<&str> = listed
+        .iter()
+        .flat_map(|t| t["settings"].as_array().unwrap())
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    let declared: Vec<&str> = declared_settings().map(|(_, s)| s.name()).collect();
+    assert_eq!(settings, declared);
+}
+
+/// Every transport has a colour of its own, and every setting is named after its transport
+/// (so setting names never clash across transports).
+#[test]
+fn declarations_are_distinct() {
+    let mut colours: Vec<String> = Transport::ALL
+        .iter()
+        .map(|t| t.spec().colour.to_string())
+        .collect();
+    colours.sort();
+    colours.dedup();
+    assert_eq!(colours.len(), Transport::ALL.len());
+    for (transport, setting) in declared_settings() {
+        assert!(
+            setting
+                .name()
+                .starts_with(&format!("{}-", transport.name())),
+            "{} is declared by {transport}",
+            setting.name()
+        );
+    }
+}
