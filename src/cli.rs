@@ -13,6 +13,7 @@ use crate::event::{PayloadSizes, Rate, StreamSpec};
 use crate::harness::{self, run_job, LoadJob, Merged, RunOptions};
 use crate::recommend::{self, design::DesignSettings, evidence::Evidence};
 use crate::report;
+use crate::results;
 use crate::scenario::Settings;
 use crate::serve::{self, ServeOptions};
 use crate::setting_flags::{SettingFlags, LOAD, SERVE};
@@ -70,9 +71,17 @@ impl Command {
             Command::Worker => harness::worker::run().await,
             Command::Run(args) => {
                 let outcome = harness::run(args.into_options()?).await?;
+                print!("{}", report::table::render(&outcome.results));
                 println!("results: {}", outcome.path.display());
-                let written = report::write(&outcome.path, &outcome.results)?;
+                let picks = recommend::which_to_pick(&outcome.results);
+                let written = report::write(&outcome.path, &outcome.results, picks)?;
                 println!("report:  {}", written.html.display());
+                if !outcome.results.complete {
+                    bail!(
+                        "interrupted; partial results kept in {}",
+                        outcome.path.display()
+                    );
+                }
                 let failed = outcome.results.runs.iter().filter(|r| r.failed).count();
                 if failed > 0 {
                     bail!(
@@ -82,12 +91,13 @@ impl Command {
                 Ok(())
             }
             Command::Report(args) => {
-                let (path, results) = report::load(&args.results)?;
+                let (path, results) = results::load(&args.results)?;
                 if args.headline {
                     print!("{}", report::content::headline(&results));
                     return Ok(());
                 }
-                let written = report::write(&path, &results)?;
+                let picks = recommend::which_to_pick(&results);
+                let written = report::write(&path, &results, picks)?;
                 println!("{}\n{}", written.markdown.display(), written.html.display());
                 Ok(())
             }
@@ -172,8 +182,8 @@ impl CompareArgs {
                 self.threshold
             );
         }
-        let (_, a) = report::load(&self.a)?;
-        let (b_path, b) = report::load(&self.b)?;
+        let (_, a) = results::load(&self.a)?;
+        let (b_path, b) = results::load(&self.b)?;
         let comparison = report::compare::compare(&a, &b, self.threshold);
         let markdown = comparison.document.markdown();
         let out = self

@@ -11,8 +11,12 @@
 //! - [`hub`]: the server's published stream, read by every transport with its own cursor.
 //! - [`protocol`]: the typed messages between `pushbench run` and its child processes.
 //! - [`publisher`]: publishes the stream into the hub on its schedule.
-//! - [`report`]: the results schema (JSON), the terminal table, the report (Markdown + HTML with
-//!   SVG plots) and the comparison of two runs.
+//! - [`results`]: the results schema (JSON) with its migrations, the figure catalogue and rows,
+//!   and number formatting: the layer below `report` and `recommend`.
+//! - [`document`]: a report as blocks (headings, paragraphs, tables, figures), written as
+//!   Markdown or HTML.
+//! - [`report`]: the terminal table, the report (Markdown + HTML with SVG plots) and the
+//!   comparison of two runs.
 //! - [`recommend`]: a design's constraints and measured results in, ranked transports with
 //!   reasons out.
 //! - [`scenario`]: flags and scenario TOML merged into one validated scenario.
@@ -27,6 +31,7 @@
 
 pub mod cli;
 pub mod clock;
+pub mod document;
 pub mod event;
 pub mod harness;
 pub mod hub;
@@ -35,6 +40,7 @@ pub mod protocol;
 pub mod publisher;
 pub mod recommend;
 pub mod report;
+pub mod results;
 pub mod scenario;
 pub mod serve;
 pub mod setting_flags;

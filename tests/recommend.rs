@@ -210,7 +210,7 @@ fn rankings_follow_the_measured_figures() {
     let leader = first(&before).to_owned();
 
     // The stored run may be of an older schema: bring it to this one before editing it.
-    let mut value = pushbench::report::results::migrate(
+    let mut value = pushbench::results::migrate(
         serde_json::from_str(&std::fs::read_to_string(&quick).unwrap()).unwrap(),
     )
     .unwrap();
@@ -243,7 +243,7 @@ fn rankings_follow_the_measured_figures() {
         .text
         .clone();
     assert!(
-        cited.contains(&pushbench::report::table::micros(planted_p99)),
+        cited.contains(&pushbench::results::format::micros(planted_p99)),
         "{cited}"
     );
 }

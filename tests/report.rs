@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use pushbench::report::results::Results;
-use pushbench::report::table::{micros, thousands};
+use pushbench::results::format::{micros, thousands};
+use pushbench::results::Results;
 
 const BIN: &str = env!("CARGO_BIN_EXE_pushbench");
 
@@ -123,7 +123,7 @@ fn plots_are_valid_svg_and_the_page_is_self_contained() {
     let dir = stored("quick.json", "svg");
     assert!(run(&["report", dir.to_str().unwrap()]).status.success());
     // Every transport the stored run measured.
-    let (_, results) = pushbench::report::load(&dir).unwrap();
+    let (_, results) = pushbench::results::load(&dir).unwrap();
     let mut transports: Vec<String> = results.runs.iter().map(|r| r.transport.clone()).collect();
     transports.dedup();
     assert!(transports.len() > 1);

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use pushbench::event::Rate;
 use pushbench::harness::{run, RunOptions};
-use pushbench::report::results::Results;
+use pushbench::results::Results;
 use pushbench::scenario::{Counts, Settings, TransportSet};
 use pushbench::setting_flags::{SettingFlags, RUN};
 
@@ -111,10 +111,7 @@ async fn results_round_trip_through_the_schema() {
         "round trip changed the results"
     );
     assert!(typed.complete);
-    assert_eq!(
-        typed.schema_version,
-        pushbench::report::results::SCHEMA_VERSION
-    );
+    assert_eq!(typed.schema_version, pushbench::results::SCHEMA_VERSION);
     assert_eq!(typed.runs.len(), 2);
     for result in &typed.runs {
         assert!(

@@ -15,7 +15,7 @@ use tokio::process::Command;
 
 use crate::clock::now_ns;
 use crate::metrics::latency::{self, Percentiles};
-use crate::report::results::Calibration;
+use crate::results::Calibration;
 
 /// Size of each ping.
 const MESSAGE: usize = 64;

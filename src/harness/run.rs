@@ -18,11 +18,10 @@ use crate::metrics::latency::{self, Percentiles};
 use crate::metrics::machine::Machine;
 use crate::metrics::process::{self, MachineCpu};
 use crate::protocol::Job;
-use crate::report::results::{
+use crate::results::{
     utc_stamp, Bound, Connection, HandshakeTimes, Histograms, Placement, Results, Settings,
     Throughput, TransportResult, SCHEMA_VERSION,
 };
-use crate::report::table;
 use crate::scenario::{raise_open_file_limit, Scenario};
 use crate::serve::{ServeOptions, ServeStats};
 use crate::transport::{ClientConfig, ServerConfig, SettingValues, Transport};
@@ -240,10 +239,8 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunOutcome> {
     progress.finish_and_clear();
     results.complete = !interrupted;
     let path = results.write(&dir)?;
-    print!("{}", table::render(&results));
-    if interrupted {
-        anyhow::bail!("interrupted; partial results kept in {}", path.display());
-    }
+    // Interrupted or not, what was measured is returned (marked incomplete) for the caller
+    // to show.
     Ok(RunOutcome { path, results })
 }
 
@@ -298,7 +295,7 @@ async fn find_max(
         rate *= 2.0;
     }
     let (events_per_s, p99_us) = held.unwrap_or((0.0, 0));
-    results.max_rates.push(crate::report::results::MaxRate {
+    results.max_rates.push(crate::results::MaxRate {
         transport: combination.transport.name().to_owned(),
         subscribers: combination.subscribers,
         payload: combination.payload.to_string(),

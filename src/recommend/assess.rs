@@ -6,7 +6,8 @@ use serde::Serialize;
 
 use super::design::{Consumers, Delivery, Design, Direction};
 use super::evidence::{Evidence, REGIME};
-use crate::report::table::{bytes, micros, thousands};
+use crate::results::figures::Figure;
+use crate::results::format::{bytes, micros, thousands};
 use crate::transport::{Redelivery, Requests, Transport};
 
 /// Downtime beyond a reconnect: the consumer restarts and must remember where it was.
@@ -14,8 +15,38 @@ const RESTART_DOWNTIME_SECS: f64 = 60.0;
 /// Measured fan-out or rate this many times below the design's is an extrapolation.
 const EXTRAPOLATION: f64 = 2.0;
 
-/// How many costs rank fitting transports (see [`Assessment::costs`]).
-pub const COSTS: usize = 5;
+/// The figures that rank fitting transports, each for the whole design; `None` where not
+/// measured.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Costs {
+    /// p99 latency, us.
+    pub p99_us: Option<f64>,
+    /// Server CPU, cores.
+    pub cpu_cores: Option<f64>,
+    /// Wire bandwidth, bytes/s.
+    pub wire_bytes_per_s: Option<f64>,
+    /// Memory the server holds, bytes.
+    pub memory_bytes: Option<f64>,
+    /// Requests the server answers (or makes) per second.
+    pub requests_per_s: Option<f64>,
+}
+
+impl Costs {
+    /// Each cost with the amount below which it hardly matters to the design: a twentieth of
+    /// the latency budget, a twentieth of a core, 1 MB/s, 100 MB held, 100 requests/s.
+    /// Differences within those count for little, so a design with ten subscribers is not
+    /// ranked by memory it will never miss. Paired here, by name, so no cost meets another's
+    /// floor.
+    pub fn with_floors(&self, design: &Design) -> [(Option<f64>, f64); 5] {
+        [
+            (self.p99_us, design.p99_budget_ms * 1000.0 / 20.0),
+            (self.cpu_cores, 0.05),
+            (self.wire_bytes_per_s, 1e6),
+            (self.memory_bytes, 100e6),
+            (self.requests_per_s, 100.0),
+        ]
+    }
+}
 
 /// How a transport fits a design.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -64,11 +95,9 @@ pub struct Assessment {
     pub verdict: Verdict,
     /// Its reasons, in the order checked.
     pub reasons: Vec<Reason>,
-    /// The figures that rank fitting transports, for the whole design: p99 (us), server CPU
-    /// (cores), wire bandwidth (bytes/s), memory held (bytes) and requests per second;
-    /// `None` where not measured.
+    /// The figures that rank fitting transports, for the whole design.
     #[serde(skip)]
-    pub costs: [Option<f64>; COSTS],
+    pub costs: Costs,
     /// A `pushbench run` command that would measure what is missing.
     pub to_measure: Option<String>,
 }
@@ -189,7 +218,7 @@ pub fn assess(transport: Transport, design: &Design, evidence: &Evidence) -> Ass
     }
 
     // Measured figures.
-    let mut costs = [None; COSTS];
+    let mut costs = Costs::default();
     let budget_us = design.p99_budget_ms * 1000.0;
     let budget = format!("{} ms", design.p99_budget_ms);
     let mut to_measure = None;
@@ -231,13 +260,13 @@ pub fn assess(transport: Transport, design: &Design, evidence: &Evidence) -> Ass
                 )
             });
         }
-        if let Some(p99) = evidence.comparable(name, design, "latency_p99", true) {
+        if let Some(p99) = evidence.comparable(name, design, Figure::LatencyP99, true) {
             say(Weight::Supports, "latency", format!(
                 "latency follows the polling interval: p99 {} with a {} ms interval {}; polling every {} meets the {} budget",
                 micros(p99.value as u64), (poll_interval * 1e3).round(), p99.at(), micros((interval * 1e6) as u64), budget
             ));
         }
-        costs[0] = Some(interval * 1e6);
+        costs.p99_us = Some(interval * 1e6);
         let empty_polls = (1.0 / design.rate) / interval - 1.0;
         if empty_polls >= 1.0 {
             say(Weight::Caveat, "event rate", format!(
@@ -245,8 +274,8 @@ pub fn assess(transport: Transport, design: &Design, evidence: &Evidence) -> Ass
                 round(1.0 / design.rate), round(interval), empty_polls, thousands(design.subscribers as f64 / interval)
             ));
         }
-    } else if let Some(p99) = evidence.comparable(name, design, "latency_p99", true) {
-        costs[0] = Some(p99.value);
+    } else if let Some(p99) = evidence.comparable(name, design, Figure::LatencyP99, true) {
+        costs.p99_us = Some(p99.value);
         let within = p99.value <= budget_us;
         say(
             if within {
@@ -265,10 +294,10 @@ pub fn assess(transport: Transport, design: &Design, evidence: &Evidence) -> Ass
         );
     }
     if traits.holds_connection {
-        let server = evidence.most_connections(name, "server_rss_per_conn");
-        let client = evidence.most_connections(name, "client_rss_per_conn");
+        let server = evidence.most_connections(name, Figure::ServerRssPerConn);
+        let client = evidence.most_connections(name, Figure::ClientRssPerConn);
         if let (Some(server), Some(client)) = (server, client) {
-            costs[3] = Some(server.value * design.subscribers as f64);
+            costs.memory_bytes = Some(server.value * design.subscribers as f64);
             let worst = server.value.max(client.value);
             let text = format!(
                 "{} per connection on the server and {} on the client, measured with {} connections ({}): {} held for {} subscribers",
@@ -291,15 +320,15 @@ pub fn assess(transport: Transport, design: &Design, evidence: &Evidence) -> Ass
             ));
         }
     } else {
-        costs[3] = Some(0.0);
+        costs.memory_bytes = Some(0.0);
         say(
             Weight::Supports,
             "memory",
             "holds no connection per subscriber between deliveries".into(),
         );
     }
-    let latency_known = per_interval || costs[0].is_some();
-    let cpu = evidence.comparable(name, design, "server_cpu_us_per_delivery", false);
+    let latency_known = per_interval || costs.p99_us.is_some();
+    let cpu = evidence.comparable(name, design, Figure::ServerCpuUsPerDelivery, false);
     // An excluded transport needs no further measurement.
     if (cpu.is_none() || !latency_known) && !excluded.get() {
         say(
@@ -324,7 +353,7 @@ pub fn assess(transport: Transport, design: &Design, evidence: &Evidence) -> Ass
         let cores = cpu.value * design.rate * design.subscribers as f64 / 1e6;
         // A poll's CPU cost depends on its interval; measured at another, it is not known.
         let known = !(per_interval && design.p99_budget_ms / 2e3 < poll_interval / 2.0);
-        costs[1] = known.then_some(cores);
+        costs.cpu_cores = known.then_some(cores);
         let text = format!(
             "{:.2} us of server CPU per delivery {}: {:.2} cores for the design's {} deliveries/s",
             cpu.value,
@@ -341,8 +370,8 @@ pub fn assess(transport: Transport, design: &Design, evidence: &Evidence) -> Ass
             _ => say(Weight::Supports, "CPU", text),
         }
     }
-    if let Some(wire) = evidence.nearest(name, design, "wire_bytes_per_event", false) {
-        costs[2] = Some(wire.value * design.rate * design.subscribers as f64);
+    if let Some(wire) = evidence.nearest(name, design, Figure::WireBytesPerEvent, false) {
+        costs.wire_bytes_per_s = Some(wire.value * design.rate * design.subscribers as f64);
         say(
             Weight::Supports,
             "bandwidth",
@@ -372,7 +401,7 @@ pub fn assess(transport: Transport, design: &Design, evidence: &Evidence) -> Ass
         Requests::PerInterval(_) => 2e3 / design.p99_budget_ms,
         Requests::PerEvent => design.rate,
     };
-    costs[4] = Some(per_subscriber * design.subscribers as f64);
+    costs.requests_per_s = Some(per_subscriber * design.subscribers as f64);
 
     let verdict = if reasons.iter().any(|r| r.weight == Weight::Excludes) {
         Verdict::Excluded

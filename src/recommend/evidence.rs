@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context as _};
 
 use super::design::Design;
-use crate::report::figures::{rows, Row};
-use crate::report::results::Results;
-use crate::report::table::thousands;
+use crate::results::figures::{rows, Figure, Row};
+use crate::results::format::thousands;
+use crate::results::Results;
 use crate::transport::Setting;
 
 /// A results file and what it holds.
@@ -84,7 +84,7 @@ impl Evidence {
         };
         let mut evidence = Evidence::default();
         for path in paths {
-            let (path, results) = crate::report::load(&path)?;
+            let (path, results) = crate::results::load(&path)?;
             evidence.sources.push(Source { path, results });
         }
         Ok(evidence)
@@ -114,7 +114,7 @@ impl Evidence {
         &self,
         transport: &str,
         design: &Design,
-        metric: &str,
+        metric: Figure,
         scheduled: bool,
     ) -> Option<Measured> {
         self.nearest_where(transport, design, metric, scheduled, |_| true)
@@ -128,7 +128,7 @@ impl Evidence {
         &self,
         transport: &str,
         design: &Design,
-        metric: &str,
+        metric: Figure,
         scheduled: bool,
     ) -> Option<Measured> {
         self.nearest_where(transport, design, metric, scheduled, |r| {
@@ -143,7 +143,7 @@ impl Evidence {
         &self,
         transport: &str,
         design: &Design,
-        metric: &str,
+        metric: Figure,
         scheduled: bool,
         admit: impl Fn(&Row<'_>) -> bool,
     ) -> Option<Measured> {
@@ -157,7 +157,7 @@ impl Evidence {
 
     /// A figure from the run holding the most connections (memory per connection is only
     /// meaningful with many).
-    pub fn most_connections(&self, transport: &str, metric: &str) -> Option<Measured> {
+    pub fn most_connections(&self, transport: &str, metric: Figure) -> Option<Measured> {
         self.rows_for(transport)
             .max_by_key(|(_, r)| r.key.subscribers)
             .map(|(scenario, r)| measured(scenario, &r, metric))
@@ -168,7 +168,7 @@ impl Evidence {
         let unscheduled = self
             .rows_for(transport)
             .filter(|(_, r)| r.key.offered_rate == "max")
-            .map(|(scenario, r)| measured(scenario, &r, "events_per_s"));
+            .map(|(scenario, r)| measured(scenario, &r, Figure::EventsPerS));
         let stepped = self.sources.iter().flat_map(|s| {
             s.results
                 .max_rates
@@ -241,14 +241,14 @@ fn within_regime(measured: f64, design: f64) -> bool {
 fn rate_per_subscriber(row: &Row<'_>) -> f64 {
     match row.key.offered_rate.parse::<f64>() {
         Ok(rate) => rate,
-        Err(_) => row.figure("events_per_s").median / row.key.subscribers.max(1) as f64,
+        Err(_) => row.figure(Figure::EventsPerS).median / row.key.subscribers.max(1) as f64,
     }
 }
 
 /// Whether a scheduled run delivered at the rate it was offered (all subscribers together).
 fn kept_up(row: &Row<'_>) -> bool {
     let offered = row.key.offered_rate.parse::<f64>().unwrap_or(0.0) * row.key.subscribers as f64;
-    row.figure("events_per_s").median >= KEPT_UP * offered
+    row.figure(Figure::EventsPerS).median >= KEPT_UP * offered
 }
 
 /// How far a measured setting is from the design: fan-out counts most, then rate, then payload
@@ -267,7 +267,7 @@ fn distance(row: &Row<'_>, design: &Design) -> f64 {
         + 0.25 * log_gap(payload, design.payload as f64)
 }
 
-fn measured(scenario: &str, row: &Row<'_>, metric: &str) -> Measured {
+fn measured(scenario: &str, row: &Row<'_>, metric: Figure) -> Measured {
     Measured {
         value: row.figure(metric).median,
         subscribers: row.key.subscribers,

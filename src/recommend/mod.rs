@@ -15,10 +15,11 @@ pub mod render;
 
 use serde::Serialize;
 
-use crate::report::document::Block;
-use crate::report::results::Results;
+use crate::document::Block;
+use crate::results::figures::Figure;
+use crate::results::Results;
 use crate::transport::Transport;
-use assess::{assess, Assessment, Verdict, COSTS};
+use assess::{assess, Assessment, Costs, Verdict};
 use design::{Design, DesignSettings};
 use evidence::Evidence;
 
@@ -101,39 +102,36 @@ pub fn recommend(design: &Design, evidence: &Evidence) -> Recommendation {
 
 /// Costs a missing figure counts as (doublings behind the best).
 const MISSING_PENALTY: f64 = 3.0;
-/// Amounts below which a cost hardly matters to a design: a twentieth of the latency budget,
-/// a twentieth of a core, 1 MB/s, 100 MB held, 100 requests/s. Differences within them count
-/// for little, so a design with ten subscribers is not ranked by memory it will never miss.
-fn cost_floors(design: &Design) -> [f64; COSTS] {
-    [
-        design.p99_budget_ms * 1000.0 / 20.0,
-        0.05,
-        1e6,
-        100e6,
-        100.0,
-    ]
-}
-
 /// Verdict first, then measured cost: for each figure, how many doublings behind the best
 /// non-excluded transport, summed.
 fn rank(assessments: Vec<Assessment>, design: &Design) -> Vec<Ranked> {
-    let floors = cost_floors(design);
     let live: Vec<&Assessment> = assessments
         .iter()
         .filter(|a| a.verdict != Verdict::Excluded)
         .collect();
-    let best: Vec<Option<f64>> = (0..COSTS)
-        .map(|k| {
-            live.iter()
-                .filter_map(|a| a.costs[k])
-                .min_by(f64::total_cmp)
-        })
-        .collect();
+    // The best (lowest) of each cost among the transports still in the running.
+    let best = live.iter().fold(Costs::default(), |best, a| {
+        let lower = |b: Option<f64>, v: Option<f64>| match (b, v) {
+            (Some(b), Some(v)) => Some(b.min(v)),
+            (b, v) => b.or(v),
+        };
+        Costs {
+            p99_us: lower(best.p99_us, a.costs.p99_us),
+            cpu_cores: lower(best.cpu_cores, a.costs.cpu_cores),
+            wire_bytes_per_s: lower(best.wire_bytes_per_s, a.costs.wire_bytes_per_s),
+            memory_bytes: lower(best.memory_bytes, a.costs.memory_bytes),
+            requests_per_s: lower(best.requests_per_s, a.costs.requests_per_s),
+        }
+    });
+    let best = best.with_floors(design);
     let score = |a: &Assessment| -> Option<f64> {
         (a.verdict != Verdict::Excluded).then(|| {
-            (0..COSTS)
-                .map(|k| match (a.costs[k], best[k]) {
-                    (Some(v), Some(b)) => ((v + floors[k]) / (b + floors[k])).log2(),
+            a.costs
+                .with_floors(design)
+                .iter()
+                .zip(&best)
+                .map(|(&(cost, floor), &(best, _))| match (cost, best) {
+                    (Some(v), Some(b)) => ((v + floor) / (b + floor)).log2(),
                     (None, Some(_)) => MISSING_PENALTY,
                     _ => 0.0,
                 })
@@ -165,7 +163,7 @@ fn rank(assessments: Vec<Assessment>, design: &Design) -> Vec<Ranked> {
 fn relaxations(design: &Design, evidence: &Evidence) -> Vec<String> {
     let fastest = Transport::ALL
         .iter()
-        .filter_map(|t| evidence.nearest(t.name(), design, "latency_p99", true))
+        .filter_map(|t| evidence.nearest(t.name(), design, Figure::LatencyP99, true))
         .map(|m| m.value)
         .min_by(f64::total_cmp);
     let mut options: Vec<(String, Design)> = Vec::new();

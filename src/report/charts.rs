@@ -3,10 +3,10 @@
 
 use plotters::chart::SeriesLabelPosition;
 
-use super::document::Block;
-use super::figures::{at_setting, headline_setting, settings, Row};
 use super::plots::{bar_chart, colour, line_chart, Axis, BarChart, LineChart, Series};
-use super::table::{bytes, thousands};
+use crate::document::Block;
+use crate::results::figures::{at_setting, headline_setting, settings, Figure, Row};
+use crate::results::format::{bytes, thousands};
 
 /// Latency axis (log scale, microseconds).
 const LATENCY: Axis = Axis {
@@ -68,7 +68,7 @@ pub fn figures(rows: &[Row<'_>]) -> anyhow::Result<Vec<Block>> {
             line_chart(&p99)?,
         ));
     }
-    let name = |r: &Row<'_>| r.key.transport.clone();
+    let name = |r: &Row<'_>| r.key.label();
     out.push(figure(
         "memory",
         format!(
@@ -86,8 +86,8 @@ pub fn figures(rows: &[Row<'_>]) -> anyhow::Result<Vec<Block>> {
             bars: at
                 .iter()
                 .map(|r| {
-                    let server = r.figure("server_rss_per_conn").median;
-                    let client = r.figure("client_rss_per_conn").median;
+                    let server = r.figure(Figure::ServerRssPerConn).median;
+                    let client = r.figure(Figure::ClientRssPerConn).median;
                     (name(r), colour(&r.key.transport), vec![server, client])
                 })
                 .collect(),
@@ -110,7 +110,7 @@ pub fn figures(rows: &[Row<'_>]) -> anyhow::Result<Vec<Block>> {
                     (
                         name(r),
                         colour(&r.key.transport),
-                        vec![r.figure("server_cpu_us_per_delivery").median],
+                        vec![r.figure(Figure::ServerCpuUsPerDelivery).median],
                     )
                 })
                 .collect(),
@@ -126,9 +126,9 @@ pub fn figures(rows: &[Row<'_>]) -> anyhow::Result<Vec<Block>> {
             bars: at
                 .iter()
                 .map(|r| {
-                    let wire = r.figure("wire_bytes_per_event").median;
-                    let events = r.figure("events_per_s").median;
-                    let payload = if events > 0.0 { r.figure("bytes_per_s").median / events } else { 0.0 };
+                    let wire = r.figure(Figure::WireBytesPerEvent).median;
+                    let events = r.figure(Figure::EventsPerS).median;
+                    let payload = if events > 0.0 { r.figure(Figure::BytesPerS).median / events } else { 0.0 };
                     (name(r), colour(&r.key.transport), vec![payload.min(wire), (wire - payload).max(0.0)])
                 })
                 .collect(),
@@ -163,7 +163,7 @@ fn spectrum(rows: &[&Row<'_>]) -> LineChart {
                 })
                 .collect();
             Some(Series {
-                name: row.key.transport.clone(),
+                name: row.key.label(),
                 colour: colour(&row.key.transport),
                 points,
             })
@@ -206,7 +206,7 @@ fn over_time(
                 .map(|i| (i.second as f64, value(i) as f64))
                 .collect();
             Series {
-                name: row.key.transport.clone(),
+                name: row.key.label(),
                 colour: colour(&row.key.transport),
                 points,
             }
@@ -240,24 +240,22 @@ fn fanout(rows: &[Row<'_>]) -> Option<(LineChart, LineChart)> {
     }
     let mut transports: Vec<&Row<'_>> = Vec::new();
     for row in rows {
-        if !transports
-            .iter()
-            .any(|t| t.key.transport == row.key.transport)
-        {
+        if !transports.iter().any(|t| t.key.label() == row.key.label()) {
             transports.push(row);
         }
     }
     transports.sort_by_key(|r| r.transport_index());
-    let line = |metric: &str| -> Vec<Series> {
+    let line = |metric: Figure| -> Vec<Series> {
         transports
             .iter()
             .map(|t| Series {
-                name: t.key.transport.clone(),
+                name: t.key.label(),
                 colour: colour(&t.key.transport),
                 points: rows
                     .iter()
                     .filter(|r| {
                         r.key.transport == t.key.transport
+                            && r.key.variant == t.key.variant
                             && r.key.payload == payload
                             && r.key.offered_rate == rate
                     })
@@ -281,14 +279,14 @@ fn fanout(rows: &[Row<'_>]) -> Option<(LineChart, LineChart)> {
                 log: true,
                 label: |n| thousands(n),
             },
-            series: line("events_per_s"),
+            series: line(Figure::EventsPerS),
         },
         LineChart {
             title: "p99 latency against fan-out".into(),
             legend: SeriesLabelPosition::UpperLeft,
             x: subscribers,
             y: LATENCY,
-            series: line("latency_p99"),
+            series: line(Figure::LatencyP99),
         },
     ))
 }

@@ -3,9 +3,9 @@
 //! do not overlap, and the change is at least a threshold. A single run has no measured range,
 //! so its figures are shown but never flagged; a delivery that failed in B only always is.
 
-use super::document::{Block, Document};
-use super::figures::{metric_named, rows, Better, Metric, Row, RowKey, Spread, METRICS};
-use super::results::Results;
+use crate::document::{Block, Document};
+use crate::results::figures::{metric_named, rows, Better, Metric, Row, RowKey, Spread, METRICS};
+use crate::results::Results;
 
 /// A change beyond the noise.
 #[derive(Clone, Debug, PartialEq)]
@@ -108,7 +108,7 @@ pub fn compare(a: &Results, b: &Results, threshold_percent: f64) -> Comparison {
                 });
             }
             table.push(vec![
-                row_b.key.transport.clone(),
+                row_b.key.label(),
                 row_b.key.subscribers.to_string(),
                 metric.qualified_label(),
                 fa.show(metric.unit),
@@ -195,7 +195,10 @@ fn change_text(a: &Spread, b: &Spread) -> String {
 fn describe(key: &RowKey) -> String {
     format!(
         "{} ({} subs, {} B, {} ev/s)",
-        key.transport, key.subscribers, key.payload, key.offered_rate
+        key.label(),
+        key.subscribers,
+        key.payload,
+        key.offered_rate
     )
 }
 

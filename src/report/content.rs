@@ -3,31 +3,30 @@
 //! floor as the reference row, the noise, the plots and the method.
 
 use super::charts;
-use super::document::{Block, Document};
-use super::figures::{
-    at_setting, headline_setting, margin, metric_named, rows, settings, Better, Metric, Row,
-    Section, METRICS,
-};
-use super::results::{utc_stamp, Bound, Results, SATURATED};
-use super::table::{micros, thousands};
+use crate::document::{Block, Document};
 use crate::event::Rate;
+use crate::results::figures::{
+    at_setting, headline_setting, margin, rows, settings, Better, Figure, Row, Section, METRICS,
+};
+use crate::results::format::{micros, thousands};
+use crate::results::{utc_stamp, Bound, Results, SATURATED};
 
 /// Fewer connections than this make RSS growth per connection mostly allocator noise.
 const MEANINGFUL_CONNECTIONS: usize = 100;
 
 /// Figures the summary names a winner for.
-const WINNER_METRICS: [&str; 7] = [
-    "latency_p50",
-    "latency_p99",
-    "events_per_s",
-    "handshake_p50",
-    "server_rss_per_conn",
-    "server_cpu_us_per_delivery",
-    "wire_bytes_per_event",
+const WINNER_METRICS: [Figure; 7] = [
+    Figure::LatencyP50,
+    Figure::LatencyP99,
+    Figure::EventsPerS,
+    Figure::HandshakeP50,
+    Figure::ServerRssPerConn,
+    Figure::ServerCpuUsPerDelivery,
+    Figure::WireBytesPerEvent,
 ];
 
 /// The whole report for one results file.
-pub fn document(results: &Results) -> anyhow::Result<Document> {
+pub fn document(results: &Results, which_to_pick: Vec<Block>) -> anyhow::Result<Document> {
     let rows = rows(results);
     let mut doc = Document {
         title: format!("pushbench report: {}", results.scenario.name),
@@ -35,7 +34,7 @@ pub fn document(results: &Results) -> anyhow::Result<Document> {
     };
     summary(&mut doc, results, &rows);
     doc.heading("which-to-pick", "Which to pick");
-    doc.blocks.extend(crate::recommend::which_to_pick(results));
+    doc.blocks.extend(which_to_pick);
     for (section, heading, meaning) in Section::ALL {
         doc.heading(&format!("{section:?}").to_lowercase(), heading);
         doc.paragraph(meaning);
@@ -168,9 +167,8 @@ fn summary(doc: &mut Document, results: &Results, rows: &[Row<'_>]) {
     }
     for row in rows.iter().filter(|r| !r.ok()) {
         doc.push(Block::Warning(format!(
-            "{} with {} subscriber(s) did not deliver the identical stream in {} of {} run(s){}; \
-             those figures are left out.",
-            row.key.transport,
+            "{} with {} subscriber(s) did not deliver the identical stream in {} of {} run(s){}; {}",
+            row.key.label(),
             row.key.subscribers,
             row.failed,
             row.runs.len(),
@@ -178,7 +176,13 @@ fn summary(doc: &mut Document, results: &Results, rows: &[Row<'_>]) {
                 .iter()
                 .find_map(|r| r.error.as_deref())
                 .map(|e| format!(" ({e})"))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            // Figures come from the runs that passed; with none, from the failed ones.
+            if row.failed < row.runs.len() {
+                "those runs are left out of its figures."
+            } else {
+                "its figures come from those failed runs and are not comparable."
+            }
         )));
     }
     let Some(headline) = headline_setting(rows) else {
@@ -199,29 +203,27 @@ pub fn winners(rows: &[Row<'_>], setting: (usize, &str, &str)) -> Vec<String> {
     let at = at_setting(rows, setting);
     let floor = at.iter().find(|r| r.is_floor());
     let mut lines = Vec::new();
-    for key in WINNER_METRICS {
-        let Some(metric) = metric_named(key) else {
-            continue;
-        };
+    for figure in WINNER_METRICS {
+        let metric = figure.metric();
         // At a fixed offered rate every transport delivers the offered rate: no contest.
-        if key == "events_per_s" && setting.2 != "max" {
+        if figure == Figure::EventsPerS && setting.2 != "max" {
             continue;
         }
         // With few connections, RSS growth per connection is allocator noise.
-        if key.ends_with("rss_per_conn") && setting.0 < MEANINGFUL_CONNECTIONS {
+        if figure == Figure::ServerRssPerConn && setting.0 < MEANINGFUL_CONNECTIONS {
             continue;
         }
-        let mut contenders: Vec<(&str, f64)> = at
+        let mut contenders: Vec<(String, f64)> = at
             .iter()
             .filter(|r| r.ok() && !r.is_floor())
-            .map(|r| (r.key.transport.as_str(), r.figure(key).median))
+            .map(|r| (r.key.label(), r.figure(figure).median))
             .filter(|(_, v)| v.is_finite())
             .collect();
         contenders.sort_by(|a, b| match metric.better {
             Better::Lower => a.1.total_cmp(&b.1),
             Better::Higher => b.1.total_cmp(&a.1),
         });
-        let Some(&(best, value)) = contenders.first() else {
+        let Some((best, value)) = contenders.first().cloned() else {
             continue;
         };
         let mut line = format!(
@@ -229,7 +231,7 @@ pub fn winners(rows: &[Row<'_>], setting: (usize, &str, &str)) -> Vec<String> {
             metric.qualified_label(),
             metric.unit.show(value)
         );
-        if let Some(&(second, other)) = contenders.get(1) {
+        if let Some((second, other)) = contenders.get(1).cloned() {
             line.push_str(&format!(
                 ", {} {second} ({})",
                 margin(value, other, metric.better),
@@ -239,8 +241,8 @@ pub fn winners(rows: &[Row<'_>], setting: (usize, &str, &str)) -> Vec<String> {
         if let Some(floor) = floor {
             line.push_str(&format!(
                 "; {} floor {}",
-                floor.key.transport,
-                metric.unit.show(floor.figure(key).median)
+                floor.key.label(),
+                metric.unit.show(floor.figure(figure).median)
             ));
         }
         lines.push(line);
@@ -282,18 +284,18 @@ fn section_table(section: Section, rows: &[Row<'_>]) -> Block {
     }
     let mut table_rows = Vec::new();
     for row in &ordered {
-        let mut cells = vec![row.key.transport.clone()];
+        let mut cells = vec![row.key.label()];
         cells.extend(show_subs.then(|| thousands(row.key.subscribers as f64)));
         cells.extend(show_payload.then(|| row.key.payload.clone()));
         cells.extend(show_rate.then(|| row.key.offered_rate.clone()));
-        cells.extend(metrics.iter().map(|m| row.figure(m.key).show(m.unit)));
+        cells.extend(metrics.iter().map(|m| row.figure(m.figure).show(m.unit)));
         if section == Section::Latency {
             let floor = ordered
                 .iter()
                 .find(|r| r.is_floor() && r.key.setting() == row.key.setting())
-                .map(|f| f.figure("latency_p50").median);
+                .map(|f| f.figure(Figure::LatencyP50).median);
             cells.push(match floor {
-                Some(f) if f > 0.0 => format!("{:.2}×", row.figure("latency_p50").median / f),
+                Some(f) if f > 0.0 => format!("{:.2}×", row.figure(Figure::LatencyP50).median / f),
                 _ => "–".into(),
             });
         }
@@ -381,7 +383,7 @@ fn noise(doc: &mut Document, results: &Results, rows: &[Row<'_>]) {
         micros(results.calibration.rtt_us.p99)
     ));
     for row in rows {
-        let share = row.figure("load_cpu_share");
+        let share = row.figure(Figure::LoadCpuShare);
         let load_bound = row.runs.iter().any(|r| match r.bound {
             Some(bound) => bound == Bound::LoadBound,
             None => r.load_cpu_share > SATURATED,
@@ -391,7 +393,7 @@ fn noise(doc: &mut Document, results: &Results, rows: &[Row<'_>]) {
                 "{} with {} subscriber(s) was load-bound: the load used up to {:.0}% of its CPUs \
                  while the server had room, so its rates and latencies understate the transport. \
                  Its capacity, server deliveries per core-second, still holds.",
-                row.key.transport,
+                row.key.label(),
                 thousands(row.key.subscribers as f64),
                 share.max * 100.0
             )));
@@ -399,7 +401,7 @@ fn noise(doc: &mut Document, results: &Results, rows: &[Row<'_>]) {
     }
     let late = rows
         .iter()
-        .map(|r| r.figure("publisher_late_p50"))
+        .map(|r| r.figure(Figure::PublisherLateP50))
         .filter(|s| s.n > 0)
         .map(|s| s.max)
         .fold(f64::NAN, f64::max);
@@ -479,27 +481,23 @@ pub fn headline(results: &Results) -> String {
         return String::new();
     };
     let mut figures = vec![
-        "latency_p50",
-        "latency_p99",
-        "latency_p999",
-        "events_per_s",
-        "server_cpu_us_per_delivery",
-        "load_cpu_us_per_delivery",
-        "wire_bytes_per_event",
+        Figure::LatencyP50,
+        Figure::LatencyP99,
+        Figure::LatencyP999,
+        Figure::EventsPerS,
+        Figure::ServerCpuUsPerDelivery,
+        Figure::LoadCpuUsPerDelivery,
+        Figure::WireBytesPerEvent,
     ];
     // Memory per connection only where there were enough connections to measure it.
     if setting.0 >= MEANINGFUL_CONNECTIONS {
         // The load process's figure is left out: it is only reliable for a run's first
         // combination (see the connection section).
-        figures.push("server_rss_per_conn");
+        figures.push(Figure::ServerRssPerConn);
     }
     let at = at_setting(&rows, setting);
     let mut head = vec!["transport".to_string()];
-    head.extend(
-        figures
-            .iter()
-            .filter_map(|k| metric_named(k).map(Metric::qualified_label)),
-    );
+    head.extend(figures.iter().map(|f| f.metric().qualified_label()));
     head.push("bound".into());
     head.push("check".into());
     let table = Block::Table {
@@ -508,12 +506,8 @@ pub fn headline(results: &Results) -> String {
         rows: at
             .iter()
             .map(|r| {
-                let mut cells = vec![r.key.transport.clone()];
-                cells.extend(
-                    figures
-                        .iter()
-                        .filter_map(|k| metric_named(k).map(|m| r.figure(k).show(m.unit))),
-                );
+                let mut cells = vec![r.key.label()];
+                cells.extend(figures.iter().map(|&f| r.figure(f).show(f.metric().unit)));
                 cells.push(bound_of(r));
                 cells.push(if r.ok() { "ok".into() } else { "FAILED".into() });
                 cells

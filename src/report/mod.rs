@@ -1,22 +1,22 @@
-//! What a run leaves behind and how it is read: the results schema (JSON, written atomically),
-//! the terminal table, the report (Markdown + one self-contained HTML page with SVG plots) and
-//! the comparison of two runs. Nothing here names a transport; rows are whatever the results
-//! hold, and the reference row is whichever transport declares itself the floor.
+//! How results are shown: the terminal table, the report (Markdown + one self-contained HTML
+//! page with SVG plots) and the comparison of two runs, all read from the results layer
+//! ([`crate::results`]). Nothing here names a transport; rows are whatever the results hold,
+//! and the reference row is whichever transport declares itself the floor. The "which to pick"
+//! section is handed in by the caller (the CLI asks `recommend` for it), so `report` and
+//! `recommend` do not import each other.
 
 pub mod charts;
 pub mod compare;
 pub mod content;
-pub mod document;
-pub mod figures;
 pub mod plots;
-pub mod results;
 pub mod table;
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
-use results::Results;
+use crate::document::Block;
+use crate::results::Results;
 
 /// Where a report was written.
 #[derive(Debug)]
@@ -27,27 +27,16 @@ pub struct Written {
     pub html: PathBuf,
 }
 
-/// A results file given as itself or as the directory holding `results.json`.
-pub fn results_path(path: &Path) -> PathBuf {
-    if path.is_dir() {
-        path.join("results.json")
-    } else {
-        path.to_owned()
-    }
-}
-
-/// Reads a results file (or directory), naming the file in any error.
-pub fn load(path: &Path) -> anyhow::Result<(PathBuf, Results)> {
-    let file = results_path(path);
-    let results =
-        Results::read(&file).with_context(|| format!("reading results from {}", file.display()))?;
-    Ok((file, results))
-}
-
-/// Writes `report.md`, `plots/*.svg` (for the Markdown) and `report.html` beside the results.
-pub fn write(results_file: &Path, results: &Results) -> anyhow::Result<Written> {
+/// Writes `report.md`, `plots/*.svg` (for the Markdown) and `report.html` beside the results,
+/// with `which_to_pick` as the section of that name (what `recommend::which_to_pick` makes of
+/// these results).
+pub fn write(
+    results_file: &Path,
+    results: &Results,
+    which_to_pick: Vec<Block>,
+) -> anyhow::Result<Written> {
     let dir = results_file.parent().unwrap_or(Path::new("."));
-    let doc = content::document(results)?;
+    let doc = content::document(results, which_to_pick)?;
     let plots = dir.join("plots");
     std::fs::create_dir_all(&plots).with_context(|| format!("creating {}", plots.display()))?;
     for (id, svg) in doc.figures() {

@@ -2,7 +2,8 @@
 
 use std::fmt::Write as _;
 
-use super::results::{Bound, Results, TransportResult, SATURATED};
+use crate::results::format::{bytes, micros, thousands};
+use crate::results::{row_label, Bound, Results, TransportResult, SATURATED};
 
 /// How a row fills one cell.
 type Cell = fn(&TransportResult) -> String;
@@ -16,7 +17,9 @@ enum Align {
 
 /// Column headings, alignment, and how each row fills them.
 const COLUMNS: [(&str, Align, Cell); 18] = [
-    ("transport", Align::Left, |r| r.transport.clone()),
+    ("transport", Align::Left, |r| {
+        row_label(&r.transport, &r.variant)
+    }),
     ("subs", Align::Left, |r| r.subscribers.to_string()),
     ("payload", Align::Left, |r| r.payload.clone()),
     ("offered/s", Align::Right, |r| r.offered_rate.clone()),
@@ -143,56 +146,5 @@ fn check(r: &TransportResult) -> String {
             "FAILED: lost {} dup {} reordered {}",
             r.lost, r.duplicated, r.reordered
         ),
-    }
-}
-
-/// Microseconds shown in the most readable unit; at the histograms' ceiling, as a bound.
-pub fn micros(us: u64) -> String {
-    match us {
-        // Latencies are clamped to the histogram's range: the true value is at least this.
-        _ if us >= crate::metrics::latency::MAX_US => {
-            format!("≥{}s", crate::metrics::latency::MAX_US / 1_000_000)
-        }
-        0..=999 => format!("{us}us"),
-        1_000..=999_999 => format!("{:.2}ms", us as f64 / 1e3),
-        _ => format!("{:.2}s", us as f64 / 1e6),
-    }
-}
-
-/// A count with thousands separators.
-pub fn thousands(value: f64) -> String {
-    let digits = format!("{:.0}", value.max(0.0));
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// Bytes in the most readable unit.
-pub fn bytes(value: f64) -> String {
-    match value {
-        v if v < 1e3 => format!("{v:.0}B"),
-        v if v < 1e6 => format!("{:.1}KB", v / 1e3),
-        v => format!("{:.1}MB", v / 1e6),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Units and separators.
-    #[test]
-    fn formats() {
-        assert_eq!(micros(75), "75us");
-        assert_eq!(micros(1_500), "1.50ms");
-        assert_eq!(micros(60_030_000), "≥60s");
-        assert_eq!(thousands(1234567.0), "1,234,567");
-        assert_eq!(thousands(12.0), "12");
-        assert_eq!(bytes(6400.0), "6.4KB");
     }
 }

@@ -4,10 +4,10 @@
 
 use hdrhistogram::Histogram;
 
-use super::results::{Results, TransportResult};
-use super::table::{bytes, micros, thousands};
+use super::format::{bytes, micros, thousands};
+use super::schema::{Results, TransportResult};
 use crate::metrics::latency;
-use crate::transport::Transport;
+use crate::transport::{SettingValues, Transport};
 
 /// How a figure is shown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,10 +99,96 @@ impl Section {
     ];
 }
 
+/// Every figure, by name: code refers to a figure only through this, so a misspelt figure does
+/// not compile. Each variant's position is its entry in [`METRICS`] (a test checks it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Figure {
+    /// `latency_p50`: see its [`Metric`].
+    LatencyP50,
+    /// `latency_p90`: see its [`Metric`].
+    LatencyP90,
+    /// `latency_p99`: see its [`Metric`].
+    LatencyP99,
+    /// `latency_p999`: see its [`Metric`].
+    LatencyP999,
+    /// `latency_max`: see its [`Metric`].
+    LatencyMax,
+    /// `last_receiver_p50`: see its [`Metric`].
+    LastReceiverP50,
+    /// `last_receiver_p99`: see its [`Metric`].
+    LastReceiverP99,
+    /// `publisher_late_p50`: see its [`Metric`].
+    PublisherLateP50,
+    /// `publisher_late_p99`: see its [`Metric`].
+    PublisherLateP99,
+    /// `service_p50`: see its [`Metric`].
+    ServiceP50,
+    /// `service_p90`: see its [`Metric`].
+    ServiceP90,
+    /// `service_p99`: see its [`Metric`].
+    ServiceP99,
+    /// `service_p999`: see its [`Metric`].
+    ServiceP999,
+    /// `service_max`: see its [`Metric`].
+    ServiceMax,
+    /// `events_per_s`: see its [`Metric`].
+    EventsPerS,
+    /// `bytes_per_s`: see its [`Metric`].
+    BytesPerS,
+    /// `reach`: see its [`Metric`].
+    Reach,
+    /// `capacity`: see its [`Metric`].
+    Capacity,
+    /// `server_cpu_share`: see its [`Metric`].
+    ServerCpuShare,
+    /// `load_cpu_share`: see its [`Metric`].
+    LoadCpuShare,
+    /// `load_cpu_us_per_delivery`: see its [`Metric`].
+    LoadCpuUsPerDelivery,
+    /// `steal`: see its [`Metric`].
+    Steal,
+    /// `handshake_p50`: see its [`Metric`].
+    HandshakeP50,
+    /// `first_event`: see its [`Metric`].
+    FirstEvent,
+    /// `server_rss_per_conn`: see its [`Metric`].
+    ServerRssPerConn,
+    /// `client_rss_per_conn`: see its [`Metric`].
+    ClientRssPerConn,
+    /// `load_peak_rss_per_subscriber`: see its [`Metric`].
+    LoadPeakRssPerSubscriber,
+    /// `server_cpu_us_per_delivery`: see its [`Metric`].
+    ServerCpuUsPerDelivery,
+    /// `wire_bytes_per_event`: see its [`Metric`].
+    WireBytesPerEvent,
+    /// `connections_per_1000_events`: see its [`Metric`].
+    ConnectionsPer1000Events,
+    /// `lost`: see its [`Metric`].
+    Lost,
+    /// `duplicated`: see its [`Metric`].
+    Duplicated,
+    /// `reordered`: see its [`Metric`].
+    Reordered,
+}
+
+impl Figure {
+    /// Its entry in the catalogue: label, section, unit, direction and how it is read.
+    pub fn metric(self) -> &'static Metric {
+        &METRICS[self as usize]
+    }
+
+    /// Its stable key, as tools and `compare` files name it.
+    pub fn key(self) -> &'static str {
+        self.metric().key
+    }
+}
+
 /// A figure: its key (stable, for tools), label, section, unit, direction and how to read it
 /// from one run.
 #[derive(Clone, Copy)]
 pub struct Metric {
+    /// Which figure this is.
+    pub figure: Figure,
     /// Stable identifier.
     pub key: &'static str,
     /// Column heading.
@@ -120,6 +206,7 @@ pub struct Metric {
 /// Every figure a report shows, in order.
 pub const METRICS: &[Metric] = &[
     metric(
+        Figure::LatencyP50,
         "latency_p50",
         "p50",
         Section::Latency,
@@ -128,6 +215,7 @@ pub const METRICS: &[Metric] = &[
         |r| r.latency_us.p50 as f64,
     ),
     metric(
+        Figure::LatencyP90,
         "latency_p90",
         "p90",
         Section::Latency,
@@ -136,6 +224,7 @@ pub const METRICS: &[Metric] = &[
         |r| r.latency_us.p90 as f64,
     ),
     metric(
+        Figure::LatencyP99,
         "latency_p99",
         "p99",
         Section::Latency,
@@ -144,6 +233,7 @@ pub const METRICS: &[Metric] = &[
         |r| r.latency_us.p99 as f64,
     ),
     metric(
+        Figure::LatencyP999,
         "latency_p999",
         "p99.9",
         Section::Latency,
@@ -152,6 +242,7 @@ pub const METRICS: &[Metric] = &[
         |r| r.latency_us.p999 as f64,
     ),
     metric(
+        Figure::LatencyMax,
         "latency_max",
         "max",
         Section::Latency,
@@ -160,6 +251,7 @@ pub const METRICS: &[Metric] = &[
         |r| r.latency_us.max as f64,
     ),
     metric(
+        Figure::LastReceiverP50,
         "last_receiver_p50",
         "last receiver p50",
         Section::Latency,
@@ -168,6 +260,7 @@ pub const METRICS: &[Metric] = &[
         |r| option(r.last_receiver_us.map(|p| p.p50 as f64)),
     ),
     metric(
+        Figure::LastReceiverP99,
         "last_receiver_p99",
         "last receiver p99",
         Section::Latency,
@@ -176,6 +269,7 @@ pub const METRICS: &[Metric] = &[
         |r| option(r.last_receiver_us.map(|p| p.p99 as f64)),
     ),
     metric(
+        Figure::PublisherLateP50,
         "publisher_late_p50",
         "publisher late p50",
         Section::Latency,
@@ -184,6 +278,7 @@ pub const METRICS: &[Metric] = &[
         |r| option(r.publisher_lateness_us.map(|l| l.p50_us)),
     ),
     metric(
+        Figure::PublisherLateP99,
         "publisher_late_p99",
         "publisher late p99",
         Section::Latency,
@@ -192,6 +287,7 @@ pub const METRICS: &[Metric] = &[
         |r| option(r.publisher_lateness_us.map(|l| l.p99_us)),
     ),
     metric(
+        Figure::ServiceP50,
         "service_p50",
         "p50",
         Section::ServiceTime,
@@ -200,6 +296,7 @@ pub const METRICS: &[Metric] = &[
         |r| r.service_time_us.p50 as f64,
     ),
     metric(
+        Figure::ServiceP90,
         "service_p90",
         "p90",
         Section::ServiceTime,
@@ -208,6 +305,7 @@ pub const METRICS: &[Metric] = &[
         |r| r.service_time_us.p90 as f64,
     ),
     metric(
+        Figure::ServiceP99,
         "service_p99",
         "p99",
         Section::ServiceTime,
@@ -216,6 +314,7 @@ pub const METRICS: &[Metric] = &[
         |r| r.service_time_us.p99 as f64,
     ),
     metric(
+        Figure::ServiceP999,
         "service_p999",
         "p99.9",
         Section::ServiceTime,
@@ -224,6 +323,7 @@ pub const METRICS: &[Metric] = &[
         |r| r.service_time_us.p999 as f64,
     ),
     metric(
+        Figure::ServiceMax,
         "service_max",
         "max",
         Section::ServiceTime,
@@ -232,6 +332,7 @@ pub const METRICS: &[Metric] = &[
         |r| r.service_time_us.max as f64,
     ),
     metric(
+        Figure::EventsPerS,
         "events_per_s",
         "events/s",
         Section::Throughput,
@@ -240,6 +341,7 @@ pub const METRICS: &[Metric] = &[
         |r| r.throughput.events_per_s,
     ),
     metric(
+        Figure::BytesPerS,
         "bytes_per_s",
         "payload bytes/s",
         Section::Throughput,
@@ -248,6 +350,7 @@ pub const METRICS: &[Metric] = &[
         |r| r.throughput.bytes_per_s,
     ),
     metric(
+        Figure::Reach,
         "reach",
         "reach",
         Section::Throughput,
@@ -256,6 +359,7 @@ pub const METRICS: &[Metric] = &[
         |r| r.throughput.reach,
     ),
     metric(
+        Figure::Capacity,
         "capacity",
         "server deliveries/core-s",
         Section::Throughput,
@@ -267,6 +371,7 @@ pub const METRICS: &[Metric] = &[
         },
     ),
     metric(
+        Figure::ServerCpuShare,
         "server_cpu_share",
         "server CPU",
         Section::Throughput,
@@ -275,6 +380,7 @@ pub const METRICS: &[Metric] = &[
         |r| option(r.server_cpu_share),
     ),
     metric(
+        Figure::LoadCpuShare,
         "load_cpu_share",
         "load CPU",
         Section::Throughput,
@@ -283,6 +389,7 @@ pub const METRICS: &[Metric] = &[
         |r| r.load_cpu_share,
     ),
     metric(
+        Figure::LoadCpuUsPerDelivery,
         "load_cpu_us_per_delivery",
         "load CPU us/delivery",
         Section::Throughput,
@@ -291,6 +398,7 @@ pub const METRICS: &[Metric] = &[
         |r| option(r.connection.load_cpu_us_per_delivery),
     ),
     metric(
+        Figure::Steal,
         "steal",
         "steal",
         Section::Throughput,
@@ -299,6 +407,7 @@ pub const METRICS: &[Metric] = &[
         |r| option(r.steal_share),
     ),
     metric(
+        Figure::HandshakeP50,
         "handshake_p50",
         "handshake",
         Section::Connection,
@@ -307,6 +416,7 @@ pub const METRICS: &[Metric] = &[
         |r| r.connection.handshake_us.p50 as f64,
     ),
     metric(
+        Figure::FirstEvent,
         "first_event",
         "first event",
         Section::Connection,
@@ -315,6 +425,7 @@ pub const METRICS: &[Metric] = &[
         |r| r.connection.first_event_us as f64,
     ),
     metric(
+        Figure::ServerRssPerConn,
         "server_rss_per_conn",
         "server RSS/conn",
         Section::Connection,
@@ -323,6 +434,7 @@ pub const METRICS: &[Metric] = &[
         |r| r.connection.server_rss_per_conn_bytes,
     ),
     metric(
+        Figure::ClientRssPerConn,
         "client_rss_per_conn",
         "client RSS/conn",
         Section::Connection,
@@ -331,6 +443,7 @@ pub const METRICS: &[Metric] = &[
         |r| r.connection.client_rss_per_conn_bytes,
     ),
     metric(
+        Figure::LoadPeakRssPerSubscriber,
         "load_peak_rss_per_subscriber",
         "load peak RSS/sub",
         Section::Connection,
@@ -339,6 +452,7 @@ pub const METRICS: &[Metric] = &[
         |r| option(r.connection.load_peak_rss_per_subscriber_bytes),
     ),
     metric(
+        Figure::ServerCpuUsPerDelivery,
         "server_cpu_us_per_delivery",
         "server CPU us/delivery",
         Section::Connection,
@@ -347,6 +461,7 @@ pub const METRICS: &[Metric] = &[
         |r| r.connection.server_cpu_us_per_delivery,
     ),
     metric(
+        Figure::WireBytesPerEvent,
         "wire_bytes_per_event",
         "wire B/event",
         Section::Connection,
@@ -355,6 +470,7 @@ pub const METRICS: &[Metric] = &[
         |r| r.connection.wire_bytes_per_event,
     ),
     metric(
+        Figure::ConnectionsPer1000Events,
         "connections_per_1000_events",
         "conns/1k events",
         Section::Connection,
@@ -363,6 +479,7 @@ pub const METRICS: &[Metric] = &[
         |r| r.connection.connections_per_1000_events,
     ),
     metric(
+        Figure::Lost,
         "lost",
         "lost",
         Section::Delivery,
@@ -371,6 +488,7 @@ pub const METRICS: &[Metric] = &[
         |r| r.lost as f64,
     ),
     metric(
+        Figure::Duplicated,
         "duplicated",
         "duplicated",
         Section::Delivery,
@@ -379,6 +497,7 @@ pub const METRICS: &[Metric] = &[
         |r| r.duplicated as f64,
     ),
     metric(
+        Figure::Reordered,
         "reordered",
         "reordered",
         Section::Delivery,
@@ -396,6 +515,7 @@ fn option(value: Option<f64>) -> f64 {
 
 /// Builds a [`Metric`] in one line (a `const fn`, so the catalogue stays a constant).
 const fn metric(
+    figure: Figure,
     key: &'static str,
     label: &'static str,
     section: Section,
@@ -404,6 +524,7 @@ const fn metric(
     value: fn(&TransportResult) -> f64,
 ) -> Metric {
     Metric {
+        figure,
         key,
         label,
         section,
@@ -413,7 +534,7 @@ const fn metric(
     }
 }
 
-/// The figure with this key.
+/// The figure with this key (for keys read from files; code names figures by [`Figure`]).
 pub fn metric_named(key: &str) -> Option<&'static Metric> {
     METRICS.iter().find(|m| m.key == key)
 }
@@ -493,6 +614,8 @@ impl Spread {
 pub struct RowKey {
     /// Transport name.
     pub transport: String,
+    /// The swept settings that tell this row from its siblings (empty when none were swept).
+    pub variant: SettingValues,
     /// Concurrent subscribers.
     pub subscribers: usize,
     /// Payload size(s), bytes.
@@ -502,6 +625,11 @@ pub struct RowKey {
 }
 
 impl RowKey {
+    /// How the row is named wherever it is shown: the transport and its swept settings.
+    pub fn label(&self) -> String {
+        super::row_label(&self.transport, &self.variant)
+    }
+
     /// The same setting with another transport (for lining transports up).
     pub fn setting(&self) -> (usize, &str, &str) {
         (self.subscribers, &self.payload, &self.offered_rate)
@@ -523,12 +651,8 @@ pub struct Row<'a> {
 
 impl Row<'_> {
     /// The spread of one figure.
-    pub fn figure(&self, key: &str) -> Spread {
-        METRICS
-            .iter()
-            .position(|m| m.key == key)
-            .map(|i| self.figures[i])
-            .unwrap_or(Spread::of(Vec::new()))
+    pub fn figure(&self, figure: Figure) -> Spread {
+        self.figures[figure as usize]
     }
 
     /// Whether this row is the physical floor the others are measured against.
@@ -567,6 +691,7 @@ pub fn rows(results: &Results) -> Vec<Row<'_>> {
     for run in &results.runs {
         let key = RowKey {
             transport: run.transport.clone(),
+            variant: run.variant.clone(),
             subscribers: run.subscribers,
             payload: run.payload.clone(),
             offered_rate: run.offered_rate.clone(),
@@ -666,6 +791,18 @@ mod tests {
         assert_eq!(s.show(Unit::Micros), "2us (1us–3us)");
         assert_eq!(Spread::of(vec![1500.0]).show(Unit::Micros), "1.50ms");
         assert_eq!(Spread::of(vec![f64::NAN]).show(Unit::Micros), "—");
+    }
+
+    /// Each figure is the catalogue entry at its own position, and keys are unique.
+    #[test]
+    fn figures_index_the_catalogue() {
+        for (i, metric) in METRICS.iter().enumerate() {
+            assert_eq!(metric.figure as usize, i, "{}", metric.key);
+            assert_eq!(
+                metric_named(metric.key).map(|m| m.figure),
+                Some(metric.figure)
+            );
+        }
     }
 
     /// Margins read naturally both ways.

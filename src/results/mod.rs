@@ -1,0 +1,67 @@
+//! What a run leaves behind, below everything that reads it: the results schema
+//! ([`schema`], with migrations from older versions), the catalogue of figures and the rows
+//! they are read from ([`figures`]), and number formatting ([`format`]). `report` and
+//! `recommend` both stand on this layer and never import each other.
+
+pub mod figures;
+pub mod format;
+pub mod schema;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+
+pub use schema::{
+    migrate, utc_stamp, Bound, Calibration, Connection, HandshakeTimes, Histograms, MaxRate,
+    Placement, Results, Settings, Throughput, TransportResult, SATURATED, SCHEMA_VERSION,
+};
+
+use crate::transport::SettingValues;
+
+/// A results file given as itself or as the directory holding `results.json`.
+pub fn results_path(path: &Path) -> PathBuf {
+    if path.is_dir() {
+        path.join("results.json")
+    } else {
+        path.to_owned()
+    }
+}
+
+/// Reads a results file (or directory), naming the file in any error.
+pub fn load(path: &Path) -> anyhow::Result<(PathBuf, Results)> {
+    let file = results_path(path);
+    let results =
+        Results::read(&file).with_context(|| format!("reading results from {}", file.display()))?;
+    Ok((file, results))
+}
+
+/// How a row is named wherever it is shown: its transport, then its swept settings
+/// (`longpoll longpoll-hold=2s`), so rows that differ only by a setting stay apart.
+pub fn row_label(transport: &str, variant: &SettingValues) -> String {
+    if variant.is_empty() {
+        transport.to_owned()
+    } else {
+        format!("{transport} {}", variant.label())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A row's name carries its swept settings, so sibling rows differ.
+    #[test]
+    fn labels_name_the_variant() {
+        let label = |variant: &[(&str, &str)]| {
+            let values = SettingValues::from_pairs(
+                variant.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+            );
+            row_label("longpoll", &values)
+        };
+        assert_eq!(label(&[]), "longpoll");
+        assert_eq!(
+            label(&[("longpoll-hold", "2s")]),
+            "longpoll longpoll-hold=2s"
+        );
+    }
+}
