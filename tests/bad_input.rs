@@ -316,3 +316,35 @@ async fn websocket_oversized_message_gets_1009() {
     assert_identical(Transport::Websocket, &spec, &records);
     server.stop().await.unwrap();
 }
+
+/// A client that sends half a request's headers and then nothing is disconnected once the
+/// header read timeout passes (it cannot hold a connection, or the server's shutdown, open),
+/// and the server goes on to serve a real subscriber the identical stream. Every server that
+/// subscribers reach with a GET is checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_a_request_is_cut_off() {
+    let spec = spec(200, "64");
+    for &transport in Transport::ALL {
+        let Some(path) = transport.spec().cursor_path else {
+            continue;
+        };
+        let mut config = ServerConfig::default();
+        config.http.header_read_timeout = Duration::from_millis(200);
+        let client = client_for(&config);
+        let mut server = start(transport, &spec, config).await;
+        let mut slow = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+        slow.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n").as_bytes())
+            .await
+            .unwrap();
+        // The guard only stops a hang; the server closes long before it.
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(TIMEOUT, slow.read_to_end(&mut rest)).await;
+        assert!(
+            closed.is_ok(),
+            "{transport}: a half-sent request held its connection"
+        );
+        let records = serve_to(&mut server, transport, &spec, client, 1).await;
+        assert_identical(transport, &spec, &records);
+        server.stop().await.unwrap();
+    }
+}

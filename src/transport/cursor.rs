@@ -111,7 +111,7 @@ pub(crate) async fn serve(
         .route("/events", get(answer))
         .with_state(state);
     let listener = TrackedListener::new(listener, Some(hub), Arc::clone(&config.counters));
-    serve_http(listener, router, shutdown).await
+    serve_http(listener, router, config.http, shutdown).await
 }
 
 async fn answer(State(state): State<PollState>, RawQuery(query): RawQuery) -> Response {

@@ -63,19 +63,6 @@ impl TrackedListener {
     }
 }
 
-impl axum::serve::Listener for TrackedListener {
-    type Io = TrackedStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        TrackedListener::accept(self).await
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.inner.local_addr()
-    }
-}
-
 /// An accepted connection whose bytes are counted (and which, with a hub, counts as a
 /// subscriber until dropped).
 #[derive(Debug)]

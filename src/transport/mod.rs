@@ -16,6 +16,7 @@
 //! `Transport` and its [`Spec`], never to a transport's file.
 
 mod cursor;
+mod http;
 mod listener;
 pub mod settings;
 pub mod spec;
@@ -35,6 +36,7 @@ use crate::event::{DecodeError, Event};
 use crate::hub::{BatchLimit, Hub};
 use crate::metrics::sockets::SocketCounters;
 
+pub use http::{serve_http, Accept, HttpSettings};
 pub use listener::{TrackedListener, TrackedStream};
 pub use settings::{Declared, Setting, SettingValues, Side};
 pub use spec::{Colour, Redelivery, Requests, Spec, Traits};
@@ -184,6 +186,9 @@ pub struct ServerConfig {
     pub heartbeat: Duration,
     /// How much one write or response may carry.
     pub batch: BatchLimit,
+    /// hyper's settings for every HTTP transport's connections.
+    #[serde(default)]
+    pub http: HttpSettings,
     /// The webhook provider's signing secret.
     pub webhook_secret: Secret,
     /// The transports' own settings (each transport reads its declared ones; absent: default).
@@ -210,6 +215,7 @@ impl Default for ServerConfig {
         Self {
             heartbeat: Duration::from_secs(15),
             batch: BatchLimit::default(),
+            http: HttpSettings::default(),
             webhook_secret: Secret::generate(),
             settings: SettingValues::default(),
             counters: Arc::default(),
@@ -438,21 +444,4 @@ pub(crate) fn get_request(
     request
         .body(http_body_util::Empty::new())
         .map_err(|e| ClientError::Config(e.to_string()))
-}
-
-/// Serves an axum router on a listener until shutdown, with CORS open so a browser page from
-/// any origin can `fetch` or `EventSource` the server (the benchmark has no secrets to guard).
-pub(crate) async fn serve_http<L>(
-    listener: L,
-    router: axum::Router,
-    shutdown: CancellationToken,
-) -> std::io::Result<()>
-where
-    L: axum::serve::Listener,
-    L::Addr: fmt::Debug,
-{
-    let router = router.layer(tower_http::cors::CorsLayer::permissive());
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
 }

@@ -70,6 +70,7 @@ pub(crate) async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let counters = Arc::clone(&config.counters);
+    let http = config.http;
     let state = AppState {
         hub: Arc::clone(&hub),
         config: Arc::new(config),
@@ -80,6 +81,7 @@ pub(crate) async fn serve(
     serve_http(
         TrackedListener::new(listener, Some(hub), counters),
         router,
+        http,
         shutdown,
     )
     .await

@@ -19,7 +19,6 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
@@ -34,7 +33,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    deliver, serve_http, ClientConfig, ClientError, Colour, Flow, Redelivery, Requests, ServerConfig,
+    deliver, serve_http, ClientConfig, HttpSettings, ClientError, Colour, Flow, Redelivery, Requests, ServerConfig,
     Setting, Side, Sink, Spec, Traits,
 };
 use crate::clock::now_ns;
@@ -284,10 +283,9 @@ pub(crate) async fn serve(
         .route("/subscriptions", post(register))
         .layer(DefaultBodyLimit::max(16 * 1024))
         .with_state(provider);
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    serve_http(listener, router, shutdown).await
+    // Registrations are not deliveries: their bytes are not counted (the consumers count the
+    // deliveries' bytes where they accept them).
+    serve_http(listener, router, config.http, shutdown).await
 }
 
 async fn register(State(provider): State<Provider>, body: Bytes) -> Response {
@@ -446,7 +444,12 @@ impl Consumer {
         // The consumer accepts the provider's connections, so it is where webhook bytes are
         // counted.
         let listener = super::TrackedListener::new(listener, None, counters);
-        let serving = tokio::spawn(serve_http(listener, router, shutdown.clone()));
+        let serving = tokio::spawn(serve_http(
+            listener,
+            router,
+            HttpSettings::default(),
+            shutdown.clone(),
+        ));
 
         let result = async {
             register_with(server, &url).await?;
