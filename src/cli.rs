@@ -248,8 +248,11 @@ impl RecommendArgs {
 #[derive(Debug, Args)]
 pub struct TransportsArgs {
     /// Print JSON (every declaration in full), for scripts and tests.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "markdown")]
     pub json: bool,
+    /// Print a Markdown table (the README's).
+    #[arg(long)]
+    pub markdown: bool,
 }
 
 impl TransportsArgs {
@@ -257,6 +260,10 @@ impl TransportsArgs {
         let specs: Vec<&Spec> = Transport::ALL.iter().map(|t| t.spec()).collect();
         if self.json {
             println!("{}", serde_json::to_string_pretty(&specs)?);
+            return Ok(());
+        }
+        if self.markdown {
+            print!("{}", transports_table(&specs));
             return Ok(());
         }
         for spec in specs {
@@ -275,6 +282,63 @@ impl TransportsArgs {
         }
         Ok(())
     }
+}
+
+/// The transports as a Markdown table: what each is, what receives it, how missed events
+/// come back, and its settings with their defaults.
+fn transports_table(specs: &[&Spec]) -> String {
+    use crate::document::{Block, Document};
+    use crate::transport::Redelivery;
+    let rows = specs
+        .iter()
+        .map(|spec| {
+            let traits = &spec.traits;
+            let receiver = match (traits.browser_api, traits.needs_inbound_http) {
+                (Some(api), _) => format!("browser `{api}`"),
+                (None, true) => "an HTTP endpoint of the consumer's own".into(),
+                (None, false) => "no browser API".into(),
+            };
+            let missed = match traits.redelivery {
+                Redelivery::BuiltIn(how)
+                | Redelivery::Retries(how)
+                | Redelivery::Application(how) => how,
+            };
+            let settings: Vec<String> = spec
+                .settings
+                .iter()
+                .map(|s| format!("`--{}` {}", s.name(), s.default_text()))
+                .collect();
+            vec![
+                format!("`{}`", spec.name),
+                spec.summary.to_owned(),
+                receiver,
+                missed.to_owned(),
+                if settings.is_empty() {
+                    "—".into()
+                } else {
+                    settings.join(", ")
+                },
+            ]
+        })
+        .collect();
+    let doc = Document {
+        title: String::new(),
+        blocks: vec![Block::Table {
+            head: [
+                "transport",
+                "what it is",
+                "received by",
+                "missed events",
+                "settings (default)",
+            ]
+            .map(String::from)
+            .to_vec(),
+            emphasis: specs.iter().map(|s| s.traits.floor).collect(),
+            rows,
+        }],
+    };
+    // The document's Markdown without its (empty) title line.
+    doc.markdown().trim_start_matches("# \n\n").to_owned()
 }
 
 /// Flags of the hidden `pushbench echo`.

@@ -193,3 +193,25 @@ fn report_and_recommend_do_not_import_each_other() {
         }
     }
 }
+
+/// The README's table of transports is the binary's own (`scripts/update-readme` writes it).
+#[test]
+fn the_readme_lists_what_the_code_declares() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let block = readme
+        .split("<!-- transports:begin -->\n")
+        .nth(1)
+        .and_then(|rest| rest.split("<!-- transports:end -->").next())
+        .expect("README.md has the transports markers");
+    let output = Command::new(BIN)
+        .args(["transports", "--markdown"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    assert_eq!(
+        block.trim_end(),
+        String::from_utf8_lossy(&output.stdout).trim_end(),
+        "run scripts/update-readme"
+    );
+}

@@ -405,3 +405,27 @@ fn cpu_is_not_scaled_from_another_regime() {
         );
     }
 }
+
+/// A ceiling measured where the load was the limit is not the transport's: a design beyond it
+/// is unmeasured there, not excluded, while a server-bound ceiling still excludes. Read from the
+/// committed throughput reference run, whose rows are load-bound except webhooks (server-bound).
+#[test]
+fn a_load_bound_ceiling_does_not_exclude() {
+    let throughput = std::fs::read_dir(root().join("results"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with("-throughput"))
+        .max()
+        .unwrap();
+    let evidence = Evidence::load(&[throughput], Path::new("unused")).unwrap();
+    let over = DesignSettings {
+        subscribers: Some(100),
+        rate: Some(100_000.0),
+        ..DesignSettings::default()
+    };
+    let answer = recommend(&design("market-data", over), &evidence);
+    let websocket = reason(&answer, "websocket", "throughput", Weight::Unmeasured);
+    assert!(websocket.contains("the load was the limit"), "{websocket}");
+    let webhook = reason(&answer, "webhook", "throughput", Weight::Excludes);
+    assert!(webhook.contains("the most measured was"), "{webhook}");
+}

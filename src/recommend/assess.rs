@@ -380,7 +380,20 @@ pub fn assess(transport: Transport, design: &Design, evidence: &Evidence) -> Ass
     }
     if let Some(capacity) = evidence.capacity(name) {
         let needed = design.rate * design.subscribers as f64;
-        if needed > capacity.value {
+        if needed > capacity.value && capacity.load_bound {
+            // A saturated load measured itself: the transport's ceiling lies higher, unknown.
+            say(
+                Weight::Unmeasured,
+                "throughput",
+                format!(
+                    "the design needs {} deliveries/s; the most measured was {} {}, but the load \
+                     was the limit there, so the transport's own ceiling was not reached",
+                    thousands(needed),
+                    thousands(capacity.value),
+                    capacity.at()
+                ),
+            );
+        } else if needed > capacity.value {
             say(
                 Weight::Excludes,
                 "throughput",

@@ -42,6 +42,9 @@ pub struct Measured {
     pub payload: String,
     /// Scenario name of the run.
     pub scenario: String,
+    /// The load, not the transport, set the figure (a load-bound row): the transport can do at
+    /// least this much.
+    pub load_bound: bool,
 }
 
 impl Measured {
@@ -180,6 +183,7 @@ impl Evidence {
                     offered_rate: m.events_per_s.to_string(),
                     payload: m.payload.clone(),
                     scenario: s.results.scenario.name.clone(),
+                    load_bound: false,
                 })
         });
         unscheduled
@@ -274,6 +278,10 @@ fn measured(scenario: &str, row: &Row<'_>, metric: Figure) -> Measured {
         offered_rate: row.key.offered_rate.clone(),
         payload: row.key.payload.clone(),
         scenario: scenario.to_owned(),
+        load_bound: row
+            .runs
+            .iter()
+            .any(|r| r.bound == Some(crate::results::Bound::LoadBound)),
     }
 }
 

@@ -204,7 +204,8 @@ pub struct ServerConfig {
 /// Faults a server can inject, so tests (and users) can check the measurement sees them.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 pub struct Faults {
-    /// Every batch handed to a subscriber waits this long first (a slow network or server).
+    /// No event is handed to a subscriber before it is this old, counted from its publication
+    /// (a slow network or server).
     pub delivery_delay: Option<Duration>,
     /// The publisher stops for this long just before this event (a stalled sender).
     pub stall: Option<(u64, Duration)>,

@@ -36,7 +36,8 @@ pub static SPEC: Spec = Spec {
         http: false,
         requests: Requests::Stream,
         redelivery: Redelivery::Application(
-            "no protocol at all; pushbench's client sends the sequence to start from, which you would build",
+            "no protocol at all; the server starts from the sequence the client sends, and the \
+             client must reconnect with it itself",
         ),
         floor: true,
     },

@@ -76,7 +76,8 @@ pub static SPEC: Spec = Spec {
         http: true,
         requests: Requests::PerEvent,
         redelivery: Redelivery::Retries(
-            "the provider retries unacknowledged POSTs with backoff, for as long as its schedule runs",
+            "the provider retries unacknowledged POSTs with backoff, up to --webhook-attempts \
+             times, then drops the event",
         ),
         floor: false,
     },

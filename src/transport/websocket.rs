@@ -55,8 +55,8 @@ pub static SPEC: Spec = Spec {
         http: true,
         requests: Requests::Stream,
         redelivery: Redelivery::Application(
-            "the protocol has no cursor and the browser's WebSocket does not reconnect; pushbench's \
-             client reconnects with ?after=SEQ, which you would build",
+            "the protocol has no cursor and the browser's WebSocket does not reconnect; the server \
+             resumes from ?after=SEQ, and the client must reconnect with it itself",
         ),
         floor: false,
     },
