@@ -463,14 +463,24 @@ impl Scenario {
     pub fn describe(&self) -> String {
         let subs: Vec<String> = self.subscribers.iter().map(|n| n.to_string()).collect();
         let payloads: Vec<String> = self.payloads.iter().map(|p| format!("{p} B")).collect();
+        let settings: Vec<String> = self
+            .settings
+            .iter()
+            .map(|(name, values)| format!("{name} {}", values.join(" / ")))
+            .collect();
         format!(
-            "{} events at {} ev/s, payload {}, to {} subscriber(s), {} transport(s), {} repeat(s)",
+            "{} events at {} ev/s, payload {}, to {} subscriber(s), {} transport(s), {} repeat(s){}",
             self.events,
             self.rate,
             payloads.join(" / "),
             subs.join(" / "),
             self.transports.len(),
-            self.repeat
+            self.repeat,
+            if settings.is_empty() {
+                String::new()
+            } else {
+                format!("; {}", settings.join(", "))
+            }
         )
     }
 }

@@ -101,6 +101,16 @@ impl Section {
 
 /// Every figure, by name: code refers to a figure only through this, so a misspelt figure does
 /// not compile. Each variant's position is its entry in [`METRICS`] (a test checks it).
+///
+/// ```compile_fail
+/// // A misspelt figure is a compile error, not a silent zero.
+/// let _ = pushbench::results::figures::Figure::LatencyP99x;
+/// ```
+///
+/// ```
+/// use pushbench::results::figures::Figure;
+/// assert_eq!(Figure::LatencyP99.key(), "latency_p99");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Figure {
     /// `latency_p50`: see its [`Metric`].
