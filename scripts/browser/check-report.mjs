@@ -1,6 +1,6 @@
 // Loads a pushbench report.html in headless Chromium and checks what a reader would see: every
-// transport named, every plot present and drawn at a real size with every transport in its
-// legend or labels, every table filled, and no page error, console error or network request.
+// row named (its transport, with any swept settings), every plot present and drawn at a real
+// size with every row in its legend or labels, every table filled, and no page error, console error or network request.
 //
 // usage: node check-report.mjs RUN_DIR [RUN_DIR...]   (each holding results.json + report.html)
 // CHROMIUM overrides the browser path (default /usr/bin/chromium).
@@ -14,9 +14,20 @@ import puppeteer from 'puppeteer-core';
 const ALWAYS = ['spectrum', 'p99-over-time', 'p50-over-time', 'memory', 'cpu', 'wire'];
 const FANOUT = ['fanout-throughput', 'fanout-p99'];
 
-/** What the results file says the page must show. */
+/**
+ * How the report names a row: its transport, then the settings swept for it (`poll
+ * poll-interval=20ms`), as `results::row_label` does; keys in order, as results.json keeps them.
+ */
+function rowLabel(run) {
+  const swept = Object.entries(run.variant ?? {});
+  return swept.length === 0
+    ? run.transport
+    : `${run.transport} ${swept.map(([name, value]) => `${name}=${value}`).join(' ')}`;
+}
+
+/** What the results file says the page must show: every row by its name. */
 function expected(results) {
-  const transports = [...new Set(results.runs.map((r) => r.transport))];
+  const rows = [...new Set(results.runs.map(rowLabel))];
   // Fan-out plots: more than one subscriber count at the first run's payload and rate.
   const first = results.runs[0];
   const swept = new Set(
@@ -25,12 +36,12 @@ function expected(results) {
       .map((r) => r.subscribers),
   );
   const plots = swept.size > 1 ? [...ALWAYS, ...FANOUT] : ALWAYS;
-  return { transports, plots };
+  return { rows, plots };
 }
 
 async function check(browser, dir) {
   const results = JSON.parse(fs.readFileSync(path.join(dir, 'results.json'), 'utf8'));
-  const { transports, plots } = expected(results);
+  const { rows, plots } = expected(results);
   const page = await browser.newPage();
   const problems = [];
   page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
@@ -61,8 +72,8 @@ async function check(browser, dir) {
   }));
 
   if (!seen.title.includes(results.scenario.name)) problems.push(`title "${seen.title}" lacks the scenario`);
-  for (const transport of transports) {
-    if (!seen.text.includes(transport)) problems.push(`page never names ${transport}`);
+  for (const row of rows) {
+    if (!seen.text.includes(row)) problems.push(`page never names ${row}`);
   }
   if (seen.tables.length < 5 || seen.tables.some((rows) => rows === 0)) {
     problems.push(`tables missing or empty: ${JSON.stringify(seen.tables)}`);
@@ -76,15 +87,15 @@ async function check(browser, dir) {
     if (figure.width < 200 || figure.height < 100) {
       problems.push(`plot ${plot} drawn at ${figure.width}x${figure.height}`);
     }
-    if (figure.marks <= transports.length) problems.push(`plot ${plot} draws no data`);
-    for (const transport of transports) {
-      if (!figure.texts.includes(transport)) problems.push(`plot ${plot} does not show ${transport}`);
+    if (figure.marks <= rows.length) problems.push(`plot ${plot} draws no data`);
+    for (const row of rows) {
+      if (!figure.texts.includes(row)) problems.push(`plot ${plot} does not show ${row}`);
     }
   }
   const extra = seen.figures.map((f) => f.id.replace(/^plot-/, '')).filter((id) => !plots.includes(id));
   if (extra.length) problems.push(`unexpected plots: ${extra.join(', ')}`);
   await page.close();
-  return { problems, transports, plots };
+  return { problems, rows, plots };
 }
 
 const dirs = process.argv.slice(2);
@@ -100,13 +111,13 @@ const browser = await puppeteer.launch({
 let failed = 0;
 try {
   for (const dir of dirs) {
-    const { problems, transports, plots } = await check(browser, dir);
+    const { problems, rows, plots } = await check(browser, dir);
     if (problems.length) {
       failed += 1;
       console.error(`FAIL ${dir}`);
       for (const p of problems) console.error(`  ${p}`);
     } else {
-      console.log(`ok   ${dir}: ${transports.length} transports, ${plots.length} plots, no errors`);
+      console.log(`ok   ${dir}: ${rows.length} rows, ${plots.length} plots, no errors`);
     }
   }
 } finally {
