@@ -13,9 +13,39 @@ pub fn now_ns() -> u64 {
     (now.tv_sec as u64) * 1_000_000_000 + now.tv_nsec as u64
 }
 
+/// Tokio's timer counts whole milliseconds and rounds a sleep up to the next one, so a sleep
+/// alone can overshoot by up to a millisecond; the last stretch is yielded away instead.
+const TIMER_GRAIN_NS: u64 = 1_200_000;
+
+/// Waits in a task until `due_ns` on this clock, to within a few microseconds: a timer sleep
+/// for all but the last timer grain, then yielding to other tasks until the moment. What a
+/// planted fault waits must be what it says (a 5 ms delay, not 5 to 6).
+pub async fn sleep_until_ns(due_ns: u64) {
+    let now = now_ns();
+    if due_ns > now + TIMER_GRAIN_NS {
+        tokio::time::sleep(std::time::Duration::from_nanos(
+            due_ns - now - TIMER_GRAIN_NS,
+        ))
+        .await;
+    }
+    while now_ns() < due_ns {
+        tokio::task::yield_now().await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A precise sleep is never early.
+    #[tokio::test]
+    async fn sleeps_are_never_early() {
+        for micros in [0, 300, 2_500] {
+            let due = now_ns() + micros * 1000;
+            sleep_until_ns(due).await;
+            assert!(now_ns() >= due);
+        }
+    }
 
     /// The clock never runs backwards between two reads.
     #[test]

@@ -245,10 +245,7 @@ impl Reader {
         if let Some(delay) = self.hub.delivery_delay {
             // Hold the next event back until it is `delay` old, then hand out what is as old.
             let due = self.hub.published_at(next).unwrap_or_default() + delay.as_nanos() as u64;
-            let now = now_ns();
-            if due > now {
-                tokio::time::sleep(Duration::from_nanos(due - now)).await;
-            }
+            crate::clock::sleep_until_ns(due).await;
             return Some(self.take(limit, now_ns().saturating_sub(delay.as_nanos() as u64)));
         }
         Some(self.take(limit, u64::MAX))

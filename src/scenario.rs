@@ -561,10 +561,9 @@ mod tests {
             .unwrap();
         assert_eq!(scenario.settings["longpoll-hold"], ["1s", "30s"]);
         assert_eq!(scenario.variants(Transport::Longpoll).len(), 2);
-        assert_eq!(
-            scenario.variants(Transport::Poll)[0].0.label(),
-            "poll-interval=50ms"
-        );
+        let (poll, swept) = &scenario.variants(Transport::Poll)[0];
+        assert_eq!(poll.0["poll-interval"], "50ms");
+        assert!(swept.is_empty());
         assert!(scenario.variants(Transport::Poll)[0].1.is_empty());
         let error = parse("rate = 10\nwebhook-attempts = 0\n").unwrap_err();
         assert!(

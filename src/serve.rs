@@ -17,6 +17,7 @@ use crate::hub::Hub;
 use crate::metrics::sockets::{SocketCounters, SocketTotals};
 use crate::protocol::{self, Report};
 use crate::publisher::{publish_stream, Lateness, Published};
+use crate::transport::resume::RECONNECT_GRACE;
 use crate::transport::{Faults, ServerConfig, SettingValues, Side, Transport};
 
 /// A transport's server, running, with the hub it publishes through.
@@ -26,6 +27,8 @@ pub struct Server {
     counters: Arc<SocketCounters>,
     faults: Faults,
     settings: SettingValues,
+    /// How long the stream's end waits for a subscriber that dropped to come back.
+    grace: Duration,
     shutdown: CancellationToken,
     task: JoinHandle<std::io::Result<()>>,
 }
@@ -49,6 +52,7 @@ impl Server {
         let settings = config
             .settings
             .effective(transport.spec().settings, Side::Server);
+        let grace = RECONNECT_GRACE.read(&config.settings);
         let shutdown = CancellationToken::new();
         let task =
             tokio::spawn(transport.serve(listener, Arc::clone(&hub), config, shutdown.clone()));
@@ -58,6 +62,7 @@ impl Server {
             counters,
             faults,
             settings,
+            grace,
             shutdown,
             task,
         })
@@ -121,18 +126,25 @@ impl Server {
         }
     }
 
-    /// Waits until every subscriber has left (each leaves once it has the whole stream), giving
-    /// up only when delivery has made no progress for `idle`; returns how many were still
-    /// connected. Progress, not total time, is what counts: a slow transport still delivering a
-    /// backlog is not cut off.
+    /// Waits until every subscriber has left (each leaves once it has the whole stream) and
+    /// none came back within the reconnect grace (one whose connection dropped is on its way
+    /// back to resume), giving up only when delivery has made no progress for `idle`; returns
+    /// how many were still connected. Progress, not total time, is what counts: a slow
+    /// transport still delivering a backlog is not cut off.
     pub async fn drain(&self, idle: Duration) -> usize {
         loop {
             let before = self.hub.handed_out();
-            if tokio::time::timeout(idle, self.hub.wait_until_no_subscribers())
+            let gone = tokio::time::timeout(idle, self.hub.wait_until_no_subscribers())
                 .await
-                .is_ok()
-                || self.hub.handed_out() == before
-            {
+                .is_ok();
+            if gone {
+                let back = tokio::time::timeout(self.grace, self.hub.wait_for_subscribers(1));
+                if back.await.is_ok() {
+                    continue;
+                }
+                return 0;
+            }
+            if self.hub.handed_out() == before {
                 return self.hub.subscribers();
             }
         }

@@ -80,7 +80,10 @@ impl<const FOR: For> clap::FromArgMatches for SettingFlags<FOR> {
     }
 
     fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
-        for (_, setting) in declared_settings().filter(|(_, s)| takes(FOR, *s)) {
+        for (setting, _) in declared_settings()
+            .into_iter()
+            .filter(|(s, _)| takes(FOR, *s))
+        {
             if let Some(values) = matches.get_one::<Vec<String>>(setting.name()) {
                 self.given.insert(setting.name().to_owned(), values.clone());
             }
@@ -92,11 +95,16 @@ impl<const FOR: For> clap::FromArgMatches for SettingFlags<FOR> {
 impl<const FOR: For> clap::Args for SettingFlags<FOR> {
     fn augment_args(mut command: Command) -> Command {
         command = command.next_help_heading("Transport settings (declared by each transport)");
-        for (transport, setting) in declared_settings().filter(|(_, s)| takes(FOR, *s)) {
+        for (setting, takers) in declared_settings()
+            .into_iter()
+            .filter(|(s, _)| takes(FOR, *s))
+        {
             let sweep = FOR == RUN;
+            let takers: Vec<&str> = takers.iter().map(|t| t.name()).collect();
             let help = format!(
-                "{} [{transport}; default {}{}]",
+                "{} [{}; default {}{}]",
                 setting.help(),
+                takers.join(", "),
                 setting.default_text(),
                 if sweep { "; a list sweeps" } else { "" }
             );
@@ -146,7 +154,7 @@ impl<'de, const FOR: For> Deserialize<'de> for SettingFlags<FOR> {
         let raw = BTreeMap::<String, FileValue>::deserialize(d)?;
         let mut given = BTreeMap::new();
         for (key, value) in raw {
-            let Some((_, setting)) = setting_named(&key).filter(|(_, s)| takes(FOR, *s)) else {
+            let Some(setting) = setting_named(&key).filter(|s| takes(FOR, *s)) else {
                 return Err(D::Error::custom(format!("unknown field `{key}`")));
             };
             let mut texts = Vec::new();
@@ -202,7 +210,7 @@ mod tests {
         .unwrap();
         assert_eq!(run.settings.given["longpoll-hold"], ["2s", "60s"]);
         assert_eq!(run.settings.given["poll-interval"], ["20ms"]);
-        for (_, setting) in declared_settings() {
+        for (setting, _) in declared_settings() {
             let flag = format!("--{}", setting.name());
             let value = setting.default_text();
             assert!(

@@ -68,25 +68,42 @@ async fn settings_reach_the_children_and_the_results() {
     .unwrap();
     let outcome = run(options).await.unwrap();
     let results = Results::read(&outcome.path).unwrap();
-    let rows: Vec<(&str, String, String)> = results
+    // What each row's processes reported for the setting given, and the swept ones.
+    let reported = |r: &pushbench::results::TransportResult, name: &str| {
+        r.settings.0.get(name).cloned().unwrap_or_default()
+    };
+    let rows: Vec<(&str, String, String, String)> = results
         .runs
         .iter()
-        .map(|r| (r.transport.as_str(), r.settings.label(), r.variant.label()))
+        .map(|r| {
+            let own = if r.transport == "poll" {
+                "poll-interval"
+            } else {
+                "longpoll-hold"
+            };
+            let resume = reported(r, "resume");
+            (
+                r.transport.as_str(),
+                reported(r, own),
+                resume,
+                r.variant.label(),
+            )
+        })
         .collect();
+    let row = |t, value: &str, variant: &str| {
+        (
+            t,
+            value.to_string(),
+            "true".to_string(),
+            variant.to_string(),
+        )
+    };
     assert_eq!(
         rows,
         [
-            (
-                "longpoll",
-                "longpoll-hold=2s".into(),
-                "longpoll-hold=2s".into()
-            ),
-            (
-                "longpoll",
-                "longpoll-hold=45s".into(),
-                "longpoll-hold=45s".into()
-            ),
-            ("poll", "poll-interval=20ms".into(), String::new()),
+            row("longpoll", "2s", "longpoll-hold=2s"),
+            row("longpoll", "45s", "longpoll-hold=45s"),
+            row("poll", "20ms", ""),
         ]
     );
     assert!(results.runs.iter().all(|r| !r.failed));

@@ -45,6 +45,9 @@ pub struct DeliveryCounts {
     pub malformed: u64,
     /// Arrivals too far out of order to be tracked (they also count as lost).
     pub beyond_window: u64,
+    /// Times a subscription was established again after its connection dropped.
+    #[serde(default)]
+    pub reconnects: u64,
 }
 
 impl DeliveryCounts {
@@ -63,6 +66,7 @@ impl DeliveryCounts {
         self.reordered += counts.reordered;
         self.malformed += counts.malformed;
         self.beyond_window += counts.beyond_window;
+        self.reconnects += record.reconnects;
         let intact = digest_ok
             && lost == 0
             && counts.duplicated == 0
@@ -84,6 +88,7 @@ impl DeliveryCounts {
         self.reordered += other.reordered;
         self.malformed += other.malformed;
         self.beyond_window += other.beyond_window;
+        self.reconnects += other.reconnects;
     }
 
     /// The one rule for a failed combination, used by `run` and `load` alike: some subscriber
@@ -411,6 +416,7 @@ impl fmt::Display for Merged {
         writeln!(f, "duplicated        {}", c.duplicated)?;
         writeln!(f, "reordered         {}", c.reordered)?;
         writeln!(f, "beyond window     {}", c.beyond_window)?;
+        writeln!(f, "reconnects        {}", c.reconnects)?;
         write!(f, "malformed         {}", c.malformed)?;
         for error in &self.errors {
             write!(f, "\nerror: {error}")?;
@@ -446,6 +452,7 @@ mod tests {
                     first_event_us: Some(5),
                     first_sent_ns: Some(0),
                     last_received_ns: Some(100_000),
+                    reconnects: 1,
                     error: None,
                 }
             })

@@ -566,6 +566,7 @@ fn summarise(s: Summary<'_>) -> TransportResult {
         lost: counts.lost,
         duplicated: counts.duplicated,
         reordered: counts.reordered,
+        reconnects: counts.reconnects,
         malformed: counts.malformed,
         digest_ok: counts.digest_mismatches == 0,
         failed: counts.failed(),

@@ -54,6 +54,8 @@ pub struct TallySink {
     last_received_ns: Option<u64>,
     /// Start of the schedule as this subscriber sees it, from its first event.
     stream_start_ns: Option<u64>,
+    /// Times the subscription was established again after a drop.
+    reconnects: u64,
 }
 
 impl TallySink {
@@ -67,6 +69,7 @@ impl TallySink {
             first_event: None,
             last_received_ns: None,
             stream_start_ns: None,
+            reconnects: 0,
         }
     }
 
@@ -82,6 +85,7 @@ impl TallySink {
                 .map(|(sent, received)| latency::micros_between(sent, received)),
             first_sent_ns: self.first_event.map(|(sent, _)| sent),
             last_received_ns: self.last_received_ns,
+            reconnects: self.reconnects,
             error,
         }
     }
@@ -137,6 +141,10 @@ impl Sink for TallySink {
     fn batch(&mut self, events: usize) {
         self.plan.recording.batch(events);
     }
+
+    fn reconnected(&mut self) {
+        self.reconnects += 1;
+    }
 }
 
 /// What one subscriber received, and when: O(1) in the stream's length.
@@ -153,6 +161,8 @@ pub struct SubscriberRecord {
     pub first_sent_ns: Option<u64>,
     /// When its last event arrived.
     pub last_received_ns: Option<u64>,
+    /// Times the subscription was established again after its connection dropped.
+    pub reconnects: u64,
     /// Why the subscription ended early, if it did.
     pub error: Option<String>,
 }

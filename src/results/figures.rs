@@ -179,6 +179,8 @@ pub enum Figure {
     Duplicated,
     /// `reordered`: see its [`Metric`].
     Reordered,
+    /// `reconnects`: see its [`Metric`].
+    Reconnects,
 }
 
 impl Figure {
@@ -514,6 +516,15 @@ pub const METRICS: &[Metric] = &[
         Unit::Count,
         Better::Lower,
         |r| r.reordered as f64,
+    ),
+    metric(
+        Figure::Reconnects,
+        "reconnects",
+        "reconnects",
+        Section::Delivery,
+        Unit::Count,
+        Better::Lower,
+        |r| r.reconnects as f64,
     ),
 ];
 

@@ -227,6 +227,10 @@ pub struct TransportResult {
     /// Arrivals too far out of order to be tracked exactly (also counted as lost).
     #[serde(default)]
     pub beyond_window: u64,
+    /// Times a subscription was established again after its connection dropped (summed over
+    /// subscribers).
+    #[serde(default)]
+    pub reconnects: u64,
     /// Per-second latency histograms in HdrHistogram's interval-log format, relative to the
     /// results file.
     #[serde(default)]
@@ -358,6 +362,13 @@ pub fn migrate(mut value: serde_json::Value) -> anyhow::Result<serde_json::Value
 /// hold and WebSocket read buffer in `settings`, the poll interval and the webhook connection
 /// switch in `scenario`, all under their own field names.
 fn migrate_settings(value: &mut serde_json::Value) {
+    const V2_SETTINGS: [&str; 5] = [
+        "websocket-read-buffer",
+        "longpoll-hold",
+        "poll-interval",
+        "webhook-new-connection",
+        "webhook-attempts",
+    ];
     use serde_json::Value;
     let secs = |v: Option<&Value>| {
         v.and_then(Value::as_f64)
@@ -392,9 +403,11 @@ fn migrate_settings(value: &mut serde_json::Value) {
         let Some(spec) = transport.and_then(Transport::named).map(Transport::spec) else {
             continue;
         };
+        // Only the settings version 2 had; those added later read as their defaults.
         let recorded: serde_json::Map<String, Value> = spec
             .settings
             .iter()
+            .filter(|s| V2_SETTINGS.contains(&s.name()))
             .map(|s| {
                 let text = old
                     .get(s.name())
@@ -410,7 +423,7 @@ fn migrate_settings(value: &mut serde_json::Value) {
     let given: serde_json::Map<String, Value> = ["poll-interval", "webhook-new-connection"]
         .into_iter()
         .filter_map(|name| {
-            let (_, setting) = crate::transport::setting_named(name)?;
+            let setting = crate::transport::setting_named(name)?;
             let text = old.get(name)?;
             (*text != setting.default_text()).then(|| {
                 (

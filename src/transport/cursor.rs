@@ -26,6 +26,7 @@ use serde_json::value::RawValue;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use super::resume::Resuming;
 use super::{
     deliver, get_request, http1_connect, serve_http, ClientConfig, ClientError, Flow, ServerConfig,
     Sink, TrackedListener,
@@ -110,7 +111,7 @@ pub(crate) async fn serve(
     let router = Router::new()
         .route("/events", get(answer))
         .with_state(state);
-    let listener = TrackedListener::new(listener, Some(hub), Arc::clone(&config.counters));
+    let listener = TrackedListener::for_subscribers(listener, hub, &config);
     serve_http(listener, router, config.http, shutdown).await
 }
 
@@ -191,9 +192,13 @@ pub(crate) async fn subscribe(
         }
         Pace::AtOnce => None,
     };
+    let mut sink = Resuming::new(sink, config);
+    let sink = &mut sink;
     let mut connection = None;
     let mut after: Option<u64> = None;
     let mut connected = false;
+    // A request failed and a new connection answered since: the subscription resumed.
+    let mut dropped = false;
     loop {
         if let Some(ticker) = ticker.as_mut() {
             ticker.tick().await;
@@ -204,18 +209,36 @@ pub(crate) async fn subscribe(
             (None, false) => "/events?wait=0".to_string(),
             (None, true) => "/events".to_string(),
         };
-        let (status, body) = request(server, config, &mut connection, &path).await?;
-        let received_ns = now_ns();
-        if !connected {
-            // For polling, the subscription exists once the first answer arrives.
-            sink.connected(received_ns);
-            connected = true;
-        }
-        if !status.is_success() {
-            return Err(ClientError::Status {
+        // A keep-alive connection the server closed between requests is replaced by the next
+        // request without an error; it is a drop all the same, and counted as one.
+        dropped |= connection.as_ref().is_some_and(SendRequest::is_closed);
+        let answer = match request(server, config, &mut connection, &path).await {
+            Ok((status, body)) if status.is_success() => Ok((status, body)),
+            Ok((status, body)) => Err(ClientError::Status {
                 status: status.as_u16(),
                 body: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
-            });
+            }),
+            Err(error) => Err(error),
+        };
+        let (_, body) = match answer {
+            Ok(answer) => answer,
+            Err(error) => {
+                // The connection is not to be trusted again: the next request opens a new one,
+                // from the same cursor.
+                connection = None;
+                dropped = true;
+                if sink.again(Err(error)).await? {
+                    continue;
+                }
+                return Ok(());
+            }
+        };
+        let received_ns = now_ns();
+        if !connected || std::mem::take(&mut dropped) {
+            // For polling, the subscription exists once the first answer arrives (and exists
+            // again once an answer follows a failed request).
+            sink.connected(received_ns);
+            connected = true;
         }
         let batch = match serde_json::from_slice::<BatchBody>(&body) {
             Ok(batch) => batch,

@@ -6,6 +6,10 @@
 //! Counting at accept rather than in each handler keeps the rule the same for every transport:
 //! a browser's `EventSource`, a WebSocket, and a polling client on a keep-alive connection are each
 //! one subscriber, counted from the moment they connect until the socket closes.
+//!
+//! It is also where the drop fault acts ([`DROP_EVERY`]): every connection open at each cut
+//! fails its next read or write, whatever the transport above it, as when a load balancer or a
+//! flaky network cuts connections.
 
 use std::io;
 use std::net::SocketAddr;
@@ -14,11 +18,25 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use std::future::Future;
+use std::sync::{Mutex, Weak};
+
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
+use super::{ServerConfig, Setting, Side};
 use crate::hub::{Hub, SubscriberGuard};
 use crate::metrics::sockets::SocketCounters;
+
+/// Fault: cut every subscriber's connection from the server side this often.
+pub static DROP_EVERY: Setting<Duration> = Setting {
+    name: "drop-every",
+    help: "Fault: cut every subscriber's connection from the server side this often (0s: never)",
+    side: Side::Server,
+    default: Duration::ZERO,
+    min: Duration::ZERO,
+};
 
 /// A listener whose accepted streams each count as one subscriber while open.
 #[derive(Debug)]
@@ -26,6 +44,41 @@ pub struct TrackedListener {
     inner: TcpListener,
     hub: Option<Arc<Hub>>,
     counters: Arc<SocketCounters>,
+    /// The drop fault's current cut, when it is on.
+    cuts: Option<Arc<Cuts>>,
+}
+
+/// The drop fault: every connection accepted holds the current cut's token, and each cut
+/// cancels it and starts the next.
+#[derive(Debug)]
+struct Cuts {
+    current: Mutex<CancellationToken>,
+}
+
+impl Cuts {
+    /// Cuts `period` apart for as long as the listener lives.
+    fn every(period: Duration) -> Arc<Self> {
+        let cuts = Arc::new(Self {
+            current: Mutex::new(CancellationToken::new()),
+        });
+        let weak: Weak<Self> = Arc::downgrade(&cuts);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(period).await;
+                let Some(cuts) = weak.upgrade() else { return };
+                let mut current = cuts.current.lock().unwrap_or_else(|e| e.into_inner());
+                std::mem::replace(&mut *current, CancellationToken::new()).cancel();
+            }
+        });
+        cuts
+    }
+
+    fn token(&self) -> CancellationToken {
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
 }
 
 impl TrackedListener {
@@ -35,6 +88,17 @@ impl TrackedListener {
             inner,
             hub,
             counters,
+            cuts: None,
+        }
+    }
+
+    /// The listener a server's subscribers connect to: counted on `hub`, their bytes on the
+    /// config's counters, and cut as the config's drop fault says.
+    pub fn for_subscribers(inner: TcpListener, hub: Arc<Hub>, config: &ServerConfig) -> Self {
+        let period = DROP_EVERY.read(&config.settings);
+        Self {
+            cuts: (!period.is_zero()).then(|| Cuts::every(period)),
+            ..Self::new(inner, Some(hub), Arc::clone(&config.counters))
         }
     }
 
@@ -51,6 +115,7 @@ impl TrackedListener {
                         inner: stream,
                         _guard: self.hub.as_ref().map(|hub| hub.join()),
                         counters: Arc::clone(&self.counters),
+                        cut: self.cuts.as_ref().map(|cuts| Cut::new(cuts.token())),
                     };
                     return (stream, addr);
                 }
@@ -70,6 +135,37 @@ pub struct TrackedStream {
     inner: TcpStream,
     _guard: Option<SubscriberGuard>,
     counters: Arc<SocketCounters>,
+    cut: Option<Cut>,
+}
+
+/// The cut a connection waits on: once it fires, every read and write fails.
+#[derive(Debug)]
+struct Cut {
+    token: CancellationToken,
+    /// Registers the connection's task to be woken by the cut (polled only until it fires).
+    fired: Pin<Box<WaitForCancellationFutureOwned>>,
+}
+
+impl Cut {
+    fn new(token: CancellationToken) -> Self {
+        Self {
+            fired: Box::pin(token.clone().cancelled_owned()),
+            token,
+        }
+    }
+
+    /// Whether the connection has been cut (and, if not, wake this task when it is).
+    fn poll_fired(&mut self, cx: &mut Context<'_>) -> bool {
+        self.token.is_cancelled() || self.fired.as_mut().poll(cx).is_ready()
+    }
+}
+
+impl TrackedStream {
+    /// The error every read and write gets once the drop fault cut the connection.
+    fn poll_cut(&mut self, cx: &mut Context<'_>) -> Option<io::Error> {
+        let cut = self.cut.as_mut()?.poll_fired(cx);
+        cut.then(|| io::Error::new(io::ErrorKind::ConnectionReset, "cut by the drop fault"))
+    }
 }
 
 /// Counts what a poll moved, passing the poll's result through.
@@ -90,6 +186,9 @@ impl AsyncRead for TrackedStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if let Some(error) = self.poll_cut(cx) {
+            return Poll::Ready(Err(error));
+        }
         let before = buf.filled().len();
         let result = Pin::new(&mut self.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = result {
@@ -105,6 +204,9 @@ impl AsyncWrite for TrackedStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        if let Some(error) = self.poll_cut(cx) {
+            return Poll::Ready(Err(error));
+        }
         let result = Pin::new(&mut self.inner).poll_write(cx, buf);
         counted(&self.counters, SocketCounters::wrote, result)
     }
@@ -115,6 +217,9 @@ impl AsyncWrite for TrackedStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        if let Some(error) = self.poll_cut(cx) {
+            return Poll::Ready(Err(error));
+        }
         let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         counted(&self.counters, SocketCounters::wrote, result)
     }

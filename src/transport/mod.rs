@@ -17,7 +17,8 @@
 
 mod cursor;
 mod http;
-mod listener;
+pub mod listener;
+pub mod resume;
 pub mod settings;
 pub mod spec;
 
@@ -132,16 +133,31 @@ impl Transport {
     }
 }
 
-/// Every declared setting, with the transport that declares it.
-pub fn declared_settings() -> impl Iterator<Item = (Transport, &'static dyn Declared)> {
-    Transport::ALL
-        .iter()
-        .flat_map(|&t| t.spec().settings.iter().map(move |&s| (t, s)))
+/// Every declared setting once, in list order, with the transports that take it: a setting
+/// of one transport's own, or one several share (such as `resume`, declared once in the file
+/// that implements it and listed by each transport it applies to).
+pub fn declared_settings() -> Vec<(&'static dyn Declared, Vec<Transport>)> {
+    let mut declared: Vec<(&'static dyn Declared, Vec<Transport>)> = Vec::new();
+    for &transport in Transport::ALL {
+        for &setting in transport.spec().settings {
+            match declared
+                .iter_mut()
+                .find(|(s, _)| s.name() == setting.name())
+            {
+                Some((_, takers)) => takers.push(transport),
+                None => declared.push((setting, vec![transport])),
+            }
+        }
+    }
+    declared
 }
 
-/// The declared setting with this name, and its transport.
-pub fn setting_named(name: &str) -> Option<(Transport, &'static dyn Declared)> {
-    declared_settings().find(|(_, s)| s.name() == name)
+/// The declared setting with this name.
+pub fn setting_named(name: &str) -> Option<&'static dyn Declared> {
+    declared_settings()
+        .into_iter()
+        .map(|(setting, _)| setting)
+        .find(|s| s.name() == name)
 }
 
 impl Serialize for Transport {
@@ -287,6 +303,9 @@ pub trait Sink: Send {
     fn batch(&mut self, events: usize) {
         let _ = events;
     }
+
+    /// The subscription is established again after its connection dropped.
+    fn reconnected(&mut self) {}
 }
 
 /// Receive times for clients that read a stream of messages (WebSocket frames, SSE events):

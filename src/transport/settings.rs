@@ -95,13 +95,13 @@ impl Value for u64 {
 }
 
 impl Value for bool {
-    const KIND: &'static str = "true|false";
+    const KIND: &'static str = "on|off";
 
     fn parse(text: &str) -> Result<Self, String> {
         match text.trim() {
-            "true" => Ok(true),
-            "false" => Ok(false),
-            _ => Err(format!("expected true or false, got {text:?}")),
+            "true" | "on" => Ok(true),
+            "false" | "off" => Ok(false),
+            _ => Err(format!("expected on or off (true or false), got {text:?}")),
         }
     }
 

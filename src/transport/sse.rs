@@ -25,6 +25,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::cursor::{first_seq_from_query, parse_after, BadRequest};
+use super::resume::Resuming;
 use super::{
     deliver, get_request, http1_connect, serve_http, ArrivalClock, ClientConfig, ClientError, Flow,
     Colour, Redelivery, Requests, ServerConfig, Sink, Spec, TrackedListener, Traits,
@@ -38,7 +39,7 @@ pub static SPEC: Spec = Spec {
     summary: "Server-Sent Events on /sse",
     colour: Colour(230, 159, 0),
     cursor_path: Some("/sse"),
-    settings: &[],
+    settings: &[&super::resume::RESUME, &super::resume::RECONNECT_GRACE, &super::listener::DROP_EVERY],
     traits: Traits {
         duplex: false,
         browser_api: Some("EventSource"),
@@ -69,7 +70,7 @@ pub(crate) async fn serve(
     config: ServerConfig,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let counters = Arc::clone(&config.counters);
+    let listener = TrackedListener::for_subscribers(listener, Arc::clone(&hub), &config);
     let http = config.http;
     let state = AppState {
         hub: Arc::clone(&hub),
@@ -79,7 +80,7 @@ pub(crate) async fn serve(
         .route("/sse", get(open_stream))
         .with_state(state);
     serve_http(
-        TrackedListener::new(listener, Some(hub), counters),
+        listener,
         router,
         http,
         shutdown,
@@ -165,10 +166,6 @@ fn frame_stream(
 /// Bytes an SSE frame adds around an event: `id: `, up to 20 digits, `\ndata: `, `\n\n`.
 const FRAME_OVERHEAD: usize = 4 + 20 + 7 + 2;
 
-/// First wait before reconnecting after the stream broke; doubles up to [`RECONNECT_MAX`].
-const RECONNECT_FIRST: Duration = Duration::from_millis(100);
-const RECONNECT_MAX: Duration = Duration::from_secs(2);
-
 /// Subscribes to `http://server/sse` and feeds each event's data to the sink, reconnecting
 /// with `Last-Event-ID` (as a browser's `EventSource` does) when the stream ends before the sink
 /// has enough.
@@ -183,66 +180,62 @@ pub(crate) async fn subscribe(
     config: &ClientConfig,
     sink: &mut dyn Sink,
 ) -> Result<(), ClientError> {
+    let mut sink = Resuming::new(sink, config);
     let mut last_event_id: Option<String> = None;
-    let mut reconnect = RECONNECT_FIRST;
     loop {
-        let mut headers = vec![("accept", "text/event-stream")];
-        if let Some(id) = &last_event_id {
-            headers.push(("last-event-id", id.as_str()));
+        let ended = stream_once(server, config, &mut sink, &mut last_event_id).await;
+        if !sink.again(ended).await? {
+            return Ok(());
         }
-        let request = get_request(server, "/sse", &headers)?;
-        let response = match http1_connect(server, config).await {
-            Ok(mut connection) => connection
-                .send_request(request)
-                .await
-                .map_err(|e| ClientError::Protocol(format!("SSE: {e}"))),
-            Err(error) => Err(error),
-        };
-        let response = match response {
-            Ok(response) => response,
-            // The first connection must succeed; later ones are retried, as a browser does.
-            Err(error) if last_event_id.is_none() => return Err(error),
-            Err(error) => {
-                tracing::debug!(%error, "SSE reconnect failed; retrying");
-                tokio::time::sleep(reconnect).await;
-                reconnect = (reconnect * 2).min(RECONNECT_MAX);
-                continue;
-            }
-        };
-        match response.status() {
-            // Nothing more to send: the answer that tells EventSource to stop reconnecting.
-            StatusCode::NO_CONTENT => return Ok(()),
-            StatusCode::OK => {}
-            status => {
-                return Err(ClientError::Status {
-                    status: status.as_u16(),
-                    body: String::new(),
-                })
-            }
-        }
-        sink.connected(now_ns());
-        reconnect = RECONNECT_FIRST;
-        let mut events = SseStream::new(response.into_body());
-        let mut clock = ArrivalClock::new();
-        while let Some((item, received_ns)) = clock.next(&mut events).await {
-            let event = match item {
-                Ok(event) => event,
-                Err(error) => {
-                    tracing::debug!(%error, "SSE stream broke; reconnecting");
-                    break;
-                }
-            };
-            if event.id.is_some() {
-                last_event_id = event.id;
-            }
-            // Comments and metadata-only blocks carry no data.
-            if let Some(data) = &event.data {
-                if deliver(sink, data.as_bytes(), received_ns) == Flow::Stop {
-                    return Ok(());
-                }
-            }
-        }
-        // The server ended the response: come back with Last-Event-ID after a pause.
-        tokio::time::sleep(reconnect).await;
     }
+}
+
+/// One response of the stream, sending `Last-Event-ID` when an event id was seen: `Ok` once
+/// the sink has enough or the server says there is nothing more (204), an error when the
+/// response broke or ended first.
+async fn stream_once(
+    server: SocketAddr,
+    config: &ClientConfig,
+    sink: &mut Resuming<'_>,
+    last_event_id: &mut Option<String>,
+) -> Result<(), ClientError> {
+    let mut headers = vec![("accept", "text/event-stream")];
+    if let Some(id) = last_event_id.as_deref() {
+        headers.push(("last-event-id", id));
+    }
+    let request = get_request(server, "/sse", &headers)?;
+    let response = http1_connect(server, config)
+        .await?
+        .send_request(request)
+        .await
+        .map_err(|e| ClientError::Protocol(format!("SSE: {e}")))?;
+    match response.status() {
+        // Nothing more to send: the answer that tells EventSource to stop reconnecting.
+        StatusCode::NO_CONTENT => return Ok(()),
+        StatusCode::OK => {}
+        status => {
+            return Err(ClientError::Status {
+                status: status.as_u16(),
+                body: String::new(),
+            })
+        }
+    }
+    sink.connected(now_ns());
+    let mut events = SseStream::new(response.into_body());
+    let mut clock = ArrivalClock::new();
+    while let Some((item, received_ns)) = clock.next(&mut events).await {
+        let event = item.map_err(|e| ClientError::Protocol(format!("SSE stream broke: {e}")))?;
+        if event.id.is_some() {
+            *last_event_id = event.id;
+        }
+        // Comments and metadata-only blocks carry no data.
+        if let Some(data) = &event.data {
+            if deliver(sink, data.as_bytes(), received_ns) == Flow::Stop {
+                return Ok(());
+            }
+        }
+    }
+    Err(ClientError::Protocol(
+        "SSE response ended before the stream was complete".into(),
+    ))
 }

@@ -15,6 +15,7 @@ use super::{
     connect_tcp, deliver, ClientConfig, ClientError, Colour, Flow, Redelivery, Requests,
     ServerConfig, Sink, Spec, TrackedListener, TrackedStream, Traits,
 };
+use super::resume::Resuming;
 use crate::clock::now_ns;
 use crate::event::MAX_EVENT_BYTES;
 use crate::hub::{BatchLimit, Hub};
@@ -25,7 +26,7 @@ pub static SPEC: Spec = Spec {
     summary: "Length-prefixed frames on a bare TCP stream: the floor",
     colour: Colour(40, 40, 40),
     cursor_path: None,
-    settings: &[],
+    settings: &[&super::resume::RESUME, &super::resume::RECONNECT_GRACE, &super::listener::DROP_EVERY],
     traits: Traits {
         duplex: true,
         browser_api: None,
@@ -37,7 +38,8 @@ pub static SPEC: Spec = Spec {
         requests: Requests::Stream,
         redelivery: Redelivery::Application(
             "no protocol at all; the server starts from the sequence the client sends, and the \
-             client must reconnect with it itself",
+             client must reconnect with it itself (pushbench's does, with backoff, unless \
+             --resume off)",
         ),
         floor: true,
     },
@@ -56,8 +58,7 @@ pub(crate) async fn serve(
     config: ServerConfig,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let counters = Arc::clone(&config.counters);
-    let mut listener = TrackedListener::new(listener, Some(Arc::clone(&hub)), counters);
+    let mut listener = TrackedListener::for_subscribers(listener, Arc::clone(&hub), &config);
     loop {
         let (stream, _peer) = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -113,9 +114,28 @@ pub(crate) async fn subscribe(
     config: &ClientConfig,
     sink: &mut dyn Sink,
 ) -> Result<(), ClientError> {
+    let mut sink = Resuming::new(sink, config);
+    loop {
+        let start = sink.last_seq().map_or(0, |seq| seq + 1);
+        let ended = connect_once(server, config, &mut sink, start).await;
+        if !sink.again(ended).await? {
+            return Ok(());
+        }
+    }
+}
+
+/// One connection, asking for the stream from event `start`: `Ok` once the sink has enough,
+/// an error when the connection ended first (the server closes only after the whole stream,
+/// which the sink has by then).
+async fn connect_once(
+    server: SocketAddr,
+    config: &ClientConfig,
+    sink: &mut Resuming<'_>,
+    start: u64,
+) -> Result<(), ClientError> {
     let mut stream = connect_tcp(server, config).await?;
     stream
-        .write_u64(0)
+        .write_u64(start)
         .await
         .map_err(|e| ClientError::Protocol(format!("TCP: sending start: {e}")))?;
     sink.connected(now_ns());
@@ -124,7 +144,12 @@ pub(crate) async fn subscribe(
         let read = buffer.read_from(&mut stream).await;
         let received_ns = now_ns();
         match read {
-            Ok(0) if buffer.is_empty() => return Ok(()),
+            Ok(0) if buffer.is_empty() && sink.stopped() => return Ok(()),
+            Ok(0) if buffer.is_empty() => {
+                return Err(ClientError::Protocol(
+                    "TCP: the connection ended before the stream was complete".into(),
+                ))
+            }
             Ok(0) => {
                 return Err(ClientError::Protocol(
                     "TCP: the stream ended inside a frame".into(),

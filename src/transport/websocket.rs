@@ -16,10 +16,12 @@ use axum::Router;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message as ClientMessage};
 use tokio_util::sync::CancellationToken;
 
 use super::cursor::first_seq_from_query;
+use super::resume::Resuming;
 use super::{
     connect_tcp, deliver, serve_http, ArrivalClock, ClientConfig, ClientError, Colour, Flow,
     Redelivery, Requests, ServerConfig, Setting, Side, Sink, Spec, TrackedListener, Traits,
@@ -44,7 +46,7 @@ pub static SPEC: Spec = Spec {
     summary: "WebSocket text frames on /ws",
     colour: Colour(0, 114, 178),
     cursor_path: Some("/ws"),
-    settings: &[&READ_BUFFER],
+    settings: &[&READ_BUFFER, &super::resume::RESUME, &super::resume::RECONNECT_GRACE, &super::listener::DROP_EVERY],
     traits: Traits {
         duplex: true,
         browser_api: Some("WebSocket"),
@@ -56,7 +58,8 @@ pub static SPEC: Spec = Spec {
         requests: Requests::Stream,
         redelivery: Redelivery::Application(
             "the protocol has no cursor and the browser's WebSocket does not reconnect; the server \
-             resumes from ?after=SEQ, and the client must reconnect with it itself",
+             resumes from ?after=SEQ, and the client must reconnect with it itself (pushbench's \
+             does, with backoff, unless --resume off)",
         ),
         floor: false,
     },
@@ -81,7 +84,7 @@ pub(crate) async fn serve(
     config: ServerConfig,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let counters = Arc::clone(&config.counters);
+    let listener = TrackedListener::for_subscribers(listener, Arc::clone(&hub), &config);
     let http = config.http;
     let state = AppState {
         hub: Arc::clone(&hub),
@@ -89,7 +92,7 @@ pub(crate) async fn serve(
     };
     let router = Router::new().route("/ws", get(upgrade)).with_state(state);
     serve_http(
-        TrackedListener::new(listener, Some(hub), counters),
+        listener,
         router,
         http,
         shutdown,
@@ -196,12 +199,34 @@ pub(crate) async fn subscribe(
     config: &ClientConfig,
     sink: &mut dyn Sink,
 ) -> Result<(), ClientError> {
+    let mut sink = Resuming::new(sink, config);
+    loop {
+        let after = sink.last_seq();
+        let ended = connect_once(server, config, &mut sink, after).await;
+        if !sink.again(ended).await? {
+            return Ok(());
+        }
+    }
+}
+
+/// One connection: from the start, or after event `after` (`?after=SEQ`, which the server
+/// honours); `Ok` once the sink has enough or the server closed normally (1000, the stream
+/// complete), an error when the connection ended otherwise.
+async fn connect_once(
+    server: SocketAddr,
+    config: &ClientConfig,
+    sink: &mut Resuming<'_>,
+    after: Option<u64>,
+) -> Result<(), ClientError> {
     let stream = connect_tcp(server, config).await?;
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER.read(&config.settings) as usize)
         .max_message_size(Some(MAX_EVENT_BYTES))
         .max_frame_size(Some(MAX_EVENT_BYTES));
-    let url = format!("ws://{server}/ws");
+    let url = match after {
+        Some(seq) => format!("ws://{server}/ws?after={seq}"),
+        None => format!("ws://{server}/ws"),
+    };
     let handshake = tokio_tungstenite::client_async_with_config(url, stream, Some(ws_config));
     let (mut ws, _response) = tokio::time::timeout(config.connect_timeout, handshake)
         .await
@@ -210,6 +235,7 @@ pub(crate) async fn subscribe(
     sink.connected(now_ns());
 
     let mut clock = ArrivalClock::new();
+    let mut close_code = None;
     while let Some((message, received_ns)) = clock.next(&mut ws).await {
         let message = message.map_err(|e| ClientError::Protocol(format!("WebSocket: {e}")))?;
         let flow = match &message {
@@ -217,8 +243,13 @@ pub(crate) async fn subscribe(
             ClientMessage::Binary(_) => sink.malformed(&DecodeError::new(
                 "binary frame where a text frame with a JSON event was expected",
             )),
-            // tungstenite answers pings and the server's close frame itself; reading on drives
-            // those answers out and then ends the stream.
+            // tungstenite answers the server's close frame itself; reading on drives the answer
+            // out and then ends the stream.
+            ClientMessage::Close(frame) => {
+                close_code = Some(frame.as_ref().map_or(CloseCode::Status, |f| f.code));
+                Flow::Continue
+            }
+            // Pings are answered by tungstenite too.
             _ => Flow::Continue,
         };
         if flow == Flow::Stop {
@@ -231,8 +262,16 @@ pub(crate) async fn subscribe(
                 while let Some(Ok(_)) = ws.next().await {}
             })
             .await;
-            break;
+            return Ok(());
         }
     }
-    Ok(())
+    match close_code {
+        Some(CloseCode::Normal) => Ok(()),
+        Some(code) => Err(ClientError::Protocol(format!(
+            "WebSocket closed with {code} before the stream was complete"
+        ))),
+        None => Err(ClientError::Protocol(
+            "WebSocket connection ended without a close frame".into(),
+        )),
+    }
 }

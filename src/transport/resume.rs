@@ -1,0 +1,172 @@
+//! Resuming a subscription after its connection drops, shared by every client that holds a
+//! connection or a cursor: whether to (the `resume` setting, on by default and switchable off
+//! to show what it costs), how long to wait (exponential backoff with full jitter, so
+//! subscribers cut at the same moment do not all come back at the same moment), when to give up,
+//! and where to resume from (the last sequence number the sink took). How a transport asks to
+//! resume (`?after=SEQ`, `Last-Event-ID`, a start frame, the poll cursor) stays in its own file.
+
+use std::time::Duration;
+
+use rand::Rng as _;
+
+use super::{ClientConfig, ClientError, Flow, Setting, Side, Sink};
+use crate::event::{DecodeError, Event};
+
+/// Reconnect after a dropped connection and go on after the last event received.
+pub static RESUME: Setting<bool> = Setting {
+    name: "resume",
+    help: "Reconnect after a dropped connection and resume after the last event received, each \
+           transport in its own idiom; false: a drop ends the subscription",
+    side: Side::Client,
+    default: true,
+    min: false,
+};
+
+/// How long the server waits, once no subscriber is connected, for one that dropped to come
+/// back before it ends the stream.
+pub static RECONNECT_GRACE: Setting<Duration> = Setting {
+    name: "reconnect-grace",
+    help: "How long the server, once no subscriber is connected, waits for one that dropped to \
+           come back and resume before it stops",
+    side: Side::Server,
+    default: Duration::from_millis(500),
+    min: Duration::ZERO,
+};
+
+/// The first ceiling of the random wait before reconnecting.
+const FIRST_WAIT: Duration = Duration::from_millis(50);
+/// The ceiling never grows past this.
+const MAX_WAIT: Duration = Duration::from_secs(2);
+/// Reconnects in a row that brought no event before the subscription gives up.
+const MAX_FRUITLESS: u32 = 8;
+
+/// The sink as a client sees it while its subscription may resume: passes everything on,
+/// remembers the last sequence number taken and whether the sink has enough, reports the first
+/// connection as the subscription's and later ones as reconnects, and decides after each
+/// connection whether to connect again.
+pub(crate) struct Resuming<'a> {
+    sink: &'a mut dyn Sink,
+    resume: bool,
+    last_seq: Option<u64>,
+    stopped: bool,
+    connected: bool,
+    /// An event arrived since the last reconnect (so the backoff starts over).
+    progressed: bool,
+    /// Reconnects in a row with no event between them.
+    fruitless: u32,
+}
+
+impl<'a> Resuming<'a> {
+    /// Wraps the subscriber's sink for a client configured by `config`.
+    pub(crate) fn new(sink: &'a mut dyn Sink, config: &ClientConfig) -> Self {
+        Self {
+            sink,
+            resume: RESUME.read(&config.settings),
+            last_seq: None,
+            stopped: false,
+            connected: false,
+            progressed: false,
+            fruitless: 0,
+        }
+    }
+
+    /// The sequence number of the last event taken: where to resume after.
+    pub(crate) fn last_seq(&self) -> Option<u64> {
+        self.last_seq
+    }
+
+    /// Whether the sink has what it needs.
+    pub(crate) fn stopped(&self) -> bool {
+        self.stopped
+    }
+
+    /// After a connection ended with `ended`: `Ok(true)` to connect again (having waited),
+    /// `Ok(false)` when the subscription is done, or the error that ends it. A connection that
+    /// ended cleanly (`Ok`) by the transport's own rule, or a sink that has enough, is done; a
+    /// drop is resumed when resuming is on and the subscription was established once.
+    pub(crate) async fn again(
+        &mut self,
+        ended: Result<(), ClientError>,
+    ) -> Result<bool, ClientError> {
+        let error = match ended {
+            _ if self.stopped => return Ok(false),
+            Ok(()) => return Ok(false),
+            Err(error) => error,
+        };
+        // A refusal (4xx) is an answer, not a drop: asking again gets the same one.
+        let refused =
+            matches!(error, ClientError::Status { status, .. } if (400..500).contains(&status));
+        if !self.resume || !self.connected || refused {
+            return Err(error);
+        }
+        if std::mem::take(&mut self.progressed) {
+            self.fruitless = 0;
+        }
+        self.fruitless += 1;
+        if self.fruitless > MAX_FRUITLESS {
+            return Err(ClientError::Protocol(format!(
+                "gave up after {MAX_FRUITLESS} reconnects without an event: {error}"
+            )));
+        }
+        tracing::debug!(%error, attempt = self.fruitless, "connection dropped; resuming");
+        tokio::time::sleep(full_jitter(self.fruitless)).await;
+        Ok(true)
+    }
+}
+
+/// A random wait in `[0, ceiling]`, the ceiling doubling with each fruitless attempt up to
+/// [`MAX_WAIT`] ("full jitter").
+fn full_jitter(attempt: u32) -> Duration {
+    let ceiling = FIRST_WAIT
+        .saturating_mul(1 << attempt.saturating_sub(1).min(16))
+        .min(MAX_WAIT);
+    ceiling.mul_f64(rand::rng().random::<f64>())
+}
+
+impl Sink for Resuming<'_> {
+    fn connected(&mut self, at_ns: u64) {
+        if std::mem::replace(&mut self.connected, true) {
+            self.sink.reconnected();
+        } else {
+            self.sink.connected(at_ns);
+        }
+    }
+
+    fn event(&mut self, event: &Event<'_>, received_ns: u64) -> Flow {
+        self.last_seq = Some(self.last_seq.map_or(event.seq, |last| last.max(event.seq)));
+        self.progressed = true;
+        let flow = self.sink.event(event, received_ns);
+        self.stopped |= flow == Flow::Stop;
+        flow
+    }
+
+    fn malformed(&mut self, error: &DecodeError) -> Flow {
+        let flow = self.sink.malformed(error);
+        self.stopped |= flow == Flow::Stop;
+        flow
+    }
+
+    fn batch(&mut self, events: usize) {
+        self.sink.batch(events);
+    }
+
+    fn reconnected(&mut self) {
+        self.sink.reconnected();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The wait never passes its ceiling, which doubles from 50 ms up to 2 s.
+    #[test]
+    fn jitter_stays_under_its_ceiling() {
+        for attempt in 1..20 {
+            let ceiling = (FIRST_WAIT * 2u32.pow((attempt - 1).min(16))).min(MAX_WAIT);
+            for _ in 0..50 {
+                assert!(full_jitter(attempt) <= ceiling, "attempt {attempt}");
+            }
+        }
+    }
+}

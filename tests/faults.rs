@@ -1,0 +1,96 @@
+//! Faults over real sockets: connections cut from the server side again and again (the drop
+//! fault) with resuming on, which must lose nothing, and off, whose loss must be counted exactly.
+//! Every transport that takes the drop fault is checked, as its declaration says.
+
+mod common;
+
+use common::{client_for, TIMEOUT};
+use pushbench::event::{Rate, StreamSpec};
+use pushbench::harness::deliver_locally;
+use pushbench::transport::listener::DROP_EVERY;
+use pushbench::transport::resume::RESUME;
+use pushbench::transport::{ServerConfig, SettingValues, Transport};
+
+/// A scheduled stream long enough to be cut many times: 4,000 events at 1,000 ev/s.
+fn stream() -> StreamSpec {
+    StreamSpec::new(42, 4000, "64".parse().unwrap(), Rate::PerSecond(1000.0)).unwrap()
+}
+
+/// The transports the drop fault applies to (those that hold a connection to the server).
+fn droppable() -> impl Iterator<Item = Transport> {
+    Transport::ALL.iter().copied().filter(|t| {
+        t.spec()
+            .settings
+            .iter()
+            .any(|s| s.name() == DROP_EVERY.name)
+    })
+}
+
+/// With resuming on (the default), every subscriber's connection is cut every 150 ms across a
+/// 4 s stream, and each still receives the identical stream, having reconnected at least ten
+/// times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_loses_nothing_across_drops() {
+    let spec = stream();
+    for transport in droppable() {
+        let config = ServerConfig {
+            settings: SettingValues::from_pairs([
+                DROP_EVERY.set(std::time::Duration::from_millis(150))
+            ]),
+            ..ServerConfig::default()
+        };
+        let client = client_for(&config);
+        let run = deliver_locally(transport, &spec, 3, config, client, TIMEOUT)
+            .await
+            .unwrap();
+        common::assert_identical(transport, &spec, &run.records);
+        for (i, record) in run.records.iter().enumerate() {
+            assert!(
+                record.reconnects >= 10,
+                "{transport} subscriber {i} reconnected {} times",
+                record.reconnects
+            );
+        }
+    }
+}
+
+/// With resuming off, the first cut ends each subscription that holds a connection: what it
+/// missed is counted as lost, exactly (received + lost = the stream), with the error saying why,
+/// and nothing duplicated. Short polling holds nothing between polls, so a cut there only ends
+/// it when it lands on a request in flight; its ledger must add up all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_resume_the_loss_is_counted_exactly() {
+    let spec = stream();
+    for transport in droppable() {
+        let config = ServerConfig {
+            settings: SettingValues::from_pairs([
+                DROP_EVERY.set(std::time::Duration::from_millis(300))
+            ]),
+            ..ServerConfig::default()
+        };
+        let mut client = client_for(&config);
+        client.settings = SettingValues::from_pairs([RESUME.set(false)]);
+        let run = deliver_locally(transport, &spec, 2, config, client, TIMEOUT)
+            .await
+            .unwrap();
+        for (i, record) in run.records.iter().enumerate() {
+            let counts = record.tally.counts();
+            let lost = record.tally.lost();
+            assert_eq!(
+                counts.distinct + lost,
+                spec.count,
+                "{transport} subscriber {i}"
+            );
+            assert_eq!(counts.duplicated, 0, "{transport} subscriber {i}");
+            assert_eq!(
+                record.error.is_some(),
+                lost > 0,
+                "{transport} subscriber {i}"
+            );
+            if transport.traits().holds_connection {
+                assert!(lost > 0, "{transport} subscriber {i} lost nothing to a cut");
+                assert_eq!(record.reconnects, 0, "{transport} subscriber {i} resumed");
+            }
+        }
+    }
+}
