@@ -80,6 +80,8 @@ pub struct Hub {
     /// Events handed to subscribers so far, summed over readers: shows whether delivery is
     /// still making progress.
     handed_out: AtomicU64,
+    /// Deliveries the server gave up on (a webhook provider whose retries ran out).
+    abandoned: AtomicU64,
 }
 
 impl Hub {
@@ -97,6 +99,7 @@ impl Hub {
             progress: watch::Sender::new(Progress::default()),
             subscribers: watch::Sender::new(0),
             handed_out: AtomicU64::new(0),
+            abandoned: AtomicU64::new(0),
         })
     }
 
@@ -168,6 +171,16 @@ impl Hub {
     pub async fn wait_until_no_subscribers(&self) {
         let mut rx = self.subscribers.subscribe();
         let _ = rx.wait_for(|&connected| connected == 0).await;
+    }
+
+    /// Counts one delivery the server gave up on.
+    pub fn abandoned(&self) {
+        self.abandoned.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Deliveries the server gave up on so far.
+    pub fn abandoned_count(&self) -> u64 {
+        self.abandoned.load(Ordering::Relaxed)
     }
 
     /// Events handed to subscribers so far, summed over all readers.

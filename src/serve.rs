@@ -214,6 +214,9 @@ pub struct ServeStats {
     pub sockets: SocketTotals,
     /// Subscribers still connected when the server stopped.
     pub left_connected: usize,
+    /// Deliveries the server gave up on (a webhook provider whose retries ran out).
+    #[serde(default)]
+    pub abandoned: u64,
     /// CPU time of the server process when the stream started, us.
     pub stream_start_cpu_us: u64,
     /// CPU time of the server process when it stopped, us.
@@ -318,6 +321,7 @@ async fn stop(
         published: server.hub().published(),
         sockets: server.sockets(),
         left_connected: server.hub().subscribers(),
+        abandoned: server.hub().abandoned_count(),
         stream_start_cpu_us: published.as_ref().map_or(0, |p| p.start_cpu_us),
         cpu_us: crate::metrics::process::sample(None)
             .map(|s| s.cpu_us)

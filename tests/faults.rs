@@ -94,3 +94,46 @@ async fn without_resume_the_loss_is_counted_exactly() {
         }
     }
 }
+
+/// A webhook endpoint that is never up: the provider tries each event as often as its schedule
+/// says, then gives up on it, and every event given up on is counted (none silently).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_webhooks_are_counted() {
+    use pushbench::transport::webhook::{ATTEMPTS, RETRY_BASE};
+    let spec = StreamSpec::new(42, 50, "16".parse().unwrap(), Rate::Max).unwrap();
+    let config = ServerConfig {
+        settings: SettingValues::from_pairs([
+            ATTEMPTS.set(2),
+            RETRY_BASE.set(std::time::Duration::from_millis(5)),
+        ]),
+        ..ServerConfig::default()
+    };
+    let mut server = pushbench::serve::Server::start(
+        Transport::Webhook,
+        "127.0.0.1:0".parse().unwrap(),
+        spec.count,
+        config,
+    )
+    .await
+    .unwrap();
+    // An address nothing listens on: bound, then released.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let answer = reqwest::Client::new()
+        .post(format!("http://{}/subscriptions", server.addr()))
+        .json(&serde_json::json!({ "url": format!("http://{dead}/webhook") }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 201);
+    server.publish(&spec, 1).await.unwrap();
+    assert_eq!(
+        server.drain(TIMEOUT).await,
+        0,
+        "the endpoint was never let go"
+    );
+    assert_eq!(server.hub().abandoned_count(), spec.count);
+    server.stop().await.unwrap();
+}

@@ -567,6 +567,7 @@ fn summarise(s: Summary<'_>) -> TransportResult {
         duplicated: counts.duplicated,
         reordered: counts.reordered,
         reconnects: counts.reconnects,
+        abandoned: s.stats.abandoned,
         malformed: counts.malformed,
         digest_ok: counts.digest_mismatches == 0,
         failed: counts.failed(),

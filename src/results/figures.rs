@@ -181,6 +181,8 @@ pub enum Figure {
     Reordered,
     /// `reconnects`: see its [`Metric`].
     Reconnects,
+    /// `abandoned`: see its [`Metric`].
+    Abandoned,
 }
 
 impl Figure {
@@ -525,6 +527,15 @@ pub const METRICS: &[Metric] = &[
         Unit::Count,
         Better::Lower,
         |r| r.reconnects as f64,
+    ),
+    metric(
+        Figure::Abandoned,
+        "abandoned",
+        "abandoned",
+        Section::Delivery,
+        Unit::Count,
+        Better::Lower,
+        |r| r.abandoned as f64,
     ),
 ];
 

@@ -231,6 +231,10 @@ pub struct TransportResult {
     /// subscribers).
     #[serde(default)]
     pub reconnects: u64,
+    /// Deliveries the server gave up on (webhook events whose retries ran out), summed over
+    /// subscribers.
+    #[serde(default)]
+    pub abandoned: u64,
     /// Per-second latency histograms in HdrHistogram's interval-log format, relative to the
     /// results file.
     #[serde(default)]

@@ -7,7 +7,7 @@
 //! Each consumer listens on its own port, as real consumers are separate hosts, so the provider
 //! cannot share one connection among them.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::str::FromStr;
@@ -33,8 +33,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    deliver, serve_http, ClientConfig, HttpSettings, ClientError, Colour, Flow, Redelivery, Requests, ServerConfig,
-    Setting, Side, Sink, Spec, Traits,
+    deliver, serve_http, ClientConfig, ClientError, Colour, Flow, HttpSettings, Redelivery,
+    Requests, ServerConfig, Setting, SettingValues, Side, Sink, Spec, Traits,
 };
 use crate::clock::now_ns;
 use crate::event::MAX_EVENT_BYTES;
@@ -65,7 +65,7 @@ pub static SPEC: Spec = Spec {
     summary: "Webhooks: signed HTTP POSTs to registered consumer endpoints",
     colour: Colour(213, 94, 0),
     cursor_path: None,
-    settings: &[&NEW_CONNECTION, &ATTEMPTS],
+    settings: &[&NEW_CONNECTION, &ATTEMPTS, &RETRY_BASE, &RETRY_FACTOR, &RETRY_CAP],
     traits: Traits {
         duplex: false,
         browser_api: None,
@@ -76,8 +76,8 @@ pub static SPEC: Spec = Spec {
         http: true,
         requests: Requests::PerEvent,
         redelivery: Redelivery::Retries(
-            "the provider retries unacknowledged POSTs with backoff, up to --webhook-attempts \
-             times, then drops the event",
+            "the provider retries unacknowledged POSTs with backoff and full jitter, up to \
+             --webhook-attempts times, then drops the event (counted as abandoned)",
         ),
         floor: false,
     },
@@ -87,9 +87,65 @@ pub static SPEC: Spec = Spec {
 /// default), so a captured request cannot be replayed later.
 const TIMESTAMP_TOLERANCE_SECS: i64 = 5 * 60;
 
-/// First retry delay; each further attempt doubles it, up to [`RETRY_CAP`].
-const RETRY_BASE: Duration = Duration::from_millis(50);
-const RETRY_CAP: Duration = Duration::from_secs(5);
+/// The ceiling of the wait before the first retry.
+pub static RETRY_BASE: Setting<Duration> = Setting {
+    name: "webhook-retry-base",
+    help: "Ceiling of the random wait before the provider's first retry of an event",
+    side: Side::Server,
+    default: Duration::from_millis(50),
+    min: Duration::ZERO,
+};
+
+/// How the ceiling grows from one retry to the next.
+pub static RETRY_FACTOR: Setting<u64> = Setting {
+    name: "webhook-retry-factor",
+    help: "Factor the retry wait's ceiling grows by with each further attempt",
+    side: Side::Server,
+    default: 2,
+    min: 1,
+};
+
+/// The ceiling never grows past this.
+pub static RETRY_CAP: Setting<Duration> = Setting {
+    name: "webhook-retry-cap",
+    help: "Largest ceiling of the random wait between retries",
+    side: Side::Server,
+    default: Duration::from_secs(5),
+    min: Duration::ZERO,
+};
+
+/// The provider's retry schedule: exponential backoff with full jitter (a random wait up to a
+/// ceiling that grows by `factor` from `base` to `cap`), `attempts` in all.
+#[derive(Clone, Copy, Debug)]
+struct Schedule {
+    attempts: u32,
+    base: Duration,
+    factor: u32,
+    cap: Duration,
+}
+
+impl Schedule {
+    fn of(settings: &SettingValues) -> Self {
+        Self {
+            attempts: u32::try_from(ATTEMPTS.read(settings)).unwrap_or(u32::MAX),
+            base: RETRY_BASE.read(settings),
+            factor: u32::try_from(RETRY_FACTOR.read(settings)).unwrap_or(u32::MAX),
+            cap: RETRY_CAP.read(settings),
+        }
+    }
+
+    /// The ceiling of the wait before attempt `attempt` (1 for the first retry).
+    fn ceiling(&self, attempt: u32) -> Duration {
+        let growth = f64::from(self.factor).powi(attempt.saturating_sub(1).min(64) as i32);
+        self.base.mul_f64(growth.min(1e9)).min(self.cap)
+    }
+
+    /// A random wait up to the ceiling ("full jitter"), so retries from many endpoints spread
+    /// out instead of arriving together.
+    fn delay(&self, attempt: u32) -> Duration {
+        self.ceiling(attempt).mul_f64(rand::rng().random::<f64>())
+    }
+}
 
 /// A Standard Webhooks signing secret (`whsec_` + base64 of the key). Serialised in its `whsec_`
 /// form, for the typed protocol between `run` and its children (never argv).
@@ -247,7 +303,7 @@ struct Provider {
     http: reqwest::Client,
     secret: Arc<Secret>,
     batch: BatchLimit,
-    attempts: u32,
+    schedule: Schedule,
     next_endpoint: Arc<AtomicU64>,
 }
 
@@ -277,7 +333,7 @@ pub(crate) async fn serve(
         http: http.build().map_err(std::io::Error::other)?,
         secret: Arc::new(config.webhook_secret),
         batch: config.batch,
-        attempts: u32::try_from(ATTEMPTS.read(&config.settings)).unwrap_or(u32::MAX),
+        schedule: Schedule::of(&config.settings),
         next_endpoint: Arc::new(AtomicU64::new(0)),
     };
     let router = Router::new()
@@ -324,7 +380,9 @@ async fn deliver_stream(provider: Provider, url: reqwest::Url, _guard: Subscribe
     while let Some(batch) = reader.next_batch(provider.batch).await {
         for (seq, body) in batch.iter() {
             if !deliver_event(&provider, &url, seq, body).await {
-                tracing::warn!(%url, seq, attempts = provider.attempts, "webhook delivery abandoned");
+                // Counted, so the results show what the schedule gave up on.
+                provider.hub.abandoned();
+                tracing::debug!(%url, seq, attempts = provider.schedule.attempts, "webhook delivery abandoned");
             }
         }
     }
@@ -334,9 +392,9 @@ async fn deliver_stream(provider: Provider, url: reqwest::Url, _guard: Subscribe
 async fn deliver_event(provider: &Provider, url: &reqwest::Url, seq: u64, body: &Bytes) -> bool {
     // The same id on every attempt, so the consumer can drop repeats.
     let id = format!("msg_{seq}");
-    for attempt in 0..provider.attempts {
+    for attempt in 0..provider.schedule.attempts.max(1) {
         if attempt > 0 {
-            tokio::time::sleep(retry_delay(attempt)).await;
+            tokio::time::sleep(provider.schedule.delay(attempt)).await;
         }
         let timestamp = unix_now();
         let signature = provider.secret.sign(&id, timestamp, body);
@@ -359,15 +417,6 @@ async fn deliver_event(provider: &Provider, url: &reqwest::Url, seq: u64, body: 
     false
 }
 
-/// Exponential backoff with "equal jitter": half the step fixed, half random, so retries from
-/// many endpoints spread out instead of arriving together.
-fn retry_delay(attempt: u32) -> Duration {
-    let step = RETRY_BASE
-        .saturating_mul(1 << (attempt - 1).min(16))
-        .min(RETRY_CAP);
-    let half = step / 2;
-    half + half.mul_f64(rand::rng().random::<f64>())
-}
 
 // ---------------------------------------------------------------------------------------------
 // Consumer (client side)
@@ -380,8 +429,9 @@ struct Accepted {
 
 struct ConsumerState {
     secret: Secret,
-    /// `webhook-id`s already accepted: a retried delivery is acknowledged but not passed on.
-    seen: Mutex<HashSet<String>>,
+    /// `webhook-id`s passed on (true) or being passed on (false): a retry of one passed on is
+    /// acknowledged but not passed on again; one still on its way is asked to come back later.
+    seen: Mutex<HashMap<String, bool>>,
     accepted: mpsc::Sender<Accepted>,
 }
 
@@ -408,7 +458,7 @@ impl Consumer {
         let (accepted, deliveries) = mpsc::channel(1024);
         let state = Arc::new(ConsumerState {
             secret,
-            seen: Mutex::new(HashSet::new()),
+            seen: Mutex::new(HashMap::new()),
             accepted,
         });
         Ok(Self {
@@ -503,20 +553,54 @@ async fn receive(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    let first_time = state
-        .seen
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(id);
-    if !first_time {
-        return StatusCode::OK.into_response();
-    }
+    let claim = {
+        let mut seen = state.seen.lock().unwrap_or_else(|e| e.into_inner());
+        match seen.get(&id) {
+            Some(true) => return StatusCode::OK.into_response(),
+            Some(false) => return StatusCode::CONFLICT.into_response(),
+            None => {
+                seen.insert(id.clone(), false);
+                Claim {
+                    state: Arc::clone(&state),
+                    id,
+                    passed_on: false,
+                }
+            }
+        }
+    };
     let accepted = Accepted { received_ns, body };
     if state.accepted.send(accepted).await.is_err() {
         // The subscriber has stopped; the provider may retry elsewhere.
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
+    claim.passed_on();
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// A delivery being passed on: marked seen only once it has been, so a handler cancelled in
+/// between (its connection dropped) leaves the id free for the provider's retry instead of
+/// turning the retry into a "duplicate" and losing the event.
+struct Claim {
+    state: Arc<ConsumerState>,
+    id: String,
+    passed_on: bool,
+}
+
+impl Claim {
+    fn passed_on(mut self) {
+        self.passed_on = true;
+        let mut seen = self.state.seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen.insert(std::mem::take(&mut self.id), true);
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if !self.passed_on {
+            let mut seen = self.state.seen.lock().unwrap_or_else(|e| e.into_inner());
+            seen.remove(&self.id);
+        }
+    }
 }
 
 /// Binds a consumer, registers it with the provider at `server`, and feeds the sink.
@@ -586,11 +670,45 @@ mod tests {
         assert!("whsec_!!!".parse::<Secret>().is_err());
     }
 
-    /// Backoff grows and stays within its cap.
+    /// A hand-off that never happened (its handler cancelled) leaves the id free for the
+    /// provider's retry; one that happened marks it seen.
+    #[test]
+    fn a_claim_dropped_before_hand_off_frees_its_id() {
+        let (accepted, _deliveries) = mpsc::channel(1);
+        let state = Arc::new(ConsumerState {
+            secret: Secret::generate(),
+            seen: Mutex::new(HashMap::new()),
+            accepted,
+        });
+        let claim = |id: &str| {
+            state.seen.lock().unwrap().insert(id.to_owned(), false);
+            Claim {
+                state: Arc::clone(&state),
+                id: id.to_owned(),
+                passed_on: false,
+            }
+        };
+        drop(claim("msg_1"));
+        claim("msg_2").passed_on();
+        let seen = state.seen.lock().unwrap();
+        assert_eq!(seen.get("msg_1"), None, "a cancelled hand-off must leave the id free");
+        assert_eq!(seen.get("msg_2"), Some(&true));
+    }
+
+    /// The schedule's ceilings grow by the factor up to the cap; each wait stays under its
+    /// ceiling.
     #[test]
     fn retry_delays_grow_with_jitter() {
-        assert!(retry_delay(1) <= RETRY_BASE);
-        assert!(retry_delay(3) >= RETRY_BASE * 2);
-        assert!(retry_delay(30) <= RETRY_CAP);
+        let schedule = Schedule::of(&SettingValues::from_pairs([
+            RETRY_BASE.set(Duration::from_millis(100)),
+            RETRY_FACTOR.set(3),
+            RETRY_CAP.set(Duration::from_secs(1)),
+        ]));
+        assert_eq!(schedule.ceiling(1), Duration::from_millis(100));
+        assert_eq!(schedule.ceiling(3), Duration::from_millis(900));
+        assert_eq!(schedule.ceiling(30), Duration::from_secs(1));
+        for attempt in 1..10 {
+            assert!(schedule.delay(attempt) <= schedule.ceiling(attempt));
+        }
     }
 }
