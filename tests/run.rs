@@ -91,12 +91,7 @@ async fn settings_reach_the_children_and_the_results() {
         })
         .collect();
     let row = |t, value: &str, variant: &str| {
-        (
-            t,
-            value.to_string(),
-            "true".to_string(),
-            variant.to_string(),
-        )
+        (t, value.to_string(), "on".to_string(), variant.to_string())
     };
     assert_eq!(
         rows,

@@ -395,7 +395,10 @@ fn migrate_settings(value: &mut serde_json::Value) {
         .get("webhook_new_connection")
         .and_then(Value::as_bool)
     {
-        old.insert("webhook-new-connection", new.to_string());
+        old.insert(
+            "webhook-new-connection",
+            crate::transport::settings::Value::show(new),
+        );
     }
     for run in value
         .get_mut("runs")

@@ -16,7 +16,7 @@ use crate::event::{DecodeError, Event};
 pub static RESUME: Setting<bool> = Setting {
     name: "resume",
     help: "Reconnect after a dropped connection and resume after the last event received, each \
-           transport in its own idiom; false: a drop ends the subscription",
+           transport in its own idiom; off: a drop ends the subscription",
     side: Side::Client,
     default: true,
     min: false,

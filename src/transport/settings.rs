@@ -106,7 +106,7 @@ impl Value for bool {
     }
 
     fn show(self) -> String {
-        self.to_string()
+        if self { "on" } else { "off" }.to_owned()
     }
 }
 
