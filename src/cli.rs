@@ -337,8 +337,7 @@ fn transports_table(specs: &[&Spec]) -> String {
             rows,
         }],
     };
-    // The document's Markdown without its (empty) title line.
-    doc.markdown().trim_start_matches("# \n\n").to_owned()
+    doc.markdown_body()
 }
 
 /// Flags of the hidden `pushbench echo`.

@@ -78,6 +78,17 @@ impl Document {
         })
     }
 
+    /// The Markdown of the blocks alone, without the title line: a table or section to
+    /// splice into another document (the README's generated tables).
+    pub fn markdown_body(&self) -> String {
+        let markdown = self.markdown();
+        let title = format!("# {}\n\n", self.title);
+        markdown
+            .strip_prefix(&title)
+            .unwrap_or(&markdown)
+            .to_owned()
+    }
+
     /// Markdown, tables padded so the text reads in a terminal too.
     pub fn markdown(&self) -> String {
         let mut out = format!("# {}\n", self.title);

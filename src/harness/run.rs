@@ -73,11 +73,7 @@ struct Combination<'a> {
 impl Combination<'_> {
     /// The transport, with its swept settings when there are any (`longpoll longpoll-hold=1s`).
     fn label(&self) -> String {
-        if self.variant.is_empty() {
-            self.transport.to_string()
-        } else {
-            format!("{} {}", self.transport, self.variant.label())
-        }
+        crate::results::row_label(self.transport.name(), &self.variant)
     }
 }
 

@@ -518,9 +518,7 @@ pub fn headline(results: &Results) -> String {
         title: String::new(),
         blocks: vec![table],
     };
-    // The document's Markdown without its (empty) title line.
-    let markdown = doc.markdown();
-    let body = markdown.trim_start_matches("# \n\n").to_string();
+    let body = doc.markdown_body();
     format!(
         "{body}\n{} subscriber(s), {} B payloads, offered {} ev/s; run `{}` on {}, {} CPUs \
          (git {}).\n",
