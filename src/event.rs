@@ -274,6 +274,49 @@ pub struct Event<'a> {
     pub payload: Cow<'a, str>,
 }
 
+/// Events a server no longer holds, answered to a subscriber that asked to resume from before
+/// its replay window: `count` events from sequence number `from` will never arrive. Every
+/// transport frames it in its own idiom; the JSON form is `{"gap":{"from":F,"count":N}}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gap {
+    /// The first event missed.
+    pub from: u64,
+    /// How many events in a row were missed.
+    pub count: u64,
+}
+
+/// The JSON envelope a gap travels in, so it cannot be mistaken for an event.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GapMessage {
+    gap: Gap,
+}
+
+impl Gap {
+    /// The last event missed: where a subscriber's cursor stands after the gap.
+    pub fn last_seq(&self) -> u64 {
+        self.from + self.count.max(1) - 1
+    }
+
+    /// The gap's JSON form.
+    pub fn encode(&self) -> Vec<u8> {
+        // Serialising two integers into memory cannot fail.
+        serde_json::to_vec(&GapMessage { gap: *self }).unwrap_or_default()
+    }
+
+    /// Reads a gap's JSON form; `None` when the bytes are not one (an event, most likely).
+    pub fn decode(bytes: &[u8]) -> Option<Gap> {
+        // A cheap test first: this runs on the receive path of clients that share one message
+        // type between events and gaps.
+        if !bytes.starts_with(b"{\"gap\"") {
+            return None;
+        }
+        serde_json::from_slice::<GapMessage>(bytes)
+            .ok()
+            .map(|m| m.gap)
+    }
+}
+
 /// Bytes that claimed to be an event and are not one.
 #[derive(Debug, Error)]
 #[error("malformed event: {0}")]
@@ -468,6 +511,9 @@ pub struct TallyCounts {
     /// Arrivals too far ahead of the first missing event to be tracked (see [`Tally`]).
     #[serde(default)]
     pub beyond_window: u64,
+    /// Events the server said it no longer holds (a [`Gap`]): missing, and accounted for.
+    #[serde(default)]
+    pub gapped: u64,
 }
 
 /// What [`Tally::record`] made of one event.
@@ -560,19 +606,59 @@ impl Tally {
         true
     }
 
+    /// Counts the events of a gap as missing and accounted for: they will never arrive, so the
+    /// stream is complete without them. A gap that names events outside the stream is
+    /// malformed; events of it that already arrived stay delivered.
+    pub fn record_gap(&mut self, gap: Gap) {
+        let end = match gap.from.checked_add(gap.count) {
+            Some(end) if end <= self.expected => end,
+            _ => {
+                self.counts.malformed += 1;
+                return;
+            }
+        };
+        if gap.from == self.contiguous && self.early_count == 0 {
+            // The usual case: the gap starts right after the last event received.
+            self.contiguous = end;
+            self.counts.gapped += gap.count;
+            return;
+        }
+        for seq in gap.from.max(self.contiguous)..end {
+            if seq < self.contiguous {
+                continue;
+            }
+            if seq - self.contiguous >= self.window {
+                self.counts.beyond_window += 1;
+            } else if self.mark_early(seq) {
+                self.counts.gapped += 1;
+            }
+        }
+    }
+
     /// Counts a message that could not be decoded as an event.
     pub fn record_malformed(&mut self) {
         self.counts.malformed += 1;
     }
 
-    /// Whether every event of the stream has arrived.
+    /// Whether every event of the stream has arrived or was reported gone in a gap.
     pub fn is_complete(&self) -> bool {
-        self.counts.distinct == self.expected
+        self.counts.distinct + self.counts.gapped == self.expected
     }
 
-    /// Events of the stream never received (arrivals beyond the window included).
+    /// Events of the stream never received (arrivals beyond the window and gaps included).
     pub fn lost(&self) -> u64 {
         self.expected - self.counts.distinct
+    }
+
+    /// Events missing that no gap accounts for: lost without a word from the server.
+    pub fn unexplained_loss(&self) -> u64 {
+        self.lost() - self.counts.gapped
+    }
+
+    /// When everything up to some event arrived (or was gapped) and nothing after it: how many
+    /// events that tail holds. `None` when something arrived past a hole.
+    pub fn missing_tail(&self) -> Option<u64> {
+        (self.early_count == 0).then(|| self.expected - self.contiguous)
     }
 
     /// The digest of what arrived, in arrival order.
@@ -699,6 +785,40 @@ mod tests {
         let mut t = Tally::new(4);
         assert_eq!(t.record(9, b""), Seen::OutOfRange);
         assert_eq!(t.counts().malformed, 1);
+    }
+
+    /// A gap completes the stream without its events: they count as lost and accounted for,
+    /// never as delivered, and a gap past the stream's end is malformed.
+    #[test]
+    fn gaps_are_lost_and_accounted_for() {
+        let mut tally = Tally::new(10);
+        for seq in 0..3 {
+            tally.record(seq, b"x");
+        }
+        let gap = Gap { from: 3, count: 4 };
+        assert_eq!(Gap::decode(&gap.encode()), Some(gap));
+        assert_eq!(Gap::decode(b"{\"seq\":3}"), None);
+        assert_eq!(gap.last_seq(), 6);
+        tally.record_gap(gap);
+        assert!(!tally.is_complete());
+        for seq in 7..10 {
+            tally.record(seq, b"x");
+        }
+        assert!(tally.is_complete());
+        assert_eq!((tally.lost(), tally.counts().gapped), (4, 4));
+        assert_eq!(tally.unexplained_loss(), 0);
+        assert_eq!(tally.counts().reordered, 0);
+        tally.record_gap(Gap { from: 8, count: 5 });
+        assert_eq!(tally.counts().malformed, 1);
+
+        // A gap that arrives after a later event still counts each missing event once.
+        let mut late = Tally::new(10);
+        late.record(0, b"x");
+        late.record(5, b"x");
+        late.record_gap(Gap { from: 1, count: 6 });
+        assert_eq!(late.counts().gapped, 5);
+        // Events 7, 8 and 9 neither arrived nor were named in a gap.
+        assert_eq!(late.unexplained_loss(), 3);
     }
 
     /// Planted loss, duplicates and reordering are counted exactly inside the window, and an

@@ -5,16 +5,21 @@
 //! a subscriber that falls behind reads everything that is ready in one batch (so its writes
 //! batch too), and a cursor is all that resuming from a sequence number or answering
 //! `GET /events?after=SEQ` needs.
+//!
+//! The log may be bounded (a replay window of the last N events, as a real server must bound
+//! what it keeps for resuming subscribers): a reader behind the window is not silently moved on,
+//! its next batch carries a [`Gap`] naming exactly the events it will never get.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::watch;
 
 use crate::clock::now_ns;
+use crate::event::Gap;
 
 /// How much one read may return, so one slow subscriber cannot build an unbounded response.
 #[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
@@ -37,6 +42,9 @@ impl Default for BatchLimit {
 /// Consecutive events read from the log.
 #[derive(Clone, Debug, Default)]
 pub struct Batch {
+    /// Events the reader asked for that the replay window no longer holds; they come right
+    /// before `first_seq`. The transport must tell its subscriber before the events.
+    pub gap: Option<Gap>,
     /// Sequence number of the first event in `events`.
     pub first_seq: u64,
     /// The encoded events, in order.
@@ -64,13 +72,40 @@ struct Progress {
     closed: bool,
 }
 
+/// How a hub keeps and hands out its stream.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HubOptions {
+    /// Keep only the last this many events for readers behind (`None`: the whole stream).
+    pub replay_window: Option<u64>,
+    /// An injected fault: every event is handed out no sooner than this after publication.
+    pub delivery_delay: Option<Duration>,
+}
+
+/// The events the hub still holds.
+#[derive(Debug, Default)]
+struct Log {
+    /// Sequence number of `entries[0]`: everything before it fell out of the replay window.
+    first_seq: u64,
+    /// Encoded events with their publication times.
+    entries: VecDeque<(u64, Bytes)>,
+}
+
+impl Log {
+    /// Events published so far, kept or not.
+    fn published(&self) -> u64 {
+        self.first_seq + self.entries.len() as u64
+    }
+}
+
 /// The published stream of one server, shared by its transport and its publisher.
 #[derive(Debug)]
 pub struct Hub {
     /// Events in the stream once it is fully published.
     expected: u64,
-    /// Encoded events with their publication times, indexed by sequence number.
-    log: RwLock<Vec<(u64, Bytes)>>,
+    /// The events held, by sequence number.
+    log: RwLock<Log>,
+    /// Keep at most this many events (`None`: all).
+    replay_window: Option<u64>,
     /// An injected fault: every event is handed out no sooner than this after publication.
     delivery_delay: Option<Duration>,
     /// Publication progress, so readers wait instead of polling.
@@ -82,33 +117,48 @@ pub struct Hub {
     handed_out: AtomicU64,
     /// Deliveries the server gave up on (a webhook provider whose retries ran out).
     abandoned: AtomicU64,
+    /// Events answered as gaps, summed over readers.
+    gapped: AtomicU64,
 }
 
 impl Hub {
-    /// An empty hub for a stream of `expected` events.
+    /// An empty hub for a stream of `expected` events that keeps them all.
     pub fn new(expected: u64) -> Arc<Self> {
-        Self::with_delivery_delay(expected, None)
+        Self::with_options(expected, HubOptions::default())
     }
 
-    /// An empty hub that holds every event back for `delay` after publication (fault injection).
-    pub fn with_delivery_delay(expected: u64, delay: Option<Duration>) -> Arc<Self> {
+    /// An empty hub for a stream of `expected` events, kept and handed out as `options` say.
+    pub fn with_options(expected: u64, options: HubOptions) -> Arc<Self> {
+        let held = options.replay_window.unwrap_or(expected).min(expected);
         Arc::new(Self {
             expected,
-            delivery_delay: delay,
-            log: RwLock::new(Vec::with_capacity(expected.min(1 << 20) as usize)),
+            replay_window: options.replay_window,
+            delivery_delay: options.delivery_delay,
+            log: RwLock::new(Log {
+                first_seq: 0,
+                entries: VecDeque::with_capacity(held.min(1 << 20) as usize),
+            }),
             progress: watch::Sender::new(Progress::default()),
             subscribers: watch::Sender::new(0),
             handed_out: AtomicU64::new(0),
             abandoned: AtomicU64::new(0),
+            gapped: AtomicU64::new(0),
         })
     }
 
-    /// Appends the next event (its sequence number is the number published before it).
+    /// Appends the next event (its sequence number is the number published before it),
+    /// letting the oldest fall out of the replay window.
     pub fn publish(&self, encoded: Bytes) {
         let published = {
             let mut log = self.log.write().unwrap_or_else(|e| e.into_inner());
-            log.push((now_ns(), encoded));
-            log.len() as u64
+            log.entries.push_back((now_ns(), encoded));
+            if let Some(window) = self.replay_window {
+                while log.entries.len() as u64 > window {
+                    log.entries.pop_front();
+                    log.first_seq += 1;
+                }
+            }
+            log.published()
         };
         self.progress.send_modify(|p| p.published = published);
     }
@@ -173,9 +223,9 @@ impl Hub {
         let _ = rx.wait_for(|&connected| connected == 0).await;
     }
 
-    /// Counts one delivery the server gave up on.
-    pub fn abandoned(&self) {
-        self.abandoned.fetch_add(1, Ordering::Relaxed);
+    /// Counts `events` deliveries the server gave up on.
+    pub fn abandoned_many(&self, events: u64) {
+        self.abandoned.fetch_add(events, Ordering::Relaxed);
     }
 
     /// Deliveries the server gave up on so far.
@@ -188,19 +238,38 @@ impl Hub {
         self.handed_out.load(Ordering::Relaxed)
     }
 
-    /// When event `seq` was published, if it has been.
-    fn published_at(&self, seq: u64) -> Option<u64> {
-        let log = self.log.read().unwrap_or_else(|e| e.into_inner());
-        log.get(seq as usize).map(|(at, _)| *at)
+    /// Events answered as gaps so far (asked for after the replay window let them go), summed
+    /// over readers.
+    pub fn gapped(&self) -> u64 {
+        self.gapped.load(Ordering::Relaxed)
     }
 
-    /// Events `[from, ..)` published no later than `until_ns`, within `limit`.
+    /// The oldest event still held, if any (everything before it fell out of the window).
+    pub fn first_held(&self) -> u64 {
+        self.log.read().unwrap_or_else(|e| e.into_inner()).first_seq
+    }
+
+    /// When event `seq` was published, if it has been and is still held.
+    fn published_at(&self, seq: u64) -> Option<u64> {
+        let log = self.log.read().unwrap_or_else(|e| e.into_inner());
+        let index = seq.checked_sub(log.first_seq)?;
+        log.entries.get(index as usize).map(|(at, _)| *at)
+    }
+
+    /// Events `[from, ..)` published no later than `until_ns`, within `limit`; starting with
+    /// a gap when some of them fell out of the replay window.
     fn read(&self, from: u64, limit: BatchLimit, until_ns: u64) -> Batch {
         let log = self.log.read().unwrap_or_else(|e| e.into_inner());
-        let start = (from as usize).min(log.len());
+        let gap = (from < log.first_seq).then(|| Gap {
+            from,
+            count: log.first_seq - from,
+        });
+        let from = from.max(log.first_seq);
+        let start = ((from - log.first_seq) as usize).min(log.entries.len());
         let mut bytes = 0;
-        let events: Vec<Bytes> = log[start..]
-            .iter()
+        let events: Vec<Bytes> = log
+            .entries
+            .range(start..)
             .take(limit.events.max(1))
             .take_while(|(published, _)| *published <= until_ns)
             .map(|(_, event)| event)
@@ -213,6 +282,7 @@ impl Hub {
             .cloned()
             .collect();
         Batch {
+            gap,
             first_seq: from,
             events,
         }
@@ -281,7 +351,10 @@ impl Reader {
     fn take(&mut self, limit: BatchLimit, until_ns: u64) -> Batch {
         let batch = self.hub.read(self.next_seq, limit, until_ns);
         let taken = batch.events.len() as u64;
-        self.next_seq += taken;
+        if let Some(gap) = batch.gap {
+            self.hub.gapped.fetch_add(gap.count, Ordering::Relaxed);
+        }
+        self.next_seq = batch.first_seq + taken;
         self.hub.handed_out.fetch_add(taken, Ordering::Relaxed);
         batch
     }
@@ -331,6 +404,35 @@ mod tests {
         };
         let one = reader.try_batch(tiny);
         assert_eq!((one.first_seq, one.events.len()), (5, 1));
+    }
+
+    /// A bounded log lets old events go; a reader behind it is told exactly what it missed,
+    /// then reads on from the oldest event held, and the hub counts the gap.
+    #[test]
+    fn replay_window_answers_gaps() {
+        let hub = Hub::with_options(
+            10,
+            HubOptions {
+                replay_window: Some(3),
+                ..HubOptions::default()
+            },
+        );
+        for i in 0..8 {
+            hub.publish(Bytes::from(format!("event {i}")));
+        }
+        assert_eq!((hub.published(), hub.first_held()), (8, 5));
+        let mut behind = hub.reader(2);
+        let batch = behind.try_batch(BatchLimit::default());
+        assert_eq!(batch.gap, Some(Gap { from: 2, count: 3 }));
+        assert_eq!((batch.first_seq, batch.events.len()), (5, 3));
+        assert_eq!(&batch.events[0][..], b"event 5");
+        let mut within = hub.reader(6);
+        let batch = within.try_batch(BatchLimit::default());
+        assert_eq!(
+            (batch.gap, batch.first_seq, batch.events.len()),
+            (None, 6, 2)
+        );
+        assert_eq!(hub.gapped(), 3);
     }
 
     /// Closing wakes a waiting reader with the end of the stream.

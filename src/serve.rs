@@ -13,11 +13,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::event::StreamSpec;
-use crate::hub::Hub;
+use crate::hub::{Hub, HubOptions};
 use crate::metrics::sockets::{SocketCounters, SocketTotals};
 use crate::protocol::{self, Report};
 use crate::publisher::{publish_stream, Lateness, Published};
-use crate::transport::resume::RECONNECT_GRACE;
+use crate::transport::resume::{replay_window, RECONNECT_GRACE};
 use crate::transport::{Faults, ServerConfig, SettingValues, Side, Transport};
 
 /// A transport's server, running, with the hub it publishes through.
@@ -45,7 +45,13 @@ impl Server {
             .await
             .with_context(|| format!("cannot listen on {listen} (is the port already in use?)"))?;
         let addr = listener.local_addr()?;
-        let hub = Hub::with_delivery_delay(expected, config.faults.delivery_delay);
+        let hub = Hub::with_options(
+            expected,
+            HubOptions {
+                replay_window: replay_window(&config.settings),
+                delivery_delay: config.faults.delivery_delay,
+            },
+        );
         let counters = Arc::clone(&config.counters);
         let faults = config.faults;
         // What this server runs with, defaults included, so results record it.
@@ -217,6 +223,10 @@ pub struct ServeStats {
     /// Deliveries the server gave up on (a webhook provider whose retries ran out).
     #[serde(default)]
     pub abandoned: u64,
+    /// Events answered as gaps (asked for after the replay window let them go), summed over
+    /// subscribers.
+    #[serde(default)]
+    pub gapped: u64,
     /// CPU time of the server process when the stream started, us.
     pub stream_start_cpu_us: u64,
     /// CPU time of the server process when it stopped, us.
@@ -322,6 +332,7 @@ async fn stop(
         sockets: server.sockets(),
         left_connected: server.hub().subscribers(),
         abandoned: server.hub().abandoned_count(),
+        gapped: server.hub().gapped(),
         stream_start_cpu_us: published.as_ref().map_or(0, |p| p.start_cpu_us),
         cpu_us: crate::metrics::process::sample(None)
             .map(|s| s.cpu_us)

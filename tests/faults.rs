@@ -1,14 +1,17 @@
 //! Faults over real sockets: connections cut from the server side again and again (the drop
 //! fault) with resuming on, which must lose nothing, and off, whose loss must be counted exactly.
-//! Every transport that takes the drop fault is checked, as its declaration says.
+//! Every transport that takes the drop fault is checked, as its declaration says. A bounded
+//! replay window must answer a resume from before it with the exact gap.
 
 mod common;
 
 use common::{client_for, TIMEOUT};
 use pushbench::event::{Rate, StreamSpec};
 use pushbench::harness::deliver_locally;
+use pushbench::harness::{RecordPlan, TallySink};
+use pushbench::serve::Server;
 use pushbench::transport::listener::DROP_EVERY;
-use pushbench::transport::resume::RESUME;
+use pushbench::transport::resume::{REPLAY_WINDOW, RESUME};
 use pushbench::transport::{ServerConfig, SettingValues, Transport};
 
 /// A scheduled stream long enough to be cut many times: 4,000 events at 1,000 ev/s.
@@ -87,11 +90,58 @@ async fn without_resume_the_loss_is_counted_exactly() {
                 lost > 0,
                 "{transport} subscriber {i}"
             );
+            // Every missing event is the tail after the drop, accounted for by the ledger.
+            assert_eq!(record.cut_off, lost, "{transport} subscriber {i}");
+            assert!(record.ledger_balances(), "{transport} subscriber {i}");
             if transport.traits().holds_connection {
                 assert!(lost > 0, "{transport} subscriber {i} lost nothing to a cut");
                 assert_eq!(record.reconnects, 0, "{transport} subscriber {i} resumed");
             }
         }
+    }
+}
+
+/// A server that keeps only the last 100 events of 1,000 answers a subscriber that asks for
+/// the stream from its start with a gap of exactly 900 events, in the transport's own idiom,
+/// and then the 100 it holds: the client counts the 900 as lost and accounted for, and the
+/// server counts the same gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resuming_from_before_the_replay_window_reports_the_exact_gap() {
+    let spec = StreamSpec::new(42, 1000, "32".parse().unwrap(), Rate::Max).unwrap();
+    for transport in droppable() {
+        let config = ServerConfig {
+            settings: SettingValues::from_pairs([REPLAY_WINDOW.set(100)]),
+            ..ServerConfig::default()
+        };
+        let client = client_for(&config);
+        let mut server = Server::start(
+            transport,
+            "127.0.0.1:0".parse().unwrap(),
+            spec.count,
+            config,
+        )
+        .await
+        .unwrap();
+        server.publish(&spec, 0).await.unwrap();
+        let plan = RecordPlan::new(spec.count, spec.rate, 0, 0);
+        let mut sink = TallySink::new(plan, 0);
+        let outcome = tokio::time::timeout(
+            TIMEOUT,
+            transport.subscribe(server.addr(), &client, &mut sink),
+        )
+        .await
+        .unwrap();
+        let record = sink.finish(outcome.err().map(|e| e.to_string()));
+        let counts = record.tally.counts();
+        assert_eq!(record.error, None, "{transport}");
+        assert_eq!(
+            (counts.distinct, counts.gapped, counts.malformed),
+            (100, 900, 0),
+            "{transport}"
+        );
+        assert!(record.ledger_balances(), "{transport}");
+        assert_eq!(server.hub().gapped(), 900, "{transport}");
+        server.stop().await.unwrap();
     }
 }
 
@@ -108,7 +158,7 @@ async fn abandoned_webhooks_are_counted() {
         ]),
         ..ServerConfig::default()
     };
-    let mut server = pushbench::serve::Server::start(
+    let mut server = Server::start(
         Transport::Webhook,
         "127.0.0.1:0".parse().unwrap(),
         spec.count,

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{client_for, TIMEOUT};
-use pushbench::event::{DecodeError, Event, PayloadSizes, Rate, StreamSpec, Tally};
+use pushbench::event::{DecodeError, Event, Gap, PayloadSizes, Rate, StreamSpec, Tally};
 use pushbench::harness::deliver_locally;
 use pushbench::metrics::recorder::Recorded;
 use pushbench::serve::Server;
@@ -107,6 +107,10 @@ impl Sink for FrameBytes {
 
     fn malformed(&mut self, error: &DecodeError) -> Flow {
         panic!("{error}")
+    }
+
+    fn gap(&mut self, gap: Gap) {
+        panic!("no replay window here, yet a gap: {gap:?}")
     }
 }
 

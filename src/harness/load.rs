@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::clock::now_ns;
 use crate::event::StreamSpec;
 use crate::metrics::process::{self, ProcessSample};
+use crate::transport::resume::RESUME;
 use crate::transport::{ClientConfig, Side, Transport};
 
 use super::part::{LoadPart, WorkerProcess};
@@ -56,12 +57,18 @@ pub async fn run_subscribers(
             let outcome =
                 tokio::time::timeout(timeout, transport.subscribe(server, &config, &mut sink))
                     .await;
-            let error = match outcome {
-                Ok(Ok(())) => None,
-                Ok(Err(e)) => Some(e.to_string()),
-                Err(_) => Some(format!("timed out after {timeout:?}")),
+            let (error, dropped) = match outcome {
+                Ok(Ok(())) => (None, false),
+                Ok(Err(e)) => (Some(e.to_string()), true),
+                Err(_) => (Some(format!("timed out after {timeout:?}")), false),
             };
-            sink.finish(error)
+            let mut record = sink.finish(error);
+            // Told not to resume, a subscription ends at its first drop: what it missed after
+            // that is the cost of not resuming, which the ledger accounts for.
+            if dropped && !RESUME.read(&config.settings) {
+                record.cut_off_by_drop();
+            }
+            record
         }));
     }
     let mut records = Vec::with_capacity(count);

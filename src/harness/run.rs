@@ -214,6 +214,16 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunOutcome> {
                         result.malformed,
                         result.error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
                     ));
+                } else if result.loss_accounted {
+                    progress.println(format!(
+                        "{} with {} subscribers: lost {}, every one accounted for ({} in gaps past \
+                         the replay window, {} cut off by drops not resumed)",
+                        result.transport,
+                        result.subscribers,
+                        result.lost,
+                        result.gapped,
+                        result.cut_off,
+                    ));
                 }
                 results.runs.push(result);
                 results.write(&dir)?;
@@ -564,6 +574,9 @@ fn summarise(s: Summary<'_>) -> TransportResult {
         reordered: counts.reordered,
         reconnects: counts.reconnects,
         abandoned: s.stats.abandoned,
+        gapped: counts.gapped,
+        cut_off: counts.cut_off,
+        loss_accounted: counts.loss_accounted(),
         malformed: counts.malformed,
         digest_ok: counts.digest_mismatches == 0,
         failed: counts.failed(),

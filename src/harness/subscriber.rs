@@ -6,7 +6,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use crate::event::{DecodeError, Event, Rate, Tally};
+use crate::event::{DecodeError, Event, Gap, Rate, Tally};
 use crate::metrics::latency;
 use crate::metrics::recorder::Recording;
 use crate::transport::{Flow, Sink};
@@ -86,6 +86,7 @@ impl TallySink {
             first_sent_ns: self.first_event.map(|(sent, _)| sent),
             last_received_ns: self.last_received_ns,
             reconnects: self.reconnects,
+            cut_off: 0,
             error,
         }
     }
@@ -145,6 +146,10 @@ impl Sink for TallySink {
     fn reconnected(&mut self) {
         self.reconnects += 1;
     }
+
+    fn gap(&mut self, gap: Gap) {
+        self.tally.record_gap(gap);
+    }
 }
 
 /// What one subscriber received, and when: O(1) in the stream's length.
@@ -163,6 +168,32 @@ pub struct SubscriberRecord {
     pub last_received_ns: Option<u64>,
     /// Times the subscription was established again after its connection dropped.
     pub reconnects: u64,
+    /// Events missing because the connection dropped and the subscription, told not to resume,
+    /// ended there (see [`SubscriberRecord::cut_off_by_drop`]).
+    pub cut_off: u64,
     /// Why the subscription ended early, if it did.
     pub error: Option<String>,
+}
+
+impl SubscriberRecord {
+    /// The subscription was established, then its connection dropped and it did not resume
+    /// (`--resume off`): the events after the drop are missing because of it. They are counted
+    /// as cut off when what arrived is a prefix of the stream (gaps included); a hole before
+    /// the drop stays unexplained.
+    pub fn cut_off_by_drop(&mut self) {
+        if self.handshake_us.is_some() && self.error.is_some() {
+            self.cut_off = self.tally.missing_tail().unwrap_or(0);
+        }
+    }
+
+    /// Whether every missing event is accounted for (by gaps the server named and a tail a
+    /// drop cut off) and nothing arrived twice or garbled: the ledger balances even when the
+    /// stream is not identical.
+    pub fn ledger_balances(&self) -> bool {
+        let counts = self.tally.counts();
+        self.tally.lost() == counts.gapped + self.cut_off
+            && counts.duplicated == 0
+            && counts.malformed == 0
+            && (self.error.is_none() || self.cut_off > 0)
+    }
 }

@@ -235,6 +235,17 @@ pub struct TransportResult {
     /// subscribers.
     #[serde(default)]
     pub abandoned: u64,
+    /// Of `lost`: events the server said it no longer held (resumed from before its replay
+    /// window), summed over subscribers.
+    #[serde(default)]
+    pub gapped: u64,
+    /// Of `lost`: events after a drop that a subscription told not to resume never asked for.
+    #[serde(default)]
+    pub cut_off: u64,
+    /// Events lost but accounted for (gaps, cut off): the row is judged by its ledger, not
+    /// failed for the loss itself.
+    #[serde(default)]
+    pub loss_accounted: bool,
     /// Per-second latency histograms in HdrHistogram's interval-log format, relative to the
     /// results file.
     #[serde(default)]

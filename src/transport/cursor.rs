@@ -8,6 +8,9 @@
 //!
 //! Answer: `{"events":[EVENT,...],"last_seq":N,"done":BOOL}`, where `last_seq` (absent when there
 //! are no events) is the next `after`, and `done` says the stream is complete and fully read.
+//! A cursor older than the server's replay window is answered `410 Gone` with
+//! `{"gap":{"from":F,"count":N}}`: those events are gone, and `after=F+N-1` reads on from the
+//! first one held.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,7 +35,7 @@ use super::{
     Sink, TrackedListener,
 };
 use crate::clock::now_ns;
-use crate::event::DecodeError;
+use crate::event::{DecodeError, Gap};
 use crate::hub::{Batch, BatchLimit, Hub};
 
 /// A request the server refuses with 400 and a sentence saying why.
@@ -65,9 +68,10 @@ fn wait_from_query(query: Option<&str>) -> Result<Option<Duration>, BadRequest> 
         .find_map(|pair| pair.strip_prefix("wait="));
     match wait.map(|text| (text, text.parse::<f64>())) {
         None => Ok(None),
-        Some((_, Ok(secs))) if secs.is_finite() && secs >= 0.0 => {
-            Ok(Some(Duration::from_secs_f64(secs)))
-        }
+        // Past what a Duration holds is as good as forever: the server's hold caps it anyway.
+        Some((_, Ok(secs))) if secs >= 0.0 => Ok(Some(
+            Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX),
+        )),
         Some((text, _)) => Err(BadRequest(format!(
             "invalid wait {text:?}: expected seconds to hold the poll (a non-negative number)\n"
         ))),
@@ -135,8 +139,12 @@ async fn answer(State(state): State<PollState>, RawQuery(query): RawQuery) -> Re
             .unwrap_or_default(),
         None => reader.try_batch(state.batch),
     };
+    let json = [(header::CONTENT_TYPE, "application/json")];
+    if let Some(gap) = batch.gap {
+        return (StatusCode::GONE, json, gap.encode()).into_response();
+    }
     let body = encode_batch(&batch, reader.at_end());
-    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+    (json, body).into_response()
 }
 
 /// Writes the answer by splicing the already-encoded events: no re-serialisation per request.
@@ -214,6 +222,15 @@ pub(crate) async fn subscribe(
         dropped |= connection.as_ref().is_some_and(SendRequest::is_closed);
         let answer = match request(server, config, &mut connection, &path).await {
             Ok((status, body)) if status.is_success() => Ok((status, body)),
+            // The cursor is older than the server's replay window: the gap says what is gone,
+            // and the next request reads on after it.
+            Ok((StatusCode::GONE, body)) if Gap::decode(&body).is_some() => {
+                if let Some(gap) = Gap::decode(&body) {
+                    sink.gap(gap);
+                    after = Some(gap.last_seq());
+                }
+                continue;
+            }
             Ok((status, body)) => Err(ClientError::Status {
                 status: status.as_u16(),
                 body: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
@@ -317,6 +334,7 @@ mod tests {
     #[test]
     fn batch_encoding_round_trips() {
         let batch = Batch {
+            gap: None,
             first_seq: 7,
             events: vec![Bytes::from_static(b"{\"a\":1}"), Bytes::from_static(b"[2]")],
         };

@@ -31,7 +31,7 @@ pub static SPEC: Spec = Spec {
     summary: "Long polling: GET /events?after=SEQ held until events exist",
     colour: Colour(0, 158, 115),
     cursor_path: Some("/events"),
-    settings: &[&HOLD, &super::resume::RESUME, &super::resume::RECONNECT_GRACE, &super::listener::DROP_EVERY],
+    settings: resumable_settings![&HOLD],
     traits: Traits {
         duplex: false,
         browser_api: Some("fetch"),

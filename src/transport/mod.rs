@@ -33,7 +33,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::now_ns;
-use crate::event::{DecodeError, Event};
+use crate::event::{DecodeError, Event, Gap};
 use crate::hub::{BatchLimit, Hub};
 use crate::metrics::sockets::SocketCounters;
 
@@ -42,6 +42,21 @@ pub use listener::{TrackedListener, TrackedStream};
 pub use settings::{Declared, Setting, SettingValues, Side};
 pub use spec::{Colour, Redelivery, Requests, Spec, Traits};
 pub use webhook::Secret;
+
+/// The settings of a transport whose subscribers hold a connection or a cursor that the server
+/// can drop and they resume: its own settings, then the ones every such transport shares
+/// (resume, reconnect grace, replay window, the drop fault), listed here once.
+macro_rules! resumable_settings {
+    ($($own:expr),* $(,)?) => {
+        &[
+            $($own,)*
+            &$crate::transport::resume::RESUME,
+            &$crate::transport::resume::RECONNECT_GRACE,
+            &$crate::transport::resume::REPLAY_WINDOW,
+            &$crate::transport::listener::DROP_EVERY,
+        ]
+    };
+}
 
 /// Declares the transports from one list: each entry is the enum variant and the module (file)
 /// that holds the transport's [`Spec`] (`SPEC`), its `serve` and its `subscribe`. The macro
@@ -306,6 +321,10 @@ pub trait Sink: Send {
 
     /// The subscription is established again after its connection dropped.
     fn reconnected(&mut self) {}
+
+    /// The server says these events are gone (it resumed the subscription from past its replay
+    /// window): they will not arrive.
+    fn gap(&mut self, gap: Gap);
 }
 
 /// Receive times for clients that read a stream of messages (WebSocket frames, SSE events):
@@ -355,11 +374,18 @@ impl ArrivalClock {
 }
 
 /// Decodes one received message and hands it to the sink: the one path from wire bytes to sink
-/// that every client shares.
+/// that every client shares. A message is an event or, where a server resumed a subscription
+/// from past its replay window, a [`Gap`] in its JSON form.
 pub(crate) fn deliver(sink: &mut dyn Sink, bytes: &[u8], received_ns: u64) -> Flow {
     match Event::decode(bytes) {
         Ok(event) => sink.event(&event, received_ns),
-        Err(error) => sink.malformed(&error),
+        Err(error) => match Gap::decode(bytes) {
+            Some(gap) => {
+                sink.gap(gap);
+                Flow::Continue
+            }
+            None => sink.malformed(&error),
+        },
     }
 }
 

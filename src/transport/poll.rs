@@ -31,7 +31,7 @@ pub static SPEC: Spec = Spec {
     summary: "Short polling: the same cursor API answered at once, polled at an interval",
     colour: Colour(204, 121, 167),
     cursor_path: Some("/events"),
-    settings: &[&INTERVAL, &super::resume::RESUME, &super::resume::RECONNECT_GRACE, &super::listener::DROP_EVERY],
+    settings: resumable_settings![&INTERVAL],
     traits: Traits {
         duplex: false,
         browser_api: Some("fetch"),

@@ -10,7 +10,7 @@ use std::time::Duration;
 use rand::Rng as _;
 
 use super::{ClientConfig, ClientError, Flow, Setting, Side, Sink};
-use crate::event::{DecodeError, Event};
+use crate::event::{DecodeError, Event, Gap};
 
 /// Reconnect after a dropped connection and go on after the last event received.
 pub static RESUME: Setting<bool> = Setting {
@@ -32,6 +32,21 @@ pub static RECONNECT_GRACE: Setting<Duration> = Setting {
     default: Duration::from_millis(500),
     min: Duration::ZERO,
 };
+
+/// How many of the latest events the server keeps for subscribers that resume.
+pub static REPLAY_WINDOW: Setting<u64> = Setting {
+    name: "replay-window",
+    help: "Events the server keeps for subscribers that resume (0: the whole stream); resuming \
+           from before them is answered with a gap of their exact size, counted as lost",
+    side: Side::Server,
+    default: 0,
+    min: 0,
+};
+
+/// The replay window as a hub takes it: `None` for the whole stream.
+pub fn replay_window(settings: &super::SettingValues) -> Option<u64> {
+    Some(REPLAY_WINDOW.read(settings)).filter(|&events| events > 0)
+}
 
 /// The first ceiling of the random wait before reconnecting.
 const FIRST_WAIT: Duration = Duration::from_millis(50);
@@ -152,6 +167,16 @@ impl Sink for Resuming<'_> {
 
     fn reconnected(&mut self) {
         self.sink.reconnected();
+    }
+
+    fn gap(&mut self, gap: Gap) {
+        // The gap moves the cursor: a reconnect asks for what follows it.
+        self.last_seq = Some(
+            self.last_seq
+                .map_or(gap.last_seq(), |l| l.max(gap.last_seq())),
+        );
+        self.progressed = true;
+        self.sink.gap(gap);
     }
 }
 

@@ -5,6 +5,9 @@
 //! as a browser's `EventSource` does.
 //!
 //! Resume: a `Last-Event-ID` header (what `EventSource` sends on reconnect) or `?after=SEQ`.
+//! Events the server no longer holds (past its replay window) are announced as an event named
+//! `gap` whose data is `{"gap":{"from":F,"count":N}}` and whose id is the last event missed, so
+//! a browser's `EventSource` resumes after it.
 //! A subscriber that has read the whole stream and comes back is answered 204 No Content, which
 //! tells a browser's `EventSource` to stop reconnecting.
 
@@ -39,7 +42,7 @@ pub static SPEC: Spec = Spec {
     summary: "Server-Sent Events on /sse",
     colour: Colour(230, 159, 0),
     cursor_path: Some("/sse"),
-    settings: &[&super::resume::RESUME, &super::resume::RECONNECT_GRACE, &super::listener::DROP_EVERY],
+    settings: resumable_settings![],
     traits: Traits {
         duplex: false,
         browser_api: Some("EventSource"),
@@ -151,6 +154,13 @@ fn frame_stream(
             let size: usize = batch.events.iter().map(|e| e.len() + FRAME_OVERHEAD).sum();
             chunk.reserve(size);
             let mut digits = itoa::Buffer::new();
+            if let Some(gap) = batch.gap {
+                chunk.extend_from_slice(b"event: gap\nid: ");
+                chunk.extend_from_slice(digits.format(gap.last_seq()).as_bytes());
+                chunk.extend_from_slice(b"\ndata: ");
+                chunk.extend_from_slice(&gap.encode());
+                chunk.extend_from_slice(b"\n\n");
+            }
             for (seq, event) in batch.iter() {
                 chunk.extend_from_slice(b"id: ");
                 chunk.extend_from_slice(digits.format(seq).as_bytes());

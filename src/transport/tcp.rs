@@ -1,7 +1,8 @@
 //! Raw TCP, the floor every other transport is measured against: the subscriber sends the
 //! sequence number to start from (8 bytes, big-endian), and the server answers with the stream
 //! as length-prefixed frames (4-byte big-endian length, then the JSON event) and closes its side
-//! when the stream is complete. No protocol beyond that.
+//! when the stream is complete. One control frame extends that: when the start is older than
+//! the server's replay window, a frame holding `{"gap":{"from":F,"count":N}}` comes first.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,7 +27,7 @@ pub static SPEC: Spec = Spec {
     summary: "Length-prefixed frames on a bare TCP stream: the floor",
     colour: Colour(40, 40, 40),
     cursor_path: None,
-    settings: &[&super::resume::RESUME, &super::resume::RECONNECT_GRACE, &super::listener::DROP_EVERY],
+    settings: resumable_settings![],
     traits: Traits {
         duplex: true,
         browser_api: None,
@@ -86,6 +87,11 @@ async fn stream_events(
     let mut reader = hub.reader(first_seq);
     let mut out = BufWriter::with_capacity(64 * 1024, stream);
     while let Some(batch) = reader.next_batch(limit).await {
+        if let Some(gap) = batch.gap {
+            let frame = gap.encode();
+            out.write_u32(frame.len() as u32).await?;
+            out.write_all(&frame).await?;
+        }
         for (_, event) in batch.iter() {
             // Encoded events are bounded by MAX_EVENT_BYTES, far below u32::MAX.
             out.write_u32(event.len() as u32).await?;

@@ -378,10 +378,15 @@ async fn register(State(provider): State<Provider>, body: Bytes) -> Response {
 async fn deliver_stream(provider: Provider, url: reqwest::Url, _guard: SubscriberGuard) {
     let mut reader = provider.hub.reader(0);
     while let Some(batch) = reader.next_batch(provider.batch).await {
+        // An endpoint so far behind that the replay window let its events go: the provider
+        // can never send them, so they are abandoned, and counted.
+        if let Some(gap) = batch.gap {
+            provider.hub.abandoned_many(gap.count);
+        }
         for (seq, body) in batch.iter() {
             if !deliver_event(&provider, &url, seq, body).await {
                 // Counted, so the results show what the schedule gave up on.
-                provider.hub.abandoned();
+                provider.hub.abandoned_many(1);
                 tracing::debug!(%url, seq, attempts = provider.schedule.attempts, "webhook delivery abandoned");
             }
         }

@@ -2,7 +2,9 @@
 //! the client is tokio-tungstenite. Pings keep idle connections alive; the stream ends with a
 //! clean close handshake (1000 when complete, 1001 when the server shuts down).
 //!
-//! `GET /ws?after=SEQ` resumes after event SEQ.
+//! `GET /ws?after=SEQ` resumes after event SEQ. Events the server no longer holds (past its
+//! replay window) are announced by a text message `{"gap":{"from":F,"count":N}}` before the
+//! events that follow them.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -46,7 +48,7 @@ pub static SPEC: Spec = Spec {
     summary: "WebSocket text frames on /ws",
     colour: Colour(0, 114, 178),
     cursor_path: Some("/ws"),
-    settings: &[&READ_BUFFER, &super::resume::RESUME, &super::resume::RECONNECT_GRACE, &super::listener::DROP_EVERY],
+    settings: resumable_settings![&READ_BUFFER],
     traits: Traits {
         duplex: true,
         browser_api: Some("WebSocket"),
@@ -165,11 +167,16 @@ async fn stream_events(socket: WebSocket, mut reader: Reader, config: Arc<Server
     .await;
 }
 
-/// Queues every event of the batch, then flushes once: one write for many frames.
+/// Queues every event of the batch (after the gap message, when the subscriber asked for
+/// events the replay window no longer holds), then flushes once: one write for many frames.
 async fn write_batch<S>(tx: &mut S, batch: &Batch) -> Result<(), axum::Error>
 where
     S: futures_util::Sink<Message, Error = axum::Error> + Unpin,
 {
+    if let Some(gap) = batch.gap {
+        let text = Utf8Bytes::try_from(gap.encode()).map_err(axum::Error::new)?;
+        tx.feed(Message::Text(text)).await?;
+    }
     for (_, event) in batch.iter() {
         // Encoded events are ASCII JSON, so this check never fails; it is also cheap.
         let text = Utf8Bytes::try_from(event.clone()).map_err(axum::Error::new)?;
