@@ -17,7 +17,7 @@ use crate::hub::{Hub, HubOptions};
 use crate::metrics::sockets::{SocketCounters, SocketTotals};
 use crate::protocol::{self, Report};
 use crate::publisher::{publish_stream, Lateness, Published};
-use crate::transport::resume::{replay_window, RECONNECT_GRACE};
+use crate::transport::resume::{reconnect_grace, replay_window};
 use crate::transport::{Faults, ServerConfig, SettingValues, Side, Transport};
 
 /// A transport's server, running, with the hub it publishes through.
@@ -58,7 +58,7 @@ impl Server {
         let settings = config
             .settings
             .effective(transport.spec().settings, Side::Server);
-        let grace = RECONNECT_GRACE.read(&config.settings);
+        let grace = reconnect_grace(&config.settings);
         let shutdown = CancellationToken::new();
         let task =
             tokio::spawn(transport.serve(listener, Arc::clone(&hub), config, shutdown.clone()));

@@ -11,7 +11,7 @@ use pushbench::harness::deliver_locally;
 use pushbench::harness::{RecordPlan, TallySink};
 use pushbench::serve::Server;
 use pushbench::transport::listener::DROP_EVERY;
-use pushbench::transport::resume::{REPLAY_WINDOW, RESUME};
+use pushbench::transport::resume::{OUTAGE, OUTAGE_AFTER, RECONNECT_GRACE, REPLAY_WINDOW, RESUME};
 use pushbench::transport::{ServerConfig, SettingValues, Transport};
 
 /// A scheduled stream long enough to be cut many times: 4,000 events at 1,000 ev/s.
@@ -99,6 +99,59 @@ async fn without_resume_the_loss_is_counted_exactly() {
             }
         }
     }
+}
+
+/// Every subscriber goes down for 2 s, half a second after its first event of a 4 s stream, then
+/// comes back: with resuming on, each still receives the identical stream. Subscribers that
+/// hold a connection close it and resume after the outage; a webhook consumer's endpoint
+/// answers 503 throughout, and the provider's retries carry every event over it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_lost_across_a_consumer_outage() {
+    let takes_outage = Transport::ALL
+        .iter()
+        .copied()
+        .filter(|t| t.spec().settings.iter().any(|s| s.name() == OUTAGE.name));
+    // The transports side by side: each mostly waits out its outage.
+    futures_util::future::join_all(takes_outage.map(outage_is_sat_out)).await;
+}
+
+async fn outage_is_sat_out(transport: Transport) {
+    use pushbench::transport::webhook::{ATTEMPTS, RETRY_CAP};
+    let spec = stream();
+    let outage = std::time::Duration::from_secs(2);
+    let config = ServerConfig {
+        settings: SettingValues::from_pairs([
+            // Stay up while every subscriber is down at once.
+            RECONNECT_GRACE.set(std::time::Duration::from_secs(5)),
+            // A retry schedule that spans the outage whatever the jitter draws.
+            ATTEMPTS.set(40),
+            RETRY_CAP.set(std::time::Duration::from_millis(500)),
+        ]),
+        ..ServerConfig::default()
+    };
+    let mut client = client_for(&config);
+    client.settings = SettingValues::from_pairs([
+        OUTAGE.set(outage),
+        OUTAGE_AFTER.set(std::time::Duration::from_millis(500)),
+    ]);
+    let run = deliver_locally(transport, &spec, 2, config, client, TIMEOUT)
+        .await
+        .unwrap();
+    common::assert_identical(transport, &spec, &run.records);
+    if transport.traits().holds_connection {
+        for (i, record) in run.records.iter().enumerate() {
+            assert!(
+                record.reconnects >= 1,
+                "{transport} subscriber {i} never came back"
+            );
+        }
+    }
+    // The outage shows in the latency: some event waited at least most of it.
+    let worst = run.recorded.latency.max();
+    assert!(
+        worst >= (outage.as_micros() as u64) / 2,
+        "{transport}: worst latency {worst} us, yet subscribers were down for {outage:?}"
+    );
 }
 
 /// A server that keeps only the last 100 events of 1,000 answers a subscriber that asks for

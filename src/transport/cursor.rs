@@ -166,12 +166,12 @@ fn encode_batch(batch: &Batch, done: bool) -> Vec<u8> {
     body
 }
 
-/// One answer, as the client reads it; events stay raw until `deliver` decodes each.
+/// One answer, as the client reads it; events stay raw until `deliver` decodes each (the
+/// client's cursor is the last event its sink took, so `last_seq` is not read).
 #[derive(Deserialize)]
 struct BatchBody<'a> {
     #[serde(borrow)]
     events: Vec<&'a RawValue>,
-    last_seq: Option<u64>,
     done: bool,
 }
 
@@ -203,7 +203,6 @@ pub(crate) async fn subscribe(
     let mut sink = Resuming::new(sink, config);
     let sink = &mut sink;
     let mut connection = None;
-    let mut after: Option<u64> = None;
     let mut connected = false;
     // A request failed and a new connection answered since: the subscription resumed.
     let mut dropped = false;
@@ -211,7 +210,8 @@ pub(crate) async fn subscribe(
         if let Some(ticker) = ticker.as_mut() {
             ticker.tick().await;
         }
-        let path = match (after, connected) {
+        // The cursor is the last event the sink took (or the last one a gap named).
+        let path = match (sink.last_seq(), connected) {
             (Some(seq), _) => format!("/events?after={seq}"),
             // The first request asks not to be held, so subscribing completes at once.
             (None, false) => "/events?wait=0".to_string(),
@@ -227,7 +227,6 @@ pub(crate) async fn subscribe(
             Ok((StatusCode::GONE, body)) if Gap::decode(&body).is_some() => {
                 if let Some(gap) = Gap::decode(&body) {
                     sink.gap(gap);
-                    after = Some(gap.last_seq());
                 }
                 continue;
             }
@@ -268,13 +267,19 @@ pub(crate) async fn subscribe(
             }
         };
         sink.batch(batch.events.len());
-        for event in &batch.events {
-            if deliver(sink, event.get().as_bytes(), received_ns) == Flow::Stop {
-                return Ok(());
+        let stopped = batch
+            .events
+            .iter()
+            .any(|event| deliver(sink, event.get().as_bytes(), received_ns) == Flow::Stop);
+        if stopped {
+            // Enough, or the subscriber goes down for a while (the outage fault) and comes
+            // back on a new connection.
+            if sink.again(Ok(())).await? {
+                connection = None;
+                dropped = true;
+                continue;
             }
-        }
-        if batch.last_seq.is_some() {
-            after = batch.last_seq;
+            return Ok(());
         }
         if batch.done {
             return Ok(());
@@ -341,7 +346,8 @@ mod tests {
         let body = encode_batch(&batch, true);
         let parsed: BatchBody = serde_json::from_slice(&body).unwrap();
         assert_eq!(parsed.events.len(), 2);
-        assert_eq!(parsed.last_seq, Some(8));
+        let whole: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(whole["last_seq"], 8);
         assert!(parsed.done);
         let empty = encode_batch(&Batch::default(), false);
         assert_eq!(empty, b"{\"events\":[],\"done\":false}");

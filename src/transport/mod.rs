@@ -45,7 +45,7 @@ pub use webhook::Secret;
 
 /// The settings of a transport whose subscribers hold a connection or a cursor that the server
 /// can drop and they resume: its own settings, then the ones every such transport shares
-/// (resume, reconnect grace, replay window, the drop fault), listed here once.
+/// (resume, reconnect grace, replay window, the drop and outage faults), listed here once.
 macro_rules! resumable_settings {
     ($($own:expr),* $(,)?) => {
         &[
@@ -54,6 +54,8 @@ macro_rules! resumable_settings {
             &$crate::transport::resume::RECONNECT_GRACE,
             &$crate::transport::resume::REPLAY_WINDOW,
             &$crate::transport::listener::DROP_EVERY,
+            &$crate::transport::resume::OUTAGE,
+            &$crate::transport::resume::OUTAGE_AFTER,
         ]
     };
 }

@@ -4,6 +4,11 @@
 //! subscribers cut at the same moment do not all come back at the same moment), when to give up,
 //! and where to resume from (the last sequence number the sink took). How a transport asks to
 //! resume (`?after=SEQ`, `Last-Event-ID`, a start frame, the poll cursor) stays in its own file.
+//!
+//! The consumer outage fault lives here too, since it is a subscriber going away and coming
+//! back: `--outage 2s` takes each subscriber down once, `--outage-after` past its first event,
+//! for that long (its connection closed, or for a webhook consumer, its endpoint answering 503),
+//! then it resumes as it would after a drop.
 
 use std::time::Duration;
 
@@ -43,9 +48,81 @@ pub static REPLAY_WINDOW: Setting<u64> = Setting {
     min: 0,
 };
 
+/// How long a server waits for dropped subscribers to come back: the reconnect grace, or when
+/// the server knows of a consumer outage planned for its subscribers (`run` hands its server
+/// every setting of the row), long enough to see the outage out.
+pub fn reconnect_grace(settings: &super::SettingValues) -> Duration {
+    let grace = RECONNECT_GRACE.read(settings);
+    match OUTAGE.read(settings) {
+        outage if outage.is_zero() => grace,
+        outage => grace.max(outage + Duration::from_secs(1)),
+    }
+}
+
 /// The replay window as a hub takes it: `None` for the whole stream.
 pub fn replay_window(settings: &super::SettingValues) -> Option<u64> {
     Some(REPLAY_WINDOW.read(settings)).filter(|&events| events > 0)
+}
+
+/// The consumer outage fault: how long each subscriber is down.
+pub static OUTAGE: Setting<Duration> = Setting {
+    name: "outage",
+    help: "A fault: each subscriber goes down once for this long (its connection closed; a \
+           webhook consumer's endpoint answers 503), then comes back and resumes (0s: none)",
+    side: Side::Client,
+    default: Duration::ZERO,
+    min: Duration::ZERO,
+};
+
+/// When the consumer outage begins.
+pub static OUTAGE_AFTER: Setting<Duration> = Setting {
+    name: "outage-after",
+    help: "When the outage fault takes a subscriber down, counted from its first event",
+    side: Side::Client,
+    default: Duration::from_secs(1),
+    min: Duration::ZERO,
+};
+
+/// One subscriber's planned outage: down from `after` past its first event, for `length`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Outage {
+    after: Duration,
+    length: Duration,
+    /// When the subscriber's first event arrived (monotonic ns), once it has.
+    first_event_ns: Option<u64>,
+}
+
+impl Outage {
+    /// The outage the settings ask for, if any.
+    pub(crate) fn planned(settings: &super::SettingValues) -> Option<Self> {
+        let length = OUTAGE.read(settings);
+        (!length.is_zero()).then(|| Self {
+            after: OUTAGE_AFTER.read(settings),
+            length,
+            first_event_ns: None,
+        })
+    }
+
+    /// Notes an event's arrival; the first one starts the outage's clock.
+    pub(crate) fn event_at(&mut self, received_ns: u64) {
+        self.first_event_ns.get_or_insert(received_ns);
+    }
+
+    /// When the subscriber is down: `[start, end)` in monotonic ns, once its clock started.
+    pub(crate) fn window_ns(&self) -> Option<(u64, u64)> {
+        let start = self.first_event_ns? + self.after.as_nanos() as u64;
+        Some((start, start + self.length.as_nanos() as u64))
+    }
+
+    /// Whether the outage should have begun by `now_ns`.
+    pub(crate) fn is_due(&self, now_ns: u64) -> bool {
+        self.window_ns().is_some_and(|(start, _)| now_ns >= start)
+    }
+
+    /// How long the subscriber stays down.
+    pub(crate) fn length(&self) -> Duration {
+        self.length
+    }
 }
 
 /// The first ceiling of the random wait before reconnecting.
@@ -69,6 +146,10 @@ pub(crate) struct Resuming<'a> {
     progressed: bool,
     /// Reconnects in a row with no event between them.
     fruitless: u32,
+    /// The consumer outage fault planned for this subscriber, until it has happened.
+    outage: Option<Outage>,
+    /// The outage has begun: the connection is being closed on purpose.
+    going_down: bool,
 }
 
 impl<'a> Resuming<'a> {
@@ -82,6 +163,8 @@ impl<'a> Resuming<'a> {
             connected: false,
             progressed: false,
             fruitless: 0,
+            outage: Outage::planned(&config.settings),
+            going_down: false,
         }
     }
 
@@ -103,6 +186,9 @@ impl<'a> Resuming<'a> {
         &mut self,
         ended: Result<(), ClientError>,
     ) -> Result<bool, ClientError> {
+        if std::mem::take(&mut self.going_down) {
+            return self.sit_out_outage().await;
+        }
         let error = match ended {
             _ if self.stopped => return Ok(false),
             Ok(()) => return Ok(false),
@@ -125,6 +211,26 @@ impl<'a> Resuming<'a> {
         }
         tracing::debug!(%error, attempt = self.fruitless, "connection dropped; resuming");
         tokio::time::sleep(full_jitter(self.fruitless)).await;
+        Ok(true)
+    }
+}
+
+impl Resuming<'_> {
+    /// The subscriber closed its connection for the outage fault: it stays down until the
+    /// outage ends, then connects again and resumes (or, told not to resume, ends with an error
+    /// the ledger accounts for).
+    async fn sit_out_outage(&mut self) -> Result<bool, ClientError> {
+        let Some(outage) = self.outage.take() else {
+            return Ok(true);
+        };
+        if !self.resume {
+            return Err(ClientError::Protocol(
+                "went down for the outage fault and, resume off, did not come back".into(),
+            ));
+        }
+        // Down for the whole length from the moment it went down (an event arriving late
+        // starts it late, never shorter).
+        tokio::time::sleep(outage.length()).await;
         Ok(true)
     }
 }
@@ -152,6 +258,15 @@ impl Sink for Resuming<'_> {
         self.progressed = true;
         let flow = self.sink.event(event, received_ns);
         self.stopped |= flow == Flow::Stop;
+        if let (Some(outage), false) = (self.outage.as_mut(), self.stopped) {
+            outage.event_at(received_ns);
+            if outage.is_due(received_ns) {
+                // The subscriber goes down now: the transport ends the connection as if it had
+                // enough, and `again` keeps it down until the outage is over.
+                self.going_down = true;
+                return Flow::Stop;
+            }
+        }
         flow
     }
 

@@ -36,6 +36,7 @@ use super::{
     deliver, serve_http, ClientConfig, ClientError, Colour, Flow, HttpSettings, Redelivery,
     Requests, ServerConfig, Setting, SettingValues, Side, Sink, Spec, Traits,
 };
+use super::resume::{Outage, OUTAGE, OUTAGE_AFTER};
 use crate::clock::now_ns;
 use crate::event::MAX_EVENT_BYTES;
 use crate::hub::{BatchLimit, Hub, SubscriberGuard};
@@ -65,7 +66,15 @@ pub static SPEC: Spec = Spec {
     summary: "Webhooks: signed HTTP POSTs to registered consumer endpoints",
     colour: Colour(213, 94, 0),
     cursor_path: None,
-    settings: &[&NEW_CONNECTION, &ATTEMPTS, &RETRY_BASE, &RETRY_FACTOR, &RETRY_CAP],
+    settings: &[
+        &NEW_CONNECTION,
+        &ATTEMPTS,
+        &RETRY_BASE,
+        &RETRY_FACTOR,
+        &RETRY_CAP,
+        &OUTAGE,
+        &OUTAGE_AFTER,
+    ],
     traits: Traits {
         duplex: false,
         browser_api: None,
@@ -438,6 +447,26 @@ struct ConsumerState {
     /// acknowledged but not passed on again; one still on its way is asked to come back later.
     seen: Mutex<HashMap<String, bool>>,
     accepted: mpsc::Sender<Accepted>,
+    /// The consumer outage fault, if planned: the endpoint answers 503 while it lasts.
+    outage: Mutex<Option<Outage>>,
+}
+
+impl ConsumerState {
+    /// Whether the endpoint is down (the outage fault) at `now_ns`; a delivery that gets in
+    /// starts the outage's clock.
+    fn down_at(&self, now_ns: u64) -> bool {
+        let mut outage = self.outage.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(outage) = outage.as_mut() else {
+            return false;
+        };
+        let down = outage
+            .window_ns()
+            .is_some_and(|(start, end)| (start..end).contains(&now_ns));
+        if !down {
+            outage.event_at(now_ns);
+        }
+        down
+    }
 }
 
 /// A webhook consumer bound to its own address, not yet registered with a provider.
@@ -465,6 +494,7 @@ impl Consumer {
             secret,
             seen: Mutex::new(HashMap::new()),
             accepted,
+            outage: Mutex::new(Outage::planned(&config.settings)),
         });
         Ok(Self {
             listener,
@@ -549,6 +579,9 @@ async fn receive(
     body: Bytes,
 ) -> Response {
     let received_ns = now_ns();
+    if state.down_at(received_ns) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "down (the outage fault)\n").into_response();
+    }
     if let Err(error) = state.secret.verify(&headers, &body, unix_now()) {
         return (StatusCode::UNAUTHORIZED, format!("{error}\n")).into_response();
     }
@@ -684,6 +717,7 @@ mod tests {
             secret: Secret::generate(),
             seen: Mutex::new(HashMap::new()),
             accepted,
+            outage: Mutex::new(None),
         });
         let claim = |id: &str| {
             state.seen.lock().unwrap().insert(id.to_owned(), false);
