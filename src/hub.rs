@@ -119,7 +119,12 @@ pub struct Hub {
     abandoned: AtomicU64,
     /// Events answered as gaps, summed over readers.
     gapped: AtomicU64,
+    /// When an injected fault struck (monotonic ns), at most [`FAULTS_NOTED`] of them.
+    faults: std::sync::Mutex<Vec<u64>>,
 }
+
+/// Most fault times a hub keeps (a drop every 10 ms for a 100 s run).
+const FAULTS_NOTED: usize = 10_000;
 
 impl Hub {
     /// An empty hub for a stream of `expected` events that keeps them all.
@@ -143,6 +148,7 @@ impl Hub {
             handed_out: AtomicU64::new(0),
             abandoned: AtomicU64::new(0),
             gapped: AtomicU64::new(0),
+            faults: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -221,6 +227,28 @@ impl Hub {
     pub async fn wait_until_no_subscribers(&self) {
         let mut rx = self.subscribers.subscribe();
         let _ = rx.wait_for(|&connected| connected == 0).await;
+    }
+
+    /// Waits until at least `n` events have been published (or the hub closed).
+    pub async fn wait_until_published(&self, n: u64) {
+        let mut rx = self.progress.subscribe();
+        let _ = rx.wait_for(|p| p.closed || p.published >= n).await;
+    }
+
+    /// Notes that an injected fault struck at `at_ns` (monotonic).
+    pub fn note_fault(&self, at_ns: u64) {
+        let mut faults = self.faults.lock().unwrap_or_else(|e| e.into_inner());
+        if faults.len() < FAULTS_NOTED {
+            faults.push(at_ns);
+        }
+    }
+
+    /// When injected faults struck (monotonic ns), in order.
+    pub fn faults(&self) -> Vec<u64> {
+        self.faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Counts `events` deliveries the server gave up on.

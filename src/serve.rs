@@ -227,6 +227,9 @@ pub struct ServeStats {
     /// subscribers.
     #[serde(default)]
     pub gapped: u64,
+    /// When the server's injected faults struck (monotonic ns): each cut of the drop fault.
+    #[serde(default)]
+    pub faults_ns: Vec<u64>,
     /// CPU time of the server process when the stream started, us.
     pub stream_start_cpu_us: u64,
     /// CPU time of the server process when it stopped, us.
@@ -333,6 +336,7 @@ async fn stop(
         left_connected: server.hub().subscribers(),
         abandoned: server.hub().abandoned_count(),
         gapped: server.hub().gapped(),
+        faults_ns: server.hub().faults(),
         stream_start_cpu_us: published.as_ref().map_or(0, |p| p.start_cpu_us),
         cpu_us: crate::metrics::process::sample(None)
             .map(|s| s.cpu_us)

@@ -12,7 +12,7 @@ use super::subscriber::SubscriberRecord;
 use crate::event::{Digest, StreamSpec, TallyCounts};
 use crate::metrics::latency::{self, Percentiles};
 use crate::metrics::process::ProcessSample;
-use crate::metrics::recorder::{FanoutClock, Recorded};
+use crate::metrics::recorder::{FanoutClock, Recorded, Timeline};
 use crate::metrics::sockets::SocketTotals;
 use crate::transport::{SettingValues, Transport};
 
@@ -180,6 +180,13 @@ pub struct LoadPart {
     /// The transport's client settings its subscribers ran with (defaults filled in).
     #[serde(default)]
     pub settings: SettingValues,
+    /// Worst latency and events per bin of receive time since `interval_origin_ns`.
+    #[serde(default)]
+    pub timeline: Timeline,
+    /// When subscribers were down for the outage fault (monotonic ns): from the first going
+    /// down to the last coming back.
+    #[serde(default)]
+    pub outage_ns: Option<(u64, u64)>,
 }
 
 impl LoadPart {
@@ -232,6 +239,8 @@ impl LoadPart {
             fanout: recorded.fanout.clone(),
             process: WorkerProcess::default(),
             sockets: SocketTotals::default(),
+            timeline: recorded.timeline.clone(),
+            outage_ns: records.iter().filter_map(|r| r.outage_ns).reduce(span),
         }
     }
 }
@@ -293,6 +302,10 @@ pub struct Merged {
     pub seconds: Vec<Histogram<u64>>,
     /// The fan-out clock.
     pub fanout: FanoutClock,
+    /// Worst latency and events per bin of receive time.
+    pub timeline: Timeline,
+    /// When subscribers were down for the outage fault, over every worker.
+    pub outage_ns: Option<(u64, u64)>,
     /// Every worker's process samples.
     pub workers: Vec<WorkerProcess>,
     /// Sockets accepted on the load side.
@@ -331,6 +344,8 @@ impl Merged {
             batches: None,
             seconds: Vec::new(),
             fanout: FanoutClock::default(),
+            timeline: Timeline::default(),
+            outage_ns: None,
             workers: Vec::new(),
             sockets: SocketTotals::default(),
         };
@@ -377,6 +392,11 @@ impl Merged {
                 latency::merge(&mut merged.seconds[second], &decode(w, text)?);
             }
             merged.fanout.merge(&part.fanout);
+            merged.timeline.merge(&part.timeline);
+            merged.outage_ns = match (merged.outage_ns, part.outage_ns) {
+                (Some(a), Some(b)) => Some(span(a, b)),
+                (a, b) => a.or(b),
+            };
             merged.workers.push(part.process);
             merged.sockets = merged.sockets + part.sockets;
         }
@@ -390,6 +410,11 @@ impl Merged {
             _ => 0.0,
         }
     }
+}
+
+/// The smallest window holding both.
+fn span(a: (u64, u64), b: (u64, u64)) -> (u64, u64) {
+    (a.0.min(b.0), a.1.max(b.1))
 }
 
 fn min_some(a: Option<u64>, b: Option<u64>) -> Option<u64> {
@@ -482,6 +507,7 @@ mod tests {
                     last_received_ns: Some(100_000),
                     reconnects: 1,
                     cut_off: 0,
+                    outage_ns: None,
                     error: None,
                 }
             })

@@ -14,6 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::clock::now_ns;
 use crate::event::{PayloadSizes, StreamSpec};
+use crate::metrics::faults::{self, FaultWindow};
 use crate::metrics::latency::{self, Percentiles};
 use crate::metrics::machine::Machine;
 use crate::metrics::process::{self, MachineCpu};
@@ -24,6 +25,8 @@ use crate::results::{
 };
 use crate::scenario::{raise_open_file_limit, Scenario};
 use crate::serve::{ServeOptions, ServeStats};
+use crate::transport::listener::DROP_EVERY;
+use crate::transport::resume::OUTAGE;
 use crate::transport::{ClientConfig, ServerConfig, SettingValues, Transport};
 
 use super::calibrate::calibrate;
@@ -436,7 +439,34 @@ async fn measure(
         steal_share: machine_before.steal_share_until(&machine_after),
         interval_log,
         settings,
+        origin_ns,
     }))
+}
+
+/// Most fault windows a row keeps (they are instants for the drop fault, which may cut often).
+const FAULT_WINDOWS_KEPT: usize = 1000;
+
+/// When the injected faults were on, in milliseconds since the intervals' origin: each cut of
+/// the drop fault (an instant, from the server), and the consumer outage (from the first
+/// subscriber going down to the last coming back).
+fn fault_windows(stats: &ServeStats, merged: &Merged, origin_ns: u64) -> Vec<FaultWindow> {
+    let ms = |ns: u64| ns.saturating_sub(origin_ns) as f64 / 1e6;
+    let end = merged.last_received_ns.unwrap_or(u64::MAX);
+    let cuts = stats
+        .faults_ns
+        .iter()
+        .filter(|&&at| at >= origin_ns && at <= end)
+        .map(|&at| FaultWindow {
+            fault: DROP_EVERY.name.to_owned(),
+            start_ms: ms(at),
+            end_ms: ms(at),
+        });
+    let outage = merged.outage_ns.map(|(start, stop)| FaultWindow {
+        fault: OUTAGE.name.to_owned(),
+        start_ms: ms(start),
+        end_ms: ms(stop),
+    });
+    cuts.chain(outage).take(FAULT_WINDOWS_KEPT).collect()
 }
 
 /// Splits `subscribers` over at most `workers` workers: (index of the first, how many).
@@ -513,6 +543,8 @@ struct Summary<'a> {
     interval_log: Option<String>,
     /// The transport's settings as the server and load processes reported them.
     settings: SettingValues,
+    /// Monotonic origin of the intervals and the timeline.
+    origin_ns: u64,
 }
 
 /// Turns the merged load parts, the server's stats and the process samples into one result.
@@ -558,6 +590,8 @@ fn summarise(s: Summary<'_>) -> TransportResult {
         }
     };
     let last_receiver = merged.fanout.last_receiver_us(counts.subscribers);
+    let fault_windows = fault_windows(s.stats, merged, s.origin_ns);
+    let fault_effect = faults::effect(&fault_windows, &merged.timeline);
 
     TransportResult {
         transport: s.combination.transport.name().to_owned(),
@@ -625,6 +659,10 @@ fn summarise(s: Summary<'_>) -> TransportResult {
         beyond_window: counts.beyond_window,
         interval_log: s.interval_log,
         latency_over_time: latency::interval_summary(&merged.seconds),
+        // The fine timeline is kept where faults make it worth reading.
+        latency_timeline: (!fault_windows.is_empty()).then(|| merged.timeline.clone()),
+        fault_windows,
+        fault_effect,
         histograms: Histograms {
             latency_us: latency::encode(&merged.latency),
             service_time_us: latency::encode(&merged.service),

@@ -56,6 +56,8 @@ pub struct TallySink {
     stream_start_ns: Option<u64>,
     /// Times the subscription was established again after a drop.
     reconnects: u64,
+    /// When the subscriber was down for the outage fault, if it was.
+    outage_ns: Option<(u64, u64)>,
 }
 
 impl TallySink {
@@ -70,6 +72,7 @@ impl TallySink {
             last_received_ns: None,
             stream_start_ns: None,
             reconnects: 0,
+            outage_ns: None,
         }
     }
 
@@ -87,6 +90,7 @@ impl TallySink {
             last_received_ns: self.last_received_ns,
             reconnects: self.reconnects,
             cut_off: 0,
+            outage_ns: self.outage_ns,
             error,
         }
     }
@@ -150,6 +154,10 @@ impl Sink for TallySink {
     fn gap(&mut self, gap: Gap) {
         self.tally.record_gap(gap);
     }
+
+    fn outage(&mut self, start_ns: u64, end_ns: u64) {
+        self.outage_ns = Some((start_ns, end_ns));
+    }
 }
 
 /// What one subscriber received, and when: O(1) in the stream's length.
@@ -171,6 +179,8 @@ pub struct SubscriberRecord {
     /// Events missing because the connection dropped and the subscription, told not to resume,
     /// ended there (see [`SubscriberRecord::cut_off_by_drop`]).
     pub cut_off: u64,
+    /// When it was down for the outage fault (monotonic ns), if it was.
+    pub outage_ns: Option<(u64, u64)>,
     /// Why the subscription ended early, if it did.
     pub error: Option<String>,
 }

@@ -1,7 +1,8 @@
 //! What a run measures, apart from what it runs: latency histograms and their per-thread
-//! recording, socket byte and connection counters, process CPU and memory from /proc, and a
-//! description of the machine.
+//! recording, what injected faults did to latency, socket byte and connection counters,
+//! process CPU and memory from /proc, and a description of the machine.
 
+pub mod faults;
 pub mod latency;
 pub mod machine;
 pub mod process;

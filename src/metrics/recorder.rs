@@ -7,6 +7,10 @@
 //! per [`Recording`] (found through a thread-local, locked only by that thread while the run
 //! goes on), so memory follows the load's threads, not its subscribers.
 //!
+//! The timeline keeps, per [`TIMELINE_BIN_MS`] of receive time, the worst latency and how many
+//! events arrived: fine enough to see a fault begin and end, and to time the recovery from it,
+//! where per-second histograms are too coarse; two numbers per bin, so it costs nothing to keep.
+//!
 //! The fan-out clock answers what per-thread histograms alone would lose: per event, how long
 //! until the *last* subscriber had it. Each shard keeps, per sampled event, the latest latency
 //! it saw and how many subscribers saw it; shards and load workers merge by maximum and sum.
@@ -23,6 +27,43 @@ use super::latency::{self, micros_between};
 /// Most events the fan-out clock follows; longer streams are sampled evenly (every k-th event),
 /// which keeps percentiles over events unbiased at a fixed cost of 8 bytes per slot per thread.
 pub const FANOUT_SLOTS: u64 = 1 << 16;
+
+/// Width of one timeline bin, milliseconds of receive time.
+pub const TIMELINE_BIN_MS: u64 = 100;
+
+/// Per bin of receive time since the origin: the worst latency (us) and the events that arrived.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Timeline {
+    /// Worst latency of the events received in each bin, microseconds (0: none arrived).
+    pub max_us: Vec<u32>,
+    /// Events received in each bin.
+    pub events: Vec<u32>,
+}
+
+impl Timeline {
+    /// Notes one event received `since_origin_ns` after the origin, `us` late.
+    fn record(&mut self, since_origin_ns: u64, us: u64) {
+        let bin = (since_origin_ns / (TIMELINE_BIN_MS * 1_000_000)) as usize;
+        if self.max_us.len() <= bin {
+            self.max_us.resize(bin + 1, 0);
+            self.events.resize(bin + 1, 0);
+        }
+        let us = us.min(u64::from(u32::MAX)) as u32;
+        self.max_us[bin] = self.max_us[bin].max(us);
+        self.events[bin] = self.events[bin].saturating_add(1);
+    }
+
+    /// Folds another timeline of the same origin in: worst by maximum, events by sum.
+    pub fn merge(&mut self, other: &Timeline) {
+        let bins = self.max_us.len().max(other.max_us.len());
+        self.max_us.resize(bins, 0);
+        self.events.resize(bins, 0);
+        for (i, (&us, &n)) in other.max_us.iter().zip(&other.events).enumerate() {
+            self.max_us[i] = self.max_us[i].max(us);
+            self.events[i] = self.events[i].saturating_add(n);
+        }
+    }
+}
 
 /// Unique ids tell the recordings apart in the thread-local shard lists.
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
@@ -55,6 +96,7 @@ struct Shard {
     /// Per-second latency, indexed by seconds since the origin; allocated as seconds pass. The
     /// whole run's latency is their sum, so each event is recorded once, not twice.
     seconds: Vec<Option<Histogram<u64>>>,
+    timeline: Timeline,
     fanout: FanoutClock,
 }
 
@@ -116,6 +158,8 @@ pub struct Recorded {
     pub batches: Option<Histogram<u64>>,
     /// Latency per second since the origin.
     pub seconds: Vec<Histogram<u64>>,
+    /// Worst latency and events per bin of receive time since the origin.
+    pub timeline: Timeline,
     /// When the last subscriber had each followed event.
     pub fanout: FanoutClock,
 }
@@ -137,7 +181,8 @@ impl Recording {
     pub fn event(&self, seq: u64, scheduled_ns: u64, sent_ns: u64, received_ns: u64) {
         let waited = micros_between(scheduled_ns, received_ns);
         let served = micros_between(sent_ns, received_ns);
-        let second = (received_ns.saturating_sub(self.origin_ns) / 1_000_000_000) as usize;
+        let since_origin = received_ns.saturating_sub(self.origin_ns);
+        let second = (since_origin / 1_000_000_000) as usize;
         let slot = (seq % self.fanout_stride == 0).then(|| (seq / self.fanout_stride) as usize);
         self.with_shard(|shard| {
             shard.service.saturating_record(served);
@@ -147,6 +192,7 @@ impl Recording {
             shard.seconds[second]
                 .get_or_insert_with(latency::histogram)
                 .saturating_record(waited);
+            shard.timeline.record(since_origin, waited);
             if let Some(slot) = slot.filter(|&s| s < shard.fanout.latest_us.len()) {
                 let us = waited.min(u64::from(u32::MAX)) as u32;
                 let latest = &mut shard.fanout.latest_us[slot];
@@ -178,6 +224,7 @@ impl Recording {
             service: latency::histogram(),
             batches: None,
             seconds: Vec::new(),
+            timeline: Timeline::default(),
             fanout: FanoutClock::new(self.fanout_stride, self.fanout_slots),
         };
         for shard in shards {
@@ -197,6 +244,7 @@ impl Recording {
                     latency::merge(&mut recorded.seconds[second], h);
                 }
             }
+            recorded.timeline.merge(&shard.timeline);
             recorded.fanout.merge(&shard.fanout);
         }
         for second in &recorded.seconds {
@@ -218,6 +266,7 @@ impl Recording {
                 service: latency::histogram(),
                 batches: None,
                 seconds: Vec::new(),
+                timeline: Timeline::default(),
                 fanout: FanoutClock::new(self.fanout_stride, self.fanout_slots),
             }));
             lock(&self.shards).push(Arc::clone(&shard));
@@ -286,6 +335,26 @@ mod tests {
         assert_eq!(last.len(), 2);
         assert!(last.equivalent(last.max(), 9000));
         assert!(last.equivalent(last.min(), 4000));
+    }
+
+    /// The timeline keeps each bin's worst latency and its count, and merges by maximum and sum.
+    #[test]
+    fn timeline_bins_by_receive_time() {
+        let recording = Recording::new(10, 0);
+        let ms = 1_000_000;
+        // Received at 10 ms (3 ms late), 50 ms (7 ms late), 250 ms (1 ms late).
+        for (seq, received, scheduled) in [(0, 10, 7), (1, 50, 43), (2, 250, 249)] {
+            recording.event(seq, scheduled * ms, scheduled * ms, received * ms);
+        }
+        let mut timeline = recording.finish().timeline;
+        assert_eq!(timeline.max_us, vec![7000, 0, 1000]);
+        assert_eq!(timeline.events, vec![2, 0, 1]);
+        timeline.merge(&Timeline {
+            max_us: vec![1, 2, 3, 4],
+            events: vec![1, 1, 1, 1],
+        });
+        assert_eq!(timeline.max_us, vec![7000, 2, 1000, 4]);
+        assert_eq!(timeline.events, vec![3, 1, 2, 1]);
     }
 
     /// Long streams are followed at a fixed number of evenly spaced events.

@@ -9,7 +9,7 @@ use crate::results::figures::{at_setting, headline_setting, settings, Figure, Ro
 use crate::results::format::{bytes, thousands};
 
 /// Latency axis (log scale, microseconds).
-const LATENCY: Axis = Axis {
+pub(crate) const LATENCY: Axis = Axis {
     title: "latency",
     log: true,
     label: axis_micros,
@@ -137,7 +137,8 @@ pub fn figures(rows: &[Row<'_>]) -> anyhow::Result<Vec<Block>> {
     Ok(out)
 }
 
-fn figure(id: &str, caption: String, svg: String) -> Block {
+/// A drawn chart as a report figure.
+pub(crate) fn figure(id: &str, caption: String, svg: String) -> Block {
     Block::Figure {
         id: id.into(),
         caption,
@@ -172,6 +173,7 @@ fn spectrum(rows: &[&Row<'_>]) -> LineChart {
     LineChart {
         title: "Latency by percentile".into(),
         legend: SeriesLabelPosition::LowerRight,
+        shaded: Vec::new(),
         x: Axis {
             title: "percentile",
             log: false,
@@ -215,6 +217,7 @@ fn over_time(
     LineChart {
         title: title.into(),
         legend: SeriesLabelPosition::UpperRight,
+        shaded: Vec::new(),
         x: Axis {
             title: "second of the stream",
             log: false,
@@ -273,6 +276,7 @@ fn fanout(rows: &[Row<'_>]) -> Option<(LineChart, LineChart)> {
         LineChart {
             title: "Delivered events/s against fan-out".into(),
             legend: SeriesLabelPosition::UpperLeft,
+            shaded: Vec::new(),
             x: subscribers,
             y: Axis {
                 title: "events/s",
@@ -284,6 +288,7 @@ fn fanout(rows: &[Row<'_>]) -> Option<(LineChart, LineChart)> {
         LineChart {
             title: "p99 latency against fan-out".into(),
             legend: SeriesLabelPosition::UpperLeft,
+            shaded: Vec::new(),
             x: subscribers,
             y: LATENCY,
             series: line(Figure::LatencyP99),

@@ -60,6 +60,7 @@ pub fn document(results: &Results, which_to_pick: Vec<Block>) -> anyhow::Result<
         }
         doc.push(section_table(section, &rows));
     }
+    super::faults::section(&mut doc, &rows)?;
     max_rates(&mut doc, results);
     noise(&mut doc, results, &rows);
     doc.heading("plots", "Plots");
@@ -303,7 +304,9 @@ fn section_table(section: Section, rows: &[Row<'_>]) -> Block {
             cells.push(bound_of(row));
         }
         if section == Section::Delivery {
-            cells.push(if row.ok() {
+            cells.push(if row.ok() && row.loss_accounted() {
+                "ledger ok".into()
+            } else if row.ok() {
                 "ok".into()
             } else {
                 format!("FAILED {} of {}", row.failed, row.runs.len())

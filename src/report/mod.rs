@@ -8,6 +8,7 @@
 pub mod charts;
 pub mod compare;
 pub mod content;
+pub mod faults;
 pub mod plots;
 pub mod table;
 

@@ -57,6 +57,9 @@ pub struct LineChart {
     pub series: Vec<Series>,
     /// Where the legend goes (where the lines are not).
     pub legend: SeriesLabelPosition,
+    /// Spans of the horizontal axis to shade (when a fault was on); a span of no width is
+    /// drawn as a thin band.
+    pub shaded: Vec<(f64, f64)>,
 }
 
 /// Draws a line chart as an SVG document.
@@ -101,6 +104,16 @@ pub fn line_chart(chart: &LineChart) -> anyhow::Result<String> {
             .light_line_style(RGBColor(240, 240, 240))
             .label_style(("sans-serif", 13))
             .draw()?;
+        // Shade first, so the lines stay on top.
+        let (x_lo, x_hi) = x_range;
+        let thinnest = (x_hi - x_lo) / 400.0;
+        let (y_lo, y_hi) = y_range;
+        let shade = RGBColor(230, 80, 80).mix(0.18).filled();
+        plot.draw_series(chart.shaded.iter().map(|&(start, end)| {
+            let (start, end) = (to_axis(&chart.x, start), to_axis(&chart.x, end));
+            let end = end.max(start + thinnest);
+            Rectangle::new([(start, y_lo), (end, y_hi)], shade)
+        }))?;
         for (s, points) in &series {
             let style = s.colour.stroke_width(2);
             plot.draw_series(LineSeries::new(points.iter().copied(), style))?
@@ -332,9 +345,12 @@ mod tests {
                 },
             ],
             legend: SeriesLabelPosition::UpperLeft,
+            shaded: vec![(0.25, 0.5)],
         })
         .unwrap();
         assert!(svg.contains("<svg") && svg.trim_end().ends_with("</svg>"));
+        // The shaded span: a translucent band the height of the plot.
+        assert!(svg.contains(r##"opacity="0.18" fill="#E65050""##));
         for text in ["spectrum", "alpha", "beta", "1000"] {
             // plotters writes each text element's content on a line of its own.
             assert!(svg.contains(&format!(">\n{text}\n<")), "{text} missing");

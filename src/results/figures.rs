@@ -94,7 +94,10 @@ impl Section {
             Section::Delivery,
             "Delivery check",
             "Every subscriber's stream is folded into an order-sensitive digest and compared with \
-             the source's.",
+             the source's. Loss a fault explains is judged by the ledger instead: events a server \
+             no longer held (lost to gaps past its replay window) and events after a drop that a \
+             subscriber told not to resume never asked for (cut off) are counted, and a row \
+             whose every missing event is one of those reads \"ledger ok\"; any other loss fails.",
         ),
     ];
 }
@@ -183,6 +186,10 @@ pub enum Figure {
     Reconnects,
     /// `abandoned`: see its [`Metric`].
     Abandoned,
+    /// `gapped`: see its [`Metric`].
+    Gapped,
+    /// `cut_off`: see its [`Metric`].
+    CutOff,
 }
 
 impl Figure {
@@ -537,6 +544,24 @@ pub const METRICS: &[Metric] = &[
         Better::Lower,
         |r| r.abandoned as f64,
     ),
+    metric(
+        Figure::Gapped,
+        "gapped",
+        "lost to gaps",
+        Section::Delivery,
+        Unit::Count,
+        Better::Lower,
+        |r| r.gapped as f64,
+    ),
+    metric(
+        Figure::CutOff,
+        "cut_off",
+        "cut off",
+        Section::Delivery,
+        Unit::Count,
+        Better::Lower,
+        |r| r.cut_off as f64,
+    ),
 ];
 
 /// A figure a run may not have (older results, no schedule): absent values are left out of
@@ -692,9 +717,15 @@ impl Row<'_> {
         Transport::named(&self.key.transport).is_some_and(|t| t.traits().floor)
     }
 
-    /// Whether every repeat delivered the identical stream.
+    /// Whether every repeat delivered the identical stream, or lost only what its ledger
+    /// accounts for.
     pub fn ok(&self) -> bool {
         self.failed == 0
+    }
+
+    /// Whether some repeat lost events that its ledger accounts for (gaps, drops not resumed).
+    pub fn loss_accounted(&self) -> bool {
+        self.runs.iter().any(|r| r.loss_accounted)
     }
 
     /// The latency histograms of every repeat, merged.

@@ -9,8 +9,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::metrics::faults::{FaultEffect, FaultWindow};
 use crate::metrics::latency::{IntervalLatency, Percentiles};
 use crate::metrics::machine::Machine;
+use crate::metrics::recorder::Timeline;
 use crate::publisher::Lateness;
 use crate::scenario::Scenario;
 use crate::transport::{SettingValues, Transport};
@@ -252,6 +254,16 @@ pub struct TransportResult {
     pub interval_log: Option<String>,
     /// p50 and p99 latency per second of the stream, so stalls show.
     pub latency_over_time: Vec<IntervalLatency>,
+    /// Worst latency and events per 100 ms of receive time since the intervals' origin; kept
+    /// for rows with injected faults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_timeline: Option<Timeline>,
+    /// When injected faults were on, ms since the intervals' origin.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fault_windows: Vec<FaultWindow>,
+    /// What the faults did to latency: baseline, worst during and after, recovery times.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault_effect: Option<FaultEffect>,
     /// The full histograms, HdrHistogram V2 + deflate, base64.
     pub histograms: Histograms,
 }

@@ -32,7 +32,8 @@ use crate::metrics::sockets::SocketCounters;
 /// Fault: cut every subscriber's connection from the server side this often.
 pub static DROP_EVERY: Setting<Duration> = Setting {
     name: "drop-every",
-    help: "Fault: cut every subscriber's connection from the server side this often (0s: never)",
+    help: "Fault: once the stream has begun, cut every subscriber's connection from the server \
+           side this often (0s: never)",
     side: Side::Server,
     default: Duration::ZERO,
     min: Duration::ZERO,
@@ -56,18 +57,22 @@ struct Cuts {
 }
 
 impl Cuts {
-    /// Cuts `period` apart for as long as the listener lives.
-    fn every(period: Duration) -> Arc<Self> {
+    /// Cuts `period` apart once the stream has begun (its first event published), for as
+    /// long as the listener lives; each cut is noted on the hub, so results can show when the
+    /// fault struck.
+    fn every(period: Duration, hub: Arc<Hub>) -> Arc<Self> {
         let cuts = Arc::new(Self {
             current: Mutex::new(CancellationToken::new()),
         });
         let weak: Weak<Self> = Arc::downgrade(&cuts);
         tokio::spawn(async move {
+            hub.wait_until_published(1).await;
             loop {
                 tokio::time::sleep(period).await;
                 let Some(cuts) = weak.upgrade() else { return };
                 let mut current = cuts.current.lock().unwrap_or_else(|e| e.into_inner());
                 std::mem::replace(&mut *current, CancellationToken::new()).cancel();
+                hub.note_fault(crate::clock::now_ns());
             }
         });
         cuts
@@ -97,7 +102,7 @@ impl TrackedListener {
     pub fn for_subscribers(inner: TcpListener, hub: Arc<Hub>, config: &ServerConfig) -> Self {
         let period = DROP_EVERY.read(&config.settings);
         Self {
-            cuts: (!period.is_zero()).then(|| Cuts::every(period)),
+            cuts: (!period.is_zero()).then(|| Cuts::every(period, Arc::clone(&hub))),
             ..Self::new(inner, Some(hub), Arc::clone(&config.counters))
         }
     }

@@ -327,6 +327,12 @@ pub trait Sink: Send {
     /// The server says these events are gone (it resumed the subscription from past its replay
     /// window): they will not arrive.
     fn gap(&mut self, gap: Gap);
+
+    /// The subscriber was down for the outage fault from `start_ns` to `end_ns` (monotonic),
+    /// so results can show when the fault was on.
+    fn outage(&mut self, start_ns: u64, end_ns: u64) {
+        let _ = (start_ns, end_ns);
+    }
 }
 
 /// Receive times for clients that read a stream of messages (WebSocket frames, SSE events):

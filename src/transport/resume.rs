@@ -67,7 +67,7 @@ pub fn replay_window(settings: &super::SettingValues) -> Option<u64> {
 /// The consumer outage fault: how long each subscriber is down.
 pub static OUTAGE: Setting<Duration> = Setting {
     name: "outage",
-    help: "A fault: each subscriber goes down once for this long (its connection closed; a \
+    help: "Fault: each subscriber goes down once for this long (its connection closed; a \
            webhook consumer's endpoint answers 503), then comes back and resumes (0s: none)",
     side: Side::Client,
     default: Duration::ZERO,
@@ -230,7 +230,9 @@ impl Resuming<'_> {
         }
         // Down for the whole length from the moment it went down (an event arriving late
         // starts it late, never shorter).
+        let start = crate::clock::now_ns();
         tokio::time::sleep(outage.length()).await;
+        self.sink.outage(start, crate::clock::now_ns());
         Ok(true)
     }
 }
@@ -282,6 +284,10 @@ impl Sink for Resuming<'_> {
 
     fn reconnected(&mut self) {
         self.sink.reconnected();
+    }
+
+    fn outage(&mut self, start_ns: u64, end_ns: u64) {
+        self.sink.outage(start_ns, end_ns);
     }
 
     fn gap(&mut self, gap: Gap) {

@@ -522,6 +522,7 @@ impl Consumer {
             state,
             mut deliveries,
         } = self;
+        let state_for_outage = Arc::clone(&state);
         let router = Router::new()
             .route("/webhook", post(receive))
             .layer(DefaultBodyLimit::max(MAX_EVENT_BYTES))
@@ -550,6 +551,16 @@ impl Consumer {
         .await;
         shutdown.cancel();
         let _ = serving.await;
+        // The endpoint's outage, if it began, is part of what the subscriber went through.
+        let outage = *state_for_outage
+            .outage
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some((start, end)) = outage.and_then(|o| o.window_ns()) {
+            if start < now_ns() {
+                sink.outage(start, end.min(now_ns()));
+            }
+        }
         result
     }
 }
