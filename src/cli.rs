@@ -454,6 +454,7 @@ impl ServeArgs {
             start_delay: self.start_delay,
             cpus: self.cpus,
             announce_secret,
+            schedule_origin_ns: None,
         })
     }
 }

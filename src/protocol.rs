@@ -43,6 +43,12 @@ pub enum Report {
         /// The secret in its `whsec_` form.
         whsec: String,
     },
+    /// Server: the stream's schedule starts now (or started, for a restarted server) at
+    /// `origin_ns` on the shared monotonic clock.
+    Publishing {
+        /// Event 0's scheduled time.
+        origin_ns: u64,
+    },
     /// Server, last: what it counted.
     Stats(ServeStats),
     /// Load worker: every one of its subscribers is established (or has given up), so memory per

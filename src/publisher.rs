@@ -80,7 +80,16 @@ impl Lateness {
 ///
 /// `stall`, a fault for tests and demonstrations, stops the publisher for a while just before one
 /// event, as a stalled sender would.
-pub fn publish_stream(spec: &StreamSpec, hub: &Hub, stall: Option<(u64, Duration)>) -> Published {
+///
+/// The schedule starts at `origin_ns` (monotonic), or now: a server restarted mid-stream is
+/// given the first one's origin, publishes every event already due at once, each keeping its
+/// place in the schedule (so the restart shows in latency), and goes on from there.
+pub fn publish_stream(
+    spec: &StreamSpec,
+    hub: &Hub,
+    stall: Option<(u64, Duration)>,
+    origin_ns: Option<u64>,
+) -> Published {
     // 1 ns of slack: the kernel may otherwise defer our wake-up by 50 us to batch timers.
     let _ = rustix::thread::set_current_timer_slack(NonZeroU64::new(1));
     let thread_cpu_start = thread_cpu_ns();
@@ -95,7 +104,7 @@ pub fn publish_stream(spec: &StreamSpec, hub: &Hub, stall: Option<(u64, Duration
             .offset_ns(1)
             .map_or(MAX_MARGIN_NS, |interval| interval / SPIN_SHARE),
     };
-    let start_ns = now_ns();
+    let start_ns = origin_ns.unwrap_or_else(now_ns);
     for seq in 0..spec.count {
         if hub.is_closed() {
             break;
@@ -186,7 +195,7 @@ mod tests {
     fn publishes_the_spec_on_schedule() {
         let spec = StreamSpec::new(3, 5, "16".parse().unwrap(), Rate::PerSecond(1000.0)).unwrap();
         let hub = Hub::new(spec.count);
-        let published = publish_stream(&spec, &hub, None);
+        let published = publish_stream(&spec, &hub, None, None);
         let batch = hub.reader(0).try_batch(BatchLimit::default());
         assert_eq!(batch.events.len(), 5);
         for (seq, bytes) in batch.iter() {
@@ -205,6 +214,6 @@ mod tests {
     fn max_rate_has_no_lateness() {
         let spec = StreamSpec::new(3, 5, "16".parse().unwrap(), Rate::Max).unwrap();
         let hub = Hub::new(spec.count);
-        assert!(publish_stream(&spec, &hub, None).lateness.is_none());
+        assert!(publish_stream(&spec, &hub, None, None).lateness.is_none());
     }
 }

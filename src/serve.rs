@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::now_ns;
 use crate::event::StreamSpec;
 use crate::hub::{Hub, HubOptions};
 use crate::metrics::sockets::{SocketCounters, SocketTotals};
@@ -112,17 +113,38 @@ impl Server {
         start_after: usize,
         delay: Duration,
     ) -> anyhow::Result<Published> {
+        self.wait_for_start(start_after, delay).await?;
+        self.publish_from(spec, None).await
+    }
+
+    /// Waits until `start_after` subscribers are connected, then `delay` more. Fails if the
+    /// server stops first.
+    pub async fn wait_for_start(
+        &mut self,
+        start_after: usize,
+        delay: Duration,
+    ) -> anyhow::Result<()> {
         let hub = Arc::clone(&self.hub);
         tokio::select! {
             _ = async {
                 hub.wait_for_subscribers(start_after).await;
                 tokio::time::sleep(delay).await;
-            } => {}
-            ended = &mut self.task => return Err(server_ended(ended)),
+            } => Ok(()),
+            ended = &mut self.task => Err(server_ended(ended)),
         }
+    }
+
+    /// Publishes the stream on its schedule from `origin_ns` (monotonic; `None`: now), at once
+    /// for every event already due. Fails if the server stops first.
+    pub async fn publish_from(
+        &mut self,
+        spec: &StreamSpec,
+        origin_ns: Option<u64>,
+    ) -> anyhow::Result<Published> {
         let (spec, hub, stall) = (spec.clone(), Arc::clone(&self.hub), self.faults.stall);
         // An OS thread of its own: see `publisher` for why not a task.
-        let publishing = tokio::task::spawn_blocking(move || publish_stream(&spec, &hub, stall));
+        let publishing =
+            tokio::task::spawn_blocking(move || publish_stream(&spec, &hub, stall, origin_ns));
         tokio::select! {
             published = publishing => published.context("publisher thread failed"),
             ended = &mut self.task => {
@@ -177,7 +199,7 @@ fn server_ended(ended: Result<std::io::Result<()>, tokio::task::JoinError>) -> a
 
 /// Everything `pushbench serve` needs: from its flags, or as a [`crate::protocol::Job`] from
 /// `pushbench run` (secret included, so it never appears in argv).
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct ServeOptions {
     /// Which transport to serve.
     pub transport: Transport,
@@ -199,6 +221,11 @@ pub struct ServeOptions {
     /// else knows it).
     #[serde(default)]
     pub announce_secret: bool,
+    /// Continue a stream whose schedule began at this monotonic time, without waiting for
+    /// subscribers: how a server restarted mid-stream serves the same events on the same
+    /// schedule (the stream is deterministic).
+    #[serde(default)]
+    pub schedule_origin_ns: Option<u64>,
 }
 
 /// How `pushbench serve` speaks: to a person, or in the typed protocol's reports.
@@ -297,8 +324,20 @@ pub async fn run(options: ServeOptions, output: Output) -> anyhow::Result<()> {
 
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
+    if options.schedule_origin_ns.is_none() {
+        tokio::select! {
+            started = server.wait_for_start(options.start_after, options.start_delay) => started?,
+            _ = tokio::signal::ctrl_c() => return stop(server, None, "interrupted", output).await,
+            _ = terminate.recv() => return stop(server, None, "terminated", output).await,
+        }
+    }
+    let origin_ns = options.schedule_origin_ns.unwrap_or_else(now_ns);
+    if output == Output::Json {
+        // The parent times faults (a restart) from the stream's start.
+        protocol::report(&Report::Publishing { origin_ns })?;
+    }
     let published = tokio::select! {
-        published = server.publish_after(&options.spec, options.start_after, options.start_delay) => published?,
+        published = server.publish_from(&options.spec, Some(origin_ns)) => published?,
         _ = tokio::signal::ctrl_c() => return stop(server, None, "interrupted", output).await,
         _ = terminate.recv() => return stop(server, None, "terminated", output).await,
     };

@@ -1,6 +1,7 @@
 //! `pushbench run` end to end: results that round-trip through their committed schema, a
-//! crashing server that fails the run with its stderr and keeps partial results, and scenario
-//! files that are refused with the key and line.
+//! crashing server that fails the run with its stderr and keeps partial results, a server
+//! restarted mid-stream that loses nothing, and scenario files that are refused with the key
+//! and line.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -35,6 +36,62 @@ fn small_run(transports: &str, out: &Path, exe: &Path) -> RunOptions {
         exe: exe.to_owned(),
         pin: false,
     }
+}
+
+/// The restart fault: `run` kills the server (SIGKILL) 700 ms into a 2 s stream and starts a
+/// new one on the same port, which serves the same stream on the same schedule. Every
+/// transport that declares the fault resumes from the new server and loses nothing; each row
+/// records the restart as a fault window and its subscribers' reconnects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_restart_mid_stream_loses_nothing_where_it_can_resume() {
+    use pushbench::transport::resume::RESTART_AFTER;
+    use pushbench::transport::Transport;
+    let restartable: Vec<&str> = Transport::ALL
+        .iter()
+        .filter(|t| {
+            t.spec()
+                .settings
+                .iter()
+                .any(|s| s.name() == RESTART_AFTER.name)
+        })
+        .map(|t| t.name())
+        .collect();
+    let transports = restartable.join(",");
+    let out = scratch("restart");
+    let mut options = small_run(&transports, &out, Path::new(BIN));
+    options.scenario = Settings {
+        transport_settings: SettingFlags::<RUN> {
+            given: [(RESTART_AFTER.name.to_string(), vec!["700ms".to_string()])].into(),
+        },
+        ..Settings {
+            transports: Some(transports.parse().unwrap()),
+            subscribers: Some(Counts(vec![2])),
+            rate: Some(Rate::PerSecond(500.0)),
+            events: Some(1000),
+            ..Settings::default()
+        }
+    }
+    .resolve()
+    .unwrap();
+    let outcome = run(options).await.unwrap();
+    let results = Results::read(&outcome.path).unwrap();
+    assert_eq!(results.runs.len(), restartable.len());
+    for row in &results.runs {
+        let t = &row.transport;
+        assert!(!row.failed, "{t}: {:?}", row.error);
+        assert_eq!((row.lost, row.duplicated), (0, 0), "{t}");
+        assert!(row.digest_ok, "{t}");
+        assert!(row.reconnects >= 2, "{t}: {} reconnects", row.reconnects);
+        let restarts: Vec<_> = row
+            .fault_windows
+            .iter()
+            .filter(|w| w.fault == RESTART_AFTER.name)
+            .collect();
+        assert_eq!(restarts.len(), 1, "{t}: {:?}", row.fault_windows);
+        assert!(restarts[0].end_ms > restarts[0].start_ms, "{t}");
+        assert_eq!(row.settings.0[RESTART_AFTER.name], "700ms", "{t}");
+    }
+    let _ = std::fs::remove_dir_all(&out);
 }
 
 /// Transport settings given to `run` reach the server and load processes over the protocol,

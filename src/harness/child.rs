@@ -213,6 +213,23 @@ impl ServerChild {
         &mut self.child
     }
 
+    /// Waits until the server starts publishing; returns the schedule's origin (monotonic ns).
+    pub async fn stream_started(&mut self, timeout: Duration) -> anyhow::Result<u64> {
+        loop {
+            match self.child.next(timeout).await? {
+                Report::Publishing { origin_ns } => return Ok(origin_ns),
+                Report::WebhookSecret { .. } => continue,
+                other => bail!("server reported {other:?} before publishing"),
+            }
+        }
+    }
+
+    /// Kills the server at once (SIGKILL), as a crash would, and reaps it.
+    pub async fn kill(mut self) -> anyhow::Result<()> {
+        self.child.process.kill().await?;
+        Ok(())
+    }
+
     /// Waits up to `timeout` for the server to finish on its own (it exits once every
     /// subscriber has the stream), then asks it to stop; returns its stats.
     pub async fn finish(mut self, timeout: Duration) -> anyhow::Result<ServeStats> {

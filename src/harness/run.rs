@@ -26,8 +26,8 @@ use crate::results::{
 use crate::scenario::{raise_open_file_limit, Scenario};
 use crate::serve::{ServeOptions, ServeStats};
 use crate::transport::listener::DROP_EVERY;
-use crate::transport::resume::OUTAGE;
-use crate::transport::{ClientConfig, ServerConfig, SettingValues, Transport};
+use crate::transport::resume::{OUTAGE, RESTART_AFTER};
+use crate::transport::{ClientConfig, ServerConfig, SettingValues, Side, Transport};
 
 use super::calibrate::calibrate;
 use super::child::{LoadWorker, ServerChild};
@@ -354,8 +354,10 @@ async fn measure(
         start_delay: scenario.idle.max(MIN_START_DELAY),
         cpus: placed.server_cpus.map(<[usize]>::to_vec),
         announce_secret: false,
+        schedule_origin_ns: None,
     };
-    let mut server = ServerChild::spawn(&options.exe, Job::Serve(Box::new(serve))).await?;
+    let restart_after = RESTART_AFTER.read(&combination.settings);
+    let server = ServerChild::spawn(&options.exe, Job::Serve(Box::new(serve.clone()))).await?;
     let pid = server.pid();
     let server_before = pid
         .and_then(|pid| process::sample(Some(pid)).ok())
@@ -397,10 +399,24 @@ async fn measure(
         .unwrap_or_default();
     let machine_before = MachineCpu::sample().unwrap_or_default();
 
-    let mut parts = Vec::with_capacity(workers.len());
-    for worker in workers {
-        parts.push(worker.part(wait).await?);
-    }
+    // The parts come in once the stream is delivered; meanwhile the restart fault, if asked
+    // for, kills the server and starts its successor.
+    let collect = async {
+        let mut parts = Vec::with_capacity(workers.len());
+        for worker in workers {
+            parts.push(worker.part(wait).await?);
+        }
+        anyhow::Ok(parts)
+    };
+    let restart = async {
+        if restart_after.is_zero() {
+            return Ok((server, None));
+        }
+        restart_server(server, restart_after, &options.exe, serve, scenario.timeout).await
+    };
+    let (parts, restarted) = tokio::join!(collect, restart);
+    let (mut server, restarted) = restarted?;
+    let parts = parts?;
     let machine_after = MachineCpu::sample().unwrap_or_default();
     if let Some(status) = server.child().exited().filter(|s| !s.success()) {
         let stderr = server.child().stderr().await;
@@ -412,6 +428,13 @@ async fn measure(
     // What the processes ran with, as they reported it: the server's settings and the load's.
     let mut settings = server_settings;
     settings.0.extend(merged.settings.0.clone());
+    // ...and those only this process acts on (faults such as the restart).
+    let all = combination
+        .settings
+        .effective(combination.transport.spec().settings, Side::Both);
+    for (name, value) in all.0 {
+        settings.0.entry(name).or_insert(value);
+    }
     let interval_log = write_interval_log(placed.dir, combination, &merged, origin_ns)?;
 
     let client_rss: u64 = connected
@@ -440,16 +463,73 @@ async fn measure(
         interval_log,
         settings,
         origin_ns,
+        restarted: restarted.map(|r| Restarted {
+            // What the first server spent on the stream before it was killed.
+            first_life_cpu_us: r.first_life_cpu_us.saturating_sub(server_connected.cpu_us),
+            ..r
+        }),
     }))
+}
+
+/// A server killed and started again mid-stream (the restart fault).
+#[derive(Clone, Copy, Debug)]
+struct Restarted {
+    /// From the kill until the new server listened, monotonic ns.
+    down_ns: (u64, u64),
+    /// CPU time of the first server process, us: at the kill (then, less what it had used
+    /// before the stream).
+    first_life_cpu_us: u64,
+}
+
+/// The restart fault: waits until `after` past the stream's start, kills the server as a crash
+/// would (SIGKILL), and starts a new one on the same address that serves the same stream on
+/// the same schedule. A server that finished first is left alone.
+async fn restart_server(
+    mut server: ServerChild,
+    after: Duration,
+    exe: &Path,
+    mut serve: ServeOptions,
+    timeout: Duration,
+) -> anyhow::Result<(ServerChild, Option<Restarted>)> {
+    let origin_ns = server.stream_started(timeout).await?;
+    crate::clock::sleep_until_ns(origin_ns + after.as_nanos() as u64).await;
+    if server.child().exited().is_some() {
+        return Ok((server, None));
+    }
+    let first_life_cpu_us = server
+        .pid()
+        .and_then(|pid| process::sample(Some(pid)).ok())
+        .map_or(0, |s| s.cpu_us);
+    let killed_ns = now_ns();
+    let addr = server.addr();
+    server.kill().await?;
+    serve.listen = addr;
+    serve.start_after = 0;
+    serve.start_delay = Duration::ZERO;
+    serve.schedule_origin_ns = Some(origin_ns);
+    let server = ServerChild::spawn(exe, Job::Serve(Box::new(serve)))
+        .await
+        .context("starting the server again after the restart fault")?;
+    let restarted = Restarted {
+        down_ns: (killed_ns, now_ns()),
+        first_life_cpu_us,
+    };
+    Ok((server, Some(restarted)))
 }
 
 /// Most fault windows a row keeps (they are instants for the drop fault, which may cut often).
 const FAULT_WINDOWS_KEPT: usize = 1000;
 
 /// When the injected faults were on, in milliseconds since the intervals' origin: each cut of
-/// the drop fault (an instant, from the server), and the consumer outage (from the first
-/// subscriber going down to the last coming back).
-fn fault_windows(stats: &ServeStats, merged: &Merged, origin_ns: u64) -> Vec<FaultWindow> {
+/// the drop fault (an instant, from the server), the consumer outage (from the first
+/// subscriber going down to the last coming back), and the restart (from the kill until the
+/// new server listened).
+fn fault_windows(
+    stats: &ServeStats,
+    merged: &Merged,
+    restarted: Option<Restarted>,
+    origin_ns: u64,
+) -> Vec<FaultWindow> {
     let ms = |ns: u64| ns.saturating_sub(origin_ns) as f64 / 1e6;
     let end = merged.last_received_ns.unwrap_or(u64::MAX);
     let cuts = stats
@@ -466,7 +546,15 @@ fn fault_windows(stats: &ServeStats, merged: &Merged, origin_ns: u64) -> Vec<Fau
         start_ms: ms(start),
         end_ms: ms(stop),
     });
-    cuts.chain(outage).take(FAULT_WINDOWS_KEPT).collect()
+    let restart = restarted.map(|r| FaultWindow {
+        fault: RESTART_AFTER.name.to_owned(),
+        start_ms: ms(r.down_ns.0),
+        end_ms: ms(r.down_ns.1),
+    });
+    cuts.chain(outage)
+        .chain(restart)
+        .take(FAULT_WINDOWS_KEPT)
+        .collect()
 }
 
 /// Splits `subscribers` over at most `workers` workers: (index of the first, how many).
@@ -545,6 +633,8 @@ struct Summary<'a> {
     settings: SettingValues,
     /// Monotonic origin of the intervals and the timeline.
     origin_ns: u64,
+    /// When the restart fault killed the server, if it did.
+    restarted: Option<Restarted>,
 }
 
 /// Turns the merged load parts, the server's stats and the process samples into one result.
@@ -577,7 +667,9 @@ fn summarise(s: Summary<'_>) -> TransportResult {
         .iter()
         .map(|w| w.end.cpu_us.saturating_sub(w.connected.cpu_us))
         .sum();
-    let server_cpu_us = s.stats.transport_cpu_us() as f64;
+    // A restarted server's CPU is its two lives' (the first sampled at its kill).
+    let server_cpu_us =
+        (s.stats.transport_cpu_us() + s.restarted.map_or(0, |r| r.first_life_cpu_us)) as f64;
     let load_share = share(load_cpu_us as f64, s.load_cpus);
     let server_share = share(server_cpu_us, s.server_cpus);
     let error = merged.errors.first().cloned();
@@ -590,7 +682,7 @@ fn summarise(s: Summary<'_>) -> TransportResult {
         }
     };
     let last_receiver = merged.fanout.last_receiver_us(counts.subscribers);
-    let fault_windows = fault_windows(s.stats, merged, s.origin_ns);
+    let fault_windows = fault_windows(s.stats, merged, s.restarted, s.origin_ns);
     let fault_effect = faults::effect(&fault_windows, &merged.timeline);
 
     TransportResult {

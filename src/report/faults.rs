@@ -42,8 +42,10 @@ fn describe(windows: &[FaultWindow]) -> String {
         .map(|name| {
             let of: Vec<&FaultWindow> = windows.iter().filter(|w| w.fault == *name).collect();
             let total_ms: f64 = of.iter().map(|w| w.end_ms - w.start_ms).sum();
-            if total_ms > 0.0 {
+            if total_ms >= 1000.0 {
                 format!("{name} {:.1} s", total_ms / 1000.0)
+            } else if total_ms > 0.0 {
+                format!("{name} {total_ms:.0} ms")
             } else {
                 format!("{name} ×{}", of.len())
             }

@@ -45,7 +45,8 @@ pub use webhook::Secret;
 
 /// The settings of a transport whose subscribers hold a connection or a cursor that the server
 /// can drop and they resume: its own settings, then the ones every such transport shares
-/// (resume, reconnect grace, replay window, the drop and outage faults), listed here once.
+/// (resume, reconnect grace, replay window, the drop, outage and restart faults), listed here
+/// once.
 macro_rules! resumable_settings {
     ($($own:expr),* $(,)?) => {
         &[
@@ -56,6 +57,7 @@ macro_rules! resumable_settings {
             &$crate::transport::listener::DROP_EVERY,
             &$crate::transport::resume::OUTAGE,
             &$crate::transport::resume::OUTAGE_AFTER,
+            &$crate::transport::resume::RESTART_AFTER,
         ]
     };
 }

@@ -20,12 +20,16 @@ pub enum Side {
     Client,
     /// Both.
     Both,
+    /// Neither: `pushbench run`, which starts the processes, acts on it (a fault such as
+    /// restarting the server).
+    Harness,
 }
 
 impl Side {
-    /// Whether a process on `side` reads a setting of this side.
+    /// Whether a process on `side` reads a setting of this side (`Both` asks for everything,
+    /// as `run` does).
     pub fn reaches(self, side: Side) -> bool {
-        self == Side::Both || side == Side::Both || self == side
+        side == Side::Both || (self != Side::Harness && (self == Side::Both || self == side))
     }
 }
 
