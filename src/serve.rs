@@ -261,6 +261,9 @@ pub struct ServeStats {
     pub stream_start_cpu_us: u64,
     /// CPU time of the server process when it stopped, us.
     pub cpu_us: u64,
+    /// The server process's largest resident set size (VmHWM), bytes.
+    #[serde(default)]
+    pub peak_rss_bytes: u64,
     /// CPU time of the publisher's own thread, us: part of `cpu_us`, but the harness's, not
     /// the transport's.
     #[serde(default)]
@@ -369,6 +372,7 @@ async fn stop(
     if why != "done" {
         eprintln!("{why}; stopping");
     }
+    let process = crate::metrics::process::sample(None).unwrap_or_default();
     let stats = ServeStats {
         published: server.hub().published(),
         sockets: server.sockets(),
@@ -377,9 +381,8 @@ async fn stop(
         gapped: server.hub().gapped(),
         faults_ns: server.hub().faults(),
         stream_start_cpu_us: published.as_ref().map_or(0, |p| p.start_cpu_us),
-        cpu_us: crate::metrics::process::sample(None)
-            .map(|s| s.cpu_us)
-            .unwrap_or_default(),
+        cpu_us: process.cpu_us,
+        peak_rss_bytes: process.peak_rss_bytes,
         publisher_cpu_us: published.as_ref().map_or(0, |p| p.publisher_cpu_us),
         publisher_lateness: published.as_ref().and_then(|p| p.lateness),
     };

@@ -10,6 +10,7 @@ use pushbench::event::{Rate, StreamSpec};
 use pushbench::harness::deliver_locally;
 use pushbench::harness::{RecordPlan, TallySink};
 use pushbench::serve::Server;
+use pushbench::transport::client_stream::SLOW_CONSUMER;
 use pushbench::transport::listener::DROP_EVERY;
 use pushbench::transport::resume::{OUTAGE, OUTAGE_AFTER, RECONNECT_GRACE, REPLAY_WINDOW, RESUME};
 use pushbench::transport::{ServerConfig, SettingValues, Transport};
@@ -152,6 +153,46 @@ async fn outage_is_sat_out(transport: Transport) {
         worst >= (outage.as_micros() as u64) / 2,
         "{transport}: worst latency {worst} us, yet subscribers were down for {outage:?}"
     );
+}
+
+/// One subscriber of three reads at about a third of the stream's byte rate (the
+/// slow-consumer fault): every subscriber, the slow one too, still receives the identical
+/// stream, the slow one's latencies are kept out of the shared recording, and it took at least
+/// as long as its rate allows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_consumer_holds_nobody_else_back() {
+    let takes_it = Transport::ALL.iter().copied().filter(|t| {
+        t.spec()
+            .settings
+            .iter()
+            .any(|s| s.name() == SLOW_CONSUMER.name)
+    });
+    futures_util::future::join_all(takes_it.map(slow_consumer_gets_everything)).await;
+}
+
+async fn slow_consumer_gets_everything(transport: Transport) {
+    let spec = StreamSpec::new(42, 500, "64".parse().unwrap(), Rate::PerSecond(1000.0)).unwrap();
+    let config = ServerConfig::default();
+    let mut client = client_for(&config);
+    let read_rate = 50_000;
+    client.read_rate = Some(read_rate);
+    let run = deliver_locally(transport, &spec, 3, config, client, TIMEOUT)
+        .await
+        .unwrap();
+    common::assert_identical(transport, &spec, &run.records);
+    let slow: Vec<_> = run.records.iter().filter(|r| r.apart).collect();
+    assert_eq!(slow.len(), 1, "{transport}: one slow consumer");
+    // At least the payloads went through its throttle, less the bucket's first burst.
+    let payload = spec.payload_bytes();
+    let burst = read_rate / 10;
+    let lower_us = (payload.saturating_sub(burst)) * 1_000_000 / read_rate;
+    assert!(
+        slow[0].worst_latency_us >= lower_us / 2,
+        "{transport}: worst latency {} us, yet it reads {payload} B at {read_rate} B/s",
+        slow[0].worst_latency_us
+    );
+    // The others' latencies are in the recording; the slow one's are not.
+    assert_eq!(run.recorded.latency.len(), 2 * spec.count, "{transport}");
 }
 
 /// A server that keeps only the last 100 events of 1,000 answers a subscriber that asks for

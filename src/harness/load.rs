@@ -11,8 +11,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::now_ns;
-use crate::event::StreamSpec;
+use crate::event::{Rate, StreamSpec};
+use crate::metrics::faults::SlowConsumer;
 use crate::metrics::process::{self, ProcessSample};
+use crate::transport::client_stream::{slow_read_rate, SLOW_CONSUMER};
 use crate::transport::resume::RESUME;
 use crate::transport::{ClientConfig, Side, Transport};
 
@@ -47,6 +49,11 @@ pub async fn run_subscribers(
             tokio::time::sleep(CONNECT_PAUSE).await;
         }
         let mut config = config.clone();
+        // The slow consumer is one subscriber of the whole run: the first.
+        let slow = config.read_rate.is_some() && first_index + i == 0;
+        if !slow {
+            config.read_rate = None;
+        }
         if config.bind.is_none() && server.ip() == IpAddr::V4(Ipv4Addr::LOCALHOST) {
             let source = 1 + ((first_index + i) % LOOPBACK_SOURCES) as u8;
             config.bind = Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, source)));
@@ -54,6 +61,9 @@ pub async fn run_subscribers(
         let plan = Arc::clone(plan);
         tasks.push(tokio::spawn(async move {
             let mut sink = TallySink::new(plan, now_ns());
+            if slow {
+                sink = sink.apart();
+            }
             let outcome =
                 tokio::time::timeout(timeout, transport.subscribe(server, &config, &mut sink))
                     .await;
@@ -129,6 +139,17 @@ pub async fn run_job(
         job.warmup.as_nanos() as u64,
         job.interval_origin_ns,
     );
+    let mut job = job.clone();
+    job.config.read_rate = slow_read_rate(
+        SLOW_CONSUMER.read(&job.config.settings),
+        job.spec.count,
+        job.spec.payload_bytes(),
+        match job.spec.rate {
+            Rate::PerSecond(rate) => Some(rate),
+            Rate::Max => None,
+        },
+    );
+    let job = &job;
     let load = {
         let (job, plan) = (job.clone(), Arc::clone(&plan));
         tokio::spawn(async move {
@@ -172,6 +193,13 @@ pub async fn run_job(
         end,
     };
     part.sockets = job.config.counters.totals();
+    part.slow_consumer = records.iter().find(|r| r.apart).map(|r| SlowConsumer {
+        read_rate: job.config.read_rate.unwrap_or_default(),
+        delivered: r.tally.counts().distinct,
+        lost: r.tally.lost(),
+        worst_latency_us: r.worst_latency_us,
+        ended_early: r.error.is_some(),
+    });
     // What the subscribers ran with, defaults included, so results record it.
     part.settings = job
         .config

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::subscriber::SubscriberRecord;
 use crate::event::{Digest, StreamSpec, TallyCounts};
+use crate::metrics::faults::SlowConsumer;
 use crate::metrics::latency::{self, Percentiles};
 use crate::metrics::process::ProcessSample;
 use crate::metrics::recorder::{FanoutClock, Recorded, Timeline};
@@ -187,6 +188,9 @@ pub struct LoadPart {
     /// down to the last coming back.
     #[serde(default)]
     pub outage_ns: Option<(u64, u64)>,
+    /// The slow consumer, if this worker ran it.
+    #[serde(default)]
+    pub slow_consumer: Option<SlowConsumer>,
 }
 
 impl LoadPart {
@@ -241,6 +245,7 @@ impl LoadPart {
             sockets: SocketTotals::default(),
             timeline: recorded.timeline.clone(),
             outage_ns: records.iter().filter_map(|r| r.outage_ns).reduce(span),
+            slow_consumer: None,
         }
     }
 }
@@ -306,6 +311,8 @@ pub struct Merged {
     pub timeline: Timeline,
     /// When subscribers were down for the outage fault, over every worker.
     pub outage_ns: Option<(u64, u64)>,
+    /// The slow consumer, if there was one.
+    pub slow_consumer: Option<SlowConsumer>,
     /// Every worker's process samples.
     pub workers: Vec<WorkerProcess>,
     /// Sockets accepted on the load side.
@@ -346,6 +353,7 @@ impl Merged {
             fanout: FanoutClock::default(),
             timeline: Timeline::default(),
             outage_ns: None,
+            slow_consumer: None,
             workers: Vec::new(),
             sockets: SocketTotals::default(),
         };
@@ -397,6 +405,7 @@ impl Merged {
                 (Some(a), Some(b)) => Some(span(a, b)),
                 (a, b) => a.or(b),
             };
+            merged.slow_consumer = merged.slow_consumer.or(part.slow_consumer);
             merged.workers.push(part.process);
             merged.sockets = merged.sockets + part.sockets;
         }
@@ -508,6 +517,8 @@ mod tests {
                     reconnects: 1,
                     cut_off: 0,
                     outage_ns: None,
+                    apart: false,
+                    worst_latency_us: 0,
                     error: None,
                 }
             })

@@ -755,6 +755,8 @@ fn summarise(s: Summary<'_>) -> TransportResult {
         latency_timeline: (!fault_windows.is_empty()).then(|| merged.timeline.clone()),
         fault_windows,
         fault_effect,
+        slow_consumer: merged.slow_consumer,
+        server_peak_rss_bytes: Some(s.stats.peak_rss_bytes).filter(|&b| b > 0),
         histograms: Histograms {
             latency_us: latency::encode(&merged.latency),
             service_time_us: latency::encode(&merged.service),

@@ -58,6 +58,11 @@ pub struct TallySink {
     reconnects: u64,
     /// When the subscriber was down for the outage fault, if it was.
     outage_ns: Option<(u64, u64)>,
+    /// Its latencies stay out of the shared recording (the slow consumer, whose own lateness
+    /// would hide what it does to the others).
+    apart: bool,
+    /// Its worst latency, us.
+    worst_latency_us: u64,
 }
 
 impl TallySink {
@@ -73,7 +78,16 @@ impl TallySink {
             stream_start_ns: None,
             reconnects: 0,
             outage_ns: None,
+            apart: false,
+            worst_latency_us: 0,
         }
+    }
+
+    /// A sink whose latencies are kept apart from the run's recording (only its worst is
+    /// reported): for the slow consumer.
+    pub fn apart(mut self) -> Self {
+        self.apart = true;
+        self
     }
 
     /// What the subscriber ended with.
@@ -91,6 +105,8 @@ impl TallySink {
             reconnects: self.reconnects,
             cut_off: 0,
             outage_ns: self.outage_ns,
+            apart: self.apart,
+            worst_latency_us: self.worst_latency_us,
             error,
         }
     }
@@ -125,7 +141,10 @@ impl Sink for TallySink {
         self.tally.record(event.seq, event.payload.as_bytes());
         self.first_event.get_or_insert((event.sent_ns, received_ns));
         self.last_received_ns = Some(received_ns);
-        if self.past_warmup(event) {
+        if self.apart {
+            let us = latency::micros_between(event.scheduled_ns, received_ns);
+            self.worst_latency_us = self.worst_latency_us.max(us);
+        } else if self.past_warmup(event) {
             self.plan
                 .recording
                 .event(event.seq, event.scheduled_ns, event.sent_ns, received_ns);
@@ -181,6 +200,10 @@ pub struct SubscriberRecord {
     pub cut_off: u64,
     /// When it was down for the outage fault (monotonic ns), if it was.
     pub outage_ns: Option<(u64, u64)>,
+    /// Its latencies were kept out of the run's recording (the slow consumer).
+    pub apart: bool,
+    /// Its worst latency, us, when kept apart.
+    pub worst_latency_us: u64,
     /// Why the subscription ended early, if it did.
     pub error: Option<String>,
 }

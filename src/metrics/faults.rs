@@ -1,7 +1,7 @@
 //! What an injected fault did to latency, read from the run's timeline (worst latency and
 //! events per 100 ms of receive time): when each fault was on, the latency it is judged
 //! against, the worst latency while it was on and after, and how long each took to recover
-//! from.
+//! from. The slow consumer of the slow-consumer fault is described here too.
 //!
 //! Recovery is judged against the *baseline*: the median, over 100 ms bins clear of every fault,
 //! of each bin's worst latency (bins before the first fault when there are at least
@@ -58,6 +58,22 @@ pub struct Recovery {
     pub max: f64,
     /// How many faults recovered.
     pub faults: usize,
+}
+
+/// What the slow consumer of the slow-consumer fault went through; its latencies are not in
+/// the row's histograms, which show what it did to the others.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct SlowConsumer {
+    /// The rate it read at, bytes per second.
+    pub read_rate: u64,
+    /// Distinct events it received.
+    pub delivered: u64,
+    /// Events it never received.
+    pub lost: u64,
+    /// Its worst latency, us.
+    pub worst_latency_us: u64,
+    /// Whether its subscription ended with an error (the server dropped it, say).
+    pub ended_early: bool,
 }
 
 /// The bin a moment falls in.

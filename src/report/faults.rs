@@ -11,7 +11,7 @@ use crate::document::{Block, Document};
 use crate::metrics::faults::FaultWindow;
 use crate::metrics::recorder::TIMELINE_BIN_MS;
 use crate::results::figures::{Figure, Row, Unit};
-use crate::results::format::micros;
+use crate::results::format::{bytes, micros};
 use crate::results::schema::TransportResult;
 
 /// Most rows that get a chart of their own.
@@ -28,13 +28,28 @@ fn shown_run<'a>(row: &Row<'a>) -> &'a TransportResult {
 
 /// Whether a row went through injected faults or lost what its ledger accounts for.
 fn faulted(row: &Row<'_>) -> bool {
-    row.runs
-        .iter()
-        .any(|r| !r.fault_windows.is_empty() || r.gapped > 0 || r.cut_off > 0)
+    row.runs.iter().any(|r| {
+        !r.fault_windows.is_empty() || r.gapped > 0 || r.cut_off > 0 || r.slow_consumer.is_some()
+    })
 }
 
 /// The faults of a row in words: each fault's name, how often or how long.
-fn describe(windows: &[FaultWindow]) -> String {
+fn describe(run: &TransportResult) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    if !run.fault_windows.is_empty() {
+        parts.push(describe_windows(&run.fault_windows));
+    }
+    if let Some(slow) = &run.slow_consumer {
+        parts.push(format!(
+            "slow consumer at {}/s",
+            bytes(slow.read_rate as f64)
+        ));
+    }
+    parts.join(", ")
+}
+
+/// The windowed faults in words.
+fn describe_windows(windows: &[FaultWindow]) -> String {
     let mut names: Vec<&str> = windows.iter().map(|w| w.fault.as_str()).collect();
     names.dedup();
     names
@@ -78,7 +93,7 @@ pub fn section(doc: &mut Document, rows: &[Row<'_>]) -> anyhow::Result<()> {
         let us = |value: Option<u64>| value.map_or("–".to_string(), micros);
         table_rows.push(vec![
             row.key.label(),
-            describe(&run.fault_windows),
+            describe(run),
             count(row, Figure::Lost),
             count(row, Figure::Gapped),
             count(row, Figure::CutOff),
@@ -114,6 +129,33 @@ pub fn section(doc: &mut Document, rows: &[Row<'_>]) -> anyhow::Result<()> {
         emphasis: faulted.iter().map(|r| r.is_floor()).collect(),
         rows: table_rows,
     });
+    let slow: Vec<String> = faulted
+        .iter()
+        .filter_map(|row| {
+            let run = shown_run(row);
+            let s = run.slow_consumer?;
+            Some(format!(
+                "{}: the slow consumer, reading at {}/s, received {} events ({} lost){}, its \
+                 worst latency {}; the server's peak RSS was {}. The latency figures above are \
+                 the other subscribers'.",
+                row.key.label(),
+                bytes(s.read_rate as f64),
+                s.delivered,
+                s.lost,
+                if s.ended_early {
+                    " and was cut off"
+                } else {
+                    ""
+                },
+                micros(s.worst_latency_us),
+                run.server_peak_rss_bytes
+                    .map_or("not measured".into(), |b| bytes(b as f64)),
+            ))
+        })
+        .collect();
+    for line in slow {
+        doc.paragraph(line);
+    }
     for (i, row) in faulted.iter().take(CHARTS_KEPT).enumerate() {
         let run = shown_run(row);
         let Some(chart) = timeline_chart(row, run) else {
@@ -124,7 +166,7 @@ pub fn section(doc: &mut Document, rows: &[Row<'_>]) -> anyhow::Result<()> {
             format!(
                 "{}: worst latency per 100 ms of the stream, the faults shaded ({}).",
                 row.key.label(),
-                describe(&run.fault_windows)
+                describe(run)
             ),
             line_chart(&chart)?,
         ));

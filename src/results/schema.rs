@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::faults::{FaultEffect, FaultWindow};
+use crate::metrics::faults::{FaultEffect, FaultWindow, SlowConsumer};
 use crate::metrics::latency::{IntervalLatency, Percentiles};
 use crate::metrics::machine::Machine;
 use crate::metrics::recorder::Timeline;
@@ -264,6 +264,14 @@ pub struct TransportResult {
     /// What the faults did to latency: baseline, worst during and after, recovery times.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fault_effect: Option<FaultEffect>,
+    /// The slow consumer of the slow-consumer fault (its latencies are not in this row's
+    /// histograms, which show the other subscribers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slow_consumer: Option<SlowConsumer>,
+    /// The server process's largest resident set size (VmHWM) over its life, bytes: what a
+    /// subscriber it must buffer for (the slow consumer) costs it shows here.
+    #[serde(default)]
+    pub server_peak_rss_bytes: Option<u64>,
     /// The full histograms, HdrHistogram V2 + deflate, base64.
     pub histograms: Histograms,
 }

@@ -15,6 +15,7 @@
 //! only dispatches. Everything above this module (harness, metrics, report, recommend) talks to
 //! `Transport` and its [`Spec`], never to a transport's file.
 
+pub mod client_stream;
 mod cursor;
 mod http;
 pub mod listener;
@@ -29,7 +30,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::now_ns;
@@ -37,6 +38,7 @@ use crate::event::{DecodeError, Event, Gap};
 use crate::hub::{BatchLimit, Hub};
 use crate::metrics::sockets::SocketCounters;
 
+pub use client_stream::ClientStream;
 pub use http::{serve_http, Accept, HttpSettings};
 pub use listener::{TrackedListener, TrackedStream};
 pub use settings::{Declared, Setting, SettingValues, Side};
@@ -45,8 +47,8 @@ pub use webhook::Secret;
 
 /// The settings of a transport whose subscribers hold a connection or a cursor that the server
 /// can drop and they resume: its own settings, then the ones every such transport shares
-/// (resume, reconnect grace, replay window, the drop, outage and restart faults), listed here
-/// once.
+/// (resume, reconnect grace, replay window, the drop, outage, restart and slow-consumer
+/// faults), listed here once.
 macro_rules! resumable_settings {
     ($($own:expr),* $(,)?) => {
         &[
@@ -58,6 +60,7 @@ macro_rules! resumable_settings {
             &$crate::transport::resume::OUTAGE,
             &$crate::transport::resume::OUTAGE_AFTER,
             &$crate::transport::resume::RESTART_AFTER,
+            &$crate::transport::client_stream::SLOW_CONSUMER,
         ]
     };
 }
@@ -280,6 +283,10 @@ pub struct ClientConfig {
     /// process's own).
     #[serde(skip)]
     pub counters: Arc<SocketCounters>,
+    /// Reads no faster than this, bytes per second: the slow consumer of the slow-consumer
+    /// fault. The load computes it from the stream and gives it to one subscriber only.
+    #[serde(default)]
+    pub read_rate: Option<u64>,
 }
 
 impl Default for ClientConfig {
@@ -291,6 +298,7 @@ impl Default for ClientConfig {
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(60),
             counters: Arc::default(),
+            read_rate: None,
         }
     }
 }
@@ -431,7 +439,7 @@ pub enum ClientError {
 pub(crate) async fn connect_tcp(
     server: SocketAddr,
     config: &ClientConfig,
-) -> Result<TcpStream, ClientError> {
+) -> Result<ClientStream, ClientError> {
     let fail = |reason: String| ClientError::Connect {
         addr: server,
         reason,
@@ -451,7 +459,7 @@ pub(crate) async fn connect_tcp(
         .map_err(|_| fail(format!("timed out after {:?}", config.connect_timeout)))?
         .map_err(|e| fail(e.to_string()))?;
     stream.set_nodelay(true).map_err(|e| fail(e.to_string()))?;
-    Ok(stream)
+    Ok(ClientStream::new(stream, config.read_rate))
 }
 
 /// An HTTP/1.1 connection of one subscriber's own, as a browser tab or a service holds one:
