@@ -121,6 +121,22 @@ pub struct Hub {
     gapped: AtomicU64,
     /// When an injected fault struck (monotonic ns), at most [`FAULTS_NOTED`] of them.
     faults: std::sync::Mutex<Vec<u64>>,
+    /// Readers alive now, and how many readers ended before the end of the stream and how many
+    /// started past its beginning (a subscriber resuming): while more left early than came
+    /// back, someone may be on the way back.
+    readers: watch::Sender<Readers>,
+}
+
+/// The hub's readers, counted for the end of the stream.
+#[derive(Clone, Copy, Debug, Default)]
+struct Readers {
+    /// Alive now.
+    live: usize,
+    /// Ended past the stream's start but before its end (a connection dropped, or a poll
+    /// answered).
+    left_early: u64,
+    /// Started after the stream's first event (a resume, or the next poll).
+    resumed: u64,
 }
 
 /// Most fault times a hub keeps (a drop every 10 ms for a 100 s run).
@@ -149,6 +165,7 @@ impl Hub {
             abandoned: AtomicU64::new(0),
             gapped: AtomicU64::new(0),
             faults: std::sync::Mutex::new(Vec::new()),
+            readers: watch::Sender::new(Readers::default()),
         })
     }
 
@@ -194,8 +211,12 @@ impl Hub {
         self.progress.borrow().closed
     }
 
-    /// A cursor that reads from event `first_seq` on.
+    /// A cursor that reads from event `first_seq` on (a subscriber resuming, when past 0).
     pub fn reader(self: &Arc<Self>, first_seq: u64) -> Reader {
+        self.readers.send_modify(|r| {
+            r.live += 1;
+            r.resumed += u64::from(first_seq > 0);
+        });
         Reader {
             hub: Arc::clone(self),
             next_seq: first_seq,
@@ -221,6 +242,20 @@ impl Hub {
         let mut rx = self.subscribers.subscribe();
         // The sender lives in `self`, so the channel cannot close while we wait.
         let _ = rx.wait_for(|&connected| connected >= n).await;
+    }
+
+    /// Readers that ended before the end of the stream and were not followed by a reader that
+    /// resumed: subscribers that dropped and may be on their way back (or never came back).
+    pub fn unresumed(&self) -> u64 {
+        let r = *self.readers.borrow();
+        r.left_early.saturating_sub(r.resumed)
+    }
+
+    /// Waits until every reader has ended (a closed connection's handler may outlive it by a
+    /// moment).
+    pub async fn wait_until_no_readers(&self) {
+        let mut rx = self.readers.subscribe();
+        let _ = rx.wait_for(|r| r.live == 0).await;
     }
 
     /// Waits until no subscriber is connected.
@@ -326,6 +361,18 @@ pub struct SubscriberGuard {
 impl Drop for SubscriberGuard {
     fn drop(&mut self) {
         self.hub.subscribers.send_modify(|n| *n -= 1);
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        // A reader still at the stream's start owes nothing to come back for: the next one
+        // starts there too.
+        let early = self.next_seq > 0 && !self.at_end();
+        self.hub.readers.send_modify(|r| {
+            r.live -= 1;
+            r.left_early += u64::from(early);
+        });
     }
 }
 

@@ -155,10 +155,11 @@ impl Server {
     }
 
     /// Waits until every subscriber has left (each leaves once it has the whole stream) and
-    /// none came back within the reconnect grace (one whose connection dropped is on its way
-    /// back to resume), giving up only when delivery has made no progress for `idle`; returns
-    /// how many were still connected. Progress, not total time, is what counts: a slow
-    /// transport still delivering a backlog is not cut off.
+    /// none that left early is on its way back: while more subscribers dropped without the
+    /// whole stream than resumed, it waits up to the reconnect grace for one to return. It
+    /// gives up only when delivery has made no progress for `idle`; returns how many were still
+    /// connected. Progress, not total time, is what counts: a slow transport still delivering
+    /// a backlog is not cut off.
     pub async fn drain(&self, idle: Duration) -> usize {
         loop {
             let before = self.hub.handed_out();
@@ -166,6 +167,11 @@ impl Server {
                 .await
                 .is_ok();
             if gone {
+                // A closed connection's handler may still hold its reader for a moment.
+                let _ = tokio::time::timeout(idle, self.hub.wait_until_no_readers()).await;
+                if self.hub.unresumed() == 0 {
+                    return 0;
+                }
                 let back = tokio::time::timeout(self.grace, self.hub.wait_for_subscribers(1));
                 if back.await.is_ok() {
                     continue;
@@ -254,6 +260,10 @@ pub struct ServeStats {
     /// subscribers.
     #[serde(default)]
     pub gapped: u64,
+    /// Subscribers that dropped without the whole stream and did not resume within the
+    /// reconnect grace (readers that ended early, less those that resumed).
+    #[serde(default)]
+    pub unresumed_drops: u64,
     /// When the server's injected faults struck (monotonic ns): each cut of the drop fault.
     #[serde(default)]
     pub faults_ns: Vec<u64>,
@@ -379,6 +389,7 @@ async fn stop(
         left_connected: server.hub().subscribers(),
         abandoned: server.hub().abandoned_count(),
         gapped: server.hub().gapped(),
+        unresumed_drops: server.hub().unresumed(),
         faults_ns: server.hub().faults(),
         stream_start_cpu_us: published.as_ref().map_or(0, |p| p.start_cpu_us),
         cpu_us: process.cpu_us,

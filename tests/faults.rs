@@ -48,6 +48,10 @@ async fn resume_loses_nothing_across_drops() {
             .await
             .unwrap();
         common::assert_identical(transport, &spec, &run.records);
+        assert_eq!(
+            run.unresumed_drops, 0,
+            "{transport}: every drop was resumed"
+        );
         for (i, record) in run.records.iter().enumerate() {
             assert!(
                 record.reconnects >= 10,
@@ -68,7 +72,9 @@ async fn without_resume_the_loss_is_counted_exactly() {
     for transport in droppable() {
         let config = ServerConfig {
             settings: SettingValues::from_pairs([
-                DROP_EVERY.set(std::time::Duration::from_millis(300))
+                DROP_EVERY.set(std::time::Duration::from_millis(300)),
+                // Nobody comes back: no point waiting long for them at the end.
+                RECONNECT_GRACE.set(std::time::Duration::from_millis(200)),
             ]),
             ..ServerConfig::default()
         };
@@ -99,6 +105,9 @@ async fn without_resume_the_loss_is_counted_exactly() {
                 assert_eq!(record.reconnects, 0, "{transport} subscriber {i} resumed");
             }
         }
+        // The server counts each subscriber cut off and never back.
+        let cut_off = run.records.iter().filter(|r| r.cut_off > 0).count() as u64;
+        assert_eq!(run.unresumed_drops, cut_off, "{transport}");
     }
 }
 

@@ -25,6 +25,9 @@ pub struct LocalRun {
     /// Subscribers the server still counted once delivery stopped making progress (0 when every
     /// subscriber took the whole stream and left).
     pub left_connected: usize,
+    /// Subscribers that dropped without the whole stream and never resumed, as the server
+    /// counted them.
+    pub unresumed_drops: u64,
 }
 
 /// Starts `transport`'s server on a loopback port, connects `subscribers`, publishes `spec` once
@@ -62,11 +65,13 @@ pub async fn deliver_locally(
     let last = records.iter().filter_map(|r| r.last_received_ns).max();
     let delivery = Duration::from_nanos(last.unwrap_or(published.end_ns) - published.start_ns);
     let left_connected = server.drain(Duration::from_secs(10)).await;
+    let unresumed_drops = server.hub().unresumed();
     server.stop().await?;
     Ok(LocalRun {
         records,
         recorded,
         delivery,
         left_connected,
+        unresumed_drops,
     })
 }

@@ -700,6 +700,7 @@ fn summarise(s: Summary<'_>) -> TransportResult {
         reordered: counts.reordered,
         reconnects: counts.reconnects,
         abandoned: s.stats.abandoned,
+        unresumed_drops: s.stats.unresumed_drops,
         gapped: counts.gapped,
         cut_off: counts.cut_off,
         loss_accounted: counts.loss_accounted(),

@@ -80,6 +80,8 @@ pub fn section(doc: &mut Document, rows: &[Row<'_>]) -> anyhow::Result<()> {
         "What the injected faults cost each row. Lost events are accounted for by gaps (a \
          resume from before the server's replay window, named by the server) and cut-offs (a \
          drop a subscriber told not to resume ended its stream); any other loss fails the row. \
+         Drops not resumed: subscribers the server saw leave without the whole stream and not \
+         come back within its reconnect grace. \
          Baseline: the median over 100 ms bins clear of faults of each bin's worst latency. \
          Recovery: from a fault's end to the end of the first 100 ms bin whose events all \
          arrived within the baseline (median and worst over the row's faults; an upper bound, \
@@ -98,6 +100,7 @@ pub fn section(doc: &mut Document, rows: &[Row<'_>]) -> anyhow::Result<()> {
             count(row, Figure::Gapped),
             count(row, Figure::CutOff),
             count(row, Figure::Reconnects),
+            run.unresumed_drops.to_string(),
             count(row, Figure::Abandoned),
             us(effect.map(|e| e.baseline_us)),
             us(effect.map(|e| e.during_max_us)),
@@ -117,6 +120,7 @@ pub fn section(doc: &mut Document, rows: &[Row<'_>]) -> anyhow::Result<()> {
             "lost to gaps",
             "cut off",
             "reconnects",
+            "drops not resumed",
             "abandoned",
             "baseline",
             "worst during",

@@ -237,6 +237,10 @@ pub struct TransportResult {
     /// subscribers.
     #[serde(default)]
     pub abandoned: u64,
+    /// Subscribers that dropped without the whole stream and never resumed within the
+    /// server's reconnect grace, as the server counted them.
+    #[serde(default)]
+    pub unresumed_drops: u64,
     /// Of `lost`: events the server said it no longer held (resumed from before its replay
     /// window), summed over subscribers.
     #[serde(default)]

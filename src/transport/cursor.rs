@@ -219,7 +219,15 @@ pub(crate) async fn subscribe(
         };
         // A keep-alive connection the server closed between requests is replaced by the next
         // request without an error; it is a drop all the same, and counted as one.
-        dropped |= connection.as_ref().is_some_and(SendRequest::is_closed);
+        if connection.as_ref().is_some_and(SendRequest::is_closed) {
+            dropped = true;
+            if !sink.resumes() {
+                return Err(ClientError::Protocol(
+                    "HTTP: the server closed the connection between polls, and resume is off"
+                        .into(),
+                ));
+            }
+        }
         let answer = match request(server, config, &mut connection, &path).await {
             Ok((status, body)) if status.is_success() => Ok((status, body)),
             // The cursor is older than the server's replay window: the gap says what is gone,

@@ -31,10 +31,11 @@ pub static RESUME: Setting<bool> = Setting {
 /// back before it ends the stream.
 pub static RECONNECT_GRACE: Setting<Duration> = Setting {
     name: "reconnect-grace",
-    help: "How long the server, once no subscriber is connected, waits for one that dropped to \
-           come back and resume before it stops",
+    help: "How long the server, once no subscriber is connected and one dropped without the \
+           whole stream, waits for it to come back and resume before it stops (a slow \
+           consumer may still be reading what its kernel buffered when it was cut)",
     side: Side::Server,
-    default: Duration::from_millis(500),
+    default: Duration::from_secs(5),
     min: Duration::ZERO,
 };
 
@@ -182,6 +183,11 @@ impl<'a> Resuming<'a> {
     /// The sequence number of the last event taken: where to resume after.
     pub(crate) fn last_seq(&self) -> Option<u64> {
         self.last_seq
+    }
+
+    /// Whether the subscription resumes after a drop (the `resume` setting).
+    pub(crate) fn resumes(&self) -> bool {
+        self.resume
     }
 
     /// Whether the sink has what it needs.
