@@ -9,6 +9,8 @@
 //!   per-subscriber tally.
 //! - [`clock`]: CLOCK_MONOTONIC nanoseconds, the one clock shared by server and load processes.
 //! - [`hub`]: the server's published stream, read by every transport with its own cursor.
+//! - [`link`]: a bad link between subscribers and the server, emulated by a TCP proxy with
+//!   Toxiproxy's toxics.
 //! - [`protocol`]: the typed messages between `pushbench run` and its child processes.
 //! - [`publisher`]: publishes the stream into the hub on its schedule.
 //! - [`results`]: the results schema (JSON) with its migrations, the figure catalogue and rows,
@@ -35,6 +37,7 @@ pub mod document;
 pub mod event;
 pub mod harness;
 pub mod hub;
+pub mod link;
 pub mod metrics;
 pub mod protocol;
 pub mod publisher;

@@ -94,6 +94,48 @@ async fn a_server_restart_mid_stream_loses_nothing_where_it_can_resume() {
     let _ = std::fs::remove_dir_all(&out);
 }
 
+/// Through the link emulator with a 20 ms one-way delay (no jitter), every event of every
+/// transport arrives at least 20 ms after it was due: the delay is never skipped. A
+/// representative subset keeps it short: a stream, a frame transport and long polling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_latency_through_the_link_is_at_least_its_delay() {
+    use pushbench::link::LINK;
+    use pushbench::metrics::latency;
+    let transports = "websocket,tcp,longpoll";
+    let out = scratch("link");
+    let mut options = small_run(transports, &out, Path::new(BIN));
+    options.scenario = Settings {
+        transport_settings: SettingFlags::<RUN> {
+            given: [(LINK.name.to_string(), vec!["latency=20ms".to_string()])].into(),
+        },
+        ..Settings {
+            transports: Some(transports.parse().unwrap()),
+            subscribers: Some(Counts(vec![2])),
+            rate: Some(Rate::PerSecond(500.0)),
+            events: Some(300),
+            ..Settings::default()
+        }
+    }
+    .resolve()
+    .unwrap();
+    let outcome = run(options).await.unwrap();
+    let results = Results::read(&outcome.path).unwrap();
+    assert_eq!(results.runs.len(), 3);
+    for row in &results.runs {
+        let t = &row.transport;
+        assert!(!row.failed, "{t}: {:?}", row.error);
+        assert_eq!(row.settings.0[LINK.name], "latency=20ms", "{t}");
+        let histogram = latency::decode(&row.histograms.latency_us).unwrap();
+        assert_eq!(histogram.len(), 600, "{t}: every delivery recorded");
+        assert!(
+            histogram.min() >= 20_000,
+            "{t}: an event arrived {} us after it was due through a 20 ms link",
+            histogram.min()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&out);
+}
+
 /// Transport settings given to `run` reach the server and load processes over the protocol,
 /// and results.json records what those processes reported running with: a non-default poll
 /// interval, and a long-poll hold swept over two values, each its own row.

@@ -11,9 +11,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
+use tokio_util::sync::CancellationToken;
 
 use crate::clock::now_ns;
 use crate::event::{PayloadSizes, StreamSpec};
+use crate::link::{LinkStats, LINK};
 use crate::metrics::faults::{self, FaultWindow};
 use crate::metrics::latency::{self, Percentiles};
 use crate::metrics::machine::Machine;
@@ -369,13 +371,33 @@ async fn measure(
         ..ClientConfig::default()
     };
     let shares = worker_shares(subscribers, scenario.load_workers(placed.load_cpus));
+    // A bad link, when asked for: subscribers reach the server through the link emulator,
+    // which runs here, apart from both the server's and the load's processes.
+    let link = LINK.read(&combination.settings);
+    let emulator = CancellationToken::new();
+    let _stop_emulator = emulator.clone().drop_guard();
+    let target = if link.is_direct() {
+        server.addr()
+    } else {
+        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        let addr = listener.local_addr()?;
+        let stats = std::sync::Arc::new(LinkStats::default());
+        tokio::spawn(crate::link::serve(
+            listener,
+            server.addr(),
+            link,
+            stats,
+            emulator,
+        ));
+        addr
+    };
     let origin_ns = now_ns();
     let mut workers = Vec::with_capacity(shares.len());
     for (index, &(first, count)) in shares.iter().enumerate() {
         let job = LoadJob {
             worker: index,
             transport: combination.transport,
-            server: server.addr(),
+            server: target,
             subscribers: count,
             first_subscriber: first,
             spec: spec.clone(),

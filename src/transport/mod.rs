@@ -48,7 +48,7 @@ pub use webhook::Secret;
 /// The settings of a transport whose subscribers hold a connection or a cursor that the server
 /// can drop and they resume: its own settings, then the ones every such transport shares
 /// (resume, reconnect grace, replay window, the drop, outage, restart and slow-consumer
-/// faults), listed here once.
+/// faults, the link emulator), listed here once.
 macro_rules! resumable_settings {
     ($($own:expr),* $(,)?) => {
         &[
@@ -61,6 +61,7 @@ macro_rules! resumable_settings {
             &$crate::transport::resume::OUTAGE_AFTER,
             &$crate::transport::resume::RESTART_AFTER,
             &$crate::transport::client_stream::SLOW_CONSUMER,
+            &$crate::link::LINK,
         ]
     };
 }
