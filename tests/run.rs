@@ -136,6 +136,57 @@ async fn every_latency_through_the_link_is_at_least_its_delay() {
     let _ = std::fs::remove_dir_all(&out);
 }
 
+/// SSE through a real nginx: with `proxy_buffering on` (and the server's
+/// `X-Accel-Buffering: no` ignored) nginx holds the response back until the stream's first
+/// events, so the subscription is established no sooner than the stream starts (300 ms after
+/// the subscribers connect); with buffering off it is passed through at once, sooner than
+/// buffered. Both deliver the identical stream. Needs nginx (`scripts/install-nginx`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_through_a_buffering_nginx_is_held_back() {
+    use pushbench::link::via::VIA;
+    let out = scratch("nginx");
+    let mut options = small_run("sse", &out, Path::new(BIN));
+    options.scenario = Settings {
+        transport_settings: SettingFlags::<RUN> {
+            given: [(
+                VIA.name.to_string(),
+                vec!["nginx-buffered".to_string(), "nginx-unbuffered".to_string()],
+            )]
+            .into(),
+        },
+        ..Settings {
+            transports: Some("sse".parse().unwrap()),
+            subscribers: Some(Counts(vec![2])),
+            rate: Some(Rate::PerSecond(500.0)),
+            events: Some(300),
+            ..Settings::default()
+        }
+    }
+    .resolve()
+    .unwrap();
+    let outcome = run(options).await.unwrap();
+    let results = Results::read(&outcome.path).unwrap();
+    let handshake = |via: &str| {
+        let row = results
+            .runs
+            .iter()
+            .find(|r| r.settings.0[VIA.name] == via)
+            .unwrap_or_else(|| panic!("no row via {via}"));
+        assert!(!row.failed && row.digest_ok, "via {via}: {:?}", row.error);
+        row.connection.handshake_us.p50
+    };
+    let (buffered, unbuffered) = (handshake("nginx-buffered"), handshake("nginx-unbuffered"));
+    assert!(
+        buffered >= 300_000,
+        "buffered: established after {buffered} us"
+    );
+    assert!(
+        unbuffered < buffered,
+        "unbuffered {unbuffered} us, buffered {buffered} us"
+    );
+    let _ = std::fs::remove_dir_all(&out);
+}
+
 /// Transport settings given to `run` reach the server and load processes over the protocol,
 /// and results.json records what those processes reported running with: a non-default poll
 /// interval, and a long-poll hold swept over two values, each its own row.

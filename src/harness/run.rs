@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::now_ns;
 use crate::event::{PayloadSizes, StreamSpec};
+use crate::link::via::{Nginx, Via, VIA};
 use crate::link::{LinkStats, LINK};
 use crate::metrics::faults::{self, FaultWindow};
 use crate::metrics::latency::{self, Percentiles};
@@ -371,20 +372,29 @@ async fn measure(
         ..ClientConfig::default()
     };
     let shares = worker_shares(subscribers, scenario.load_workers(placed.load_cpus));
-    // A bad link, when asked for: subscribers reach the server through the link emulator,
+    // A reverse proxy, when asked for, goes in front of the server (nginx, killed when this
+    // row ends); a bad link in front of whatever subscribers would reach: the link emulator,
     // which runs here, apart from both the server's and the load's processes.
+    let nginx = match VIA.read(&combination.settings) {
+        Via::Direct => None,
+        via => {
+            let dir = std::env::temp_dir().join(format!("pushbench-nginx-{}", std::process::id()));
+            Some(Nginx::start(via, server.addr(), &dir).await?)
+        }
+    };
+    let behind_proxy = nginx.as_ref().map_or(server.addr(), Nginx::addr);
     let link = LINK.read(&combination.settings);
     let emulator = CancellationToken::new();
     let _stop_emulator = emulator.clone().drop_guard();
     let target = if link.is_direct() {
-        server.addr()
+        behind_proxy
     } else {
         let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
         let addr = listener.local_addr()?;
         let stats = std::sync::Arc::new(LinkStats::default());
         tokio::spawn(crate::link::serve(
             listener,
-            server.addr(),
+            behind_proxy,
             link,
             stats,
             emulator,

@@ -22,8 +22,15 @@
 //! - `limit_data=BYTES`: the connection is closed once that many bytes went to the subscriber;
 //! - `slicer=BYTES`, with `size_variation=BYTES` and `slicer_delay=DURATION`: data toward the
 //!   subscriber is cut into pieces of about that size, with that pause between them.
+//!
+//! The proxy relays bytes, not connections: a subscriber's TCP handshake with it is local, so
+//! connection setup shows the link only from the first byte a transport exchanges (an HTTP
+//! request, a WebSocket upgrade, the TCP floor's start frame).
+//!
+//! [`via`] puts a real reverse proxy (nginx) in the path instead or as well.
 
 pub mod proxy;
+pub mod via;
 
 use std::fmt;
 use std::str::FromStr;

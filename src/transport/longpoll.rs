@@ -31,7 +31,7 @@ pub static SPEC: Spec = Spec {
     summary: "Long polling: GET /events?after=SEQ held until events exist",
     colour: Colour(0, 158, 115),
     cursor_path: Some("/events"),
-    settings: resumable_settings![&HOLD],
+    settings: resumable_settings![http, &HOLD],
     traits: Traits {
         duplex: false,
         browser_api: Some("fetch"),

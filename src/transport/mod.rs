@@ -48,8 +48,12 @@ pub use webhook::Secret;
 /// The settings of a transport whose subscribers hold a connection or a cursor that the server
 /// can drop and they resume: its own settings, then the ones every such transport shares
 /// (resume, reconnect grace, replay window, the drop, outage, restart and slow-consumer
-/// faults, the link emulator), listed here once.
+/// faults, the link emulator), listed here once; `http` first adds the reverse proxy.
 macro_rules! resumable_settings {
+    // An HTTP transport also takes a reverse proxy in the path.
+    (http $(, $own:expr)* $(,)?) => {
+        resumable_settings!($($own,)* &$crate::link::via::VIA)
+    };
     ($($own:expr),* $(,)?) => {
         &[
             $($own,)*

@@ -31,7 +31,7 @@ pub static SPEC: Spec = Spec {
     summary: "Short polling: the same cursor API answered at once, polled at an interval",
     colour: Colour(204, 121, 167),
     cursor_path: Some("/events"),
-    settings: resumable_settings![&INTERVAL],
+    settings: resumable_settings![http, &INTERVAL],
     traits: Traits {
         duplex: false,
         browser_api: Some("fetch"),

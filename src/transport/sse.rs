@@ -42,7 +42,7 @@ pub static SPEC: Spec = Spec {
     summary: "Server-Sent Events on /sse",
     colour: Colour(230, 159, 0),
     cursor_path: Some("/sse"),
-    settings: resumable_settings![],
+    settings: resumable_settings![http],
     traits: Traits {
         duplex: false,
         browser_api: Some("EventSource"),

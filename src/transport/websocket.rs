@@ -48,7 +48,7 @@ pub static SPEC: Spec = Spec {
     summary: "WebSocket text frames on /ws",
     colour: Colour(0, 114, 178),
     cursor_path: Some("/ws"),
-    settings: resumable_settings![&READ_BUFFER],
+    settings: resumable_settings![http, &READ_BUFFER],
     traits: Traits {
         duplex: true,
         browser_api: Some("WebSocket"),
