@@ -189,6 +189,10 @@ pub struct Settings {
     /// The p99 latency budget for --find-max, milliseconds.
     #[arg(long)]
     pub p99_budget: Option<f64>,
+    /// Run the server in this network namespace (set up by `scripts/netns-link up NAME`, with
+    /// packet loss and a rate cap on its veth link); subscribers reach it at its address there.
+    #[arg(long)]
+    pub server_netns: Option<String>,
     /// The transports' own settings, each declared in its transport's file; a list sweeps.
     #[command(flatten)]
     #[serde(flatten)]
@@ -234,6 +238,7 @@ impl Settings {
             load_workers: over.load_workers.or(self.load_workers),
             find_max: over.find_max.or(self.find_max),
             p99_budget: over.p99_budget.or(self.p99_budget),
+            server_netns: over.server_netns.or(self.server_netns),
             transport_settings: self
                 .transport_settings
                 .overridden_by(over.transport_settings),
@@ -338,6 +343,15 @@ impl Settings {
             load_workers: self.load_workers,
             find_max: self.find_max.unwrap_or(false),
             p99_budget_ms,
+            server_netns: match self.server_netns {
+                Some(name) if !valid_netns(&name) => {
+                    return impossible(format!(
+                        "--server-netns {name:?}: a namespace name is letters, digits, '-' and \
+                         '_' (see scripts/netns-link)"
+                    ))
+                }
+                other => other,
+            },
         })
     }
 }
@@ -414,6 +428,18 @@ pub struct Scenario {
     pub find_max: bool,
     /// p99 latency budget for `find_max`, milliseconds.
     pub p99_budget_ms: f64,
+    /// The network namespace the server runs in (absent: this one, on loopback).
+    #[serde(default)]
+    pub server_netns: Option<String>,
+}
+
+/// Whether `name` can name a network namespace here (and is safe as an argument).
+fn valid_netns(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 impl Scenario {

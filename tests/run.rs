@@ -187,6 +187,46 @@ async fn sse_through_a_buffering_nginx_is_held_back() {
     let _ = std::fs::remove_dir_all(&out);
 }
 
+/// With the server in a network namespace whose veth link drops 2% of packets each way
+/// (`scripts/netns-link`), TCP's retransmissions still deliver the identical stream: loss
+/// costs latency, not events. Needs root and `ip netns`, so it is not run by default:
+/// `cargo test --test run -- --ignored`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root, ip netns and iptables"]
+async fn a_lossy_link_costs_latency_not_events() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/netns-link");
+    let up = Command::new(script)
+        .args(["up", "pbtest", "--loss", "2"])
+        .status()
+        .unwrap();
+    assert!(up.success(), "scripts/netns-link up failed");
+    let out = scratch("netns");
+    let mut options = small_run("websocket,tcp", &out, Path::new(BIN));
+    options.scenario = Settings {
+        server_netns: Some("pbtest".into()),
+        transports: Some("websocket,tcp".parse().unwrap()),
+        subscribers: Some(Counts(vec![2])),
+        rate: Some(Rate::PerSecond(500.0)),
+        events: Some(1000),
+        ..Settings::default()
+    }
+    .resolve()
+    .unwrap();
+    let outcome = run(options).await;
+    let _ = Command::new(script).args(["down", "pbtest"]).status();
+    let results = Results::read(&outcome.unwrap().path).unwrap();
+    for row in &results.runs {
+        assert!(
+            !row.failed && row.digest_ok,
+            "{}: {:?}",
+            row.transport,
+            row.error
+        );
+        assert_eq!(row.lost, 0, "{}", row.transport);
+    }
+    let _ = std::fs::remove_dir_all(&out);
+}
+
 /// Transport settings given to `run` reach the server and load processes over the protocol,
 /// and results.json records what those processes reported running with: a non-default poll
 /// interval, and a long-poll hold swept over two values, each its own row.

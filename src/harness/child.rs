@@ -37,16 +37,34 @@ pub struct Child {
 }
 
 impl Child {
-    /// Starts `exe worker` and hands it `job`; `what` names it in errors.
-    pub async fn spawn(exe: &Path, job: &Job, what: String) -> anyhow::Result<Self> {
-        let mut process = Command::new(exe)
+    /// Starts `exe worker` (in network namespace `netns`, through `ip netns exec`, when given)
+    /// and hands it `job`; `what` names it in errors.
+    pub async fn spawn(
+        exe: &Path,
+        job: &Job,
+        what: String,
+        netns: Option<&str>,
+    ) -> anyhow::Result<Self> {
+        let mut command = match netns {
+            Some(netns) => {
+                // `ip netns exec` execs the program, so the pid is the worker's own.
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", netns]).arg(exe);
+                command
+            }
+            None => Command::new(exe),
+        };
+        let mut process = command
             .arg("worker")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .with_context(|| format!("cannot start {}", exe.display()))?;
+            .with_context(|| match netns {
+                Some(netns) => format!("cannot start {} in namespace {netns}", exe.display()),
+                None => format!("cannot start {}", exe.display()),
+            })?;
         let mut stdin = process.stdin.take().context("child stdin")?;
         let stdout = process.stdout.take().context("child stdout")?;
         let stderr_pipe = process.stderr.take().context("child stderr")?;
@@ -175,9 +193,10 @@ pub struct ServerChild {
 }
 
 impl ServerChild {
-    /// Starts the server with `job` and waits for it to listen.
-    pub async fn spawn(exe: &Path, job: Job) -> anyhow::Result<Self> {
-        let mut child = Child::spawn(exe, &job, "server".into()).await?;
+    /// Starts the server with `job` (in network namespace `netns`, when given) and waits for it
+    /// to listen.
+    pub async fn spawn(exe: &Path, job: Job, netns: Option<&str>) -> anyhow::Result<Self> {
+        let mut child = Child::spawn(exe, &job, "server".into(), netns).await?;
         loop {
             match child.next(STARTUP).await? {
                 Report::Listening { addr, settings } => {
@@ -264,7 +283,7 @@ pub struct WorkerConnected {
 impl LoadWorker {
     /// Starts a worker with `job`.
     pub async fn spawn(exe: &Path, job: Job, index: usize) -> anyhow::Result<Self> {
-        let child = Child::spawn(exe, &job, format!("load worker {index}")).await?;
+        let child = Child::spawn(exe, &job, format!("load worker {index}"), None).await?;
         Ok(Self { child })
     }
 

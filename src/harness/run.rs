@@ -5,7 +5,7 @@
 //! adds one entry to the results. Load shape is data (the [`Scenario`]); nothing here depends on
 //! which transport runs.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -115,10 +115,15 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunOutcome> {
         .unwrap_or(0);
     let run_id = format!("{}-{}", utc_stamp(started_unix), scenario.name);
     let dir = options.out.join(&run_id);
+    let server_ip = match &scenario.server_netns {
+        Some(netns) => netns_address(netns).await?,
+        None => IpAddr::V4(Ipv4Addr::LOCALHOST),
+    };
     let placed = Placed {
         server_cpus,
         load_cpus: load_cpus.as_deref(),
         dir: &dir,
+        server_ip,
     };
     // The shared settings every server child runs with (each gets its config over the
     // protocol; each transport's own settings are recorded per row, as the children report).
@@ -328,6 +333,32 @@ struct Placed<'a> {
     load_cpus: Option<&'a [usize]>,
     /// The run's directory, for interval logs.
     dir: &'a Path,
+    /// The address the server listens on: loopback, or its address in its network namespace.
+    server_ip: IpAddr,
+}
+
+/// The IPv4 address of network namespace `netns` (its first global one), where its server
+/// listens and subscribers reach it.
+async fn netns_address(netns: &str) -> anyhow::Result<IpAddr> {
+    let output = tokio::process::Command::new("ip")
+        .args(["-n", netns, "-4", "-o", "addr", "show", "scope", "global"])
+        .output()
+        .await
+        .context("running `ip` to find the server namespace's address")?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    // Lines look like "2: pb-srv    inet 10.200.0.2/24 brd ... scope global pb-srv".
+    text.split_whitespace()
+        .skip_while(|word| *word != "inet")
+        .nth(1)
+        .and_then(|cidr| cidr.split('/').next())
+        .and_then(|ip| ip.parse().ok())
+        .with_context(|| {
+            format!(
+                "network namespace {netns:?} has no IPv4 address ({}); set it up with \
+                 `scripts/netns-link up {netns}`",
+                String::from_utf8_lossy(&output.stderr).trim()
+            )
+        })
 }
 
 /// How long the parent waits for a child's next report beyond the scenario's own timeout.
@@ -349,7 +380,7 @@ async fn measure(
     };
     let serve = ServeOptions {
         transport: combination.transport,
-        listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        listen: SocketAddr::new(placed.server_ip, 0),
         spec: spec.clone(),
         start_after: subscribers,
         config: server_config.clone(),
@@ -360,7 +391,9 @@ async fn measure(
         schedule_origin_ns: None,
     };
     let restart_after = RESTART_AFTER.read(&combination.settings);
-    let server = ServerChild::spawn(&options.exe, Job::Serve(Box::new(serve.clone()))).await?;
+    let netns = scenario.server_netns.as_deref();
+    let server =
+        ServerChild::spawn(&options.exe, Job::Serve(Box::new(serve.clone())), netns).await?;
     let pid = server.pid();
     let server_before = pid
         .and_then(|pid| process::sample(Some(pid)).ok())
@@ -444,7 +477,7 @@ async fn measure(
         if restart_after.is_zero() {
             return Ok((server, None));
         }
-        restart_server(server, restart_after, &options.exe, serve, scenario.timeout).await
+        restart_server(server, restart_after, &options.exe, serve, scenario).await
     };
     let (parts, restarted) = tokio::join!(collect, restart);
     let (mut server, restarted) = restarted?;
@@ -521,9 +554,9 @@ async fn restart_server(
     after: Duration,
     exe: &Path,
     mut serve: ServeOptions,
-    timeout: Duration,
+    scenario: &Scenario,
 ) -> anyhow::Result<(ServerChild, Option<Restarted>)> {
-    let origin_ns = server.stream_started(timeout).await?;
+    let origin_ns = server.stream_started(scenario.timeout).await?;
     crate::clock::sleep_until_ns(origin_ns + after.as_nanos() as u64).await;
     if server.child().exited().is_some() {
         return Ok((server, None));
@@ -539,7 +572,8 @@ async fn restart_server(
     serve.start_after = 0;
     serve.start_delay = Duration::ZERO;
     serve.schedule_origin_ns = Some(origin_ns);
-    let server = ServerChild::spawn(exe, Job::Serve(Box::new(serve)))
+    let netns = scenario.server_netns.as_deref();
+    let server = ServerChild::spawn(exe, Job::Serve(Box::new(serve)), netns)
         .await
         .context("starting the server again after the restart fault")?;
     let restarted = Restarted {
