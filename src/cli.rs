@@ -300,7 +300,7 @@ fn transports_table(specs: &[&Spec]) -> String {
             };
             let missed = match traits.redelivery {
                 Redelivery::BuiltIn(how)
-                | Redelivery::Retries(how)
+                | Redelivery::Retries(how, _)
                 | Redelivery::Application(how) => how,
             };
             let settings: Vec<String> = spec

@@ -208,12 +208,27 @@ pub fn assess(transport: Transport, design: &Design, evidence: &Evidence) -> Ass
                 format!("{how}, but across {} s of downtime the consumer must persist its cursor and the server keep {} events", design.downtime_secs, thousands(backlog)),
             ),
             Redelivery::BuiltIn(how) => say(Weight::Supports, "delivery", how.into()),
-            Redelivery::Retries(how) => say(
-                Weight::Supports,
-                "delivery",
-                format!("{how}: {} s of downtime is {} events per consumer to retry", design.downtime_secs, thousands(backlog)),
-            ),
+            Redelivery::Retries(how, span) => {
+                // Retries carry events across downtime only while the schedule runs: say how
+                // long it runs with the settings measured, against the design's downtime.
+                let span = span(&evidence.settings(name)).as_secs_f64();
+                let text = if span >= design.downtime_secs {
+                    format!("{how}; the schedule measured spans up to {span:.1} s, enough for {} s of downtime ({} events per consumer to retry)", design.downtime_secs, thousands(backlog))
+                } else {
+                    format!("{how}; {} s of downtime needs a retry schedule that spans it, and the one measured spans at most {span:.1} s: configure more attempts or a longer cap (Standard Webhooks' schedule spans about 27 h), or events are abandoned", design.downtime_secs)
+                };
+                say(Weight::Supports, "delivery", text)
+            }
             Redelivery::Application(how) => say(Weight::Caveat, "delivery", how.into()),
+        }
+        // What the results measured, where they went through consumer outages.
+        if let Some((outage, lost)) = evidence.outage_survived(name) {
+            let covers = outage >= design.downtime_secs;
+            match (lost, covers) {
+                (0, true) => say(Weight::Supports, "downtime (measured)", format!("lost nothing across a measured {outage:.0} s consumer outage, as long as the design's {} s", design.downtime_secs)),
+                (0, false) => say(Weight::Unmeasured, "downtime (measured)", format!("lost nothing across a measured {outage:.0} s consumer outage, shorter than the design's {} s", design.downtime_secs)),
+                (lost, _) => say(Weight::Caveat, "downtime (measured)", format!("lost {lost} events across a measured {outage:.0} s consumer outage")),
+            }
         }
     }
 

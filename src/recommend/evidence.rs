@@ -11,7 +11,8 @@ use super::design::Design;
 use crate::results::figures::{rows, Figure, Row};
 use crate::results::format::thousands;
 use crate::results::Results;
-use crate::transport::Setting;
+use crate::transport::resume::OUTAGE;
+use crate::transport::{Setting, SettingValues};
 
 /// A results file and what it holds.
 #[derive(Debug)]
@@ -219,6 +220,25 @@ impl Evidence {
         self.rows_for(transport)
             .find_map(|(_, row)| row.runs.first().map(|run| setting.read(&run.settings)))
             .unwrap_or(setting.default)
+    }
+
+    /// The transport's settings as its evidence was measured with (the first passing run's),
+    /// or none (every setting at its default) without evidence.
+    pub fn settings(&self, transport: &str) -> SettingValues {
+        self.rows_for(transport)
+            .find_map(|(_, row)| row.runs.first().map(|run| run.settings.clone()))
+            .unwrap_or_default()
+    }
+
+    /// The longest consumer outage (the outage fault, seconds) a passing row of the transport
+    /// went through, with how many events that row lost: measured downtime, where it exists.
+    pub fn outage_survived(&self, transport: &str) -> Option<(f64, u64)> {
+        self.rows_for(transport)
+            .flat_map(|(_, row)| row.runs.to_vec())
+            .filter(|run| !run.failed)
+            .map(|run| (OUTAGE.read(&run.settings).as_secs_f64(), run.lost))
+            .filter(|(secs, _)| *secs > 0.0)
+            .max_by(|a, b| a.0.total_cmp(&b.0))
     }
 
     /// The run ids cited.

@@ -121,13 +121,18 @@ fn setting_name<S: serde::Serializer>(
 }
 
 /// How missed events reach a consumer after downtime or a dropped connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "kind", content = "how")]
 pub enum Redelivery {
     /// The protocol and its standard client resume on their own (how, in words).
     BuiltIn(&'static str),
-    /// The provider retries until the consumer answers (how, in words).
-    Retries(&'static str),
+    /// The provider retries until the consumer answers (how, in words), for at most as long as
+    /// its retry schedule spans under the given settings.
+    Retries(&'static str, #[serde(skip)] RetrySpan),
     /// Possible, but the application builds it (how pushbench does, in words).
     Application(&'static str),
 }
+
+/// The longest a provider keeps retrying one event under these settings: how much consumer
+/// downtime its retries can carry events across.
+pub type RetrySpan = fn(&super::SettingValues) -> std::time::Duration;

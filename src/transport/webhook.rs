@@ -87,6 +87,7 @@ pub static SPEC: Spec = Spec {
         redelivery: Redelivery::Retries(
             "the provider retries unacknowledged POSTs with backoff and full jitter, up to \
              --webhook-attempts times, then drops the event (counted as abandoned)",
+            retry_span,
         ),
         floor: false,
     },
@@ -149,11 +150,23 @@ impl Schedule {
         self.base.mul_f64(growth.min(1e9)).min(self.cap)
     }
 
+    /// The most all retries of one event can wait in all: the sum of the ceilings (with full
+    /// jitter the waits are random below them, so half that on average).
+    fn span(&self) -> Duration {
+        (1..self.attempts.max(1)).map(|attempt| self.ceiling(attempt)).sum()
+    }
+
     /// A random wait up to the ceiling ("full jitter"), so retries from many endpoints spread
     /// out instead of arriving together.
     fn delay(&self, attempt: u32) -> Duration {
         self.ceiling(attempt).mul_f64(rand::rng().random::<f64>())
     }
+}
+
+/// The longest the provider keeps retrying one event under `settings` (see
+/// [`Redelivery::Retries`]).
+fn retry_span(settings: &SettingValues) -> Duration {
+    Schedule::of(settings).span()
 }
 
 /// A Standard Webhooks signing secret (`whsec_` + base64 of the key). Serialised in its `whsec_`
