@@ -72,6 +72,7 @@ pub static SPEC: Spec = Spec {
         &RETRY_BASE,
         &RETRY_FACTOR,
         &RETRY_CAP,
+        &RETRY_SCHEDULE,
         &OUTAGE,
         &OUTAGE_AFTER,
     ],
@@ -85,8 +86,9 @@ pub static SPEC: Spec = Spec {
         http: true,
         requests: Requests::PerEvent,
         redelivery: Redelivery::Retries(
-            "the provider retries unacknowledged POSTs with backoff and full jitter, up to \
-             --webhook-attempts times, then drops the event (counted as abandoned)",
+            "the provider retries unacknowledged POSTs on its schedule (exponential backoff \
+             with full jitter, or Standard Webhooks'), then drops the event (counted as \
+             abandoned)",
             retry_span,
         ),
         floor: false,
@@ -124,10 +126,60 @@ pub static RETRY_CAP: Setting<Duration> = Setting {
     min: Duration::ZERO,
 };
 
+/// Which retry schedule the provider follows.
+pub static RETRY_SCHEDULE: Setting<RetryKind> = Setting {
+    name: "webhook-retry-schedule",
+    help: "exponential: backoff with full jitter from --webhook-retry-base by \
+           --webhook-retry-factor up to --webhook-retry-cap, --webhook-attempts in all; \
+           standard-webhooks: the Standard Webhooks schedule (5 s, 5 min, 30 min, 2 h, 5 h, \
+           10 h, 10 h after the first attempt) scaled down a thousandfold for benchmarks",
+    side: Side::Server,
+    default: RetryKind::Exponential,
+    min: RetryKind::Exponential,
+};
+
+/// The kinds of retry schedule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd)]
+pub enum RetryKind {
+    /// Exponential backoff with full jitter, configured by the other retry settings.
+    Exponential,
+    /// The Standard Webhooks schedule, a thousand times faster.
+    StandardWebhooks,
+}
+
+impl crate::transport::settings::Value for RetryKind {
+    const KIND: &'static str = "exponential|standard-webhooks";
+
+    fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "exponential" => Ok(RetryKind::Exponential),
+            "standard-webhooks" => Ok(RetryKind::StandardWebhooks),
+            other => Err(format!(
+                "unknown retry schedule {other:?}: expected exponential or standard-webhooks"
+            )),
+        }
+    }
+
+    fn show(self) -> String {
+        match self {
+            RetryKind::Exponential => "exponential",
+            RetryKind::StandardWebhooks => "standard-webhooks",
+        }
+        .into()
+    }
+}
+
+/// The Standard Webhooks retry schedule, seconds after the attempt before, for each retry.
+const STANDARD_WEBHOOKS_SECS: [u64; 7] = [5, 300, 1800, 7200, 18_000, 36_000, 36_000];
+/// How much faster than the real one the benchmark runs the Standard Webhooks schedule.
+const STANDARD_WEBHOOKS_SCALE: u32 = 1000;
+
 /// The provider's retry schedule: exponential backoff with full jitter (a random wait up to a
-/// ceiling that grows by `factor` from `base` to `cap`), `attempts` in all.
+/// ceiling that grows by `factor` from `base` to `cap`), `attempts` in all; or the Standard
+/// Webhooks schedule, scaled down, its 8 attempts in all.
 #[derive(Clone, Copy, Debug)]
 struct Schedule {
+    kind: RetryKind,
     attempts: u32,
     base: Duration,
     factor: u32,
@@ -136,16 +188,27 @@ struct Schedule {
 
 impl Schedule {
     fn of(settings: &SettingValues) -> Self {
+        let kind = RETRY_SCHEDULE.read(settings);
+        let attempts = match kind {
+            RetryKind::Exponential => u32::try_from(ATTEMPTS.read(settings)).unwrap_or(u32::MAX),
+            RetryKind::StandardWebhooks => STANDARD_WEBHOOKS_SECS.len() as u32 + 1,
+        };
         Self {
-            attempts: u32::try_from(ATTEMPTS.read(settings)).unwrap_or(u32::MAX),
+            kind,
+            attempts,
             base: RETRY_BASE.read(settings),
             factor: u32::try_from(RETRY_FACTOR.read(settings)).unwrap_or(u32::MAX),
             cap: RETRY_CAP.read(settings),
         }
     }
 
-    /// The ceiling of the wait before attempt `attempt` (1 for the first retry).
+    /// The ceiling of the wait before attempt `attempt` (1 for the first retry); for the
+    /// Standard Webhooks schedule, the wait itself.
     fn ceiling(&self, attempt: u32) -> Duration {
+        if self.kind == RetryKind::StandardWebhooks {
+            let index = (attempt.max(1) as usize - 1).min(STANDARD_WEBHOOKS_SECS.len() - 1);
+            return Duration::from_secs(STANDARD_WEBHOOKS_SECS[index]) / STANDARD_WEBHOOKS_SCALE;
+        }
         let growth = f64::from(self.factor).powi(attempt.saturating_sub(1).min(64) as i32);
         self.base.mul_f64(growth.min(1e9)).min(self.cap)
     }
@@ -157,9 +220,12 @@ impl Schedule {
     }
 
     /// A random wait up to the ceiling ("full jitter"), so retries from many endpoints spread
-    /// out instead of arriving together.
+    /// out instead of arriving together; the Standard Webhooks schedule's fixed wait.
     fn delay(&self, attempt: u32) -> Duration {
-        self.ceiling(attempt).mul_f64(rand::rng().random::<f64>())
+        match self.kind {
+            RetryKind::Exponential => self.ceiling(attempt).mul_f64(rand::rng().random::<f64>()),
+            RetryKind::StandardWebhooks => self.ceiling(attempt),
+        }
     }
 }
 
@@ -756,6 +822,19 @@ mod tests {
         let seen = state.seen.lock().unwrap();
         assert_eq!(seen.get("msg_1"), None, "a cancelled hand-off must leave the id free");
         assert_eq!(seen.get("msg_2"), Some(&true));
+    }
+
+    /// The Standard Webhooks schedule, scaled down a thousandfold: 8 attempts, fixed waits of
+    /// 5 ms to 36 s, spanning 99.3 s (27.6 h unscaled).
+    #[test]
+    fn standard_webhooks_schedule() {
+        let schedule = Schedule::of(&SettingValues::from_pairs([
+            RETRY_SCHEDULE.set(RetryKind::StandardWebhooks)
+        ]));
+        assert_eq!(schedule.attempts, 8);
+        assert_eq!(schedule.delay(1), Duration::from_millis(5));
+        assert_eq!(schedule.delay(7), Duration::from_secs(36));
+        assert_eq!(schedule.span(), Duration::from_millis(99_305));
     }
 
     /// The schedule's ceilings grow by the factor up to the cap; each wait stays under its
