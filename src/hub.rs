@@ -121,22 +121,55 @@ pub struct Hub {
     gapped: AtomicU64,
     /// When an injected fault struck (monotonic ns), at most [`FAULTS_NOTED`] of them.
     faults: std::sync::Mutex<Vec<u64>>,
-    /// Readers alive now, and how many readers ended before the end of the stream and how many
-    /// started past its beginning (a subscriber resuming): while more left early than came
-    /// back, someone may be on the way back.
-    readers: watch::Sender<Readers>,
+    /// Readers alive now.
+    readers: watch::Sender<usize>,
+    /// Which readers that ended early have been followed by one that resumed.
+    returns: std::sync::Mutex<Returns>,
 }
 
-/// The hub's readers, counted for the end of the stream.
-#[derive(Clone, Copy, Debug, Default)]
-struct Readers {
-    /// Alive now.
-    live: usize,
-    /// Ended past the stream's start but before its end (a connection dropped, or a poll
-    /// answered).
-    left_early: u64,
-    /// Started after the stream's first event (a resume, or the next poll).
-    resumed: u64,
+/// Readers that ended past the stream's start but before its end (a connection dropped, a poll
+/// answered), matched against readers that start past the stream's start (a resume, the next
+/// poll), so the server knows whether a subscriber may still be on its way back.
+///
+/// Readers carry no subscriber identity, so a leave and a resume are matched by order: a
+/// resume takes back the oldest leave still open. A resume with no leave open (a reconnect
+/// that beat its old connection's handler to the end, or the first connections to a server
+/// restarted mid-stream) is held as a credit for a leave in the next [`CREDIT_NS`], and
+/// forgotten after: a credit from a restart must not hide a later drop.
+#[derive(Debug, Default)]
+struct Returns {
+    /// Leaves no resume has matched yet.
+    open: u64,
+    /// Unmatched resumes, by when they came (monotonic ns).
+    credits: std::collections::VecDeque<u64>,
+}
+
+/// How long an unmatched resume may wait for the leave it answers.
+const CREDIT_NS: u64 = 1_000_000_000;
+
+impl Returns {
+    fn forget_old_credits(&mut self, now: u64) {
+        while self.credits.front().is_some_and(|&at| at + CREDIT_NS < now) {
+            self.credits.pop_front();
+        }
+    }
+
+    fn left(&mut self) {
+        self.forget_old_credits(now_ns());
+        if self.credits.pop_front().is_none() {
+            self.open += 1;
+        }
+    }
+
+    fn resumed(&mut self) {
+        let now = now_ns();
+        self.forget_old_credits(now);
+        if self.open > 0 {
+            self.open -= 1;
+        } else {
+            self.credits.push_back(now);
+        }
+    }
 }
 
 /// Most fault times a hub keeps (a drop every 10 ms for a 100 s run).
@@ -165,7 +198,8 @@ impl Hub {
             abandoned: AtomicU64::new(0),
             gapped: AtomicU64::new(0),
             faults: std::sync::Mutex::new(Vec::new()),
-            readers: watch::Sender::new(Readers::default()),
+            readers: watch::Sender::new(0),
+            returns: std::sync::Mutex::new(Returns::default()),
         })
     }
 
@@ -213,10 +247,10 @@ impl Hub {
 
     /// A cursor that reads from event `first_seq` on (a subscriber resuming, when past 0).
     pub fn reader(self: &Arc<Self>, first_seq: u64) -> Reader {
-        self.readers.send_modify(|r| {
-            r.live += 1;
-            r.resumed += u64::from(first_seq > 0);
-        });
+        self.readers.send_modify(|live| *live += 1);
+        if first_seq > 0 {
+            self.returns().resumed();
+        }
         Reader {
             hub: Arc::clone(self),
             next_seq: first_seq,
@@ -247,15 +281,18 @@ impl Hub {
     /// Readers that ended before the end of the stream and were not followed by a reader that
     /// resumed: subscribers that dropped and may be on their way back (or never came back).
     pub fn unresumed(&self) -> u64 {
-        let r = *self.readers.borrow();
-        r.left_early.saturating_sub(r.resumed)
+        self.returns().open
+    }
+
+    fn returns(&self) -> std::sync::MutexGuard<'_, Returns> {
+        self.returns.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Waits until every reader has ended (a closed connection's handler may outlive it by a
     /// moment).
     pub async fn wait_until_no_readers(&self) {
         let mut rx = self.readers.subscribe();
-        let _ = rx.wait_for(|r| r.live == 0).await;
+        let _ = rx.wait_for(|&live| live == 0).await;
     }
 
     /// Waits until no subscriber is connected.
@@ -369,10 +406,10 @@ impl Drop for Reader {
         // A reader still at the stream's start owes nothing to come back for: the next one
         // starts there too.
         let early = self.next_seq > 0 && !self.at_end();
-        self.hub.readers.send_modify(|r| {
-            r.live -= 1;
-            r.left_early += u64::from(early);
-        });
+        if early {
+            self.hub.returns().left();
+        }
+        self.hub.readers.send_modify(|live| *live -= 1);
     }
 }
 
@@ -508,6 +545,29 @@ mod tests {
             (None, 6, 2)
         );
         assert_eq!(hub.gapped(), 3);
+    }
+
+    /// Leaves and resumes pair up in order; a resume before its leave waits as a credit, and a
+    /// credit older than a second (a restarted server's first connections) no longer hides a
+    /// leave.
+    #[test]
+    fn leaves_are_matched_by_resumes() {
+        let mut returns = Returns::default();
+        returns.left();
+        returns.left();
+        returns.resumed();
+        assert_eq!(returns.open, 1);
+        returns.resumed();
+        assert_eq!(returns.open, 0);
+        // A reconnect that beat its old connection's end: the leave that follows is matched.
+        returns.resumed();
+        returns.left();
+        assert_eq!((returns.open, returns.credits.len()), (0, 0));
+        // Credits from long ago are forgotten: the leave stays open.
+        returns.resumed();
+        returns.forget_old_credits(now_ns() + 2 * CREDIT_NS);
+        returns.left();
+        assert_eq!(returns.open, 1);
     }
 
     /// Closing wakes a waiting reader with the end of the stream.
