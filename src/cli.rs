@@ -455,6 +455,7 @@ impl ServeArgs {
             cpus: self.cpus,
             announce_secret,
             schedule_origin_ns: None,
+            returning: 0,
         })
     }
 }

@@ -284,6 +284,12 @@ impl Hub {
         self.returns().open
     }
 
+    /// Expects `subscribers` of an earlier server to come back and resume here (a server
+    /// restarted mid-stream): each counts as a leave still open until it resumes.
+    pub fn expect_returns(&self, subscribers: u64) {
+        self.returns().open += subscribers;
+    }
+
     fn returns(&self) -> std::sync::MutexGuard<'_, Returns> {
         self.returns.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -232,6 +232,10 @@ pub struct ServeOptions {
     /// schedule (the stream is deterministic).
     #[serde(default)]
     pub schedule_origin_ns: Option<u64>,
+    /// Subscribers of an earlier server (killed mid-stream) expected to resume here: the
+    /// server waits its reconnect grace for each before it stops, and counts those never back.
+    #[serde(default)]
+    pub returning: usize,
 }
 
 /// How `pushbench serve` speaks: to a person, or in the typed protocol's reports.
@@ -337,6 +341,7 @@ pub async fn run(options: ServeOptions, output: Output) -> anyhow::Result<()> {
 
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
+    server.hub().expect_returns(options.returning as u64);
     if options.schedule_origin_ns.is_none() {
         tokio::select! {
             started = server.wait_for_start(options.start_after, options.start_delay) => started?,

@@ -389,6 +389,7 @@ async fn measure(
         cpus: placed.server_cpus.map(<[usize]>::to_vec),
         announce_secret: false,
         schedule_origin_ns: None,
+        returning: 0,
     };
     let restart_after = RESTART_AFTER.read(&combination.settings);
     let netns = scenario.server_netns.as_deref();
@@ -539,6 +540,8 @@ async fn measure(
 /// A server killed and started again mid-stream (the restart fault).
 #[derive(Clone, Copy, Debug)]
 struct Restarted {
+    /// The stream's schedule origin, which both lives share (monotonic ns).
+    origin_ns: u64,
     /// From the kill until the new server listened, monotonic ns.
     down_ns: (u64, u64),
     /// CPU time of the first server process, us: at the kill (then, less what it had used
@@ -569,14 +572,16 @@ async fn restart_server(
     let addr = server.addr();
     server.kill().await?;
     serve.listen = addr;
-    serve.start_after = 0;
     serve.start_delay = Duration::ZERO;
     serve.schedule_origin_ns = Some(origin_ns);
+    // Every subscriber of the killed server is expected back.
+    serve.returning = std::mem::take(&mut serve.start_after).max(serve.returning);
     let netns = scenario.server_netns.as_deref();
     let server = ServerChild::spawn(exe, Job::Serve(Box::new(serve)), netns)
         .await
         .context("starting the server again after the restart fault")?;
     let restarted = Restarted {
+        origin_ns,
         down_ns: (killed_ns, now_ns()),
         first_life_cpu_us,
     };
@@ -594,13 +599,22 @@ fn fault_windows(
     stats: &ServeStats,
     merged: &Merged,
     restarted: Option<Restarted>,
+    settings: &SettingValues,
     origin_ns: u64,
 ) -> Vec<FaultWindow> {
     let ms = |ns: u64| ns.saturating_sub(origin_ns) as f64 / 1e6;
     let end = merged.last_received_ns.unwrap_or(u64::MAX);
-    let cuts = stats
-        .faults_ns
+    // A killed server's cuts died with it; they fell every period from the stream's start.
+    let first_life_cuts: Vec<u64> = match (restarted, DROP_EVERY.read(settings)) {
+        (Some(r), period) if !period.is_zero() => (1..)
+            .map(|k| r.origin_ns + k * period.as_nanos() as u64)
+            .take_while(|&at| at < r.down_ns.0)
+            .collect(),
+        _ => Vec::new(),
+    };
+    let cuts = first_life_cuts
         .iter()
+        .chain(&stats.faults_ns)
         .filter(|&&at| at >= origin_ns && at <= end)
         .map(|&at| FaultWindow {
             fault: DROP_EVERY.name.to_owned(),
@@ -748,7 +762,7 @@ fn summarise(s: Summary<'_>) -> TransportResult {
         }
     };
     let last_receiver = merged.fanout.last_receiver_us(counts.subscribers);
-    let fault_windows = fault_windows(s.stats, merged, s.restarted, s.origin_ns);
+    let fault_windows = fault_windows(s.stats, merged, s.restarted, &s.settings, s.origin_ns);
     let fault_effect = faults::effect(&fault_windows, &merged.timeline);
 
     TransportResult {

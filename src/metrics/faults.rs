@@ -39,7 +39,8 @@ pub struct FaultEffect {
     pub baseline_us: u64,
     /// Worst latency in the bins while a fault was on, us.
     pub during_max_us: u64,
-    /// Worst latency from the last fault's end to the end of the stream, us.
+    /// Worst latency from the last fault's end to the end of the stream, us (0: no event
+    /// arrived after it).
     pub after_max_us: u64,
     /// Per fault that recovered before the next began: milliseconds from its end until latency
     /// was back within the baseline (median and worst), to one bin.

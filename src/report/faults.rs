@@ -103,8 +103,9 @@ pub fn section(doc: &mut Document, rows: &[Row<'_>]) -> anyhow::Result<()> {
             run.unresumed_drops.to_string(),
             count(row, Figure::Abandoned),
             us(effect.map(|e| e.baseline_us)),
-            us(effect.map(|e| e.during_max_us)),
-            us(effect.map(|e| e.after_max_us)),
+            // 0: no event arrived then (every figure of an event is at least 1 us).
+            us(effect.map(|e| e.during_max_us).filter(|&v| v > 0)),
+            us(effect.map(|e| e.after_max_us).filter(|&v| v > 0)),
             match effect.and_then(|e| e.recovery_ms) {
                 Some(r) => format!("{:.0} ms ({:.0} ms)", r.median, r.max),
                 None => "–".into(),
