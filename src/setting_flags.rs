@@ -38,10 +38,11 @@ fn takes(for_: For, setting: &dyn Declared) -> bool {
     }
 }
 
-/// Checks `text` for `setting`: each comma-separated value where `run` may sweep, else one.
+/// Checks `text` for `setting`: each value of a list (comma-separated, or as the setting's
+/// kind says) where `run` may sweep, else one.
 fn parse(setting: &dyn Declared, text: &str, sweep: bool) -> Result<Vec<String>, String> {
     let values: Vec<&str> = if sweep {
-        text.split(',').collect()
+        text.split(setting.list_separator()).collect()
     } else {
         vec![text]
     };
@@ -106,7 +107,11 @@ impl<const FOR: For> clap::Args for SettingFlags<FOR> {
                 setting.help(),
                 takers.join(", "),
                 setting.default_text(),
-                if sweep { "; a list sweeps" } else { "" }
+                match (sweep, setting.list_separator()) {
+                    (false, _) => String::new(),
+                    (true, ',') => "; a list sweeps".into(),
+                    (true, separator) => format!("; a {separator}-separated list sweeps"),
+                }
             );
             command = command.arg(
                 Arg::new(setting.name())
@@ -210,6 +215,12 @@ mod tests {
         .unwrap();
         assert_eq!(run.settings.given["longpoll-hold"], ["2s", "60s"]);
         assert_eq!(run.settings.given["poll-interval"], ["20ms"]);
+        // A link's toxics hold commas: its sweep is semicolon-separated.
+        let links = Run::try_parse_from(["run", "--link", "none;latency=50ms,jitter=5ms"]).unwrap();
+        assert_eq!(
+            links.settings.given["link"],
+            ["none", "latency=50ms,jitter=5ms"]
+        );
         for (setting, _) in declared_settings() {
             let flag = format!("--{}", setting.name());
             let value = setting.default_text();

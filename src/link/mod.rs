@@ -285,6 +285,8 @@ impl fmt::Display for Link {
 
 impl Value for Link {
     const KIND: &'static str = "LINK";
+    // A link's toxics are comma-separated, so `run` sweeps links separated by semicolons.
+    const LIST_SEPARATOR: char = ';';
 
     fn parse(text: &str) -> Result<Self, String> {
         text.parse().map_err(|e: LinkError| e.to_string())

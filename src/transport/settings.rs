@@ -37,6 +37,9 @@ impl Side {
 pub trait Value: Copy + Send + Sync + 'static {
     /// What the text form looks like, for help and errors.
     const KIND: &'static str;
+    /// What separates the values of a swept list on `run`'s command line (a value whose own
+    /// text holds commas, such as a link's toxics, needs another).
+    const LIST_SEPARATOR: char = ',';
     /// Reads the text form.
     fn parse(text: &str) -> Result<Self, String>;
     /// The canonical text form.
@@ -161,6 +164,8 @@ pub trait Declared: Sync {
     fn default_text(&self) -> String;
     /// Checks a value and gives its canonical text, or says what was expected.
     fn canonical(&self, text: &str) -> Result<String, String>;
+    /// What separates the values of a swept list on the command line.
+    fn list_separator(&self) -> char;
 }
 
 impl<T: Value + PartialOrd> Declared for Setting<T> {
@@ -189,6 +194,9 @@ impl<T: Value + PartialOrd> Declared for Setting<T> {
             ));
         }
         Ok(value.show())
+    }
+    fn list_separator(&self) -> char {
+        T::LIST_SEPARATOR
     }
 }
 
