@@ -119,6 +119,8 @@ pub struct Hub {
     abandoned: AtomicU64,
     /// Events answered as gaps, summed over readers.
     gapped: AtomicU64,
+    /// Deliveries sent again after a failed attempt (a webhook provider's retries).
+    retries: AtomicU64,
     /// When an injected fault struck (monotonic ns), at most [`FAULTS_NOTED`] of them.
     faults: std::sync::Mutex<Vec<u64>>,
     /// Readers alive now.
@@ -197,6 +199,7 @@ impl Hub {
             handed_out: AtomicU64::new(0),
             abandoned: AtomicU64::new(0),
             gapped: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
             faults: std::sync::Mutex::new(Vec::new()),
             readers: watch::Sender::new(0),
             returns: std::sync::Mutex::new(Returns::default()),
@@ -327,6 +330,16 @@ impl Hub {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Counts one delivery sent again after a failed attempt.
+    pub fn retried(&self) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Deliveries sent again so far.
+    pub fn retries(&self) -> u64 {
+        self.retries.load(Ordering::Relaxed)
     }
 
     /// Counts `events` deliveries the server gave up on.

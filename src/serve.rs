@@ -268,6 +268,9 @@ pub struct ServeStats {
     /// reconnect grace (readers that ended early, less those that resumed).
     #[serde(default)]
     pub unresumed_drops: u64,
+    /// Deliveries sent again after a failed attempt (a webhook provider's retries).
+    #[serde(default)]
+    pub retries: u64,
     /// When the server's injected faults struck (monotonic ns): each cut of the drop fault.
     #[serde(default)]
     pub faults_ns: Vec<u64>,
@@ -395,6 +398,7 @@ async fn stop(
         abandoned: server.hub().abandoned_count(),
         gapped: server.hub().gapped(),
         unresumed_drops: server.hub().unresumed(),
+        retries: server.hub().retries(),
         faults_ns: server.hub().faults(),
         stream_start_cpu_us: published.as_ref().map_or(0, |p| p.start_cpu_us),
         cpu_us: process.cpu_us,

@@ -288,5 +288,7 @@ async fn abandoned_webhooks_are_counted() {
         "the endpoint was never let go"
     );
     assert_eq!(server.hub().abandoned_count(), spec.count);
+    // Two attempts each: every event was sent again once.
+    assert_eq!(server.hub().retries(), spec.count);
     server.stop().await.unwrap();
 }

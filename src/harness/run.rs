@@ -781,6 +781,7 @@ fn summarise(s: Summary<'_>) -> TransportResult {
         reconnects: counts.reconnects,
         abandoned: s.stats.abandoned,
         unresumed_drops: s.stats.unresumed_drops,
+        retries: s.stats.retries,
         gapped: counts.gapped,
         cut_off: counts.cut_off,
         loss_accounted: counts.loss_accounted(),

@@ -101,6 +101,7 @@ pub fn section(doc: &mut Document, rows: &[Row<'_>]) -> anyhow::Result<()> {
             count(row, Figure::CutOff),
             count(row, Figure::Reconnects),
             run.unresumed_drops.to_string(),
+            count(row, Figure::Retries),
             count(row, Figure::Abandoned),
             us(effect.map(|e| e.baseline_us)),
             // 0: no event arrived then (every figure of an event is at least 1 us).
@@ -122,6 +123,7 @@ pub fn section(doc: &mut Document, rows: &[Row<'_>]) -> anyhow::Result<()> {
             "cut off",
             "reconnects",
             "drops not resumed",
+            "retries",
             "abandoned",
             "baseline",
             "worst during",

@@ -190,6 +190,8 @@ pub enum Figure {
     Gapped,
     /// `cut_off`: see its [`Metric`].
     CutOff,
+    /// `retries`: see its [`Metric`].
+    Retries,
 }
 
 impl Figure {
@@ -561,6 +563,15 @@ pub const METRICS: &[Metric] = &[
         Unit::Count,
         Better::Lower,
         |r| r.cut_off as f64,
+    ),
+    metric(
+        Figure::Retries,
+        "retries",
+        "retries",
+        Section::Delivery,
+        Unit::Count,
+        Better::Lower,
+        |r| r.retries as f64,
     ),
 ];
 

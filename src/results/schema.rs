@@ -241,6 +241,9 @@ pub struct TransportResult {
     /// server's reconnect grace, as the server counted them.
     #[serde(default)]
     pub unresumed_drops: u64,
+    /// Deliveries the server sent again after a failed attempt (webhook retries).
+    #[serde(default)]
+    pub retries: u64,
     /// Of `lost`: events the server said it no longer held (resumed from before its replay
     /// window), summed over subscribers.
     #[serde(default)]

@@ -488,6 +488,7 @@ async fn deliver_event(provider: &Provider, url: &reqwest::Url, seq: u64, body: 
     for attempt in 0..provider.schedule.attempts.max(1) {
         if attempt > 0 {
             tokio::time::sleep(provider.schedule.delay(attempt)).await;
+            provider.hub.retried();
         }
         let timestamp = unix_now();
         let signature = provider.secret.sign(&id, timestamp, body);
