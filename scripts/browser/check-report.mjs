@@ -1,6 +1,7 @@
 // Loads a pushbench report.html in headless Chromium and checks what a reader would see: every
 // row named (its transport, with any swept settings), every plot present and drawn at a real
-// size with every row in its legend or labels, every table filled, and no page error, console error or network request.
+// size with every row in its legend or labels (a fault chart: its own row), every table filled,
+// and no page error, console error or network request.
 //
 // usage: node check-report.mjs RUN_DIR [RUN_DIR...]   (each holding results.json + report.html)
 // CHROMIUM overrides the browser path (default /usr/bin/chromium).
@@ -25,6 +26,28 @@ function rowLabel(run) {
     : `${run.transport} ${swept.map(([name, value]) => `${name}=${value}`).join(' ')}`;
 }
 
+/**
+ * The fault section's charts, one per row that went through faults (at most 12, as the report
+ * draws them), each showing that row alone: `faults-I` for the I-th such row, when the repeat
+ * the report reads (the first that passed, else the first) kept a timeline.
+ */
+function faultPlots(results, rows) {
+  const plots = [];
+  const faulted = rows.filter((label) =>
+    results.runs.some(
+      (r) =>
+        rowLabel(r) === label &&
+        ((r.fault_windows ?? []).length > 0 || r.gapped > 0 || r.cut_off > 0 || r.slow_consumer),
+    ),
+  );
+  faulted.slice(0, 12).forEach((label, i) => {
+    const runs = results.runs.filter((r) => rowLabel(r) === label);
+    const shown = runs.find((r) => !r.failed) ?? runs[0];
+    if (shown.latency_timeline) plots.push({ id: `faults-${i}`, rows: [label] });
+  });
+  return plots;
+}
+
 /** What the results file says the page must show: every row by its name. */
 function expected(results) {
   const rows = [...new Set(results.runs.map(rowLabel))];
@@ -35,8 +58,8 @@ function expected(results) {
       .filter((r) => r.payload === first.payload && r.offered_rate === first.offered_rate)
       .map((r) => r.subscribers),
   );
-  const plots = swept.size > 1 ? [...ALWAYS, ...FANOUT] : ALWAYS;
-  return { rows, plots };
+  const plots = (swept.size > 1 ? [...ALWAYS, ...FANOUT] : ALWAYS).map((id) => ({ id, rows }));
+  return { rows, plots: [...plots, ...faultPlots(results, rows)] };
 }
 
 async function check(browser, dir) {
@@ -78,7 +101,7 @@ async function check(browser, dir) {
   if (seen.tables.length < 5 || seen.tables.some((rows) => rows === 0)) {
     problems.push(`tables missing or empty: ${JSON.stringify(seen.tables)}`);
   }
-  for (const plot of plots) {
+  for (const { id: plot, rows: shows } of plots) {
     const figure = seen.figures.find((f) => f.id === `plot-${plot}`);
     if (!figure) {
       problems.push(`plot ${plot} missing`);
@@ -87,12 +110,13 @@ async function check(browser, dir) {
     if (figure.width < 200 || figure.height < 100) {
       problems.push(`plot ${plot} drawn at ${figure.width}x${figure.height}`);
     }
-    if (figure.marks <= rows.length) problems.push(`plot ${plot} draws no data`);
-    for (const row of rows) {
+    if (figure.marks <= shows.length) problems.push(`plot ${plot} draws no data`);
+    for (const row of shows) {
       if (!figure.texts.includes(row)) problems.push(`plot ${plot} does not show ${row}`);
     }
   }
-  const extra = seen.figures.map((f) => f.id.replace(/^plot-/, '')).filter((id) => !plots.includes(id));
+  const ids = plots.map((p) => p.id);
+  const extra = seen.figures.map((f) => f.id.replace(/^plot-/, '')).filter((id) => !ids.includes(id));
   if (extra.length) problems.push(`unexpected plots: ${extra.join(', ')}`);
   await page.close();
   return { problems, rows, plots };
