@@ -31,6 +31,10 @@ pub const FANOUT_SLOTS: u64 = 1 << 16;
 /// Width of one timeline bin, milliseconds of receive time.
 pub const TIMELINE_BIN_MS: u64 = 100;
 
+/// The timeline covers at most this many bins (two hours) from its origin; later events are
+/// left out of it (not of the histograms), so a far-off origin cannot make it grow unbounded.
+pub const TIMELINE_BINS_KEPT: usize = 72_000;
+
 /// Per bin of receive time since the origin: the worst latency (us) and the events that arrived.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Timeline {
@@ -44,6 +48,9 @@ impl Timeline {
     /// Notes one event received `since_origin_ns` after the origin, `us` late.
     fn record(&mut self, since_origin_ns: u64, us: u64) {
         let bin = (since_origin_ns / (TIMELINE_BIN_MS * 1_000_000)) as usize;
+        if bin >= TIMELINE_BINS_KEPT {
+            return;
+        }
         if self.max_us.len() <= bin {
             self.max_us.resize(bin + 1, 0);
             self.events.resize(bin + 1, 0);
