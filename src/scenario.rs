@@ -266,6 +266,21 @@ impl Settings {
             (None, None, Rate::PerSecond(rate)) => (10.0 * rate).round().max(1.0) as u64,
             (None, None, Rate::Max) => 100_000,
         };
+        if events > MAX_EVENTS {
+            return impossible(format!(
+                "{events} events per run is more than the {MAX_EVENTS} a run takes (each \
+                 subscriber's delivery is checked event by event; split the run or lower \
+                 --events, --duration or --rate)"
+            ));
+        }
+        if let Some(name) = &self.name {
+            if !valid_name(name) {
+                return impossible(format!(
+                    "--name {name:?}: a run's name becomes its directory under --out, so it is 1 \
+                     to 64 letters, digits, '.', '-' or '_', not starting with '.'"
+                ));
+            }
+        }
         let subscribers = self.subscribers.map(|c| c.0).unwrap_or_else(|| vec![1]);
         if subscribers.is_empty() || subscribers.contains(&0) {
             return impossible("every subscriber count must be at least 1: a run with no subscriber measures nothing".into());
@@ -433,6 +448,19 @@ pub struct Scenario {
     pub server_netns: Option<String>,
 }
 
+/// Most events one run publishes.
+pub const MAX_EVENTS: u64 = 100_000_000;
+
+/// Whether `name` can name a run: one directory under `--out`, never a path out of it.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+}
+
 /// Whether `name` can name a network namespace here (and is safe as an argument).
 fn valid_netns(name: &str) -> bool {
     !name.is_empty()
@@ -558,6 +586,30 @@ mod tests {
             error.contains("line 2") && error.contains("invalid rate"),
             "{error}"
         );
+    }
+
+    /// Local inputs that would escape `--out`, swamp the harness or name no namespace are
+    /// refused with what was wrong, before anything runs.
+    #[test]
+    fn bad_local_inputs_are_refused() {
+        let refused = |toml: &str| match parse(toml).unwrap().resolve() {
+            Err(error) => error.to_string(),
+            Ok(_) => panic!("{toml} was accepted"),
+        };
+        for name in ["../../x", "a/b", ".hidden", ""] {
+            let error = refused(&format!("name = {name:?}\nevents = 10\n"));
+            assert!(error.contains("becomes its directory"), "{name}: {error}");
+        }
+        let error = refused("events = 100000000000000\nrate = \"max\"\n");
+        assert!(error.contains("more than the 100000000"), "{error}");
+        let error = refused("duration = 1000000\nrate = 1000000\n");
+        assert!(error.contains("more than the 100000000"), "{error}");
+        let error = refused("server-netns = \"x y\"\nevents = 10\n");
+        assert!(error.contains("a namespace name"), "{error}");
+        assert!(parse("name = \"quick-4g_v1.2\"\nevents = 10\n")
+            .unwrap()
+            .resolve()
+            .is_ok());
     }
 
     /// Flags override the file; lists and single values both work.

@@ -70,11 +70,51 @@ pub fn encode(h: &Histogram<u64>) -> String {
     BASE64.encode(bytes)
 }
 
-/// Decodes [`encode`]'s output.
+/// Largest decompressed histogram body accepted: far above what [`histogram`]'s bounds need
+/// (a few KB), far below what would hurt.
+const MAX_BODY_BYTES: u32 = 4 << 20;
+
+/// Checks a V2 + deflate histogram's header before it is decoded: a results file is input, and
+/// a crafted one could otherwise ask for gigabytes (a huge value range, precision or body
+/// length). Accepts what [`histogram`] and [`encode`] produce: values within 1..=MAX_US, at
+/// most [`DIGITS`] significant digits.
+fn check_header(bytes: &[u8]) -> Result<(), String> {
+    use std::io::Read as _;
+    let bad = |why: String| Err(format!("histogram refused: {why}"));
+    let Some(compressed) = bytes.get(8..) else {
+        return bad("shorter than its header".into());
+    };
+    // V2 header: cookie, body length, normalizing offset, significant digits (4 bytes each),
+    // lowest and highest trackable value (8 bytes each), conversion ratio (8 bytes).
+    let mut header = [0u8; 40];
+    if flate2::read::ZlibDecoder::new(compressed)
+        .read_exact(&mut header)
+        .is_err()
+    {
+        return bad("its deflated header cannot be read".into());
+    }
+    let u32_at = |i: usize| u32::from_be_bytes(header[i..i + 4].try_into().unwrap_or_default());
+    let u64_at = |i: usize| u64::from_be_bytes(header[i..i + 8].try_into().unwrap_or_default());
+    let (body, digits, lowest, highest) = (u32_at(4), u32_at(12), u64_at(16), u64_at(24));
+    if body > MAX_BODY_BYTES {
+        return bad(format!("a body of {body} bytes (at most {MAX_BODY_BYTES})"));
+    }
+    if digits > u32::from(DIGITS) || lowest < 1 || highest > MAX_US {
+        return bad(format!(
+            "range {lowest}..={highest} at {digits} digits, beyond pushbench's 1..={MAX_US} at \
+             {DIGITS}"
+        ));
+    }
+    Ok(())
+}
+
+/// Decodes [`encode`]'s output, refusing a histogram whose header asks for more than
+/// pushbench's own bounds.
 pub fn decode(text: &str) -> Result<Histogram<u64>, String> {
     let bytes = BASE64
         .decode(text)
         .map_err(|e| format!("histogram is not base64: {e}"))?;
+    check_header(&bytes)?;
     Deserializer::new()
         .deserialize(&mut bytes.as_slice())
         .map_err(|e| format!("histogram is not HdrHistogram V2: {e:?}"))
@@ -155,6 +195,25 @@ pub struct IntervalLatency {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A histogram wider or finer than pushbench's own is refused before it is decoded (a
+    /// crafted results file could otherwise ask for gigabytes); pushbench's round-trip, and so
+    /// does a batch histogram; bytes that are not one are refused too.
+    #[test]
+    fn crafted_histograms_are_refused() {
+        let mut ours = histogram();
+        ours.record(1234).unwrap();
+        assert_eq!(decode(&encode(&ours)).unwrap(), ours);
+        let batches = Histogram::<u64>::new_with_bounds(1, 1 << 20, 2).unwrap();
+        assert!(decode(&encode(&batches)).is_ok());
+        let wide = Histogram::<u64>::new_with_bounds(1, 1 << 40, 5).unwrap();
+        let error = decode(&encode(&wide)).unwrap_err();
+        assert!(error.contains("beyond pushbench's"), "{error}");
+        assert!(decode(&BASE64.encode(b"short"))
+            .unwrap_err()
+            .contains("refused"));
+        assert!(decode("not base64!").is_err());
+    }
 
     /// A histogram survives encoding, and its percentiles are what was recorded.
     #[test]

@@ -343,6 +343,28 @@ mod tests {
         assert!(first_seq_from_query(Some(&format!("after={}", u64::MAX))).is_err());
     }
 
+    /// A hold past what a Duration holds is as good as forever (the server's own hold caps it),
+    /// never a panic; negative, NaN or text is refused.
+    #[test]
+    fn wait_parsing() {
+        assert_eq!(
+            wait_from_query(Some("wait=0")).unwrap(),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            wait_from_query(Some("wait=1e20")).unwrap(),
+            Some(Duration::MAX)
+        );
+        assert_eq!(
+            wait_from_query(Some("wait=inf")).unwrap(),
+            Some(Duration::MAX)
+        );
+        for bad in ["wait=-1", "wait=NaN", "wait=soon"] {
+            assert!(wait_from_query(Some(bad)).is_err(), "{bad}");
+        }
+        assert_eq!(wait_from_query(None).unwrap(), None);
+    }
+
     /// A spliced batch is valid JSON that the client's reader accepts.
     #[test]
     fn batch_encoding_round_trips() {

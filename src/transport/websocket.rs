@@ -114,6 +114,8 @@ async fn upgrade(
     let reader = state.hub.reader(first_seq);
     ws.read_buffer_size(READ_BUFFER.read(&state.config.settings) as usize)
         .max_message_size(MAX_CLIENT_MESSAGE)
+        // A frame is checked as it arrives, not after tungstenite's 16 MiB default was buffered.
+        .max_frame_size(MAX_CLIENT_MESSAGE)
         .on_upgrade(move |socket| stream_events(socket, reader, state.config))
 }
 
