@@ -22,19 +22,44 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-fn small_run(transports: &str, out: &Path, exe: &Path) -> RunOptions {
+/// A short run: `transports`, 2 subscribers at 500 ev/s, `events` events, and the transport
+/// settings `given` (each with the values it sweeps).
+fn small_run_with(
+    transports: &str,
+    events: u64,
+    given: &[(&str, &[&str])],
+    out: &Path,
+) -> RunOptions {
     let settings = Settings {
         transports: Some(transports.parse::<TransportSet>().unwrap()),
         subscribers: Some(Counts(vec![2])),
         rate: Some(Rate::PerSecond(500.0)),
-        events: Some(300),
+        events: Some(events),
+        transport_settings: SettingFlags::<RUN> {
+            given: given
+                .iter()
+                .map(|(name, values)| {
+                    (
+                        name.to_string(),
+                        values.iter().map(|v| v.to_string()).collect(),
+                    )
+                })
+                .collect(),
+        },
         ..Settings::default()
     };
     RunOptions {
         scenario: settings.resolve().unwrap(),
         out: out.to_owned(),
-        exe: exe.to_owned(),
+        exe: Path::new(BIN).to_owned(),
         pin: false,
+    }
+}
+
+fn small_run(transports: &str, out: &Path, exe: &Path) -> RunOptions {
+    RunOptions {
+        exe: exe.to_owned(),
+        ..small_run_with(transports, 300, &[], out)
     }
 }
 
@@ -58,21 +83,7 @@ async fn a_server_restart_mid_stream_loses_nothing_where_it_can_resume() {
         .collect();
     let transports = restartable.join(",");
     let out = scratch("restart");
-    let mut options = small_run(&transports, &out, Path::new(BIN));
-    options.scenario = Settings {
-        transport_settings: SettingFlags::<RUN> {
-            given: [(RESTART_AFTER.name.to_string(), vec!["700ms".to_string()])].into(),
-        },
-        ..Settings {
-            transports: Some(transports.parse().unwrap()),
-            subscribers: Some(Counts(vec![2])),
-            rate: Some(Rate::PerSecond(500.0)),
-            events: Some(1000),
-            ..Settings::default()
-        }
-    }
-    .resolve()
-    .unwrap();
+    let options = small_run_with(&transports, 1000, &[(RESTART_AFTER.name, &["700ms"])], &out);
     let outcome = run(options).await.unwrap();
     let results = Results::read(&outcome.path).unwrap();
     assert_eq!(results.runs.len(), restartable.len());
@@ -103,21 +114,7 @@ async fn every_latency_through_the_link_is_at_least_its_delay() {
     use pushbench::metrics::latency;
     let transports = "websocket,tcp,longpoll";
     let out = scratch("link");
-    let mut options = small_run(transports, &out, Path::new(BIN));
-    options.scenario = Settings {
-        transport_settings: SettingFlags::<RUN> {
-            given: [(LINK.name.to_string(), vec!["latency=20ms".to_string()])].into(),
-        },
-        ..Settings {
-            transports: Some(transports.parse().unwrap()),
-            subscribers: Some(Counts(vec![2])),
-            rate: Some(Rate::PerSecond(500.0)),
-            events: Some(300),
-            ..Settings::default()
-        }
-    }
-    .resolve()
-    .unwrap();
+    let options = small_run_with(transports, 300, &[(LINK.name, &["latency=20ms"])], &out);
     let outcome = run(options).await.unwrap();
     let results = Results::read(&outcome.path).unwrap();
     assert_eq!(results.runs.len(), 3);
@@ -145,25 +142,8 @@ async fn every_latency_through_the_link_is_at_least_its_delay() {
 async fn sse_through_a_buffering_nginx_is_held_back() {
     use pushbench::link::via::VIA;
     let out = scratch("nginx");
-    let mut options = small_run("sse", &out, Path::new(BIN));
-    options.scenario = Settings {
-        transport_settings: SettingFlags::<RUN> {
-            given: [(
-                VIA.name.to_string(),
-                vec!["nginx-buffered".to_string(), "nginx-unbuffered".to_string()],
-            )]
-            .into(),
-        },
-        ..Settings {
-            transports: Some("sse".parse().unwrap()),
-            subscribers: Some(Counts(vec![2])),
-            rate: Some(Rate::PerSecond(500.0)),
-            events: Some(300),
-            ..Settings::default()
-        }
-    }
-    .resolve()
-    .unwrap();
+    let via: &[&str] = &["nginx-buffered", "nginx-unbuffered"];
+    let options = small_run_with("sse", 300, &[(VIA.name, via)], &out);
     let outcome = run(options).await.unwrap();
     let results = Results::read(&outcome.path).unwrap();
     let handshake = |via: &str| {
@@ -233,29 +213,15 @@ async fn a_lossy_link_costs_latency_not_events() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settings_reach_the_children_and_the_results() {
     let out = scratch("settings");
-    let mut options = small_run("longpoll,poll", &out, Path::new(BIN));
-    let given = [
-        ("longpoll-hold", vec!["2s", "45s"]),
-        ("poll-interval", vec!["20ms"]),
-    ];
-    let flags = SettingFlags::<RUN> {
-        given: given
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect()))
-            .collect(),
-    };
-    options.scenario = Settings {
-        transport_settings: flags,
-        ..Settings {
-            transports: Some("longpoll,poll".parse().unwrap()),
-            subscribers: Some(Counts(vec![2])),
-            rate: Some(Rate::PerSecond(500.0)),
-            events: Some(300),
-            ..Settings::default()
-        }
-    }
-    .resolve()
-    .unwrap();
+    let options = small_run_with(
+        "longpoll,poll",
+        300,
+        &[
+            ("longpoll-hold", &["2s", "45s"]),
+            ("poll-interval", &["20ms"]),
+        ],
+        &out,
+    );
     let outcome = run(options).await.unwrap();
     let results = Results::read(&outcome.path).unwrap();
     // What each row's processes reported for the setting given, and the swept ones.
