@@ -45,7 +45,7 @@ fn delivery(c: &mut Criterion) {
                         async move {
                             let mut timed = Duration::ZERO;
                             for _ in 0..iterations {
-                                let server = ServerConfig::default();
+                                let server = ServerConfig::local();
                                 let client = ClientConfig {
                                     webhook_secret: Some(server.webhook_secret.clone()),
                                     ..ClientConfig::default()

@@ -17,7 +17,8 @@ use crate::results;
 use crate::scenario::Settings;
 use crate::serve::{self, ServeOptions};
 use crate::setting_flags::{SettingFlags, LOAD, SERVE};
-use crate::transport::{ClientConfig, Faults, Secret, ServerConfig, Spec, Transport};
+use crate::transport::tls::TlsMaterial;
+use crate::transport::{ClientConfig, Faults, Limits, Secrets, ServerConfig, Spec, Transport};
 
 /// Measures how events should reach their consumers: WebSocket, SSE, long polling, short
 /// polling, webhooks and raw TCP, delivering one identical stream over real sockets.
@@ -397,9 +398,30 @@ pub struct ServeArgs {
     /// Seconds between keep-alives (WebSocket pings, SSE comments).
     #[arg(long, default_value = "15", value_parser = parse_secs)]
     pub heartbeat: Duration,
-    /// Webhook signing secret (`whsec_...`); generated and printed if absent.
+    /// Webhook signing secrets: the provider's, read from a file or from the environment
+    /// (never from argv, where `ps` would show them); generated and printed if absent.
+    #[command(flatten)]
+    pub secrets: SecretArgs,
+    /// TLS (with `--tls on`): the certificate to serve with, and the certificates of the
+    /// webhook consumers to trust.
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    /// Webhooks: deliver to endpoints on loopback, private, link-local or metadata addresses
+    /// (refused otherwise, so that registering one cannot turn the provider against its own
+    /// network).
     #[arg(long)]
-    pub webhook_secret: Option<Secret>,
+    pub allow_private_targets: bool,
+    /// Webhooks: let anyone register endpoints, without the token that is otherwise generated
+    /// and printed.
+    #[arg(long)]
+    pub open_registration: bool,
+    /// Subscribers (connections or webhook endpoints) at once; more are refused (503, or close
+    /// 1013). Default: what the open-file limit allows.
+    #[arg(long)]
+    pub max_subscribers: Option<usize>,
+    /// Seconds one write may wait on a subscriber that does not read before it is dropped.
+    #[arg(long, default_value = "30", value_parser = parse_secs)]
+    pub write_timeout: Duration,
     /// Seconds without delivery progress, once published, before exiting with subscribers left.
     #[arg(long, default_value = "60", value_parser = parse_secs)]
     pub drain_timeout: Duration,
@@ -440,10 +462,20 @@ impl ServeArgs {
             },
             ..ServerConfig::default()
         };
-        let announce_secret = self.webhook_secret.is_none();
-        if let Some(secret) = self.webhook_secret {
-            config.webhook_secret = secret;
+        let given = self.secrets.read()?;
+        let announce_secret = given.is_none();
+        if let Some(secrets) = given {
+            config.webhook_secret = secrets;
         }
+        config.tls = self.tls.material(&[self.listen.ip()])?;
+        config.limits = Limits {
+            max_subscribers: self
+                .max_subscribers
+                .unwrap_or_else(crate::transport::max_subscribers_allowed),
+            write_timeout: self.write_timeout,
+            registration_token: (!self.open_registration).then(registration_token),
+            allow_private_targets: self.allow_private_targets,
+        };
         Ok(ServeOptions {
             transport: self.transport,
             listen: self.listen,
@@ -475,9 +507,18 @@ pub struct LoadArgs {
     /// The stream the server publishes (must match its flags).
     #[command(flatten)]
     pub stream: StreamArgs,
-    /// The provider's webhook secret (`whsec_...`), as `pushbench serve` printed it.
+    /// The provider's webhook secrets, as `pushbench serve` printed them: from a file or from
+    /// the environment, never argv.
+    #[command(flatten)]
+    pub secrets: SecretArgs,
+    /// The webhook provider's registration token, as `pushbench serve` printed it: a file
+    /// holding it (the environment's PUSHBENCH_REGISTRATION_TOKEN otherwise).
     #[arg(long)]
-    pub webhook_secret: Option<Secret>,
+    pub registration_token_file: Option<PathBuf>,
+    /// TLS (with `--tls on`): the server's certificate to trust (`--ca`), and for webhook
+    /// consumers the certificate to serve with.
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// Seconds a subscriber may take before it is counted as failed.
     #[arg(long, default_value = "120", value_parser = parse_secs)]
     pub timeout: Duration,
@@ -495,12 +536,24 @@ impl LoadArgs {
         if self.subscribers == 0 {
             bail!("--subscribers must be at least 1");
         }
-        if self.transport == Transport::Webhook && self.webhook_secret.is_none() {
-            bail!("--transport webhook needs --webhook-secret (printed by `pushbench serve`)");
+        let secrets = self.secrets.read()?;
+        if self.transport == Transport::Webhook && secrets.is_none() {
+            bail!(
+                "--transport webhook needs the provider's secret (printed by `pushbench serve`): \
+                 --webhook-secret-file FILE, or PUSHBENCH_WEBHOOK_SECRET in the environment"
+            );
         }
+        let registration_token = match &self.registration_token_file {
+            Some(path) => Some(read_secret_file(path)?),
+            None => std::env::var("PUSHBENCH_REGISTRATION_TOKEN")
+                .ok()
+                .filter(|token| !token.trim().is_empty()),
+        };
         let config = ClientConfig {
             settings: self.settings.values(),
-            webhook_secret: self.webhook_secret,
+            webhook_secret: secrets,
+            registration_token,
+            tls: self.tls.material(&[])?,
             ..ClientConfig::default()
         };
         Ok(LoadJob {
@@ -561,5 +614,92 @@ fn parse_stall(text: &str) -> Result<(u64, Duration), String> {
             Ok((seq, Duration::from_secs_f64(ms / 1e3)))
         }
         _ => Err(format!("expected SEQ:MS (e.g. 500:200), got {text:?}")),
+    }
+}
+
+/// Where the webhook secrets come from: a file, or the environment; never argv, where any user
+/// of the machine could read them with `ps`.
+#[derive(Debug, Args)]
+pub struct SecretArgs {
+    /// A file holding the webhook secrets (`whsec_...`, several separated by white space while
+    /// one is rotated out: the provider signs with all, consumers accept any). Without it,
+    /// PUSHBENCH_WEBHOOK_SECRET in the environment.
+    #[arg(long)]
+    pub webhook_secret_file: Option<PathBuf>,
+}
+
+impl SecretArgs {
+    /// The secrets given, if any; a bad one is an error that says where it came from.
+    pub fn read(&self) -> anyhow::Result<Option<Secrets>> {
+        let (text, source) = match &self.webhook_secret_file {
+            Some(path) => (read_secret_file(path)?, path.display().to_string()),
+            // Set but empty counts as unset, as in a script that exports it for every
+            // transport.
+            None => match std::env::var("PUSHBENCH_WEBHOOK_SECRET") {
+                Ok(text) if !text.trim().is_empty() => (text, "PUSHBENCH_WEBHOOK_SECRET".into()),
+                _ => return Ok(None),
+            },
+        };
+        let secrets = text.parse().with_context(|| format!("in {source}"))?;
+        Ok(Some(secrets))
+    }
+}
+
+/// A small file holding a secret or token, trimmed.
+fn read_secret_file(path: &std::path::Path) -> anyhow::Result<String> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(text.trim().to_owned())
+}
+
+/// A fresh registration token: 128 random bits, hex.
+fn registration_token() -> String {
+    use rand::Rng as _;
+    let bits: u128 = rand::rng().random();
+    format!("{bits:032x}")
+}
+
+/// TLS files, for `serve`, `load` and `run`; TLS itself is turned on by `--tls on`.
+#[derive(Debug, Default, Args)]
+pub struct TlsArgs {
+    /// The certificate chain (PEM) to serve with; with --tls-key. Default: a self-signed
+    /// certificate made at start for localhost, the loopback addresses and the listen address.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Certificates (PEM) to trust when connecting: the server's, as `serve --write-cert`
+    /// wrote it (for `load`), or webhook consumers' (for `serve`).
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+    /// Write the certificate this side serves with (PEM) to this file, for the other side's
+    /// --ca.
+    #[arg(long)]
+    pub write_cert: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// The TLS material these flags name: the given certificate or a self-signed one for
+    /// `addresses`, trusting --ca (and, with no --ca, the certificate itself, as in one run
+    /// where both sides are pushbench).
+    pub fn material(&self, addresses: &[std::net::IpAddr]) -> anyhow::Result<TlsMaterial> {
+        let read = |path: &PathBuf| {
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+        };
+        let material = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => TlsMaterial::from_pem(read(cert)?, read(key)?),
+            _ => TlsMaterial::self_signed(addresses)?,
+        };
+        let trusted = match &self.ca {
+            Some(ca) => Some(read(ca)?),
+            None => material.cert_pem.clone(),
+        };
+        let material = material.trusting(trusted);
+        material.check()?;
+        if let (Some(path), Some(cert)) = (&self.write_cert, &material.cert_pem) {
+            std::fs::write(path, cert).with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok(material)
     }
 }

@@ -38,10 +38,14 @@ pub enum Report {
         #[serde(default)]
         settings: SettingValues,
     },
-    /// Server: the webhook signing secret it generated (only when none was given to it).
+    /// Server: the webhook signing secret it generated (only when none was given to it), and
+    /// the token registrations must present (when registration is not open).
     WebhookSecret {
         /// The secret in its `whsec_` form.
         whsec: String,
+        /// The registration token.
+        #[serde(default)]
+        token: Option<String>,
     },
     /// Server: the stream's schedule starts now (or started, for a restarted server) at
     /// `origin_ns` on the shared monotonic clock.

@@ -223,8 +223,8 @@ pub struct ServeOptions {
     pub start_delay: Duration,
     /// CPUs to pin the server to, kept apart from the load.
     pub cpus: Option<Vec<usize>>,
-    /// Tell the webhook secret to whoever reads the output (it was generated here, so nobody
-    /// else knows it).
+    /// Tell the webhook secret and registration token to whoever reads the output (they were
+    /// generated here, so nobody else knows them).
     #[serde(default)]
     pub announce_secret: bool,
     /// Continue a stream whose schedule began at this monotonic time, without waiting for
@@ -313,13 +313,25 @@ pub async fn run(options: ServeOptions, output: Output) -> anyhow::Result<()> {
         Output::Json => eprintln!("{text}"),
     };
     if transport == Transport::Webhook && options.announce_secret {
-        // Consumers need the secret to verify deliveries.
+        // Consumers need the secret to verify deliveries, and the token to register.
         let whsec = options.config.webhook_secret.to_whsec();
+        let token = options.config.limits.registration_token.clone();
         match output {
-            Output::Human => println!("webhook secret: {whsec}"),
-            Output::Json => protocol::report(&Report::WebhookSecret { whsec })?,
+            Output::Human => {
+                println!("webhook secret: {whsec}");
+                if let Some(token) = &token {
+                    println!("registration token: {token}");
+                }
+            }
+            Output::Json => protocol::report(&Report::WebhookSecret { whsec, token })?,
         }
     }
+    // Before anyone can know where it listens, so a SIGTERM sent the moment it says so stops
+    // it cleanly rather than killing it.
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut server = Server::start(
         transport,
         options.listen,
@@ -342,13 +354,11 @@ pub async fn run(options: ServeOptions, output: Output) -> anyhow::Result<()> {
         options.start_after, options.spec.count, options.spec.payload, options.spec.rate
     ));
 
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
     server.hub().expect_returns(options.returning as u64);
     if options.schedule_origin_ns.is_none() {
         tokio::select! {
             started = server.wait_for_start(options.start_after, options.start_delay) => started?,
-            _ = tokio::signal::ctrl_c() => return stop(server, None, "interrupted", output).await,
+            _ = interrupt.recv() => return stop(server, None, "interrupted", output).await,
             _ = terminate.recv() => return stop(server, None, "terminated", output).await,
         }
     }
@@ -359,7 +369,7 @@ pub async fn run(options: ServeOptions, output: Output) -> anyhow::Result<()> {
     }
     let published = tokio::select! {
         published = server.publish_from(&options.spec, Some(origin_ns)) => published?,
-        _ = tokio::signal::ctrl_c() => return stop(server, None, "interrupted", output).await,
+        _ = interrupt.recv() => return stop(server, None, "interrupted", output).await,
         _ = terminate.recv() => return stop(server, None, "terminated", output).await,
     };
     say(format!(
@@ -369,7 +379,7 @@ pub async fn run(options: ServeOptions, output: Output) -> anyhow::Result<()> {
     ));
     let left = tokio::select! {
         left = server.drain(options.drain_timeout) => left,
-        _ = tokio::signal::ctrl_c() => server.hub().subscribers(),
+        _ = interrupt.recv() => server.hub().subscribers(),
         _ = terminate.recv() => server.hub().subscribers(),
     };
     if left > 0 {
@@ -379,6 +389,9 @@ pub async fn run(options: ServeOptions, output: Output) -> anyhow::Result<()> {
     }
     stop(server, Some(published), "done", output).await
 }
+
+/// The longest `serve` takes to stop once told to (SIGTERM, SIGINT, or the stream delivered).
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Stops the server and reports its stats last.
 async fn stop(
@@ -406,7 +419,14 @@ async fn stop(
         publisher_cpu_us: published.as_ref().map_or(0, |p| p.publisher_cpu_us),
         publisher_lateness: published.as_ref().and_then(|p| p.lateness),
     };
-    let stopped = server.stop().await;
+    // Bounded whatever clients do: HTTP connections get the shutdown grace, and anything still
+    // open after the deadline is dropped with the process.
+    let stopped = tokio::time::timeout(SHUTDOWN_DEADLINE, server.stop())
+        .await
+        .unwrap_or_else(|_| {
+            tracing::warn!("server still stopping after {SHUTDOWN_DEADLINE:?}; leaving it");
+            Ok(())
+        });
     match output {
         Output::Json => protocol::report(&Report::Stats(stats))?,
         Output::Human => {

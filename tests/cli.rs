@@ -95,6 +95,8 @@ async fn serve_process_delivers_and_exits() {
                 "2",
                 "--drain-timeout",
                 "30",
+                // Its consumers are on loopback.
+                "--allow-private-targets",
                 "--json",
             ])
             .stdout(Stdio::piped())
@@ -107,8 +109,9 @@ async fn serve_process_delivers_and_exits() {
         let addr = loop {
             let line = lines.next().expect("serve reported its address").unwrap();
             match protocol::parse::<Report>(&line).unwrap() {
-                Report::WebhookSecret { whsec } => {
-                    config.webhook_secret = Some(whsec.parse().unwrap())
+                Report::WebhookSecret { whsec, token } => {
+                    config.webhook_secret = Some(whsec.parse().unwrap());
+                    config.registration_token = token;
                 }
                 Report::Listening { addr, settings } => {
                     // It says what it runs with: every server setting of its transport.

@@ -1,12 +1,17 @@
 //! The contract every transport must meet, over real loopback sockets, run against every
 //! transport the binary offers (`Transport::ALL`, so a new transport is held to it without
 //! being listed here): the identical stream reaches one and many subscribers, and edge payloads
-//! arrive intact.
+//! arrive intact; and the same over TLS.
 
 mod common;
 
-use common::{assert_identical, deliver, spec};
-use pushbench::transport::Transport;
+use common::{assert_identical, deliver, deliver_with, spec};
+use pushbench::event::Rate;
+use pushbench::harness::{RecordPlan, TallySink};
+use pushbench::serve::Server;
+use pushbench::transport::resume::RESUME;
+use pushbench::transport::tls::{TlsMaterial, TLS};
+use pushbench::transport::{ServerConfig, Transport};
 
 /// One subscriber receives all 10,000 events, in order, digest equal to the source's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -38,4 +43,53 @@ async fn edge_payloads_arrive_intact() {
         let records = deliver(transport, &spec, 2).await;
         assert_identical(transport, &spec, &records);
     }
+}
+
+/// Over TLS (https://, wss://, TLS under raw TCP, HTTPS webhook endpoints), every transport
+/// delivers the identical stream to several subscribers, edge payloads included, and each
+/// connection's handshake is timed on the side that opened or accepted it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_transport_delivers_the_identical_stream_over_tls() {
+    let spec = spec(1_000, "0,1,64,65536");
+    for &transport in Transport::ALL {
+        let tls = TlsMaterial::self_signed(&[]).unwrap();
+        let records = deliver_with(transport, &spec, 3, ServerConfig::local(), Some(&tls)).await;
+        assert_eq!(records.len(), 3, "{transport}");
+        assert_identical(transport, &spec, &records);
+        let handshakes = tls.handshakes.histogram().len();
+        assert!(
+            handshakes >= 3,
+            "{transport}: {handshakes} TLS handshakes timed"
+        );
+    }
+}
+
+/// A client that does not trust the server's certificate is refused at the handshake, with
+/// the reason, receives nothing, and is no subscriber.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_certificate_is_refused() {
+    let mut config = ServerConfig::local();
+    config.tls = TlsMaterial::self_signed(&[]).unwrap();
+    config.settings.0.extend([TLS.set(true)]);
+    let mut client = common::client_for(&config);
+    client.tls = TlsMaterial::self_signed(&[]).unwrap();
+    client.settings.0.extend([TLS.set(true), RESUME.set(false)]);
+    let server = Server::start(
+        Transport::Websocket,
+        "127.0.0.1:0".parse().unwrap(),
+        10,
+        config,
+    )
+    .await
+    .unwrap();
+    let mut sink = TallySink::new(RecordPlan::new(10, Rate::Max, 0, 0), 0);
+    let error = Transport::Websocket
+        .subscribe(server.addr(), &client, &mut sink)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("certificate"), "{error}");
+    assert_eq!(sink.finish(None).tally.counts().distinct, 0);
+    assert_eq!(server.hub().subscribers(), 0);
+    server.stop().await.unwrap();
 }

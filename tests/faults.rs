@@ -41,7 +41,7 @@ async fn resume_loses_nothing_across_drops() {
             settings: SettingValues::from_pairs([
                 DROP_EVERY.set(std::time::Duration::from_millis(150))
             ]),
-            ..ServerConfig::default()
+            ..ServerConfig::local()
         };
         let client = client_for(&config);
         let run = deliver_locally(transport, &spec, 3, config, client, TIMEOUT)
@@ -76,7 +76,7 @@ async fn without_resume_the_loss_is_counted_exactly() {
                 // Nobody comes back: no point waiting long for them at the end.
                 RECONNECT_GRACE.set(std::time::Duration::from_millis(200)),
             ]),
-            ..ServerConfig::default()
+            ..ServerConfig::local()
         };
         let mut client = client_for(&config);
         client.settings = SettingValues::from_pairs([RESUME.set(false)]);
@@ -137,7 +137,7 @@ async fn outage_is_sat_out(transport: Transport) {
             ATTEMPTS.set(40),
             RETRY_CAP.set(std::time::Duration::from_millis(500)),
         ]),
-        ..ServerConfig::default()
+        ..ServerConfig::local()
     };
     let mut client = client_for(&config);
     client.settings = SettingValues::from_pairs([
@@ -181,7 +181,7 @@ async fn a_slow_consumer_holds_nobody_else_back() {
 
 async fn slow_consumer_gets_everything(transport: Transport) {
     let spec = StreamSpec::new(42, 500, "64".parse().unwrap(), Rate::PerSecond(1000.0)).unwrap();
-    let config = ServerConfig::default();
+    let config = ServerConfig::local();
     let mut client = client_for(&config);
     let read_rate = 50_000;
     client.read_rate = Some(read_rate);
@@ -214,7 +214,7 @@ async fn resuming_from_before_the_replay_window_reports_the_exact_gap() {
     for transport in droppable() {
         let config = ServerConfig {
             settings: SettingValues::from_pairs([REPLAY_WINDOW.set(100)]),
-            ..ServerConfig::default()
+            ..ServerConfig::local()
         };
         let client = client_for(&config);
         let mut server = Server::start(
@@ -259,7 +259,7 @@ async fn abandoned_webhooks_are_counted() {
             ATTEMPTS.set(2),
             RETRY_BASE.set(std::time::Duration::from_millis(5)),
         ]),
-        ..ServerConfig::default()
+        ..ServerConfig::local()
     };
     let mut server = Server::start(
         Transport::Webhook,

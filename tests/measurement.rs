@@ -21,7 +21,7 @@ fn steady(count: u64, rate: f64) -> StreamSpec {
 async fn run_with(faults: Faults, spec: &StreamSpec) -> Recorded {
     let config = ServerConfig {
         faults,
-        ..ServerConfig::default()
+        ..ServerConfig::local()
     };
     let client = client_for(&config);
     let run = deliver_locally(Transport::Tcp, spec, 2, config, client, TIMEOUT)
@@ -123,7 +123,7 @@ async fn tcp_wire_bytes_are_frames_plus_prefixes() {
         Transport::Tcp,
         "127.0.0.1:0".parse().unwrap(),
         spec.count,
-        ServerConfig::default(),
+        ServerConfig::local(),
     )
     .await
     .unwrap();

@@ -22,19 +22,22 @@ const TIMEOUT_MS = 30_000;
 
 /**
  * Starts `pushbench serve --json` and resolves once it has reported its address (and, for
- * webhooks, the secret it generated), reading pushbench's typed protocol: one JSON report a line.
+ * webhooks, the secret and registration token it generated), reading pushbench's typed protocol:
+ * one JSON report a line. The consumer here is on loopback, so private targets are allowed.
  */
 function serve(transport) {
   const child = spawn(BIN, ['serve', '--transport', transport, '--events', `${EVENTS}`,
-    '--payload', `${PAYLOAD}`, '--start-after', '1', '--drain-timeout', '10', '--json'],
+    '--payload', `${PAYLOAD}`, '--start-after', '1', '--drain-timeout', '10',
+    '--allow-private-targets', '--json'],
     { stdio: ['ignore', 'pipe', 'inherit'] });
   const exited = new Promise((resolve) => child.on('exit', (code) => resolve(code)));
   return new Promise((resolve, reject) => {
     let secret = null;
+    let token = null;
     createInterface({ input: child.stdout }).on('line', (line) => {
       const message = JSON.parse(line);
-      if (message.report === 'webhook_secret') secret = message.whsec;
-      if (message.report === 'listening') resolve({ addr: message.addr, secret, exited, child });
+      if (message.report === 'webhook_secret') ({ whsec: secret, token } = message);
+      if (message.report === 'listening') resolve({ addr: message.addr, secret, token, exited, child });
     });
     child.on('error', reject);
   });
@@ -106,7 +109,7 @@ async function viaFetch({ addr, path }) {
   }
 }
 
-async function viaWebhookConsumer({ addr, secret }) {
+async function viaWebhookConsumer({ addr, secret, token }) {
   const verifier = new Webhook(secret);
   const events = [];
   let finish;
@@ -129,7 +132,9 @@ async function viaWebhookConsumer({ addr, secret }) {
   await new Promise((resolve) => consumer.listen(0, '127.0.0.1', resolve));
   const url = `http://127.0.0.1:${consumer.address().port}/webhook`;
   const registered = await fetch(`http://${addr}/subscriptions`, {
-    method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ url }),
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+    body: JSON.stringify({ url }),
   });
   if (registered.status !== 201) throw new Error(`registration answered ${registered.status}`);
   const failure = await finished;

@@ -13,10 +13,11 @@ use serde::{Deserialize, Serialize};
 use crate::clock::now_ns;
 use crate::event::{Rate, StreamSpec};
 use crate::metrics::faults::SlowConsumer;
+use crate::metrics::latency;
 use crate::metrics::process::{self, ProcessSample};
 use crate::transport::client_stream::{slow_read_rate, SLOW_CONSUMER};
 use crate::transport::resume::RESUME;
-use crate::transport::{ClientConfig, Side, Transport};
+use crate::transport::{ClientConfig, Side, Transport, LOOPBACK_SOURCES};
 
 use super::part::{LoadPart, WorkerProcess};
 use super::subscriber::{RecordPlan, SubscriberRecord, TallySink};
@@ -25,10 +26,6 @@ use super::subscriber::{RecordPlan, SubscriberRecord, TallySink};
 /// accept backlog.
 const CONNECT_BURST: usize = 100;
 const CONNECT_PAUSE: Duration = Duration::from_millis(20);
-
-/// Distinct loopback source addresses subscribers are spread over, to stay clear of the
-/// ephemeral-port limit of one address.
-const LOOPBACK_SOURCES: usize = 16;
 
 /// Runs `count` subscribers concurrently, each until it has the whole stream, its subscription
 /// ends, or `timeout` passes; returns their records in order. Connects are paced, and against
@@ -187,6 +184,8 @@ pub async fn run_job(
         &records,
         &recorded,
     );
+    let tls = job.config.tls.handshakes.histogram();
+    part.histograms.tls_handshake_us = (!tls.is_empty()).then(|| latency::encode(&tls));
     part.process = WorkerProcess {
         before,
         connected,

@@ -136,6 +136,10 @@ pub struct PartHistograms {
     pub first_event_us: String,
     /// Events per response, for batching transports.
     pub events_per_response: Option<String>,
+    /// TLS handshakes this worker timed (its subscribers', or the ones its webhook consumers
+    /// accepted), us; absent without TLS.
+    #[serde(default)]
+    pub tls_handshake_us: Option<String>,
     /// Latency per second since `interval_origin_ns`.
     pub seconds: Vec<String>,
 }
@@ -238,6 +242,7 @@ impl LoadPart {
                 handshake_us: latency::encode(&handshakes),
                 first_event_us: latency::encode(&first_events),
                 events_per_response: recorded.batches.as_ref().map(latency::encode),
+                tls_handshake_us: None,
                 seconds: recorded.seconds.iter().map(latency::encode).collect(),
             },
             fanout: recorded.fanout.clone(),
@@ -297,6 +302,8 @@ pub struct Merged {
     pub latency: Histogram<u64>,
     /// Service time, us.
     pub service: Histogram<u64>,
+    /// TLS handshakes, us (empty without TLS).
+    pub tls_handshakes: Histogram<u64>,
     /// Handshakes, us.
     pub handshakes: Histogram<u64>,
     /// First events, us.
@@ -347,6 +354,7 @@ impl Merged {
             latency: latency::histogram(),
             service: latency::histogram(),
             handshakes: latency::histogram(),
+            tls_handshakes: latency::histogram(),
             first_events: latency::histogram(),
             batches: None,
             seconds: Vec::new(),
@@ -383,6 +391,9 @@ impl Merged {
             latency::merge(&mut merged.service, &decode(w, &h.service_time_us)?);
             latency::merge(&mut merged.handshakes, &decode(w, &h.handshake_us)?);
             latency::merge(&mut merged.first_events, &decode(w, &h.first_event_us)?);
+            if let Some(text) = &h.tls_handshake_us {
+                latency::merge(&mut merged.tls_handshakes, &decode(w, text)?);
+            }
             if let Some(text) = &h.events_per_response {
                 let b = decode(w, text)?;
                 let into = merged

@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::Context as _;
+use anyhow::{bail, Context as _};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 
@@ -30,7 +30,8 @@ use crate::scenario::{raise_open_file_limit, Scenario};
 use crate::serve::{ServeOptions, ServeStats};
 use crate::transport::listener::DROP_EVERY;
 use crate::transport::resume::{OUTAGE, RESTART_AFTER};
-use crate::transport::{ClientConfig, ServerConfig, SettingValues, Side, Transport};
+use crate::transport::tls::{TlsMaterial, TLS};
+use crate::transport::{ClientConfig, Limits, ServerConfig, SettingValues, Side, Transport};
 
 use super::calibrate::calibrate;
 use super::child::{LoadWorker, ServerChild};
@@ -374,8 +375,20 @@ async fn measure(
     let spec = scenario.spec(combination.payload);
     let subscribers = combination.subscribers;
     // Every setting, secret included, reaches the children over the protocol, not argv.
+    // The run's own certificate (self-signed, for the server's address) and registration
+    // token: both sides get them over the protocol, and both are pushbench, so the clients
+    // trust exactly that certificate. The consumers of webhooks live on loopback (or the
+    // namespaces' private addresses), so private targets are allowed here, explicitly.
+    let tls = TlsMaterial::self_signed(&[placed.server_ip])?;
+    let registration_token = Some(format!("{:032x}", rand::random::<u128>()));
     let server_config = ServerConfig {
         settings: combination.settings.clone(),
+        tls: tls.clone(),
+        limits: Limits {
+            registration_token: registration_token.clone(),
+            allow_private_targets: true,
+            ..Limits::default()
+        },
         ..ServerConfig::default()
     };
     let serve = ServeOptions {
@@ -403,6 +416,8 @@ async fn measure(
     let client = ClientConfig {
         settings: combination.settings.clone(),
         webhook_secret: Some(server_config.webhook_secret.clone()),
+        registration_token,
+        tls,
         ..ClientConfig::default()
     };
     let shares = worker_shares(subscribers, scenario.load_workers(placed.load_cpus));
@@ -411,6 +426,9 @@ async fn measure(
     // which runs here, apart from both the server's and the load's processes.
     let nginx = match VIA.read(&combination.settings) {
         Via::Direct => None,
+        via if TLS.read(&combination.settings) => {
+            bail!("tls on behind {via:?}: the reverse proxy is set up for plain HTTP only")
+        }
         via => {
             let dir = std::env::temp_dir().join(format!("pushbench-nginx-{}", std::process::id()));
             Some(Nginx::start(via, server.addr(), &dir).await?)
@@ -802,6 +820,10 @@ fn summarise(s: Summary<'_>) -> TransportResult {
                 p50: handshake(0.5),
                 p99: handshake(0.99),
             },
+            tls_handshake_us: (!merged.tls_handshakes.is_empty()).then(|| HandshakeTimes {
+                p50: merged.tls_handshakes.value_at_quantile(0.5),
+                p99: merged.tls_handshakes.value_at_quantile(0.99),
+            }),
             first_event_us: if merged.first_events.is_empty() {
                 0
             } else {

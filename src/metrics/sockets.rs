@@ -12,6 +12,7 @@ pub struct SocketCounters {
     connections: AtomicU64,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
+    write_timeouts: AtomicU64,
 }
 
 /// A snapshot of [`SocketCounters`].
@@ -23,6 +24,10 @@ pub struct SocketTotals {
     pub bytes_in: u64,
     /// Bytes written to the peers.
     pub bytes_out: u64,
+    /// Peers dropped because a write to them waited past the write timeout (they stopped
+    /// reading).
+    #[serde(default)]
+    pub write_timeouts: u64,
 }
 
 impl SocketCounters {
@@ -41,12 +46,18 @@ impl SocketCounters {
         self.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
+    /// Counts a peer dropped by the write timeout.
+    pub fn write_timed_out(&self) {
+        self.write_timeouts.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The totals so far.
     pub fn totals(&self) -> SocketTotals {
         SocketTotals {
             connections: self.connections.load(Ordering::Relaxed),
             bytes_in: self.bytes_in.load(Ordering::Relaxed),
             bytes_out: self.bytes_out.load(Ordering::Relaxed),
+            write_timeouts: self.write_timeouts.load(Ordering::Relaxed),
         }
     }
 }
@@ -58,6 +69,7 @@ impl std::ops::Add for SocketTotals {
             connections: self.connections + other.connections,
             bytes_in: self.bytes_in + other.bytes_in,
             bytes_out: self.bytes_out + other.bytes_out,
+            write_timeouts: self.write_timeouts + other.write_timeouts,
         }
     }
 }

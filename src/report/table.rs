@@ -38,7 +38,11 @@ const COLUMNS: [(&str, Align, Cell); 18] = [
             .map_or("—".into(), |l| format!("{:.1}us", l.p50_us))
     }),
     ("connect", Align::Right, |r| {
-        micros(r.connection.handshake_us.p50)
+        let connect = micros(r.connection.handshake_us.p50);
+        match r.connection.tls_handshake_us {
+            Some(tls) => format!("{connect} (tls {})", micros(tls.p50)),
+            None => connect,
+        }
     }),
     ("B/event", Align::Right, |r| {
         format!("{:.0}", r.connection.wire_bytes_per_event)

@@ -162,6 +162,10 @@ pub enum Figure {
     Steal,
     /// `handshake_p50`: see its [`Metric`].
     HandshakeP50,
+    /// `tls_handshake_p50`: see its [`Metric`].
+    TlsHandshakeP50,
+    /// `tls_share_of_connect`: see its [`Metric`].
+    TlsShareOfConnect,
     /// `first_event`: see its [`Metric`].
     FirstEvent,
     /// `server_rss_per_conn`: see its [`Metric`].
@@ -437,6 +441,24 @@ pub const METRICS: &[Metric] = &[
         Unit::Micros,
         Better::Lower,
         |r| r.connection.handshake_us.p50 as f64,
+    ),
+    metric(
+        Figure::TlsHandshakeP50,
+        "tls_handshake_p50",
+        "TLS handshake",
+        Section::Connection,
+        Unit::Micros,
+        Better::Lower,
+        |r| option(r.connection.tls_handshake_us.map(|h| h.p50 as f64)),
+    ),
+    metric(
+        Figure::TlsShareOfConnect,
+        "tls_share_of_connect",
+        "TLS share of connect",
+        Section::Connection,
+        Unit::Share,
+        Better::Lower,
+        |r| option(r.connection.tls_share_of_connect()),
     ),
     metric(
         Figure::FirstEvent,

@@ -301,6 +301,10 @@ pub struct Throughput {
 pub struct Connection {
     /// Connect plus handshake (for polling: first answer; webhooks: registration), us.
     pub handshake_us: HandshakeTimes,
+    /// The TLS handshake alone (part of `handshake_us`), us, timed where the connection was
+    /// opened (webhooks: where the consumer accepted it); absent without TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_handshake_us: Option<HandshakeTimes>,
     /// Median over subscribers of the first event's send-to-receive time, us.
     pub first_event_us: u64,
     /// Server RSS growth per connected subscriber, bytes.
@@ -325,12 +329,22 @@ pub struct Connection {
 }
 
 /// Handshake time percentiles over subscribers.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct HandshakeTimes {
     /// Median, us.
     pub p50: u64,
     /// 99th percentile, us.
     pub p99: u64,
+}
+
+impl Connection {
+    /// The TLS handshake's share of the connection cost (medians), when there was TLS. For
+    /// webhooks the handshakes are the provider's connections to the consumer, so the share
+    /// is of the registration's cost and may exceed one.
+    pub fn tls_share_of_connect(&self) -> Option<f64> {
+        let tls = self.tls_handshake_us?;
+        (self.handshake_us.p50 > 0).then(|| tls.p50 as f64 / self.handshake_us.p50 as f64)
+    }
 }
 
 /// Encoded histograms.

@@ -1,6 +1,6 @@
-//! A subscriber's TCP connection as every client opens it ([`super::connect_tcp`]): a
-//! `TcpStream`, read no faster than a set rate when the subscriber is the slow consumer of the
-//! slow-consumer fault. Throttling the reads, below every transport's client, makes the
+//! A subscriber's connection as every client opens it ([`super::Dialer::connect`]): a
+//! `TcpStream` ([`ThrottledStream`]), under TLS when it is on ([`ClientStream`]), read no
+//! faster than a set rate when the subscriber is the slow consumer of the slow-consumer fault. Throttling the reads, below every transport's client, makes the
 //! backpressure reach the server exactly as it would from a consumer that cannot keep up: the
 //! kernel's buffers fill, then the server's writes wait.
 
@@ -45,14 +45,18 @@ pub fn slow_read_rate(
     Some(((bytes_per_event * rate * percent as f64 / 100.0) as u64).max(1))
 }
 
-/// A subscriber's connection, reads optionally capped at a rate.
+/// A subscriber's connection: TCP, reads optionally capped at a rate, under TLS when it is on.
+/// The cap acts below TLS, on the bytes the kernel holds, where backpressure is.
+pub type ClientStream = super::tls::ClientTls<ThrottledStream>;
+
+/// A subscriber's TCP connection, reads optionally capped at a rate.
 #[derive(Debug)]
-pub struct ClientStream {
+pub struct ThrottledStream {
     inner: TcpStream,
     throttle: Option<Throttle>,
 }
 
-impl ClientStream {
+impl ThrottledStream {
     /// Wraps a connected stream; with `read_rate`, reads never pass that many bytes per second.
     pub fn new(inner: TcpStream, read_rate: Option<u64>) -> Self {
         Self {
@@ -99,7 +103,7 @@ impl Throttle {
     }
 }
 
-impl AsyncRead for ClientStream {
+impl AsyncRead for ThrottledStream {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -140,7 +144,7 @@ impl AsyncRead for ClientStream {
     }
 }
 
-impl AsyncWrite for ClientStream {
+impl AsyncWrite for ThrottledStream {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -184,7 +188,7 @@ mod tests {
             socket.write_all(&to_send).await.unwrap();
         });
         let rate = 100_000; // 60 KB at 100 KB/s, burst 10 KB: at least 0.5 s
-        let mut stream = ClientStream::new(TcpStream::connect(addr).await.unwrap(), Some(rate));
+        let mut stream = ThrottledStream::new(TcpStream::connect(addr).await.unwrap(), Some(rate));
         let started = std::time::Instant::now();
         let mut received = Vec::new();
         tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut received))

@@ -115,7 +115,7 @@ pub(crate) async fn serve(
     let router = Router::new()
         .route("/events", get(answer))
         .with_state(state);
-    let listener = TrackedListener::for_subscribers(listener, hub, &config);
+    let listener = TrackedListener::for_subscribers(listener, hub, &config)?;
     serve_http(listener, router, config.http, shutdown).await
 }
 

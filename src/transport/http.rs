@@ -2,7 +2,7 @@
 //! built on hyper-util's connection builder rather than `axum::serve` so that hyper's own
 //! settings are in reach ([`HttpSettings`]: header read timeout, read buffer ceiling,
 //! keep-alive, how long shutdown waits) and so that what accepts connections is a parameter
-//! ([`Accept`]): a plain listener, a counting one, and later a TLS acceptor.
+//! ([`Accept`]): the counting listener, with TLS when it is on.
 
 use std::future::Future;
 use std::io;
@@ -15,46 +15,54 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use axum::http::Method;
+use futures_util::future::Either;
+use hyper::service::Service as _;
+use tower_http::cors::{Any, CorsLayer};
+
+use super::listener::Enrolment;
 use super::TrackedListener;
 
 /// Where connections come from.
 pub trait Accept: Send + 'static {
-    /// An accepted connection.
+    /// A connection as accepted.
+    type Incoming: Send + 'static;
+    /// A connection ready for HTTP (its TLS handshake done, when TLS is on).
     type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
 
     /// The next connection, waiting out transient errors.
-    fn accept(&mut self) -> impl Future<Output = (Self::Io, SocketAddr)> + Send;
+    fn accept(&mut self) -> impl Future<Output = (Self::Incoming, SocketAddr)> + Send;
+
+    /// Where an accepted connection enrols as a subscriber, if it is one: at its first
+    /// complete request.
+    fn enrolment(incoming: &Self::Incoming) -> Option<Enrolment>;
+
+    /// Sets an accepted connection up, in its own task.
+    fn establish(
+        &self,
+        incoming: Self::Incoming,
+    ) -> impl Future<Output = io::Result<Self::Io>> + Send + 'static;
 }
 
 impl Accept for TrackedListener {
-    type Io = super::TrackedStream;
+    type Incoming = super::TrackedStream;
+    type Io = super::listener::Established;
 
-    fn accept(&mut self) -> impl Future<Output = (Self::Io, SocketAddr)> + Send {
+    fn accept(&mut self) -> impl Future<Output = (Self::Incoming, SocketAddr)> + Send {
         TrackedListener::accept(self)
     }
-}
 
-impl Accept for TcpListener {
-    type Io = tokio::net::TcpStream;
+    fn enrolment(incoming: &Self::Incoming) -> Option<Enrolment> {
+        incoming.enrolment().cloned()
+    }
 
-    async fn accept(&mut self) -> (Self::Io, SocketAddr) {
-        loop {
-            match TcpListener::accept(self).await {
-                Ok((stream, addr)) => {
-                    // Small messages must leave at once, not wait for Nagle's timer.
-                    let _ = stream.set_nodelay(true);
-                    return (stream, addr);
-                }
-                Err(error) => {
-                    // Out of file descriptors, say: wait and go on rather than fail the server.
-                    tracing::warn!(%error, "accept failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            }
-        }
+    fn establish(
+        &self,
+        incoming: Self::Incoming,
+    ) -> impl Future<Output = io::Result<Self::Io>> + Send + 'static {
+        TrackedListener::establish(self, incoming)
     }
 }
 
@@ -87,17 +95,20 @@ impl Default for HttpSettings {
 const MIN_BUF_SIZE: usize = 8 * 1024;
 
 /// Serves `router` on the connections `acceptor` gives until `shutdown` fires, then lets open
-/// connections finish for at most `settings.shutdown_grace`. CORS is open so a browser page
-/// from any origin can `fetch` or `EventSource` the server (the benchmark has no secrets to
-/// guard); upgrades (WebSocket) are supported.
+/// connections finish for at most `settings.shutdown_grace`. A connection's first complete
+/// request enrols it as a subscriber; past the subscriber cap it is answered 503. CORS lets a
+/// browser page from any origin `GET` (`fetch`, `EventSource`), and nothing else: no page can
+/// make a visitor's browser register a webhook. Upgrades (WebSocket) are supported.
 pub async fn serve_http<A: Accept>(
     mut acceptor: A,
     router: axum::Router,
     settings: HttpSettings,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
-    let router = router.layer(tower_http::cors::CorsLayer::permissive());
-    let service = TowerToHyperService::new(router);
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::HEAD]);
+    let service = TowerToHyperService::new(router.layer(cors));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -107,16 +118,28 @@ pub async fn serve_http<A: Accept>(
         .max_buf_size(settings.max_buf_size.max(MIN_BUF_SIZE));
     let graceful = GracefulShutdown::new();
     loop {
-        let (io, _) = tokio::select! {
+        let (incoming, _) = tokio::select! {
             accepted = acceptor.accept() => accepted,
             () = shutdown.cancelled() => break,
         };
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(io), service.clone())
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let enrolment = A::enrolment(&incoming);
+        let establishing = acceptor.establish(incoming);
+        let (builder, service, watcher) = (builder.clone(), service.clone(), graceful.watcher());
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
+            let io = match establishing.await {
+                Ok(io) => io,
+                Err(error) => return tracing::debug!(%error, "connection not established"),
+            };
+            let service = hyper::service::service_fn(move |request| {
+                let admitted = enrolment.as_ref().is_none_or(Enrolment::establish);
+                if admitted {
+                    Either::Left(service.call(request))
+                } else {
+                    Either::Right(std::future::ready(Ok(server_full())))
+                }
+            });
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+            if let Err(error) = watcher.watch(connection.into_owned()).await {
                 tracing::debug!(%error, "HTTP connection ended");
             }
         });
@@ -124,4 +147,12 @@ pub async fn serve_http<A: Accept>(
     // Streams still open finish (or are dropped) within the grace period.
     let _ = tokio::time::timeout(settings.shutdown_grace, graceful.shutdown()).await;
     Ok(())
+}
+
+/// The answer past the subscriber cap: 503, and the connection closed.
+fn server_full() -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let headers = [(axum::http::header::CONNECTION, "close")];
+    let why = "server full: it holds as many subscribers as it allows (--max-subscribers)\n";
+    (axum::http::StatusCode::SERVICE_UNAVAILABLE, headers, why).into_response()
 }

@@ -1,11 +1,20 @@
 //! A TCP listener that counts every accepted connection and the bytes through it
 //! ([`SocketCounters`]), and, for the transports whose subscribers are connections (all but
-//! webhooks, whose subscribers are registered endpoints), counts each open connection as a
-//! subscriber on the hub.
+//! webhooks, whose subscribers are registered endpoints), enrols each connection as a
+//! subscriber on the hub once its subscription is established ([`Enrolment`]).
 //!
-//! Counting at accept rather than in each handler keeps the rule the same for every transport:
-//! a browser's `EventSource`, a WebSocket, and a polling client on a keep-alive connection are each
-//! one subscriber, counted from the moment they connect until the socket closes.
+//! The rule is the same for every transport: a browser's `EventSource`, a WebSocket, and a
+//! polling client on a keep-alive connection are each one subscriber, counted from its first
+//! complete request (raw TCP: its start sequence) until the socket closes. A connection that
+//! only connects, or sends half a request, is no subscriber: it cannot start the stream or hold
+//! the server. Past the subscriber cap, an enrolment is refused and the transport answers with
+//! its protocol's refusal.
+//!
+//! Writes that wait longer than the write timeout on a peer that does not read fail, so a
+//! subscriber that never reads is dropped (and counted) rather than holding the server.
+//!
+//! TLS is set up here too ([`TrackedListener::establish`]), on top of the counted stream, so
+//! the byte counts are what crossed the wire, encryption included.
 //!
 //! It is also where the drop fault acts ([`DROP_EVERY`]): every connection open at each cut
 //! fails its next read or write, whatever the transport above it, as when a load balancer or a
@@ -19,12 +28,16 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use std::future::Future;
-use std::sync::{Mutex, Weak};
+use std::sync::{Mutex, OnceLock, Weak};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Sleep;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
+use tokio_rustls::TlsAcceptor;
+
+use super::tls::{HandshakeTimes, ServerTls, TlsMaterial, TLS};
 use super::{ServerConfig, Setting, Side};
 use crate::hub::{Hub, SubscriberGuard};
 use crate::metrics::sockets::SocketCounters;
@@ -40,14 +53,22 @@ pub static DROP_EVERY: Setting<Duration> = Setting {
 };
 
 /// A listener whose accepted streams each count as one subscriber while open.
-#[derive(Debug)]
 pub struct TrackedListener {
     inner: TcpListener,
     hub: Option<Arc<Hub>>,
     counters: Arc<SocketCounters>,
+    /// Subscribers allowed at once.
+    max_subscribers: usize,
+    /// How long a write may wait on a peer that does not read.
+    write_timeout: Option<Duration>,
     /// The drop fault's current cut, when it is on.
     cuts: Option<Arc<Cuts>>,
+    /// TLS, when it is on: each connection's handshake, and where its time goes.
+    tls: Option<(TlsAcceptor, Arc<HandshakeTimes>)>,
 }
+
+/// An accepted connection once set up: under TLS when it is on.
+pub type Established = ServerTls<TrackedStream>;
 
 /// The drop fault: every connection accepted holds the current cut's token, and each cut
 /// cancels it and starts the next.
@@ -93,18 +114,53 @@ impl TrackedListener {
             inner,
             hub,
             counters,
+            max_subscribers: usize::MAX,
+            write_timeout: None,
             cuts: None,
+            tls: None,
+        }
+    }
+
+    /// Serves TLS with `material`'s certificate on every connection, timing handshakes into
+    /// its record.
+    pub fn with_tls(mut self, material: &TlsMaterial) -> io::Result<Self> {
+        self.tls = Some((material.acceptor()?, Arc::clone(&material.handshakes)));
+        Ok(self)
+    }
+
+    /// Sets up an accepted connection (its TLS handshake, when TLS is on). Done in the
+    /// connection's own task, not the accept loop, so a slow or silent client holds up no one.
+    pub fn establish(
+        &self,
+        stream: TrackedStream,
+    ) -> impl Future<Output = io::Result<Established>> + Send + 'static {
+        let tls = self.tls.clone();
+        async move {
+            match &tls {
+                Some((acceptor, times)) => ServerTls::accept(stream, Some(acceptor), times).await,
+                None => Ok(ServerTls::Plain(stream)),
+            }
         }
     }
 
     /// The listener a server's subscribers connect to: counted on `hub`, their bytes on the
-    /// config's counters, and cut as the config's drop fault says.
-    pub fn for_subscribers(inner: TcpListener, hub: Arc<Hub>, config: &ServerConfig) -> Self {
+    /// config's counters, cut as the config's drop fault says, under TLS when it is on.
+    pub fn for_subscribers(
+        inner: TcpListener,
+        hub: Arc<Hub>,
+        config: &ServerConfig,
+    ) -> io::Result<Self> {
         let period = DROP_EVERY.read(&config.settings);
-        Self {
+        let listener = Self {
             cuts: (!period.is_zero()).then(|| Cuts::every(period, Arc::clone(&hub))),
+            max_subscribers: config.limits.max_subscribers,
+            write_timeout: Some(config.limits.write_timeout).filter(|t| !t.is_zero()),
             ..Self::new(inner, Some(hub), Arc::clone(&config.counters))
+        };
+        if TLS.read(&config.settings) {
+            return listener.with_tls(&config.tls);
         }
+        Ok(listener)
     }
 
     /// Accepts the next connection, waiting out transient errors (such as running out of file
@@ -118,9 +174,15 @@ impl TrackedListener {
                     self.counters.connection();
                     let stream = TrackedStream {
                         inner: stream,
-                        _guard: self.hub.as_ref().map(|hub| hub.join()),
+                        enrolment: self.hub.as_ref().map(|hub| Enrolment {
+                            hub: Arc::clone(hub),
+                            max: self.max_subscribers,
+                            guard: Arc::default(),
+                        }),
                         counters: Arc::clone(&self.counters),
                         cut: self.cuts.as_ref().map(|cuts| Cut::new(cuts.token())),
+                        write_timeout: self.write_timeout,
+                        stalled: None,
                     };
                     return (stream, addr);
                 }
@@ -134,13 +196,41 @@ impl TrackedListener {
 }
 
 /// An accepted connection whose bytes are counted (and which, with a hub, counts as a
-/// subscriber until dropped).
+/// subscriber once enrolled, until dropped).
 #[derive(Debug)]
 pub struct TrackedStream {
     inner: TcpStream,
-    _guard: Option<SubscriberGuard>,
+    enrolment: Option<Enrolment>,
     counters: Arc<SocketCounters>,
     cut: Option<Cut>,
+    write_timeout: Option<Duration>,
+    /// Since a write began to wait: fires at the write timeout.
+    stalled: Option<Pin<Box<Sleep>>>,
+}
+
+/// A connection's place among the hub's subscribers, taken once its subscription is
+/// established (not at accept), and held while any clone of it (the connection, its request
+/// handler) lives.
+#[derive(Clone, Debug)]
+pub struct Enrolment {
+    hub: Arc<Hub>,
+    max: usize,
+    guard: Arc<OnceLock<SubscriberGuard>>,
+}
+
+impl Enrolment {
+    /// Counts the connection as a subscriber, once; `false` (and not counted) when the server
+    /// already holds as many as it allows.
+    pub fn establish(&self) -> bool {
+        if self.guard.get().is_some() {
+            return true;
+        }
+        if self.hub.subscribers() >= self.max {
+            return false;
+        }
+        self.guard.get_or_init(|| self.hub.join());
+        true
+    }
 }
 
 /// The cut a connection waits on: once it fires, every read and write fails.
@@ -166,6 +256,37 @@ impl Cut {
 }
 
 impl TrackedStream {
+    /// Where this connection enrols as a subscriber (none on a listener without a hub).
+    pub fn enrolment(&self) -> Option<&Enrolment> {
+        self.enrolment.as_ref()
+    }
+
+    /// Passes a write's outcome on, failing it once it has waited the write timeout: a peer
+    /// that stops reading is dropped rather than holding its task (and the server's
+    /// shutdown) forever.
+    fn bounded(
+        &mut self,
+        cx: &mut Context<'_>,
+        result: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        let Some(timeout) = self.write_timeout else {
+            return counted(&self.counters, SocketCounters::wrote, result);
+        };
+        if result.is_ready() {
+            self.stalled = None;
+            return counted(&self.counters, SocketCounters::wrote, result);
+        }
+        let stalled = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        if stalled.as_mut().poll(cx).is_ready() {
+            self.counters.write_timed_out();
+            let why = format!("the subscriber read nothing for {timeout:?}");
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, why)));
+        }
+        Poll::Pending
+    }
+
     /// The error every read and write gets once the drop fault cut the connection.
     fn poll_cut(&mut self, cx: &mut Context<'_>) -> Option<io::Error> {
         let cut = self.cut.as_mut()?.poll_fired(cx);
@@ -213,7 +334,7 @@ impl AsyncWrite for TrackedStream {
             return Poll::Ready(Err(error));
         }
         let result = Pin::new(&mut self.inner).poll_write(cx, buf);
-        counted(&self.counters, SocketCounters::wrote, result)
+        self.bounded(cx, result)
     }
 
     // Vectored writes pass through: hyper gathers several queued events into one writev.
@@ -226,7 +347,7 @@ impl AsyncWrite for TrackedStream {
             return Poll::Ready(Err(error));
         }
         let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        counted(&self.counters, SocketCounters::wrote, result)
+        self.bounded(cx, result)
     }
 
     fn is_write_vectored(&self) -> bool {

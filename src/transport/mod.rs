@@ -17,11 +17,14 @@
 
 pub mod client_stream;
 mod cursor;
+pub mod endpoint;
 mod http;
 pub mod listener;
 pub mod resume;
 pub mod settings;
 pub mod spec;
+pub mod standard_webhooks;
+pub mod tls;
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -38,12 +41,12 @@ use crate::event::{DecodeError, Event, Gap};
 use crate::hub::{BatchLimit, Hub};
 use crate::metrics::sockets::SocketCounters;
 
-pub use client_stream::ClientStream;
+pub use client_stream::{ClientStream, ThrottledStream};
 pub use http::{serve_http, Accept, HttpSettings};
 pub use listener::{TrackedListener, TrackedStream};
 pub use settings::{Declared, Setting, SettingValues, Side};
 pub use spec::{Colour, Redelivery, Requests, Spec, Traits};
-pub use webhook::Secret;
+pub use standard_webhooks::{Secret, Secrets};
 
 /// The settings of a transport whose subscribers hold a connection or a cursor that the server
 /// can drop and they resume: its own settings, then the ones every such transport shares
@@ -66,6 +69,7 @@ macro_rules! resumable_settings {
             &$crate::transport::resume::RESTART_AFTER,
             &$crate::transport::client_stream::SLOW_CONSUMER,
             &$crate::link::LINK,
+            &$crate::transport::tls::TLS,
         ]
     };
 }
@@ -232,16 +236,60 @@ pub struct ServerConfig {
     /// hyper's settings for every HTTP transport's connections.
     #[serde(default)]
     pub http: HttpSettings,
-    /// The webhook provider's signing secret.
-    pub webhook_secret: Secret,
+    /// The webhook provider's signing secrets (several during a rotation).
+    pub webhook_secret: Secrets,
+    /// What hostile or careless clients may not do.
+    #[serde(default)]
+    pub limits: Limits,
     /// The transports' own settings (each transport reads its declared ones; absent: default).
     #[serde(default)]
     pub settings: SettingValues,
+    /// The certificate the server serves with when TLS is on, and (for the webhook provider)
+    /// the consumers' certificates it trusts.
+    #[serde(default)]
+    pub tls: tls::TlsMaterial,
     /// Counts connections and bytes at the server's accepted sockets (this process's own).
     #[serde(skip)]
     pub counters: Arc<SocketCounters>,
     /// Faults injected on purpose, to check that the measurement sees them.
     pub faults: Faults,
+}
+
+/// What a server allows its clients, so that no client can hold it, fill it or turn it
+/// against its network.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Limits {
+    /// Subscribers (connections, or registered webhook endpoints) at once; more are refused
+    /// with 503 (HTTP) or close 1013 (WebSocket), or closed (raw TCP).
+    pub max_subscribers: usize,
+    /// How long one write to a subscriber may wait (on a reader that does not read) before the
+    /// subscriber is dropped and counted.
+    pub write_timeout: Duration,
+    /// The token webhook registrations must present (`Authorization: Bearer`); `None`: open.
+    pub registration_token: Option<String>,
+    /// Whether webhook endpoints may be on loopback, private, link-local or metadata
+    /// addresses (the local harness's consumers are on loopback).
+    pub allow_private_targets: bool,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_subscribers: max_subscribers_allowed(),
+            write_timeout: Duration::from_secs(30),
+            registration_token: None,
+            allow_private_targets: false,
+        }
+    }
+}
+
+/// The most subscribers one process can hold: its open-file limit, less room for the files and
+/// listening sockets it needs besides.
+pub fn max_subscribers_allowed() -> usize {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(1 << 20);
+    (limit as usize).saturating_sub(64).max(1)
 }
 
 /// Faults a server can inject, so tests (and users) can check the measurement sees them.
@@ -260,11 +308,23 @@ impl Default for ServerConfig {
             heartbeat: Duration::from_secs(15),
             batch: BatchLimit::default(),
             http: HttpSettings::default(),
-            webhook_secret: Secret::generate(),
+            webhook_secret: Secrets::generate(),
+            limits: Limits::default(),
             settings: SettingValues::default(),
+            tls: tls::TlsMaterial::default(),
             counters: Arc::default(),
             faults: Faults::default(),
         }
+    }
+}
+
+impl ServerConfig {
+    /// The defaults, for a server whose subscribers are on this machine (tests, benchmarks):
+    /// webhook endpoints on loopback allowed.
+    pub fn local() -> Self {
+        let mut config = Self::default();
+        config.limits.allow_private_targets = true;
+        config
     }
 }
 
@@ -275,11 +335,19 @@ pub struct ClientConfig {
     /// Local address to connect from (or, for webhooks, to listen on): spreading subscribers
     /// over 127.0.0.x addresses gets past the ephemeral-port limit.
     pub bind: Option<IpAddr>,
-    /// The secret webhook deliveries must be signed with; webhooks cannot subscribe without it.
-    pub webhook_secret: Option<Secret>,
+    /// The secrets webhook deliveries may be signed with (any one will do); webhooks cannot
+    /// subscribe without them.
+    pub webhook_secret: Option<Secrets>,
+    /// The webhook provider's registration token, when registration needs one.
+    #[serde(default)]
+    pub registration_token: Option<String>,
     /// The transports' own settings (each transport reads its declared ones; absent: default).
     #[serde(default)]
     pub settings: SettingValues,
+    /// When TLS is on: the server's certificate to trust, and (for webhook consumers) the
+    /// certificate to serve with.
+    #[serde(default)]
+    pub tls: tls::TlsMaterial,
     /// How long a connect (and handshake) may take.
     pub connect_timeout: Duration,
     /// How long one HTTP request may take; longer than the server's long-poll hold.
@@ -299,7 +367,9 @@ impl Default for ClientConfig {
         Self {
             bind: None,
             webhook_secret: None,
+            registration_token: None,
             settings: SettingValues::default(),
+            tls: tls::TlsMaterial::default(),
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(60),
             counters: Arc::default(),
@@ -439,65 +509,137 @@ pub enum ClientError {
     Config(String),
 }
 
-/// Connects a TCP stream from `bind` (if given) to `server`, with Nagle off: every transport
-/// here sends small messages that must not wait for more.
+/// Distinct loopback source addresses (127.0.0.1 to 127.0.0.N) subscribers on one machine
+/// are spread over, to stay clear of the ephemeral-port limit of one address; webhook
+/// consumers listen on them, so a self-signed certificate names them all.
+pub const LOOPBACK_SOURCES: usize = 16;
+
+/// How one side opens connections: from which local address, within what time, and under TLS
+/// or not. Every client connection goes through it (subscribers and the webhook provider
+/// alike), so TLS, source addresses and timeouts are set in one place.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Dialer<'a> {
+    /// Local address to connect from.
+    pub bind: Option<IpAddr>,
+    /// How long a connect, with its TLS and HTTP handshakes, may take.
+    pub timeout: Duration,
+    /// TLS, when it is on: what to trust (and where its handshake times go).
+    pub tls: Option<&'a tls::TlsMaterial>,
+    /// Reads no faster than this, bytes per second (the slow consumer).
+    pub read_rate: Option<u64>,
+    /// The name the server's TLS certificate must carry; its IP address when absent.
+    pub server_name: Option<&'a rustls::pki_types::ServerName<'static>>,
+}
+
+impl ClientConfig {
+    /// How this subscriber connects.
+    pub(crate) fn dialer(&self) -> Dialer<'_> {
+        Dialer {
+            bind: self.bind,
+            timeout: self.connect_timeout,
+            tls: tls::TLS.read(&self.settings).then_some(&self.tls),
+            read_rate: self.read_rate,
+            server_name: None,
+        }
+    }
+}
+
+impl Dialer<'_> {
+    /// Whether connections are TLS (so URLs are https:// and wss://).
+    pub(crate) fn secure(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Connects a TCP stream to `server`, with Nagle off (every transport here sends small
+    /// messages that must not wait for more), then TLS asking for `alpn` when it is on.
+    pub(crate) async fn connect(
+        &self,
+        server: SocketAddr,
+        alpn: &[&[u8]],
+    ) -> Result<ClientStream, ClientError> {
+        let fail = |reason: String| ClientError::Connect {
+            addr: server,
+            reason,
+        };
+        let socket = match server {
+            SocketAddr::V4(_) => TcpSocket::new_v4(),
+            SocketAddr::V6(_) => TcpSocket::new_v6(),
+        }
+        .map_err(|e| fail(e.to_string()))?;
+        if let Some(ip) = self.bind {
+            socket
+                .bind(SocketAddr::new(ip, 0))
+                .map_err(|e| fail(format!("binding {ip}: {e}")))?;
+        }
+        let stream = tokio::time::timeout(self.timeout, socket.connect(server))
+            .await
+            .map_err(|_| fail(format!("timed out after {:?}", self.timeout)))?
+            .map_err(|e| fail(e.to_string()))?;
+        stream.set_nodelay(true).map_err(|e| fail(e.to_string()))?;
+        let stream = ThrottledStream::new(stream, self.read_rate);
+        let Some(material) = self.tls else {
+            return Ok(tls::MaybeTls::Plain(stream));
+        };
+        let name = match self.server_name {
+            Some(name) => name.clone(),
+            None => rustls::pki_types::ServerName::IpAddress(server.ip().into()),
+        };
+        let secured = tokio::time::timeout(self.timeout, material.connect(name, stream, alpn))
+            .await
+            .map_err(|_| fail(format!("TLS handshake timed out after {:?}", self.timeout)))?
+            .map_err(|e| fail(format!("TLS: {e}")))?;
+        Ok(tls::MaybeTls::Tls(Box::new(secured)))
+    }
+
+    /// An HTTP/1.1 connection of one subscriber's own, as a browser tab or a service holds one,
+    /// driven by a task of its own. Requests go over it one after another (keep-alive); it
+    /// needs no pool, proxy or resolver, which a general-purpose client would carry per
+    /// subscriber (and an `HTTP_PROXY` in the environment cannot reroute it).
+    pub(crate) async fn http1<B>(
+        &self,
+        server: SocketAddr,
+    ) -> Result<hyper::client::conn::http1::SendRequest<B>, ClientError>
+    where
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let stream = self.connect(server, tls::ALPN_HTTP1).await?;
+        let handshake = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream));
+        let (sender, connection) = tokio::time::timeout(self.timeout, handshake)
+            .await
+            .map_err(|_| ClientError::Connect {
+                addr: server,
+                reason: format!("HTTP handshake timed out after {:?}", self.timeout),
+            })?
+            .map_err(|e| ClientError::Connect {
+                addr: server,
+                reason: e.to_string(),
+            })?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "HTTP connection ended");
+            }
+        });
+        Ok(sender)
+    }
+}
+
+/// A subscriber's raw connection to `server` (no ALPN): TCP, under TLS when it is on.
 pub(crate) async fn connect_tcp(
     server: SocketAddr,
     config: &ClientConfig,
 ) -> Result<ClientStream, ClientError> {
-    let fail = |reason: String| ClientError::Connect {
-        addr: server,
-        reason,
-    };
-    let socket = match server {
-        SocketAddr::V4(_) => TcpSocket::new_v4(),
-        SocketAddr::V6(_) => TcpSocket::new_v6(),
-    }
-    .map_err(|e| fail(e.to_string()))?;
-    if let Some(ip) = config.bind {
-        socket
-            .bind(SocketAddr::new(ip, 0))
-            .map_err(|e| fail(format!("binding {ip}: {e}")))?;
-    }
-    let stream = tokio::time::timeout(config.connect_timeout, socket.connect(server))
-        .await
-        .map_err(|_| fail(format!("timed out after {:?}", config.connect_timeout)))?
-        .map_err(|e| fail(e.to_string()))?;
-    stream.set_nodelay(true).map_err(|e| fail(e.to_string()))?;
-    Ok(ClientStream::new(stream, config.read_rate))
+    config.dialer().connect(server, &[]).await
 }
 
-/// An HTTP/1.1 connection of one subscriber's own, as a browser tab or a service holds one:
-/// connected from `config.bind` with Nagle off, and driven by a task of its own. Requests go
-/// over it one after another (keep-alive); it needs no pool, proxy or resolver, which a
-/// general-purpose client would carry per subscriber (and an `HTTP_PROXY` in the environment
-/// cannot reroute it).
+/// A subscriber's HTTP/1.1 connection to `server` ([`Dialer::http1`]).
 pub(crate) async fn http1_connect(
     server: SocketAddr,
     config: &ClientConfig,
 ) -> Result<hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>, ClientError>
 {
-    let stream = connect_tcp(server, config).await?;
-    let handshake = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream));
-    let (sender, connection) = tokio::time::timeout(config.connect_timeout, handshake)
-        .await
-        .map_err(|_| ClientError::Connect {
-            addr: server,
-            reason: format!(
-                "HTTP handshake timed out after {:?}",
-                config.connect_timeout
-            ),
-        })?
-        .map_err(|e| ClientError::Connect {
-            addr: server,
-            reason: e.to_string(),
-        })?;
-    tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            tracing::debug!(%error, "HTTP connection ended");
-        }
-    });
-    Ok(sender)
+    config.dialer().http1(server).await
 }
 
 /// A GET of `path` on `server`, with the headers a subscriber sends.

@@ -73,7 +73,7 @@ pub(crate) async fn serve(
     config: ServerConfig,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let listener = TrackedListener::for_subscribers(listener, Arc::clone(&hub), &config);
+    let listener = TrackedListener::for_subscribers(listener, Arc::clone(&hub), &config)?;
     let http = config.http;
     let state = AppState {
         hub: Arc::clone(&hub),

@@ -14,8 +14,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     connect_tcp, deliver, ClientConfig, ClientError, Colour, Flow, Redelivery, Requests,
-    ServerConfig, Sink, Spec, TrackedListener, TrackedStream, Traits,
+    ServerConfig, Sink, Spec, TrackedListener, Traits,
 };
+use super::listener::Established;
 use super::resume::Resuming;
 use crate::clock::now_ns;
 use crate::event::MAX_EVENT_BYTES;
@@ -59,15 +60,20 @@ pub(crate) async fn serve(
     config: ServerConfig,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let mut listener = TrackedListener::for_subscribers(listener, Arc::clone(&hub), &config);
+    let mut listener = TrackedListener::for_subscribers(listener, Arc::clone(&hub), &config)?;
     loop {
         let (stream, _peer) = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = shutdown.cancelled() => return Ok(()),
         };
+        let establishing = listener.establish(stream);
         let hub = Arc::clone(&hub);
         let limit = config.batch;
         tokio::spawn(async move {
+            let stream = match establishing.await {
+                Ok(stream) => stream,
+                Err(error) => return tracing::debug!(%error, "tcp connection not established"),
+            };
             if let Err(error) = stream_events(stream, hub, limit).await {
                 tracing::debug!(%error, "tcp subscriber ended");
             }
@@ -77,13 +83,19 @@ pub(crate) async fn serve(
 
 /// Writes the stream to one subscriber: every ready event goes into one buffered write.
 async fn stream_events(
-    mut stream: TrackedStream,
+    mut stream: Established,
     hub: Arc<Hub>,
     limit: BatchLimit,
 ) -> std::io::Result<()> {
     let first_seq = tokio::time::timeout(HELLO_TIMEOUT, stream.read_u64())
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no start sequence"))??;
+    // The start sequence establishes the subscription; past the cap, the connection is closed
+    // unanswered (raw TCP has no refusal of its own).
+    let enrolled = stream.get_ref().enrolment().is_none_or(|e| e.establish());
+    if !enrolled {
+        return Err(std::io::Error::other("server full: subscriber refused"));
+    }
     let mut reader = hub.reader(first_seq);
     let mut out = BufWriter::with_capacity(64 * 1024, stream);
     while let Some(batch) = reader.next_batch(limit).await {

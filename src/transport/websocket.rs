@@ -24,8 +24,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::cursor::first_seq_from_query;
 use super::resume::Resuming;
+use super::tls::ALPN_HTTP1;
 use super::{
-    connect_tcp, deliver, serve_http, ArrivalClock, ClientConfig, ClientError, Colour, Flow,
+    deliver, serve_http, ArrivalClock, ClientConfig, ClientError, Colour, Flow,
     Redelivery, Requests, ServerConfig, Setting, Side, Sink, Spec, TrackedListener, Traits,
 };
 use crate::clock::now_ns;
@@ -86,7 +87,7 @@ pub(crate) async fn serve(
     config: ServerConfig,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let listener = TrackedListener::for_subscribers(listener, Arc::clone(&hub), &config);
+    let listener = TrackedListener::for_subscribers(listener, Arc::clone(&hub), &config)?;
     let http = config.http;
     let state = AppState {
         hub: Arc::clone(&hub),
@@ -202,7 +203,7 @@ fn is_too_big(error: &axum::Error) -> bool {
     )
 }
 
-/// Subscribes to `ws://server/ws` and feeds every text frame to the sink.
+/// Subscribes to `ws://server/ws` (`wss://` over TLS) and feeds every text frame to the sink.
 pub(crate) async fn subscribe(
     server: SocketAddr,
     config: &ClientConfig,
@@ -227,14 +228,16 @@ async fn connect_once(
     sink: &mut Resuming<'_>,
     after: Option<u64>,
 ) -> Result<(), ClientError> {
-    let stream = connect_tcp(server, config).await?;
+    let dialer = config.dialer();
+    let stream = dialer.connect(server, ALPN_HTTP1).await?;
+    let scheme = if dialer.secure() { "wss" } else { "ws" };
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER.read(&config.settings) as usize)
         .max_message_size(Some(MAX_EVENT_BYTES))
         .max_frame_size(Some(MAX_EVENT_BYTES));
     let url = match after {
-        Some(seq) => format!("ws://{server}/ws?after={seq}"),
-        None => format!("ws://{server}/ws"),
+        Some(seq) => format!("{scheme}://{server}/ws?after={seq}"),
+        None => format!("{scheme}://{server}/ws"),
     };
     let handshake = tokio_tungstenite::client_async_with_config(url, stream, Some(ws_config));
     let (mut ws, _response) = tokio::time::timeout(config.connect_timeout, handshake)

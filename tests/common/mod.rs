@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use pushbench::event::{Rate, StreamSpec};
 use pushbench::harness::{deliver_locally, SubscriberRecord};
+use pushbench::transport::tls::{TlsMaterial, TLS};
 use pushbench::transport::{ClientConfig, ServerConfig, Transport};
 
 /// Longest any test subscriber may take; far above what a healthy run needs.
@@ -33,8 +34,25 @@ pub async fn deliver(
     spec: &StreamSpec,
     subscribers: usize,
 ) -> Vec<SubscriberRecord> {
-    let config = ServerConfig::default();
-    let client = client_for(&config);
+    deliver_with(transport, spec, subscribers, ServerConfig::local(), None).await
+}
+
+/// The same with `config` for the server, and TLS on both sides when `tls` is given (a
+/// certificate both serve with and trust).
+pub async fn deliver_with(
+    transport: Transport,
+    spec: &StreamSpec,
+    subscribers: usize,
+    mut config: ServerConfig,
+    tls: Option<&TlsMaterial>,
+) -> Vec<SubscriberRecord> {
+    let mut client = client_for(&config);
+    if let Some(tls) = tls {
+        config.settings.0.extend([TLS.set(true)]);
+        config.tls = tls.clone();
+        client.settings.0.extend([TLS.set(true)]);
+        client.tls = tls.clone();
+    }
     let run = deliver_locally(transport, spec, subscribers, config, client, TIMEOUT)
         .await
         .unwrap();
