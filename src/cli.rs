@@ -469,9 +469,7 @@ impl ServeArgs {
         }
         config.tls = self.tls.material(&[self.listen.ip()])?;
         config.limits = Limits {
-            max_subscribers: self
-                .max_subscribers
-                .unwrap_or_else(crate::transport::max_subscribers_allowed),
+            max_subscribers: self.max_subscribers,
             write_timeout: self.write_timeout,
             registration_token: (!self.open_registration).then(registration_token),
             allow_private_targets: self.allow_private_targets,

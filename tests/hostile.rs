@@ -96,7 +96,7 @@ async fn registration_is_guarded() {
 
     // The cap: one endpoint allowed, the second refused with 503.
     let mut config = ServerConfig::local();
-    config.limits.max_subscribers = 1;
+    config.limits.max_subscribers = Some(1);
     let server = start(Transport::Webhook, &spec, config).await;
     let sink = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endpoint = url(&format!("http://{}/hook", sink.local_addr().unwrap()));
@@ -181,7 +181,7 @@ async fn a_full_server_refuses_and_serves_the_rest() {
             continue; // its cap is on registrations, tested above
         }
         let mut config = ServerConfig::local();
-        config.limits.max_subscribers = 1;
+        config.limits.max_subscribers = Some(1);
         let client = client_for(&config);
         let mut server = start(transport, &spec, config).await;
         let (addr, count) = (server.addr(), spec.count);

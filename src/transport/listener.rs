@@ -153,7 +153,7 @@ impl TrackedListener {
         let period = DROP_EVERY.read(&config.settings);
         let listener = Self {
             cuts: (!period.is_zero()).then(|| Cuts::every(period, Arc::clone(&hub))),
-            max_subscribers: config.limits.max_subscribers,
+            max_subscribers: config.limits.subscriber_cap(),
             write_timeout: Some(config.limits.write_timeout).filter(|t| !t.is_zero()),
             ..Self::new(inner, Some(hub), Arc::clone(&config.counters))
         };

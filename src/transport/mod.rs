@@ -260,8 +260,9 @@ pub struct ServerConfig {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Limits {
     /// Subscribers (connections, or registered webhook endpoints) at once; more are refused
-    /// with 503 (HTTP) or close 1013 (WebSocket), or closed (raw TCP).
-    pub max_subscribers: usize,
+    /// with 503 (HTTP), or closed (raw TCP). `None`: what the serving process's open-file
+    /// limit allows ([`max_subscribers_allowed`]).
+    pub max_subscribers: Option<usize>,
     /// How long one write to a subscriber may wait (on a reader that does not read) before the
     /// subscriber is dropped and counted.
     pub write_timeout: Duration,
@@ -272,10 +273,17 @@ pub struct Limits {
     pub allow_private_targets: bool,
 }
 
+impl Limits {
+    /// Subscribers allowed at once in this process.
+    pub fn subscriber_cap(&self) -> usize {
+        self.max_subscribers.unwrap_or_else(max_subscribers_allowed)
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            max_subscribers: max_subscribers_allowed(),
+            max_subscribers: None,
             write_timeout: Duration::from_secs(30),
             registration_token: None,
             allow_private_targets: false,

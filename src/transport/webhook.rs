@@ -303,7 +303,7 @@ pub(crate) async fn serve(
         gate: Arc::new(Gate {
             token: config.limits.registration_token.clone(),
             allow_private_targets: config.limits.allow_private_targets,
-            cap: config.limits.max_subscribers,
+            cap: config.limits.subscriber_cap(),
             registered: AtomicU64::new(0),
         }),
     };
