@@ -172,3 +172,94 @@ async fn serve_process_delivers_and_exits() {
         );
     }
 }
+
+/// Starts `pushbench serve` with `args` and returns it with the lines it printed up to its
+/// address (sentences, as a user sees them).
+fn serve_printing(args: &[&str]) -> (std::process::Child, Vec<String>) {
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut printed = Vec::new();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let done = line.contains(" listening on ");
+        printed.push(line);
+        if done {
+            break;
+        }
+    }
+    // The rest is read (and dropped) so that serve's later lines have somewhere to go.
+    std::thread::spawn(move || lines.for_each(drop));
+    (child, printed)
+}
+
+/// The two halves over TLS as a user runs them on two hosts: `serve --write-cert` writes its
+/// self-signed certificate and `load --ca` trusts it; for webhooks both sides are given one
+/// certificate and key (the consumers serve HTTPS with it, the provider trusts it), the secret
+/// travels in the environment and the registration token in a file, never argv. Every
+/// subscriber gets the identical stream (`load` exits 0 only then).
+#[test]
+fn serve_and_load_over_tls() {
+    let dir = std::env::temp_dir().join(format!("pushbench-tls-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    let stream = ["--events", "500", "--payload", "64", "--seed", "7"];
+    for &transport in Transport::ALL {
+        let name = transport.name();
+        let cert = path("cert.pem");
+        let mut serve_args = vec!["--transport", name, "--tls", "on", "--start-after", "2"];
+        serve_args.extend(stream);
+        let mut load_args = vec!["load", "--transport", name, "--tls", "on", "--ca", &cert];
+        load_args.extend(stream);
+        load_args.extend(["--subscribers", "2"]);
+        let (key, token_file) = (path("key.pem"), path("token"));
+        if transport.traits().needs_inbound_http {
+            let material = pushbench::transport::tls::TlsMaterial::self_signed(&[]).unwrap();
+            std::fs::write(&cert, material.cert_pem.unwrap()).unwrap();
+            std::fs::write(&key, material.key_pem.unwrap()).unwrap();
+            serve_args.extend([
+                "--tls-cert",
+                &cert,
+                "--tls-key",
+                &key,
+                "--allow-private-targets",
+            ]);
+            load_args.extend(["--tls-cert", &cert, "--tls-key", &key]);
+            load_args.extend(["--registration-token-file", &token_file]);
+        } else {
+            serve_args.extend(["--write-cert", &cert]);
+        }
+        let (mut server, printed) = serve_printing(&serve_args);
+        let addr = printed.last().unwrap();
+        let addr = addr.split(" listening on ").nth(1).unwrap().to_owned();
+        let said = |prefix: &str| {
+            printed
+                .iter()
+                .find_map(|l| l.strip_prefix(prefix))
+                .unwrap_or_default()
+                .to_owned()
+        };
+        std::fs::write(&token_file, said("registration token: ")).unwrap();
+        let load = Command::new(BIN)
+            .args(&load_args)
+            .args(["--target", &addr])
+            .env("PUSHBENCH_WEBHOOK_SECRET", said("webhook secret: "))
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&load.stdout);
+        assert!(
+            load.status.success(),
+            "{name}: {out}{}",
+            String::from_utf8_lossy(&load.stderr)
+        );
+        assert!(out.contains("2 of 2 (digest"), "{name}: {out}");
+        assert!(out.contains("tls handshake us"), "{name}: {out}");
+        assert!(server.wait().unwrap().success(), "{name} serve exit");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -475,6 +475,16 @@ impl fmt::Display for Merged {
                 p.p50, p.p99, p.p999, p.max
             )?;
         }
+        if !self.tls_handshakes.is_empty() {
+            let h = &self.tls_handshakes;
+            writeln!(
+                f,
+                "tls handshake us  p50 {} p99 {} ({} handshakes)",
+                h.value_at_quantile(0.5),
+                h.value_at_quantile(0.99),
+                h.len()
+            )?;
+        }
         let last = Percentiles::of(&self.fanout.last_receiver_us(c.subscribers));
         writeln!(
             f,

@@ -6,7 +6,8 @@ use super::charts;
 use crate::document::{Block, Document};
 use crate::event::Rate;
 use crate::results::figures::{
-    at_setting, headline_setting, margin, rows, settings, Better, Figure, Row, Section, METRICS,
+    at_setting, headline_setting, margin, rows, settings, Better, Figure, Metric, Row, Section,
+    METRICS,
 };
 use crate::results::format::{micros, thousands};
 use crate::results::{utc_stamp, Bound, Results, SATURATED};
@@ -264,7 +265,18 @@ fn section_table(section: Section, rows: &[Row<'_>]) -> Block {
         vary(|s| s.1.to_string()),
         vary(|s| s.2.to_string()),
     );
-    let metrics: Vec<_> = METRICS.iter().filter(|m| m.section == section).collect();
+    // A figure no row has (TLS handshakes in a plain run, say) is left out, not a column of
+    // dashes.
+    let measured = |m: &&Metric| {
+        rows.iter()
+            .flat_map(|row| &row.runs)
+            .any(|run| !(m.value)(run).is_nan())
+    };
+    let metrics: Vec<_> = METRICS
+        .iter()
+        .filter(|m| m.section == section)
+        .filter(measured)
+        .collect();
     let mut head = vec!["transport".to_string()];
     head.extend(show_subs.then(|| "subs".to_string()));
     head.extend(show_payload.then(|| "payload B".to_string()));
