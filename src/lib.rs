@@ -23,7 +23,8 @@
 //!   reasons out.
 //! - [`scenario`]: flags and scenario TOML merged into one validated scenario.
 //! - [`transport`]: the contract every transport implements, one file per transport holding
-//!   its server and its client.
+//!   its server and its client, and what they share: HTTP serving, the counting listener,
+//!   the client dialer, TLS, Standard Webhooks signing and the webhook endpoint check.
 //! - [`metrics`]: latency histograms recorded per thread, socket counters, process CPU and RSS,
 //!   the machine's steal time.
 //! - [`setting_flags`]: the transports' declared settings as flags and scenario keys.

@@ -15,7 +15,7 @@ use pushbench::event::{Rate, StreamSpec};
 use pushbench::harness::{run_subscribers, RecordPlan};
 use pushbench::serve::Server;
 use pushbench::transport::webhook::{ATTEMPTS, RETRY_BASE};
-use pushbench::transport::{ServerConfig, Transport};
+use pushbench::transport::{Secret, Secrets, ServerConfig, Transport};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -375,5 +375,28 @@ async fn oversized_headers_and_bodies_are_refused() {
         "a".repeat(20 * 1024)
     );
     assert_eq!(register(&server, &[JSON], &huge).await.0, 413);
+    server.stop().await.unwrap();
+}
+
+/// A secret rotation end to end: the provider signs with the old and the new secret, and a
+/// consumer that already knows only the new one receives the identical stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_secret_delivers() {
+    let spec = spec(300, "64");
+    let (old, new) = (Secret::generate(), Secret::generate());
+    let mut config = ServerConfig::local();
+    config.webhook_secret = format!("{} {}", old.to_whsec(), new.to_whsec())
+        .parse()
+        .unwrap();
+    let mut client = client_for(&config);
+    client.webhook_secret = Some(Secrets::from(new));
+    let mut server = start(Transport::Webhook, &spec, config).await;
+    let (addr, count) = (server.addr(), spec.count);
+    let load = tokio::spawn(async move {
+        let plan = RecordPlan::new(count, Rate::Max, 0, 0);
+        run_subscribers(Transport::Webhook, addr, 2, 0, &plan, &client, TIMEOUT).await
+    });
+    server.publish(&spec, 2).await.unwrap();
+    assert_identical(Transport::Webhook, &spec, &load.await.unwrap());
     server.stop().await.unwrap();
 }
