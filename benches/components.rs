@@ -14,6 +14,7 @@ use futures_util::StreamExt;
 use launchdarkly_sdk_transport::{ByteStream, HttpTransport, Request, Response, ResponseFuture};
 use pushbench::event::{Digest, Event, PayloadSizes, Rate, StreamSpec, Tally};
 use pushbench::metrics::latency;
+use pushbench::transport::standard_webhooks::SharedSignatures;
 use pushbench::transport::Secrets;
 
 fn spec(payload: usize) -> StreamSpec {
@@ -91,6 +92,17 @@ fn webhook_signatures(c: &mut Criterion) {
     headers.insert("webhook-signature", signature.parse().expect("header"));
     group.bench_function("sign/64B", |b| {
         b.iter(|| secret.sign("msg_1", now, black_box(&body)))
+    });
+    // What the provider pays per delivery to 100 endpoints: one signature, shared.
+    let shared = SharedSignatures::new(secret.clone());
+    group.bench_function("sign-shared-by-100-endpoints/64B", |b| {
+        let mut seq = 0u64;
+        b.iter(|| {
+            seq += 1;
+            for _ in 0..100 {
+                black_box(shared.sign(seq, "msg_1", now, black_box(&body)));
+            }
+        })
     });
     group.bench_function("verify/64B", |b| {
         b.iter(|| {

@@ -206,6 +206,58 @@ impl fmt::Debug for Secrets {
     }
 }
 
+/// A provider's signatures, shared between its endpoints: every endpoint gets the same event
+/// with the same `webhook-id` at about the same second, so each event is signed once per
+/// timestamp, not once per endpoint and attempt. A fixed ring of slots, indexed by sequence
+/// number, holds the latest signature of each recent event; a slot taken by another event or
+/// another second is simply signed again.
+pub struct SharedSignatures {
+    secrets: Secrets,
+    slots: Vec<std::sync::Mutex<Option<Signed>>>,
+}
+
+/// One event's signature at one timestamp.
+struct Signed {
+    seq: u64,
+    timestamp: i64,
+    signature: axum::http::HeaderValue,
+}
+
+impl SharedSignatures {
+    /// Events whose signatures are kept at once: far more than the deliveries in flight.
+    const SLOTS: usize = 4096;
+
+    /// Signatures by `secrets`.
+    pub fn new(secrets: Secrets) -> Self {
+        Self {
+            secrets,
+            slots: (0..Self::SLOTS)
+                .map(|_| std::sync::Mutex::new(None))
+                .collect(),
+        }
+    }
+
+    /// The `webhook-signature` header of event `seq` (id `id`, body `body`) at `timestamp`.
+    pub fn sign(&self, seq: u64, id: &str, timestamp: i64, body: &[u8]) -> axum::http::HeaderValue {
+        let slot = &self.slots[(seq % Self::SLOTS as u64) as usize];
+        let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(signed) = slot.as_ref() {
+            if signed.seq == seq && signed.timestamp == timestamp {
+                return signed.signature.clone();
+            }
+        }
+        // Base64 and `v1,` are ASCII: always a valid header value.
+        let signature = axum::http::HeaderValue::from_str(&self.secrets.sign(id, timestamp, body))
+            .expect("a signature is ASCII");
+        *slot = Some(Signed {
+            seq,
+            timestamp,
+            signature: signature.clone(),
+        });
+        signature
+    }
+}
+
 /// Why a delivery was refused with 401.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum VerifyError {
@@ -319,6 +371,25 @@ mod tests {
         assert_eq!(
             verify(&HeaderMap::new(), b"{}", now, FIVE_MINUTES),
             Err(VerifyError::MissingHeader("webhook-id"))
+        );
+    }
+
+    /// A shared signature is the one signing would give, reused for the same event and
+    /// second, and made anew for another second.
+    #[test]
+    fn shared_signatures_match_fresh_ones() {
+        let secrets = Secrets::generate();
+        let shared = SharedSignatures::new(secrets.clone());
+        let first = shared.sign(7, "msg_7", 100, b"{}");
+        assert_eq!(first.to_str().unwrap(), secrets.sign("msg_7", 100, b"{}"));
+        assert_eq!(shared.sign(7, "msg_7", 100, b"{}"), first);
+        let later = shared.sign(7, "msg_7", 101, b"{}");
+        assert_eq!(later.to_str().unwrap(), secrets.sign("msg_7", 101, b"{}"));
+        // Another event in the same slot is signed for itself.
+        let other = shared.sign(7 + 4096, "msg_4103", 101, b"{}");
+        assert_eq!(
+            other.to_str().unwrap(),
+            secrets.sign("msg_4103", 101, b"{}")
         );
     }
 

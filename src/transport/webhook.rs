@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::endpoint::Endpoint;
 use super::resume::{Outage, OUTAGE, OUTAGE_AFTER};
-use super::standard_webhooks::{unix_now, Secrets};
+use super::standard_webhooks::{unix_now, Secrets, SharedSignatures};
 use super::tls::{TlsMaterial, TLS};
 use super::{
     deliver, serve_http, ClientConfig, ClientError, Colour, Dialer, Flow, HttpSettings,
@@ -251,7 +251,7 @@ fn retry_span(settings: &SettingValues) -> Duration {
 #[derive(Clone)]
 struct Provider {
     hub: Arc<Hub>,
-    secrets: Arc<Secrets>,
+    signatures: Arc<SharedSignatures>,
     batch: BatchLimit,
     schedule: Schedule,
     next_endpoint: Arc<AtomicU64>,
@@ -294,7 +294,7 @@ pub(crate) async fn serve(
     }
     let provider = Provider {
         hub,
-        secrets: Arc::new(config.webhook_secret),
+        signatures: Arc::new(SharedSignatures::new(config.webhook_secret)),
         batch: config.batch,
         schedule: Schedule::of(&config.settings),
         next_endpoint: Arc::new(AtomicU64::new(0)),
@@ -428,7 +428,7 @@ async fn deliver_event(
         }
         let sent = tokio::time::timeout(
             ATTEMPT_TIMEOUT,
-            attempt_once(provider, endpoint, connection, &id, body),
+            attempt_once(provider, endpoint, connection, (seq, &id), body),
         )
         .await
         .unwrap_or_else(|_| Err(format!("no answer within {ATTEMPT_TIMEOUT:?}")));
@@ -454,7 +454,7 @@ async fn attempt_once(
     provider: &Provider,
     endpoint: &Endpoint,
     connection: &mut Connection,
-    id: &str,
+    (seq, id): (u64, &str),
     body: &Bytes,
 ) -> Result<StatusCode, String> {
     let sender = match connection {
@@ -476,7 +476,7 @@ async fn attempt_once(
         .header("content-type", "application/json")
         .header("webhook-id", id)
         .header("webhook-timestamp", timestamp)
-        .header("webhook-signature", provider.secrets.sign(id, timestamp, body))
+        .header("webhook-signature", provider.signatures.sign(seq, id, timestamp, body))
         .body(Full::new(body.clone()))
         .map_err(|e| e.to_string())?;
     sender.ready().await.map_err(|e| e.to_string())?;
