@@ -6,53 +6,16 @@ mod common;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use common::{assert_identical, client_for, spec, TIMEOUT};
+use common::{assert_identical, client_for, serve_to, spec, start, TIMEOUT};
 use futures_util::{SinkExt, StreamExt};
 use pushbench::event::{Event, Rate, StreamSpec};
-use pushbench::harness::{run_subscribers, RecordPlan, SubscriberRecord, TallySink};
-use pushbench::serve::Server;
+use pushbench::harness::{RecordPlan, TallySink};
 use pushbench::transport::webhook::Consumer;
 use pushbench::transport::{ClientConfig, Secret, ServerConfig, Transport};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
-
-async fn start(transport: Transport, spec: &StreamSpec, config: ServerConfig) -> Server {
-    Server::start(
-        transport,
-        "127.0.0.1:0".parse().unwrap(),
-        spec.count,
-        config,
-    )
-    .await
-    .unwrap()
-}
-
-/// Publishes to `n` subscribers started now and returns their records.
-async fn serve_to(
-    server: &mut Server,
-    transport: Transport,
-    spec: &StreamSpec,
-    client: ClientConfig,
-    n: usize,
-) -> Vec<SubscriberRecord> {
-    let (addr, expected) = (server.addr(), spec.count);
-    let load = tokio::spawn(async move {
-        run_subscribers(
-            transport,
-            addr,
-            n,
-            0,
-            &RecordPlan::new(expected, Rate::Max, 0, 0),
-            &client,
-            TIMEOUT,
-        )
-        .await
-    });
-    server.publish(spec, n).await.unwrap();
-    load.await.unwrap()
-}
 
 fn unix_now() -> i64 {
     SystemTime::now()
@@ -150,7 +113,7 @@ async fn webhook_signatures_are_enforced() {
     );
     assert_eq!(post("msg_0", Some(good)).await.unwrap().status(), 200);
 
-    let others = serve_to(&mut server, Transport::Webhook, &spec, client, 1).await;
+    let others = serve_to(&mut server, Transport::Webhook, &spec, client, (1, 1)).await;
     let victim = victim.await.unwrap();
     assert_identical(Transport::Webhook, &spec, &others);
     assert_identical(Transport::Webhook, &spec, &[victim]);
@@ -204,7 +167,7 @@ async fn bad_cursors_get_400() {
                 .unwrap();
             assert_eq!(answer.status(), 400);
         }
-        let records = serve_to(&mut server, transport, &spec, client, 1).await;
+        let records = serve_to(&mut server, transport, &spec, client, (1, 1)).await;
         assert_identical(transport, &spec, &records);
         server.stop().await.unwrap();
     }
@@ -314,7 +277,7 @@ async fn websocket_oversized_message_gets_1009() {
     .unwrap();
     assert_eq!(close, Some(CloseCode::Size));
     drop(ws);
-    let records = serve_to(&mut server, Transport::Websocket, &spec, client, 1).await;
+    let records = serve_to(&mut server, Transport::Websocket, &spec, client, (1, 1)).await;
     assert_identical(Transport::Websocket, &spec, &records);
     server.stop().await.unwrap();
 }
@@ -345,7 +308,7 @@ async fn half_a_request_is_cut_off() {
             closed.is_ok(),
             "{transport}: a half-sent request held its connection"
         );
-        let records = serve_to(&mut server, transport, &spec, client, 1).await;
+        let records = serve_to(&mut server, transport, &spec, client, (1, 1)).await;
         assert_identical(transport, &spec, &records);
         server.stop().await.unwrap();
     }

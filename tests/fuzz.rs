@@ -43,6 +43,15 @@ fn count_panics() {
     });
 }
 
+/// A runtime for the socket targets, which drive proptest's runner from outside async code.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// Cases for the socket targets, which wait on real connections: a 64th of proptest's
 /// configured count, at least 16.
 fn socket_cases() -> u32 {
@@ -143,11 +152,7 @@ proptest! {
 #[test]
 fn servers_take_arbitrary_requests() {
     count_panics();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     let spec = spec(200, "64");
     for &transport in Transport::ALL {
         let mut config = ServerConfig::local();
@@ -216,11 +221,7 @@ fn servers_take_arbitrary_requests() {
 #[test]
 fn clients_take_arbitrary_answers() {
     count_panics();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     let mut config = ClientConfig::default();
     config.settings.0.extend([RESUME.set(false)]);
     config.request_timeout = Duration::from_secs(2);

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{assert_identical, client_for, spec, TIMEOUT};
-use pushbench::event::{Rate, StreamSpec};
+use common::{assert_identical, client_for, serve_to, spec, start, TIMEOUT};
+use pushbench::event::Rate;
 use pushbench::harness::{run_subscribers, RecordPlan};
 use pushbench::serve::Server;
 use pushbench::transport::webhook::{ATTEMPTS, RETRY_BASE};
@@ -19,15 +19,12 @@ use pushbench::transport::{Secret, Secrets, ServerConfig, Transport};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-async fn start(transport: Transport, spec: &StreamSpec, config: ServerConfig) -> Server {
-    Server::start(
-        transport,
-        "127.0.0.1:0".parse().unwrap(),
-        spec.count,
-        config,
+/// A WebSocket upgrade request for `path`, as a browser sends it.
+fn upgrade_request(path: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
     )
-    .await
-    .unwrap()
 }
 
 /// POSTs `body` to the provider's `/subscriptions` with these headers; the status and text.
@@ -196,10 +193,7 @@ async fn a_full_server_refuses_and_serves_the_rest() {
         let mut extra = TcpStream::connect(addr).await.unwrap();
         let answer = match transport.spec().cursor_path {
             Some(path) => {
-                let request = format!(
-                    "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-                     Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-                );
+                let request = upgrade_request(path);
                 extra.write_all(request.as_bytes()).await.unwrap();
                 let mut answer = Vec::new();
                 let _ = tokio::time::timeout(TIMEOUT, extra.read_to_end(&mut answer)).await;
@@ -249,10 +243,7 @@ async fn a_subscriber_that_never_reads_is_dropped() {
         let mut stuck = TcpStream::connect(server.addr()).await.unwrap();
         match transport.spec().cursor_path {
             Some(path) if transport.traits().needs_upgrade => {
-                let request = format!(
-                    "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-                     Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-                );
+                let request = upgrade_request(path);
                 stuck.write_all(request.as_bytes()).await.unwrap();
             }
             Some(path) => {
@@ -262,13 +253,9 @@ async fn a_subscriber_that_never_reads_is_dropped() {
             None => stuck.write_all(&0u64.to_be_bytes()).await.unwrap(),
         }
         server.hub().wait_for_subscribers(1).await;
-        let (addr, count) = (server.addr(), spec.count);
-        let reader = tokio::spawn(async move {
-            let plan = RecordPlan::new(count, Rate::Max, 0, 0);
-            run_subscribers(transport, addr, 1, 0, &plan, &client, TIMEOUT).await
-        });
-        server.publish(&spec, 2).await.unwrap();
-        assert_identical(transport, &spec, &reader.await.unwrap());
+        // The stuck one is a subscriber too: the stream starts once the reader is in.
+        let records = serve_to(&mut server, transport, &spec, client, (1, 2)).await;
+        assert_identical(transport, &spec, &records);
         let drained = server.drain(TIMEOUT).await;
         assert_eq!(
             drained, 0,
@@ -360,13 +347,8 @@ async fn oversized_headers_and_bodies_are_refused() {
         let _ = tokio::time::timeout(TIMEOUT, big.read_to_end(&mut answer)).await;
         let answer = String::from_utf8_lossy(&answer);
         assert!(answer.starts_with("HTTP/1.1 431"), "{transport}: {answer}");
-        let (addr, count) = (server.addr(), spec.count);
-        let load = tokio::spawn(async move {
-            let plan = RecordPlan::new(count, Rate::Max, 0, 0);
-            run_subscribers(transport, addr, 1, 0, &plan, &client, TIMEOUT).await
-        });
-        server.publish(&spec, 1).await.unwrap();
-        assert_identical(transport, &spec, &load.await.unwrap());
+        let records = serve_to(&mut server, transport, &spec, client, (1, 1)).await;
+        assert_identical(transport, &spec, &records);
         server.stop().await.unwrap();
     }
     let server = start(Transport::Webhook, &spec, ServerConfig::local()).await;
@@ -391,12 +373,7 @@ async fn a_rotated_secret_delivers() {
     let mut client = client_for(&config);
     client.webhook_secret = Some(Secrets::from(new));
     let mut server = start(Transport::Webhook, &spec, config).await;
-    let (addr, count) = (server.addr(), spec.count);
-    let load = tokio::spawn(async move {
-        let plan = RecordPlan::new(count, Rate::Max, 0, 0);
-        run_subscribers(Transport::Webhook, addr, 2, 0, &plan, &client, TIMEOUT).await
-    });
-    server.publish(&spec, 2).await.unwrap();
-    assert_identical(Transport::Webhook, &spec, &load.await.unwrap());
+    let records = serve_to(&mut server, Transport::Webhook, &spec, client, (2, 2)).await;
+    assert_identical(Transport::Webhook, &spec, &records);
     server.stop().await.unwrap();
 }

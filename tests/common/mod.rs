@@ -6,7 +6,8 @@
 use std::time::Duration;
 
 use pushbench::event::{Rate, StreamSpec};
-use pushbench::harness::{deliver_locally, SubscriberRecord};
+use pushbench::harness::{deliver_locally, run_subscribers, RecordPlan, SubscriberRecord};
+use pushbench::serve::Server;
 use pushbench::transport::tls::{TlsMaterial, TLS};
 use pushbench::transport::{ClientConfig, ServerConfig, Transport};
 
@@ -91,4 +92,34 @@ pub fn assert_identical(transport: Transport, spec: &StreamSpec, records: &[Subs
             "{transport} subscriber {i} digest"
         );
     }
+}
+
+/// A server of `transport` for `spec` on a loopback port.
+pub async fn start(transport: Transport, spec: &StreamSpec, config: ServerConfig) -> Server {
+    Server::start(
+        transport,
+        "127.0.0.1:0".parse().unwrap(),
+        spec.count,
+        config,
+    )
+    .await
+    .unwrap()
+}
+
+/// Starts `n` subscribers now, publishes once `publish_after` subscribers are connected (`n`,
+/// or more where the test holds connections of its own), and returns the `n` records.
+pub async fn serve_to(
+    server: &mut Server,
+    transport: Transport,
+    spec: &StreamSpec,
+    client: ClientConfig,
+    (n, publish_after): (usize, usize),
+) -> Vec<SubscriberRecord> {
+    let (addr, expected) = (server.addr(), spec.count);
+    let load = tokio::spawn(async move {
+        let plan = RecordPlan::new(expected, Rate::Max, 0, 0);
+        run_subscribers(transport, addr, n, 0, &plan, &client, TIMEOUT).await
+    });
+    server.publish(spec, publish_after).await.unwrap();
+    load.await.unwrap()
 }
