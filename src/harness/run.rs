@@ -18,6 +18,7 @@ use crate::event::{PayloadSizes, StreamSpec};
 use crate::link::via::{Nginx, Via, VIA};
 use crate::link::{LinkStats, LINK};
 use crate::metrics::faults::{self, FaultWindow};
+use crate::metrics::kernel;
 use crate::metrics::latency::{self, Percentiles};
 use crate::metrics::machine::Machine;
 use crate::metrics::process::{self, MachineCpu};
@@ -412,6 +413,7 @@ async fn measure(
     let server_before = pid
         .and_then(|pid| process::sample(Some(pid)).ok())
         .unwrap_or_default();
+    let kernel_before = kernel::socket_bytes();
 
     let client = ClientConfig {
         settings: combination.settings.clone(),
@@ -481,6 +483,7 @@ async fn measure(
     let server_connected = pid
         .and_then(|pid| process::sample(Some(pid)).ok())
         .unwrap_or_default();
+    let kernel_connected = kernel::socket_bytes();
     let machine_before = MachineCpu::sample().unwrap_or_default();
 
     // The parts come in once the stream is delivered; meanwhile the restart fault, if asked
@@ -535,6 +538,9 @@ async fn measure(
             .rss_bytes
             .saturating_sub(server_before.rss_bytes),
         client_rss,
+        kernel_socket_bytes: kernel_before
+            .zip(kernel_connected)
+            .map(|(before, after)| after.saturating_sub(before)),
         established,
         server_cpus: placed
             .server_cpus
@@ -719,6 +725,8 @@ struct Summary<'a> {
     server_rss: u64,
     /// Load workers' RSS growth from start to every subscriber connected, bytes.
     client_rss: u64,
+    /// The kernel's socket memory growth over the same span, machine-wide, bytes.
+    kernel_socket_bytes: Option<u64>,
     /// Subscribers established when memory was sampled (what the growth is divided by).
     established: usize,
     /// CPUs the server had.
@@ -831,6 +839,9 @@ fn summarise(s: Summary<'_>) -> TransportResult {
             },
             server_rss_per_conn_bytes: s.server_rss as f64 / s.established.max(1) as f64,
             client_rss_per_conn_bytes: s.client_rss as f64 / s.established.max(1) as f64,
+            kernel_socket_bytes_per_conn: s
+                .kernel_socket_bytes
+                .map(|bytes| bytes as f64 / s.established.max(1) as f64),
             server_cpu_us_per_delivery: per_delivery(server_cpu_us),
             load_cpu_us_per_delivery: Some(per_delivery(load_cpu_us as f64)),
             load_peak_rss_per_subscriber_bytes: Some(

@@ -172,6 +172,8 @@ pub enum Figure {
     ServerRssPerConn,
     /// `client_rss_per_conn`: see its [`Metric`].
     ClientRssPerConn,
+    /// `kernel_socket_per_conn`: see its [`Metric`].
+    KernelSocketPerConn,
     /// `load_peak_rss_per_subscriber`: see its [`Metric`].
     LoadPeakRssPerSubscriber,
     /// `server_cpu_us_per_delivery`: see its [`Metric`].
@@ -486,6 +488,15 @@ pub const METRICS: &[Metric] = &[
         Unit::Bytes,
         Better::Lower,
         |r| r.connection.client_rss_per_conn_bytes,
+    ),
+    metric(
+        Figure::KernelSocketPerConn,
+        "kernel_socket_per_conn",
+        "kernel socket mem/conn",
+        Section::Connection,
+        Unit::Bytes,
+        Better::Lower,
+        |r| option(r.connection.kernel_socket_bytes_per_conn),
     ),
     metric(
         Figure::LoadPeakRssPerSubscriber,

@@ -311,6 +311,11 @@ pub struct Connection {
     pub server_rss_per_conn_bytes: f64,
     /// Load-process RSS growth per connected subscriber, bytes.
     pub client_rss_per_conn_bytes: f64,
+    /// The kernel's socket memory (TCP buffers from `/proc/net/sockstat` and unreclaimable slab
+    /// from `/proc/meminfo`) growth per connected subscriber, machine-wide (both ends on one
+    /// machine), bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_socket_bytes_per_conn: Option<f64>,
     /// Server CPU time per delivery (one event to one subscriber), us: the transport's, the
     /// publisher's own thread left out.
     pub server_cpu_us_per_delivery: f64,
