@@ -690,13 +690,14 @@ impl TlsArgs {
             _ => TlsMaterial::self_signed(addresses)?,
         };
         let trusted = match &self.ca {
-            Some(ca) => Some(read(ca)?),
+            Some(ca) => Some(read(ca)?.into()),
             None => material.cert_pem.clone(),
         };
         let material = material.trusting(trusted);
         material.check()?;
         if let (Some(path), Some(cert)) = (&self.write_cert, &material.cert_pem) {
-            std::fs::write(path, cert).with_context(|| format!("writing {}", path.display()))?;
+            std::fs::write(path, cert.as_bytes())
+                .with_context(|| format!("writing {}", path.display()))?;
         }
         Ok(material)
     }

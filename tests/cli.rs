@@ -220,8 +220,8 @@ fn serve_and_load_over_tls() {
         let (key, token_file) = (path("key.pem"), path("token"));
         if transport.traits().needs_inbound_http {
             let material = pushbench::transport::tls::TlsMaterial::self_signed(&[]).unwrap();
-            std::fs::write(&cert, material.cert_pem.unwrap()).unwrap();
-            std::fs::write(&key, material.key_pem.unwrap()).unwrap();
+            std::fs::write(&cert, material.cert_pem.unwrap().as_bytes()).unwrap();
+            std::fs::write(&key, material.key_pem.unwrap().as_bytes()).unwrap();
             serve_args.extend([
                 "--tls-cert",
                 &cert,

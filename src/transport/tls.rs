@@ -47,20 +47,21 @@ pub const ALPN_HTTP1: &[&[u8]] = &[b"http/1.1"];
 
 /// What one side needs for TLS: the certificate it serves with (and its key), and the
 /// certificates it trusts when it connects. Both are PEM text, so they travel to child
-/// processes over the typed protocol, never in argv or the environment.
+/// processes over the typed protocol, never in argv or the environment; shared, so that the
+/// copy of the config each subscriber holds costs no memory per subscriber.
 #[derive(Clone, Default, Serialize, Deserialize)]
 pub struct TlsMaterial {
     /// The certificate chain (PEM) this side serves with: the server's, or a webhook
     /// consumer's.
     #[serde(default)]
-    pub cert_pem: Option<String>,
+    pub cert_pem: Option<Arc<str>>,
     /// The private key (PEM) of `cert_pem`.
     #[serde(default)]
-    pub key_pem: Option<String>,
+    pub key_pem: Option<Arc<str>>,
     /// Certificates (PEM) this side trusts when it connects: the server's for subscribers, the
     /// consumers' for the webhook provider.
     #[serde(default)]
-    pub trusted_pem: Option<String>,
+    pub trusted_pem: Option<Arc<str>>,
     /// The rustls configurations built from the above, once per process.
     #[serde(skip)]
     built: Arc<Built>,
@@ -122,11 +123,11 @@ impl TlsMaterial {
             }
         }
         let made = rcgen::generate_simple_self_signed(names)?;
-        let cert_pem = made.cert.pem();
+        let cert_pem: Arc<str> = made.cert.pem().into();
         Ok(Self {
-            trusted_pem: Some(cert_pem.clone()),
+            trusted_pem: Some(Arc::clone(&cert_pem)),
             cert_pem: Some(cert_pem),
-            key_pem: Some(made.signing_key.serialize_pem()),
+            key_pem: Some(made.signing_key.serialize_pem().into()),
             ..Self::default()
         })
     }
@@ -134,14 +135,14 @@ impl TlsMaterial {
     /// The user's certificate chain and key (PEM).
     pub fn from_pem(cert_pem: String, key_pem: String) -> Self {
         Self {
-            cert_pem: Some(cert_pem),
-            key_pem: Some(key_pem),
+            cert_pem: Some(cert_pem.into()),
+            key_pem: Some(key_pem.into()),
             ..Self::default()
         }
     }
 
     /// The same, trusting `trusted_pem` instead when connecting.
-    pub fn trusting(self, trusted_pem: Option<String>) -> Self {
+    pub fn trusting(self, trusted_pem: Option<Arc<str>>) -> Self {
         Self {
             trusted_pem,
             built: Arc::default(),
