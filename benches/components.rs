@@ -1,21 +1,26 @@
 //! Per-event costs that sit on every measured path: event encode and decode, SSE frame writing
 //! and parsing, webhook signing and verifying, the stream digest, tally and histogram recording.
 //! They must stay far below the transports' own costs, or they would be what gets measured.
+//! And the server's own per-event cost in every transport's framing (`framing/TRANSPORT`), with
+//! what compressing a framed batch adds, so a regression in either shows here.
 
 use std::hint::black_box;
 use std::time::Duration;
 
 use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::IntoResponse;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use eventsource_client::{Client as _, ClientBuilder, ReconnectOptions, SSE};
 use futures_util::StreamExt;
 use launchdarkly_sdk_transport::{ByteStream, HttpTransport, Request, Response, ResponseFuture};
 use pushbench::event::{Digest, Event, PayloadSizes, Rate, StreamSpec, Tally};
+use pushbench::hub::Batch;
 use pushbench::metrics::latency;
+use pushbench::payload::PayloadKind;
+use pushbench::transport::compression::Compression;
 use pushbench::transport::standard_webhooks::SharedSignatures;
-use pushbench::transport::Secrets;
+use pushbench::transport::{Secrets, Transport};
 
 fn spec(payload: usize) -> StreamSpec {
     StreamSpec::new(1, 1_000_000, PayloadSizes::fixed(payload), Rate::Max).expect("valid spec")
@@ -165,12 +170,52 @@ fn sse_frames(c: &mut Criterion) {
     group.finish();
 }
 
+/// Every transport's framing of one subscriber's batch of 100 events (what its server writes
+/// per event, before the socket), and DEFLATE over such a batch as the SSE stream compresses
+/// it: random payloads and JSON ones.
+fn transport_framing(c: &mut Criterion) {
+    const BATCH: u64 = 100;
+    let batch_of = |spec: &StreamSpec| Batch {
+        gap: None,
+        first_seq: 0,
+        events: (0..BATCH)
+            .map(|seq| Bytes::from(event(spec, seq).encode()))
+            .collect(),
+    };
+    let batch = batch_of(&spec(64));
+    let mut group = c.benchmark_group("framing");
+    group.throughput(Throughput::Elements(BATCH));
+    for &transport in Transport::ALL {
+        group.bench_function(format!("{transport}/64B"), |b| {
+            let mut out = BytesMut::new();
+            b.iter(|| {
+                out.clear();
+                transport.frame(black_box(&batch), &mut out);
+                black_box(out.len())
+            })
+        });
+    }
+    for (kind, payload) in [("random", PayloadKind::Random), ("json", PayloadKind::Json)] {
+        let batch = batch_of(&spec(512).with_kind(payload));
+        let mut framed = BytesMut::new();
+        for (_, event) in batch.iter() {
+            framed.extend_from_slice(event);
+        }
+        group.bench_function(format!("deflate-stream/512B-{kind}"), |b| {
+            let mut encoder = Compression::Deflate.encoder().expect("deflate");
+            b.iter(|| black_box(encoder.chunk(&framed).len()))
+        });
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
     event_codec,
     digest_tally_histogram,
     webhook_signatures,
-    sse_frames
+    sse_frames,
+    transport_framing
 );
 criterion_main!(benches);
 

@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::event::{PayloadSizes, Rate, StreamSpec};
 use crate::harness::{self, run_job, LoadJob, Merged, RunOptions};
+use crate::payload::PayloadKind;
 use crate::recommend::{self, design::DesignSettings, evidence::Evidence};
 use crate::report;
 use crate::results;
@@ -367,16 +368,17 @@ pub struct StreamArgs {
     /// Seed for the payload bytes.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// What payloads look like: `random` printable text or `json` shaped like a real event.
+    #[arg(long, default_value = "random")]
+    pub payload_kind: PayloadKind,
 }
 
 impl StreamArgs {
     fn spec(&self) -> anyhow::Result<StreamSpec> {
-        Ok(StreamSpec::new(
-            self.seed,
-            self.events,
-            self.payload.clone(),
-            self.rate,
-        )?)
+        Ok(
+            StreamSpec::new(self.seed, self.events, self.payload.clone(), self.rate)?
+                .with_kind(self.payload_kind),
+        )
     }
 }
 

@@ -11,6 +11,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::payload::PayloadKind;
+
 /// The largest payload one event may carry. Transports size their frame and body limits from it,
 /// so a stream that passes validation fits every transport.
 pub const MAX_PAYLOAD_BYTES: usize = 4 * 1024 * 1024;
@@ -20,11 +22,6 @@ pub const ENVELOPE_BYTES: usize = 256;
 
 /// The largest encoded event any transport must accept.
 pub const MAX_EVENT_BYTES: usize = MAX_PAYLOAD_BYTES + ENVELOPE_BYTES;
-
-/// Characters a payload is drawn from: printable, and needing no escape in JSON, SSE or URLs, so
-/// every transport carries the payload bytes unchanged.
-const PAYLOAD_ALPHABET: &[u8; 64] =
-    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
 /// What a stream is: everything needed to regenerate every event, byte for byte.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -37,6 +34,9 @@ pub struct StreamSpec {
     pub payload: PayloadSizes,
     /// How fast events are scheduled.
     pub rate: Rate,
+    /// What the payloads look like (left out when random, so older documents read the same).
+    #[serde(default, skip_serializing_if = "PayloadKind::is_random")]
+    pub kind: PayloadKind,
 }
 
 /// Why a stream spec cannot be used.
@@ -80,7 +80,13 @@ impl StreamSpec {
             count,
             payload,
             rate,
+            kind: PayloadKind::Random,
         })
+    }
+
+    /// The same stream with payloads of `kind`.
+    pub fn with_kind(self, kind: PayloadKind) -> Self {
+        Self { kind, ..self }
     }
 
     /// When event `seq` is due, in nanoseconds after the stream starts; `None` at an unlimited
@@ -92,21 +98,11 @@ impl StreamSpec {
         }
     }
 
-    /// The payload of event `seq`: printable bytes derived from the seed and sequence number only.
+    /// The payload of event `seq`: bytes of the stream's kind derived from the seed and
+    /// sequence number only.
     pub fn payload(&self, seq: u64) -> String {
-        let len = self.payload.size(seq);
         let mut state = self.seed ^ seq.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let mut bytes = Vec::with_capacity(len);
-        while bytes.len() < len {
-            // Each 64-bit draw yields ten 6-bit characters.
-            let mut word = splitmix64(&mut state);
-            for _ in 0..10.min(len - bytes.len()) {
-                bytes.push(PAYLOAD_ALPHABET[(word & 63) as usize]);
-                word >>= 6;
-            }
-        }
-        // Every byte comes from the ASCII alphabet above.
-        String::from_utf8(bytes).unwrap_or_default()
+        self.kind.generate(self.payload.size(seq), &mut state)
     }
 
     /// The digest a subscriber must reach after receiving the whole stream in order.
@@ -122,16 +118,6 @@ impl StreamSpec {
             .map(|seq| self.payload.size(seq) as u64)
             .sum()
     }
-}
-
-/// splitmix64: a tiny, well-known generator; good enough to make payloads look random and cheap
-/// enough that generating them never limits the publisher.
-fn splitmix64(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 /// Payload sizes in bytes, cycled by sequence number: event `seq` has `sizes[seq % len]` bytes.
@@ -689,7 +675,10 @@ mod tests {
         assert_eq!(a.payload(3).len(), 100);
         b.seed = 8;
         assert_ne!(a.payload(3), b.payload(3));
-        assert!(a.payload(3).bytes().all(|c| PAYLOAD_ALPHABET.contains(&c)));
+        assert!(a
+            .payload(3)
+            .bytes()
+            .all(|c| crate::payload::RANDOM_ALPHABET.contains(&c)));
     }
 
     /// Sizes cycle by sequence number, zero included.

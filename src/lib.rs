@@ -7,6 +7,7 @@
 //! - [`cli`]: clap definitions of the subcommands, flags turned into validated options.
 //! - [`event`]: the stream spec, events, their wire encoding, the stream digest and the
 //!   per-subscriber tally.
+//! - [`payload`]: what payload bytes look like: random text, or JSON shaped like real events.
 //! - [`clock`]: CLOCK_MONOTONIC nanoseconds, the one clock shared by server and load processes.
 //! - [`hub`]: the server's published stream, read by every transport with its own cursor.
 //! - [`link`]: a bad link between subscribers and the server, emulated by a TCP proxy with
@@ -40,6 +41,7 @@ pub mod harness;
 pub mod hub;
 pub mod link;
 pub mod metrics;
+pub mod payload;
 pub mod protocol;
 pub mod publisher;
 pub mod recommend;

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::event::{PayloadSizes, Rate, SpecError, StreamSpec};
+use crate::payload::PayloadKind;
 use crate::setting_flags::{SettingFlags, RUN};
 use crate::transport::{SettingValues, Transport};
 
@@ -164,6 +165,10 @@ pub struct Settings {
     /// Payload sizes to sweep, one run each (`64,1024,65536`).
     #[arg(long)]
     pub payloads: Option<Counts>,
+    /// What payloads look like: `random` printable text (compresses like encrypted data) or
+    /// `json` shaped like a real event (compresses like one).
+    #[arg(long)]
+    pub payload_kind: Option<PayloadKind>,
     /// Seconds at the start of each stream left out of the latency figures.
     #[arg(long)]
     pub warmup: Option<f64>,
@@ -230,6 +235,7 @@ impl Settings {
             duration: over.duration.or(self.duration),
             payload: over.payload.or(self.payload),
             payloads: over.payloads.or(self.payloads),
+            payload_kind: over.payload_kind.or(self.payload_kind),
             warmup: over.warmup.or(self.warmup),
             repeat: over.repeat.or(self.repeat),
             seed: over.seed.or(self.seed),
@@ -310,6 +316,7 @@ impl Settings {
             None => vec![payload],
         };
         let seed = self.seed.unwrap_or(1);
+        let payload_kind = self.payload_kind.unwrap_or_default();
         // Validate every stream now, so a bad payload fails before the first run.
         for sizes in &payloads {
             StreamSpec::new(seed, events, sizes.clone(), rate)?;
@@ -349,6 +356,7 @@ impl Settings {
             rate,
             events,
             payloads,
+            payload_kind,
             seed,
             warmup,
             repeat,
@@ -416,6 +424,10 @@ pub struct Scenario {
     /// Payload sizes, one run each (each may itself cycle several sizes).
     #[schemars(with = "Vec<String>")]
     pub payloads: Vec<PayloadSizes>,
+    /// What the payloads look like (left out when random, as runs before it was a choice).
+    #[serde(default, skip_serializing_if = "PayloadKind::is_random")]
+    #[schemars(with = "Option<String>")]
+    pub payload_kind: PayloadKind,
     /// Seed for the payload bytes.
     pub seed: u64,
     /// Left out of the latency figures at the start of each stream.
@@ -481,7 +493,9 @@ impl Scenario {
     /// The stream of one run.
     pub fn spec(&self, payload: &PayloadSizes) -> StreamSpec {
         // Every combination was validated in `resolve`.
-        StreamSpec::new(self.seed, self.events, payload.clone(), self.rate).expect("validated")
+        StreamSpec::new(self.seed, self.events, payload.clone(), self.rate)
+            .expect("validated")
+            .with_kind(self.payload_kind)
     }
 
     /// The settings each run of `transport` takes: one entry per combination of the values
@@ -516,7 +530,15 @@ impl Scenario {
     /// The scenario in one sentence, for reports.
     pub fn describe(&self) -> String {
         let subs: Vec<String> = self.subscribers.iter().map(|n| n.to_string()).collect();
-        let payloads: Vec<String> = self.payloads.iter().map(|p| format!("{p} B")).collect();
+        let kind = match self.payload_kind {
+            PayloadKind::Random => String::new(),
+            kind => format!(" {kind}"),
+        };
+        let payloads: Vec<String> = self
+            .payloads
+            .iter()
+            .map(|p| format!("{p} B{kind}"))
+            .collect();
         let settings: Vec<String> = self
             .settings
             .iter()

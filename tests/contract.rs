@@ -1,14 +1,16 @@
 //! The contract every transport must meet, over real loopback sockets, run against every
 //! transport the binary offers (`Transport::ALL`, so a new transport is held to it without
 //! being listed here): the identical stream reaches one and many subscribers, and edge payloads
-//! arrive intact; and the same over TLS.
+//! arrive intact; JSON payloads, with and without compression; and the same over TLS.
 
 mod common;
 
 use common::{assert_identical, deliver, deliver_with, spec};
 use pushbench::event::Rate;
-use pushbench::harness::{RecordPlan, TallySink};
+use pushbench::harness::{deliver_locally, RecordPlan, TallySink};
+use pushbench::payload::PayloadKind;
 use pushbench::serve::Server;
+use pushbench::transport::compression::{Compression, COMPRESSION};
 use pushbench::transport::resume::RESUME;
 use pushbench::transport::tls::{TlsMaterial, TLS};
 use pushbench::transport::{ServerConfig, Transport};
@@ -92,4 +94,53 @@ async fn an_untrusted_certificate_is_refused() {
     assert_eq!(sink.finish(None).tally.counts().distinct, 0);
     assert_eq!(server.hub().subscribers(), 0);
     server.stop().await.unwrap();
+}
+
+/// JSON payloads (quotes escaped inside every event) arrive byte for byte over every
+/// transport; where a transport offers compression, each coding it offers delivers the
+/// identical stream in fewer wire bytes than none, and a coding it does not offer is refused
+/// when serving starts, with the one to use instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_payloads_arrive_intact_and_compress() {
+    let spec = spec(1_000, "0,1,64,1024,65536").with_kind(PayloadKind::Json);
+    for &transport in Transport::ALL {
+        let offers_compression = transport
+            .spec()
+            .settings
+            .iter()
+            .any(|s| s.name() == COMPRESSION.name);
+        let codings: &[Compression] = if offers_compression {
+            &[Compression::Off, Compression::Deflate, Compression::Gzip]
+        } else {
+            &[Compression::Off]
+        };
+        let mut plain_bytes = None;
+        for &coding in codings {
+            let mut config = ServerConfig::local();
+            config.settings.0.extend([COMPRESSION.set(coding)]);
+            let mut client = common::client_for(&config);
+            client.settings.0.extend([COMPRESSION.set(coding)]);
+            let (served, consumed) = (config.counters.clone(), client.counters.clone());
+            let run =
+                match deliver_locally(transport, &spec, 2, config, client, common::TIMEOUT).await {
+                    Ok(run) => run,
+                    Err(error) => {
+                        // Only WebSocket has a coding it cannot offer: gzip.
+                        assert_eq!(coding, Compression::Gzip, "{transport}: {error:#}");
+                        assert!(format!("{error:#}").contains("--compression deflate"));
+                        continue;
+                    }
+                };
+            assert_identical(transport, &spec, &run.records);
+            // Server writes, plus what webhook consumers read from their provider.
+            let wire = served.totals().bytes_out + consumed.totals().bytes_in;
+            match plain_bytes {
+                None => plain_bytes = Some(wire),
+                Some(plain) => assert!(
+                    wire * 2 < plain,
+                    "{transport} {coding:?}: {wire} B on the wire, {plain} B uncompressed"
+                ),
+            }
+        }
+    }
 }

@@ -1,7 +1,10 @@
 // Standard clients against `pushbench serve`, with no pushbench code on the client side: the
 // `eventsource` package (the WHATWG EventSource), `ws` (the WebSocket API), the built-in `fetch`
 // for long and short polling, and the `standardwebhooks` reference verifier as a webhook
-// consumer. Each must receive the whole stream in order, and the server must then exit 0.
+// consumer. Each must receive the whole stream in order, and the server must then exit 0. Every
+// transport is checked twice: plain, and with JSON payloads compressed (`--compression deflate`:
+// permessage-deflate as `ws` offers it, `Content-Encoding: deflate` as fetch and EventSource
+// accept it, compressed webhook bodies the consumer decodes before verifying).
 //
 // The transports come from `pushbench transports --json`, and each is checked with the standard
 // client its declared traits name (its browser API, or a webhook consumer when it needs inbound
@@ -11,6 +14,7 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import http from 'node:http';
+import zlib from 'node:zlib';
 import { EventSource } from 'eventsource';
 import WebSocket from 'ws';
 import { Webhook } from 'standardwebhooks';
@@ -25,10 +29,10 @@ const TIMEOUT_MS = 30_000;
  * webhooks, the secret and registration token it generated), reading pushbench's typed protocol:
  * one JSON report a line. The consumer here is on loopback, so private targets are allowed.
  */
-function serve(transport) {
+function serve(transport, extra) {
   const child = spawn(BIN, ['serve', '--transport', transport, '--events', `${EVENTS}`,
     '--payload', `${PAYLOAD}`, '--start-after', '1', '--drain-timeout', '10',
-    '--allow-private-targets', '--json'],
+    '--allow-private-targets', '--json', ...extra],
     { stdio: ['ignore', 'pipe', 'inherit'] });
   const exited = new Promise((resolve) => child.on('exit', (code) => resolve(code)));
   return new Promise((resolve, reject) => {
@@ -78,9 +82,15 @@ function viaEventSource({ addr, path }) {
   });
 }
 
-function viaWebSocket({ addr, path }) {
+function viaWebSocket({ addr, path, compressed }) {
   return new Promise((resolve, reject) => {
     const socket = new WebSocket(`ws://${addr}${path}`);
+    socket.on('upgrade', (response) => {
+      const agreed = response.headers['sec-websocket-extensions'] ?? '';
+      if (compressed !== agreed.startsWith('permessage-deflate')) {
+        reject(new Error(`extensions agreed: ${JSON.stringify(agreed)}`));
+      }
+    });
     const events = [];
     socket.on('message', (data, isBinary) => {
       if (isBinary) reject(new Error('binary frame'));
@@ -94,7 +104,7 @@ function viaWebSocket({ addr, path }) {
   });
 }
 
-async function viaFetch({ addr, path }) {
+async function viaFetch({ addr, path, compressed }) {
   const events = [];
   let after = null;
   for (;;) {
@@ -102,6 +112,8 @@ async function viaFetch({ addr, path }) {
     const answer = await fetch(url, { headers: { origin: 'http://example.test' } });
     if (answer.status !== 200) throw new Error(`GET ${url}: ${answer.status}`);
     if (!answer.headers.get('access-control-allow-origin')) throw new Error('no CORS header');
+    const coding = answer.headers.get('content-encoding');
+    if (compressed !== (coding === 'deflate')) throw new Error(`content-encoding ${coding}`);
     const batch = await answer.json();
     events.push(...batch.events);
     if (batch.last_seq !== undefined) after = batch.last_seq;
@@ -109,16 +121,21 @@ async function viaFetch({ addr, path }) {
   }
 }
 
-async function viaWebhookConsumer({ addr, secret, token }) {
+async function viaWebhookConsumer({ addr, secret, token, compressed }) {
   const verifier = new Webhook(secret);
   const events = [];
   let finish;
   const finished = new Promise((resolve) => { finish = resolve; });
   const consumer = http.createServer((request, response) => {
-    let body = '';
-    request.on('data', (chunk) => { body += chunk; });
+    const chunks = [];
+    request.on('data', (chunk) => { chunks.push(chunk); });
     request.on('end', () => {
       try {
+        // The signature is over the body as it was before compression.
+        const coding = request.headers['content-encoding'];
+        if (compressed !== (coding === 'deflate')) throw new Error(`content-encoding ${coding}`);
+        const raw = Buffer.concat(chunks);
+        const body = (coding === 'deflate' ? zlib.inflateSync(raw) : raw).toString();
         events.push(verifier.verify(body, request.headers));
         response.writeHead(204).end();
       } catch (error) {
@@ -166,18 +183,22 @@ for (const { name: transport, traits, cursor_path: path } of declared) {
     continue;
   }
   const [client, receive] = standard;
-  const server = { ...(await serve(transport)), path };
-  try {
-    const events = await withTimeout(receive(server), `${transport} via ${client}`);
-    checkStream(events);
-    const code = await withTimeout(server.exited, `${transport} server exit`);
-    if (code !== 0) throw new Error(`server exited with ${code}`);
-    console.log(`ok     ${transport} via ${client}: ${events.length} events in order, server exited 0`);
-    passed += 1;
-  } catch (error) {
-    console.log(`FAILED ${transport} via ${client}: ${error.message}`);
-    server.child.kill();
-    failed += 1;
+  for (const compressed of [false, true]) {
+    const extra = compressed ? ['--compression', 'deflate', '--payload-kind', 'json'] : [];
+    const label = `${transport}${compressed ? ' compressed' : ''} via ${client}`;
+    const server = { ...(await serve(transport, extra)), path, compressed };
+    try {
+      const events = await withTimeout(receive(server), label);
+      checkStream(events);
+      const code = await withTimeout(server.exited, `${label}: server exit`);
+      if (code !== 0) throw new Error(`server exited with ${code}`);
+      console.log(`ok     ${label}: ${events.length} events in order, server exited 0`);
+      passed += 1;
+    } catch (error) {
+      console.log(`FAILED ${label}: ${error.message}`);
+      server.child.kill();
+      failed += 1;
+    }
   }
 }
 console.log(`${passed} passed, ${failed} failed`);

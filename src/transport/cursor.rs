@@ -17,11 +17,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{RawQuery, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt as _, Empty};
 use hyper::client::conn::http1::SendRequest;
 use serde::Deserialize;
@@ -29,6 +29,7 @@ use serde_json::value::RawValue;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use super::compression::{decode_body, Compression, COMPRESSION};
 use super::resume::Resuming;
 use super::{
     deliver, get_request, http1_connect, serve_http, ClientConfig, ClientError, Flow, ServerConfig,
@@ -97,6 +98,8 @@ struct PollState {
     batch: BatchLimit,
     /// `Some` for long polling: how long to wait for events before answering an empty batch.
     hold: Option<Duration>,
+    /// Answers are compressed for clients that accept this coding.
+    compression: Compression,
 }
 
 /// Serves `/events` on `listener` until `shutdown` fires.
@@ -111,6 +114,7 @@ pub(crate) async fn serve(
         hub: Arc::clone(&hub),
         batch: config.batch,
         hold,
+        compression: COMPRESSION.read(&config.settings),
     };
     let router = Router::new()
         .route("/events", get(answer))
@@ -119,7 +123,11 @@ pub(crate) async fn serve(
     serve_http(listener, router, config.http, shutdown).await
 }
 
-async fn answer(State(state): State<PollState>, RawQuery(query): RawQuery) -> Response {
+async fn answer(
+    State(state): State<PollState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
     let first_seq = match first_seq_from_query(query.as_deref()) {
         Ok(seq) => seq,
         Err(rejection) => return rejection.into_response(),
@@ -143,27 +151,37 @@ async fn answer(State(state): State<PollState>, RawQuery(query): RawQuery) -> Re
     if let Some(gap) = batch.gap {
         return (StatusCode::GONE, json, gap.encode()).into_response();
     }
-    let body = encode_batch(&batch, reader.at_end());
-    (json, body).into_response()
+    let mut body = BytesMut::new();
+    encode_batch(&batch, reader.at_end(), &mut body);
+    let coding = state.compression.for_request(&headers);
+    let mut response = (json, coding.compress(body.freeze())).into_response();
+    if let Some((name, value)) = coding.content_encoding() {
+        response.headers_mut().insert(name, value);
+    }
+    response
+}
+
+/// A batch as one poll answer (not the last), as both polling servers write it.
+pub(crate) fn frame(batch: &Batch, out: &mut BytesMut) {
+    encode_batch(batch, false, out);
 }
 
 /// Writes the answer by splicing the already-encoded events: no re-serialisation per request.
-fn encode_batch(batch: &Batch, done: bool) -> Vec<u8> {
+fn encode_batch(batch: &Batch, done: bool, body: &mut BytesMut) {
     let size: usize = batch.events.iter().map(|e| e.len() + 1).sum();
-    let mut body = Vec::with_capacity(size + 64);
+    body.reserve(size + 64);
     body.extend_from_slice(b"{\"events\":[");
     for (i, event) in batch.events.iter().enumerate() {
         if i > 0 {
-            body.push(b',');
+            body.extend_from_slice(b",");
         }
         body.extend_from_slice(event);
     }
-    body.push(b']');
+    body.extend_from_slice(b"]");
     if let Some(last) = batch.last_seq() {
         body.extend_from_slice(format!(",\"last_seq\":{last}").as_bytes());
     }
     body.extend_from_slice(format!(",\"done\":{done}}}").as_bytes());
-    body
 }
 
 /// One answer, as the client reads it; events stay raw until `deliver` decodes each (the
@@ -310,13 +328,20 @@ async fn request(
     let broken = |e: hyper::Error| ClientError::Protocol(format!("HTTP: {e}"));
     let exchange = async {
         sender.ready().await.map_err(broken)?;
+        let accept: Vec<_> = COMPRESSION
+            .read(&config.settings)
+            .accept_encoding()
+            .into_iter()
+            .collect();
         let response = sender
-            .send_request(get_request(server, path, &[])?)
+            .send_request(get_request(server, path, &accept)?)
             .await
             .map_err(broken)?;
         let status = response.status();
-        let body = response.into_body().collect().await.map_err(broken)?;
-        Ok::<_, ClientError>((status, body.to_bytes()))
+        let (head, body) = response.into_parts();
+        let body = body.collect().await.map_err(broken)?.to_bytes();
+        let body = decode_body(&head.headers, body).map_err(ClientError::Protocol)?;
+        Ok::<_, ClientError>((status, body))
     };
     tokio::time::timeout(config.request_timeout, exchange)
         .await
@@ -373,13 +398,15 @@ mod tests {
             first_seq: 7,
             events: vec![Bytes::from_static(b"{\"a\":1}"), Bytes::from_static(b"[2]")],
         };
-        let body = encode_batch(&batch, true);
+        let mut body = BytesMut::new();
+        encode_batch(&batch, true, &mut body);
         let parsed: BatchBody = serde_json::from_slice(&body).unwrap();
         assert_eq!(parsed.events.len(), 2);
         let whole: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(whole["last_seq"], 8);
         assert!(parsed.done);
-        let empty = encode_batch(&Batch::default(), false);
-        assert_eq!(empty, b"{\"events\":[],\"done\":false}");
+        let mut empty = BytesMut::new();
+        encode_batch(&Batch::default(), false, &mut empty);
+        assert_eq!(&empty[..], b"{\"events\":[],\"done\":false}");
     }
 }

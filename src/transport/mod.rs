@@ -16,10 +16,12 @@
 //! `Transport` and its [`Spec`], never to a transport's file.
 
 pub mod client_stream;
+pub mod compression;
 mod cursor;
 pub mod endpoint;
 mod http;
 pub mod listener;
+mod per_event;
 pub mod resume;
 pub mod settings;
 pub mod spec;
@@ -38,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::now_ns;
 use crate::event::{DecodeError, Event, Gap};
-use crate::hub::{BatchLimit, Hub};
+use crate::hub::{Batch, BatchLimit, Hub};
 use crate::metrics::sockets::SocketCounters;
 
 pub use client_stream::{ClientStream, ThrottledStream};
@@ -53,9 +55,13 @@ pub use standard_webhooks::{Secret, Secrets};
 /// (resume, reconnect grace, replay window, the drop, outage, restart and slow-consumer
 /// faults, the link emulator), listed here once; `http` first adds the reverse proxy.
 macro_rules! resumable_settings {
-    // An HTTP transport also takes a reverse proxy in the path.
+    // An HTTP transport also takes a reverse proxy in the path, and compression.
     (http $(, $own:expr)* $(,)?) => {
-        resumable_settings!($($own,)* &$crate::link::via::VIA)
+        resumable_settings!(
+            $($own,)*
+            &$crate::link::via::VIA,
+            &$crate::transport::compression::COMPRESSION,
+        )
     };
     ($($own:expr),* $(,)?) => {
         &[
@@ -125,6 +131,15 @@ macro_rules! transports {
             ) -> Result<(), ClientError> {
                 match self {
                     $(Transport::$variant => $module::subscribe(server, config, sink).await,)+
+                }
+            }
+
+            /// Appends to `out` what one subscriber's `batch` becomes in this transport's
+            /// framing, as its server writes it (before TLS and compression): the server's
+            /// own per-event cost, which `benches/components.rs` times for every transport.
+            pub fn frame(self, batch: &Batch, out: &mut bytes::BytesMut) {
+                match self {
+                    $(Transport::$variant => $module::frame(batch, out),)+
                 }
             }
         }

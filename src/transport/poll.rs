@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub(crate) use super::cursor::frame;
 use super::cursor::{self, Pace};
 use super::{
     ClientConfig, ClientError, Colour, Redelivery, Requests, ServerConfig, Setting, Side, Sink, Spec,

@@ -18,15 +18,17 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderName, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use bytes::{Bytes, BytesMut};
-use sse_stream::SseStream;
+use http_body_util::BodyExt as _;
+use sse_stream::SseByteStream;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use super::compression::{compressed, decoded, decoder_for, Compression, COMPRESSION};
 use super::cursor::{first_seq_from_query, parse_after, BadRequest};
 use super::resume::Resuming;
 use super::{
@@ -34,7 +36,7 @@ use super::{
     Colour, Redelivery, Requests, ServerConfig, Sink, Spec, TrackedListener, Traits,
 };
 use crate::clock::now_ns;
-use crate::hub::{BatchLimit, Hub, Reader};
+use crate::hub::{Batch, BatchLimit, Hub, Reader};
 
 /// One-way, one unending response; the browser's EventSource resumes with `Last-Event-ID`.
 pub static SPEC: Spec = Spec {
@@ -104,6 +106,8 @@ async fn open_stream(
     if reader.at_end() {
         return StatusCode::NO_CONTENT.into_response();
     }
+    let compression = COMPRESSION.read(&state.config.settings);
+    let coding = compression.for_request(&headers);
     let frames = frame_stream(reader, state.config.batch, state.config.heartbeat);
     let headers = [
         (header::CONTENT_TYPE, "text/event-stream"),
@@ -111,7 +115,19 @@ async fn open_stream(
         // Tells buffering reverse proxies (nginx) to pass events through at once.
         (HeaderName::from_static("x-accel-buffering"), "no"),
     ];
-    (headers, Body::from_stream(frames)).into_response()
+    // One compressed stream per response: the window carries from batch to batch, and the
+    // compressor lives as long as the connection.
+    let body = Body::from_stream(compressed(frames, coding.encoder()));
+    let mut response = (headers, body).into_response();
+    if let Some((name, value)) = coding.content_encoding() {
+        response.headers_mut().insert(name, value);
+    }
+    if compression != Compression::Off {
+        // The answer depends on what the client accepts (caches must keep them apart).
+        let vary = HeaderValue::from_static("accept-encoding");
+        response.headers_mut().insert(header::VARY, vary);
+    }
+    response
 }
 
 /// `Last-Event-ID` wins over `?after=`: it is what a reconnecting `EventSource` sends.
@@ -151,26 +167,32 @@ fn frame_stream(
                     return Some((Ok(chunk.freeze()), (reader, first)));
                 }
             };
-            let size: usize = batch.events.iter().map(|e| e.len() + FRAME_OVERHEAD).sum();
-            chunk.reserve(size);
-            let mut digits = itoa::Buffer::new();
-            if let Some(gap) = batch.gap {
-                chunk.extend_from_slice(b"event: gap\nid: ");
-                chunk.extend_from_slice(digits.format(gap.last_seq()).as_bytes());
-                chunk.extend_from_slice(b"\ndata: ");
-                chunk.extend_from_slice(&gap.encode());
-                chunk.extend_from_slice(b"\n\n");
-            }
-            for (seq, event) in batch.iter() {
-                chunk.extend_from_slice(b"id: ");
-                chunk.extend_from_slice(digits.format(seq).as_bytes());
-                chunk.extend_from_slice(b"\ndata: ");
-                chunk.extend_from_slice(event);
-                chunk.extend_from_slice(b"\n\n");
-            }
+            frame(&batch, &mut chunk);
             Some((Ok(chunk.freeze()), (reader, first)))
         },
     )
+}
+
+/// A batch as SSE frames: `id: SEQ`, `data: EVENT` and a blank line each (a gap first, as an
+/// event named `gap`), copied from the hub's shared encoding with no allocation per event.
+pub(crate) fn frame(batch: &Batch, chunk: &mut BytesMut) {
+    let size: usize = batch.events.iter().map(|e| e.len() + FRAME_OVERHEAD).sum();
+    chunk.reserve(size);
+    let mut digits = itoa::Buffer::new();
+    if let Some(gap) = batch.gap {
+        chunk.extend_from_slice(b"event: gap\nid: ");
+        chunk.extend_from_slice(digits.format(gap.last_seq()).as_bytes());
+        chunk.extend_from_slice(b"\ndata: ");
+        chunk.extend_from_slice(&gap.encode());
+        chunk.extend_from_slice(b"\n\n");
+    }
+    for (seq, event) in batch.iter() {
+        chunk.extend_from_slice(b"id: ");
+        chunk.extend_from_slice(digits.format(seq).as_bytes());
+        chunk.extend_from_slice(b"\ndata: ");
+        chunk.extend_from_slice(event);
+        chunk.extend_from_slice(b"\n\n");
+    }
 }
 
 /// Bytes an SSE frame adds around an event: `id: `, up to 20 digits, `\ndata: `, `\n\n`.
@@ -213,6 +235,7 @@ async fn stream_once(
     if let Some(id) = last_event_id.as_deref() {
         headers.push(("last-event-id", id));
     }
+    headers.extend(COMPRESSION.read(&config.settings).accept_encoding());
     let request = get_request(server, "/sse", &headers)?;
     let response = http1_connect(server, config)
         .await?
@@ -230,8 +253,10 @@ async fn stream_once(
             })
         }
     }
+    let decoder = decoder_for(response.headers()).map_err(ClientError::Protocol)?;
     sink.connected(now_ns());
-    let mut events = SseStream::new(response.into_body());
+    let chunks = decoded(response.into_body().into_data_stream(), decoder);
+    let mut events = std::pin::pin!(SseByteStream::new(chunks));
     let mut clock = ArrivalClock::new();
     while let Some((item, received_ns)) = clock.next(&mut events).await {
         let event = item.map_err(|e| ClientError::Protocol(format!("SSE stream broke: {e}")))?;

@@ -20,6 +20,8 @@ use rand::Rng;
 use sha2::Sha256;
 use thiserror::Error;
 
+use super::per_event::PerEvent;
+
 /// The shortest and longest keys accepted, bytes (the spec's range).
 const KEY_BYTES: std::ops::RangeInclusive<usize> = 24..=64;
 
@@ -208,53 +210,29 @@ impl fmt::Debug for Secrets {
 
 /// A provider's signatures, shared between its endpoints: every endpoint gets the same event
 /// with the same `webhook-id` at about the same second, so each event is signed once per
-/// timestamp, not once per endpoint and attempt. A fixed ring of slots, indexed by sequence
-/// number, holds the latest signature of each recent event; a slot taken by another event or
-/// another second is simply signed again.
+/// timestamp, not once per endpoint and attempt.
 pub struct SharedSignatures {
     secrets: Secrets,
-    slots: Vec<std::sync::Mutex<Option<Signed>>>,
-}
-
-/// One event's signature at one timestamp.
-struct Signed {
-    seq: u64,
-    timestamp: i64,
-    signature: axum::http::HeaderValue,
+    /// Each recent event's signature at its latest timestamp.
+    signed: PerEvent<i64, axum::http::HeaderValue>,
 }
 
 impl SharedSignatures {
-    /// Events whose signatures are kept at once: far more than the deliveries in flight.
-    const SLOTS: usize = 4096;
-
     /// Signatures by `secrets`.
     pub fn new(secrets: Secrets) -> Self {
         Self {
             secrets,
-            slots: (0..Self::SLOTS)
-                .map(|_| std::sync::Mutex::new(None))
-                .collect(),
+            signed: PerEvent::new(),
         }
     }
 
     /// The `webhook-signature` header of event `seq` (id `id`, body `body`) at `timestamp`.
     pub fn sign(&self, seq: u64, id: &str, timestamp: i64, body: &[u8]) -> axum::http::HeaderValue {
-        let slot = &self.slots[(seq % Self::SLOTS as u64) as usize];
-        let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(signed) = slot.as_ref() {
-            if signed.seq == seq && signed.timestamp == timestamp {
-                return signed.signature.clone();
-            }
-        }
-        // Base64 and `v1,` are ASCII: always a valid header value.
-        let signature = axum::http::HeaderValue::from_str(&self.secrets.sign(id, timestamp, body))
-            .expect("a signature is ASCII");
-        *slot = Some(Signed {
-            seq,
-            timestamp,
-            signature: signature.clone(),
-        });
-        signature
+        self.signed.get_or_make(seq, timestamp, || {
+            // Base64 and `v1,` are ASCII: always a valid header value.
+            axum::http::HeaderValue::from_str(&self.secrets.sign(id, timestamp, body))
+                .expect("a signature is ASCII")
+        })
     }
 }
 

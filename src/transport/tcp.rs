@@ -8,7 +8,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use bytes::{BufMut as _, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -20,7 +21,7 @@ use super::listener::Established;
 use super::resume::Resuming;
 use crate::clock::now_ns;
 use crate::event::MAX_EVENT_BYTES;
-use crate::hub::{BatchLimit, Hub};
+use crate::hub::{Batch, BatchLimit, Hub};
 
 /// Bare frames: duplex, no browser API, no HTTP; resuming is the application's (a start seq).
 pub static SPEC: Spec = Spec {
@@ -97,22 +98,32 @@ async fn stream_events(
         return Err(std::io::Error::other("server full: subscriber refused"));
     }
     let mut reader = hub.reader(first_seq);
-    let mut out = BufWriter::with_capacity(64 * 1024, stream);
+    // One buffer for the connection's life: each batch is framed into it and written at once.
+    let mut frames = BytesMut::with_capacity(FIRST_CHUNK);
     while let Some(batch) = reader.next_batch(limit).await {
-        if let Some(gap) = batch.gap {
-            let frame = gap.encode();
-            out.write_u32(frame.len() as u32).await?;
-            out.write_all(&frame).await?;
-        }
-        for (_, event) in batch.iter() {
-            // Encoded events are bounded by MAX_EVENT_BYTES, far below u32::MAX.
-            out.write_u32(event.len() as u32).await?;
-            out.write_all(event).await?;
-        }
-        out.flush().await?;
+        frames.clear();
+        frame(&batch, &mut frames);
+        stream.write_all(&frames).await?;
     }
     // Complete (or shutting down): close our side so the subscriber reads end-of-stream.
-    out.shutdown().await
+    stream.shutdown().await
+}
+
+/// A batch as length-prefixed frames (a gap first): a 4-byte big-endian length, then the
+/// event's JSON.
+pub(crate) fn frame(batch: &Batch, out: &mut BytesMut) {
+    let size: usize = batch.events.iter().map(|e| e.len() + 4).sum();
+    out.reserve(size);
+    if let Some(gap) = batch.gap {
+        let gap = gap.encode();
+        out.put_u32(gap.len() as u32);
+        out.extend_from_slice(&gap);
+    }
+    for (_, event) in batch.iter() {
+        // Encoded events are bounded by MAX_EVENT_BYTES, far below u32::MAX.
+        out.put_u32(event.len() as u32);
+        out.extend_from_slice(event);
+    }
 }
 
 /// Bytes the client asks the kernel for per read at first: small, so an idle subscriber costs

@@ -32,6 +32,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::endpoint::Endpoint;
 use super::resume::{Outage, OUTAGE, OUTAGE_AFTER};
+use super::compression::{decode_body, Compression, COMPRESSION};
+use super::per_event::PerEvent;
 use super::standard_webhooks::{unix_now, Secrets, SharedSignatures};
 use super::tls::{TlsMaterial, TLS};
 use super::{
@@ -41,7 +43,7 @@ use super::{
 };
 use crate::clock::now_ns;
 use crate::event::MAX_EVENT_BYTES;
-use crate::hub::{BatchLimit, Hub, SubscriberGuard};
+use crate::hub::{Batch, BatchLimit, Hub, SubscriberGuard};
 
 /// A fresh connection per delivery (a TCP handshake each) or kept-alive ones.
 pub static NEW_CONNECTION: Setting<bool> = Setting {
@@ -89,6 +91,7 @@ pub static SPEC: Spec = Spec {
         &OUTAGE,
         &OUTAGE_AFTER,
         &TLS,
+        &COMPRESSION,
     ],
     traits: Traits {
         duplex: false,
@@ -252,6 +255,9 @@ fn retry_span(settings: &SettingValues) -> Duration {
 struct Provider {
     hub: Arc<Hub>,
     signatures: Arc<SharedSignatures>,
+    /// How bodies are compressed (`Content-Encoding`), each once per event.
+    compression: Compression,
+    compressed: Arc<PerEvent<(), Bytes>>,
     batch: BatchLimit,
     schedule: Schedule,
     next_endpoint: Arc<AtomicU64>,
@@ -295,6 +301,8 @@ pub(crate) async fn serve(
     let provider = Provider {
         hub,
         signatures: Arc::new(SharedSignatures::new(config.webhook_secret)),
+        compression: COMPRESSION.read(&config.settings),
+        compressed: Arc::default(),
         batch: config.batch,
         schedule: Schedule::of(&config.settings),
         next_endpoint: Arc::new(AtomicU64::new(0)),
@@ -387,6 +395,24 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// opens its own.
 type Connection = Option<SendRequest<Full<Bytes>>>;
 
+/// A batch as the provider's POSTs to one endpoint: each event's Standard Webhooks headers
+/// (signed: one endpoint shares no signature) and its body; the request line and the other
+/// headers are hyper's, the same for every event.
+pub(crate) fn frame(batch: &Batch, out: &mut bytes::BytesMut) {
+    static SECRETS: std::sync::OnceLock<Secrets> = std::sync::OnceLock::new();
+    let secrets = SECRETS.get_or_init(Secrets::generate);
+    let timestamp = unix_now();
+    for (seq, body) in batch.iter() {
+        let id = format!("msg_{seq}");
+        let signature = secrets.sign(&id, timestamp, body);
+        let head = format!(
+            "webhook-id: {id}\r\nwebhook-timestamp: {timestamp}\r\nwebhook-signature: {signature}\r\n\r\n"
+        );
+        out.extend_from_slice(head.as_bytes());
+        out.extend_from_slice(body);
+    }
+}
+
 /// Delivers the whole stream to one endpoint, one event at a time so it arrives in order.
 async fn deliver_stream(provider: Provider, endpoint: Endpoint, _guard: SubscriberGuard) {
     let mut reader = provider.hub.reader(0);
@@ -471,14 +497,21 @@ async fn attempt_once(
         }
     };
     let timestamp = unix_now();
-    let request = axum::http::Request::post(&endpoint.target)
+    // The signature covers the event as sent before compression: the consumer verifies what
+    // it decoded.
+    let mut request = axum::http::Request::post(&endpoint.target)
         .header("host", &endpoint.host)
         .header("content-type", "application/json")
         .header("webhook-id", id)
         .header("webhook-timestamp", timestamp)
-        .header("webhook-signature", provider.signatures.sign(seq, id, timestamp, body))
-        .body(Full::new(body.clone()))
-        .map_err(|e| e.to_string())?;
+        .header("webhook-signature", provider.signatures.sign(seq, id, timestamp, body));
+    if let Some((name, value)) = provider.compression.content_encoding() {
+        request = request.header(name, value);
+    }
+    let body = provider.compressed.get_or_make(seq, (), || {
+        provider.compression.compress(body.clone())
+    });
+    let request = request.body(Full::new(body)).map_err(|e| e.to_string())?;
     sender.ready().await.map_err(|e| e.to_string())?;
     let answer = sender.send_request(request).await.map_err(|e| e.to_string())?;
     let status = answer.status();
@@ -679,6 +712,11 @@ async fn receive(
     if state.down_at(received_ns) {
         return (StatusCode::SERVICE_UNAVAILABLE, "down (the outage fault)\n").into_response();
     }
+    // Compressed or not, the signature is over the decoded body.
+    let body = match decode_body(&headers, body) {
+        Ok(body) => body,
+        Err(why) => return (StatusCode::BAD_REQUEST, format!("{why}\n")).into_response(),
+    };
     if let Err(error) = state.secrets.verify(&headers, &body, unix_now(), state.tolerance) {
         return (StatusCode::UNAUTHORIZED, format!("{error}\n")).into_response();
     }

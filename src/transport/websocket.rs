@@ -1,46 +1,61 @@
-//! WebSocket: the server (axum) pushes each event as a text frame carrying its JSON on `/ws`;
-//! the client is tokio-tungstenite. Pings keep idle connections alive; the stream ends with a
-//! clean close handshake (1000 when complete, 1001 when the server shuts down).
+//! WebSocket: the server (axum, upgrading into yawc) pushes each event as a text frame carrying
+//! its JSON on `/ws`; the client is yawc too. Pings keep idle connections alive; the stream
+//! ends with a clean close handshake (1000 when complete, 1001 when the server shuts down).
+//! With `--compression deflate`, both sides negotiate permessage-deflate (RFC 7692), without
+//! context takeover unless `websocket-context-takeover on`.
 //!
 //! `GET /ws?after=SEQ` resumes after event SEQ. Events the server no longer holds (past its
 //! replay window) are announced by a text message `{"gap":{"from":F,"count":N}}` before the
 //! events that follow them.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use axum::extract::ws::{close_code, CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{RawQuery, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpListener;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::{self, Message as ClientMessage};
 use tokio_util::sync::CancellationToken;
+use yawc::close::CloseCode;
+use yawc::{CompressionLevel, DeflateOptions, DeflatePool, Frame, IncomingUpgrade, OpCode, Options};
 
+use super::compression::{Compression, COMPRESSION};
 use super::cursor::first_seq_from_query;
 use super::resume::Resuming;
+use super::settings::SettingValues;
 use super::tls::ALPN_HTTP1;
 use super::{
-    deliver, serve_http, ArrivalClock, ClientConfig, ClientError, Colour, Flow,
-    Redelivery, Requests, ServerConfig, Setting, Side, Sink, Spec, TrackedListener, Traits,
+    deliver, serve_http, ArrivalClock, ClientConfig, ClientError, Colour, Flow, Redelivery,
+    Requests, ServerConfig, Setting, Side, Sink, Spec, TrackedListener, Traits,
 };
 use crate::clock::now_ns;
 use crate::event::{DecodeError, MAX_EVENT_BYTES};
 use crate::hub::{Batch, Hub, Reader};
 
-/// Read buffer per connection, both sides: the dominant cost of an idle WebSocket.
+/// Read and write buffers per connection, both sides: the dominant cost of an idle WebSocket.
 pub static READ_BUFFER: Setting<u64> = Setting {
     name: "websocket-read-buffer",
-    help: "WebSocket read buffer per connection, bytes (tungstenite's 128 KiB default costs \
-           137 KB of memory per idle connection; 4 KiB about 6 KB)",
+    help: "WebSocket read (and write) buffer per connection, bytes: the buffers grow for a \
+           larger frame and shrink back after it (yawc's default is 8 KiB each)",
     side: Side::Both,
     default: 4096,
     min: 256,
+};
+
+/// Whether permessage-deflate keeps its window between messages.
+pub static CONTEXT_TAKEOVER: Setting<bool> = Setting {
+    name: "websocket-context-takeover",
+    help: "With --compression deflate: keep the compression window from message to message \
+           (better ratios, a compressor and a decompressor held per connection); off, each \
+           message stands alone and compressors are borrowed from a shared pool",
+    side: Side::Both,
+    default: false,
+    min: false,
 };
 
 /// Full duplex after an HTTP Upgrade; resuming is the application's (pushbench's `?after=`).
@@ -49,7 +64,7 @@ pub static SPEC: Spec = Spec {
     summary: "WebSocket text frames on /ws",
     colour: Colour(0, 114, 178),
     cursor_path: Some("/ws"),
-    settings: resumable_settings![http, &READ_BUFFER],
+    settings: resumable_settings![http, &READ_BUFFER, &CONTEXT_TAKEOVER],
     traits: Traits {
         duplex: true,
         browser_api: Some("WebSocket"),
@@ -87,6 +102,9 @@ pub(crate) async fn serve(
     config: ServerConfig,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    // A compression WebSocket cannot do is refused before anyone connects.
+    options(&config.settings, MAX_CLIENT_MESSAGE)
+        .map_err(|why| std::io::Error::new(std::io::ErrorKind::InvalidInput, why))?;
     let listener = TrackedListener::for_subscribers(listener, Arc::clone(&hub), &config)?;
     let http = config.http;
     let state = AppState {
@@ -94,35 +112,84 @@ pub(crate) async fn serve(
         config: Arc::new(config),
     };
     let router = Router::new().route("/ws", get(upgrade)).with_state(state);
-    serve_http(
-        listener,
-        router,
-        http,
-        shutdown,
-    )
-    .await
+    serve_http(listener, router, http, shutdown).await
 }
 
 async fn upgrade(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
-    ws: WebSocketUpgrade,
+    ws: IncomingUpgrade,
 ) -> Response {
     let first_seq = match first_seq_from_query(query.as_deref()) {
         Ok(seq) => seq,
         Err(rejection) => return rejection.into_response(),
     };
+    // Checked when serving started.
+    let options = options(&state.config.settings, MAX_CLIENT_MESSAGE).unwrap_or_default();
+    let (response, upgrading) = match ws.upgrade(options) {
+        Ok(upgrade) => upgrade,
+        Err(error) => {
+            let why = format!("WebSocket upgrade refused: {error}\n");
+            return (StatusCode::BAD_REQUEST, why).into_response();
+        }
+    };
     let reader = state.hub.reader(first_seq);
-    ws.read_buffer_size(READ_BUFFER.read(&state.config.settings) as usize)
-        .max_message_size(MAX_CLIENT_MESSAGE)
-        // A frame is checked as it arrives, not after tungstenite's 16 MiB default was buffered.
-        .max_frame_size(MAX_CLIENT_MESSAGE)
-        .on_upgrade(move |socket| stream_events(socket, reader, state.config))
+    tokio::spawn(async move {
+        match upgrading.await {
+            Ok(socket) => stream_events(socket, reader, state.config).await,
+            Err(error) => tracing::debug!(%error, "WebSocket upgrade failed"),
+        }
+    });
+    response.into_response()
+}
+
+/// The options both sides use: buffers from [`READ_BUFFER`], a message size limit (a frame is
+/// refused with 1009 as it arrives, not after it was buffered), and permessage-deflate when
+/// compression is on; an error for a compression WebSocket has no form of.
+fn options(settings: &SettingValues, max_message: usize) -> Result<Options, String> {
+    let buffer = READ_BUFFER.read(settings) as usize;
+    let options = Options::default()
+        .with_read_buffer_capacity(buffer)
+        .with_write_buffer_capacity(buffer)
+        // yawc's limits are exclusive.
+        .with_max_payload_read(max_message + 1)
+        .with_max_read_buffer(max_message + 1);
+    let compression = match COMPRESSION.read(settings) {
+        Compression::Off => return Ok(options),
+        Compression::Deflate => deflate_options(CONTEXT_TAKEOVER.read(settings)),
+        Compression::Gzip => {
+            return Err("WebSocket compresses with permessage-deflate only: use \
+                        --compression deflate (gzip is an HTTP content coding)"
+                .into())
+        }
+    };
+    Ok(Options {
+        compression: Some(compression),
+        ..options
+    })
+}
+
+/// permessage-deflate at the level every transport compresses with. Without context
+/// takeover, both directions ask for it and compressor state comes from one pool for the
+/// process, so an idle connection holds none.
+fn deflate_options(context_takeover: bool) -> DeflateOptions {
+    static POOL: OnceLock<DeflatePool> = OnceLock::new();
+    DeflateOptions {
+        level: CompressionLevel::new(6),
+        server_no_context_takeover: !context_takeover,
+        client_no_context_takeover: !context_takeover,
+        // Sized for the messages compressed at one moment: about one per worker thread.
+        pool: (!context_takeover).then(|| POOL.get_or_init(|| DeflatePool::new(64)).clone()),
+        ..DeflateOptions::default()
+    }
 }
 
 /// Pushes the stream to one subscriber until it is complete, the subscriber leaves, or the
 /// server shuts down.
-async fn stream_events(socket: WebSocket, mut reader: Reader, config: Arc<ServerConfig>) {
+async fn stream_events<S>(socket: yawc::WebSocket<S>, mut reader: Reader, config: Arc<ServerConfig>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let (mut tx, mut rx) = socket.split();
     let start = tokio::time::Instant::now() + config.heartbeat;
     let mut heartbeat = tokio::time::interval_at(start, config.heartbeat);
@@ -134,35 +201,36 @@ async fn stream_events(socket: WebSocket, mut reader: Reader, config: Arc<Server
                         return;
                     }
                 }
-                None if reader.at_end() => break (close_code::NORMAL, "stream complete"),
-                None => break (close_code::AWAY, "server shutting down"),
+                None if reader.at_end() => break (CloseCode::Normal, "stream complete"),
+                None => break (CloseCode::Away, "server shutting down"),
             },
             incoming = rx.next() => match incoming {
-                // The subscriber left, or closed first (axum answers its close frame for us).
-                None | Some(Ok(Message::Close(_))) => return,
-                Some(Err(error)) => {
-                    if is_too_big(&error) {
-                        let _ = tx.send(close_message(close_code::SIZE, "message too big")).await;
-                    }
+                // The subscriber left or broke the protocol: yawc has queued the close frame
+                // that says how (1009 for a message too big), and sends what it owes on the
+                // read path, so reading once more sends it.
+                None => {
+                    let _ = tokio::time::timeout(CLOSE_GRACE, rx.next()).await;
                     return;
                 }
+                // The subscriber closed first (yawc answers its close frame).
+                Some(frame) if frame.opcode() == OpCode::Close => return,
                 // Pongs, and anything a subscriber chooses to send, need no answer.
-                Some(Ok(_)) => {}
+                Some(_) => {}
             },
             _ = heartbeat.tick() => {
-                if tx.send(Message::Ping(Default::default())).await.is_err() {
+                if tx.send(Frame::ping(Bytes::new())).await.is_err() {
                     return;
                 }
             }
         }
     };
-    if tx.send(close_message(close.0, close.1)).await.is_err() {
+    if tx.send(Frame::close(close.0, close.1)).await.is_err() {
         return;
     }
     // Wait for the subscriber's close frame so the handshake completes cleanly on both sides.
     let _ = tokio::time::timeout(CLOSE_GRACE, async {
-        while let Some(Ok(message)) = rx.next().await {
-            if matches!(message, Message::Close(_)) {
+        while let Some(frame) = rx.next().await {
+            if frame.opcode() == OpCode::Close {
                 break;
             }
         }
@@ -170,37 +238,34 @@ async fn stream_events(socket: WebSocket, mut reader: Reader, config: Arc<Server
     .await;
 }
 
+/// A batch as server text frames (a gap message first), as yawc's encoder writes them:
+/// uncompressed, unmasked, one frame per event.
+pub(crate) fn frame(batch: &Batch, out: &mut bytes::BytesMut) {
+    use tokio_util::codec::Encoder as _;
+    let mut encoder = yawc::codec::Encoder::new(yawc::Role::Server);
+    let gap = batch.gap.map(|gap| Frame::text(gap.encode()));
+    let events = batch.iter().map(|(_, event)| Frame::text(event.clone()));
+    for frame in gap.into_iter().chain(events) {
+        // Encoding into memory cannot fail.
+        let _ = encoder.encode(frame, out);
+    }
+}
+
 /// Queues every event of the batch (after the gap message, when the subscriber asked for
 /// events the replay window no longer holds), then flushes once: one write for many frames.
-async fn write_batch<S>(tx: &mut S, batch: &Batch) -> Result<(), axum::Error>
+/// Each frame shares the hub's encoding of its event (compressed per connection when
+/// permessage-deflate is on).
+async fn write_batch<S>(tx: &mut S, batch: &Batch) -> Result<(), S::Error>
 where
-    S: futures_util::Sink<Message, Error = axum::Error> + Unpin,
+    S: futures_util::Sink<Frame> + Unpin,
 {
     if let Some(gap) = batch.gap {
-        let text = Utf8Bytes::try_from(gap.encode()).map_err(axum::Error::new)?;
-        tx.feed(Message::Text(text)).await?;
+        tx.feed(Frame::text(gap.encode())).await?;
     }
     for (_, event) in batch.iter() {
-        // Encoded events are ASCII JSON, so this check never fails; it is also cheap.
-        let text = Utf8Bytes::try_from(event.clone()).map_err(axum::Error::new)?;
-        tx.feed(Message::Text(text)).await?;
+        tx.feed(Frame::text(event.clone())).await?;
     }
     tx.flush().await
-}
-
-fn close_message(code: u16, reason: &'static str) -> Message {
-    Message::Close(Some(CloseFrame {
-        code,
-        reason: Utf8Bytes::from_static(reason),
-    }))
-}
-
-fn is_too_big(error: &axum::Error) -> bool {
-    let inner = std::error::Error::source(error);
-    matches!(
-        inner.and_then(|e| e.downcast_ref::<tungstenite::Error>()),
-        Some(tungstenite::Error::Capacity(_))
-    )
 }
 
 /// Subscribes to `ws://server/ws` (`wss://` over TLS) and feeds every text frame to the sink.
@@ -228,59 +293,72 @@ async fn connect_once(
     sink: &mut Resuming<'_>,
     after: Option<u64>,
 ) -> Result<(), ClientError> {
+    let options = options(&config.settings, MAX_EVENT_BYTES).map_err(ClientError::Config)?;
     let dialer = config.dialer();
     let stream = dialer.connect(server, ALPN_HTTP1).await?;
     let scheme = if dialer.secure() { "wss" } else { "ws" };
-    let ws_config = WebSocketConfig::default()
-        .read_buffer_size(READ_BUFFER.read(&config.settings) as usize)
-        .max_message_size(Some(MAX_EVENT_BYTES))
-        .max_frame_size(Some(MAX_EVENT_BYTES));
     let url = match after {
         Some(seq) => format!("{scheme}://{server}/ws?after={seq}"),
         None => format!("{scheme}://{server}/ws"),
     };
-    let handshake = tokio_tungstenite::client_async_with_config(url, stream, Some(ws_config));
-    let (mut ws, _response) = tokio::time::timeout(config.connect_timeout, handshake)
+    let url = url
+        .parse()
+        .map_err(|e| ClientError::Config(format!("WebSocket URL {url}: {e}")))?;
+    let handshake = yawc::WebSocket::handshake(url, stream, options);
+    let mut ws = tokio::time::timeout(config.connect_timeout, handshake)
         .await
         .map_err(|_| ClientError::Protocol("WebSocket handshake timed out".into()))?
         .map_err(|e| ClientError::Protocol(format!("WebSocket handshake failed: {e}")))?;
     sink.connected(now_ns());
 
     let mut clock = ArrivalClock::new();
+    // Frames with their errors, so a broken connection says why.
+    let mut frames = futures_util::stream::poll_fn(|cx| ws.poll_next_frame(cx).map(Some));
     let mut close_code = None;
-    while let Some((message, received_ns)) = clock.next(&mut ws).await {
-        let message = message.map_err(|e| ClientError::Protocol(format!("WebSocket: {e}")))?;
-        let flow = match &message {
-            ClientMessage::Text(text) => deliver(sink, text.as_bytes(), received_ns),
-            ClientMessage::Binary(_) => sink.malformed(&DecodeError::new(
+    let stopped = loop {
+        let Some((frame, received_ns)) = clock.next(&mut frames).await else {
+            break false;
+        };
+        let frame = match frame {
+            Ok(frame) => frame,
+            // The close handshake done, the connection ends.
+            Err(_) if close_code.is_some() => break false,
+            Err(error) => return Err(ClientError::Protocol(format!("WebSocket: {error}"))),
+        };
+        let flow = match frame.opcode() {
+            OpCode::Text => deliver(sink, frame.payload(), received_ns),
+            OpCode::Binary => sink.malformed(&DecodeError::new(
                 "binary frame where a text frame with a JSON event was expected",
             )),
-            // tungstenite answers the server's close frame itself; reading on drives the answer
-            // out and then ends the stream.
-            ClientMessage::Close(frame) => {
-                close_code = Some(frame.as_ref().map_or(CloseCode::Status, |f| f.code));
+            // yawc answers the server's close frame itself; reading on sends the answer and
+            // then ends the connection.
+            OpCode::Close => {
+                close_code = Some(frame.close_code().unwrap_or(CloseCode::Status));
                 Flow::Continue
             }
-            // Pings are answered by tungstenite too.
+            // Pings are answered by yawc too.
             _ => Flow::Continue,
         };
         if flow == Flow::Stop {
-            let frame = tungstenite::protocol::CloseFrame {
-                code: tungstenite::protocol::frame::coding::CloseCode::Normal,
-                reason: "received the whole stream".into(),
-            };
-            let _ = ws.close(Some(frame)).await;
-            let _ = tokio::time::timeout(CLOSE_GRACE, async {
-                while let Some(Ok(_)) = ws.next().await {}
-            })
-            .await;
-            return Ok(());
+            break true;
         }
+    };
+    drop(frames);
+    if stopped {
+        let _ = ws
+            .send(Frame::close(CloseCode::Normal, "received the whole stream"))
+            .await;
+        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+            while ws.next_frame().await.is_ok() {}
+        })
+        .await;
+        return Ok(());
     }
     match close_code {
         Some(CloseCode::Normal) => Ok(()),
         Some(code) => Err(ClientError::Protocol(format!(
-            "WebSocket closed with {code} before the stream was complete"
+            "WebSocket closed with {} before the stream was complete",
+            u16::from(code)
         ))),
         None => Err(ClientError::Protocol(
             "WebSocket connection ended without a close frame".into(),
