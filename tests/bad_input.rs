@@ -105,8 +105,27 @@ async fn webhook_signatures_are_enforced() {
         assert_eq!(answer.status(), 401);
         assert_eq!(answer.text().await.unwrap().trim(), reason);
     }
-    // A correctly signed delivery, then its retry with the same id: accepted once.
+    // Signed right, but its body is not what its Content-Encoding says, or in a coding the
+    // consumer does not read: 400 with the reason, nothing delivered.
     let good = secret.sign("msg_0", now, &body);
+    for (coding, reason) in [
+        ("gzip", "compressed body does not decode"),
+        ("br", "unsupported Content-Encoding"),
+    ] {
+        let answer = http
+            .post(&url)
+            .header("webhook-id", "msg_0")
+            .header("webhook-timestamp", now.to_string())
+            .header("webhook-signature", good.clone())
+            .header("content-encoding", coding)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 400);
+        assert!(answer.text().await.unwrap().contains(reason), "{coding}");
+    }
+    // A correctly signed delivery, then its retry with the same id: accepted once.
     assert_eq!(
         post("msg_0", Some(good.clone())).await.unwrap().status(),
         204

@@ -24,6 +24,7 @@ use pushbench::event::{Event, Gap, Rate};
 use pushbench::harness::{run_subscribers, RecordPlan, TallySink};
 use pushbench::metrics::latency;
 use pushbench::serve::Server;
+use pushbench::transport::compression::Compression;
 use pushbench::transport::endpoint::off_limits;
 use pushbench::transport::resume::RESUME;
 use pushbench::transport::{ClientConfig, Secrets, ServerConfig, Transport};
@@ -217,7 +218,8 @@ fn servers_take_arbitrary_requests() {
 }
 
 /// Every client fed arbitrary bytes by a fake server (as the answer's body, behind a valid
-/// status line where the transport is HTTP) ends, with an error or not, and never panics.
+/// status line where the transport is HTTP, said to be gzip-compressed or not, and compressed
+/// or not) ends, with an error or not, and never panics.
 #[test]
 fn clients_take_arbitrary_answers() {
     count_panics();
@@ -226,7 +228,7 @@ fn clients_take_arbitrary_answers() {
     config.settings.0.extend([RESUME.set(false)]);
     config.request_timeout = Duration::from_secs(2);
     // The clients that read answers to their own requests (not the webhook consumer, which is
-    // a server, nor WebSocket, whose frames tungstenite parses) by what each declares: raw
+    // a server, nor WebSocket, whose frames yawc parses) by what each declares: raw
     // bytes, a streamed response, or one JSON answer per request.
     let readers = Transport::ALL.iter().copied().filter(|t| {
         let traits = t.traits();
@@ -234,25 +236,40 @@ fn clients_take_arbitrary_answers() {
     });
     for transport in readers {
         let traits = transport.traits();
-        let head: &[u8] = if !traits.http {
-            b""
-        } else if traits.streams_response {
-            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n"
-        } else {
-            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n"
+        let head = |gzip: bool| -> Vec<u8> {
+            let kind = if traits.streams_response {
+                "text/event-stream"
+            } else {
+                "application/json"
+            };
+            let coding = if gzip {
+                "content-encoding: gzip\r\n"
+            } else {
+                ""
+            };
+            match traits.http {
+                false => Vec::new(),
+                true => format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: {kind}\r\n{coding}connection: close\r\n\r\n"
+                )
+                .into_bytes(),
+            }
         };
+        let text = "(data: [ -~]{0,60}\n|id: [0-9a-z]{0,5}\n|\n|\\{\"events\":\\[[ -~]{0,60}\\],\"done\":true\\})*"
+            .prop_map(String::into_bytes);
         let body = prop_oneof![
             proptest::collection::vec(any::<u8>(), 0..800),
-            "(data: [ -~]{0,60}\n|id: [0-9a-z]{0,5}\n|\n|\\{\"events\":\\[[ -~]{0,60}\\],\"done\":true\\})*"
-                .prop_map(String::into_bytes),
+            text.clone(),
+            text.prop_map(|t| Compression::Gzip.compress(t.into()).to_vec()),
         ];
+        let body = (any::<bool>(), body);
         let mut runner = TestRunner::new(Config::with_cases(socket_cases()));
         runner
-            .run(&body, |body| {
+            .run(&body, |(gzip, body)| {
                 runtime.block_on(async {
                     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                     let addr = listener.local_addr().unwrap();
-                    let answer = [head, &body].concat();
+                    let answer = [&head(gzip)[..], &body].concat();
                     let fake = tokio::spawn(async move {
                         // Answer every connection the client opens, then close it.
                         while let Ok((mut socket, _)) = listener.accept().await {
