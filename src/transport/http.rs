@@ -1,17 +1,23 @@
 //! The one HTTP serving function every HTTP transport uses (server and webhook consumer alike),
-//! built on hyper-util's connection builder rather than `axum::serve` so that hyper's own
+//! built on hyper's HTTP/1 connection builder rather than `axum::serve` so that hyper's own
 //! settings are in reach ([`HttpSettings`]: header read timeout, read buffer ceiling,
 //! keep-alive, how long shutdown waits) and so that what accepts connections is a parameter
 //! ([`Accept`]): the counting listener, with TLS when it is on.
+//!
+//! What an idle connection costs is kept down (`docs/method.md`, server RSS per connection): the
+//! builder is hyper's own HTTP/1 one, not hyper-util's `auto` builder, whose sniffing for an
+//! HTTP/2 preface (no transport speaks HTTP/2) hands hyper a first read of 24 bytes, after which
+//! hyper's 8 KiB read buffer doubles to 16 KiB; and a connection's task holds its hyper
+//! connection once, with no copy of the builder and no room left for the set-up future.
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -109,22 +115,31 @@ pub async fn serve_http<A: Accept>(
         .allow_origin(Any)
         .allow_methods([Method::GET, Method::HEAD]);
     let service = TowerToHyperService::new(router.layer(cors));
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = http1::Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(settings.header_read_timeout)
         .keep_alive(settings.keep_alive)
-        .max_buf_size(settings.max_buf_size.max(MIN_BUF_SIZE));
-    let graceful = GracefulShutdown::new();
+        .max_buf_size(settings.max_buf_size.max(MIN_BUF_SIZE))
+        // Headers past the read buffer's ceiling are answered 431 (the read buffer alone does
+        // not stop them when they arrive in pieces).
+        .max_header_size(settings.max_buf_size.max(MIN_BUF_SIZE));
+    // Shared by the connections' tasks rather than copied into each.
+    let builder = Arc::new(builder);
+    // Shutdown tells every open connection to finish its response and close, then waits for
+    // them all (each holds a receiver while it lives).
+    let (draining, _) = tokio::sync::watch::channel(());
     loop {
         let (incoming, _) = tokio::select! {
             accepted = acceptor.accept() => accepted,
             () = shutdown.cancelled() => break,
         };
         let enrolment = A::enrolment(&incoming);
-        let establishing = acceptor.establish(incoming);
-        let (builder, service, watcher) = (builder.clone(), service.clone(), graceful.watcher());
+        // Boxed, so freed once done: inline, the set-up future (1.7 KB, the TLS handshake's
+        // state in it even when TLS is off) would take room in the task for the connection's life.
+        let establishing = Box::pin(acceptor.establish(incoming));
+        let (builder, service, drain) =
+            (Arc::clone(&builder), service.clone(), draining.subscribe());
         tokio::spawn(async move {
             let io = match establishing.await {
                 Ok(io) => io,
@@ -138,15 +153,44 @@ pub async fn serve_http<A: Accept>(
                     Either::Right(std::future::ready(Ok(server_full())))
                 }
             });
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-            if let Err(error) = watcher.watch(connection.into_owned()).await {
-                tracing::debug!(%error, "HTTP connection ended");
-            }
+            serve_connection(&builder, io, service, drain).await;
         });
     }
     // Streams still open finish (or are dropped) within the grace period.
-    let _ = tokio::time::timeout(settings.shutdown_grace, graceful.shutdown()).await;
+    draining.send_replace(());
+    let _ = tokio::time::timeout(settings.shutdown_grace, draining.closed()).await;
     Ok(())
+}
+
+/// Serves one connection, upgrades (WebSocket) included, until it closes; once `drain` fires,
+/// the response under way is the last.
+async fn serve_connection<I, S, B>(
+    builder: &http1::Builder,
+    io: I,
+    service: S,
+    mut drain: tokio::sync::watch::Receiver<()>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let connection = builder
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    // Pinned where it was made: awaiting a moved copy would leave a second one in the task.
+    tokio::pin!(connection);
+    let ended = tokio::select! {
+        ended = connection.as_mut() => ended,
+        _ = drain.changed() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = ended {
+        tracing::debug!(%error, "HTTP connection ended");
+    }
 }
 
 /// The answer past the subscriber cap: 503, and the connection closed.
