@@ -128,6 +128,10 @@ async fn answer(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
+    // Decided now, and the request's headers let go: a long poll holds this future for its
+    // whole wait.
+    let coding = state.compression.for_request(&headers);
+    drop(headers);
     let first_seq = match first_seq_from_query(query.as_deref()) {
         Ok(seq) => seq,
         Err(rejection) => return rejection.into_response(),
@@ -153,7 +157,6 @@ async fn answer(
     }
     let mut body = BytesMut::new();
     encode_batch(&batch, reader.at_end(), &mut body);
-    let coding = state.compression.for_request(&headers);
     let mut response = (json, coding.compress(body.freeze())).into_response();
     if let Some((name, value)) = coding.content_encoding() {
         response.headers_mut().insert(name, value);

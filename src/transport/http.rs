@@ -8,7 +8,7 @@
 //! builder is hyper's own HTTP/1 one, not hyper-util's `auto` builder, whose sniffing for an
 //! HTTP/2 preface (no transport speaks HTTP/2) hands hyper a first read of 24 bytes, after which
 //! hyper's 8 KiB read buffer doubles to 16 KiB; and a connection's task holds its hyper
-//! connection once, with no copy of the builder and no room left for the set-up future.
+//! connection with no copy of the builder and no room kept for the set-up future.
 
 use std::future::Future;
 use std::io;
@@ -78,7 +78,8 @@ pub struct HttpSettings {
     /// How long a client may take to send a request's headers before the connection is
     /// closed (a client that sends half a request cannot hold a connection, or shutdown, open).
     pub header_read_timeout: Duration,
-    /// The most a connection's read buffer may grow to, bytes (hyper's floor is 8 KiB).
+    /// The most a connection's read buffer may grow to, bytes (hyper's floor is 8 KiB), and the
+    /// largest request head (request line and headers) answered: past it, 431.
     pub max_buf_size: usize,
     /// Keep connections open between requests (HTTP/1.1 keep-alive).
     pub keep_alive: bool,
@@ -115,15 +116,15 @@ pub async fn serve_http<A: Accept>(
         .allow_origin(Any)
         .allow_methods([Method::GET, Method::HEAD]);
     let service = TowerToHyperService::new(router.layer(cors));
+    let ceiling = settings.max_buf_size.max(MIN_BUF_SIZE);
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(settings.header_read_timeout)
         .keep_alive(settings.keep_alive)
-        .max_buf_size(settings.max_buf_size.max(MIN_BUF_SIZE))
-        // Headers past the read buffer's ceiling are answered 431 (the read buffer alone does
-        // not stop them when they arrive in pieces).
-        .max_header_size(settings.max_buf_size.max(MIN_BUF_SIZE));
+        .max_buf_size(ceiling)
+        // The head's own limit, exact: the buffer's ceiling alone lets one read overshoot it.
+        .max_header_size(ceiling);
     // Shared by the connections' tasks rather than copied into each.
     let builder = Arc::new(builder);
     // Shutdown tells every open connection to finish its response and close, then waits for
@@ -179,7 +180,7 @@ async fn serve_connection<I, S, B>(
     let connection = builder
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
-    // Pinned where it was made: awaiting a moved copy would leave a second one in the task.
+    // Pinned in place: polled beside the drain signal, then, once draining, to its end.
     tokio::pin!(connection);
     let ended = tokio::select! {
         ended = connection.as_mut() => ended,

@@ -37,15 +37,20 @@ use crate::clock::now_ns;
 use crate::event::{DecodeError, MAX_EVENT_BYTES};
 use crate::hub::{Batch, Hub, Reader};
 
-/// Read and write buffers per connection, both sides: the dominant cost of an idle WebSocket.
+/// The subscriber's buffers: the dominant cost of an idle WebSocket client.
 pub static READ_BUFFER: Setting<u64> = Setting {
     name: "websocket-read-buffer",
-    help: "WebSocket read (and write) buffer per connection, bytes: the buffers grow for a \
-           larger frame and shrink back after it (yawc's default is 8 KiB each)",
-    side: Side::Both,
+    help: "The subscriber's WebSocket read buffer, bytes: it grows for a larger frame and \
+           shrinks back after it (yawc's default is 8 KiB); the server's buffers are 512 B",
+    side: Side::Client,
     default: 4096,
     min: 256,
 };
+
+/// The server's read and write buffers. Subscribers send only control frames, and a batch
+/// larger than this grows the write buffer for as long as it takes to write it: both buffers
+/// are resident in full from the start (yawc fills them), so an idle connection pays for them.
+const SERVER_BUFFER: usize = 512;
 
 /// Whether permessage-deflate keeps its window between messages.
 pub static CONTEXT_TAKEOVER: Setting<bool> = Setting {
@@ -103,7 +108,7 @@ pub(crate) async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     // A compression WebSocket cannot do is refused before anyone connects.
-    options(&config.settings, MAX_CLIENT_MESSAGE)
+    options(&config.settings, SERVER_BUFFER, MAX_CLIENT_MESSAGE)
         .map_err(|why| std::io::Error::new(std::io::ErrorKind::InvalidInput, why))?;
     let listener = TrackedListener::for_subscribers(listener, Arc::clone(&hub), &config)?;
     let http = config.http;
@@ -125,7 +130,8 @@ async fn upgrade(
         Err(rejection) => return rejection.into_response(),
     };
     // Checked when serving started.
-    let options = options(&state.config.settings, MAX_CLIENT_MESSAGE).unwrap_or_default();
+    let options = options(&state.config.settings, SERVER_BUFFER, MAX_CLIENT_MESSAGE)
+        .unwrap_or_default();
     let (response, upgrading) = match ws.upgrade(options) {
         Ok(upgrade) => upgrade,
         Err(error) => {
@@ -143,11 +149,10 @@ async fn upgrade(
     response.into_response()
 }
 
-/// The options both sides use: buffers from [`READ_BUFFER`], a message size limit (a frame is
+/// The options both sides use: buffers of `buffer` bytes, a message size limit (a frame is
 /// refused with 1009 as it arrives, not after it was buffered), and permessage-deflate when
 /// compression is on; an error for a compression WebSocket has no form of.
-fn options(settings: &SettingValues, max_message: usize) -> Result<Options, String> {
-    let buffer = READ_BUFFER.read(settings) as usize;
+fn options(settings: &SettingValues, buffer: usize, max_message: usize) -> Result<Options, String> {
     let options = Options::default()
         .with_read_buffer_capacity(buffer)
         .with_write_buffer_capacity(buffer)
@@ -293,7 +298,8 @@ async fn connect_once(
     sink: &mut Resuming<'_>,
     after: Option<u64>,
 ) -> Result<(), ClientError> {
-    let options = options(&config.settings, MAX_EVENT_BYTES).map_err(ClientError::Config)?;
+    let buffer = READ_BUFFER.read(&config.settings) as usize;
+    let options = options(&config.settings, buffer, MAX_EVENT_BYTES).map_err(ClientError::Config)?;
     let dialer = config.dialer();
     let stream = dialer.connect(server, ALPN_HTTP1).await?;
     let scheme = if dialer.secure() { "wss" } else { "ws" };
