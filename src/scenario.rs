@@ -13,6 +13,8 @@ use thiserror::Error;
 use crate::event::{PayloadSizes, Rate, SpecError, StreamSpec};
 use crate::payload::PayloadKind;
 use crate::setting_flags::{SettingFlags, RUN};
+use crate::transport::compression::{Compression, COMPRESSION};
+use crate::transport::settings::Value as _;
 use crate::transport::{SettingValues, Transport};
 
 /// Sockets a load worker keeps for itself (listeners, files, its pipes).
@@ -346,12 +348,16 @@ impl Settings {
         if repeat == 0 {
             return impossible("--repeat must be at least 1".into());
         }
+        let transports = self
+            .transports
+            .map(|t| t.0)
+            .unwrap_or_else(|| Transport::ALL.to_vec());
+        if let Err(why) = compression_offered(&transports, &self.transport_settings.given) {
+            return impossible(why);
+        }
         Ok(Scenario {
             name: self.name.unwrap_or_else(|| "custom".into()),
-            transports: self
-                .transports
-                .map(|t| t.0)
-                .unwrap_or_else(|| Transport::ALL.to_vec()),
+            transports,
             subscribers,
             rate,
             events,
@@ -471,6 +477,34 @@ fn valid_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+}
+
+/// Every compression asked for is one each transport that takes it can do, checked before the
+/// first run rather than when that transport's server starts.
+fn compression_offered(
+    transports: &[Transport],
+    given: &BTreeMap<String, Vec<String>>,
+) -> Result<(), String> {
+    let Some(values) = given.get(COMPRESSION.name) else {
+        return Ok(());
+    };
+    for &transport in transports {
+        let takes_it = transport
+            .spec()
+            .settings
+            .iter()
+            .any(|s| s.name() == COMPRESSION.name);
+        for value in values.iter().filter(|_| takes_it) {
+            // Given values were checked against the setting's kind already.
+            let Ok(compression) = Compression::parse(value) else {
+                continue;
+            };
+            compression
+                .offered_by(transport.traits())
+                .map_err(|why| format!("{transport} with --compression {value}: {why}"))?;
+        }
+    }
+    Ok(())
 }
 
 /// Whether `name` can name a network namespace here (and is safe as an argument).
@@ -697,6 +731,23 @@ mod tests {
             ..Settings::default()
         };
         assert!(why(many).contains("RLIMIT_NOFILE"));
+    }
+
+    /// A compression a transport cannot do is refused before any run, naming the transport and
+    /// the fix; what every transport asked can do is accepted.
+    #[test]
+    fn compression_a_transport_cannot_do_is_refused() {
+        let resolve = |text: &str| toml::from_str::<Settings>(text).unwrap().resolve();
+        let why = resolve("transports = \"all\"\ncompression = [\"off\", \"gzip\"]")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            why.contains("websocket with --compression gzip")
+                && why.contains("use --compression deflate"),
+            "{why}"
+        );
+        assert!(resolve("transports = \"sse,webhook,tcp\"\ncompression = \"gzip\"").is_ok());
+        assert!(resolve("transports = \"all\"\ncompression = \"deflate\"").is_ok());
     }
 
     /// Every preset in scenarios/ is valid.

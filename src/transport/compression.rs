@@ -16,7 +16,7 @@ use flate2::write::{GzDecoder, GzEncoder, ZlibDecoder, ZlibEncoder};
 use futures_util::{Stream, StreamExt as _};
 
 use super::settings::Value;
-use super::{Setting, Side};
+use super::{Setting, Side, Traits};
 
 /// Whether and how what goes to subscribers is compressed.
 pub static COMPRESSION: Setting<Compression> = Setting {
@@ -123,6 +123,19 @@ impl Compression {
             Some(encoder) => encoder.finish_with(&body),
             None => body,
         }
+    }
+
+    /// Whether a transport with these traits can compress this way: one that upgrades to a
+    /// framing of its own (WebSocket) has permessage-deflate, and no HTTP content coding.
+    pub fn offered_by(self, traits: &Traits) -> Result<(), String> {
+        if self == Compression::Gzip && traits.needs_upgrade {
+            return Err(
+                "it compresses with permessage-deflate only: use --compression deflate \
+                        (gzip is an HTTP content coding)"
+                    .into(),
+            );
+        }
+        Ok(())
     }
 
     /// An encoder for a streamed body (an SSE response), or `None` when off.

@@ -159,17 +159,15 @@ fn options(settings: &SettingValues, buffer: usize, max_message: usize) -> Resul
         // yawc's limits are exclusive.
         .with_max_payload_read(max_message + 1)
         .with_max_read_buffer(max_message + 1);
-    let compression = match COMPRESSION.read(settings) {
-        Compression::Off => return Ok(options),
-        Compression::Deflate => deflate_options(CONTEXT_TAKEOVER.read(settings)),
-        Compression::Gzip => {
-            return Err("WebSocket compresses with permessage-deflate only: use \
-                        --compression deflate (gzip is an HTTP content coding)"
-                .into())
-        }
-    };
+    let compression = COMPRESSION.read(settings);
+    compression
+        .offered_by(&SPEC.traits)
+        .map_err(|why| format!("WebSocket: {why}"))?;
+    if compression == Compression::Off {
+        return Ok(options);
+    }
     Ok(Options {
-        compression: Some(compression),
+        compression: Some(deflate_options(CONTEXT_TAKEOVER.read(settings))),
         ..options
     })
 }
