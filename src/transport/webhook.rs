@@ -508,9 +508,13 @@ async fn attempt_once(
     if let Some((name, value)) = provider.compression.content_encoding() {
         request = request.header(name, value);
     }
-    let body = provider.compressed.get_or_make(seq, (), || {
-        provider.compression.compress(body.clone())
-    });
+    // Uncompressed, the hub's shared bytes go as they are: no ring, no lock per delivery.
+    let body = match provider.compression {
+        Compression::Off => body.clone(),
+        compression => provider
+            .compressed
+            .get_or_make(seq, (), || compression.compress(body.clone())),
+    };
     let request = request.body(Full::new(body)).map_err(|e| e.to_string())?;
     sender.ready().await.map_err(|e| e.to_string())?;
     let answer = sender.send_request(request).await.map_err(|e| e.to_string())?;
