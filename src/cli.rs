@@ -1,7 +1,7 @@
 //! The command line: clap definitions of the subcommands, and turning their flags into the
 //! validated options each part of the library takes.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use std::path::PathBuf;
@@ -10,7 +10,7 @@ use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand};
 
 use crate::event::{PayloadSizes, Rate, StreamSpec};
-use crate::harness::{self, run_job, LoadJob, Merged, RunOptions};
+use crate::harness::{self, run_job, LoadJob, Merged, PartFile, RunOptions};
 use crate::payload::PayloadKind;
 use crate::recommend::{self, design::DesignSettings, evidence::Evidence};
 use crate::report;
@@ -41,6 +41,9 @@ pub enum Command {
     /// Measure transports side by side: a scenario (flags or scenarios/*.toml) in, a table and
     /// results.json out.
     Run(RunArgs),
+    /// Combine the parts of one measurement taken across hosts (`serve --stats-out`, `load
+    /// --out`) exactly into results.json and the report, as `run` writes them.
+    Merge(MergeArgs),
     /// Write report.md and report.html (with SVG plots) beside a results file.
     Report(ReportArgs),
     /// Compare two runs figure by figure, flagging changes beyond the noise (writes compare.md).
@@ -67,7 +70,7 @@ impl Command {
                 } else {
                     serve::Output::Human
                 };
-                serve::run(args.into_options()?, output).await
+                serve::run(args.into_options()?, output, None).await
             }
             Command::Load(args) => args.run().await,
             Command::Worker => harness::worker::run().await,
@@ -92,6 +95,7 @@ impl Command {
                 }
                 Ok(())
             }
+            Command::Merge(args) => args.run(),
             Command::Report(args) => {
                 let (path, results) = results::load(&args.results)?;
                 if args.headline {
@@ -156,6 +160,34 @@ pub struct ReportArgs {
     /// Print only the headline table (Markdown), as the README shows it.
     #[arg(long)]
     pub headline: bool,
+}
+
+/// Flags of `pushbench merge`.
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// Part files, or directories holding them (every `*.json` inside is read as a part).
+    #[arg(required = true)]
+    pub parts: Vec<PathBuf>,
+    /// Directory for results (`DIR/<run-id>/results.json`, the report beside it).
+    #[arg(long, default_value = "results")]
+    pub out: PathBuf,
+}
+
+impl MergeArgs {
+    /// Merges, prints the table, writes the report; fails when a subscriber did not get the
+    /// identical stream, as `run` does.
+    fn run(self) -> anyhow::Result<()> {
+        let outcome = harness::merge(&self.parts, &self.out)?;
+        print!("{}", report::table::render(&outcome.results));
+        println!("results: {}", outcome.path.display());
+        let picks = recommend::which_to_pick(&outcome.results);
+        let written = report::write(&outcome.path, &outcome.results, picks)?;
+        println!("report:  {}", written.html.display());
+        if outcome.results.runs.iter().any(|r| r.failed) {
+            bail!("some subscribers did not receive the identical stream");
+        }
+        Ok(())
+    }
 }
 
 /// Flags of `pushbench compare`.
@@ -443,6 +475,14 @@ pub struct ServeArgs {
     /// scripts: `listening` with the address, `webhook_secret`, and `stats` last.
     #[arg(long)]
     pub json: bool,
+    /// Server processes sharing the port (SO_REUSEPORT), each publishing the same stream on the
+    /// same schedule, their stats summed: past one process's open-file limit.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub processes: u16,
+    /// Write the server's part (its CPU, memory, socket bytes and publisher lateness, with the
+    /// stream and settings) to this file, for `pushbench merge`.
+    #[arg(long)]
+    pub stats_out: Option<PathBuf>,
     /// The transports' own settings (the served transport reads its own).
     #[command(flatten)]
     pub settings: SettingFlags<SERVE>,
@@ -488,6 +528,10 @@ impl ServeArgs {
             announce_secret,
             schedule_origin_ns: None,
             returning: 0,
+            processes: usize::from(self.processes),
+            reuse_port: false,
+            awaits_start: false,
+            stats_out: self.stats_out,
         })
     }
 }
@@ -498,9 +542,19 @@ pub struct LoadArgs {
     /// The transport to subscribe with.
     #[arg(long, value_enum)]
     pub transport: Transport,
-    /// The server's address, as `pushbench serve` printed it.
+    /// The server: HOST:PORT (a name such as a Kubernetes Service, or an address, as
+    /// `pushbench serve` printed it). On another host, this worker measures its clock's offset
+    /// to the server's first (UDP round trips to the same port number).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub target: String,
+    /// This worker's index among several (from 0): it names the part, and a run's slow
+    /// consumer is worker 0's first subscriber.
+    #[arg(long, default_value_t = 0)]
+    pub worker: usize,
+    /// The local address subscribers connect from and webhook consumers listen on. Default: on
+    /// loopback, spread over 127.0.0.1-16; otherwise the address the route to the target uses.
     #[arg(long)]
-    pub target: SocketAddr,
+    pub bind: Option<IpAddr>,
     /// Concurrent subscribers.
     #[arg(long, default_value_t = 1)]
     pub subscribers: usize,
@@ -532,10 +586,18 @@ pub struct LoadArgs {
 }
 
 impl LoadArgs {
-    fn into_job(self) -> anyhow::Result<LoadJob> {
+    async fn into_job(self) -> anyhow::Result<LoadJob> {
         if self.subscribers == 0 {
             bail!("--subscribers must be at least 1");
         }
+        let server = resolve_target(&self.target).await?;
+        // Off loopback, a webhook consumer must listen where the provider can reach it: the
+        // address this host uses toward the server.
+        let bind = match self.bind {
+            Some(ip) => Some(ip),
+            None if server.ip().is_loopback() => None,
+            None => Some(route_source(server)?),
+        };
         let secrets = self.secrets.read()?;
         if self.transport == Transport::Webhook && secrets.is_none() {
             bail!(
@@ -554,20 +616,22 @@ impl LoadArgs {
             webhook_secret: secrets,
             registration_token,
             tls: self.tls.material(&[])?,
+            bind,
             ..ClientConfig::default()
         };
         Ok(LoadJob {
-            worker: 0,
+            worker: self.worker,
             transport: self.transport,
-            server: self.target,
+            server,
             subscribers: self.subscribers,
-            first_subscriber: 0,
+            first_subscriber: self.worker.saturating_mul(self.subscribers),
             spec: self.stream.spec()?,
             warmup: Duration::ZERO,
             interval_origin_ns: crate::clock::now_ns(),
             config,
             timeout: self.timeout,
             cpus: None,
+            measure_clock: true,
         })
     }
 
@@ -575,14 +639,21 @@ impl LoadArgs {
     /// the identical stream.
     async fn run(self) -> anyhow::Result<()> {
         let out = self.out.clone();
-        let job = self.into_job()?;
+        let job = self.into_job().await?;
         let part = run_job(&job, |_, _, _| {}).await?;
         if let Some(out) = &out {
-            std::fs::write(out, serde_json::to_vec(&part)?)
-                .with_context(|| format!("writing {}", out.display()))?;
+            PartFile::Load(Box::new(part.clone())).write(out)?;
         }
         let merged = Merged::of(std::slice::from_ref(&part))?;
         println!("{} load against {}", job.transport, job.server);
+        if let Some(clock) = &part.clock {
+            println!(
+                "clock offset      {:+.1} us to the server's, +/- {:.1} us (applied to every \
+                 receive time)",
+                clock.applied_ns() as f64 / 1e3,
+                clock.uncertainty_ns() as f64 / 1e3
+            );
+        }
         println!("{merged}");
         if merged.counts.failed() {
             bail!(
@@ -593,6 +664,40 @@ impl LoadArgs {
         }
         Ok(())
     }
+}
+
+/// The server's address from `HOST:PORT`: an address as is, a name through the resolver (the
+/// first address it gives).
+async fn resolve_target(target: &str) -> anyhow::Result<SocketAddr> {
+    if let Ok(addr) = target.parse() {
+        return Ok(addr);
+    }
+    if !target
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0))
+    {
+        bail!("--target {target:?}: expected HOST:PORT, such as 127.0.0.1:8080 or server:8080");
+    }
+    tokio::net::lookup_host(target)
+        .await
+        .with_context(|| format!("--target {target}: cannot resolve the host"))?
+        .next()
+        .with_context(|| format!("--target {target}: the host has no address"))
+}
+
+/// The local address this host's route toward `server` uses (no packet is sent: connecting a
+/// UDP socket only picks the route).
+fn route_source(server: SocketAddr) -> anyhow::Result<IpAddr> {
+    let any: SocketAddr = if server.is_ipv4() {
+        "0.0.0.0:0".parse()?
+    } else {
+        "[::]:0".parse()?
+    };
+    let socket = std::net::UdpSocket::bind(any)?;
+    socket
+        .connect(server)
+        .with_context(|| format!("no route to {server}"))?;
+    Ok(socket.local_addr()?.ip())
 }
 
 /// Seconds as a decimal number (`0.5`, `30`).

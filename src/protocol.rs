@@ -2,8 +2,9 @@
 //! test and the load workers), defined once, as mini-redis defines its `Frame` once.
 //!
 //! The parent writes one [`Job`] as a JSON line on the child's stdin (so settings and secrets
-//! never appear in argv, where `ps` would show them); the child answers with [`Report`]s, one
-//! JSON line each, on its stdout, and writes only human diagnostics to stderr. `pushbench serve
+//! never appear in argv, where `ps` would show them), and later [`Command`]s the same way; the
+//! child answers with [`Report`]s, one JSON line each, on its stdout, and writes only human
+//! diagnostics to stderr. `pushbench serve
 //! --json` speaks the same reports for scripts that start a server themselves.
 
 use std::io::{BufRead, Write};
@@ -26,6 +27,18 @@ pub enum Job {
     Load(Box<LoadJob>),
 }
 
+/// What a parent tells a child after its job.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum Command {
+    /// A member of a server fleet: publish the stream on the schedule that begins at
+    /// `origin_ns` (the fleet has every subscriber).
+    Start {
+        /// Event 0's scheduled time, on the host's monotonic clock.
+        origin_ns: u64,
+    },
+}
+
 /// What a child tells its parent, in order.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "report", rename_all = "snake_case")]
@@ -37,6 +50,14 @@ pub enum Report {
         /// The transport's server settings it runs with, defaults included.
         #[serde(default)]
         settings: SettingValues,
+        /// The processes that serve, when they are not the child itself (a fleet's members).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        pids: Vec<u32>,
+    },
+    /// Server, a member of a fleet waiting for its start: how many subscribers it has now.
+    Subscribers {
+        /// Subscribers connected (or webhook endpoints registered).
+        connected: usize,
     },
     /// Server: the webhook signing secret it generated (only when none was given to it), and
     /// the token registrations must present (when registration is not open).
@@ -130,11 +151,12 @@ mod tests {
         let sent = Report::Listening {
             addr: "127.0.0.1:4000".parse().unwrap(),
             settings: SettingValues::from_pairs([("longpoll-hold".into(), "2s".into())]),
+            pids: Vec::new(),
         };
         let text = line(&sent);
         assert!(text.ends_with('\n') && text.starts_with("{\"report\":\"listening\""));
         match parse::<Report>(text.trim_end()).unwrap() {
-            Report::Listening { addr, settings } => {
+            Report::Listening { addr, settings, .. } => {
                 assert_eq!(addr.port(), 4000);
                 assert_eq!(settings.0["longpoll-hold"], "2s");
             }

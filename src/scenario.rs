@@ -296,17 +296,17 @@ impl Settings {
         if self.load_workers == Some(0) {
             return impossible("--load-workers must be at least 1".into());
         }
-        // Without an explicit worker count, assume one: the run may be placed on one load CPU.
-        let workers = self.load_workers.unwrap_or(1) as u64;
-        let most = subscribers.iter().copied().max().unwrap_or(1) as u64;
-        let per_worker = most.div_ceil(workers);
-        let files = open_file_limit();
-        if per_worker + RESERVED_FILES > files {
+        // Past one process's open-file limit, `run` spreads the load over more workers and the
+        // server over more processes, up to a bound one machine can still start.
+        let most = subscribers.iter().copied().max().unwrap_or(1);
+        if server_processes_for(most) > MAX_PROCESSES {
             return impossible(format!(
-                "{most} subscribers over {workers} load worker(s) need {per_worker} sockets in \
-                 each, but a process may open at most {files} files (RLIMIT_NOFILE hard limit); \
-                 use at most {} subscribers per worker (--load-workers)",
-                files.saturating_sub(RESERVED_FILES)
+                "{most} subscribers would need more than {MAX_PROCESSES} server processes of \
+                 {} sockets each (the RLIMIT_NOFILE hard limit, {}, less {RESERVED_FILES}); \
+                 measure from several hosts instead (`pushbench load --target` and `pushbench \
+                 merge`)",
+                subscribers_per_process(),
+                open_file_limit()
             ));
         }
         let payload = self.payload.unwrap_or_else(|| PayloadSizes::fixed(64));
@@ -403,6 +403,28 @@ pub fn open_file_limit() -> u64 {
     rustix::process::getrlimit(rustix::process::Resource::Nofile)
         .maximum
         .unwrap_or(u64::MAX)
+}
+
+/// The most processes `run` spreads one side of a combination over.
+const MAX_PROCESSES: usize = 256;
+
+/// Subscribers one process can hold: its open-file hard limit, less room for everything else.
+pub fn subscribers_per_process() -> usize {
+    usize::try_from(open_file_limit().saturating_sub(RESERVED_FILES))
+        .unwrap_or(usize::MAX)
+        .max(1)
+}
+
+/// Server processes for `subscribers`: one while they fit, else enough that each holds at most
+/// four fifths of what it could, because the kernel spreads connections over processes
+/// sharing a port by a hash, not evenly.
+pub fn server_processes_for(subscribers: usize) -> usize {
+    let per = subscribers_per_process();
+    if subscribers <= per {
+        1
+    } else {
+        subscribers.div_ceil((per / 5 * 4).max(1))
+    }
 }
 
 /// Raises the soft open-file limit to the hard one, so many connections fit.
@@ -517,11 +539,18 @@ fn valid_netns(name: &str) -> bool {
 }
 
 impl Scenario {
-    /// How many load workers a combination runs: as asked, or one per load CPU.
-    pub fn load_workers(&self, load_cpus: Option<&[usize]>) -> usize {
+    /// How many load workers a combination of `subscribers` runs: as asked, or one per load
+    /// CPU; more when that many would not fit in as many processes' open files.
+    pub fn load_workers(&self, load_cpus: Option<&[usize]>, subscribers: usize) -> usize {
         self.load_workers
             .unwrap_or_else(|| load_cpus.map_or(1, <[usize]>::len))
+            .max(subscribers.div_ceil(subscribers_per_process()))
             .max(1)
+    }
+
+    /// How many server processes serve a combination of `subscribers` (SO_REUSEPORT).
+    pub fn server_processes(&self, subscribers: usize) -> usize {
+        server_processes_for(subscribers)
     }
 
     /// The stream of one run.
@@ -730,7 +759,8 @@ mod tests {
             subscribers: Some(Counts(vec![usize::MAX / 2])),
             ..Settings::default()
         };
-        assert!(why(many).contains("RLIMIT_NOFILE"));
+        let refused = why(many);
+        assert!(refused.contains("several hosts"), "{refused}");
     }
 
     /// A compression a transport cannot do is refused before any run, naming the transport and

@@ -113,7 +113,7 @@ async fn serve_process_delivers_and_exits() {
                     config.webhook_secret = Some(whsec.parse().unwrap());
                     config.registration_token = token;
                 }
-                Report::Listening { addr, settings } => {
+                Report::Listening { addr, settings, .. } => {
                     // It says what it runs with: every server setting of its transport.
                     let mut declared: Vec<&str> = transport
                         .spec()

@@ -29,8 +29,9 @@ const STDERR_KEPT: usize = 16 * 1024;
 pub struct Child {
     what: String,
     process: ProcessChild,
-    /// Held open for the child's life: closing it tells the child its parent is gone.
-    _stdin: ChildStdin,
+    /// Held open for the child's life (closing it tells the child its parent is gone); later
+    /// commands go this way too.
+    stdin: ChildStdin,
     reports: mpsc::Receiver<Result<Report, protocol::ProtocolError>>,
     stderr: Arc<Mutex<String>>,
     stderr_task: Option<tokio::task::JoinHandle<()>>,
@@ -101,7 +102,7 @@ impl Child {
         Ok(Self {
             what,
             process,
-            _stdin: stdin,
+            stdin,
             reports,
             stderr,
             stderr_task: Some(stderr_task),
@@ -111,6 +112,28 @@ impl Child {
     /// The child's process id.
     pub fn pid(&self) -> Option<u32> {
         self.process.id()
+    }
+
+    /// Sends the child a command after its job.
+    pub async fn send(&mut self, command: &protocol::Command) -> anyhow::Result<()> {
+        let line = protocol::line(command);
+        self.stdin.write_all(line.as_bytes()).await?;
+        self.stdin.flush().await?;
+        Ok(())
+    }
+
+    /// The next report if one is already there.
+    pub fn try_next(&mut self) -> anyhow::Result<Option<Report>> {
+        match self.reports.try_recv() {
+            Ok(Ok(report)) => Ok(Some(report)),
+            Ok(Err(error)) => {
+                Err(anyhow!(error).context(format!("{} spoke out of turn", self.what)))
+            }
+            Err(mpsc::error::TryRecvError::Empty) => Ok(None),
+            Err(mpsc::error::TryRecvError::Disconnected) => {
+                bail!("{} stopped reporting (exited?)", self.what)
+            }
+        }
     }
 
     /// Whether the child has exited (and how), without waiting.
@@ -190,21 +213,43 @@ pub struct ServerChild {
     child: Child,
     addr: SocketAddr,
     settings: SettingValues,
+    /// The processes that serve: the child, or the members of its fleet.
+    pids: Vec<u32>,
 }
 
 impl ServerChild {
     /// Starts the server with `job` (in network namespace `netns`, when given) and waits for it
     /// to listen.
     pub async fn spawn(exe: &Path, job: Job, netns: Option<&str>) -> anyhow::Result<Self> {
-        let mut child = Child::spawn(exe, &job, "server".into(), netns).await?;
+        Self::spawn_named(exe, job, netns, "server".into()).await
+    }
+
+    /// As [`ServerChild::spawn`], naming the child `what` in errors.
+    pub async fn spawn_named(
+        exe: &Path,
+        job: Job,
+        netns: Option<&str>,
+        what: String,
+    ) -> anyhow::Result<Self> {
+        let mut child = Child::spawn(exe, &job, what, netns).await?;
         loop {
             match child.next(STARTUP).await? {
-                Report::Listening { addr, settings } => {
+                Report::Listening {
+                    addr,
+                    settings,
+                    pids,
+                } => {
+                    let pids = if pids.is_empty() {
+                        child.pid().into_iter().collect()
+                    } else {
+                        pids
+                    };
                     return Ok(Self {
                         child,
                         addr,
                         settings,
-                    })
+                        pids,
+                    });
                 }
                 Report::WebhookSecret { .. } => continue,
                 other => bail!("server reported {other:?} before listening"),
@@ -222,9 +267,15 @@ impl ServerChild {
         &self.settings
     }
 
-    /// The server's process id.
+    /// The server's process id (of the fleet's coordinator, for a fleet).
     pub fn pid(&self) -> Option<u32> {
         self.child.pid()
+    }
+
+    /// The processes that serve (the fleet's members, for a fleet): what to sample for the
+    /// server's CPU and memory.
+    pub fn pids(&self) -> &[u32] {
+        &self.pids
     }
 
     /// The underlying child (to watch for an early exit).
@@ -247,6 +298,18 @@ impl ServerChild {
     pub async fn kill(mut self) -> anyhow::Result<()> {
         self.child.process.kill().await?;
         Ok(())
+    }
+
+    /// Waits up to `timeout` for the server's stats (it reports them once the stream is
+    /// delivered, or once told to stop), skipping other reports.
+    pub async fn stats(&mut self, timeout: Duration) -> anyhow::Result<ServeStats> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if let Report::Stats(stats) = self.child.next(left).await? {
+                return Ok(stats);
+            }
+        }
     }
 
     /// Waits up to `timeout` for the server to finish on its own (it exits once every

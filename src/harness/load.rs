@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::clock::now_ns;
+use anyhow::Context as _;
+
+use crate::clock::probe::{self, ClockSync};
+use crate::clock::{self, now_ns};
 use crate::event::{Rate, StreamSpec};
 use crate::metrics::faults::SlowConsumer;
 use crate::metrics::latency;
@@ -117,6 +120,11 @@ pub struct LoadJob {
     pub timeout: Duration,
     /// CPUs to pin this worker to.
     pub cpus: Option<Vec<usize>>,
+    /// Measure this host's clock against the server's (before and after the stream) and
+    /// correct every time by it: a worker that may be on another host (`pushbench load`).
+    /// Workers `run` starts share the server's host and clock.
+    #[serde(default)]
+    pub measure_clock: bool,
 }
 
 /// Runs a load job in this process: connects its subscribers, calls `on_connected` with
@@ -130,13 +138,26 @@ pub async fn run_job(
         process::pin_this_process(cpus)?;
     }
     let before = process::sample(None).unwrap_or_default();
+    let mut job = job.clone();
+    let clock_before = if job.measure_clock {
+        let sample = probe::measure(job.server, job.config.bind)
+            .await
+            .context("measuring the clock offset to the server")?;
+        // From here on this process reads the server's clock.
+        clock::correct_by(sample.offset_ns);
+        // Seconds count from a whole second of the server's clock, so the intervals of workers
+        // started apart line up when their parts are merged.
+        job.interval_origin_ns = now_ns() / 1_000_000_000 * 1_000_000_000;
+        Some(sample)
+    } else {
+        None
+    };
     let plan = RecordPlan::new(
         job.spec.count,
         job.spec.rate,
         job.warmup.as_nanos() as u64,
         job.interval_origin_ns,
     );
-    let mut job = job.clone();
     job.config.read_rate = slow_read_rate(
         SLOW_CONSUMER.read(&job.config.settings),
         job.spec.count,
@@ -175,6 +196,14 @@ pub async fn run_job(
 
     let records = load.await?;
     let end = process::sample(None).unwrap_or_default();
+    // What is left of the offset after the stream: drift plus error, part of the uncertainty.
+    let clock = match clock_before {
+        Some(before) => Some(ClockSync {
+            before,
+            after: probe::measure(job.server, job.config.bind).await.ok(),
+        }),
+        None => None,
+    };
     let recorded = plan.recording.finish();
     let mut part = LoadPart::new(
         job.worker,
@@ -192,6 +221,8 @@ pub async fn run_job(
         end,
     };
     part.sockets = job.config.counters.totals();
+    part.clock = clock;
+    part.cpus = process::available_cpus().len();
     part.slow_consumer = records.iter().find(|r| r.apart).map(|r| SlowConsumer {
         read_rate: job.config.read_rate.unwrap_or_default(),
         delivered: r.tally.counts().distinct,

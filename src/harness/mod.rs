@@ -2,16 +2,20 @@
 //! measurement, generic over the transport, and the `pushbench run` driver around it.
 
 pub mod calibrate;
-mod child;
+pub(crate) mod child;
 mod load;
 mod local;
+mod merge;
 mod part;
 mod run;
 mod subscriber;
+mod summary;
 pub mod worker;
 
+pub use child::ServerChild;
 pub use load::{run_job, run_subscribers, LoadJob};
 pub use local::{deliver_locally, LocalRun};
-pub use part::{DeliveryCounts, LoadPart, MergeError, Merged};
+pub use merge::{merge, MergeOutcome};
+pub use part::{DeliveryCounts, LoadPart, MergeError, Merged, PartFile, ServerPart};
 pub use run::{run, RunOptions, RunOutcome};
 pub use subscriber::{RecordPlan, SubscriberRecord, TallySink};

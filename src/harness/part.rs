@@ -1,20 +1,27 @@
 //! What one load worker measured (a [`LoadPart`]) and how parts combine exactly: histograms
 //! added, counts summed, the fan-out clock merged by maximum, and every worker's digests already
 //! checked against the source. `run` merges its workers' parts; a part written to a file by
-//! `pushbench load --out` carries everything needed to merge it later.
+//! `pushbench load --out` (or the server's, by `pushbench serve --stats-out`: a [`ServerPart`])
+//! carries everything needed to merge it later.
 
 use std::fmt;
+use std::path::Path;
+
+use anyhow::Context as _;
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use super::subscriber::SubscriberRecord;
+use crate::clock::probe::ClockSync;
 use crate::event::{Digest, StreamSpec, TallyCounts};
 use crate::metrics::faults::SlowConsumer;
 use crate::metrics::latency::{self, Percentiles};
+use crate::metrics::machine::Machine;
 use crate::metrics::process::ProcessSample;
 use crate::metrics::recorder::{FanoutClock, Recorded, Timeline};
 use crate::metrics::sockets::SocketTotals;
+use crate::serve::ServeStats;
 use crate::transport::{SettingValues, Transport};
 
 /// How many distinct subscriber errors a part keeps word for word (the rest are counted).
@@ -195,6 +202,13 @@ pub struct LoadPart {
     /// The slow consumer, if this worker ran it.
     #[serde(default)]
     pub slow_consumer: Option<SlowConsumer>,
+    /// This worker's clock against the server's, when it measured it (a worker on another
+    /// host): every time in this part is on the server's clock, corrected by it.
+    #[serde(default)]
+    pub clock: Option<ClockSync>,
+    /// CPUs this worker could run on.
+    #[serde(default)]
+    pub cpus: usize,
 }
 
 impl LoadPart {
@@ -251,6 +265,8 @@ impl LoadPart {
             timeline: recorded.timeline.clone(),
             outage_ns: records.iter().filter_map(|r| r.outage_ns).reduce(span),
             slow_consumer: None,
+            clock: None,
+            cpus: 0,
         }
     }
 }
@@ -324,6 +340,12 @@ pub struct Merged {
     pub workers: Vec<WorkerProcess>,
     /// Sockets accepted on the load side.
     pub sockets: SocketTotals,
+    /// Monotonic origin of `seconds` and `timeline`: the earliest of the parts'.
+    pub interval_origin_ns: u64,
+    /// Each worker's clock against the server's, where it measured it.
+    pub clocks: Vec<(usize, ClockSync)>,
+    /// CPUs the workers could run on, summed (0 where their parts do not say).
+    pub cpus: usize,
 }
 
 impl Merged {
@@ -364,12 +386,18 @@ impl Merged {
             slow_consumer: None,
             workers: Vec::new(),
             sockets: SocketTotals::default(),
+            interval_origin_ns: parts
+                .iter()
+                .map(|p| p.interval_origin_ns)
+                .min()
+                .unwrap_or(0),
+            clocks: Vec::new(),
+            cpus: 0,
         };
         for part in parts {
             if part.spec != first.spec
                 || part.transport != first.transport
                 || part.settings != first.settings
-                || part.interval_origin_ns != first.interval_origin_ns
             {
                 return Err(MergeError::Mismatch {
                     worker: part.worker,
@@ -377,6 +405,20 @@ impl Merged {
                     first: describe(first),
                 });
             }
+            // Workers started apart (on several hosts) count their seconds from whole seconds
+            // of the server's clock, so their intervals line up by whole seconds.
+            let later_ns = part.interval_origin_ns - merged.interval_origin_ns;
+            if later_ns % 1_000_000_000 != 0 {
+                return Err(MergeError::Mismatch {
+                    worker: part.worker,
+                    what: format!("intervals from {} ns", part.interval_origin_ns),
+                    first: format!(
+                        "{} ns, not a whole number of seconds apart",
+                        merged.interval_origin_ns
+                    ),
+                });
+            }
+            let later = (later_ns / 1_000_000_000) as usize;
             let w = part.worker;
             merged.counts.merge(&part.counts);
             for error in &part.errors {
@@ -405,13 +447,14 @@ impl Merged {
                 })?;
             }
             for (second, text) in h.seconds.iter().enumerate() {
+                let second = second + later;
                 if merged.seconds.len() <= second {
                     merged.seconds.resize_with(second + 1, latency::histogram);
                 }
                 latency::merge(&mut merged.seconds[second], &decode(w, text)?);
             }
             merged.fanout.merge(&part.fanout);
-            merged.timeline.merge(&part.timeline);
+            merged.timeline.merge_later(&part.timeline, later);
             merged.outage_ns = match (merged.outage_ns, part.outage_ns) {
                 (Some(a), Some(b)) => Some(span(a, b)),
                 (a, b) => a.or(b),
@@ -419,6 +462,10 @@ impl Merged {
             merged.slow_consumer = merged.slow_consumer.or(part.slow_consumer);
             merged.workers.push(part.process);
             merged.sockets = merged.sockets + part.sockets;
+            merged
+                .clocks
+                .extend(part.clock.map(|clock| (part.worker, clock)));
+            merged.cpus += part.cpus;
         }
         Ok(merged)
     }
@@ -429,6 +476,60 @@ impl Merged {
             (Some(first), Some(last)) if last > first => (last - first) as f64 / 1e9,
             _ => 0.0,
         }
+    }
+}
+
+/// What the server under test measured, written by `pushbench serve --stats-out` for
+/// `pushbench merge`: its counts, CPU and memory, with what it served.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ServerPart {
+    /// The transport served.
+    pub transport: Transport,
+    /// The stream published.
+    pub spec: StreamSpec,
+    /// The transport's server settings, defaults included.
+    pub settings: SettingValues,
+    /// Subscribers it waited for.
+    pub start_after: usize,
+    /// Server processes (a fleet when above one).
+    pub processes: usize,
+    /// CPUs the server had.
+    pub cpus: usize,
+    /// The server's host.
+    pub machine: Machine,
+    /// When it started, Unix seconds.
+    pub started_unix: u64,
+    /// What it counted.
+    pub stats: ServeStats,
+}
+
+/// A part file: what one process of a run across hosts wrote, tagged with which side it is.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "part", rename_all = "snake_case")]
+pub enum PartFile {
+    /// A load worker's (`pushbench load --out`).
+    Load(Box<LoadPart>),
+    /// The server's (`pushbench serve --stats-out`).
+    Server(Box<ServerPart>),
+}
+
+impl PartFile {
+    /// Writes the part to `path` (JSON).
+    pub fn write(&self, path: &Path) -> anyhow::Result<()> {
+        let text = serde_json::to_vec(self)?;
+        std::fs::write(path, text).with_context(|| format!("writing the part {}", path.display()))
+    }
+
+    /// Reads a part file; an error says which file and what is wrong with it.
+    pub fn read(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_slice(&text).with_context(|| {
+            format!(
+                "{} is not a pushbench part (written by `pushbench load --out` or \
+                 `pushbench serve --stats-out`)",
+                path.display()
+            )
+        })
     }
 }
 

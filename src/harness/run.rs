@@ -14,23 +14,17 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::now_ns;
-use crate::event::{PayloadSizes, StreamSpec};
+use crate::event::PayloadSizes;
 use crate::link::via::{Nginx, Via, VIA};
 use crate::link::{LinkStats, LINK};
-use crate::metrics::faults::{self, FaultWindow};
 use crate::metrics::kernel;
-use crate::metrics::latency::{self, Percentiles};
 use crate::metrics::machine::Machine;
 use crate::metrics::process::{self, MachineCpu};
 use crate::protocol::Job;
-use crate::results::{
-    utc_stamp, Bound, Connection, HandshakeTimes, Histograms, Placement, Results, Settings,
-    Throughput, TransportResult, SCHEMA_VERSION,
-};
+use crate::results::{utc_stamp, Placement, Results, Settings, TransportResult, SCHEMA_VERSION};
 use crate::scenario::{raise_open_file_limit, Scenario};
-use crate::serve::{ServeOptions, ServeStats};
-use crate::transport::listener::DROP_EVERY;
-use crate::transport::resume::{OUTAGE, RESTART_AFTER};
+use crate::serve::ServeOptions;
+use crate::transport::resume::RESTART_AFTER;
 use crate::transport::tls::{TlsMaterial, TLS};
 use crate::transport::{ClientConfig, Limits, ServerConfig, SettingValues, Side, Transport};
 
@@ -38,6 +32,7 @@ use super::calibrate::calibrate;
 use super::child::{LoadWorker, ServerChild};
 use super::load::LoadJob;
 use super::part::Merged;
+use super::summary::{summarise, wall_time_of, write_interval_log, Restarted, Row, Summary};
 
 /// Idle hold before every stream, at least: long enough to sample memory with everyone
 /// connected.
@@ -79,9 +74,20 @@ struct Combination<'a> {
 }
 
 impl Combination<'_> {
+    /// What tells its row from the others.
+    fn row(&self) -> Row<'_> {
+        Row {
+            transport: self.transport,
+            variant: &self.variant,
+            subscribers: self.subscribers,
+            payload: self.payload.to_string(),
+            repeat: self.repeat,
+        }
+    }
+
     /// The transport, with its swept settings when there are any (`longpoll longpoll-hold=1s`).
     fn label(&self) -> String {
-        crate::results::row_label(self.transport.name(), &self.variant)
+        self.row().label()
     }
 }
 
@@ -404,15 +410,26 @@ async fn measure(
         announce_secret: false,
         schedule_origin_ns: None,
         returning: 0,
+        processes: scenario.server_processes(subscribers),
+        reuse_port: false,
+        awaits_start: false,
+        stats_out: None,
     };
     let restart_after = RESTART_AFTER.read(&combination.settings);
+    let server_processes = serve.processes;
+    if serve.processes > 1 && !restart_after.is_zero() {
+        bail!(
+            "{subscribers} subscribers need {} server processes, and the restart fault kills \
+             one server process: measure the restart with fewer subscribers",
+            serve.processes
+        );
+    }
     let netns = scenario.server_netns.as_deref();
     let server =
         ServerChild::spawn(&options.exe, Job::Serve(Box::new(serve.clone())), netns).await?;
-    let pid = server.pid();
-    let server_before = pid
-        .and_then(|pid| process::sample(Some(pid)).ok())
-        .unwrap_or_default();
+    // The processes that serve: the server child, or its fleet's members.
+    let pids = server.pids().to_vec();
+    let server_before = process::sample_sum(&pids);
     let kernel_before = kernel::socket_bytes();
 
     let client = ClientConfig {
@@ -422,7 +439,10 @@ async fn measure(
         tls,
         ..ClientConfig::default()
     };
-    let shares = worker_shares(subscribers, scenario.load_workers(placed.load_cpus));
+    let shares = worker_shares(
+        subscribers,
+        scenario.load_workers(placed.load_cpus, subscribers),
+    );
     // A reverse proxy, when asked for, goes in front of the server (nginx, killed when this
     // row ends); a bad link in front of whatever subscribers would reach: the link emulator,
     // which runs here, apart from both the server's and the load's processes.
@@ -470,6 +490,7 @@ async fn measure(
             config: client.clone(),
             timeout: scenario.timeout,
             cpus: placed.load_cpus.map(|cpus| vec![cpus[index % cpus.len()]]),
+            measure_clock: false,
         };
         workers.push(LoadWorker::spawn(&options.exe, Job::Load(Box::new(job)), index).await?);
     }
@@ -480,9 +501,7 @@ async fn measure(
     for worker in &mut workers {
         connected.push(worker.connected(wait).await?);
     }
-    let server_connected = pid
-        .and_then(|pid| process::sample(Some(pid)).ok())
-        .unwrap_or_default();
+    let server_connected = process::sample_sum(&pids);
     let kernel_connected = kernel::socket_bytes();
     let machine_before = MachineCpu::sample().unwrap_or_default();
 
@@ -522,7 +541,12 @@ async fn measure(
     for (name, value) in all.0 {
         settings.0.entry(name).or_insert(value);
     }
-    let interval_log = write_interval_log(placed.dir, combination, &merged, origin_ns)?;
+    let interval_log = write_interval_log(
+        placed.dir,
+        &combination.row(),
+        &merged,
+        wall_time_of(origin_ns),
+    )?;
 
     let client_rss: u64 = connected
         .iter()
@@ -530,10 +554,11 @@ async fn measure(
         .sum();
     let established: usize = connected.iter().map(|c| c.subscribers).sum();
     Ok(summarise(Summary {
-        combination,
+        row: combination.row(),
         spec: &spec,
         merged: &merged,
         stats: &stats,
+        server_processes,
         server_rss: server_connected
             .rss_bytes
             .saturating_sub(server_before.rss_bytes),
@@ -549,7 +574,7 @@ async fn measure(
             Some(cpus) => cpus.len().min(parts.len()),
             None => process::available_cpus().len(),
         },
-        steal_share: machine_before.steal_share_until(&machine_after),
+        steal_share: Some(machine_before.steal_share_until(&machine_after)),
         interval_log,
         settings,
         origin_ns,
@@ -559,18 +584,6 @@ async fn measure(
             ..r
         }),
     }))
-}
-
-/// A server killed and started again mid-stream (the restart fault).
-#[derive(Clone, Copy, Debug)]
-struct Restarted {
-    /// The stream's schedule origin, which both lives share (monotonic ns).
-    origin_ns: u64,
-    /// From the kill until the new server listened, monotonic ns.
-    down_ns: (u64, u64),
-    /// CPU time of the first server process, us: at the kill (then, less what it had used
-    /// before the stream).
-    first_life_cpu_us: u64,
 }
 
 /// The restart fault: waits until `after` past the stream's start, kills the server as a crash
@@ -612,55 +625,6 @@ async fn restart_server(
     Ok((server, Some(restarted)))
 }
 
-/// Most fault windows a row keeps (they are instants for the drop fault, which may cut often).
-const FAULT_WINDOWS_KEPT: usize = 1000;
-
-/// When the injected faults were on, in milliseconds since the intervals' origin: each cut of
-/// the drop fault (an instant, from the server), the consumer outage (from the first
-/// subscriber going down to the last coming back), and the restart (from the kill until the
-/// new server listened).
-fn fault_windows(
-    stats: &ServeStats,
-    merged: &Merged,
-    restarted: Option<Restarted>,
-    settings: &SettingValues,
-    origin_ns: u64,
-) -> Vec<FaultWindow> {
-    let ms = |ns: u64| ns.saturating_sub(origin_ns) as f64 / 1e6;
-    let end = merged.last_received_ns.unwrap_or(u64::MAX);
-    // A killed server's cuts died with it; they fell every period from the stream's start.
-    let first_life_cuts: Vec<u64> = match (restarted, DROP_EVERY.read(settings)) {
-        (Some(r), period) if !period.is_zero() => (1..)
-            .map(|k| r.origin_ns + k * period.as_nanos() as u64)
-            .take_while(|&at| at < r.down_ns.0)
-            .collect(),
-        _ => Vec::new(),
-    };
-    let cuts = first_life_cuts
-        .iter()
-        .chain(&stats.faults_ns)
-        .filter(|&&at| at >= origin_ns && at <= end)
-        .map(|&at| FaultWindow {
-            fault: DROP_EVERY.name.to_owned(),
-            start_ms: ms(at),
-            end_ms: ms(at),
-        });
-    let outage = merged.outage_ns.map(|(start, stop)| FaultWindow {
-        fault: OUTAGE.name.to_owned(),
-        start_ms: ms(start),
-        end_ms: ms(stop),
-    });
-    let restart = restarted.map(|r| FaultWindow {
-        fault: RESTART_AFTER.name.to_owned(),
-        start_ms: ms(r.down_ns.0),
-        end_ms: ms(r.down_ns.1),
-    });
-    cuts.chain(outage)
-        .chain(restart)
-        .take(FAULT_WINDOWS_KEPT)
-        .collect()
-}
-
 /// Splits `subscribers` over at most `workers` workers: (index of the first, how many).
 fn worker_shares(subscribers: usize, workers: usize) -> Vec<(usize, usize)> {
     let workers = workers.clamp(1, subscribers.max(1));
@@ -674,209 +638,6 @@ fn worker_shares(subscribers: usize, workers: usize) -> Vec<(usize, usize)> {
             share
         })
         .collect()
-}
-
-/// Writes the combination's per-second latency as an HdrHistogram interval log beside the
-/// results; returns its path relative to them.
-fn write_interval_log(
-    dir: &Path,
-    combination: &Combination<'_>,
-    merged: &Merged,
-    origin_ns: u64,
-) -> anyhow::Result<Option<String>> {
-    if merged.seconds.iter().all(|h| h.is_empty()) {
-        return Ok(None);
-    }
-    let name = format!(
-        "intervals/{}-{}subs-{}B-r{}.hlog",
-        combination.label().replace([' ', '='], "_"),
-        combination.subscribers,
-        combination.payload.to_string().replace(',', "_"),
-        combination.repeat
-    );
-    let path = dir.join(&name);
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    // The origin on the wall clock: now, less how long ago it was on the monotonic clock.
-    let start = SystemTime::now() - Duration::from_nanos(now_ns().saturating_sub(origin_ns));
-    let mut file = std::io::BufWriter::new(
-        std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?,
-    );
-    let comment = format!(
-        "pushbench latency (us) per second: {} x{} subscribers, payload {} B",
-        combination.label(),
-        combination.subscribers,
-        combination.payload
-    );
-    latency::write_interval_log(&mut file, start, &comment, &merged.seconds)
-        .and_then(|()| std::io::Write::flush(&mut file))
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(Some(name))
-}
-
-/// What one combination's figures are made of.
-struct Summary<'a> {
-    combination: &'a Combination<'a>,
-    spec: &'a StreamSpec,
-    merged: &'a Merged,
-    stats: &'a ServeStats,
-    /// Server RSS growth from start to every subscriber connected, bytes.
-    server_rss: u64,
-    /// Load workers' RSS growth from start to every subscriber connected, bytes.
-    client_rss: u64,
-    /// The kernel's socket memory growth over the same span, machine-wide, bytes.
-    kernel_socket_bytes: Option<u64>,
-    /// Subscribers established when memory was sampled (what the growth is divided by).
-    established: usize,
-    /// CPUs the server had.
-    server_cpus: usize,
-    /// CPUs the load workers had.
-    load_cpus: usize,
-    steal_share: f64,
-    interval_log: Option<String>,
-    /// The transport's settings as the server and load processes reported them.
-    settings: SettingValues,
-    /// Monotonic origin of the intervals and the timeline.
-    origin_ns: u64,
-    /// When the restart fault killed the server, if it did.
-    restarted: Option<Restarted>,
-}
-
-/// Turns the merged load parts, the server's stats and the process samples into one result.
-fn summarise(s: Summary<'_>) -> TransportResult {
-    let merged = s.merged;
-    let counts = &merged.counts;
-    let subscribers = counts.subscribers.max(1);
-    let delivered = counts.delivered;
-    let span_secs = merged.span_secs();
-    let per_sec = |n: f64| if span_secs > 0.0 { n / span_secs } else { 0.0 };
-    let per_delivery = |n: f64| {
-        if delivered > 0 {
-            n / delivered as f64
-        } else {
-            0.0
-        }
-    };
-    let share = |cpu_us: f64, cpus: usize| {
-        if span_secs > 0.0 {
-            cpu_us / (span_secs * 1e6 * cpus.max(1) as f64)
-        } else {
-            0.0
-        }
-    };
-    let payload_bytes = s.spec.payload_bytes() as f64 * delivered as f64 / s.spec.count as f64;
-    let expected = s.spec.count * subscribers as u64;
-    let sockets = s.stats.sockets + merged.sockets;
-    let load_cpu_us: u64 = merged
-        .workers
-        .iter()
-        .map(|w| w.end.cpu_us.saturating_sub(w.connected.cpu_us))
-        .sum();
-    // A restarted server's CPU is its two lives' (the first sampled at its kill).
-    let server_cpu_us =
-        (s.stats.transport_cpu_us() + s.restarted.map_or(0, |r| r.first_life_cpu_us)) as f64;
-    let load_share = share(load_cpu_us as f64, s.load_cpus);
-    let server_share = share(server_cpu_us, s.server_cpus);
-    let error = merged.errors.first().cloned();
-    let handshake = |q: f64| {
-        let h = &merged.handshakes;
-        if h.is_empty() {
-            0
-        } else {
-            h.value_at_quantile(q)
-        }
-    };
-    let last_receiver = merged.fanout.last_receiver_us(counts.subscribers);
-    let fault_windows = fault_windows(s.stats, merged, s.restarted, &s.settings, s.origin_ns);
-    let fault_effect = faults::effect(&fault_windows, &merged.timeline);
-
-    TransportResult {
-        transport: s.combination.transport.name().to_owned(),
-        subscribers: counts.subscribers,
-        payload: s.combination.payload.to_string(),
-        repeat: s.combination.repeat,
-        settings: s.settings,
-        variant: s.combination.variant.clone(),
-        offered_rate: s.spec.rate.to_string(),
-        events_expected: expected,
-        events_delivered: delivered,
-        lost: counts.lost,
-        duplicated: counts.duplicated,
-        reordered: counts.reordered,
-        reconnects: counts.reconnects,
-        abandoned: s.stats.abandoned,
-        unresumed_drops: s.stats.unresumed_drops,
-        retries: s.stats.retries,
-        gapped: counts.gapped,
-        cut_off: counts.cut_off,
-        loss_accounted: counts.loss_accounted(),
-        malformed: counts.malformed,
-        digest_ok: counts.digest_mismatches == 0,
-        failed: counts.failed(),
-        error,
-        latency_us: Percentiles::of(&merged.latency),
-        service_time_us: Percentiles::of(&merged.service),
-        throughput: Throughput {
-            events_per_s: per_sec(delivered as f64),
-            bytes_per_s: per_sec(payload_bytes),
-            events_per_s_per_subscriber: per_sec(delivered as f64) / subscribers as f64,
-            reach: delivered as f64 / expected.max(1) as f64,
-        },
-        connection: Connection {
-            handshake_us: HandshakeTimes {
-                p50: handshake(0.5),
-                p99: handshake(0.99),
-            },
-            tls_handshake_us: (!merged.tls_handshakes.is_empty()).then(|| HandshakeTimes {
-                p50: merged.tls_handshakes.value_at_quantile(0.5),
-                p99: merged.tls_handshakes.value_at_quantile(0.99),
-            }),
-            first_event_us: if merged.first_events.is_empty() {
-                0
-            } else {
-                merged.first_events.value_at_quantile(0.5)
-            },
-            server_rss_per_conn_bytes: s.server_rss as f64 / s.established.max(1) as f64,
-            client_rss_per_conn_bytes: s.client_rss as f64 / s.established.max(1) as f64,
-            kernel_socket_bytes_per_conn: s
-                .kernel_socket_bytes
-                .map(|bytes| bytes as f64 / s.established.max(1) as f64),
-            server_cpu_us_per_delivery: per_delivery(server_cpu_us),
-            load_cpu_us_per_delivery: Some(per_delivery(load_cpu_us as f64)),
-            load_peak_rss_per_subscriber_bytes: Some(
-                merged
-                    .workers
-                    .iter()
-                    .map(|w| w.end.peak_rss_bytes)
-                    .sum::<u64>() as f64
-                    / subscribers as f64,
-            ),
-            wire_bytes_per_event: per_delivery((sockets.bytes_in + sockets.bytes_out) as f64),
-            connections_per_1000_events: per_delivery(sockets.connections as f64 * 1000.0),
-        },
-        events_per_response: merged.batches.as_ref().map(Percentiles::of),
-        load_cpu_share: load_share,
-        server_cpu_share: Some(server_share),
-        steal_share: Some(s.steal_share),
-        bound: Some(Bound::of(load_share, server_share)),
-        load_workers: Some(merged.workers.len()),
-        publisher_lateness_us: s.stats.publisher_lateness,
-        last_receiver_us: (!last_receiver.is_empty()).then(|| Percentiles::of(&last_receiver)),
-        beyond_window: counts.beyond_window,
-        interval_log: s.interval_log,
-        latency_over_time: latency::interval_summary(&merged.seconds),
-        // The fine timeline is kept where faults make it worth reading.
-        latency_timeline: (!fault_windows.is_empty()).then(|| merged.timeline.clone()),
-        fault_windows,
-        fault_effect,
-        slow_consumer: merged.slow_consumer,
-        server_peak_rss_bytes: Some(s.stats.peak_rss_bytes).filter(|&b| b > 0),
-        histograms: Histograms {
-            latency_us: latency::encode(&merged.latency),
-            service_time_us: latency::encode(&merged.service),
-        },
-    }
 }
 
 #[cfg(test)]

@@ -1,11 +1,14 @@
-//! A child process of `pushbench run` (`pushbench worker`, hidden): reads its [`Job`] from
-//! stdin, does it, and reports over the typed protocol on stdout. It also watches stdin: when the
-//! parent goes away (exits, crashes, is killed), the pipe closes and the child exits at once
-//! rather than serving or loading forever.
+//! A child process of `pushbench run` or of a server fleet (`pushbench worker`, hidden): reads
+//! its [`Job`] from stdin, does it, and reports over the typed protocol on stdout. It keeps
+//! reading stdin for the parent's later [`Command`]s; when the parent goes away (exits,
+//! crashes, is killed), the pipe closes and the child exits at once rather than serving or
+//! loading forever.
 
-use std::io::Read as _;
+use std::io::BufRead as _;
 
-use crate::protocol::{self, Job, Report};
+use tokio::sync::mpsc;
+
+use crate::protocol::{self, Command, Job, Report};
 use crate::serve::{self, Output};
 
 use super::load::run_job;
@@ -13,15 +16,25 @@ use super::load::run_job;
 /// Runs the job given on stdin.
 pub async fn run() -> anyhow::Result<()> {
     let job = protocol::read_job(&mut std::io::stdin().lock())?;
-    // The rest of stdin is only ever closed: that is the parent leaving.
-    std::thread::spawn(|| {
-        let mut rest = Vec::new();
-        let _ = std::io::stdin().lock().read_to_end(&mut rest);
+    let (commands, received) = mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            match protocol::parse::<Command>(&line) {
+                Ok(command) => {
+                    let _ = commands.send(command);
+                }
+                Err(error) => {
+                    eprintln!("pushbench worker: ignoring a line from the parent: {error}")
+                }
+            }
+        }
+        // The parent leaving closes the pipe.
         eprintln!("pushbench worker: parent gone (stdin closed); exiting");
         std::process::exit(3);
     });
     match job {
-        Job::Serve(options) => serve::run(*options, Output::Json).await,
+        Job::Serve(options) => serve::run(*options, Output::Json, Some(received)).await,
         Job::Load(job) => {
             let part = run_job(&job, |subscribers, before, connected| {
                 let _ = protocol::report(&Report::Connected {

@@ -18,6 +18,27 @@ pub struct ProcessSample {
     pub peak_rss_bytes: u64,
 }
 
+impl std::ops::Add for ProcessSample {
+    type Output = Self;
+
+    /// Several processes as one (a server spread over processes): CPU and memory summed, the
+    /// peaks too (an upper bound of the peak of the sum).
+    fn add(self, other: Self) -> Self {
+        Self {
+            cpu_us: self.cpu_us + other.cpu_us,
+            rss_bytes: self.rss_bytes + other.rss_bytes,
+            peak_rss_bytes: self.peak_rss_bytes + other.peak_rss_bytes,
+        }
+    }
+}
+
+/// Samples processes `pids` and sums them (those already gone count nothing).
+pub fn sample_sum(pids: &[u32]) -> ProcessSample {
+    pids.iter()
+        .filter_map(|&pid| sample(Some(pid)).ok())
+        .fold(ProcessSample::default(), |sum, s| sum + s)
+}
+
 /// Samples process `pid` (`None`: this process).
 pub fn sample(pid: Option<u32>) -> io::Result<ProcessSample> {
     let base = match pid {

@@ -62,12 +62,25 @@ impl Timeline {
 
     /// Folds another timeline of the same origin in: worst by maximum, events by sum.
     pub fn merge(&mut self, other: &Timeline) {
-        let bins = self.max_us.len().max(other.max_us.len());
+        self.merge_later(other, 0);
+    }
+
+    /// Folds in another timeline whose origin is `seconds` whole seconds after this one's.
+    pub fn merge_later(&mut self, other: &Timeline, seconds: usize) {
+        let skip = seconds * (1000 / TIMELINE_BIN_MS) as usize;
+        let bins = self
+            .max_us
+            .len()
+            .max(other.max_us.len() + skip)
+            .min(TIMELINE_BINS_KEPT.max(self.max_us.len()));
         self.max_us.resize(bins, 0);
         self.events.resize(bins, 0);
         for (i, (&us, &n)) in other.max_us.iter().zip(&other.events).enumerate() {
-            self.max_us[i] = self.max_us[i].max(us);
-            self.events[i] = self.events[i].saturating_add(n);
+            let Some(bin) = (i + skip < bins).then_some(i + skip) else {
+                break;
+            };
+            self.max_us[bin] = self.max_us[bin].max(us);
+            self.events[bin] = self.events[bin].saturating_add(n);
         }
     }
 }

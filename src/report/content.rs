@@ -123,7 +123,11 @@ pub fn readable_utc(unix: u64) -> String {
 fn summary(doc: &mut Document, results: &Results, rows: &[Row<'_>]) {
     doc.paragraph(scenario_sentence(results));
     let m = &results.machine;
-    let placement = if results.placement.pinned {
+    let placement = if merged_from_parts(results) {
+        "merged from parts (`pushbench merge`): the server and load workers were placed by \
+         whoever started them"
+            .into()
+    } else if results.placement.pinned {
         let cpus = |cpus: &[usize]| {
             let list: Vec<String> = cpus.iter().map(usize::to_string).collect();
             list.join(", ")
@@ -136,7 +140,6 @@ fn summary(doc: &mut Document, results: &Results, rows: &[Row<'_>]) {
     } else {
         "not pinned (load and server share CPUs)".into()
     };
-    let rtt = &results.calibration.rtt_us;
     let facts = [
         (
             "machine",
@@ -145,14 +148,7 @@ fn summary(doc: &mut Document, results: &Results, rows: &[Row<'_>]) {
         ("placement", placement),
         ("date", readable_utc(results.started_unix)),
         ("revision", format!("git {} ({})", m.git_revision, m.rustc)),
-        (
-            "machine floor",
-            format!(
-                "TCP ping-pong between the two processes: p50 {} p99 {} per round trip",
-                micros(rtt.p50),
-                micros(rtt.p99)
-            ),
-        ),
+        ("machine floor", machine_floor(results)),
         ("run", format!("`{}`", results.run_id)),
     ];
     doc.push(Block::Facts(
@@ -161,6 +157,15 @@ fn summary(doc: &mut Document, results: &Results, rows: &[Row<'_>]) {
             .map(|(k, v)| (k.to_string(), v.clone()))
             .collect(),
     ));
+    let clocks = clock_notes(results);
+    if !clocks.is_empty() {
+        doc.push(Block::Paragraph(format!(
+            "Clocks: load workers on other hosts measured their offset to the server's clock \
+             (least-delay UDP round trips before and after the stream) and corrected every \
+             receive time by it. {}",
+            clocks.join(" ")
+        )));
+    }
     if !results.complete {
         doc.push(Block::Warning(
             "this run is incomplete (interrupted, or a server crashed): some combinations are missing."
@@ -564,4 +569,53 @@ fn transport_settings(results: &Results) -> String {
     } else {
         seen.join(", ")
     }
+}
+
+/// Whether the results were merged from parts of processes `run` did not start.
+fn merged_from_parts(results: &Results) -> bool {
+    results.calibration.round_trips == 0 && !results.placement.pinned
+}
+
+/// The machine's round-trip floor, or why there is none.
+pub(crate) fn machine_floor(results: &Results) -> String {
+    if results.calibration.round_trips == 0 {
+        return "not measured (merged from parts; the clock probes' round trips are beside \
+                each row's clock offsets)"
+            .into();
+    }
+    let rtt = &results.calibration.rtt_us;
+    format!(
+        "TCP ping-pong between the two processes: p50 {} p99 {} per round trip",
+        micros(rtt.p50),
+        micros(rtt.p99)
+    )
+}
+
+/// One sentence per row whose load workers corrected their clocks: each worker's offset, and
+/// how far the row's latencies may be off because of it.
+pub(crate) fn clock_notes(results: &Results) -> Vec<String> {
+    results
+        .runs
+        .iter()
+        .filter_map(|run| {
+            let clock = run.clock.as_ref()?;
+            let workers: Vec<String> = clock
+                .workers
+                .iter()
+                .map(|w| {
+                    format!(
+                        "worker {} {:+.1} us (+/- {:.1} us, least round trip {:.1} us)",
+                        w.worker, w.offset_us, w.uncertainty_us, w.rtt_us
+                    )
+                })
+                .collect();
+            Some(format!(
+                "{} x{}: offsets {}; latencies may be off by up to {:.1} us.",
+                crate::results::row_label(&run.transport, &run.variant),
+                run.subscribers,
+                workers.join(", "),
+                clock.uncertainty_us
+            ))
+        })
+        .collect()
 }

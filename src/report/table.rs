@@ -106,13 +106,14 @@ pub fn render(results: &Results) -> String {
     for row in rows {
         line(row, &mut out);
     }
-    let rtt = &results.calibration.rtt_us;
     let _ = writeln!(
         out,
-        "machine floor: TCP ping-pong between load and server processes p50 {} p99 {} round trip",
-        micros(rtt.p50),
-        micros(rtt.p99)
+        "machine floor: {}",
+        super::content::machine_floor(results)
     );
+    for note in super::content::clock_notes(results) {
+        let _ = writeln!(out, "clock: {note}");
+    }
     for max in &results.max_rates {
         let _ = writeln!(
             out,

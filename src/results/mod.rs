@@ -12,8 +12,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 
 pub use schema::{
-    migrate, utc_stamp, Bound, Calibration, Connection, HandshakeTimes, Histograms, MaxRate,
-    Placement, Results, Settings, Throughput, TransportResult, SATURATED, SCHEMA_VERSION,
+    migrate, utc_stamp, Bound, Calibration, ClockOffsets, Connection, HandshakeTimes, Histograms,
+    MaxRate, Placement, Results, Settings, Throughput, TransportResult, WorkerClock, SATURATED,
+    SCHEMA_VERSION,
 };
 
 use crate::transport::SettingValues;

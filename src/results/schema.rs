@@ -279,8 +279,42 @@ pub struct TransportResult {
     /// subscriber it must buffer for (the slow consumer) costs it shows here.
     #[serde(default)]
     pub server_peak_rss_bytes: Option<u64>,
+    /// Server processes sharing the port, when the server was a fleet of more than one (past
+    /// one process's open-file limit); its CPU and memory are the fleet's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_processes: Option<usize>,
+    /// Load workers on other hosts: their clocks' offsets to the server's, by which their
+    /// latencies were corrected, and how far each may be off. Absent when every worker shared
+    /// the server's clock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<ClockOffsets>,
     /// The full histograms, HdrHistogram V2 + deflate, base64.
     pub histograms: Histograms,
+}
+
+/// The clocks of load workers on other hosts against the server's.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ClockOffsets {
+    /// Each worker that measured its clock.
+    pub workers: Vec<WorkerClock>,
+    /// The largest of their uncertainties, us: every latency of the row may be off by up to
+    /// this much.
+    pub uncertainty_us: f64,
+}
+
+/// One load worker's clock against the server's.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct WorkerClock {
+    /// The worker's index.
+    pub worker: usize,
+    /// The server's clock minus the worker's, us: added to every receive time.
+    pub offset_us: f64,
+    /// How far the corrected clock may have been from the server's during the stream, us:
+    /// half the least round trip before it, or what was left after it plus that measurement's
+    /// own half round trip, whichever is larger.
+    pub uncertainty_us: f64,
+    /// The least round trip of the probes before the stream, us.
+    pub rtt_us: f64,
 }
 
 /// Delivered rates over the stream (first event sent to last received).

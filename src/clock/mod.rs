@@ -1,16 +1,48 @@
-//! One clock for every process on the host: CLOCK_MONOTONIC in nanoseconds.
+//! One clock for every process of a run: CLOCK_MONOTONIC in nanoseconds, and on a load worker
+//! of another host the server's clock, by the offset [`probe`] measured.
 //!
 //! `std::time::Instant` reads the same clock but hides its value, and the value is what crosses
 //! process boundaries: the server stamps scheduled and send times into each event, and the
 //! subscriber, in another process, subtracts them from its own receive time.
 
+pub mod probe;
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::OnceLock;
+
 use rustix::time::{clock_gettime, ClockId};
 
-/// Nanoseconds on CLOCK_MONOTONIC, comparable across all processes of this host.
+/// Added to this process's clock so it reads the server's: zero on the server's own host, the
+/// measured offset on a load worker of another host (set once, before its subscribers start).
+static CORRECTION_NS: AtomicI64 = AtomicI64::new(0);
+
+/// Test-only: a shift planted in this process's clock (`PUSHBENCH_TEST_CLOCK_SHIFT_NS`), so
+/// that two processes of one host disagree by a known amount, as two hosts' clocks do, and the
+/// offset measurement can be checked against the truth. Not a user setting; never documented
+/// as one.
+fn planted_shift_ns() -> i64 {
+    static SHIFT: OnceLock<i64> = OnceLock::new();
+    *SHIFT.get_or_init(|| {
+        std::env::var("PUSHBENCH_TEST_CLOCK_SHIFT_NS")
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(0)
+    })
+}
+
+/// Nanoseconds on CLOCK_MONOTONIC, comparable across all processes of this host (and, once
+/// [`correct_by`] has run, with the server's clock on another host).
 pub fn now_ns() -> u64 {
     let now = clock_gettime(ClockId::Monotonic);
     // The monotonic clock counts from boot, so both fields are non-negative.
-    (now.tv_sec as u64) * 1_000_000_000 + now.tv_nsec as u64
+    let raw = (now.tv_sec as u64) * 1_000_000_000 + now.tv_nsec as u64;
+    let adjust = planted_shift_ns() + CORRECTION_NS.load(Ordering::Relaxed);
+    raw.saturating_add_signed(adjust)
+}
+
+/// From now on this process's clock reads `offset_ns` more (the server's clock, as measured).
+pub fn correct_by(offset_ns: i64) {
+    CORRECTION_NS.fetch_add(offset_ns, Ordering::Relaxed);
 }
 
 /// Tokio's timer counts whole milliseconds and rounds a sleep up to the next one, so a sleep

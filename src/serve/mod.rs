@@ -1,0 +1,737 @@
+//! The server under test as a unit: bind, serve one transport, start the stream once enough
+//! subscribers are there, publish it on schedule, wait until it is delivered, stop. `pushbench
+//! serve` is this in a process of its own (speaking to people, or in the typed protocol to
+//! `pushbench run`), or in several sharing one port ([`fleet`]); tests run it in-process.
+
+pub mod fleet;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::now_ns;
+use crate::clock::probe::{answer_probes, bind_responder, LastProbe};
+use crate::event::StreamSpec;
+use crate::harness::{PartFile, ServerPart};
+use crate::hub::{Hub, HubOptions};
+use crate::metrics::kernel;
+use crate::metrics::process::{self, ProcessSample};
+use crate::metrics::sockets::{SocketCounters, SocketTotals};
+use crate::protocol::{self, Command, Report};
+use crate::publisher::{publish_stream, Lateness, Published};
+use crate::transport::resume::{reconnect_grace, replay_window};
+use crate::transport::{Faults, ServerConfig, SettingValues, Side, Transport};
+
+/// A transport's server, running, with the hub it publishes through.
+pub struct Server {
+    addr: SocketAddr,
+    hub: Arc<Hub>,
+    counters: Arc<SocketCounters>,
+    faults: Faults,
+    settings: SettingValues,
+    /// How long the stream's end waits for a subscriber that dropped to come back.
+    grace: Duration,
+    shutdown: CancellationToken,
+    task: JoinHandle<std::io::Result<()>>,
+    /// When a load worker of another host last timed this server's clock.
+    last_probe: LastProbe,
+}
+
+impl Server {
+    /// Binds `listen` and starts serving `transport` for a stream of `expected` events.
+    pub async fn start(
+        transport: Transport,
+        listen: SocketAddr,
+        expected: u64,
+        config: ServerConfig,
+    ) -> anyhow::Result<Self> {
+        Self::start_shared(transport, listen, false, expected, config).await
+    }
+
+    /// As [`Server::start`]; with `reuse_port`, the port is shared with other server processes
+    /// (SO_REUSEPORT: the kernel spreads new connections over them).
+    pub async fn start_shared(
+        transport: Transport,
+        listen: SocketAddr,
+        reuse_port: bool,
+        expected: u64,
+        config: ServerConfig,
+    ) -> anyhow::Result<Self> {
+        let listener = bind_listener(listen, reuse_port)
+            .with_context(|| format!("cannot listen on {listen} (is the port already in use?)"))?;
+        let addr = listener.local_addr()?;
+        let shutdown = CancellationToken::new();
+        // Load workers on other hosts time round trips to this clock over UDP at the same port
+        // number. Without it only they lose something, and they say so.
+        let last_probe = LastProbe::default();
+        match bind_responder(addr, reuse_port) {
+            Ok(socket) => drop(tokio::spawn(answer_probes(
+                socket,
+                Arc::clone(&last_probe),
+                shutdown.clone(),
+            ))),
+            Err(e) => tracing::warn!("cannot answer clock probes on {addr}/udp: {e}"),
+        }
+        let hub = Hub::with_options(
+            expected,
+            HubOptions {
+                replay_window: replay_window(&config.settings),
+                delivery_delay: config.faults.delivery_delay,
+            },
+        );
+        let counters = Arc::clone(&config.counters);
+        let faults = config.faults;
+        // What this server runs with, defaults included, so results record it.
+        let settings = config
+            .settings
+            .effective(transport.spec().settings, Side::Server);
+        let grace = reconnect_grace(&config.settings);
+        let task =
+            tokio::spawn(transport.serve(listener, Arc::clone(&hub), config, shutdown.clone()));
+        Ok(Self {
+            addr,
+            hub,
+            counters,
+            faults,
+            settings,
+            grace,
+            shutdown,
+            task,
+            last_probe,
+        })
+    }
+
+    /// The transport's server settings this server runs with, defaults included.
+    pub fn settings(&self) -> &SettingValues {
+        &self.settings
+    }
+
+    /// The address subscribers connect to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The hub the server publishes through.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    /// Connections and bytes counted at the server's sockets so far.
+    pub fn sockets(&self) -> SocketTotals {
+        self.counters.totals()
+    }
+
+    /// Waits until `start_after` subscribers are connected, then publishes the stream on its
+    /// schedule. Fails if the server stops first.
+    pub async fn publish(
+        &mut self,
+        spec: &StreamSpec,
+        start_after: usize,
+    ) -> anyhow::Result<Published> {
+        self.publish_after(spec, start_after, Duration::ZERO).await
+    }
+
+    /// As [`Server::publish`], holding the connected subscribers idle for `delay` first (so
+    /// memory per idle connection can be sampled).
+    pub async fn publish_after(
+        &mut self,
+        spec: &StreamSpec,
+        start_after: usize,
+        delay: Duration,
+    ) -> anyhow::Result<Published> {
+        self.wait_for_start(start_after, delay).await?;
+        self.publish_from(spec, None).await
+    }
+
+    /// Waits until `start_after` subscribers are connected, then `delay` more. Fails if the
+    /// server stops first.
+    pub async fn wait_for_start(
+        &mut self,
+        start_after: usize,
+        delay: Duration,
+    ) -> anyhow::Result<()> {
+        let hub = Arc::clone(&self.hub);
+        tokio::select! {
+            _ = async {
+                hub.wait_for_subscribers(start_after).await;
+                tokio::time::sleep(delay).await;
+            } => Ok(()),
+            ended = &mut self.task => Err(server_ended(ended)),
+        }
+    }
+
+    /// Publishes the stream on its schedule from `origin_ns` (monotonic; `None`: now), at once
+    /// for every event already due. Fails if the server stops first.
+    pub async fn publish_from(
+        &mut self,
+        spec: &StreamSpec,
+        origin_ns: Option<u64>,
+    ) -> anyhow::Result<Published> {
+        let (spec, hub, stall) = (spec.clone(), Arc::clone(&self.hub), self.faults.stall);
+        // An OS thread of its own: see `publisher` for why not a task.
+        let publishing =
+            tokio::task::spawn_blocking(move || publish_stream(&spec, &hub, stall, origin_ns));
+        tokio::select! {
+            published = publishing => published.context("publisher thread failed"),
+            ended = &mut self.task => {
+                self.hub.close();
+                Err(server_ended(ended))
+            }
+        }
+    }
+
+    /// Waits until every subscriber has left (each leaves once it has the whole stream) and
+    /// none that left early is on its way back: while more subscribers dropped without the
+    /// whole stream than resumed, it waits up to the reconnect grace for one to return. It
+    /// gives up only when delivery has made no progress for `idle`; returns how many were still
+    /// connected. Progress, not total time, is what counts: a slow transport still delivering
+    /// a backlog is not cut off.
+    pub async fn drain(&self, idle: Duration) -> usize {
+        loop {
+            let before = self.hub.handed_out();
+            let gone = tokio::time::timeout(idle, self.hub.wait_until_no_subscribers())
+                .await
+                .is_ok();
+            if gone {
+                // A closed connection's handler may still hold its reader for a moment.
+                let _ = tokio::time::timeout(idle, self.hub.wait_until_no_readers()).await;
+                if self.hub.unresumed() == 0 {
+                    return 0;
+                }
+                let back = tokio::time::timeout(self.grace, self.hub.wait_for_subscribers(1));
+                if back.await.is_ok() {
+                    continue;
+                }
+                return 0;
+            }
+            if self.hub.handed_out() == before {
+                return self.hub.subscribers();
+            }
+        }
+    }
+
+    /// If load workers of other hosts timed this server's clock, keeps answering until their
+    /// probes have been quiet for [`PROBE_QUIET`] since the stream was delivered (each worker
+    /// measures once more as its subscribers finish), at most [`PROBE_LINGER_MAX`]. Servers
+    /// nobody probed stop at once.
+    pub async fn linger_for_probes(&self) {
+        if self.last_probe.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+            return;
+        }
+        let start = now_ns();
+        let until = start + PROBE_LINGER_MAX.as_nanos() as u64;
+        loop {
+            // Quiet since the stream ended, or since the last probe after it.
+            let quiet_since = self
+                .last_probe
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .max(start);
+            let now = now_ns();
+            if now >= until || now.saturating_sub(quiet_since) >= PROBE_QUIET.as_nanos() as u64 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Ends every subscription and stops the server.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.hub.close();
+        self.shutdown.cancel();
+        match self.task.await {
+            Ok(result) => result.context("server failed"),
+            Err(e) => Err(anyhow::anyhow!("server task failed: {e}")),
+        }
+    }
+}
+
+/// A TCP listener on `addr`, sharing its port with other processes when `reuse_port`.
+fn bind_listener(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    // What `TcpListener::bind` does too: a restarted server may take its port back at once.
+    socket.set_reuseaddr(true)?;
+    if reuse_port {
+        socket.set_reuseport(true)?;
+    }
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+/// How long the probes must be quiet before a probed server stops: longer than a worker
+/// takes from its last subscriber finishing to its first probe.
+const PROBE_QUIET: Duration = Duration::from_millis(1500);
+/// The longest a probed server stays after the stream for workers' last measurements.
+pub const PROBE_LINGER_MAX: Duration = Duration::from_secs(10);
+
+fn server_ended(ended: Result<std::io::Result<()>, tokio::task::JoinError>) -> anyhow::Error {
+    match ended {
+        Ok(Ok(())) => anyhow::anyhow!("server stopped before the stream was delivered"),
+        Ok(Err(e)) => anyhow::anyhow!("server failed: {e}"),
+        Err(e) => anyhow::anyhow!("server task failed: {e}"),
+    }
+}
+
+/// Everything `pushbench serve` needs: from its flags, or as a [`crate::protocol::Job`] from
+/// `pushbench run` (secret included, so it never appears in argv).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct ServeOptions {
+    /// Which transport to serve.
+    pub transport: Transport,
+    /// Address to listen on (port 0 picks one; the chosen address is printed).
+    pub listen: SocketAddr,
+    /// The stream to publish.
+    pub spec: StreamSpec,
+    /// Subscribers (connections, or registered webhook endpoints) to wait for before starting.
+    pub start_after: usize,
+    /// Transport settings.
+    pub config: ServerConfig,
+    /// How long delivery may make no progress, once published, before exiting anyway.
+    pub drain_timeout: Duration,
+    /// How long to hold the subscribers idle once `start_after` are connected, before publishing.
+    pub start_delay: Duration,
+    /// CPUs to pin the server to, kept apart from the load.
+    pub cpus: Option<Vec<usize>>,
+    /// Tell the webhook secret and registration token to whoever reads the output (they were
+    /// generated here, so nobody else knows them).
+    #[serde(default)]
+    pub announce_secret: bool,
+    /// Continue a stream whose schedule began at this monotonic time, without waiting for
+    /// subscribers: how a server restarted mid-stream serves the same events on the same
+    /// schedule (the stream is deterministic).
+    #[serde(default)]
+    pub schedule_origin_ns: Option<u64>,
+    /// Subscribers of an earlier server (killed mid-stream) expected to resume here: the
+    /// server waits its reconnect grace for each before it stops, and counts those never back.
+    #[serde(default)]
+    pub returning: usize,
+    /// Server processes sharing the port (SO_REUSEPORT), each publishing the same stream on the
+    /// same schedule: a server past one process's open-file limit, as a sharded fleet.
+    #[serde(default = "one")]
+    pub processes: usize,
+    /// Share the port with other server processes (set for each member of a fleet).
+    #[serde(default)]
+    pub reuse_port: bool,
+    /// Start the stream when told to ([`Command::Start`]) instead of counting subscribers: a
+    /// member of a fleet, whose coordinator counts over every member.
+    #[serde(default)]
+    pub awaits_start: bool,
+    /// Write the server's part (its stats, settings, stream and machine) here for `pushbench
+    /// merge`.
+    #[serde(default)]
+    pub stats_out: Option<std::path::PathBuf>,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// How `pushbench serve` speaks: to a person, or in the typed protocol's reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Sentences on stdout.
+    Human,
+    /// [`Report`] lines on stdout (for `run` and for scripts); sentences go to stderr.
+    Json,
+}
+
+/// What the server counted, reported last: to `run` as [`Report::Stats`], to a person as
+/// sentences.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ServeStats {
+    /// Events published.
+    pub published: u64,
+    /// Connections and bytes at the server's sockets.
+    pub sockets: SocketTotals,
+    /// Subscribers still connected when the server stopped.
+    pub left_connected: usize,
+    /// Deliveries the server gave up on (a webhook provider whose retries ran out).
+    #[serde(default)]
+    pub abandoned: u64,
+    /// Events answered as gaps (asked for after the replay window let them go), summed over
+    /// subscribers.
+    #[serde(default)]
+    pub gapped: u64,
+    /// Subscribers that dropped without the whole stream and did not resume within the
+    /// reconnect grace (readers that ended early, less those that resumed).
+    #[serde(default)]
+    pub unresumed_drops: u64,
+    /// Deliveries sent again after a failed attempt (a webhook provider's retries).
+    #[serde(default)]
+    pub retries: u64,
+    /// When the server's injected faults struck (monotonic ns): each cut of the drop fault.
+    #[serde(default)]
+    pub faults_ns: Vec<u64>,
+    /// CPU time of the server process when the stream started, us.
+    pub stream_start_cpu_us: u64,
+    /// CPU time of the server process when it stopped, us.
+    pub cpu_us: u64,
+    /// The server process's largest resident set size (VmHWM), bytes.
+    #[serde(default)]
+    pub peak_rss_bytes: u64,
+    /// CPU time of the publisher's own thread, us: part of `cpu_us`, but the harness's, not
+    /// the transport's.
+    #[serde(default)]
+    pub publisher_cpu_us: u64,
+    /// How late the publisher sent events against their schedule (none without a schedule).
+    #[serde(default)]
+    pub publisher_lateness: Option<Lateness>,
+    /// The server's process(es) before the first subscriber.
+    #[serde(default)]
+    pub before: ProcessSample,
+    /// The same once the stream started, with every subscriber connected and idle.
+    #[serde(default)]
+    pub connected: ProcessSample,
+    /// Subscribers connected when the stream started.
+    #[serde(default)]
+    pub subscribers_at_start: usize,
+    /// Growth of the host's socket memory from before to connected, bytes (its TCP buffers
+    /// and socket slab, both ends where subscribers share the host).
+    #[serde(default)]
+    pub kernel_socket_bytes: Option<u64>,
+}
+
+impl ServeStats {
+    /// CPU time the transport spent on the stream, us: the process's from the stream's start,
+    /// less the publisher's own.
+    pub fn transport_cpu_us(&self) -> u64 {
+        self.cpu_us
+            .saturating_sub(self.stream_start_cpu_us)
+            .saturating_sub(self.publisher_cpu_us)
+    }
+}
+
+/// Runs one server process: says where it listens, publishes the stream once `start_after`
+/// subscribers are connected (or, as a member of a fleet, when `commands` says), and exits
+/// when it is delivered (or on Ctrl-C or SIGTERM). With `processes` above one it runs the
+/// fleet instead.
+pub async fn run(
+    options: ServeOptions,
+    output: Output,
+    commands: Option<mpsc::UnboundedReceiver<Command>>,
+) -> anyhow::Result<()> {
+    if options.processes > 1 {
+        return fleet::run(options, output).await;
+    }
+    if let Some(cpus) = &options.cpus {
+        crate::metrics::process::pin_this_process(cpus)
+            .context("pinning the server to its CPUs")?;
+    }
+    let transport = options.transport;
+    let say = move |text: String| match output {
+        Output::Human => println!("{text}"),
+        Output::Json => eprintln!("{text}"),
+    };
+    announce_secret(&options, output)?;
+    // Before anyone can know where it listens, so a SIGTERM sent the moment it says so stops
+    // it cleanly rather than killing it.
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut server = Server::start_shared(
+        transport,
+        options.listen,
+        options.reuse_port,
+        options.spec.count,
+        options.config.clone(),
+    )
+    .await?;
+    // Listening, nobody connected: what each subscriber adds is measured from here.
+    let before = Before::sample();
+    announce_listening(transport, server.addr(), server.settings(), &[], output)?;
+    say(format!(
+        "waiting for {} subscriber(s); stream: {} events, payload {} B ({}), rate {}",
+        options.start_after,
+        options.spec.count,
+        options.spec.payload,
+        options.spec.kind,
+        options.spec.rate
+    ));
+
+    let mut ending = Ending {
+        options: &options,
+        output,
+        before,
+        connected: None,
+    };
+    server.hub().expect_returns(options.returning as u64);
+    let origin_ns = match (options.schedule_origin_ns, commands) {
+        // A restarted server continues the stream it was killed in.
+        (Some(origin_ns), _) => origin_ns,
+        // A member of a fleet starts when the fleet has all its subscribers.
+        (None, Some(commands)) if options.awaits_start => tokio::select! {
+            origin = wait_for_command(&mut server, commands) => origin?,
+            _ = interrupt.recv() => return ending.stop(server, None, "interrupted").await,
+            _ = terminate.recv() => return ending.stop(server, None, "terminated").await,
+        },
+        (None, _) => {
+            tokio::select! {
+                started = server.wait_for_start(options.start_after, options.start_delay) => started?,
+                _ = interrupt.recv() => return ending.stop(server, None, "interrupted").await,
+                _ = terminate.recv() => return ending.stop(server, None, "terminated").await,
+            }
+            now_ns()
+        }
+    };
+    ending.connected = Some(Connected::sample(server.hub().subscribers()));
+    if output == Output::Json {
+        // The parent times faults (a restart) from the stream's start.
+        protocol::report(&Report::Publishing { origin_ns })?;
+    }
+    let published = tokio::select! {
+        published = server.publish_from(&options.spec, Some(origin_ns)) => published?,
+        _ = interrupt.recv() => return ending.stop(server, None, "interrupted").await,
+        _ = terminate.recv() => return ending.stop(server, None, "terminated").await,
+    };
+    say(format!(
+        "published {} events in {:.3} s",
+        options.spec.count,
+        (published.end_ns - published.start_ns) as f64 / 1e9
+    ));
+    let left = tokio::select! {
+        left = server.drain(options.drain_timeout) => left,
+        _ = interrupt.recv() => server.hub().subscribers(),
+        _ = terminate.recv() => server.hub().subscribers(),
+    };
+    if left > 0 {
+        eprintln!("warning: {left} subscriber(s) still connected with no progress for the drain timeout; stopping");
+    } else {
+        say("stream delivered; stopping".into());
+    }
+    server.linger_for_probes().await;
+    ending.stop(server, Some(published), "done").await
+}
+
+/// Tells whoever reads the output the webhook secret and registration token, when this server
+/// generated them (nobody else knows them).
+fn announce_secret(options: &ServeOptions, output: Output) -> anyhow::Result<()> {
+    if options.transport != Transport::Webhook || !options.announce_secret {
+        return Ok(());
+    }
+    let whsec = options.config.webhook_secret.to_whsec();
+    let token = options.config.limits.registration_token.clone();
+    match output {
+        Output::Human => {
+            println!("webhook secret: {whsec}");
+            if let Some(token) = &token {
+                println!("registration token: {token}");
+            }
+        }
+        Output::Json => protocol::report(&Report::WebhookSecret { whsec, token })?,
+    }
+    Ok(())
+}
+
+/// Says where the server listens (and, for a fleet, which processes serve).
+fn announce_listening(
+    transport: Transport,
+    addr: SocketAddr,
+    settings: &SettingValues,
+    pids: &[u32],
+    output: Output,
+) -> anyhow::Result<()> {
+    match output {
+        Output::Human => println!("pushbench serve: {transport} listening on {addr}"),
+        Output::Json => protocol::report(&Report::Listening {
+            addr,
+            settings: settings.clone(),
+            pids: pids.to_vec(),
+        })?,
+    }
+    Ok(())
+}
+
+/// A fleet member's wait: reports its subscriber count as it changes, until the fleet says
+/// when the stream's schedule begins. Fails if the server stops or the fleet goes away.
+async fn wait_for_command(
+    server: &mut Server,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+) -> anyhow::Result<u64> {
+    let mut told = None;
+    loop {
+        let connected = server.hub().subscribers();
+        if told != Some(connected) {
+            protocol::report(&Report::Subscribers { connected })?;
+            told = Some(connected);
+        }
+        tokio::select! {
+            command = commands.recv() => match command {
+                Some(Command::Start { origin_ns }) => return Ok(origin_ns),
+                None => anyhow::bail!("the fleet went away before the stream started"),
+            },
+            ended = &mut server.task => return Err(server_ended(ended)),
+            _ = tokio::time::sleep(FLEET_REPORT_EVERY) => {}
+        }
+    }
+}
+
+/// How often a fleet member says how many subscribers it has while waiting.
+const FLEET_REPORT_EVERY: Duration = Duration::from_millis(20);
+
+/// The server's process and the host's socket memory before anyone connected.
+#[derive(Clone, Copy, Debug)]
+struct Before {
+    process: ProcessSample,
+    kernel_socket_bytes: Option<u64>,
+    unix_secs: u64,
+}
+
+impl Before {
+    fn sample() -> Self {
+        Self {
+            process: process::sample(None).unwrap_or_default(),
+            kernel_socket_bytes: kernel::socket_bytes(),
+            unix_secs: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        }
+    }
+}
+
+/// The same with every subscriber connected, just before the stream.
+#[derive(Clone, Copy, Debug)]
+struct Connected {
+    process: ProcessSample,
+    kernel_socket_bytes: Option<u64>,
+    subscribers: usize,
+}
+
+impl Connected {
+    fn sample(subscribers: usize) -> Self {
+        Self {
+            process: process::sample(None).unwrap_or_default(),
+            kernel_socket_bytes: kernel::socket_bytes(),
+            subscribers,
+        }
+    }
+}
+
+/// What a server needs to stop and say what it counted.
+struct Ending<'a> {
+    options: &'a ServeOptions,
+    output: Output,
+    before: Before,
+    /// Sampled once the stream started (none if it never did).
+    connected: Option<Connected>,
+}
+
+impl Ending<'_> {
+    /// Stops the server and reports its stats last (and writes them with `--stats-out`).
+    async fn stop(
+        self,
+        server: Server,
+        published: Option<Published>,
+        why: &str,
+    ) -> anyhow::Result<()> {
+        if why != "done" {
+            eprintln!("{why}; stopping");
+        }
+        let process = crate::metrics::process::sample(None).unwrap_or_default();
+        let connected = self.connected;
+        let stats = ServeStats {
+            published: server.hub().published(),
+            sockets: server.sockets(),
+            left_connected: server.hub().subscribers(),
+            abandoned: server.hub().abandoned_count(),
+            gapped: server.hub().gapped(),
+            unresumed_drops: server.hub().unresumed(),
+            retries: server.hub().retries(),
+            faults_ns: server.hub().faults(),
+            stream_start_cpu_us: published.as_ref().map_or(0, |p| p.start_cpu_us),
+            cpu_us: process.cpu_us,
+            peak_rss_bytes: process.peak_rss_bytes,
+            publisher_cpu_us: published.as_ref().map_or(0, |p| p.publisher_cpu_us),
+            publisher_lateness: published.as_ref().and_then(|p| p.lateness),
+            before: self.before.process,
+            connected: connected.map_or(self.before.process, |c| c.process),
+            subscribers_at_start: connected.map_or(0, |c| c.subscribers),
+            kernel_socket_bytes: connected.and_then(|c| {
+                Some(
+                    c.kernel_socket_bytes?
+                        .saturating_sub(self.before.kernel_socket_bytes?),
+                )
+            }),
+        };
+        let settings = server.settings().clone();
+        // Bounded whatever clients do: HTTP connections get the shutdown grace, and anything
+        // still open after the deadline is dropped with the process.
+        let stopped = tokio::time::timeout(SHUTDOWN_DEADLINE, server.stop())
+            .await
+            .unwrap_or_else(|_| {
+                tracing::warn!("server still stopping after {SHUTDOWN_DEADLINE:?}; leaving it");
+                Ok(())
+            });
+        finish(
+            self.options,
+            settings,
+            stats,
+            self.before.unix_secs,
+            1,
+            self.output,
+        )?;
+        stopped
+    }
+}
+
+/// Reports a server's (or a fleet's) stats last, and writes its part with `--stats-out`.
+fn finish(
+    options: &ServeOptions,
+    settings: SettingValues,
+    stats: ServeStats,
+    started_unix: u64,
+    processes: usize,
+    output: Output,
+) -> anyhow::Result<()> {
+    if let Some(path) = &options.stats_out {
+        let part = PartFile::Server(Box::new(ServerPart {
+            transport: options.transport,
+            spec: options.spec.clone(),
+            settings,
+            start_after: options.start_after,
+            processes,
+            cpus: options
+                .cpus
+                .as_ref()
+                .map_or_else(|| process::available_cpus().len(), Vec::len),
+            machine: crate::metrics::machine::Machine::describe(),
+            started_unix,
+            stats: stats.clone(),
+        }));
+        part.write(path)?;
+    }
+    match output {
+        Output::Json => protocol::report(&Report::Stats(stats))?,
+        Output::Human => {
+            println!(
+                "stats: published {}, sockets {} connection(s) {} B in {} B out, CPU {} us \
+                 (publisher {} us), subscribers left {}",
+                stats.published,
+                stats.sockets.connections,
+                stats.sockets.bytes_in,
+                stats.sockets.bytes_out,
+                stats.cpu_us,
+                stats.publisher_cpu_us,
+                stats.left_connected
+            );
+            if let Some(late) = stats.publisher_lateness {
+                println!(
+                    "publisher lateness: p50 {:.1} us, p99 {:.1} us, max {:.1} us",
+                    late.p50_us, late.p99_us, late.max_us
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The longest `serve` takes to stop once told to (SIGTERM, SIGINT, or the stream delivered).
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
