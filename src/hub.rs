@@ -117,6 +117,9 @@ pub struct Hub {
     handed_out: AtomicU64,
     /// Deliveries the server gave up on (a webhook provider whose retries ran out).
     abandoned: AtomicU64,
+    /// Why the server refused to send an event at all, the first time it did (an event too
+    /// large for a GET webhook's URL).
+    refusal: std::sync::Mutex<Option<String>>,
     /// Events answered as gaps, summed over readers.
     gapped: AtomicU64,
     /// Deliveries sent again after a failed attempt (a webhook provider's retries).
@@ -198,6 +201,7 @@ impl Hub {
             subscribers: watch::Sender::new(0),
             handed_out: AtomicU64::new(0),
             abandoned: AtomicU64::new(0),
+            refusal: std::sync::Mutex::new(None),
             gapped: AtomicU64::new(0),
             retries: AtomicU64::new(0),
             faults: std::sync::Mutex::new(Vec::new()),
@@ -345,6 +349,21 @@ impl Hub {
     /// Counts `events` deliveries the server gave up on.
     pub fn abandoned_many(&self, events: u64) {
         self.abandoned.fetch_add(events, Ordering::Relaxed);
+    }
+
+    /// Notes why the server refused to send an event (the first reason is kept; the event is
+    /// counted as abandoned by the caller).
+    pub fn refuse(&self, why: String) {
+        let mut refusal = self.refusal.lock().unwrap_or_else(|e| e.into_inner());
+        refusal.get_or_insert(why);
+    }
+
+    /// Why the server first refused to send an event, if it did.
+    pub fn refusal(&self) -> Option<String> {
+        self.refusal
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Deliveries the server gave up on so far.

@@ -10,8 +10,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use anyhow::Context as _;
-
 use crate::clock::probe::{self, ClockSync};
 use crate::clock::{self, now_ns};
 use crate::event::{Rate, StreamSpec};
@@ -121,8 +119,8 @@ pub struct LoadJob {
     /// CPUs to pin this worker to.
     pub cpus: Option<Vec<usize>>,
     /// Measure this host's clock against the server's (before and after the stream) and
-    /// correct every time by it: a worker that may be on another host (`pushbench load`).
-    /// Workers `run` starts share the server's host and clock.
+    /// correct every time by it: a worker that may be on another host (`pushbench load`; a
+    /// server on loopback is on this host). Workers `run` starts share the server's clock.
     #[serde(default)]
     pub measure_clock: bool,
 }
@@ -139,10 +137,12 @@ pub async fn run_job(
     }
     let before = process::sample(None).unwrap_or_default();
     let mut job = job.clone();
-    let clock_before = if job.measure_clock {
-        let sample = probe::measure(job.server, job.config.bind)
-            .await
-            .context("measuring the clock offset to the server")?;
+    // A server on loopback shares this host's clock: nothing to measure.
+    let clock_before = if job.measure_clock && !job.server.ip().is_loopback() {
+        let sample = match probe::measure(job.server, job.config.bind).await {
+            Ok(sample) => sample,
+            Err(error) => return Err(unreachable_or(job.server, error).await),
+        };
         // From here on this process reads the server's clock.
         clock::correct_by(sample.offset_ns);
         // Seconds count from a whole second of the server's clock, so the intervals of workers
@@ -236,4 +236,21 @@ pub async fn run_job(
         .settings
         .effective(job.transport.spec().settings, Side::Client);
     Ok(part)
+}
+
+/// Why the clock could not be measured: the server is not there at all (TCP says so), or it is
+/// but its clock probes are not answered.
+async fn unreachable_or(server: SocketAddr, probe_error: probe::ProbeError) -> anyhow::Error {
+    let connect = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::net::TcpStream::connect(server),
+    )
+    .await;
+    match connect {
+        Ok(Ok(_)) => {
+            anyhow::Error::new(probe_error).context("measuring the clock offset to the server")
+        }
+        Ok(Err(e)) => anyhow::anyhow!("cannot reach the server at {server}: {e}"),
+        Err(_) => anyhow::anyhow!("cannot reach the server at {server}: no answer within 5 s"),
+    }
 }

@@ -210,7 +210,12 @@ pub(super) fn summarise(s: Summary<'_>) -> TransportResult {
         (s.stats.transport_cpu_us() + s.restarted.map_or(0, |r| r.first_life_cpu_us)) as f64;
     let load_share = share(load_cpu_us as f64, s.load_cpus);
     let server_share = share(server_cpu_us, s.server_cpus);
-    let error = merged.errors.first().cloned();
+    // What the server refused to send explains what the subscribers then missed.
+    let error = s
+        .stats
+        .refusal
+        .clone()
+        .or_else(|| merged.errors.first().cloned());
     let handshake = |q: f64| {
         let h = &merged.handshakes;
         if h.is_empty() {

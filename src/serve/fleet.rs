@@ -182,6 +182,7 @@ impl ServeStats {
             fleet.gapped += m.gapped;
             fleet.unresumed_drops += m.unresumed_drops;
             fleet.retries += m.retries;
+            fleet.refusal = fleet.refusal.take().or_else(|| m.refusal.clone());
             fleet.faults_ns.extend(&m.faults_ns);
             fleet.stream_start_cpu_us += m.stream_start_cpu_us;
             fleet.cpu_us += m.cpu_us;

@@ -367,6 +367,10 @@ pub struct ServeStats {
     /// Deliveries sent again after a failed attempt (a webhook provider's retries).
     #[serde(default)]
     pub retries: u64,
+    /// Why the server refused to send an event at all, the first time (an event too large for
+    /// a GET webhook's URL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<String>,
     /// When the server's injected faults struck (monotonic ns): each cut of the drop fault.
     #[serde(default)]
     pub faults_ns: Vec<u64>,
@@ -645,6 +649,7 @@ impl Ending<'_> {
             gapped: server.hub().gapped(),
             unresumed_drops: server.hub().unresumed(),
             retries: server.hub().retries(),
+            refusal: server.hub().refusal(),
             faults_ns: server.hub().faults(),
             stream_start_cpu_us: published.as_ref().map_or(0, |p| p.start_cpu_us),
             cpu_us: process.cpu_us,
@@ -727,6 +732,12 @@ fn finish(
                     "publisher lateness: p50 {:.1} us, p99 {:.1} us, max {:.1} us",
                     late.p50_us, late.p99_us, late.max_us
                 );
+            }
+            if stats.abandoned > 0 {
+                println!("abandoned deliveries: {}", stats.abandoned);
+            }
+            if let Some(refusal) = &stats.refusal {
+                println!("refused: {refusal}");
             }
         }
     }

@@ -1,8 +1,10 @@
 //! Webhooks: the provider (server side) keeps endpoints registered with
 //! `POST /subscriptions {"url": "..."}` and POSTs every event to each, in order, signed with
-//! Standard Webhooks headers and retried with exponential backoff and jitter; the consumer
-//! (client side) is an HTTP server of its own that verifies the signature (401 if it fails),
-//! drops repeats by `webhook-id`, and answers 2xx at once.
+//! Standard Webhooks headers and retried with exponential backoff and jitter (or, with
+//! `--webhook-method get`, GETs it with the event in the query string, refusing an event whose
+//! URL would pass `--webhook-url-limit`); the consumer (client side) is an HTTP server of its
+//! own that verifies the signature (401 if it fails), drops repeats by `webhook-id`, and
+//! answers 2xx at once.
 //!
 //! Each consumer listens on its own port, as real consumers are separate hosts, so the provider
 //! cannot share one connection among them. The provider holds one HTTP/1.1 connection per
@@ -17,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -74,13 +76,110 @@ pub static TOLERANCE: Setting<Duration> = Setting {
     min: Duration::from_secs(1),
 };
 
-/// One-way POSTs to the consumer's own URL; the provider retries what was not acknowledged.
+/// How the provider sends each event.
+pub static METHOD: Setting<Method> = Setting {
+    name: "webhook-method",
+    help: "post: the event is the request body; get: the event goes in the query string \
+           (`?event=` and the event's base64url), signed in the same headers, as some providers \
+           send it; an event whose URL would pass --webhook-url-limit is refused",
+    side: Side::Server,
+    default: Method::Post,
+    min: Method::Post,
+};
+
+/// The longest URL the provider sends with GET.
+pub static URL_LIMIT: Setting<u64> = Setting {
+    name: "webhook-url-limit",
+    help: "With --webhook-method get: the longest URL in bytes the provider sends (8 KiB, what \
+           common servers and proxies accept by default); an event whose URL would be longer is \
+           refused with the reason and counted as abandoned",
+    side: Side::Server,
+    default: 8192,
+    min: 64,
+};
+
+/// The HTTP methods a provider sends events with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd)]
+pub enum Method {
+    /// The event is the body.
+    Post,
+    /// The event is in the query string.
+    Get,
+}
+
+impl crate::transport::settings::Value for Method {
+    const KIND: &'static str = "post|get";
+
+    fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "post" => Ok(Method::Post),
+            "get" => Ok(Method::Get),
+            other => Err(format!("unknown method {other:?}: expected post or get")),
+        }
+    }
+
+    fn show(self) -> String {
+        match self {
+            Method::Post => "post",
+            Method::Get => "get",
+        }
+        .into()
+    }
+}
+
+/// The query parameter a GET delivery carries the event in.
+const EVENT_PARAMETER: &str = "event";
+
+/// The request target of a GET delivery: the endpoint's own, with the event appended to its
+/// query as base64url (no padding), which needs no escaping in a URL.
+fn target_with_event(target: &str, body: &[u8]) -> String {
+    use base64::Engine as _;
+    let joiner = if target.contains('?') { '&' } else { '?' };
+    let mut url = String::with_capacity(target.len() + body.len() * 4 / 3 + 8);
+    url.push_str(target);
+    url.push(joiner);
+    url.push_str(EVENT_PARAMETER);
+    url.push('=');
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_string(body, &mut url);
+    url
+}
+
+/// The event a GET delivery carried, from its query string.
+fn event_from_query(query: Option<&str>) -> Result<Bytes, String> {
+    use base64::Engine as _;
+    let value = query
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|pair| pair.strip_prefix(EVENT_PARAMETER)?.strip_prefix('='))
+        .ok_or_else(|| format!("no {EVENT_PARAMETER}= in the query string"))?;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(value)
+        .map(Bytes::from)
+        .map_err(|e| format!("{EVENT_PARAMETER}= is not base64url: {e}"))
+}
+
+/// The length of the URL a GET delivery of `body` to `endpoint` would have.
+fn get_url_len(endpoint: &Endpoint, body: &[u8]) -> usize {
+    let scheme = if endpoint.secure { "https://" } else { "http://" };
+    scheme.len()
+        + endpoint.host.len()
+        + endpoint.target.len()
+        + 1
+        + EVENT_PARAMETER.len()
+        + 1
+        + body.len().div_ceil(3) * 4
+}
+
+/// One-way POSTs (or GETs) to the consumer's own URL; the provider retries what was not
+/// acknowledged.
 pub static SPEC: Spec = Spec {
     name: "webhook",
-    summary: "Webhooks: signed HTTP POSTs to registered consumer endpoints",
+    summary: "Webhooks: signed HTTP POSTs (or GETs) to registered consumer endpoints",
     colour: Colour(213, 94, 0),
     cursor_path: None,
     settings: &[
+        &METHOD,
+        &URL_LIMIT,
         &NEW_CONNECTION,
         &ATTEMPTS,
         &RETRY_BASE,
@@ -267,6 +366,10 @@ struct Provider {
     tls: Arc<TlsMaterial>,
     /// Who may register, and how many.
     gate: Arc<Gate>,
+    /// POST the event, or GET it in the query string.
+    method: Method,
+    /// The longest URL a GET delivery may have.
+    url_limit: usize,
 }
 
 /// Who may register endpoints: the holder of the token (when one is set), and no more than
@@ -298,10 +401,21 @@ pub(crate) async fn serve(
     if TLS.read(&config.settings) {
         listener = listener.with_tls(&config.tls)?;
     }
+    let method = METHOD.read(&config.settings);
+    let compression = COMPRESSION.read(&config.settings);
+    if method == Method::Get && compression != Compression::Off {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "{} get sends no body, so there is nothing to compress: use --{} off",
+                METHOD.name, COMPRESSION.name
+            ),
+        ));
+    }
     let provider = Provider {
         hub,
         signatures: Arc::new(SharedSignatures::new(config.webhook_secret)),
-        compression: COMPRESSION.read(&config.settings),
+        compression,
         compressed: Arc::default(),
         batch: config.batch,
         schedule: Schedule::of(&config.settings),
@@ -314,6 +428,8 @@ pub(crate) async fn serve(
             cap: config.limits.subscriber_cap(),
             registered: AtomicU64::new(0),
         }),
+        method,
+        url_limit: usize::try_from(URL_LIMIT.read(&config.settings)).unwrap_or(usize::MAX),
     };
     let router = Router::new()
         .route("/subscriptions", post(register))
@@ -445,6 +561,19 @@ async fn deliver_event(
     seq: u64,
     body: &Bytes,
 ) -> bool {
+    // An event too large for a URL can never be sent by GET: refused at once, with the
+    // reason, so the results say where GET stops working.
+    if provider.method == Method::Get {
+        let length = get_url_len(endpoint, body);
+        if length > provider.url_limit {
+            provider.hub.refuse(format!(
+                "{} get: event {seq} would make a URL of {length} B, over the {} B limit \
+                 (--{})",
+                METHOD.name, provider.url_limit, URL_LIMIT.name
+            ));
+            return false;
+        }
+    }
     // The same id on every attempt, so the consumer can drop repeats.
     let id = format!("msg_{seq}");
     for attempt in 0..provider.schedule.attempts.max(1) {
@@ -497,23 +626,34 @@ async fn attempt_once(
         }
     };
     let timestamp = unix_now();
-    // The signature covers the event as sent before compression: the consumer verifies what
-    // it decoded.
-    let mut request = axum::http::Request::post(&endpoint.target)
+    // The signature covers the event itself (before compression, or before its base64url in a
+    // GET's query): the consumer verifies what it decoded.
+    let signature = provider.signatures.sign(seq, id, timestamp, body);
+    let request = match provider.method {
+        Method::Post => axum::http::Request::post(&endpoint.target),
+        Method::Get => axum::http::Request::get(target_with_event(&endpoint.target, body)),
+    };
+    let mut request = request
         .header("host", &endpoint.host)
-        .header("content-type", "application/json")
         .header("webhook-id", id)
         .header("webhook-timestamp", timestamp)
-        .header("webhook-signature", provider.signatures.sign(seq, id, timestamp, body));
-    if let Some((name, value)) = provider.compression.content_encoding() {
-        request = request.header(name, value);
-    }
-    // Uncompressed, the hub's shared bytes go as they are: no ring, no lock per delivery.
-    let body = match provider.compression {
-        Compression::Off => body.clone(),
-        compression => provider
-            .compressed
-            .get_or_make(seq, (), || compression.compress(body.clone())),
+        .header("webhook-signature", signature);
+    let body = match provider.method {
+        Method::Get => Bytes::new(),
+        Method::Post => {
+            request = request.header("content-type", "application/json");
+            if let Some((name, value)) = provider.compression.content_encoding() {
+                request = request.header(name, value);
+            }
+            // Uncompressed, the hub's shared bytes go as they are: no ring, no lock per
+            // delivery.
+            match provider.compression {
+                Compression::Off => body.clone(),
+                compression => provider
+                    .compressed
+                    .get_or_make(seq, (), || compression.compress(body.clone())),
+            }
+        }
     };
     let request = request.body(Full::new(body)).map_err(|e| e.to_string())?;
     sender.ready().await.map_err(|e| e.to_string())?;
@@ -623,7 +763,7 @@ impl Consumer {
         } = self;
         let state_for_outage = Arc::clone(&state);
         let router = Router::new()
-            .route("/webhook", post(receive))
+            .route("/webhook", post(receive).get(receive_in_query))
             .layer(DefaultBodyLimit::max(MAX_EVENT_BYTES))
             .with_state(state);
         let shutdown = CancellationToken::new();
@@ -707,20 +847,43 @@ async fn register_with(
     Ok(())
 }
 
+/// A POSTed delivery: the event is the body (compressed or not).
 async fn receive(
     State(state): State<Arc<ConsumerState>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let received_ns = now_ns();
+    // Compressed or not, the signature is over the decoded body.
+    match decode_body(&headers, body) {
+        Ok(body) => accept(state, headers, body, received_ns).await,
+        Err(why) => (StatusCode::BAD_REQUEST, format!("{why}\n")).into_response(),
+    }
+}
+
+/// A delivery by GET: the event is in the query string.
+async fn receive_in_query(
+    State(state): State<Arc<ConsumerState>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let received_ns = now_ns();
+    match event_from_query(query.as_deref()) {
+        Ok(body) => accept(state, headers, body, received_ns).await,
+        Err(why) => (StatusCode::BAD_REQUEST, format!("{why}\n")).into_response(),
+    }
+}
+
+/// Verifies a delivered event, drops repeats, and passes it on.
+async fn accept(
+    state: Arc<ConsumerState>,
+    headers: HeaderMap,
+    body: Bytes,
+    received_ns: u64,
+) -> Response {
     if state.down_at(received_ns) {
         return (StatusCode::SERVICE_UNAVAILABLE, "down (the outage fault)\n").into_response();
     }
-    // Compressed or not, the signature is over the decoded body.
-    let body = match decode_body(&headers, body) {
-        Ok(body) => body,
-        Err(why) => return (StatusCode::BAD_REQUEST, format!("{why}\n")).into_response(),
-    };
     if let Err(error) = state.secrets.verify(&headers, &body, unix_now(), state.tolerance) {
         return (StatusCode::UNAUTHORIZED, format!("{error}\n")).into_response();
     }
