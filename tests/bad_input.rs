@@ -144,7 +144,12 @@ async fn webhook_signatures_are_enforced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_cursors_get_400() {
     let spec = spec(1000, "64");
-    let http = reqwest::Client::new();
+    let http1 = reqwest::Client::new();
+    // Multiplexed transports speak HTTP/2 only: h2c with prior knowledge.
+    let http2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
     let cursors = Transport::ALL
         .iter()
         .filter_map(|&t| Some((t, format!("{}?after=abc", t.spec().cursor_path?))));
@@ -152,6 +157,11 @@ async fn bad_cursors_get_400() {
         let config = ServerConfig::local();
         let client = client_for(&config);
         let mut server = start(transport, &spec, config).await;
+        let http = if transport.traits().multiplexed {
+            &http2
+        } else {
+            &http1
+        };
         let (status, text) = if transport.traits().needs_upgrade {
             // The refusal comes in answer to a real upgrade request.
             let url = format!("ws://{}{path}", server.addr());

@@ -433,3 +433,25 @@ fn a_load_bound_ceiling_does_not_exclude() {
     let webhook = reason(&answer, "webhook", "throughput", Weight::Excludes);
     assert!(webhook.contains("the most measured was"), "{webhook}");
 }
+
+/// HTTP/2's multiplexing: for browsers, SSE over HTTP/2 escapes the six-connections-per-origin
+/// limit that HTTP/1.1 SSE is warned about; where only HTTP/1.1 reaches the consumers, it is
+/// ruled out, saying why.
+#[test]
+fn sse_over_http2_escapes_the_six_connection_limit_where_http2_reaches() {
+    let open = answer("live-dashboard", DesignSettings::default());
+    assert!(reason(&open, "sse-h2", "HTTP/2", Weight::Supports).contains("six"));
+    let http1 = answer(
+        "live-dashboard",
+        DesignSettings {
+            http1_only: Some(true),
+            ..DesignSettings::default()
+        },
+    );
+    assert_eq!(
+        entry(&http1, "sse-h2").assessment.verdict,
+        Verdict::Excluded
+    );
+    assert!(reason(&http1, "sse-h2", "HTTP/1.1", Weight::Excludes).contains("HTTP/2 end to end"));
+    assert!(reason(&http1, "sse", "HTTP/1.1", Weight::Caveat).contains("six"));
+}

@@ -1,7 +1,7 @@
 // Standard clients against `pushbench serve`, with no pushbench code on the client side: the
 // `eventsource` package (the WHATWG EventSource), `ws` (the WebSocket API), the built-in `fetch`
-// for long and short polling, and the `standardwebhooks` reference verifier as a webhook
-// consumer. Each must receive the whole stream in order, and the server must then exit 0. Every
+// for long and short polling, `curl --http2-prior-knowledge` for a transport multiplexed over
+// HTTP/2, and the `standardwebhooks` reference verifier as a webhook consumer. Each must receive the whole stream in order, and the server must then exit 0. Every
 // transport is checked twice: plain, and with JSON payloads compressed (`--compression deflate`:
 // permessage-deflate as `ws` offers it, `Content-Encoding: deflate` as fetch and EventSource
 // accept it, compressed webhook bodies the consumer decodes before verifying).
@@ -160,9 +160,28 @@ async function viaWebhookConsumer({ addr, secret, token, compressed }) {
   return events;
 }
 
+/**
+ * An event stream over HTTP/2 with prior knowledge (h2c) as curl reads it, decoding
+ * `Content-Encoding` itself when compressed: the `data:` lines, until the server ends it.
+ */
+function viaCurlHttp2({ addr, path, compressed }) {
+  const args = ['-sSN', '--http2-prior-knowledge', '-H', 'Accept: text/event-stream'];
+  if (compressed) args.push('--compressed');
+  const curl = spawn('curl', [...args, `http://${addr}${path}`], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const events = [];
+  createInterface({ input: curl.stdout }).on('line', (line) => {
+    if (line.startsWith('data: ')) events.push(JSON.parse(line.slice(6)));
+  });
+  return new Promise((resolve, reject) => {
+    curl.on('error', reject);
+    curl.on('close', (code) => (code === 0 ? resolve(events) : reject(new Error(`curl exited with ${code}`))));
+  });
+}
+
 /** The standard client for a transport, by what it declares: [name, receive] or null. */
 function standardClient(traits) {
   if (traits.needs_inbound_http) return ['standardwebhooks verifier', viaWebhookConsumer];
+  if (traits.multiplexed) return ['curl --http2-prior-knowledge', viaCurlHttp2];
   const byApi = { EventSource: viaEventSource, WebSocket: viaWebSocket, fetch: viaFetch };
   const receive = byApi[traits.browser_api];
   return receive ? [traits.browser_api, receive] : null;

@@ -291,6 +291,7 @@ pub(super) fn summarise(s: Summary<'_>) -> TransportResult {
             ),
             wire_bytes_per_event: per_delivery((sockets.bytes_in + sockets.bytes_out) as f64),
             connections_per_1000_events: per_delivery(sockets.connections as f64 * 1000.0),
+            connections_per_subscriber: Some(sockets.connections as f64 / subscribers as f64),
         },
         events_per_response: merged.batches.as_ref().map(Percentiles::of),
         load_cpu_share: load_share,

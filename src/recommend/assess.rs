@@ -178,12 +178,20 @@ pub fn assess(transport: Transport, design: &Design, evidence: &Evidence) -> Ass
             "not HTTP: it does not pass the proxies in the path".into(),
         );
     }
-    if design.http1_only
+    if design.http1_only && traits.multiplexed {
+        say(
+            Weight::Excludes,
+            "HTTP/1.1",
+            "it needs HTTP/2 end to end, and only HTTP/1.1 reaches the consumers".into(),
+        );
+    } else if design.http1_only
         && design.consumers == Consumers::Browsers
         && traits.holds_connection
         && !traits.needs_upgrade
     {
         say(Weight::Caveat, "HTTP/1.1", "browsers allow six HTTP/1.1 connections per origin, and every open tab holds one of them".into());
+    } else if design.consumers == Consumers::Browsers && traits.multiplexed {
+        say(Weight::Supports, "HTTP/2", "a browser multiplexes every stream of an origin over one HTTP/2 connection: no six-connections-per-origin limit across tabs".into());
     }
     if let (Some(idle), true) = (design.idle_timeout_secs, traits.holds_connection) {
         let keepalive = if traits.http && !traits.streams_response && !traits.needs_upgrade {

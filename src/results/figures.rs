@@ -182,6 +182,8 @@ pub enum Figure {
     WireBytesPerEvent,
     /// `connections_per_1000_events`: see its [`Metric`].
     ConnectionsPer1000Events,
+    /// `connections_per_subscriber`: see its [`Metric`].
+    ConnectionsPerSubscriber,
     /// `lost`: see its [`Metric`].
     Lost,
     /// `duplicated`: see its [`Metric`].
@@ -533,6 +535,15 @@ pub const METRICS: &[Metric] = &[
         Unit::Decimals(2),
         Better::Lower,
         |r| r.connection.connections_per_1000_events,
+    ),
+    metric(
+        Figure::ConnectionsPerSubscriber,
+        "connections_per_subscriber",
+        "conns/subscriber",
+        Section::Connection,
+        Unit::Decimals(2),
+        Better::Lower,
+        |r| option(r.connection.connections_per_subscriber),
     ),
     metric(
         Figure::Lost,

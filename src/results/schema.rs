@@ -365,6 +365,11 @@ pub struct Connection {
     pub wire_bytes_per_event: f64,
     /// TCP connections opened per 1,000 delivered events.
     pub connections_per_1000_events: f64,
+    /// Connections the subscribers' deliveries used, per subscriber: 1 when each holds its
+    /// own, less when they share (HTTP/2 streams), more when they reconnect or each delivery
+    /// opens one. Absent in runs before it was recorded.
+    #[serde(default)]
+    pub connections_per_subscriber: Option<f64>,
 }
 
 /// Handshake time percentiles over subscribers.

@@ -2,7 +2,8 @@
 //! built on hyper's HTTP/1 connection builder rather than `axum::serve` so that hyper's own
 //! settings are in reach ([`HttpSettings`]: header read timeout, read buffer ceiling,
 //! keep-alive, how long shutdown waits) and so that what accepts connections is a parameter
-//! ([`Accept`]): the counting listener, with TLS when it is on.
+//! ([`Accept`]): the counting listener, with TLS when it is on. [`serve_http2`] is the same
+//! over hyper's HTTP/2 builder, for the transports that multiplex subscribers.
 //!
 //! What an idle connection costs is kept down (`docs/method.md`, server RSS per connection): the
 //! builder is hyper's own HTTP/1 one, not hyper-util's `auto` builder, whose sniffing for an
@@ -16,8 +17,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper::server::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -107,15 +108,11 @@ const MIN_BUF_SIZE: usize = 8 * 1024;
 /// browser page from any origin `GET` (`fetch`, `EventSource`), and nothing else: no page can
 /// make a visitor's browser register a webhook. Upgrades (WebSocket) are supported.
 pub async fn serve_http<A: Accept>(
-    mut acceptor: A,
+    acceptor: A,
     router: axum::Router,
     settings: HttpSettings,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
-    let cors = CorsLayer::new()
-        .allow_origin(Any)
-        .allow_methods([Method::GET, Method::HEAD]);
-    let service = TowerToHyperService::new(router.layer(cors));
     let ceiling = settings.max_buf_size.max(MIN_BUF_SIZE);
     let mut builder = http1::Builder::new();
     builder
@@ -125,6 +122,61 @@ pub async fn serve_http<A: Accept>(
         .max_buf_size(ceiling)
         // The head's own limit, exact: the buffer's ceiling alone lets one read overshoot it.
         .max_header_size(ceiling);
+    serve_with(
+        acceptor,
+        router,
+        settings,
+        shutdown,
+        Builder::Http1(builder),
+    )
+    .await
+}
+
+/// As [`serve_http`], speaking HTTP/2: cleartext with prior knowledge (h2c), or h2 when the
+/// listener's TLS offers it. A connection carries many requests at once, each a subscriber
+/// of its own, so connections do not enrol: the handler counts each stream while its
+/// response lives. At most `streams` requests at once per connection.
+pub async fn serve_http2<A: Accept>(
+    acceptor: A,
+    router: axum::Router,
+    settings: HttpSettings,
+    streams: u32,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(streams)
+        .max_header_list_size(settings.max_buf_size.max(MIN_BUF_SIZE) as u32);
+    serve_with(
+        acceptor,
+        router,
+        settings,
+        shutdown,
+        Builder::Http2(builder),
+    )
+    .await
+}
+
+/// The connection builder of one HTTP version, shared by every connection's task.
+enum Builder {
+    Http1(http1::Builder),
+    Http2(http2::Builder<TokioExecutor>),
+}
+
+/// The accept loop both versions share: CORS, enrolment (HTTP/1: a connection's first complete
+/// request; past the subscriber cap, 503), one task per connection, and a graceful drain.
+async fn serve_with<A: Accept>(
+    mut acceptor: A,
+    router: axum::Router,
+    settings: HttpSettings,
+    shutdown: CancellationToken,
+    builder: Builder,
+) -> io::Result<()> {
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::HEAD]);
+    let service = TowerToHyperService::new(router.layer(cors));
     // Shared by the connections' tasks rather than copied into each.
     let builder = Arc::new(builder);
     // Shutdown tells every open connection to finish its response and close, then waits for
@@ -135,7 +187,10 @@ pub async fn serve_http<A: Accept>(
             accepted = acceptor.accept() => accepted,
             () = shutdown.cancelled() => break,
         };
-        let enrolment = A::enrolment(&incoming);
+        let enrolment = match *builder {
+            Builder::Http1(_) => A::enrolment(&incoming),
+            Builder::Http2(_) => None,
+        };
         // Boxed, so freed once done: inline, the set-up future (1.7 KB, the TLS handshake's
         // state in it even when TLS is off) would take room in the task for the connection's life.
         let establishing = Box::pin(acceptor.establish(incoming));
@@ -154,7 +209,19 @@ pub async fn serve_http<A: Accept>(
                     Either::Right(std::future::ready(Ok(server_full())))
                 }
             });
-            serve_connection(&builder, io, service, drain).await;
+            let io = TokioIo::new(io);
+            let ended = match &*builder {
+                Builder::Http1(builder) => {
+                    let connection = builder.serve_connection(io, service).with_upgrades();
+                    until_drained(connection, drain).await
+                }
+                Builder::Http2(builder) => {
+                    until_drained(builder.serve_connection(io, service), drain).await
+                }
+            };
+            if let Err(error) = ended {
+                tracing::debug!(%error, "HTTP connection ended");
+            }
         });
     }
     // Streams still open finish (or are dropped) within the grace period.
@@ -163,34 +230,53 @@ pub async fn serve_http<A: Accept>(
     Ok(())
 }
 
-/// Serves one connection, upgrades (WebSocket) included, until it closes; once `drain` fires,
-/// the response under way is the last.
-async fn serve_connection<I, S, B>(
-    builder: &http1::Builder,
-    io: I,
-    service: S,
-    mut drain: tokio::sync::watch::Receiver<()>,
-) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+/// A hyper connection that can be told to finish what is under way and close.
+trait Graceful: Future<Output = Result<(), hyper::Error>> {
+    fn finish(self: std::pin::Pin<&mut Self>);
+}
+
+impl<I, S, B> Graceful for hyper::server::conn::http1::UpgradeableConnection<I, S>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     B: hyper::body::Body + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let connection = builder
-        .serve_connection(TokioIo::new(io), service)
-        .with_upgrades();
+    fn finish(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S, B> Graceful for hyper::server::conn::http2::Connection<I, S, TokioExecutor>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn finish(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+/// Serves one connection until it closes; once `drain` fires, the responses under way are the
+/// last.
+async fn until_drained<C: Graceful>(
+    connection: C,
+    mut drain: tokio::sync::watch::Receiver<()>,
+) -> Result<(), hyper::Error> {
     // Pinned in place: polled beside the drain signal, then, once draining, to its end.
     tokio::pin!(connection);
-    let ended = tokio::select! {
+    tokio::select! {
         ended = connection.as_mut() => ended,
         _ = drain.changed() => {
-            connection.as_mut().graceful_shutdown();
+            connection.as_mut().finish();
             connection.await
         }
-    };
-    if let Err(error) = ended {
-        tracing::debug!(%error, "HTTP connection ended");
     }
 }
 

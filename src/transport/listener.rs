@@ -123,8 +123,13 @@ impl TrackedListener {
 
     /// Serves TLS with `material`'s certificate on every connection, timing handshakes into
     /// its record.
-    pub fn with_tls(mut self, material: &TlsMaterial) -> io::Result<Self> {
-        self.tls = Some((material.acceptor()?, Arc::clone(&material.handshakes)));
+    pub fn with_tls(self, material: &TlsMaterial) -> io::Result<Self> {
+        self.with_tls_offering(material, super::tls::ALPN_HTTP1)
+    }
+
+    /// As [`TrackedListener::with_tls`], offering `alpn` (an HTTP/2 server offers h2).
+    pub fn with_tls_offering(mut self, material: &TlsMaterial, alpn: &[&[u8]]) -> io::Result<Self> {
+        self.tls = Some((material.acceptor(alpn)?, Arc::clone(&material.handshakes)));
         Ok(self)
     }
 
@@ -150,6 +155,17 @@ impl TrackedListener {
         hub: Arc<Hub>,
         config: &ServerConfig,
     ) -> io::Result<Self> {
+        Self::for_subscribers_offering(inner, hub, config, super::tls::ALPN_HTTP1)
+    }
+
+    /// As [`TrackedListener::for_subscribers`], offering `alpn` under TLS (an HTTP/2 server
+    /// offers h2).
+    pub fn for_subscribers_offering(
+        inner: TcpListener,
+        hub: Arc<Hub>,
+        config: &ServerConfig,
+        alpn: &[&[u8]],
+    ) -> io::Result<Self> {
         let period = DROP_EVERY.read(&config.settings);
         let listener = Self {
             cuts: (!period.is_zero()).then(|| Cuts::every(period, Arc::clone(&hub))),
@@ -158,7 +174,7 @@ impl TrackedListener {
             ..Self::new(inner, Some(hub), Arc::clone(&config.counters))
         };
         if TLS.read(&config.settings) {
-            return listener.with_tls(&config.tls);
+            return listener.with_tls_offering(&config.tls, alpn);
         }
         Ok(listener)
     }

@@ -41,6 +41,7 @@ pub static SPEC: Spec = Spec {
         needs_upgrade: false,
         streams_response: false,
         http: true,
+        multiplexed: false,
         requests: Requests::PerAnswer(&HOLD),
         redelivery: Redelivery::BuiltIn("every request carries the cursor (?after=SEQ)"),
         floor: false,

@@ -150,6 +150,7 @@ macro_rules! transports {
 transports! {
     Websocket => websocket,
     Sse => sse,
+    SseH2 => sse_h2,
     Longpoll => longpoll,
     Poll => poll,
     Webhook => webhook,
@@ -629,11 +630,45 @@ impl Dialer<'_> {
     {
         let stream = self.connect(server, tls::ALPN_HTTP1).await?;
         let handshake = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream));
+        self.drive(server, "HTTP", handshake).await
+    }
+
+    /// An HTTP/2 connection (h2c with prior knowledge, or h2 under TLS by ALPN), driven by a
+    /// task of its own: requests go over it at once, each a stream of its own, so several
+    /// subscribers may share it.
+    pub(crate) async fn http2<B>(
+        &self,
+        server: SocketAddr,
+    ) -> Result<hyper::client::conn::http2::SendRequest<B>, ClientError>
+    where
+        B: hyper::body::Body + Send + Unpin + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let stream = self.connect(server, tls::ALPN_H2).await?;
+        let handshake = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        );
+        self.drive(server, "HTTP/2", handshake).await
+    }
+
+    /// Finishes an HTTP `handshake` within the connect timeout and drives its connection in a
+    /// task of its own; the sender is what requests go through.
+    async fn drive<S, C>(
+        &self,
+        server: SocketAddr,
+        what: &str,
+        handshake: impl std::future::Future<Output = hyper::Result<(S, C)>>,
+    ) -> Result<S, ClientError>
+    where
+        C: std::future::Future<Output = hyper::Result<()>> + Send + 'static,
+    {
         let (sender, connection) = tokio::time::timeout(self.timeout, handshake)
             .await
             .map_err(|_| ClientError::Connect {
                 addr: server,
-                reason: format!("HTTP handshake timed out after {:?}", self.timeout),
+                reason: format!("{what} handshake timed out after {:?}", self.timeout),
             })?
             .map_err(|e| ClientError::Connect {
                 addr: server,

@@ -81,6 +81,9 @@ pub struct Traits {
     pub streams_response: bool,
     /// Speaks HTTP, so it passes HTTP proxies and load balancers.
     pub http: bool,
+    /// Subscribers share connections (HTTP/2 streams): a browser's six connections per
+    /// origin do not limit it, but it needs HTTP/2 end to end.
+    pub multiplexed: bool,
     /// How many HTTP requests delivery takes.
     pub requests: Requests,
     /// How a consumer that was away gets what it missed.

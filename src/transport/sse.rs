@@ -32,7 +32,7 @@ use super::compression::{compressed, decoded, decoder_for, Compression, COMPRESS
 use super::cursor::{first_seq_from_query, parse_after, BadRequest};
 use super::resume::Resuming;
 use super::{
-    deliver, get_request, http1_connect, serve_http, ArrivalClock, ClientConfig, ClientError, Flow,
+    deliver, http1_connect, serve_http, ArrivalClock, ClientConfig, ClientError, Flow,
     Colour, Redelivery, Requests, ServerConfig, Sink, Spec, TrackedListener, Traits,
 };
 use crate::clock::now_ns;
@@ -53,6 +53,7 @@ pub static SPEC: Spec = Spec {
         needs_upgrade: false,
         streams_response: true,
         http: true,
+        multiplexed: false,
         requests: Requests::Stream,
         redelivery: Redelivery::BuiltIn("EventSource reconnects and resumes with Last-Event-ID"),
         floor: false,
@@ -62,10 +63,11 @@ pub static SPEC: Spec = Spec {
 /// How long a browser should wait before reconnecting, sent as `retry:`.
 const RETRY: Duration = Duration::from_secs(1);
 
+/// What the `/sse` handler needs: the hub and the server's settings.
 #[derive(Clone)]
-struct AppState {
-    hub: Arc<Hub>,
-    config: Arc<ServerConfig>,
+pub(crate) struct AppState {
+    pub hub: Arc<Hub>,
+    pub config: Arc<ServerConfig>,
 }
 
 /// Serves `/sse` on `listener` until `shutdown` fires.
@@ -93,7 +95,8 @@ pub(crate) async fn serve(
     .await
 }
 
-async fn open_stream(
+/// `GET /sse`: the subscriber's stream from where it resumes (204 once it has everything).
+pub(crate) async fn open_stream(
     State(state): State<AppState>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
@@ -212,10 +215,40 @@ pub(crate) async fn subscribe(
     config: &ClientConfig,
     sink: &mut dyn Sink,
 ) -> Result<(), ClientError> {
+    subscribe_over(config, sink, |mut request| async move {
+        // HTTP/1.1 names the server in a Host header.
+        let host = HeaderValue::from_str(&server.to_string())
+            .map_err(|e| ClientError::Config(e.to_string()))?;
+        request.headers_mut().insert(header::HOST, host);
+        http1_connect(server, config)
+            .await?
+            .send_request(request)
+            .await
+            .map_err(|e| ClientError::Protocol(format!("SSE: {e}")))
+    })
+    .await
+}
+
+/// The response to one `GET /sse`, over a connection of the subscriber's own or a stream on a
+/// shared HTTP/2 connection.
+pub(crate) type SseResponse = axum::http::Response<hyper::body::Incoming>;
+
+/// The EventSource loop over whatever `send` sends requests on: one response of the stream
+/// after another, with `Last-Event-ID` once an event id was seen, until the sink has enough or
+/// the server says there is nothing more.
+pub(crate) async fn subscribe_over<F, Fut>(
+    config: &ClientConfig,
+    sink: &mut dyn Sink,
+    mut send: F,
+) -> Result<(), ClientError>
+where
+    F: FnMut(axum::http::Request<http_body_util::Empty<Bytes>>) -> Fut,
+    Fut: std::future::Future<Output = Result<SseResponse, ClientError>>,
+{
     let mut sink = Resuming::new(sink, config);
     let mut last_event_id: Option<String> = None;
     loop {
-        let ended = stream_once(server, config, &mut sink, &mut last_event_id).await;
+        let ended = stream_once(config, &mut send, &mut sink, &mut last_event_id).await;
         if !sink.again(ended).await? {
             return Ok(());
         }
@@ -225,23 +258,27 @@ pub(crate) async fn subscribe(
 /// One response of the stream, sending `Last-Event-ID` when an event id was seen: `Ok` once
 /// the sink has enough or the server says there is nothing more (204), an error when the
 /// response broke or ended first.
-async fn stream_once(
-    server: SocketAddr,
+async fn stream_once<F, Fut>(
     config: &ClientConfig,
+    send: &mut F,
     sink: &mut Resuming<'_>,
     last_event_id: &mut Option<String>,
-) -> Result<(), ClientError> {
-    let mut headers = vec![("accept", "text/event-stream")];
+) -> Result<(), ClientError>
+where
+    F: FnMut(axum::http::Request<http_body_util::Empty<Bytes>>) -> Fut,
+    Fut: std::future::Future<Output = Result<SseResponse, ClientError>>,
+{
+    let mut request = axum::http::Request::get("/sse").header("accept", "text/event-stream");
     if let Some(id) = last_event_id.as_deref() {
-        headers.push(("last-event-id", id));
+        request = request.header("last-event-id", id);
     }
-    headers.extend(COMPRESSION.read(&config.settings).accept_encoding());
-    let request = get_request(server, "/sse", &headers)?;
-    let response = http1_connect(server, config)
-        .await?
-        .send_request(request)
-        .await
-        .map_err(|e| ClientError::Protocol(format!("SSE: {e}")))?;
+    if let Some((name, value)) = COMPRESSION.read(&config.settings).accept_encoding() {
+        request = request.header(name, value);
+    }
+    let request = request
+        .body(http_body_util::Empty::new())
+        .map_err(|e| ClientError::Config(e.to_string()))?;
+    let response = send(request).await?;
     match response.status() {
         // Nothing more to send: the answer that tells EventSource to stop reconnecting.
         StatusCode::NO_CONTENT => return Ok(()),

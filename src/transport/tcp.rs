@@ -38,6 +38,7 @@ pub static SPEC: Spec = Spec {
         needs_upgrade: false,
         streams_response: false,
         http: false,
+        multiplexed: false,
         requests: Requests::Stream,
         redelivery: Redelivery::Application(
             "no protocol at all; the server starts from the sequence the client sends, and the \

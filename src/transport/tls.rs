@@ -45,6 +45,9 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The ALPN protocol of every HTTP transport today (HTTP/2 would be offered before it).
 pub const ALPN_HTTP1: &[&[u8]] = &[b"http/1.1"];
 
+/// What an HTTP/2 client asks for, and an HTTP/2 server offers.
+pub const ALPN_H2: &[&[u8]] = &[b"h2"];
+
 /// What one side needs for TLS: the certificate it serves with (and its key), and the
 /// certificates it trusts when it connects. Both are PEM text, so they travel to child
 /// processes over the typed protocol, never in argv or the environment; shared, so that the
@@ -73,8 +76,10 @@ pub struct TlsMaterial {
 #[derive(Default)]
 struct Built {
     server: OnceLock<Arc<rustls::ServerConfig>>,
+    server_h2: OnceLock<Arc<rustls::ServerConfig>>,
     client_bare: OnceLock<Arc<rustls::ClientConfig>>,
     client_http1: OnceLock<Arc<rustls::ClientConfig>>,
+    client_h2: OnceLock<Arc<rustls::ClientConfig>>,
 }
 
 impl std::fmt::Debug for TlsMaterial {
@@ -162,9 +167,21 @@ impl TlsMaterial {
         Ok(())
     }
 
-    /// The server side's rustls configuration (built once).
+    /// The server side's rustls configuration (built once), offering HTTP/1.1.
     pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-        if let Some(built) = self.built.server.get() {
+        self.server_config_for(ALPN_HTTP1)
+    }
+
+    /// The server side's rustls configuration offering `alpn` ([`ALPN_HTTP1`] or [`ALPN_H2`];
+    /// each built once). An HTTP/1 server never offers h2: a client that can speak both would
+    /// pick it and find a server that cannot.
+    pub fn server_config_for(&self, alpn: &[&[u8]]) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+        let slot = if alpn == ALPN_H2 {
+            &self.built.server_h2
+        } else {
+            &self.built.server
+        };
+        if let Some(built) = slot.get() {
             return Ok(Arc::clone(built));
         }
         let (Some(cert_pem), Some(key_pem)) = (&self.cert_pem, &self.key_pem) else {
@@ -183,16 +200,16 @@ impl TlsMaterial {
             .with_no_client_auth()
             .with_single_cert(chain, key)?;
         // Offered to clients that ask; raw TCP's clients ask for none.
-        config.alpn_protocols = ALPN_HTTP1.iter().map(|p| p.to_vec()).collect();
-        Ok(Arc::clone(
-            self.built.server.get_or_init(|| Arc::new(config)),
-        ))
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Ok(Arc::clone(slot.get_or_init(|| Arc::new(config))))
     }
 
     /// The client side's rustls configuration asking for `alpn` (built once per ALPN list).
     pub fn client_config(&self, alpn: &[&[u8]]) -> Result<Arc<rustls::ClientConfig>, TlsError> {
         let slot = if alpn.is_empty() {
             &self.built.client_bare
+        } else if alpn == ALPN_H2 {
+            &self.built.client_h2
         } else {
             &self.built.client_http1
         };
@@ -220,10 +237,10 @@ impl TlsMaterial {
         Ok(Arc::clone(slot.get_or_init(|| Arc::new(config))))
     }
 
-    /// The acceptor for a server's connections.
-    pub fn acceptor(&self) -> io::Result<TlsAcceptor> {
+    /// The acceptor for a server's connections, offering `alpn`.
+    pub fn acceptor(&self, alpn: &[&[u8]]) -> io::Result<TlsAcceptor> {
         Ok(TlsAcceptor::from(
-            self.server_config().map_err(io::Error::other)?,
+            self.server_config_for(alpn).map_err(io::Error::other)?,
         ))
     }
 

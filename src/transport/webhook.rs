@@ -200,6 +200,7 @@ pub static SPEC: Spec = Spec {
         needs_upgrade: false,
         streams_response: false,
         http: true,
+        multiplexed: false,
         requests: Requests::PerEvent,
         redelivery: Redelivery::Retries(
             "the provider retries unacknowledged POSTs on its schedule (exponential backoff \

@@ -78,6 +78,7 @@ pub static SPEC: Spec = Spec {
         needs_upgrade: true,
         streams_response: false,
         http: true,
+        multiplexed: false,
         requests: Requests::Stream,
         redelivery: Redelivery::Application(
             "the protocol has no cursor and the browser's WebSocket does not reconnect; the server \
