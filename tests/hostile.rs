@@ -14,6 +14,7 @@ use common::{assert_identical, client_for, serve_to, spec, start, TIMEOUT};
 use pushbench::event::Rate;
 use pushbench::harness::{run_subscribers, RecordPlan};
 use pushbench::serve::Server;
+use pushbench::transport::resume::RESUME;
 use pushbench::transport::webhook::{ATTEMPTS, RETRY_BASE};
 use pushbench::transport::{Secret, Secrets, ServerConfig, Transport};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -224,6 +225,17 @@ async fn a_full_server_refuses_and_serves_the_rest() {
                 let answer = h2c_get(addr, path, &[]).await.unwrap();
                 format!("HTTP/1.1 {} {}", answer.0, answer.1)
             }
+            // A call of its own protocol (gRPC): refused by its status, which the transport's
+            // own client reports (told not to retry).
+            None if transport.traits().multiplexed => {
+                let mut once = client.clone();
+                once.settings.0.extend([RESUME.set(false)]);
+                let plan = RecordPlan::new(count, Rate::Max, 0, 0);
+                let records = run_subscribers(transport, addr, 1, 0, &plan, &once, TIMEOUT).await;
+                let error = records[0].error.clone().unwrap_or_default();
+                assert!(error.contains("server full"), "{transport}: {error}");
+                "HTTP/1.1 503 server full".into()
+            }
             Some(path) => {
                 let request = upgrade_request(path);
                 extra.write_all(request.as_bytes()).await.unwrap();
@@ -242,7 +254,7 @@ async fn a_full_server_refuses_and_serves_the_rest() {
                 format!("closed after {} bytes", answer.len())
             }
         };
-        if transport.spec().cursor_path.is_some() {
+        if transport.spec().cursor_path.is_some() || transport.traits().multiplexed {
             assert!(answer.starts_with("HTTP/1.1 503"), "{transport}: {answer}");
             assert!(answer.contains("server full"), "{transport}: {answer}");
         } else {

@@ -1,8 +1,11 @@
 // Standard clients against `pushbench serve`, with no pushbench code on the client side: the
 // `eventsource` package (the WHATWG EventSource), `ws` (the WebSocket API), the built-in `fetch`
-// for long and short polling, `curl --http2-prior-knowledge` for a transport multiplexed over
-// HTTP/2, and the `standardwebhooks` reference verifier as a webhook consumer. Each must receive the whole stream in order, and the server must then exit 0. Every
-// transport is checked twice: plain, and with JSON payloads compressed (`--compression deflate`:
+// for long and short polling, `curl --http2-prior-knowledge` for an event stream multiplexed
+// over HTTP/2, Google's Python `grpcio` for gRPC (scripts/interop/grpc_subscribe.py, with the
+// Python from scripts/interop/install-grpcio), and the `standardwebhooks` reference verifier as
+// a webhook consumer. Each must receive the whole stream in order, and the server must then
+// exit 0. Every transport that offers compression is checked twice: plain, and with JSON
+// payloads compressed (`--compression deflate`:
 // permessage-deflate as `ws` offers it, `Content-Encoding: deflate` as fetch and EventSource
 // accept it, compressed webhook bodies the consumer decodes before verifying).
 //
@@ -178,10 +181,25 @@ function viaCurlHttp2({ addr, path, compressed }) {
   });
 }
 
+/** Subscribe over gRPC with Google's grpcio (Python), which prints one event a line. */
+function viaGrpcio({ addr }) {
+  const python = execFileSync('scripts/interop/install-grpcio', { encoding: 'utf8' }).trim();
+  const client = spawn(python, ['scripts/interop/grpc_subscribe.py', addr, 'proto'],
+    { stdio: ['ignore', 'pipe', 'inherit'] });
+  const events = [];
+  createInterface({ input: client.stdout }).on('line', (line) => events.push(JSON.parse(line)));
+  return new Promise((resolve, reject) => {
+    client.on('error', reject);
+    client.on('close', (code) => (code === 0 ? resolve(events) : reject(new Error(`grpcio client exited with ${code}`))));
+  });
+}
+
 /** The standard client for a transport, by what it declares: [name, receive] or null. */
 function standardClient(traits) {
   if (traits.needs_inbound_http) return ['standardwebhooks verifier', viaWebhookConsumer];
-  if (traits.multiplexed) return ['curl --http2-prior-knowledge', viaCurlHttp2];
+  // Multiplexed over HTTP/2: an event stream a browser reads, or a protocol of its own (gRPC).
+  if (traits.multiplexed && traits.browser_api === 'EventSource') return ['curl --http2-prior-knowledge', viaCurlHttp2];
+  if (traits.multiplexed && !traits.browser_api) return ['Python grpcio', viaGrpcio];
   const byApi = { EventSource: viaEventSource, WebSocket: viaWebSocket, fetch: viaFetch };
   const receive = byApi[traits.browser_api];
   return receive ? [traits.browser_api, receive] : null;
@@ -190,7 +208,7 @@ function standardClient(traits) {
 const declared = JSON.parse(execFileSync(BIN, ['transports', '--json'], { encoding: 'utf8' }));
 let passed = 0;
 let failed = 0;
-for (const { name: transport, traits, cursor_path: path } of declared) {
+for (const { name: transport, traits, cursor_path: path, settings } of declared) {
   const standard = standardClient(traits);
   if (!standard) {
     if (traits.floor) {
@@ -202,7 +220,9 @@ for (const { name: transport, traits, cursor_path: path } of declared) {
     continue;
   }
   const [client, receive] = standard;
-  for (const compressed of [false, true]) {
+  // The compressed pass, where the transport offers compression.
+  const codings = settings.some((s) => s.name === 'compression') ? [false, true] : [false];
+  for (const compressed of codings) {
     const extra = compressed ? ['--compression', 'deflate', '--payload-kind', 'json'] : [];
     const label = `${transport}${compressed ? ' compressed' : ''} via ${client}`;
     const server = { ...(await serve(transport, extra)), path, compressed };

@@ -135,14 +135,17 @@ pub async fn serve_http<A: Accept>(
 /// As [`serve_http`], speaking HTTP/2: cleartext with prior knowledge (h2c), or h2 when the
 /// listener's TLS offers it. A connection carries many requests at once, each a subscriber
 /// of its own, so connections do not enrol: the handler counts each stream while its
-/// response lives. At most `streams` requests at once per connection.
+/// response lives (and refuses one past `subscribers`).
 pub async fn serve_http2<A: Accept>(
     acceptor: A,
     router: axum::Router,
     settings: HttpSettings,
-    streams: u32,
+    subscribers: usize,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
+    // Streams at once on one connection: every subscriber the server holds may share it, with
+    // room to answer (and refuse) the ones past the cap rather than leave them waiting.
+    let streams = u32::try_from(subscribers.saturating_add(1024)).unwrap_or(u32::MAX);
     let mut builder = http2::Builder::new(TokioExecutor::new());
     builder
         .timer(TokioTimer::new())

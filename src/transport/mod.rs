@@ -21,6 +21,7 @@ mod cursor;
 pub mod endpoint;
 mod http;
 pub mod listener;
+pub mod multiplex;
 mod per_event;
 pub mod resume;
 pub mod settings;
@@ -154,6 +155,7 @@ transports! {
     Longpoll => longpoll,
     Poll => poll,
     Webhook => webhook,
+    Grpc => grpc,
     Tcp => tcp,
 }
 

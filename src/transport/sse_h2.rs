@@ -3,13 +3,12 @@
 //! prior knowledge (h2c), or h2 over TLS by ALPN. A browser multiplexes every `EventSource` of
 //! an origin over one HTTP/2 connection, which lifts HTTP/1.1's six connections per origin;
 //! the load side does the same: each load worker multiplexes its subscribers over
-//! `--sse-h2-connections` connections (default 1, as a browser), round robin. Every request is
-//! a subscriber of its own, counted while its response lives.
+//! `--http2-connections` connections (default 1, as a browser), round robin
+//! ([`super::multiplex`]). Every request is a subscriber of its own, counted while its response
+//! lives.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, LazyLock};
 
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
@@ -20,13 +19,12 @@ use axum::Router;
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 use http_body_util::Empty;
-use hyper::client::conn::http2::SendRequest;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::compression::COMPRESSION;
 use super::http::serve_http2;
-use super::settings::{Setting, Side};
+use super::multiplex::{Multiplexed, CONNECTIONS};
 use super::sse::{self, AppState};
 use super::tls::ALPN_H2;
 use super::{
@@ -34,16 +32,6 @@ use super::{
     TrackedListener, Traits,
 };
 use crate::hub::{Batch, Hub};
-
-/// How many connections a load worker's subscribers share.
-pub static CONNECTIONS: Setting<u64> = Setting {
-    name: "sse-h2-connections",
-    help: "HTTP/2 connections each load worker multiplexes its subscribers over, round robin \
-           (a browser holds one per origin)",
-    side: Side::Client,
-    default: 1,
-    min: 1,
-};
 
 /// One-way, one unending response per subscriber, many on one connection.
 pub static SPEC: Spec = Spec {
@@ -78,8 +66,7 @@ pub(crate) async fn serve(
     let listener =
         TrackedListener::for_subscribers_offering(listener, Arc::clone(&hub), &config, ALPN_H2)?;
     let http = config.http;
-    // Every subscriber of a run may share one connection.
-    let streams = u32::try_from(config.limits.subscriber_cap()).unwrap_or(u32::MAX);
+    let cap = config.limits.subscriber_cap();
     let state = AppState {
         hub,
         config: Arc::new(config),
@@ -87,7 +74,7 @@ pub(crate) async fn serve(
     let router = Router::new()
         .route("/sse", get(open_counted))
         .with_state(state);
-    serve_http2(listener, router, http, streams, shutdown).await
+    serve_http2(listener, router, http, cap, shutdown).await
 }
 
 /// `GET /sse` as a subscriber of its own: counted while its response lives, and past the
@@ -124,76 +111,20 @@ pub(crate) async fn subscribe(
     config: &ClientConfig,
     sink: &mut dyn Sink,
 ) -> Result<(), ClientError> {
+    static SHARED: LazyLock<Multiplexed<Empty<Bytes>>> = LazyLock::new(Multiplexed::default);
     let scheme = if config.dialer().secure() { "https" } else { "http" };
-    // The slow consumer reads slowly on its own connection, as a separate browser would:
-    // sharing would slow everyone on it.
-    let shared = config.read_rate.is_none().then(|| shared(server, config));
     sse::subscribe_over(config, sink, |mut request| {
-        let shared = shared.clone();
         async move {
             // HTTP/2 names the server in the request's :authority, from an absolute URI.
             let path = request.uri().path_and_query().map_or("/sse", |p| p.as_str());
             *request.uri_mut() = format!("{scheme}://{server}{path}")
                 .parse::<Uri>()
                 .map_err(|e| ClientError::Config(e.to_string()))?;
-            let mut sender = match &shared {
-                Some(shared) => shared.sender(server, config).await?,
-                None => config.dialer().http2(server).await?,
-            };
+            let mut sender = SHARED.sender(server, config).await?;
             let broken = |e: hyper::Error| ClientError::Protocol(format!("SSE over HTTP/2: {e}"));
             sender.ready().await.map_err(broken)?;
             sender.send_request(request).await.map_err(broken)
         }
     })
     .await
-}
-
-/// The HTTP/2 connections this process's subscribers of one server share: opened on first
-/// use, each again once it closes, handed out round robin.
-struct Shared {
-    slots: Vec<tokio::sync::Mutex<Option<SendRequest<Empty<Bytes>>>>>,
-    next: AtomicUsize,
-}
-
-impl Shared {
-    /// A sender on the next connection in turn, opening it if it is not open.
-    async fn sender(
-        &self,
-        server: SocketAddr,
-        config: &ClientConfig,
-    ) -> Result<SendRequest<Empty<Bytes>>, ClientError> {
-        let turn = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
-        // Held while connecting, so subscribers arriving together share one connection
-        // rather than each opening their own.
-        let mut slot = self.slots[turn].lock().await;
-        if let Some(sender) = slot.as_ref().filter(|s| !s.is_closed()) {
-            return Ok(sender.clone());
-        }
-        let sender = config.dialer().http2(server).await?;
-        *slot = Some(sender.clone());
-        Ok(sender)
-    }
-}
-
-/// This process's shared connections to `server`, as many as the subscriber's settings ask.
-fn shared(server: SocketAddr, config: &ClientConfig) -> Arc<Shared> {
-    static ALL: LazyLock<Mutex<HashMap<SocketAddr, Arc<Shared>>>> = LazyLock::new(Mutex::default);
-    let count = usize::try_from(CONNECTIONS.read(&config.settings))
-        .unwrap_or(1)
-        .max(1);
-    let mut all = ALL.lock().unwrap_or_else(|e| e.into_inner());
-    let entry = all.entry(server).or_insert_with(|| Arc::new(Shared::new(count)));
-    if entry.slots.len() != count {
-        *entry = Arc::new(Shared::new(count));
-    }
-    Arc::clone(entry)
-}
-
-impl Shared {
-    fn new(count: usize) -> Self {
-        Self {
-            slots: (0..count).map(|_| tokio::sync::Mutex::new(None)).collect(),
-            next: AtomicUsize::new(0),
-        }
-    }
 }
