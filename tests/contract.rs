@@ -146,3 +146,46 @@ async fn json_payloads_arrive_intact_and_compress() {
         }
     }
 }
+
+/// A quiet subscription still carries keep-alives on every transport that streams over HTTP
+/// (WebSocket pings, SSE comments, HTTP/2 PINGs), so a network that cuts idle connections
+/// leaves it alone: with a 100 ms heartbeat and no event, the server keeps writing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_streams_carry_keep_alives() {
+    let spec = spec(10, "8");
+    let streaming = Transport::ALL.iter().filter(|t| {
+        let traits = t.traits();
+        traits.http && traits.holds_connection && (traits.streams_response || traits.needs_upgrade)
+    });
+    for &transport in streaming {
+        let mut config = ServerConfig::local();
+        config.heartbeat = std::time::Duration::from_millis(100);
+        let counters = config.counters.clone();
+        let client = common::client_for(&config);
+        let mut server = common::start(transport, &spec, config).await;
+        let (addr, count) = (server.addr(), spec.count);
+        let load = tokio::spawn(async move {
+            let plan = RecordPlan::new(count, Rate::Max, 0, 0);
+            pushbench::harness::run_subscribers(
+                transport,
+                addr,
+                1,
+                0,
+                &plan,
+                &client,
+                common::TIMEOUT,
+            )
+            .await
+        });
+        server.hub().wait_for_subscribers(1).await;
+        // Past the subscription's own answer (headers, a first comment), into the quiet.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let before = counters.totals().bytes_out;
+        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+        let quiet = counters.totals().bytes_out - before;
+        assert!(quiet > 0, "{transport}: nothing written in 700 ms of quiet");
+        server.publish(&spec, 1).await.unwrap();
+        assert_identical(transport, &spec, &load.await.unwrap());
+        server.stop().await.unwrap();
+    }
+}

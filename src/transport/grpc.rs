@@ -8,7 +8,8 @@
 //!
 //! Resume: the request names the first sequence number wanted, and a client that lost its
 //! stream asks again from the one after its last. Events past the replay window come as a
-//! `Gap` message first. Past the subscriber cap the call fails with `RESOURCE_EXHAUSTED`.
+//! `Gap` message first. Past the subscriber cap the call fails with `RESOURCE_EXHAUSTED`. A
+//! quiet call is kept alive by HTTP/2 PINGs every heartbeat.
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -83,7 +84,7 @@ pub(crate) async fn serve(
 ) -> std::io::Result<()> {
     let listener =
         TrackedListener::for_subscribers_offering(listener, Arc::clone(&hub), &config, ALPN_H2)?;
-    let http = config.http;
+    let (http, heartbeat) = (config.http, config.heartbeat);
     let cap = config.limits.subscriber_cap();
     let service = Service {
         hub,
@@ -91,7 +92,7 @@ pub(crate) async fn serve(
         cap,
     };
     let router = Router::new().fallback_service(EventsServer::new(service));
-    serve_http2(listener, router, http, cap, shutdown).await
+    serve_http2(listener, router, http, (cap, heartbeat), shutdown).await
 }
 
 /// The `Events` service: the hub's stream for each call.

@@ -135,12 +135,13 @@ pub async fn serve_http<A: Accept>(
 /// As [`serve_http`], speaking HTTP/2: cleartext with prior knowledge (h2c), or h2 when the
 /// listener's TLS offers it. A connection carries many requests at once, each a subscriber
 /// of its own, so connections do not enrol: the handler counts each stream while its
-/// response lives (and refuses one past `subscribers`).
+/// response lives (and refuses one past `subscribers`). Every `heartbeat` the server PINGs each
+/// connection, HTTP/2's own keep-alive, so a quiet stream is not cut as idle.
 pub async fn serve_http2<A: Accept>(
     acceptor: A,
     router: axum::Router,
     settings: HttpSettings,
-    subscribers: usize,
+    (subscribers, heartbeat): (usize, Duration),
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     // Streams at once on one connection: every subscriber the server holds may share it, with
@@ -149,6 +150,7 @@ pub async fn serve_http2<A: Accept>(
     let mut builder = http2::Builder::new(TokioExecutor::new());
     builder
         .timer(TokioTimer::new())
+        .keep_alive_interval((!heartbeat.is_zero()).then_some(heartbeat))
         .max_concurrent_streams(streams)
         .max_header_list_size(settings.max_buf_size.max(MIN_BUF_SIZE) as u32);
     serve_with(

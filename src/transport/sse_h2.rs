@@ -65,7 +65,7 @@ pub(crate) async fn serve(
 ) -> std::io::Result<()> {
     let listener =
         TrackedListener::for_subscribers_offering(listener, Arc::clone(&hub), &config, ALPN_H2)?;
-    let http = config.http;
+    let (http, heartbeat) = (config.http, config.heartbeat);
     let cap = config.limits.subscriber_cap();
     let state = AppState {
         hub,
@@ -74,7 +74,7 @@ pub(crate) async fn serve(
     let router = Router::new()
         .route("/sse", get(open_counted))
         .with_state(state);
-    serve_http2(listener, router, http, cap, shutdown).await
+    serve_http2(listener, router, http, (cap, heartbeat), shutdown).await
 }
 
 /// `GET /sse` as a subscriber of its own: counted while its response lives, and past the
