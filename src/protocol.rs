@@ -75,7 +75,7 @@ pub enum Report {
         origin_ns: u64,
     },
     /// Server, last: what it counted.
-    Stats(ServeStats),
+    Stats(Box<ServeStats>),
     /// Load worker: every one of its subscribers is established (or has given up), so memory per
     /// idle connection can be sampled before the stream starts.
     Connected {

@@ -7,13 +7,13 @@ mod common;
 
 use common::{assert_identical, deliver, deliver_with, spec};
 use pushbench::event::Rate;
-use pushbench::harness::{deliver_locally, RecordPlan, TallySink};
+use pushbench::harness::{deliver_locally, RecordPlan, SubscriberRecord, TallySink};
 use pushbench::payload::PayloadKind;
 use pushbench::serve::Server;
 use pushbench::transport::compression::{Compression, COMPRESSION};
 use pushbench::transport::resume::RESUME;
 use pushbench::transport::tls::{TlsMaterial, TLS};
-use pushbench::transport::{ServerConfig, Transport};
+use pushbench::transport::{ClientConfig, KeepAlive, ServerConfig, Transport};
 
 /// One subscriber receives all 10,000 events, in order, digest equal to the source's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -47,13 +47,13 @@ async fn edge_payloads_arrive_intact() {
     }
 }
 
-/// Over TLS (https://, wss://, h2 by ALPN, TLS under raw TCP, HTTPS webhook endpoints), every transport
-/// delivers the identical stream to several subscribers, edge payloads included, and each
+/// Over TLS (https://, wss://, h2 by ALPN, TLS under raw TCP, HTTPS webhook endpoints), every
+/// transport that takes the `tls` setting delivers the identical stream to several subscribers, edge payloads included, and each
 /// connection's handshake is timed on the side that opened or accepted it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_transport_delivers_the_identical_stream_over_tls() {
     let spec = spec(1_000, "0,1,64,65536");
-    for &transport in Transport::ALL {
+    for &transport in Transport::ALL.iter().filter(|t| takes(**t, TLS.name)) {
         let tls = TlsMaterial::self_signed(&[]).unwrap();
         let records = deliver_with(transport, &spec, 3, ServerConfig::local(), Some(&tls)).await;
         assert_eq!(records.len(), 3, "{transport}");
@@ -106,11 +106,7 @@ async fn an_untrusted_certificate_is_refused() {
 async fn json_payloads_arrive_intact_and_compress() {
     let spec = spec(1_000, "0,1,64,1024,65536").with_kind(PayloadKind::Json);
     for &transport in Transport::ALL {
-        let offers_compression = transport
-            .spec()
-            .settings
-            .iter()
-            .any(|s| s.name() == COMPRESSION.name);
+        let offers_compression = takes(transport, COMPRESSION.name);
         let codings: &[Compression] = if offers_compression {
             &[Compression::Off, Compression::Deflate, Compression::Gzip]
         } else {
@@ -147,37 +143,21 @@ async fn json_payloads_arrive_intact_and_compress() {
     }
 }
 
-/// A quiet subscription still carries keep-alives on every transport that streams over HTTP
-/// (WebSocket pings, SSE comments, HTTP/2 PINGs), so a network that cuts idle connections
-/// leaves it alone: with a 100 ms heartbeat and no event, the server keeps writing.
+/// A quiet subscription still carries keep-alives on every transport whose server writes them
+/// each heartbeat (WebSocket pings, SSE comments, HTTP/2 PINGs), so a network that cuts idle
+/// connections leaves it alone: with a 100 ms heartbeat and no event, the server keeps writing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quiet_streams_carry_keep_alives() {
     let spec = spec(10, "8");
-    let streaming = Transport::ALL.iter().filter(|t| {
-        let traits = t.traits();
-        traits.http && traits.holds_connection && (traits.streams_response || traits.needs_upgrade)
-    });
+    let streaming = Transport::ALL
+        .iter()
+        .filter(|t| matches!(t.traits().keep_alive, KeepAlive::Heartbeat));
     for &transport in streaming {
         let mut config = ServerConfig::local();
         config.heartbeat = std::time::Duration::from_millis(100);
         let counters = config.counters.clone();
         let client = common::client_for(&config);
-        let mut server = common::start(transport, &spec, config).await;
-        let (addr, count) = (server.addr(), spec.count);
-        let load = tokio::spawn(async move {
-            let plan = RecordPlan::new(count, Rate::Max, 0, 0);
-            pushbench::harness::run_subscribers(
-                transport,
-                addr,
-                1,
-                0,
-                &plan,
-                &client,
-                common::TIMEOUT,
-            )
-            .await
-        });
-        server.hub().wait_for_subscribers(1).await;
+        let (mut server, load) = one_quiet_subscriber(transport, &spec, config, client).await;
         // Past the subscription's own answer (headers, a first comment), into the quiet.
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         let before = counters.totals().bytes_out;
@@ -188,4 +168,28 @@ async fn quiet_streams_carry_keep_alives() {
         assert_identical(transport, &spec, &load.await.unwrap());
         server.stop().await.unwrap();
     }
+}
+
+/// Whether `transport` declares the setting named `name`.
+fn takes(transport: Transport, name: &str) -> bool {
+    transport.spec().settings.iter().any(|s| s.name() == name)
+}
+
+/// Starts `transport`'s server for `spec` and one subscriber, and returns once the subscriber
+/// is connected and quiet: nothing is published until the caller does.
+async fn one_quiet_subscriber(
+    transport: Transport,
+    spec: &pushbench::event::StreamSpec,
+    config: ServerConfig,
+    client: ClientConfig,
+) -> (Server, tokio::task::JoinHandle<Vec<SubscriberRecord>>) {
+    let server = common::start(transport, spec, config).await;
+    let (addr, count) = (server.addr(), spec.count);
+    let load = tokio::spawn(async move {
+        let plan = RecordPlan::new(count, Rate::Max, 0, 0);
+        pushbench::harness::run_subscribers(transport, addr, 1, 0, &plan, &client, common::TIMEOUT)
+            .await
+    });
+    server.hub().wait_for_subscribers(1).await;
+    (server, load)
 }

@@ -148,7 +148,7 @@ proptest! {
 }
 
 /// Arbitrary request bytes, each on a connection of its own, at every server: an answer or a
-/// closed connection, never a panic; afterwards the server serves a real subscriber the
+/// closed (or refused) connection, never a panic; afterwards the server serves a real subscriber the
 /// identical stream.
 #[test]
 fn servers_take_arbitrary_requests() {
@@ -190,7 +190,12 @@ fn servers_take_arbitrary_requests() {
         runner
             .run(&bytes, |bytes| {
                 runtime.block_on(async {
-                    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+                    // A refused or reset connection is a closed one: a server whose
+                    // listener another accept loop takes over (an embedded broker) refuses
+                    // for a moment at its start.
+                    let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
+                        return;
+                    };
                     let _ = stream.write_all(&bytes).await;
                     let mut answer = vec![0u8; 4096];
                     let _ =

@@ -455,3 +455,33 @@ fn sse_over_http2_escapes_the_six_connection_limit_where_http2_reaches() {
     assert!(reason(&http1, "sse-h2", "HTTP/1.1", Weight::Excludes).contains("HTTP/2 end to end"));
     assert!(reason(&http1, "sse", "HTTP/1.1", Weight::Caveat).contains("six"));
 }
+
+/// Against the committed reference runs (`results/`), the service mesh gets gRPC: a host's
+/// fifty streams share its HTTP/2 connections where WebSocket and TCP hold one each, and
+/// protobuf is the fewest bytes on the wire.
+#[test]
+fn the_service_mesh_gets_grpc() {
+    let evidence = Evidence::load(&[root().join("results")], Path::new("unused")).unwrap();
+    let mesh = recommend(
+        &design("service-mesh", DesignSettings::default()),
+        &evidence,
+    );
+    assert_eq!(first(&mesh), "grpc");
+    assert!(
+        reason(&mesh, "grpc", "subscribers per host", Weight::Supports).contains("40 connections")
+    );
+    for own_connection in ["websocket", "tcp"] {
+        let text = reason(
+            &mesh,
+            own_connection,
+            "subscribers per host",
+            Weight::Caveat,
+        );
+        assert!(
+            text.contains("2,000 connections"),
+            "{own_connection}: {text}"
+        );
+    }
+    let bytes = |t: &str| reason(&mesh, t, "bandwidth", Weight::Supports);
+    assert!(bytes("grpc").contains("wire bytes"), "{}", bytes("grpc"));
+}

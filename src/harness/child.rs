@@ -307,7 +307,7 @@ impl ServerChild {
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if let Report::Stats(stats) = self.child.next(left).await? {
-                return Ok(stats);
+                return Ok(*stats);
             }
         }
     }
@@ -317,7 +317,7 @@ impl ServerChild {
     pub async fn finish(mut self, timeout: Duration) -> anyhow::Result<ServeStats> {
         let stats = loop {
             match self.child.next(timeout).await {
-                Ok(Report::Stats(stats)) => break Some(stats),
+                Ok(Report::Stats(stats)) => break Some(*stats),
                 Ok(_) => continue,
                 Err(_) => break None,
             }

@@ -209,6 +209,8 @@ pub(super) fn summarise(s: Summary<'_>) -> TransportResult {
     let server_cpu_us =
         (s.stats.transport_cpu_us() + s.restarted.map_or(0, |r| r.first_life_cpu_us)) as f64;
     let load_share = share(load_cpu_us as f64, s.load_cpus);
+    // The server's CPU and memory, unless part of it ran in a process nobody named.
+    let measured = s.stats.unmeasured.is_none();
     let server_share = share(server_cpu_us, s.server_cpus);
     // What the server refused to send explains what the subscribers then missed.
     let error = s
@@ -274,12 +276,14 @@ pub(super) fn summarise(s: Summary<'_>) -> TransportResult {
             } else {
                 merged.first_events.value_at_quantile(0.5)
             },
-            server_rss_per_conn_bytes: s.server_rss as f64 / s.established.max(1) as f64,
+            server_rss_per_conn_bytes: measured
+                .then(|| s.server_rss as f64 / s.established.max(1) as f64),
             client_rss_per_conn_bytes: s.client_rss as f64 / s.established.max(1) as f64,
             kernel_socket_bytes_per_conn: s
                 .kernel_socket_bytes
                 .map(|bytes| bytes as f64 / s.established.max(1) as f64),
-            server_cpu_us_per_delivery: per_delivery(server_cpu_us),
+            server_cpu_us_per_delivery: measured.then(|| per_delivery(server_cpu_us)),
+            server_unmeasured: s.stats.unmeasured.clone(),
             load_cpu_us_per_delivery: Some(per_delivery(load_cpu_us as f64)),
             load_peak_rss_per_subscriber_bytes: Some(
                 merged
@@ -295,9 +299,10 @@ pub(super) fn summarise(s: Summary<'_>) -> TransportResult {
         },
         events_per_response: merged.batches.as_ref().map(Percentiles::of),
         load_cpu_share: load_share,
-        server_cpu_share: Some(server_share),
+        server_cpu_share: measured.then_some(server_share),
         steal_share: s.steal_share,
-        bound: Some(Bound::of(load_share, server_share)),
+        // Unmeasured, the server's share is unknown, and so is what bound the row.
+        bound: measured.then(|| Bound::of(load_share, server_share)),
         load_workers: Some(merged.workers.len()),
         publisher_lateness_us: s.stats.publisher_lateness,
         last_receiver_us: (!last_receiver.is_empty()).then(|| Percentiles::of(&last_receiver)),

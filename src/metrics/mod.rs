@@ -10,3 +10,4 @@ pub mod machine;
 pub mod process;
 pub mod recorder;
 pub mod sockets;
+pub mod tcp_info;

@@ -8,7 +8,7 @@ use super::design::{Consumers, Delivery, Design, Direction};
 use super::evidence::{Evidence, REGIME};
 use crate::results::figures::Figure;
 use crate::results::format::{bytes, micros, thousands};
-use crate::transport::{Redelivery, Requests, Transport};
+use crate::transport::{KeepAlive, Redelivery, Requests, Transport};
 
 /// Downtime beyond a reconnect: the consumer restarts and must remember where it was.
 const RESTART_DOWNTIME_SECS: f64 = 60.0;
@@ -193,16 +193,27 @@ pub fn assess(transport: Transport, design: &Design, evidence: &Evidence) -> Ass
     } else if design.consumers == Consumers::Browsers && traits.multiplexed {
         say(Weight::Supports, "HTTP/2", "a browser multiplexes every stream of an origin over one HTTP/2 connection: no six-connections-per-origin limit across tabs".into());
     }
-    if let (Some(idle), true) = (design.idle_timeout_secs, traits.holds_connection) {
-        let keepalive = if traits.http && !traits.streams_response && !traits.needs_upgrade {
-            hold
+    if design.subscribers_per_host > 1 && traits.holds_connection {
+        let per_host = design.subscribers_per_host;
+        let hosts = design.subscribers.div_ceil(per_host);
+        if traits.multiplexed {
+            say(Weight::Supports, "subscribers per host", format!("a host's {per_host} subscriptions share its HTTP/2 connections: about {} connections in all, not {}", thousands(hosts as f64), thousands(design.subscribers as f64)));
         } else {
-            heartbeat
+            say(Weight::Caveat, "subscribers per host", format!("each of a host's {per_host} subscriptions holds a connection of its own: {} connections through every proxy, load balancer and TLS session on the path, where shared connections would need about {}", thousands(design.subscribers as f64), thousands(hosts as f64)));
+        }
+    }
+    if let (Some(idle), true) = (design.idle_timeout_secs, traits.holds_connection) {
+        // What a quiet connection carries, and how often, as the evidence measured it.
+        let keepalive = match traits.keep_alive {
+            KeepAlive::Heartbeat => Some(heartbeat),
+            KeepAlive::Requests => Some(hold),
+            KeepAlive::ClientPing(setting) => Some(evidence.setting(name, setting).as_secs_f64()),
+            KeepAlive::Nothing => None,
         };
-        if !traits.http {
-            say(Weight::Caveat, "idle timeout", format!("no keep-alive of its own: the network's {idle} s idle timeout will cut quiet connections"));
-        } else if keepalive >= idle {
-            say(Weight::Caveat, "idle timeout", format!("the network cuts connections idle for {idle} s, sooner than the measured {keepalive} s keep-alive or hold: shorten it"));
+        match keepalive {
+            None => say(Weight::Caveat, "idle timeout", format!("no keep-alive of its own: the network's {idle} s idle timeout will cut quiet connections")),
+            Some(keepalive) if keepalive >= idle => say(Weight::Caveat, "idle timeout", format!("the network cuts connections idle for {idle} s, sooner than the measured {keepalive} s keep-alive or hold: shorten it")),
+            Some(_) => {}
         }
     }
 

@@ -84,6 +84,10 @@ pub struct DesignSettings {
     /// Concurrent subscribers (consumers).
     #[arg(long)]
     pub subscribers: Option<u64>,
+    /// Subscriptions one consumer host holds (a service instance following many streams);
+    /// default 1.
+    #[arg(long)]
+    pub subscribers_per_host: Option<u64>,
     /// Events per second each subscriber receives.
     #[arg(long)]
     pub rate: Option<f64>,
@@ -133,6 +137,9 @@ pub struct Design {
     pub inbound_http: bool,
     /// Concurrent subscribers.
     pub subscribers: u64,
+    /// Subscriptions one consumer host holds.
+    #[serde(default = "one")]
+    pub subscribers_per_host: u64,
     /// Events per second per subscriber.
     pub rate: f64,
     /// Payload bytes per event.
@@ -187,6 +194,7 @@ impl DesignSettings {
             consumers: over.consumers.or(self.consumers),
             inbound_http: over.inbound_http.or(self.inbound_http),
             subscribers: over.subscribers.or(self.subscribers),
+            subscribers_per_host: over.subscribers_per_host.or(self.subscribers_per_host),
             rate: over.rate.or(self.rate),
             payload: over.payload.or(self.payload),
             p99_budget_ms: over.p99_budget_ms.or(self.p99_budget_ms),
@@ -233,6 +241,13 @@ impl DesignSettings {
         if subscribers == 0 {
             return invalid("subscribers must be at least 1".into());
         }
+        let subscribers_per_host = self.subscribers_per_host.unwrap_or(1);
+        if subscribers_per_host == 0 || subscribers_per_host > subscribers {
+            return invalid(format!(
+                "subscribers-per-host must be from 1 to subscribers ({subscribers}), got \
+                 {subscribers_per_host}"
+            ));
+        }
         let downtime_secs = match self.downtime_secs {
             Some(v) if !(v.is_finite() && v >= 0.0) => {
                 return invalid(format!("downtime-secs must be zero or more, got {v}"))
@@ -245,6 +260,7 @@ impl DesignSettings {
             consumers,
             inbound_http,
             subscribers,
+            subscribers_per_host,
             rate: positive(self.rate, "rate", 10.0)?,
             payload: self.payload.unwrap_or(256),
             p99_budget_ms: positive(self.p99_budget_ms, "p99-budget-ms", 1000.0)?,
@@ -264,6 +280,11 @@ impl DesignSettings {
                 .transpose()?,
         })
     }
+}
+
+/// A design without the key holds one subscription per consumer host.
+fn one() -> u64 {
+    1
 }
 
 impl Design {
@@ -290,8 +311,13 @@ impl Design {
             Delivery::AtLeastOnce => "at least once".to_string(),
         };
         format!(
-            "{direction}, {} {consumers}{}, {} ev/s each, {} B payloads, p99 within {} ms, {delivery}",
+            "{direction}, {} {consumers}{}{}, {} ev/s each, {} B payloads, p99 within {} ms, {delivery}",
             self.subscribers,
+            if self.subscribers_per_host > 1 {
+                format!(" ({} per host)", self.subscribers_per_host)
+            } else {
+                String::new()
+            },
             if self.inbound_http { " that accept inbound HTTP" } else { "" },
             self.rate,
             self.payload,
@@ -326,5 +352,19 @@ mod tests {
                 .resolve()
                 .unwrap_err();
         assert!(contradiction.to_string().contains("inbound"));
+        for per_host in [0, 11] {
+            let refused = DesignSettings::from_toml(&format!(
+                "subscribers = 10\nsubscribers-per-host = {per_host}\n"
+            ))
+            .unwrap()
+            .resolve()
+            .unwrap_err();
+            assert!(
+                refused
+                    .to_string()
+                    .contains("subscribers-per-host must be from 1 to"),
+                "{refused}"
+            );
+        }
     }
 }

@@ -24,7 +24,7 @@ use design::{Design, DesignSettings};
 use evidence::Evidence;
 
 /// The standard designs (the files under `designs/`), built in so the report needs no files.
-pub const STANDARD_DESIGNS: [(&str, &str); 6] = [
+pub const STANDARD_DESIGNS: [(&str, &str); 7] = [
     (
         "payment-webhooks",
         include_str!("../../designs/payment-webhooks.toml"),
@@ -45,6 +45,10 @@ pub const STANDARD_DESIGNS: [(&str, &str); 6] = [
     (
         "market-data",
         include_str!("../../designs/market-data.toml"),
+    ),
+    (
+        "service-mesh",
+        include_str!("../../designs/service-mesh.toml"),
     ),
 ];
 

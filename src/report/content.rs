@@ -166,6 +166,19 @@ fn summary(doc: &mut Document, results: &Results, rows: &[Row<'_>]) {
             clocks.join(" ")
         )));
     }
+    // Rows whose server ran partly in a process nobody named have no server CPU or memory.
+    for row in rows {
+        if let Some(why) = row
+            .runs
+            .iter()
+            .find_map(|r| r.connection.server_unmeasured.as_deref())
+        {
+            doc.push(Block::Paragraph(format!(
+                "{}: the server's CPU and memory are unmeasured: {why}.",
+                row.key.label()
+            )));
+        }
+    }
     if !results.complete {
         doc.push(Block::Warning(
             "this run is incomplete (interrupted, or a server crashed): some combinations are missing."

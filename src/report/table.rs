@@ -48,7 +48,9 @@ const COLUMNS: [(&str, Align, Cell); 18] = [
         format!("{:.0}", r.connection.wire_bytes_per_event)
     }),
     ("srv us/dl", Align::Right, |r| {
-        format!("{:.3}", r.connection.server_cpu_us_per_delivery)
+        r.connection
+            .server_cpu_us_per_delivery
+            .map_or("unmeasured".into(), |us| format!("{us:.3}"))
     }),
     ("load us/dl", Align::Right, |r| {
         r.connection
@@ -56,7 +58,9 @@ const COLUMNS: [(&str, Align, Cell); 18] = [
             .map_or("—".into(), |us| format!("{us:.3}"))
     }),
     ("srv RSS/conn", Align::Right, |r| {
-        bytes(r.connection.server_rss_per_conn_bytes)
+        r.connection
+            .server_rss_per_conn_bytes
+            .map_or("unmeasured".into(), bytes)
     }),
     ("bound", Align::Left, |r| {
         r.bound.map_or("—", |b| b.label()).to_string()

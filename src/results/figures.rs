@@ -397,7 +397,7 @@ pub const METRICS: &[Metric] = &[
         Unit::PerSecond,
         Better::Higher,
         |r| match r.connection.server_cpu_us_per_delivery {
-            us if us > 0.0 => 1e6 / us,
+            Some(us) if us > 0.0 => 1e6 / us,
             _ => f64::NAN,
         },
     ),
@@ -480,7 +480,7 @@ pub const METRICS: &[Metric] = &[
         Section::Connection,
         Unit::Bytes,
         Better::Lower,
-        |r| r.connection.server_rss_per_conn_bytes,
+        |r| option(r.connection.server_rss_per_conn_bytes),
     ),
     metric(
         Figure::ClientRssPerConn,
@@ -516,7 +516,7 @@ pub const METRICS: &[Metric] = &[
         Section::Connection,
         Unit::Decimals(2),
         Better::Lower,
-        |r| r.connection.server_cpu_us_per_delivery,
+        |r| option(r.connection.server_cpu_us_per_delivery),
     ),
     metric(
         Figure::WireBytesPerEvent,

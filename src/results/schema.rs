@@ -30,7 +30,10 @@ use crate::transport::{SettingValues, Transport};
 ///   (`runs[].variant`); the scenario keeps the settings given (`scenario.settings`). The
 ///   long-poll hold, WebSocket read buffer, poll interval and webhook connection switch moved
 ///   there from `settings` and `scenario`.
-pub const SCHEMA_VERSION: u32 = 3;
+/// - 4: `connection.server_cpu_us_per_delivery` and `server_rss_per_conn_bytes` may be absent,
+///   with `server_unmeasured` saying why (part of the server ran in a process nobody named).
+///   Earlier files read as they are.
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// Above this share of its CPUs a process counts as saturated.
 pub const SATURATED: f64 = 0.9;
@@ -341,8 +344,10 @@ pub struct Connection {
     pub tls_handshake_us: Option<HandshakeTimes>,
     /// Median over subscribers of the first event's send-to-receive time, us.
     pub first_event_us: u64,
-    /// Server RSS growth per connected subscriber, bytes.
-    pub server_rss_per_conn_bytes: f64,
+    /// Server RSS growth per connected subscriber, bytes; absent where part of the server ran
+    /// in a process nobody named (`server_unmeasured` says which).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_rss_per_conn_bytes: Option<f64>,
     /// Load-process RSS growth per connected subscriber, bytes.
     pub client_rss_per_conn_bytes: f64,
     /// The kernel's socket memory (TCP buffers from `/proc/net/sockstat` and unreclaimable slab
@@ -351,8 +356,14 @@ pub struct Connection {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel_socket_bytes_per_conn: Option<f64>,
     /// Server CPU time per delivery (one event to one subscriber), us: the transport's, the
-    /// publisher's own thread left out.
-    pub server_cpu_us_per_delivery: f64,
+    /// publisher's own thread left out; absent where part of the server ran in a process
+    /// nobody named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_cpu_us_per_delivery: Option<f64>,
+    /// Why the server's CPU and memory are not measured (an external broker whose process
+    /// was not named), where they are not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_unmeasured: Option<String>,
     /// Load workers' CPU time per delivery, us.
     #[serde(default)]
     pub load_cpu_us_per_delivery: Option<f64>,

@@ -30,7 +30,7 @@ const COUNT_EVERY: Duration = Duration::from_millis(20);
 /// the stream on all at once, and reports the summed stats (and part) when each is done.
 pub async fn run(options: ServeOptions, output: Output) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("finding this executable to start the fleet")?;
-    let before = Before::sample();
+    let before = Before::sample(&[std::process::id()]);
     let processes = options.processes;
     let say = move |text: String| match output {
         Output::Human => println!("{text}"),
@@ -199,6 +199,8 @@ impl ServeStats {
             fleet.before = fleet.before + m.before;
             fleet.connected = fleet.connected + m.connected;
             fleet.subscribers_at_start += m.subscribers_at_start;
+            fleet.outside_cpu_us += m.outside_cpu_us;
+            fleet.unmeasured = fleet.unmeasured.take().or_else(|| m.unmeasured.clone());
         }
         fleet.faults_ns.sort_unstable();
         fleet

@@ -26,7 +26,7 @@ use crate::metrics::sockets::{SocketCounters, SocketTotals};
 use crate::protocol::{self, Command, Report};
 use crate::publisher::{publish_stream, Lateness, Published};
 use crate::transport::resume::{reconnect_grace, replay_window};
-use crate::transport::{Faults, ServerConfig, SettingValues, Side, Transport};
+use crate::transport::{Faults, Outside, ServerConfig, SettingValues, Side, Transport};
 
 /// A transport's server, running, with the hub it publishes through.
 pub struct Server {
@@ -401,15 +401,24 @@ pub struct ServeStats {
     /// and socket slab, both ends where subscribers share the host).
     #[serde(default)]
     pub kernel_socket_bytes: Option<u64>,
+    /// CPU time the server's work outside this process (an external broker the user named)
+    /// spent from the stream's start to the end, us: part of the transport's.
+    #[serde(default)]
+    pub outside_cpu_us: u64,
+    /// Why the server's CPU and memory are unmeasured: part of its work runs in a process
+    /// nobody named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unmeasured: Option<String>,
 }
 
 impl ServeStats {
     /// CPU time the transport spent on the stream, us: the process's from the stream's start,
-    /// less the publisher's own.
+    /// less the publisher's own, plus its work outside the process.
     pub fn transport_cpu_us(&self) -> u64 {
         self.cpu_us
             .saturating_sub(self.stream_start_cpu_us)
             .saturating_sub(self.publisher_cpu_us)
+            + self.outside_cpu_us
     }
 }
 
@@ -450,8 +459,12 @@ pub async fn run(
     )
     .await?;
     // Listening, nobody connected: what each subscriber adds is measured from here.
-    let before = Before::sample();
-    announce_listening(transport, server.addr(), server.settings(), &[], output)?;
+    let outside = (transport.spec().outside)(&options.config.settings);
+    let pids = serving_pids(&outside);
+    let before = Before::sample(&pids);
+    // `run` samples the memory of every process named here (none named: the child itself).
+    let named = if pids.len() > 1 { &pids[..] } else { &[] };
+    announce_listening(transport, server.addr(), server.settings(), named, output)?;
     say(format!(
         "waiting for {} subscriber(s); stream: {} events, payload {} B ({}), rate {}",
         options.start_after,
@@ -466,6 +479,7 @@ pub async fn run(
         output,
         before,
         connected: None,
+        outside,
     };
     server.hub().expect_returns(options.returning as u64);
     let origin_ns = match (options.schedule_origin_ns, commands) {
@@ -486,7 +500,7 @@ pub async fn run(
             now_ns()
         }
     };
-    ending.connected = Some(Connected::sample(server.hub().subscribers()));
+    ending.connected = Some(Connected::sample(server.hub().subscribers(), &pids));
     if output == Output::Json {
         // The parent times faults (a restart) from the stream's start.
         protocol::report(&Report::Publishing { origin_ns })?;
@@ -590,9 +604,9 @@ struct Before {
 }
 
 impl Before {
-    fn sample() -> Self {
+    fn sample(pids: &[u32]) -> Self {
         Self {
-            process: process::sample(None).unwrap_or_default(),
+            process: process::sample_sum(pids),
             kernel_socket_bytes: kernel::socket_bytes(),
             unix_secs: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -607,16 +621,29 @@ struct Connected {
     process: ProcessSample,
     kernel_socket_bytes: Option<u64>,
     subscribers: usize,
+    /// CPU time of the processes outside this one that serve too, us.
+    outside_cpu_us: u64,
 }
 
 impl Connected {
-    fn sample(subscribers: usize) -> Self {
+    fn sample(subscribers: usize, pids: &[u32]) -> Self {
         Self {
-            process: process::sample(None).unwrap_or_default(),
+            process: process::sample_sum(pids),
             kernel_socket_bytes: kernel::socket_bytes(),
             subscribers,
+            outside_cpu_us: process::sample_sum(&pids[1..]).cpu_us,
         }
     }
+}
+
+/// The processes that serve: this one, then any the transport's server works in besides
+/// ([`Outside::Process`]).
+fn serving_pids(outside: &Outside) -> Vec<u32> {
+    let mut pids = vec![std::process::id()];
+    if let Outside::Process(pid) = *outside {
+        pids.push(pid);
+    }
+    pids
 }
 
 /// What a server needs to stop and say what it counted.
@@ -626,6 +653,8 @@ struct Ending<'a> {
     before: Before,
     /// Sampled once the stream started (none if it never did).
     connected: Option<Connected>,
+    /// Where the server works besides this process.
+    outside: Outside,
 }
 
 impl Ending<'_> {
@@ -641,6 +670,13 @@ impl Ending<'_> {
         }
         let process = crate::metrics::process::sample(None).unwrap_or_default();
         let connected = self.connected;
+        let pids = serving_pids(&self.outside);
+        let outside_cpu_us = match connected {
+            Some(c) if pids.len() > 1 => process::sample_sum(&pids[1..])
+                .cpu_us
+                .saturating_sub(c.outside_cpu_us),
+            _ => 0,
+        };
         let stats = ServeStats {
             published: server.hub().published(),
             sockets: server.sockets(),
@@ -665,6 +701,11 @@ impl Ending<'_> {
                         .saturating_sub(self.before.kernel_socket_bytes?),
                 )
             }),
+            outside_cpu_us,
+            unmeasured: match &self.outside {
+                Outside::Unmeasured(why) => Some(why.clone()),
+                _ => None,
+            },
         };
         let settings = server.settings().clone();
         // Bounded whatever clients do: HTTP connections get the shutdown grace, and anything
@@ -714,7 +755,7 @@ fn finish(
         part.write(path)?;
     }
     match output {
-        Output::Json => protocol::report(&Report::Stats(stats))?,
+        Output::Json => protocol::report(&Report::Stats(Box::new(stats)))?,
         Output::Human => {
             println!(
                 "stats: published {}, sockets {} connection(s) {} B in {} B out, CPU {} us \

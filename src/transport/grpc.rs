@@ -30,7 +30,7 @@ use super::multiplex::{Multiplexed, CONNECTIONS};
 use super::resume::Resuming;
 use super::tls::ALPN_H2;
 use super::{
-    ArrivalClock, ClientConfig, ClientError, Colour, Flow, Redelivery, Requests, ServerConfig,
+    ArrivalClock, ClientConfig, ClientError, Colour, KeepAlive, Flow, Redelivery, Requests, ServerConfig,
     Sink, Spec, TrackedListener, Traits,
 };
 use crate::clock::now_ns;
@@ -56,6 +56,7 @@ pub static SPEC: Spec = Spec {
     colour: Colour(240, 228, 66),
     cursor_path: None,
     settings: resumable_settings![&CONNECTIONS],
+    outside: super::spec::all_in_serve,
     traits: Traits {
         duplex: false,
         browser_api: None,
@@ -65,6 +66,7 @@ pub static SPEC: Spec = Spec {
         streams_response: true,
         http: true,
         multiplexed: true,
+        keep_alive: KeepAlive::Heartbeat,
         requests: Requests::Stream,
         redelivery: Redelivery::Application(
             "the call has no cursor of its own; the request names the first sequence number \

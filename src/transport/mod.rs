@@ -48,7 +48,7 @@ pub use client_stream::{ClientStream, ThrottledStream};
 pub use http::{serve_http, Accept, HttpSettings};
 pub use listener::{TrackedListener, TrackedStream};
 pub use settings::{Declared, Setting, SettingValues, Side};
-pub use spec::{Colour, Redelivery, Requests, Spec, Traits};
+pub use spec::{Colour, KeepAlive, Outside, Redelivery, Requests, Spec, Traits};
 pub use standard_webhooks::{Secret, Secrets};
 
 /// The settings of a transport whose subscribers hold a connection or a cursor that the server

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 pub(crate) use super::cursor::frame;
 use super::cursor::{self, Pace};
 use super::{
-    ClientConfig, ClientError, Colour, Redelivery, Requests, ServerConfig, Setting, Side, Sink, Spec,
+    ClientConfig, ClientError, Colour, KeepAlive, Redelivery, Requests, ServerConfig, Setting, Side, Sink, Spec,
     Traits,
 };
 use crate::hub::Hub;
@@ -33,6 +33,7 @@ pub static SPEC: Spec = Spec {
     colour: Colour(204, 121, 167),
     cursor_path: Some("/events"),
     settings: resumable_settings![http, &INTERVAL],
+    outside: super::spec::all_in_serve,
     traits: Traits {
         duplex: false,
         browser_api: Some("fetch"),
@@ -42,6 +43,7 @@ pub static SPEC: Spec = Spec {
         streams_response: false,
         http: true,
         multiplexed: false,
+        keep_alive: KeepAlive::Requests,
         requests: Requests::PerInterval(&INTERVAL),
         redelivery: Redelivery::BuiltIn("every poll carries the cursor (?after=SEQ)"),
         floor: false,

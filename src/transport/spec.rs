@@ -7,7 +7,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use super::settings::{Declared, Setting};
+use super::settings::{Declared, Setting, SettingValues};
 
 /// One transport's declaration (serialized as `pushbench transports --json` lists it).
 #[derive(Serialize)]
@@ -26,6 +26,28 @@ pub struct Spec {
     /// The settings it takes, each with its default.
     #[serde(serialize_with = "describe_settings")]
     pub settings: &'static [&'static dyn Declared],
+    /// Where, under given settings, part of its server's work runs outside `serve`'s process
+    /// (a broker it does not embed), so the server's CPU and memory are measured there too, or
+    /// said to be unmeasured.
+    #[serde(skip)]
+    pub outside: fn(&SettingValues) -> Outside,
+}
+
+/// Where part of a server's work runs outside `serve`'s own process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outside {
+    /// Nowhere: `serve`'s process does all of it.
+    Nothing,
+    /// In this process too (an external broker whose PID the user named): its CPU and memory
+    /// are measured with `serve`'s.
+    Process(u32),
+    /// In a process nobody named: the server's CPU and memory cannot be measured (why).
+    Unmeasured(String),
+}
+
+/// For a transport whose server is all in `serve`'s process.
+pub fn all_in_serve(_: &SettingValues) -> Outside {
+    Outside::Nothing
 }
 
 /// Each setting as tools read it: name, side, kind, default and help.
@@ -84,6 +106,8 @@ pub struct Traits {
     /// Subscribers share connections (HTTP/2 streams): a browser's six connections per
     /// origin do not limit it, but it needs HTTP/2 end to end.
     pub multiplexed: bool,
+    /// What keeps a held connection from looking idle to the network between events.
+    pub keep_alive: KeepAlive,
     /// How many HTTP requests delivery takes.
     pub requests: Requests,
     /// How a consumer that was away gets what it missed.
@@ -121,6 +145,20 @@ fn setting_name<S: serde::Serializer>(
     s: S,
 ) -> Result<S::Ok, S::Error> {
     s.serialize_str(setting.name)
+}
+
+/// What a quiet connection carries, so that a network cutting idle connections leaves it be.
+#[derive(Clone, Copy, Debug, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind", content = "paced-by")]
+pub enum KeepAlive {
+    /// The server writes every heartbeat (WebSocket pings, SSE comments, HTTP/2 PINGs).
+    Heartbeat,
+    /// Each held request is answered within its hold (the setting that paces requests).
+    Requests,
+    /// The client pings the server at the interval of this setting (MQTT's PINGREQ).
+    ClientPing(#[serde(serialize_with = "setting_name")] &'static Setting<std::time::Duration>),
+    /// Nothing: a quiet connection sends nothing at all.
+    Nothing,
 }
 
 /// How missed events reach a consumer after downtime or a dropped connection.

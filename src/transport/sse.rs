@@ -33,7 +33,7 @@ use super::cursor::{first_seq_from_query, parse_after, BadRequest};
 use super::resume::Resuming;
 use super::{
     deliver, http1_connect, serve_http, ArrivalClock, ClientConfig, ClientError, Flow,
-    Colour, Redelivery, Requests, ServerConfig, Sink, Spec, TrackedListener, Traits,
+    Colour, KeepAlive, Redelivery, Requests, ServerConfig, Sink, Spec, TrackedListener, Traits,
 };
 use crate::clock::now_ns;
 use crate::hub::{Batch, BatchLimit, Hub, Reader};
@@ -45,6 +45,7 @@ pub static SPEC: Spec = Spec {
     colour: Colour(230, 159, 0),
     cursor_path: Some("/sse"),
     settings: resumable_settings![http],
+    outside: super::spec::all_in_serve,
     traits: Traits {
         duplex: false,
         browser_api: Some("EventSource"),
@@ -54,6 +55,7 @@ pub static SPEC: Spec = Spec {
         streams_response: true,
         http: true,
         multiplexed: false,
+        keep_alive: KeepAlive::Heartbeat,
         requests: Requests::Stream,
         redelivery: Redelivery::BuiltIn("EventSource reconnects and resumes with Last-Event-ID"),
         floor: false,

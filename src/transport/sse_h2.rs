@@ -28,7 +28,7 @@ use super::multiplex::{Multiplexed, CONNECTIONS};
 use super::sse::{self, AppState};
 use super::tls::ALPN_H2;
 use super::{
-    ClientConfig, ClientError, Colour, Redelivery, Requests, ServerConfig, Sink, Spec,
+    ClientConfig, ClientError, Colour, KeepAlive, Redelivery, Requests, ServerConfig, Sink, Spec,
     TrackedListener, Traits,
 };
 use crate::hub::{Batch, Hub};
@@ -41,6 +41,7 @@ pub static SPEC: Spec = Spec {
     colour: Colour(86, 180, 233),
     cursor_path: Some("/sse"),
     settings: resumable_settings![&CONNECTIONS, &COMPRESSION],
+    outside: super::spec::all_in_serve,
     traits: Traits {
         duplex: false,
         browser_api: Some("EventSource"),
@@ -50,6 +51,7 @@ pub static SPEC: Spec = Spec {
         streams_response: true,
         http: true,
         multiplexed: true,
+        keep_alive: KeepAlive::Heartbeat,
         requests: Requests::Stream,
         redelivery: Redelivery::BuiltIn("EventSource reconnects and resumes with Last-Event-ID"),
         floor: false,

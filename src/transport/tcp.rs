@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    connect_tcp, deliver, ClientConfig, ClientError, Colour, Flow, Redelivery, Requests,
+    connect_tcp, deliver, ClientConfig, ClientError, Colour, KeepAlive, Flow, Redelivery, Requests,
     ServerConfig, Sink, Spec, TrackedListener, Traits,
 };
 use super::listener::Established;
@@ -30,6 +30,7 @@ pub static SPEC: Spec = Spec {
     colour: Colour(40, 40, 40),
     cursor_path: None,
     settings: resumable_settings![],
+    outside: super::spec::all_in_serve,
     traits: Traits {
         duplex: true,
         browser_api: None,
@@ -39,6 +40,7 @@ pub static SPEC: Spec = Spec {
         streams_response: false,
         http: false,
         multiplexed: false,
+        keep_alive: KeepAlive::Nothing,
         requests: Requests::Stream,
         redelivery: Redelivery::Application(
             "no protocol at all; the server starts from the sequence the client sends, and the \

@@ -39,7 +39,7 @@ use super::per_event::PerEvent;
 use super::standard_webhooks::{unix_now, Secrets, SharedSignatures};
 use super::tls::{TlsMaterial, TLS};
 use super::{
-    deliver, serve_http, ClientConfig, ClientError, Colour, Dialer, Flow, HttpSettings,
+    deliver, serve_http, ClientConfig, ClientError, Colour, KeepAlive, Dialer, Flow, HttpSettings,
     Redelivery, Requests, ServerConfig, Setting, SettingValues, Side, Sink, Spec,
     TrackedListener, Traits,
 };
@@ -192,6 +192,7 @@ pub static SPEC: Spec = Spec {
         &TLS,
         &COMPRESSION,
     ],
+    outside: super::spec::all_in_serve,
     traits: Traits {
         duplex: false,
         browser_api: None,
@@ -201,6 +202,7 @@ pub static SPEC: Spec = Spec {
         streams_response: false,
         http: true,
         multiplexed: false,
+        keep_alive: KeepAlive::Requests,
         requests: Requests::PerEvent,
         redelivery: Redelivery::Retries(
             "the provider retries unacknowledged POSTs on its schedule (exponential backoff \

@@ -30,7 +30,7 @@ use super::resume::Resuming;
 use super::settings::SettingValues;
 use super::tls::ALPN_HTTP1;
 use super::{
-    deliver, serve_http, ArrivalClock, ClientConfig, ClientError, Colour, Flow, Redelivery,
+    deliver, serve_http, ArrivalClock, ClientConfig, ClientError, Colour, KeepAlive, Flow, Redelivery,
     Requests, ServerConfig, Setting, Side, Sink, Spec, TrackedListener, Traits,
 };
 use crate::clock::now_ns;
@@ -70,6 +70,7 @@ pub static SPEC: Spec = Spec {
     colour: Colour(0, 114, 178),
     cursor_path: Some("/ws"),
     settings: resumable_settings![http, &READ_BUFFER, &CONTEXT_TAKEOVER],
+    outside: super::spec::all_in_serve,
     traits: Traits {
         duplex: true,
         browser_api: Some("WebSocket"),
@@ -79,6 +80,7 @@ pub static SPEC: Spec = Spec {
         streams_response: false,
         http: true,
         multiplexed: false,
+        keep_alive: KeepAlive::Heartbeat,
         requests: Requests::Stream,
         redelivery: Redelivery::Application(
             "the protocol has no cursor and the browser's WebSocket does not reconnect; the server \
