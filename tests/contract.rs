@@ -143,6 +143,49 @@ async fn json_payloads_arrive_intact_and_compress() {
     }
 }
 
+/// Where the client keeps a quiet connection alive by pinging (MQTT's PINGREQ), it does so at
+/// the interval its setting names: with a one-second keep-alive and no event for 2.5 s, the
+/// server's side of the subscriber's connection reads the pings and answers them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_clients_ping_at_their_keep_alive() {
+    use pushbench::metrics::tcp_info;
+    let spec = spec(10, "8");
+    let pinging = Transport::ALL
+        .iter()
+        .filter_map(|t| match t.traits().keep_alive {
+            KeepAlive::ClientPing(setting) => Some((*t, setting)),
+            _ => None,
+        });
+    for (transport, setting) in pinging {
+        let config = ServerConfig::local();
+        let mut client = common::client_for(&config);
+        client
+            .settings
+            .0
+            .extend([setting.set(std::time::Duration::from_secs(1))]);
+        let (mut server, load) = one_quiet_subscriber(transport, &spec, config, client).await;
+        let addr = server.addr();
+        let read = || {
+            let sockets = tcp_info::on_local_port(addr.port()).expect("ss from iproute2");
+            sockets
+                .iter()
+                .map(|s| (s.received, s.sent))
+                .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+        };
+        let before = read();
+        tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+        let after = read();
+        // PINGREQ and PINGRESP are two bytes each: at least two of each in 2.5 s.
+        assert!(
+            after.0 >= before.0 + 4 && after.1 >= before.1 + 4,
+            "{transport}: {before:?} then {after:?} bytes (received, sent) while quiet"
+        );
+        server.publish(&spec, 1).await.unwrap();
+        assert_identical(transport, &spec, &load.await.unwrap());
+        server.stop().await.unwrap();
+    }
+}
+
 /// A quiet subscription still carries keep-alives on every transport whose server writes them
 /// each heartbeat (WebSocket pings, SSE comments, HTTP/2 PINGs), so a network that cuts idle
 /// connections leaves it alone: with a 100 ms heartbeat and no event, the server keeps writing.

@@ -456,12 +456,25 @@ fn sse_over_http2_escapes_the_six_connection_limit_where_http2_reaches() {
     assert!(reason(&http1, "sse", "HTTP/1.1", Weight::Caveat).contains("six"));
 }
 
-/// Against the committed reference runs (`results/`), the service mesh gets gRPC: a host's
-/// fifty streams share its HTTP/2 connections where WebSocket and TCP hold one each, and
-/// protobuf is the fewest bytes on the wire.
+/// Against the committed reference runs (`results/`), the device fleet gets MQTT: duplex, the
+/// broker's persistent session carries the downtime (the others leave resuming to the
+/// application), and its keep-alive outlasts the NAT's idle timeout, which raw TCP's silence
+/// does not. The service mesh gets gRPC: a host's fifty streams share its HTTP/2 connections
+/// where WebSocket and TCP hold one each, and protobuf is the fewest bytes on the wire.
 #[test]
-fn the_service_mesh_gets_grpc() {
+fn the_device_fleet_gets_mqtt_and_the_service_mesh_grpc() {
     let evidence = Evidence::load(&[root().join("results")], Path::new("unused")).unwrap();
+    let fleet = recommend(
+        &design("device-fleet", DesignSettings::default()),
+        &evidence,
+    );
+    assert_eq!(first(&fleet), "mqtt");
+    assert_eq!(fleet.ranking[0].assessment.verdict, Verdict::Fits);
+    assert!(reason(&fleet, "mqtt", "delivery", Weight::Supports).contains("persistent session"));
+    assert!(reason(&fleet, "websocket", "delivery", Weight::Caveat).contains("reconnect"));
+    assert!(reason(&fleet, "tcp", "idle timeout", Weight::Caveat).contains("no keep-alive"));
+    assert!(reason(&fleet, "sse", "direction", Weight::Excludes).contains("one-way"));
+
     let mesh = recommend(
         &design("service-mesh", DesignSettings::default()),
         &evidence,
@@ -470,7 +483,7 @@ fn the_service_mesh_gets_grpc() {
     assert!(
         reason(&mesh, "grpc", "subscribers per host", Weight::Supports).contains("40 connections")
     );
-    for own_connection in ["websocket", "tcp"] {
+    for own_connection in ["websocket", "tcp", "mqtt"] {
         let text = reason(
             &mesh,
             own_connection,
@@ -484,4 +497,26 @@ fn the_service_mesh_gets_grpc() {
     }
     let bytes = |t: &str| reason(&mesh, t, "bandwidth", Weight::Supports);
     assert!(bytes("grpc").contains("wire bytes"), "{}", bytes("grpc"));
+}
+
+/// A client's own keep-alive (MQTT's PINGREQ) is judged by its measured interval against the
+/// network's idle timeout: shorter passes, longer is a caveat saying to shorten it.
+#[test]
+fn a_client_keep_alive_is_held_against_the_idle_timeout() {
+    let evidence = Evidence::load(&[root().join("results")], Path::new("unused")).unwrap();
+    let tight = DesignSettings {
+        idle_timeout_secs: Some(20.0),
+        ..DesignSettings::default()
+    };
+    let answer = recommend(&design("device-fleet", tight), &evidence);
+    assert!(reason(&answer, "mqtt", "idle timeout", Weight::Caveat).contains("30 s keep-alive"));
+    let fleet = recommend(
+        &design("device-fleet", DesignSettings::default()),
+        &evidence,
+    );
+    assert!(entry(&fleet, "mqtt")
+        .assessment
+        .reasons
+        .iter()
+        .all(|r| r.constraint != "idle timeout"));
 }

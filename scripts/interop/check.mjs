@@ -2,8 +2,9 @@
 // `eventsource` package (the WHATWG EventSource), `ws` (the WebSocket API), the built-in `fetch`
 // for long and short polling, `curl --http2-prior-knowledge` for an event stream multiplexed
 // over HTTP/2, Google's Python `grpcio` for gRPC (scripts/interop/grpc_subscribe.py, with the
-// Python from scripts/interop/install-grpcio), and the `standardwebhooks` reference verifier as
-// a webhook consumer. Each must receive the whole stream in order, and the server must then
+// Python from scripts/interop/install-grpcio), mosquitto's `mosquitto_sub` (with `mosquitto_pub`
+// for its presence) through the embedded MQTT broker, and the `standardwebhooks` reference
+// verifier as a webhook consumer. Each must receive the whole stream in order, and the server must then
 // exit 0. Every transport that offers compression is checked twice: plain, and with JSON
 // payloads compressed (`--compression deflate`:
 // permessage-deflate as `ws` offers it, `Content-Encoding: deflate` as fetch and EventSource
@@ -194,12 +195,44 @@ function viaGrpcio({ addr }) {
   });
 }
 
+/**
+ * MQTT with Eclipse Mosquitto's command-line clients: `mosquitto_sub` subscribes to the events
+ * topic (its `-d` lines tell when the broker acknowledged), and `mosquitto_pub` sets its
+ * retained presence as a pushbench subscriber does: `join`, then `done` once it has every event,
+ * then empty (gone) after the server's `bye` came round.
+ */
+function viaMosquitto({ addr }) {
+  const [host, port] = [addr.slice(0, addr.lastIndexOf(':')), addr.slice(addr.lastIndexOf(':') + 1)];
+  const id = `interop-${process.pid}`;
+  const presence = (message) => execFileSync('mosquitto_pub', ['-h', host, '-p', port, '-q', '1',
+    '-r', '-t', `pushbench/presence/${id}`, ...(message ? ['-m', message] : ['-n'])]);
+  // Line-buffered (coreutils' stdbuf): mosquitto_sub's stdio holds a pipe's lines back, SUBACK's too.
+  const sub = spawn('stdbuf', ['-oL', 'mosquitto_sub', '-h', host, '-p', port, '-i', id, '-q', '1', '-d',
+    '-t', 'pushbench/events', '-C', `${EVENTS}`], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const events = [];
+  createInterface({ input: sub.stdout }).on('line', (line) => {
+    if (line.startsWith('{')) events.push(JSON.parse(line));
+    else if (line.includes('SUBACK')) presence('join');
+  });
+  return new Promise((resolve, reject) => {
+    sub.on('error', reject);
+    sub.on('close', (code) => {
+      if (code !== 0) return reject(new Error(`mosquitto_sub exited with ${code}`));
+      presence('done');
+      presence(null);
+      resolve(events);
+    });
+  });
+}
+
 /** The standard client for a transport, by what it declares: [name, receive] or null. */
 function standardClient(traits) {
   if (traits.needs_inbound_http) return ['standardwebhooks verifier', viaWebhookConsumer];
   // Multiplexed over HTTP/2: an event stream a browser reads, or a protocol of its own (gRPC).
   if (traits.multiplexed && traits.browser_api === 'EventSource') return ['curl --http2-prior-knowledge', viaCurlHttp2];
   if (traits.multiplexed && !traits.browser_api) return ['Python grpcio', viaGrpcio];
+  // Neither HTTP nor the floor: a broker's publish/subscribe protocol (MQTT).
+  if (!traits.http && !traits.floor) return ['mosquitto_sub', viaMosquitto];
   const byApi = { EventSource: viaEventSource, WebSocket: viaWebSocket, fetch: viaFetch };
   const receive = byApi[traits.browser_api];
   return receive ? [traits.browser_api, receive] : null;

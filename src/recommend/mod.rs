@@ -24,7 +24,7 @@ use design::{Design, DesignSettings};
 use evidence::Evidence;
 
 /// The standard designs (the files under `designs/`), built in so the report needs no files.
-pub const STANDARD_DESIGNS: [(&str, &str); 7] = [
+pub const STANDARD_DESIGNS: [(&str, &str); 8] = [
     (
         "payment-webhooks",
         include_str!("../../designs/payment-webhooks.toml"),
@@ -45,6 +45,10 @@ pub const STANDARD_DESIGNS: [(&str, &str); 7] = [
     (
         "market-data",
         include_str!("../../designs/market-data.toml"),
+    ),
+    (
+        "device-fleet",
+        include_str!("../../designs/device-fleet.toml"),
     ),
     (
         "service-mesh",

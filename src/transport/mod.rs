@@ -156,6 +156,7 @@ transports! {
     Poll => poll,
     Webhook => webhook,
     Grpc => grpc,
+    Mqtt => mqtt,
     Tcp => tcp,
 }
 
