@@ -10,13 +10,14 @@ use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand};
 
 use crate::event::{PayloadSizes, Rate, StreamSpec};
-use crate::harness::{self, run_job, LoadJob, Merged, PartFile, RunOptions};
+use crate::harness::{self, run_job, Merged, RunOptions};
+use crate::protocol::{LoadJob, PartFile, ServeOptions};
 use crate::payload::PayloadKind;
 use crate::recommend::{self, design::DesignSettings, evidence::Evidence};
 use crate::report;
 use crate::results;
 use crate::scenario::Settings;
-use crate::serve::{self, ServeOptions};
+use crate::serve;
 use crate::setting_flags::{SettingFlags, LOAD, SERVE};
 use crate::transport::tls::TlsMaterial;
 use crate::transport::{ClientConfig, Faults, Limits, Secrets, ServerConfig, Spec, Transport};

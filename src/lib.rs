@@ -50,4 +50,5 @@ pub mod results;
 pub mod scenario;
 pub mod serve;
 pub mod setting_flags;
+pub mod settings;
 pub mod transport;

@@ -49,27 +49,6 @@ pub struct Published {
     pub lateness: Option<Lateness>,
 }
 
-/// How late the publisher sent events against their schedule: the harness's own share of every
-/// latency, shown so a reader can subtract it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct Lateness {
-    /// Median, microseconds.
-    pub p50_us: f64,
-    /// 99th percentile, microseconds.
-    pub p99_us: f64,
-    /// Largest, microseconds.
-    pub max_us: f64,
-}
-
-impl Lateness {
-    fn of(ns: &Histogram<u64>) -> Option<Self> {
-        (!ns.is_empty()).then(|| Self {
-            p50_us: ns.value_at_quantile(0.5) as f64 / 1e3,
-            p99_us: ns.value_at_quantile(0.99) as f64 / 1e3,
-            max_us: ns.max() as f64 / 1e3,
-        })
-    }
-}
 
 /// Publishes the whole stream into `hub`, blocking the calling thread until done (or until the
 /// hub is closed, when the server is stopping).

@@ -14,7 +14,7 @@ use crate::event::{PayloadSizes, Rate, SpecError, StreamSpec};
 use crate::payload::PayloadKind;
 use crate::setting_flags::{SettingFlags, RUN};
 use crate::transport::compression::{Compression, COMPRESSION};
-use crate::transport::settings::Value as _;
+use crate::settings::Value as _;
 use crate::transport::{SettingValues, Transport};
 
 /// Sockets a load worker keeps for itself (listeners, files, its pipes).

@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use clap::{Arg, ArgMatches, Command};
 use serde::{Deserialize, Serialize};
 
-use crate::transport::{declared_settings, setting_named, Declared, SettingValues, Side};
+use crate::harness::settings::{declared_settings, setting_named};
+use crate::settings::{Declared, SettingValues, Side};
 
 /// Which subcommand the flags are for: `serve` takes server settings, `load` client settings,
 /// `run` all of them, swept.

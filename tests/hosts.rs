@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use pushbench::harness::{LoadPart, PartFile, ServerPart};
+use pushbench::protocol::{LoadPart, PartFile, ServerPart};
 use pushbench::metrics::latency::{self, Percentiles};
 use pushbench::protocol::{self, Report};
 use pushbench::results::Results;

@@ -5,7 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use pushbench::transport::{declared_settings, Transport};
+use pushbench::harness::settings::declared_settings;
+use pushbench::transport::Transport;
 
 const BIN: &str = env!("CARGO_BIN_EXE_pushbench");
 

@@ -69,13 +69,12 @@ fn small_run(transports: &str, out: &Path, exe: &Path) -> RunOptions {
 /// records the restart as a fault window and its subscribers' reconnects.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_restart_mid_stream_loses_nothing_where_it_can_resume() {
-    use pushbench::transport::resume::RESTART_AFTER;
+    use pushbench::harness::settings::{settings_of, RESTART_AFTER};
     use pushbench::transport::Transport;
     let restartable: Vec<&str> = Transport::ALL
         .iter()
         .filter(|t| {
-            t.spec()
-                .settings
+            settings_of(**t)
                 .iter()
                 .any(|s| s.name() == RESTART_AFTER.name)
         })

@@ -20,7 +20,7 @@ use crate::transport::client_stream::{slow_read_rate, SLOW_CONSUMER};
 use crate::transport::resume::RESUME;
 use crate::transport::{ClientConfig, Side, Transport, LOOPBACK_SOURCES};
 
-use super::part::{LoadPart, WorkerProcess};
+use crate::protocol::{LoadJob, LoadPart, WorkerProcess};
 use super::subscriber::{RecordPlan, SubscriberRecord, TallySink};
 
 /// Subscribers started between pauses, so a burst of connects never overflows the server's
@@ -90,39 +90,6 @@ pub async fn run_subscribers(
         }
     }
     records
-}
-
-/// One load worker's share of a measurement: sent by `run` over the typed protocol, or built
-/// from `pushbench load`'s flags.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct LoadJob {
-    /// Which worker this is (from 0).
-    pub worker: usize,
-    /// The transport to subscribe with.
-    pub transport: Transport,
-    /// The server's address.
-    pub server: SocketAddr,
-    /// How many subscribers this worker runs.
-    pub subscribers: usize,
-    /// Index of its first subscriber among every worker's (spreads source addresses).
-    pub first_subscriber: usize,
-    /// The stream the server publishes (for the source digest and counts).
-    pub spec: StreamSpec,
-    /// Events scheduled this long after the stream's start are the first recorded.
-    pub warmup: Duration,
-    /// Monotonic origin of per-second intervals, the same for every worker of a run.
-    pub interval_origin_ns: u64,
-    /// Client settings (secret included).
-    pub config: ClientConfig,
-    /// Longest a subscriber may take.
-    pub timeout: Duration,
-    /// CPUs to pin this worker to.
-    pub cpus: Option<Vec<usize>>,
-    /// Measure this host's clock against the server's (before and after the stream) and
-    /// correct every time by it: a worker that may be on another host (`pushbench load`; a
-    /// server on loopback is on this host). Workers `run` starts share the server's clock.
-    #[serde(default)]
-    pub measure_clock: bool,
 }
 
 /// Runs a load job in this process: connects its subscribers, calls `on_connected` with

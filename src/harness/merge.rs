@@ -15,7 +15,8 @@ use crate::results::{Calibration, Placement, Results, Settings, TransportResult,
 use crate::scenario::{Counts, Settings as ScenarioSettings};
 use crate::transport::{ServerConfig, SettingValues, Side};
 
-use super::part::{LoadPart, Merged, PartFile, ServerPart};
+use super::part::Merged;
+use crate::protocol::{LoadPart, PartFile, ServerPart};
 use super::summary::{summarise, write_interval_log, Row, Summary};
 
 /// What `merge` wrote.
@@ -197,7 +198,7 @@ fn results(server: &ServerPart, merged: &Merged, out: &Path) -> anyhow::Result<M
         load_cpus: load_cpus_of(merged).unwrap_or(load_cpus),
         steal_share: None,
         interval_log,
-        settings: settings.effective(transport.spec().settings, Side::Both),
+        settings: settings.effective(&super::settings::settings_of(transport), Side::Both),
         origin_ns: merged.interval_origin_ns,
         restarted: None,
     });

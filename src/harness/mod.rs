@@ -2,7 +2,7 @@
 //! measurement, generic over the transport, and the `pushbench run` driver around it.
 
 pub mod calibrate;
-pub(crate) mod child;
+pub mod settings;
 mod load;
 mod local;
 mod merge;
@@ -12,10 +12,9 @@ mod subscriber;
 mod summary;
 pub mod worker;
 
-pub use child::ServerChild;
-pub use load::{run_job, run_subscribers, LoadJob};
+pub use load::{run_job, run_subscribers};
 pub use local::{deliver_locally, LocalRun};
 pub use merge::{merge, MergeOutcome};
-pub use part::{DeliveryCounts, LoadPart, MergeError, Merged, PartFile, ServerPart};
+pub use part::{MergeError, Merged};
 pub use run::{run, RunOptions, RunOutcome};
 pub use subscriber::{RecordPlan, SubscriberRecord, TallySink};

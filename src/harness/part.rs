@@ -21,57 +21,15 @@ use crate::metrics::machine::Machine;
 use crate::metrics::process::ProcessSample;
 use crate::metrics::recorder::{FanoutClock, Recorded, Timeline};
 use crate::metrics::sockets::SocketTotals;
-use crate::serve::ServeStats;
+use crate::protocol::{DeliveryCounts, LoadPart, PartHistograms, ServeStats, WorkerProcess};
 use crate::transport::{SettingValues, Transport};
 
 /// How many distinct subscriber errors a part keeps word for word (the rest are counted).
 const ERRORS_KEPT: usize = 8;
 
-/// Delivery counts summed over subscribers.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeliveryCounts {
-    /// Subscribers counted.
-    pub subscribers: usize,
-    /// Subscribers that received the identical stream: the source digest, nothing lost,
-    /// duplicated or malformed, and no error.
-    pub intact: usize,
-    /// Subscribers that did not, but whose every missing event is accounted for: gaps the
-    /// server named, or the tail a drop cut off with resuming off. Nothing duplicated or
-    /// garbled.
-    #[serde(default)]
-    pub accounted: usize,
-    /// Subscribers whose digest differs from the source's.
-    pub digest_mismatches: usize,
-    /// Subscribers that ended with an error.
-    pub errors: usize,
-    /// Events received, duplicates included.
-    pub received: u64,
-    /// Distinct events received.
-    pub delivered: u64,
-    /// Events never received.
-    pub lost: u64,
-    /// Extra copies received.
-    pub duplicated: u64,
-    /// Events received after a later one.
-    pub reordered: u64,
-    /// Messages that were not valid events of the stream.
-    pub malformed: u64,
-    /// Arrivals too far out of order to be tracked (they also count as lost).
-    pub beyond_window: u64,
-    /// Times a subscription was established again after its connection dropped.
-    #[serde(default)]
-    pub reconnects: u64,
-    /// Events missing because the server said it no longer held them (gaps).
-    #[serde(default)]
-    pub gapped: u64,
-    /// Events missing after a drop that the subscription did not resume from (resume off).
-    #[serde(default)]
-    pub cut_off: u64,
-}
-
 impl DeliveryCounts {
     /// Counts one subscriber's record against the source digest.
-    fn add(&mut self, record: &SubscriberRecord, source: Digest) {
+    pub(crate) fn add(&mut self, record: &SubscriberRecord, source: Digest) {
         let counts: &TallyCounts = record.tally.counts();
         let lost = record.tally.lost();
         let digest_ok = record.tally.digest() == source;
@@ -97,118 +55,6 @@ impl DeliveryCounts {
         self.accounted += usize::from(!intact && record.ledger_balances());
     }
 
-    /// Sums another part's counts in.
-    fn merge(&mut self, other: &DeliveryCounts) {
-        self.subscribers += other.subscribers;
-        self.intact += other.intact;
-        self.digest_mismatches += other.digest_mismatches;
-        self.errors += other.errors;
-        self.received += other.received;
-        self.delivered += other.delivered;
-        self.lost += other.lost;
-        self.duplicated += other.duplicated;
-        self.reordered += other.reordered;
-        self.malformed += other.malformed;
-        self.beyond_window += other.beyond_window;
-        self.reconnects += other.reconnects;
-        self.gapped += other.gapped;
-        self.cut_off += other.cut_off;
-        self.accounted += other.accounted;
-    }
-
-    /// The one rule for a failed combination, used by `run` and `load` alike: some subscriber
-    /// neither received the identical stream nor can account for every event it missed. Loss
-    /// a fault explains (a gap past the replay window, a drop with resuming off) is judged by
-    /// the ledger; loss nothing explains fails.
-    pub fn failed(&self) -> bool {
-        self.intact + self.accounted < self.subscribers
-    }
-
-    /// Whether the subscribers' loss is all accounted for, but some is there.
-    pub fn loss_accounted(&self) -> bool {
-        !self.failed() && self.accounted > 0
-    }
-}
-
-/// Histograms of a part, HdrHistogram V2 + deflate, base64.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct PartHistograms {
-    /// Receive minus scheduled send time, us, warm-up excluded.
-    pub latency_us: String,
-    /// Receive minus actual send time, us, warm-up excluded.
-    pub service_time_us: String,
-    /// Connect plus handshake per subscriber, us.
-    pub handshake_us: String,
-    /// First event's send to receive per subscriber, us.
-    pub first_event_us: String,
-    /// Events per response, for batching transports.
-    pub events_per_response: Option<String>,
-    /// TLS handshakes this worker timed (its subscribers', or the ones its webhook consumers
-    /// accepted), us; absent without TLS.
-    #[serde(default)]
-    pub tls_handshake_us: Option<String>,
-    /// Latency per second since `interval_origin_ns`.
-    pub seconds: Vec<String>,
-}
-
-/// The load worker's own process, sampled three times.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WorkerProcess {
-    /// Before the first subscriber.
-    pub before: ProcessSample,
-    /// With every subscriber connected, before the stream.
-    pub connected: ProcessSample,
-    /// Once every subscriber was done.
-    pub end: ProcessSample,
-}
-
-/// Everything one load worker measured.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct LoadPart {
-    /// Which worker (from 0).
-    pub worker: usize,
-    /// The transport its subscribers used.
-    pub transport: Transport,
-    /// The stream they should have received: parts of different streams never merge.
-    pub spec: StreamSpec,
-    /// Monotonic origin of the per-second intervals.
-    pub interval_origin_ns: u64,
-    /// Delivery counts over its subscribers.
-    pub counts: DeliveryCounts,
-    /// The first few distinct errors, word for word.
-    pub errors: Vec<String>,
-    /// Send time of the first event any of its subscribers received.
-    pub first_sent_ns: Option<u64>,
-    /// When its last event arrived.
-    pub last_received_ns: Option<u64>,
-    /// Its histograms.
-    pub histograms: PartHistograms,
-    /// When the last of its subscribers had each followed event.
-    pub fanout: FanoutClock,
-    /// Its process: memory and CPU.
-    pub process: WorkerProcess,
-    /// Connections and bytes at sockets it accepted (webhook consumers).
-    pub sockets: SocketTotals,
-    /// The transport's client settings its subscribers ran with (defaults filled in).
-    #[serde(default)]
-    pub settings: SettingValues,
-    /// Worst latency and events per bin of receive time since `interval_origin_ns`.
-    #[serde(default)]
-    pub timeline: Timeline,
-    /// When subscribers were down for the outage fault (monotonic ns): from the first going
-    /// down to the last coming back.
-    #[serde(default)]
-    pub outage_ns: Option<(u64, u64)>,
-    /// The slow consumer, if this worker ran it.
-    #[serde(default)]
-    pub slow_consumer: Option<SlowConsumer>,
-    /// This worker's clock against the server's, when it measured it (a worker on another
-    /// host): every time in this part is on the server's clock, corrected by it.
-    #[serde(default)]
-    pub clock: Option<ClockSync>,
-    /// CPUs this worker could run on.
-    #[serde(default)]
-    pub cpus: usize,
 }
 
 impl LoadPart {
@@ -476,60 +322,6 @@ impl Merged {
             (Some(first), Some(last)) if last > first => (last - first) as f64 / 1e9,
             _ => 0.0,
         }
-    }
-}
-
-/// What the server under test measured, written by `pushbench serve --stats-out` for
-/// `pushbench merge`: its counts, CPU and memory, with what it served.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ServerPart {
-    /// The transport served.
-    pub transport: Transport,
-    /// The stream published.
-    pub spec: StreamSpec,
-    /// The transport's server settings, defaults included.
-    pub settings: SettingValues,
-    /// Subscribers it waited for.
-    pub start_after: usize,
-    /// Server processes (a fleet when above one).
-    pub processes: usize,
-    /// CPUs the server had.
-    pub cpus: usize,
-    /// The server's host.
-    pub machine: Machine,
-    /// When it started, Unix seconds.
-    pub started_unix: u64,
-    /// What it counted.
-    pub stats: ServeStats,
-}
-
-/// A part file: what one process of a run across hosts wrote, tagged with which side it is.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(tag = "part", rename_all = "snake_case")]
-pub enum PartFile {
-    /// A load worker's (`pushbench load --out`).
-    Load(Box<LoadPart>),
-    /// The server's (`pushbench serve --stats-out`).
-    Server(Box<ServerPart>),
-}
-
-impl PartFile {
-    /// Writes the part to `path` (JSON).
-    pub fn write(&self, path: &Path) -> anyhow::Result<()> {
-        let text = serde_json::to_vec(self)?;
-        std::fs::write(path, text).with_context(|| format!("writing the part {}", path.display()))
-    }
-
-    /// Reads a part file; an error says which file and what is wrong with it.
-    pub fn read(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        serde_json::from_slice(&text).with_context(|| {
-            format!(
-                "{} is not a pushbench part (written by `pushbench load --out` or \
-                 `pushbench serve --stats-out`)",
-                path.display()
-            )
-        })
     }
 }
 

@@ -23,14 +23,14 @@ use crate::metrics::process::{self, MachineCpu};
 use crate::protocol::Job;
 use crate::results::{utc_stamp, Placement, Results, Settings, TransportResult, SCHEMA_VERSION};
 use crate::scenario::{raise_open_file_limit, Scenario};
-use crate::serve::ServeOptions;
-use crate::transport::resume::RESTART_AFTER;
+use crate::protocol::ServeOptions;
+use super::settings::{settings_of, RESTART_AFTER};
 use crate::transport::tls::{TlsMaterial, TLS};
 use crate::transport::{ClientConfig, Limits, ServerConfig, SettingValues, Side, Transport};
 
 use super::calibrate::calibrate;
-use super::child::{LoadWorker, ServerChild};
-use super::load::LoadJob;
+use crate::protocol::child::{LoadWorker, ServerChild};
+use crate::protocol::LoadJob;
 use super::part::Merged;
 use super::summary::{summarise, wall_time_of, write_interval_log, Restarted, Row, Summary};
 
@@ -537,7 +537,7 @@ async fn measure(
     // ...and those only this process acts on (faults such as the restart).
     let all = combination
         .settings
-        .effective(combination.transport.spec().settings, Side::Both);
+        .effective(&settings_of(combination.transport), Side::Both);
     for (name, value) in all.0 {
         settings.0.entry(name).or_insert(value);
     }

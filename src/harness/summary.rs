@@ -16,9 +16,10 @@ use crate::results::{
     Bound, ClockOffsets, Connection, HandshakeTimes, Histograms, Throughput, TransportResult,
     WorkerClock,
 };
-use crate::serve::ServeStats;
+use crate::protocol::ServeStats;
 use crate::transport::listener::DROP_EVERY;
-use crate::transport::resume::{OUTAGE, RESTART_AFTER};
+use super::settings::RESTART_AFTER;
+use crate::transport::resume::OUTAGE;
 use crate::transport::{SettingValues, Transport};
 
 use super::part::Merged;

@@ -36,7 +36,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::transport::settings::Value;
+use crate::settings::Value;
 use crate::transport::{Setting, Side};
 
 pub use proxy::{serve, LinkStats, LinkTotals};

@@ -19,7 +19,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use tokio::process::{Child, Command};
 
-use crate::transport::settings::Value;
+use crate::settings::Value;
 use crate::transport::{Setting, Side};
 
 /// The reverse proxy subscribers reach the server through.

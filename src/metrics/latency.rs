@@ -252,3 +252,25 @@ mod tests {
         assert_eq!(starts, [0, 2]);
     }
 }
+
+/// How late the publisher sent events against their schedule: the harness's own share of every
+/// latency, shown so a reader can subtract it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Lateness {
+    /// Median, microseconds.
+    pub p50_us: f64,
+    /// 99th percentile, microseconds.
+    pub p99_us: f64,
+    /// Largest, microseconds.
+    pub max_us: f64,
+}
+
+impl Lateness {
+    pub(crate) fn of(ns: &Histogram<u64>) -> Option<Self> {
+        (!ns.is_empty()).then(|| Self {
+            p50_us: ns.value_at_quantile(0.5) as f64 / 1e3,
+            p99_us: ns.value_at_quantile(0.99) as f64 / 1e3,
+            max_us: ns.max() as f64 / 1e3,
+        })
+    }
+}

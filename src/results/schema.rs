@@ -13,7 +13,7 @@ use crate::metrics::faults::{FaultEffect, FaultWindow, SlowConsumer};
 use crate::metrics::latency::{IntervalLatency, Percentiles};
 use crate::metrics::machine::Machine;
 use crate::metrics::recorder::Timeline;
-use crate::publisher::Lateness;
+use crate::metrics::latency::Lateness;
 use crate::scenario::Scenario;
 use crate::transport::{SettingValues, Transport};
 

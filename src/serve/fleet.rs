@@ -10,10 +10,10 @@ use anyhow::Context as _;
 
 use crate::clock::now_ns;
 use crate::event::Rate;
-use crate::harness::ServerChild;
+use crate::protocol::child::ServerChild;
 use crate::metrics::kernel;
 use crate::protocol::{self, Command, Job, Report};
-use crate::publisher::Lateness;
+use crate::metrics::latency::Lateness;
 
 use super::{
     announce_listening, announce_secret, finish, Before, Output, ServeOptions, ServeStats,

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use flate2::write::{GzDecoder, GzEncoder, ZlibDecoder, ZlibEncoder};
 use futures_util::{Stream, StreamExt as _};
 
-use super::settings::Value;
+use crate::settings::Value;
 use super::{Setting, Side, Traits};
 
 /// Whether and how what goes to subscribers is compressed.

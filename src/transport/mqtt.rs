@@ -33,7 +33,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::resume::{Resuming, OUTAGE, OUTAGE_AFTER, RECONNECT_GRACE, RESUME};
-use super::settings::Value;
+use crate::settings::Value;
 use super::{
     deliver, ClientConfig, ClientError, Colour, Flow, KeepAlive, Outside, Redelivery, Requests,
     ServerConfig, Setting, SettingValues, Side, Sink, Spec, Traits,

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use hyper::client::conn::http2::SendRequest;
 
-use super::settings::{Setting, Side};
+use crate::settings::{Setting, Side};
 use super::{ClientConfig, ClientError};
 
 /// How many connections a load worker's subscribers share.

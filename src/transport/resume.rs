@@ -65,17 +65,6 @@ pub fn replay_window(settings: &super::SettingValues) -> Option<u64> {
     Some(REPLAY_WINDOW.read(settings)).filter(|&events| events > 0)
 }
 
-/// The server restart fault: when `run` kills the server.
-pub static RESTART_AFTER: Setting<Duration> = Setting {
-    name: "restart-after",
-    help: "Fault: `run` kills the server process this long after the stream starts and starts \
-           a new one on the same port, which serves the same stream on the same schedule; \
-           subscribers resume from it (0s: never)",
-    side: Side::Harness,
-    default: Duration::ZERO,
-    min: Duration::ZERO,
-};
-
 /// The consumer outage fault: how long each subscriber is down.
 pub static OUTAGE: Setting<Duration> = Setting {
     name: "outage",

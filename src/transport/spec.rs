@@ -7,7 +7,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use super::settings::{Declared, Setting, SettingValues};
+use crate::settings::{Declared, Setting, SettingValues};
 
 /// One transport's declaration (serialized as `pushbench transports --json` lists it).
 #[derive(Serialize)]
@@ -31,6 +31,13 @@ pub struct Spec {
     /// said to be unmeasured.
     #[serde(skip)]
     pub outside: fn(&SettingValues) -> Outside,
+}
+
+impl Spec {
+    /// Whether it takes `setting` (declares it among its settings).
+    pub fn takes(&self, setting: &dyn Declared) -> bool {
+        self.settings.iter().any(|s| s.name() == setting.name())
+    }
 }
 
 /// Where part of a server's work runs outside `serve`'s own process.

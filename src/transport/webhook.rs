@@ -107,7 +107,7 @@ pub enum Method {
     Get,
 }
 
-impl crate::transport::settings::Value for Method {
+impl crate::settings::Value for Method {
     const KIND: &'static str = "post|get";
 
     fn parse(text: &str) -> Result<Self, String> {
@@ -262,7 +262,7 @@ pub enum RetryKind {
     StandardWebhooks,
 }
 
-impl crate::transport::settings::Value for RetryKind {
+impl crate::settings::Value for RetryKind {
     const KIND: &'static str = "exponential|standard-webhooks";
 
     fn parse(text: &str) -> Result<Self, String> {

@@ -27,7 +27,7 @@ use yawc::{CompressionLevel, DeflateOptions, DeflatePool, Frame, IncomingUpgrade
 use super::compression::{Compression, COMPRESSION};
 use super::cursor::first_seq_from_query;
 use super::resume::Resuming;
-use super::settings::SettingValues;
+use crate::settings::SettingValues;
 use super::tls::ALPN_HTTP1;
 use super::{
     deliver, serve_http, ArrivalClock, ClientConfig, ClientError, Colour, KeepAlive, Flow, Redelivery,

@@ -6,16 +6,27 @@
 //! child answers with [`Report`]s, one JSON line each, on its stdout, and writes only human
 //! diagnostics to stderr. `pushbench serve
 //! --json` speaks the same reports for scripts that start a server themselves.
+//!
+//! The protocol owns its messages' types: the jobs ([`ServeOptions`], [`LoadJob`]), what comes
+//! back ([`ServeStats`], [`LoadPart`]), the part files of a run across hosts ([`PartFile`]),
+//! and the parent's end of the pipe ([`child`]). Serve and the harness, above it, fill them in.
 
 use std::io::{BufRead, Write};
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::harness::{LoadJob, LoadPart};
 use crate::metrics::process::ProcessSample;
-use crate::serve::{ServeOptions, ServeStats};
 use crate::transport::SettingValues;
+
+pub mod child;
+mod load;
+mod part;
+mod serve;
+
+pub use load::{DeliveryCounts, LoadJob, LoadPart, PartHistograms, WorkerProcess};
+pub use part::{PartFile, ServerPart};
+pub use serve::{ServeOptions, ServeStats};
 
 /// What a child process is asked to do.
 #[derive(Debug, Serialize, Deserialize)]

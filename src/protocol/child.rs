@@ -15,10 +15,10 @@ use tokio::sync::mpsc;
 
 use crate::metrics::process::ProcessSample;
 use crate::protocol::{self, Job, Report};
-use crate::serve::ServeStats;
+use crate::protocol::ServeStats;
 use crate::transport::SettingValues;
 
-use super::part::LoadPart;
+use crate::protocol::LoadPart;
 
 /// How long a child may take to say it is ready.
 const STARTUP: Duration = Duration::from_secs(20);
