@@ -47,7 +47,7 @@ fn delivery(c: &mut Criterion) {
                             for _ in 0..iterations {
                                 let server = ServerConfig::local();
                                 let client = ClientConfig {
-                                    webhook_secret: Some(server.webhook_secret.clone()),
+                                    credentials: server.credentials.for_subscribers(),
                                     ..ClientConfig::default()
                                 };
                                 let timeout = Duration::from_secs(120);

@@ -9,18 +9,21 @@ use std::path::PathBuf;
 use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand};
 
+use crate::credential_flags::CredentialFlags;
 use crate::event::{PayloadSizes, Rate, StreamSpec};
+use crate::harness::settings::settings_of;
 use crate::harness::{self, run_job, Merged, RunOptions};
-use crate::protocol::{LoadJob, PartFile, ServeOptions};
 use crate::payload::PayloadKind;
+use crate::protocol::{LoadJob, PartFile, ServeOptions};
 use crate::recommend::{self, design::DesignSettings, evidence::Evidence};
 use crate::report;
 use crate::results;
 use crate::scenario::Settings;
 use crate::serve;
 use crate::setting_flags::{SettingFlags, LOAD, SERVE};
+use crate::settings::Side;
 use crate::transport::tls::TlsMaterial;
-use crate::transport::{ClientConfig, Faults, Limits, Secrets, ServerConfig, Spec, Transport};
+use crate::transport::{ClientConfig, Faults, Limits, ServerConfig, Spec, Target, Transport};
 
 /// Measures how events should reach their consumers: WebSocket, SSE, long polling, short
 /// polling, webhooks and raw TCP, delivering one identical stream over real sockets.
@@ -298,12 +301,12 @@ impl TransportsArgs {
             return Ok(());
         }
         if self.markdown {
-            print!("{}", transports_table(&specs));
+            print!("{}", transports_table());
             return Ok(());
         }
-        for spec in specs {
-            println!("{:<10} {}", spec.name, spec.summary);
-            for setting in spec.settings {
+        for &transport in Transport::ALL {
+            println!("{:<10} {}", transport.name(), transport.spec().summary);
+            for setting in settings_of(transport) {
                 println!(
                     "{:10}   --{} {} (default {}, {}): {}",
                     "",
@@ -321,12 +324,13 @@ impl TransportsArgs {
 
 /// The transports as a Markdown table: what each is, what receives it, how missed events
 /// come back, and its settings with their defaults.
-fn transports_table(specs: &[&Spec]) -> String {
+fn transports_table() -> String {
     use crate::document::{Block, Document};
     use crate::transport::Redelivery;
-    let rows = specs
+    let rows = Transport::ALL
         .iter()
-        .map(|spec| {
+        .map(|&transport| {
+            let spec = transport.spec();
             let traits = &spec.traits;
             let receiver = match (traits.browser_api, traits.needs_inbound_http) {
                 (Some(api), _) => format!("browser `{api}`"),
@@ -338,8 +342,7 @@ fn transports_table(specs: &[&Spec]) -> String {
                 | Redelivery::Retries(how, _)
                 | Redelivery::Application(how) => how,
             };
-            let settings: Vec<String> = spec
-                .settings
+            let settings: Vec<String> = settings_of(transport)
                 .iter()
                 .map(|s| format!("`--{}` {}", s.name(), s.default_text()))
                 .collect();
@@ -368,7 +371,7 @@ fn transports_table(specs: &[&Spec]) -> String {
             ]
             .map(String::from)
             .to_vec(),
-            emphasis: specs.iter().map(|s| s.traits.floor).collect(),
+            emphasis: Transport::ALL.iter().map(|t| t.traits().floor).collect(),
             rows,
         }],
     };
@@ -433,23 +436,14 @@ pub struct ServeArgs {
     /// Seconds between keep-alives (WebSocket pings, SSE comments).
     #[arg(long, default_value = "15", value_parser = parse_secs)]
     pub heartbeat: Duration,
-    /// Webhook signing secrets: the provider's, read from a file or from the environment
-    /// (never from argv, where `ps` would show them); generated and printed if absent.
+    /// The transport's credentials: secrets read from files or the environment (never from
+    /// argv, where `ps` would show them; made and printed where absent), and consents.
     #[command(flatten)]
-    pub secrets: SecretArgs,
+    pub credentials: CredentialFlags<SERVE>,
     /// TLS (with `--tls on`): the certificate to serve with, and the certificates of the
     /// webhook consumers to trust.
     #[command(flatten)]
     pub tls: TlsArgs,
-    /// Webhooks: deliver to endpoints on loopback, private, link-local or metadata addresses
-    /// (refused otherwise, so that registering one cannot turn the provider against its own
-    /// network).
-    #[arg(long)]
-    pub allow_private_targets: bool,
-    /// Webhooks: let anyone register endpoints, without the token that is otherwise generated
-    /// and printed.
-    #[arg(long)]
-    pub open_registration: bool,
     /// Subscribers (connections or webhook endpoints) at once; more are refused (503, or close
     /// 1013). Default: what the open-file limit allows.
     #[arg(long)]
@@ -505,17 +499,24 @@ impl ServeArgs {
             },
             ..ServerConfig::default()
         };
-        let given = self.secrets.read()?;
-        let announce_secret = given.is_none();
-        if let Some(secrets) = given {
-            config.webhook_secret = secrets;
-        }
+        // What the transport needs and was not given is made here and told once: nobody else
+        // knows it.
+        let spec = self.transport.spec();
+        config.credentials = self.credentials.read()?;
+        let announce = config
+            .credentials
+            .complete(spec.credentials.iter().copied())
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        config
+            .credentials
+            .check(spec, Side::Server)
+            .map_err(anyhow::Error::msg)?;
         config.tls = self.tls.material(&[self.listen.ip()])?;
         config.limits = Limits {
             max_subscribers: self.max_subscribers,
             write_timeout: self.write_timeout,
-            registration_token: (!self.open_registration).then(registration_token),
-            allow_private_targets: self.allow_private_targets,
         };
         Ok(ServeOptions {
             transport: self.transport,
@@ -526,7 +527,7 @@ impl ServeArgs {
             drain_timeout: self.drain_timeout,
             start_delay: self.start_delay,
             cpus: self.cpus,
-            announce_secret,
+            announce,
             schedule_origin_ns: None,
             returning: 0,
             processes: usize::from(self.processes),
@@ -562,14 +563,10 @@ pub struct LoadArgs {
     /// The stream the server publishes (must match its flags).
     #[command(flatten)]
     pub stream: StreamArgs,
-    /// The provider's webhook secrets, as `pushbench serve` printed them: from a file or from
-    /// the environment, never argv.
+    /// The transport's credentials, as `pushbench serve` printed them: from files or from the
+    /// environment, never argv.
     #[command(flatten)]
-    pub secrets: SecretArgs,
-    /// The webhook provider's registration token, as `pushbench serve` printed it: a file
-    /// holding it (the environment's PUSHBENCH_REGISTRATION_TOKEN otherwise).
-    #[arg(long)]
-    pub registration_token_file: Option<PathBuf>,
+    pub credentials: CredentialFlags<LOAD>,
     /// TLS (with `--tls on`): the server's certificate to trust (`--ca`), and for webhook
     /// consumers the certificate to serve with.
     #[command(flatten)]
@@ -599,23 +596,13 @@ impl LoadArgs {
             None if server.ip().is_loopback() => None,
             None => Some(route_source(server)?),
         };
-        let secrets = self.secrets.read()?;
-        if self.transport == Transport::Webhook && secrets.is_none() {
-            bail!(
-                "--transport webhook needs the provider's secret (printed by `pushbench serve`): \
-                 --webhook-secret-file FILE, or PUSHBENCH_WEBHOOK_SECRET in the environment"
-            );
-        }
-        let registration_token = match &self.registration_token_file {
-            Some(path) => Some(read_secret_file(path)?),
-            None => std::env::var("PUSHBENCH_REGISTRATION_TOKEN")
-                .ok()
-                .filter(|token| !token.trim().is_empty()),
-        };
+        let credentials = self.credentials.read()?;
+        credentials
+            .check(self.transport.spec(), Side::Client)
+            .map_err(anyhow::Error::msg)?;
         let config = ClientConfig {
             settings: self.settings.values(),
-            webhook_secret: secrets,
-            registration_token,
+            credentials,
             tls: self.tls.material(&[])?,
             bind,
             ..ClientConfig::default()
@@ -623,7 +610,7 @@ impl LoadArgs {
         Ok(LoadJob {
             worker: self.worker,
             transport: self.transport,
-            server,
+            target: Target::at(server),
             subscribers: self.subscribers,
             first_subscriber: self.worker.saturating_mul(self.subscribers),
             spec: self.stream.spec()?,
@@ -646,7 +633,7 @@ impl LoadArgs {
             PartFile::Load(Box::new(part.clone())).write(out)?;
         }
         let merged = Merged::of(std::slice::from_ref(&part))?;
-        println!("{} load against {}", job.transport, job.server);
+        println!("{} load against {}", job.transport, job.target.addr);
         if let Some(clock) = &part.clock {
             println!(
                 "clock offset      {:+.1} us to the server's, +/- {:.1} us (applied to every \
@@ -721,48 +708,6 @@ fn parse_stall(text: &str) -> Result<(u64, Duration), String> {
         }
         _ => Err(format!("expected SEQ:MS (e.g. 500:200), got {text:?}")),
     }
-}
-
-/// Where the webhook secrets come from: a file, or the environment; never argv, where any user
-/// of the machine could read them with `ps`.
-#[derive(Debug, Args)]
-pub struct SecretArgs {
-    /// A file holding the webhook secrets (`whsec_...`, several separated by white space while
-    /// one is rotated out: the provider signs with all, consumers accept any). Without it,
-    /// PUSHBENCH_WEBHOOK_SECRET in the environment.
-    #[arg(long)]
-    pub webhook_secret_file: Option<PathBuf>,
-}
-
-impl SecretArgs {
-    /// The secrets given, if any; a bad one is an error that says where it came from.
-    pub fn read(&self) -> anyhow::Result<Option<Secrets>> {
-        let (text, source) = match &self.webhook_secret_file {
-            Some(path) => (read_secret_file(path)?, path.display().to_string()),
-            // Set but empty counts as unset, as in a script that exports it for every
-            // transport.
-            None => match std::env::var("PUSHBENCH_WEBHOOK_SECRET") {
-                Ok(text) if !text.trim().is_empty() => (text, "PUSHBENCH_WEBHOOK_SECRET".into()),
-                _ => return Ok(None),
-            },
-        };
-        let secrets = text.parse().with_context(|| format!("in {source}"))?;
-        Ok(Some(secrets))
-    }
-}
-
-/// A small file holding a secret or token, trimmed.
-fn read_secret_file(path: &std::path::Path) -> anyhow::Result<String> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(text.trim().to_owned())
-}
-
-/// A fresh registration token: 128 random bits, hex.
-fn registration_token() -> String {
-    use rand::Rng as _;
-    let bits: u128 = rand::rng().random();
-    format!("{bits:032x}")
 }
 
 /// TLS files, for `serve`, `load` and `run`; TLS itself is turned on by `--tls on`.

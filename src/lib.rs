@@ -35,6 +35,7 @@
 
 pub mod cli;
 pub mod clock;
+pub mod credential_flags;
 pub mod document;
 pub mod event;
 pub mod harness;

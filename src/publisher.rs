@@ -18,11 +18,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use rustix::time::{clock_gettime, ClockId};
-use serde::{Deserialize, Serialize};
 
 use crate::clock::now_ns;
 use crate::event::{Event, StreamSpec};
 use crate::hub::Hub;
+use crate::metrics::latency::Lateness;
 
 /// The sleep margin never goes below this...
 const MIN_MARGIN_NS: u64 = 10_000;
@@ -48,7 +48,6 @@ pub struct Published {
     /// Sent minus scheduled time per event, when the stream has a schedule.
     pub lateness: Option<Lateness>,
 }
-
 
 /// Publishes the whole stream into `hub`, blocking the calling thread until done (or until the
 /// hub is closed, when the server is stopping).

@@ -11,14 +11,18 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::event::{PayloadSizes, Rate, SpecError, StreamSpec};
+use crate::harness::settings::{declared_settings, settings_of};
 use crate::payload::PayloadKind;
+use crate::protocol::open_files::{
+    open_file_limit, server_processes_for, subscribers_per_process, MAX_PROCESSES, RESERVED_FILES,
+};
 use crate::setting_flags::{SettingFlags, RUN};
-use crate::transport::compression::{Compression, COMPRESSION};
 use crate::settings::Value as _;
-use crate::transport::{SettingValues, Transport};
+use crate::transport::compression::{Compression, COMPRESSION};
+use crate::transport::Transport;
 
-/// Sockets a load worker keeps for itself (listeners, files, its pipes).
-const RESERVED_FILES: u64 = 64;
+pub use crate::results::scenario::Scenario;
+use crate::results::scenario::{DEFAULT_P99_BUDGET_MS, DEFAULT_TIMEOUT};
 
 /// Why a scenario cannot run.
 #[derive(Debug, Error)]
@@ -338,7 +342,7 @@ impl Settings {
                 ));
             }
         }
-        let p99_budget_ms = self.p99_budget.unwrap_or(50.0);
+        let p99_budget_ms = self.p99_budget.unwrap_or(DEFAULT_P99_BUDGET_MS);
         if !(p99_budget_ms.is_finite() && p99_budget_ms > 0.0) {
             return impossible(format!(
                 "--p99-budget must be a positive number of milliseconds, got {p99_budget_ms}"
@@ -352,6 +356,9 @@ impl Settings {
             .transports
             .map(|t| t.0)
             .unwrap_or_else(|| Transport::ALL.to_vec());
+        if let Err(why) = every_setting_taken(&transports, &self.transport_settings.given) {
+            return impossible(why);
+        }
         if let Err(why) = compression_offered(&transports, &self.transport_settings.given) {
             return impossible(why);
         }
@@ -368,7 +375,7 @@ impl Settings {
             repeat,
             idle: secs(self.idle, "idle", 0.0)?,
             settings: self.transport_settings.given,
-            timeout: secs(self.timeout, "timeout", 300.0)?,
+            timeout: secs(self.timeout, "timeout", DEFAULT_TIMEOUT.as_secs_f64())?,
             load_workers: self.load_workers,
             find_max: self.find_max.unwrap_or(false),
             p99_budget_ms,
@@ -398,96 +405,6 @@ fn locate_key(text: &str, message: &str) -> Option<String> {
     Some(format!("line {}: {message}", line + 1))
 }
 
-/// The open-file hard limit of this process (what the load can raise its soft limit to).
-pub fn open_file_limit() -> u64 {
-    rustix::process::getrlimit(rustix::process::Resource::Nofile)
-        .maximum
-        .unwrap_or(u64::MAX)
-}
-
-/// The most processes `run` spreads one side of a combination over.
-const MAX_PROCESSES: usize = 256;
-
-/// Subscribers one process can hold: its open-file hard limit, less room for everything else.
-pub fn subscribers_per_process() -> usize {
-    usize::try_from(open_file_limit().saturating_sub(RESERVED_FILES))
-        .unwrap_or(usize::MAX)
-        .max(1)
-}
-
-/// Server processes for `subscribers`: one while they fit, else enough that each holds at most
-/// four fifths of what it could, because the kernel spreads connections over processes
-/// sharing a port by a hash, not evenly.
-pub fn server_processes_for(subscribers: usize) -> usize {
-    let per = subscribers_per_process();
-    if subscribers <= per {
-        1
-    } else {
-        subscribers.div_ceil((per / 5 * 4).max(1))
-    }
-}
-
-/// Raises the soft open-file limit to the hard one, so many connections fit.
-pub fn raise_open_file_limit() {
-    let mut limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
-    limit.current = limit.maximum;
-    let _ = rustix::process::setrlimit(rustix::process::Resource::Nofile, limit);
-}
-
-/// A validated scenario: what `pushbench run` measures.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct Scenario {
-    /// Its name (a preset's file stem, or `custom`).
-    pub name: String,
-    /// Transports, measured one after another in this order.
-    #[schemars(with = "Vec<String>")]
-    pub transports: Vec<Transport>,
-    /// Subscriber counts, one run each.
-    pub subscribers: Vec<usize>,
-    /// Offered rate.
-    #[schemars(with = "String")]
-    pub rate: Rate,
-    /// Events per run.
-    pub events: u64,
-    /// Payload sizes, one run each (each may itself cycle several sizes).
-    #[schemars(with = "Vec<String>")]
-    pub payloads: Vec<PayloadSizes>,
-    /// What the payloads look like (left out when random, as runs before it was a choice).
-    #[serde(default, skip_serializing_if = "PayloadKind::is_random")]
-    #[schemars(with = "Option<String>")]
-    pub payload_kind: PayloadKind,
-    /// Seed for the payload bytes.
-    pub seed: u64,
-    /// Left out of the latency figures at the start of each stream.
-    #[serde(with = "secs")]
-    #[schemars(with = "f64")]
-    pub warmup: Duration,
-    /// Runs of each combination.
-    pub repeat: u32,
-    /// Subscribers are held idle this long before the stream.
-    #[serde(with = "secs")]
-    #[schemars(with = "f64")]
-    pub idle: Duration,
-    /// Transport settings given (canonical text), each a list of the values swept; settings
-    /// not given run at their declared defaults.
-    #[serde(default)]
-    pub settings: BTreeMap<String, Vec<String>>,
-    /// Longest a run may take.
-    #[serde(with = "secs")]
-    #[schemars(with = "f64")]
-    pub timeout: Duration,
-    /// Load worker processes (absent: one per load CPU).
-    #[serde(default)]
-    pub load_workers: Option<usize>,
-    /// Step the offered rate up to find the highest that holds.
-    pub find_max: bool,
-    /// p99 latency budget for `find_max`, milliseconds.
-    pub p99_budget_ms: f64,
-    /// The network namespace the server runs in (absent: this one, on loopback).
-    #[serde(default)]
-    pub server_netns: Option<String>,
-}
-
 /// Most events one run publishes.
 pub const MAX_EVENTS: u64 = 100_000_000;
 
@@ -501,6 +418,40 @@ fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
 }
 
+/// Every setting given is taken by at least one selected transport (or by what `run` does
+/// around it), so none is dropped unseen: one that none takes is refused, naming the
+/// transports that would. Those that take it run with it; the others run without it, and
+/// their rows say so.
+fn every_setting_taken(
+    transports: &[Transport],
+    given: &BTreeMap<String, Vec<String>>,
+) -> Result<(), String> {
+    for name in given.keys() {
+        let taken = transports
+            .iter()
+            .any(|&t| settings_of(t).iter().any(|s| s.name() == name));
+        if taken {
+            continue;
+        }
+        let selected: Vec<&str> = transports.iter().map(|t| t.name()).collect();
+        let takers: Vec<&str> = declared_settings()
+            .into_iter()
+            .find(|(s, _)| s.name() == name)
+            .map(|(_, takers)| takers.iter().map(|t| t.name()).collect())
+            .unwrap_or_default();
+        return Err(format!(
+            "--{name} applies to none of the transports selected ({}); it applies to {}",
+            selected.join(", "),
+            if takers.is_empty() {
+                "none".to_owned()
+            } else {
+                takers.join(", ")
+            }
+        ));
+    }
+    Ok(())
+}
+
 /// Every compression asked for is one each transport that takes it can do, checked before the
 /// first run rather than when that transport's server starts.
 fn compression_offered(
@@ -511,11 +462,7 @@ fn compression_offered(
         return Ok(());
     };
     for &transport in transports {
-        let takes_it = transport
-            .spec()
-            .settings
-            .iter()
-            .any(|s| s.name() == COMPRESSION.name);
+        let takes_it = transport.spec().takes(&COMPRESSION);
         for value in values.iter().filter(|_| takes_it) {
             // Given values were checked against the setting's kind already.
             let Ok(compression) = Compression::parse(value) else {
@@ -536,108 +483,6 @@ fn valid_netns(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-}
-
-impl Scenario {
-    /// How many load workers a combination of `subscribers` runs: as asked, or one per load
-    /// CPU; more when that many would not fit in as many processes' open files.
-    pub fn load_workers(&self, load_cpus: Option<&[usize]>, subscribers: usize) -> usize {
-        self.load_workers
-            .unwrap_or_else(|| load_cpus.map_or(1, <[usize]>::len))
-            .max(subscribers.div_ceil(subscribers_per_process()))
-            .max(1)
-    }
-
-    /// How many server processes serve a combination of `subscribers` (SO_REUSEPORT).
-    pub fn server_processes(&self, subscribers: usize) -> usize {
-        server_processes_for(subscribers)
-    }
-
-    /// The stream of one run.
-    pub fn spec(&self, payload: &PayloadSizes) -> StreamSpec {
-        // Every combination was validated in `resolve`.
-        StreamSpec::new(self.seed, self.events, payload.clone(), self.rate)
-            .expect("validated")
-            .with_kind(self.payload_kind)
-    }
-
-    /// The settings each run of `transport` takes: one entry per combination of the values
-    /// swept for its own settings, each with every setting of the transport (defaults filled
-    /// in), paired with just the swept ones (which tell its rows apart).
-    pub fn variants(&self, transport: Transport) -> Vec<(SettingValues, SettingValues)> {
-        let mut variants = vec![(SettingValues::default(), SettingValues::default())];
-        for setting in transport.spec().settings {
-            let given = self.settings.get(setting.name());
-            let values = given
-                .cloned()
-                .unwrap_or_else(|| vec![setting.default_text()]);
-            let swept = values.len() > 1;
-            variants = variants
-                .into_iter()
-                .flat_map(|(all, varied)| {
-                    values.iter().map(move |value| {
-                        let mut all = all.clone();
-                        let mut varied = varied.clone();
-                        all.0.insert(setting.name().to_owned(), value.clone());
-                        if swept {
-                            varied.0.insert(setting.name().to_owned(), value.clone());
-                        }
-                        (all, varied)
-                    })
-                })
-                .collect();
-        }
-        variants
-    }
-
-    /// The scenario in one sentence, for reports.
-    pub fn describe(&self) -> String {
-        let subs: Vec<String> = self.subscribers.iter().map(|n| n.to_string()).collect();
-        let kind = match self.payload_kind {
-            PayloadKind::Random => String::new(),
-            kind => format!(" {kind}"),
-        };
-        let payloads: Vec<String> = self
-            .payloads
-            .iter()
-            .map(|p| format!("{p} B{kind}"))
-            .collect();
-        let settings: Vec<String> = self
-            .settings
-            .iter()
-            .map(|(name, values)| format!("{name} {}", values.join(" / ")))
-            .collect();
-        format!(
-            "{} events at {} ev/s, payload {}, to {} subscriber(s), {} transport(s), {} repeat(s){}",
-            self.events,
-            self.rate,
-            payloads.join(" / "),
-            subs.join(" / "),
-            self.transports.len(),
-            self.repeat,
-            if settings.is_empty() {
-                String::new()
-            } else {
-                format!("; {}", settings.join(", "))
-            }
-        )
-    }
-}
-
-/// Durations as decimal seconds in the results.
-mod secs {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_f64(d.as_secs_f64())
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let secs = f64::deserialize(d)?;
-        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
-    }
 }
 
 #[cfg(test)]
@@ -723,11 +568,16 @@ mod tests {
             .resolve()
             .unwrap();
         assert_eq!(scenario.settings["longpoll-hold"], ["1s", "30s"]);
-        assert_eq!(scenario.variants(Transport::Longpoll).len(), 2);
-        let (poll, swept) = &scenario.variants(Transport::Poll)[0];
+        assert_eq!(
+            scenario.variants(&settings_of(Transport::Longpoll)).len(),
+            2
+        );
+        let (poll, swept) = &scenario.variants(&settings_of(Transport::Poll))[0];
         assert_eq!(poll.0["poll-interval"], "50ms");
         assert!(swept.is_empty());
-        assert!(scenario.variants(Transport::Poll)[0].1.is_empty());
+        assert!(scenario.variants(&settings_of(Transport::Poll))[0]
+            .1
+            .is_empty());
         let error = parse("rate = 10\nwebhook-attempts = 0\n").unwrap_err();
         assert!(
             error.contains("line 2") && error.contains("at least 1"),

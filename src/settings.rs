@@ -135,13 +135,17 @@ pub struct Setting<T> {
 }
 
 impl<T: Value + PartialOrd> Setting<T> {
-    /// Its value in `values`, or its default.
+    /// Its value in `values`, or its default when absent.
+    ///
+    /// Values are checked where they enter (flags and scenario files as they are read, a
+    /// child's job by [`SettingValues::check`] before it runs), so one that does not parse here
+    /// is a bug in pushbench, never input: it stops the process rather than run with a default
+    /// nobody asked for.
     pub fn read(&self, values: &SettingValues) -> T {
-        values
-            .0
-            .get(self.name)
-            .and_then(|text| T::parse(text).ok())
-            .unwrap_or(self.default)
+        match values.get(self) {
+            Ok(value) => value.unwrap_or(self.default),
+            Err(why) => panic!("a setting reached its reader unchecked: {why}"),
+        }
     }
 
     /// The setting set to `value`, for callers that build values in code (tests).
@@ -233,6 +237,39 @@ impl SettingValues {
                 })
                 .collect(),
         )
+    }
+
+    /// The value of `setting` here, if it is set; one that does not parse (or is below the
+    /// setting's minimum) is an error naming the setting.
+    pub fn get<T: Value + PartialOrd>(&self, setting: &Setting<T>) -> Result<Option<T>, String> {
+        let Some(text) = self.0.get(setting.name) else {
+            return Ok(None);
+        };
+        setting
+            .canonical(text)
+            .map_err(|why| format!("--{}: {why}", setting.name))?;
+        T::parse(text)
+            .map(Some)
+            .map_err(|why| format!("--{}: {why}", setting.name))
+    }
+
+    /// Checks every value against the settings a process takes: each names one of them and
+    /// parses, so a child handed a job with a misspelt or malformed setting refuses it at once
+    /// instead of running with a default.
+    pub fn check(&self, settings: &[&'static dyn Declared]) -> Result<(), String> {
+        for (name, text) in &self.0 {
+            let setting = settings.iter().find(|s| s.name() == name).ok_or_else(|| {
+                let names: Vec<&str> = settings.iter().map(|s| s.name()).collect();
+                format!(
+                    "--{name} is not a setting here (these are: {})",
+                    names.join(", ")
+                )
+            })?;
+            setting
+                .canonical(text)
+                .map_err(|why| format!("--{name}: {why}"))?;
+        }
+        Ok(())
     }
 
     /// Whether nothing is set.

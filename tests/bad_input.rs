@@ -10,7 +10,7 @@ use common::{assert_identical, client_for, serve_to, spec, start, TIMEOUT};
 use futures_util::{SinkExt, StreamExt};
 use pushbench::event::{Event, Rate, StreamSpec};
 use pushbench::harness::{RecordPlan, TallySink};
-use pushbench::transport::webhook::Consumer;
+use pushbench::transport::webhook::{self, Consumer};
 use pushbench::transport::{ClientConfig, Secret, ServerConfig, Transport};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -31,7 +31,7 @@ fn unix_now() -> i64 {
 async fn webhook_signatures_are_enforced() {
     let spec = spec(500, "64");
     let config = ServerConfig::local();
-    let secret = config.webhook_secret.clone();
+    let secret = webhook::secrets_of(&config.credentials).unwrap();
     let client = client_for(&config);
     let mut server = start(Transport::Webhook, &spec, config).await;
     let addr = server.addr();
@@ -40,7 +40,7 @@ async fn webhook_signatures_are_enforced() {
     let url = victim.url();
     let victim = tokio::spawn(async move {
         let mut sink = TallySink::new(RecordPlan::new(500, Rate::Max, 0, 0), 0);
-        let outcome = victim.run(addr, &mut sink).await;
+        let outcome = victim.run(&addr.into(), &mut sink).await;
         sink.finish(outcome.err().map(|e| e.to_string()))
     });
 
@@ -239,7 +239,7 @@ async fn tcp_client_counts_malformed_frames() {
     });
     let mut sink = TallySink::new(RecordPlan::new(2, Rate::Max, 0, 0), 0);
     Transport::Tcp
-        .subscribe(addr, &ClientConfig::default(), &mut sink)
+        .subscribe(&addr.into(), &ClientConfig::default(), &mut sink)
         .await
         .unwrap();
     let record = sink.finish(None);
@@ -272,7 +272,7 @@ async fn websocket_client_counts_malformed_messages() {
     });
     let mut sink = TallySink::new(RecordPlan::new(2, Rate::Max, 0, 0), 0);
     Transport::Websocket
-        .subscribe(addr, &ClientConfig::default(), &mut sink)
+        .subscribe(&addr.into(), &ClientConfig::default(), &mut sink)
         .await
         .unwrap();
     let record = sink.finish(None);

@@ -71,8 +71,8 @@ fn port_in_use_is_named() {
     );
 }
 
-/// `pushbench serve --json` in its own process says where it listens (and its generated webhook
-/// secret) in the typed protocol, delivers the identical stream to subscribers in this one, for
+/// `pushbench serve --json` in its own process says where it listens (and the credentials it
+/// made) in the typed protocol, delivers the identical stream to subscribers in this one, for
 /// every transport, reports its stats last, and exits 0 once they have it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_process_delivers_and_exits() {
@@ -109,16 +109,12 @@ async fn serve_process_delivers_and_exits() {
         let addr = loop {
             let line = lines.next().expect("serve reported its address").unwrap();
             match protocol::parse::<Report>(&line).unwrap() {
-                Report::WebhookSecret { whsec, token } => {
-                    config.webhook_secret = Some(whsec.parse().unwrap());
-                    config.registration_token = token;
-                }
+                Report::Credentials { made } => config.credentials = made,
                 Report::Listening { addr, settings, .. } => {
                     // It says what it runs with: every server setting of its transport.
                     let mut declared: Vec<&str> = transport
-                        .spec()
-                        .settings
-                        .iter()
+                        .settings()
+                        .into_iter()
                         .filter(|s| s.side().reaches(Side::Server))
                         .map(|s| s.name())
                         .collect();
@@ -132,7 +128,7 @@ async fn serve_process_delivers_and_exits() {
         };
         let records = run_subscribers(
             transport,
-            addr,
+            &addr.into(),
             2,
             0,
             &RecordPlan::new(spec.count, spec.rate, 0, 0),

@@ -120,7 +120,7 @@ async fn nothing_is_lost_across_a_consumer_outage() {
     let takes_outage = Transport::ALL
         .iter()
         .copied()
-        .filter(|t| t.spec().settings.iter().any(|s| s.name() == OUTAGE.name));
+        .filter(|t| t.spec().takes(&OUTAGE));
     // The transports side by side: each mostly waits out its outage.
     futures_util::future::join_all(takes_outage.map(outage_is_sat_out)).await;
 }
@@ -129,14 +129,17 @@ async fn outage_is_sat_out(transport: Transport) {
     use pushbench::transport::webhook::{ATTEMPTS, RETRY_CAP};
     let spec = stream();
     let outage = std::time::Duration::from_secs(2);
+    // Each setting only where the transport takes it (another is refused).
+    let takes = |name: &str| transport.settings().iter().any(|s| s.name() == name);
+    let settings = [
+        // Stay up while every subscriber is down at once.
+        RECONNECT_GRACE.set(std::time::Duration::from_secs(5)),
+        // A retry schedule that spans the outage whatever the jitter draws.
+        ATTEMPTS.set(40),
+        RETRY_CAP.set(std::time::Duration::from_millis(500)),
+    ];
     let config = ServerConfig {
-        settings: SettingValues::from_pairs([
-            // Stay up while every subscriber is down at once.
-            RECONNECT_GRACE.set(std::time::Duration::from_secs(5)),
-            // A retry schedule that spans the outage whatever the jitter draws.
-            ATTEMPTS.set(40),
-            RETRY_CAP.set(std::time::Duration::from_millis(500)),
-        ]),
+        settings: SettingValues::from_pairs(settings.into_iter().filter(|(name, _)| takes(name))),
         ..ServerConfig::local()
     };
     let mut client = client_for(&config);
@@ -230,7 +233,7 @@ async fn resuming_from_before_the_replay_window_reports_the_exact_gap() {
         let mut sink = TallySink::new(plan, 0);
         let outcome = tokio::time::timeout(
             TIMEOUT,
-            transport.subscribe(server.addr(), &client, &mut sink),
+            transport.subscribe(&server.addr().into(), &client, &mut sink),
         )
         .await
         .unwrap();
@@ -252,7 +255,7 @@ async fn resuming_from_before_the_replay_window_reports_the_exact_gap() {
 /// says, then gives up on it, and every event given up on is counted (none silently).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abandoned_webhooks_are_counted() {
-    use pushbench::transport::webhook::{ATTEMPTS, RETRY_BASE};
+    use pushbench::transport::webhook::{ATTEMPTS, REGISTRATION_TOKEN, RETRY_BASE};
     let spec = StreamSpec::new(42, 50, "16".parse().unwrap(), Rate::Max).unwrap();
     let config = ServerConfig {
         settings: SettingValues::from_pairs([
@@ -261,6 +264,11 @@ async fn abandoned_webhooks_are_counted() {
         ]),
         ..ServerConfig::local()
     };
+    let token = config
+        .credentials
+        .get(&REGISTRATION_TOKEN)
+        .unwrap()
+        .to_owned();
     let mut server = Server::start(
         Transport::Webhook,
         "127.0.0.1:0".parse().unwrap(),
@@ -276,6 +284,7 @@ async fn abandoned_webhooks_are_counted() {
         .unwrap();
     let answer = reqwest::Client::new()
         .post(format!("http://{}/subscriptions", server.addr()))
+        .bearer_auth(token)
         .json(&serde_json::json!({ "url": format!("http://{dead}/webhook") }))
         .send()
         .await

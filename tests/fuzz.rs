@@ -210,7 +210,16 @@ fn servers_take_arbitrary_requests() {
             let (count, client) = (spec.count, client.clone());
             let load = tokio::spawn(async move {
                 let plan = RecordPlan::new(count, Rate::Max, 0, 0);
-                run_subscribers(transport, addr, 1, 0, &plan, &client, common::TIMEOUT).await
+                run_subscribers(
+                    transport,
+                    &addr.into(),
+                    1,
+                    0,
+                    &plan,
+                    &client,
+                    common::TIMEOUT,
+                )
+                .await
             });
             // Connections left over from the fuzzing may still count for a moment: wait for
             // the real subscriber, whatever else is connected.
@@ -287,7 +296,7 @@ fn clients_take_arbitrary_answers() {
                     let mut sink = TallySink::new(RecordPlan::new(10, Rate::Max, 0, 0), 0);
                     let ended = tokio::time::timeout(
                         Duration::from_secs(20),
-                        transport.subscribe(addr, &config, &mut sink),
+                        transport.subscribe(&addr.into(), &config, &mut sink),
                     )
                     .await;
                     fake.abort();

@@ -15,8 +15,8 @@ use pushbench::event::Rate;
 use pushbench::harness::{run_subscribers, RecordPlan};
 use pushbench::serve::Server;
 use pushbench::transport::resume::RESUME;
-use pushbench::transport::webhook::{ATTEMPTS, RETRY_BASE};
-use pushbench::transport::{Secret, Secrets, ServerConfig, Transport};
+use pushbench::transport::webhook::{ATTEMPTS, REGISTRATION_TOKEN, RETRY_BASE, WEBHOOK_SECRET};
+use pushbench::transport::{Secret, ServerConfig, Transport};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -41,6 +41,12 @@ async fn register(server: &Server, headers: &[(&str, &str)], body: &str) -> (u16
 }
 
 const JSON: (&str, &str) = ("content-type", "application/json");
+
+/// The `authorization` value that registers with `config`'s provider: its token.
+fn bearer(config: &ServerConfig) -> String {
+    let token = config.credentials.get(&REGISTRATION_TOKEN).unwrap();
+    format!("Bearer {token}")
+}
 
 /// A GET of `path` over HTTP/2 with prior knowledge (h2c), as a multiplexed transport's
 /// clients speak: the status and the start of the body, or why there was none.
@@ -76,7 +82,9 @@ async fn h2c_get(
 async fn registration_is_guarded() {
     let spec = spec(10, "8");
     let mut config = ServerConfig::default();
-    config.limits.registration_token = Some("s3cret-token".into());
+    config
+        .credentials
+        .set(&REGISTRATION_TOKEN, "s3cret-token".into());
     let server = start(Transport::Webhook, &spec, config).await;
     let auth = ("authorization", "Bearer s3cret-token");
     let url = |u: &str| format!(r#"{{"url":"{u}"}}"#);
@@ -122,11 +130,13 @@ async fn registration_is_guarded() {
     // The cap: one endpoint allowed, the second refused with 503.
     let mut config = ServerConfig::local();
     config.limits.max_subscribers = Some(1);
+    let token = bearer(&config);
+    let auth = ("authorization", token.as_str());
     let server = start(Transport::Webhook, &spec, config).await;
     let sink = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endpoint = url(&format!("http://{}/hook", sink.local_addr().unwrap()));
-    assert_eq!(register(&server, &[JSON], &endpoint).await.0, 201);
-    let (status, text) = register(&server, &[JSON], &endpoint).await;
+    assert_eq!(register(&server, &[JSON, auth], &endpoint).await.0, 201);
+    let (status, text) = register(&server, &[JSON, auth], &endpoint).await;
     assert_eq!(status, 503, "{text}");
     assert_eq!(server.hub().subscribers(), 1);
     server.stop().await.unwrap();
@@ -176,9 +186,11 @@ async fn a_redirecting_endpoint_is_not_followed() {
         .settings
         .0
         .extend([ATTEMPTS.set(3), RETRY_BASE.set(Duration::from_millis(1))]);
+    let token = bearer(&config);
     let mut server = start(Transport::Webhook, &spec, config).await;
     let endpoint = format!(r#"{{"url":"http://{redirector_addr}/hook"}}"#);
-    assert_eq!(register(&server, &[JSON], &endpoint).await.0, 201);
+    let auth = ("authorization", token.as_str());
+    assert_eq!(register(&server, &[JSON, auth], &endpoint).await.0, 201);
     server.publish(&spec, 1).await.unwrap();
     tokio::time::timeout(TIMEOUT, async {
         while server.hub().abandoned_count() < 1 {
@@ -202,7 +214,7 @@ async fn a_redirecting_endpoint_is_not_followed() {
 async fn a_full_server_refuses_and_serves_the_rest() {
     let spec = spec(300, "64");
     for &transport in Transport::ALL {
-        if transport == Transport::Webhook {
+        if transport.traits().needs_inbound_http {
             continue; // its cap is on registrations, tested above
         }
         let mut config = ServerConfig::local();
@@ -214,7 +226,7 @@ async fn a_full_server_refuses_and_serves_the_rest() {
             let client = client.clone();
             async move {
                 let plan = RecordPlan::new(count, Rate::Max, 0, 0);
-                run_subscribers(transport, addr, 1, 0, &plan, &client, TIMEOUT).await
+                run_subscribers(transport, &addr.into(), 1, 0, &plan, &client, TIMEOUT).await
             }
         });
         server.hub().wait_for_subscribers(1).await;
@@ -231,7 +243,8 @@ async fn a_full_server_refuses_and_serves_the_rest() {
                 let mut once = client.clone();
                 once.settings.0.extend([RESUME.set(false)]);
                 let plan = RecordPlan::new(count, Rate::Max, 0, 0);
-                let records = run_subscribers(transport, addr, 1, 0, &plan, &once, TIMEOUT).await;
+                let records =
+                    run_subscribers(transport, &addr.into(), 1, 0, &plan, &once, TIMEOUT).await;
                 let error = records[0].error.clone().unwrap_or_default();
                 assert!(error.contains("server full"), "{transport}: {error}");
                 "HTTP/1.1 503 server full".into()
@@ -403,12 +416,15 @@ async fn oversized_headers_and_bodies_are_refused() {
         assert_identical(transport, &spec, &records);
         server.stop().await.unwrap();
     }
-    let server = start(Transport::Webhook, &spec, ServerConfig::local()).await;
+    let config = ServerConfig::local();
+    let token = bearer(&config);
+    let server = start(Transport::Webhook, &spec, config).await;
     let huge = format!(
         r#"{{"url":"http://127.0.0.1:9/{}"}}"#,
         "a".repeat(20 * 1024)
     );
-    assert_eq!(register(&server, &[JSON], &huge).await.0, 413);
+    let auth = ("authorization", token.as_str());
+    assert_eq!(register(&server, &[JSON, auth], &huge).await.0, 413);
     server.stop().await.unwrap();
 }
 
@@ -419,11 +435,10 @@ async fn a_rotated_secret_delivers() {
     let spec = spec(300, "64");
     let (old, new) = (Secret::generate(), Secret::generate());
     let mut config = ServerConfig::local();
-    config.webhook_secret = format!("{} {}", old.to_whsec(), new.to_whsec())
-        .parse()
-        .unwrap();
+    let both = format!("{} {}", old.to_whsec(), new.to_whsec());
+    config.credentials.set(&WEBHOOK_SECRET, both);
     let mut client = client_for(&config);
-    client.webhook_secret = Some(Secrets::from(new));
+    client.credentials.set(&WEBHOOK_SECRET, new.to_whsec());
     let mut server = start(Transport::Webhook, &spec, config).await;
     let records = serve_to(&mut server, Transport::Webhook, &spec, client, (2, 2)).await;
     assert_identical(Transport::Webhook, &spec, &records);

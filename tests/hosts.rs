@@ -8,9 +8,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use pushbench::protocol::{LoadPart, PartFile, ServerPart};
 use pushbench::metrics::latency::{self, Percentiles};
 use pushbench::protocol::{self, Report};
+use pushbench::protocol::{LoadPart, PartFile, ServerPart};
 use pushbench::results::Results;
 
 const BIN: &str = env!("CARGO_BIN_EXE_pushbench");

@@ -1,6 +1,7 @@
-//! The house rules that keep a transport one file and one list entry: nothing outside the
-//! list in `src/transport/mod.rs` repeats the list of transports, and what the binary lists
-//! (`pushbench transports --json`) is what the code declares.
+//! The house rules: imports go down the layers of docs/architecture.md; a transport is one
+//! folder and one list entry, so nothing outside the list in `src/transport/mod.rs` repeats the
+//! list of transports; and what the binary lists (`pushbench transports --json`) is what the
+//! code declares.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -232,4 +233,114 @@ fn the_readme_lists_what_the_code_declares() {
         String::from_utf8_lossy(&output.stdout).trim_end(),
         "run scripts/update-readme"
     );
+}
+
+/// The layers of docs/architecture.md, bottom to top: every top-level module of `src/` with
+/// its rank. A module may use only modules of a lower rank, so no two import each other and
+/// there is no circle; modules of one rank (report and recommend) never import each other.
+const LAYERS: &[(&str, u32)] = &[
+    // Below everything: the declared settings, the clock, the stream and what measures it.
+    ("settings", 0),
+    ("clock", 1),
+    ("payload", 2),
+    ("event", 3),
+    ("hub", 4),
+    ("metrics", 5),
+    ("document", 6),
+    ("transport", 7),
+    ("link", 8),
+    ("protocol", 9),
+    ("publisher", 10),
+    ("serve", 11),
+    ("results", 12),
+    ("harness", 13),
+    ("report", 14),
+    ("recommend", 14),
+    // Input: flags and files become the options the layers below run with.
+    ("setting_flags", 15),
+    ("scenario", 16),
+    ("credential_flags", 16),
+    ("cli", 17),
+    ("lib", 18),
+    ("main", 18),
+];
+
+/// The modules a source file names through `crate::` (comments left out), or the first
+/// grouped `crate::{...}` import, which would hide what it names.
+fn crate_imports(text: &str) -> Result<Vec<String>, String> {
+    let mut modules = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let code = line.split("//").next().unwrap_or_default();
+        for (at, _) in code.match_indices("crate::") {
+            let rest = &code[at + "crate::".len()..];
+            if rest.starts_with('{') {
+                return Err(format!(
+                    "line {}: grouped crate::{{...}} import",
+                    number + 1
+                ));
+            }
+            let module: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            modules.push(module);
+        }
+    }
+    Ok(modules)
+}
+
+/// Every import between top-level modules goes down the layers of docs/architecture.md, with
+/// no exception; the table names every module, and the document shows the same table.
+#[test]
+fn imports_go_down_the_layers() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let rank = |module: &str| LAYERS.iter().find(|(m, _)| *m == module).map(|(_, r)| *r);
+    let mut dirs = vec![src.clone()];
+    let mut wrong = Vec::new();
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            let relative = path.strip_prefix(&src).unwrap();
+            let top = relative.components().next().unwrap().as_os_str();
+            let top = top.to_string_lossy().trim_end_matches(".rs").to_owned();
+            let from = rank(&top).unwrap_or_else(|| panic!("src/{top} is in no layer"));
+            let text = std::fs::read_to_string(&path).unwrap();
+            let imports =
+                crate_imports(&text).unwrap_or_else(|why| panic!("{}: {why}", relative.display()));
+            for module in imports.into_iter().filter(|m| *m != top) {
+                let to = rank(&module).unwrap_or_else(|| panic!("crate::{module} is in no layer"));
+                if to >= from {
+                    wrong.push(format!("src/{} uses crate::{module}", relative.display()));
+                }
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "imports going up or across:\n{}",
+        wrong.join("\n")
+    );
+
+    // The document's table lists the same modules.
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/architecture.md"))
+            .unwrap();
+    for (module, _) in LAYERS.iter().filter(|(m, _)| !matches!(*m, "lib" | "main")) {
+        assert!(
+            doc.contains(&format!("| `{module}` |")),
+            "docs/architecture.md's layer table lacks {module}"
+        );
+    }
+}
+
+/// The import scan sees what it must: a path, a `use`, and a grouped import it refuses.
+#[test]
+fn the_import_scan_finds_modules() {
+    let text = "use crate::hub::Hub;\nlet x = crate::clock::now_ns(); // crate::cli\n";
+    assert_eq!(crate_imports(text).unwrap(), ["hub", "clock"]);
+    assert!(crate_imports("use crate::{hub, clock};").is_err());
 }

@@ -134,7 +134,7 @@ async fn tcp_wire_bytes_are_frames_plus_prefixes() {
             bytes: 0,
         };
         Transport::Tcp
-            .subscribe(addr, &ClientConfig::default(), &mut sink)
+            .subscribe(&addr.into(), &ClientConfig::default(), &mut sink)
             .await
             .unwrap();
         sink

@@ -61,7 +61,7 @@ async fn events_past_the_url_limit_are_refused_with_the_reason() {
         // The consumers cannot know an event was refused: they wait, then time out.
         run_subscribers(
             Transport::Webhook,
-            addr,
+            &addr.into(),
             3,
             0,
             &plan,

@@ -44,7 +44,11 @@ function serve(transport, extra) {
     let token = null;
     createInterface({ input: child.stdout }).on('line', (line) => {
       const message = JSON.parse(line);
-      if (message.report === 'webhook_secret') ({ whsec: secret, token } = message);
+      // The credentials serve made (a webhook provider's signing secret and registration token).
+      if (message.report === 'credentials') {
+        secret = message.made['webhook-secret'] ?? null;
+        token = message.made['registration-token'] ?? null;
+      }
       if (message.report === 'listening') resolve({ addr: message.addr, secret, token, exited, child });
     });
     child.on('error', reject);

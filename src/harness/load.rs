@@ -8,20 +8,18 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 use crate::clock::probe::{self, ClockSync};
 use crate::clock::{self, now_ns};
-use crate::event::{Rate, StreamSpec};
+use crate::event::Rate;
 use crate::metrics::faults::SlowConsumer;
 use crate::metrics::latency;
 use crate::metrics::process::{self, ProcessSample};
 use crate::transport::client_stream::{slow_read_rate, SLOW_CONSUMER};
 use crate::transport::resume::RESUME;
-use crate::transport::{ClientConfig, Side, Transport, LOOPBACK_SOURCES};
+use crate::transport::{ClientConfig, Side, Target, Transport, LOOPBACK_SOURCES};
 
-use crate::protocol::{LoadJob, LoadPart, WorkerProcess};
 use super::subscriber::{RecordPlan, SubscriberRecord, TallySink};
+use crate::protocol::{LoadJob, LoadPart, WorkerProcess};
 
 /// Subscribers started between pauses, so a burst of connects never overflows the server's
 /// accept backlog.
@@ -34,7 +32,7 @@ const CONNECT_PAUSE: Duration = Duration::from_millis(20);
 /// `first_index`, so several workers spread over them together).
 pub async fn run_subscribers(
     transport: Transport,
-    server: SocketAddr,
+    target: &Target,
     count: usize,
     first_index: usize,
     plan: &Arc<RecordPlan>,
@@ -52,18 +50,19 @@ pub async fn run_subscribers(
         if !slow {
             config.read_rate = None;
         }
-        if config.bind.is_none() && server.ip() == IpAddr::V4(Ipv4Addr::LOCALHOST) {
+        if config.bind.is_none() && target.addr.ip() == IpAddr::V4(Ipv4Addr::LOCALHOST) {
             let source = 1 + ((first_index + i) % LOOPBACK_SOURCES) as u8;
             config.bind = Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, source)));
         }
         let plan = Arc::clone(plan);
+        let target = target.clone();
         tasks.push(tokio::spawn(async move {
             let mut sink = TallySink::new(plan, now_ns());
             if slow {
                 sink = sink.apart();
             }
             let outcome =
-                tokio::time::timeout(timeout, transport.subscribe(server, &config, &mut sink))
+                tokio::time::timeout(timeout, transport.subscribe(&target, &config, &mut sink))
                     .await;
             let (error, dropped) = match outcome {
                 Ok(Ok(())) => (None, false),
@@ -99,16 +98,26 @@ pub async fn run_job(
     job: &LoadJob,
     on_connected: impl FnOnce(usize, ProcessSample, ProcessSample),
 ) -> anyhow::Result<LoadPart> {
+    // A setting the transport does not take, or a value that does not parse, is refused
+    // before anything connects rather than run at its default.
+    job.config
+        .settings
+        .check(&job.transport.settings())
+        .map_err(|why| anyhow::anyhow!("{}: {why}", job.transport))?;
+    job.config
+        .credentials
+        .check(job.transport.spec(), Side::Client)
+        .map_err(anyhow::Error::msg)?;
     if let Some(cpus) = &job.cpus {
         process::pin_this_process(cpus)?;
     }
     let before = process::sample(None).unwrap_or_default();
     let mut job = job.clone();
     // A server on loopback shares this host's clock: nothing to measure.
-    let clock_before = if job.measure_clock && !job.server.ip().is_loopback() {
-        let sample = match probe::measure(job.server, job.config.bind).await {
+    let clock_before = if job.measure_clock && !job.target.addr.ip().is_loopback() {
+        let sample = match probe::measure(job.target.addr, job.config.bind).await {
             Ok(sample) => sample,
-            Err(error) => return Err(unreachable_or(job.server, error).await),
+            Err(error) => return Err(unreachable_or(job.target.addr, error).await),
         };
         // From here on this process reads the server's clock.
         clock::correct_by(sample.offset_ns);
@@ -140,7 +149,7 @@ pub async fn run_job(
         tokio::spawn(async move {
             run_subscribers(
                 job.transport,
-                job.server,
+                &job.target,
                 job.subscribers,
                 job.first_subscriber,
                 &plan,
@@ -167,7 +176,7 @@ pub async fn run_job(
     let clock = match clock_before {
         Some(before) => Some(ClockSync {
             before,
-            after: probe::measure(job.server, job.config.bind).await.ok(),
+            after: probe::measure(job.target.addr, job.config.bind).await.ok(),
         }),
         None => None,
     };
@@ -201,7 +210,7 @@ pub async fn run_job(
     part.settings = job
         .config
         .settings
-        .effective(job.transport.spec().settings, Side::Client);
+        .effective(&job.transport.settings(), Side::Client);
     Ok(part)
 }
 

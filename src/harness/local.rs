@@ -49,7 +49,7 @@ pub async fn deliver_locally(
         tokio::spawn(async move {
             run_subscribers(
                 transport,
-                addr,
+                &addr.into(),
                 subscribers,
                 0,
                 &plan,

@@ -11,13 +11,13 @@ use std::time::{Duration, UNIX_EPOCH};
 use anyhow::{bail, Context as _};
 
 use crate::metrics::latency::Percentiles;
+use crate::results::scenario::Scenario;
 use crate::results::{Calibration, Placement, Results, Settings, TransportResult, SCHEMA_VERSION};
-use crate::scenario::{Counts, Settings as ScenarioSettings};
 use crate::transport::{ServerConfig, SettingValues, Side};
 
 use super::part::Merged;
-use crate::protocol::{LoadPart, PartFile, ServerPart};
 use super::summary::{summarise, write_interval_log, Row, Summary};
+use crate::protocol::{LoadPart, PartFile, ServerPart};
 
 /// What `merge` wrote.
 #[derive(Debug)]
@@ -148,20 +148,8 @@ fn results(server: &ServerPart, merged: &Merged, out: &Path) -> anyhow::Result<M
     );
     let dir = out.join(&run_id);
     let payload = server.spec.payload.to_string();
-    let scenario = ScenarioSettings {
-        name: Some("merged".into()),
-        transports: Some(transport.name().parse().map_err(anyhow::Error::msg)?),
-        subscribers: Some(Counts(vec![merged.counts.subscribers])),
-        rate: Some(server.spec.rate),
-        events: Some(server.spec.count),
-        payload: Some(server.spec.payload.clone()),
-        payload_kind: Some(server.spec.kind),
-        seed: Some(server.spec.seed),
-        warmup: Some(0.0),
-        ..ScenarioSettings::default()
-    }
-    .resolve()
-    .context("describing the merged parts as a scenario")?;
+    let scenario =
+        Scenario::of_one_stream("merged", transport, merged.counts.subscribers, &server.spec);
     // What the processes ran with: the server's settings and the load's.
     let mut settings: SettingValues = server.settings.clone();
     settings.0.extend(merged.settings.0.clone());

@@ -2,12 +2,12 @@
 //! measurement, generic over the transport, and the `pushbench run` driver around it.
 
 pub mod calibrate;
-pub mod settings;
 mod load;
 mod local;
 mod merge;
 mod part;
 mod run;
+pub mod settings;
 mod subscriber;
 mod summary;
 pub mod worker;

@@ -5,23 +5,17 @@
 //! carries everything needed to merge it later.
 
 use std::fmt;
-use std::path::Path;
-
-use anyhow::Context as _;
 
 use hdrhistogram::Histogram;
-use serde::{Deserialize, Serialize};
 
 use super::subscriber::SubscriberRecord;
 use crate::clock::probe::ClockSync;
 use crate::event::{Digest, StreamSpec, TallyCounts};
 use crate::metrics::faults::SlowConsumer;
 use crate::metrics::latency::{self, Percentiles};
-use crate::metrics::machine::Machine;
-use crate::metrics::process::ProcessSample;
 use crate::metrics::recorder::{FanoutClock, Recorded, Timeline};
 use crate::metrics::sockets::SocketTotals;
-use crate::protocol::{DeliveryCounts, LoadPart, PartHistograms, ServeStats, WorkerProcess};
+use crate::protocol::{DeliveryCounts, LoadPart, PartHistograms, WorkerProcess};
 use crate::transport::{SettingValues, Transport};
 
 /// How many distinct subscriber errors a part keeps word for word (the rest are counted).
@@ -54,7 +48,6 @@ impl DeliveryCounts {
         self.intact += usize::from(intact);
         self.accounted += usize::from(!intact && record.ledger_balances());
     }
-
 }
 
 impl LoadPart {

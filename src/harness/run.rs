@@ -13,6 +13,7 @@ use anyhow::{bail, Context as _};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 
+use super::settings::{settings_of, RESTART_AFTER};
 use crate::clock::now_ns;
 use crate::event::PayloadSizes;
 use crate::link::via::{Nginx, Via, VIA};
@@ -20,19 +21,21 @@ use crate::link::{LinkStats, LINK};
 use crate::metrics::kernel;
 use crate::metrics::machine::Machine;
 use crate::metrics::process::{self, MachineCpu};
+use crate::protocol::open_files::raise_open_file_limit;
 use crate::protocol::Job;
-use crate::results::{utc_stamp, Placement, Results, Settings, TransportResult, SCHEMA_VERSION};
-use crate::scenario::{raise_open_file_limit, Scenario};
 use crate::protocol::ServeOptions;
-use super::settings::{settings_of, RESTART_AFTER};
+use crate::results::scenario::Scenario;
+use crate::results::{utc_stamp, Placement, Results, Settings, TransportResult, SCHEMA_VERSION};
 use crate::transport::tls::{TlsMaterial, TLS};
-use crate::transport::{ClientConfig, Limits, ServerConfig, SettingValues, Side, Transport};
+use crate::transport::{
+    ClientConfig, Credentials, ServerConfig, SettingValues, Side, Target, Transport,
+};
 
 use super::calibrate::calibrate;
-use crate::protocol::child::{LoadWorker, ServerChild};
-use crate::protocol::LoadJob;
 use super::part::Merged;
 use super::summary::{summarise, wall_time_of, write_interval_log, Restarted, Row, Summary};
+use crate::protocol::child::{LoadWorker, ServerChild};
+use crate::protocol::LoadJob;
 
 /// Idle hold before every stream, at least: long enough to sample memory with everyone
 /// connected.
@@ -163,7 +166,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunOutcome> {
                 } else {
                     scenario.repeat
                 };
-                for (settings, variant) in scenario.variants(transport) {
+                for (settings, variant) in scenario.variants(&settings_of(transport)) {
                     for repeat in 0..repeats {
                         combinations.push(Combination {
                             transport,
@@ -381,21 +384,23 @@ async fn measure(
 ) -> anyhow::Result<TransportResult> {
     let spec = scenario.spec(combination.payload);
     let subscribers = combination.subscribers;
-    // Every setting, secret included, reaches the children over the protocol, not argv.
-    // The run's own certificate (self-signed, for the server's address) and registration
-    // token: both sides get them over the protocol, and both are pushbench, so the clients
-    // trust exactly that certificate. The consumers of webhooks live on loopback (or the
-    // namespaces' private addresses), so private targets are allowed here, explicitly.
+    // Every setting and credential reaches the children over the protocol, not argv. The
+    // run's own certificate (self-signed, for the server's address) and the transport's
+    // credentials, made fresh for this server: both sides get them over the protocol, and
+    // both are pushbench, so the clients trust exactly that certificate. Every peer of the
+    // server is the run's own (on loopback or in its namespaces), so the consents a run gives
+    // are given here, explicitly.
     let tls = TlsMaterial::self_signed(&[placed.server_ip])?;
-    let registration_token = Some(format!("{:032x}", rand::random::<u128>()));
+    let credentials = Credentials::for_run(combination.transport.spec());
+    // Each child gets its transport's settings; the harness's own (link, proxy, restart)
+    // are this process's to act on.
+    let transport_settings = combination
+        .settings
+        .effective(&combination.transport.settings(), Side::Both);
     let server_config = ServerConfig {
-        settings: combination.settings.clone(),
+        settings: transport_settings.clone(),
         tls: tls.clone(),
-        limits: Limits {
-            registration_token: registration_token.clone(),
-            allow_private_targets: true,
-            ..Limits::default()
-        },
+        credentials: credentials.clone(),
         ..ServerConfig::default()
     };
     let serve = ServeOptions {
@@ -407,7 +412,7 @@ async fn measure(
         drain_timeout: Duration::from_secs(15),
         start_delay: scenario.idle.max(MIN_START_DELAY),
         cpus: placed.server_cpus.map(<[usize]>::to_vec),
-        announce_secret: false,
+        announce: Vec::new(),
         schedule_origin_ns: None,
         returning: 0,
         processes: scenario.server_processes(subscribers),
@@ -433,9 +438,8 @@ async fn measure(
     let kernel_before = kernel::socket_bytes();
 
     let client = ClientConfig {
-        settings: combination.settings.clone(),
-        webhook_secret: Some(server_config.webhook_secret.clone()),
-        registration_token,
+        settings: transport_settings,
+        credentials: credentials.for_subscribers(),
         tls,
         ..ClientConfig::default()
     };
@@ -481,7 +485,7 @@ async fn measure(
         let job = LoadJob {
             worker: index,
             transport: combination.transport,
-            server: target,
+            target: Target::at(target),
             subscribers: count,
             first_subscriber: first,
             spec: spec.clone(),

@@ -58,10 +58,11 @@ pub static HARNESS_SETTINGS: &[HarnessSetting] = &[
     },
 ];
 
-/// Every setting a run of `transport` takes: its own, then the harness's that apply to it.
+/// Every setting a run of `transport` takes: its own (with its choice of implementation),
+/// then the harness's that apply to it.
 pub fn settings_of(transport: Transport) -> Vec<&'static dyn Declared> {
     let spec = transport.spec();
-    let mut settings: Vec<&'static dyn Declared> = spec.settings.to_vec();
+    let mut settings = transport.settings();
     settings.extend(
         HARNESS_SETTINGS
             .iter()

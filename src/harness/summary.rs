@@ -8,17 +8,17 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 
+use super::settings::RESTART_AFTER;
 use crate::clock::now_ns;
 use crate::event::StreamSpec;
 use crate::metrics::faults::{self, FaultWindow};
 use crate::metrics::latency::{self, Percentiles};
+use crate::protocol::ServeStats;
 use crate::results::{
     Bound, ClockOffsets, Connection, HandshakeTimes, Histograms, Throughput, TransportResult,
     WorkerClock,
 };
-use crate::protocol::ServeStats;
 use crate::transport::listener::DROP_EVERY;
-use super::settings::RESTART_AFTER;
 use crate::transport::resume::OUTAGE;
 use crate::transport::{SettingValues, Transport};
 

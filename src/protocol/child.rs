@@ -14,8 +14,8 @@ use tokio::process::{Child as ProcessChild, ChildStdin, Command};
 use tokio::sync::mpsc;
 
 use crate::metrics::process::ProcessSample;
-use crate::protocol::{self, Job, Report};
 use crate::protocol::ServeStats;
+use crate::protocol::{self, Job, Report};
 use crate::transport::SettingValues;
 
 use crate::protocol::LoadPart;
@@ -251,7 +251,7 @@ impl ServerChild {
                         pids,
                     });
                 }
-                Report::WebhookSecret { .. } => continue,
+                Report::Credentials { .. } => continue,
                 other => bail!("server reported {other:?} before listening"),
             }
         }
@@ -288,7 +288,7 @@ impl ServerChild {
         loop {
             match self.child.next(timeout).await? {
                 Report::Publishing { origin_ns } => return Ok(origin_ns),
-                Report::WebhookSecret { .. } => continue,
+                Report::Credentials { .. } => continue,
                 other => bail!("server reported {other:?} before publishing"),
             }
         }

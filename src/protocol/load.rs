@@ -3,7 +3,6 @@
 //! counts and the one rule for a failed combination. The harness makes and merges them; the
 //! protocol owns their shape.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -14,7 +13,7 @@ use crate::metrics::faults::SlowConsumer;
 use crate::metrics::process::ProcessSample;
 use crate::metrics::recorder::{FanoutClock, Timeline};
 use crate::metrics::sockets::SocketTotals;
-use crate::transport::{ClientConfig, SettingValues, Transport};
+use crate::transport::{ClientConfig, SettingValues, Target, Transport};
 
 /// Delivery counts summed over subscribers.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -173,7 +172,6 @@ pub struct LoadPart {
     pub cpus: usize,
 }
 
-
 /// One load worker's share of a measurement: sent by `run` over the typed protocol, or built
 /// from `pushbench load`'s flags.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -182,8 +180,8 @@ pub struct LoadJob {
     pub worker: usize,
     /// The transport to subscribe with.
     pub transport: Transport,
-    /// The server's address.
-    pub server: SocketAddr,
+    /// Where its subscribers subscribe.
+    pub target: Target,
     /// How many subscribers this worker runs.
     pub subscribers: usize,
     /// Index of its first subscriber among every worker's (spreads source addresses).
@@ -206,4 +204,3 @@ pub struct LoadJob {
     #[serde(default)]
     pub measure_clock: bool,
 }
-

@@ -17,10 +17,11 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::process::ProcessSample;
-use crate::transport::SettingValues;
+use crate::transport::{Credentials, SettingValues};
 
 pub mod child;
 mod load;
+pub mod open_files;
 mod part;
 mod serve;
 
@@ -70,14 +71,11 @@ pub enum Report {
         /// Subscribers connected (or webhook endpoints registered).
         connected: usize,
     },
-    /// Server: the webhook signing secret it generated (only when none was given to it), and
-    /// the token registrations must present (when registration is not open).
-    WebhookSecret {
-        /// The secret in its `whsec_` form.
-        whsec: String,
-        /// The registration token.
-        #[serde(default)]
-        token: Option<String>,
+    /// Server: the credentials it made because it was given none (its transport's secrets,
+    /// such as a webhook signing secret), which its subscribers need and nobody else knows.
+    Credentials {
+        /// By name.
+        made: Credentials,
     },
     /// Server: the stream's schedule starts now (or started, for a restarted server) at
     /// `origin_ns` on the shared monotonic clock.

@@ -30,10 +30,10 @@ pub struct ServeOptions {
     pub start_delay: Duration,
     /// CPUs to pin the server to, kept apart from the load.
     pub cpus: Option<Vec<usize>>,
-    /// Tell the webhook secret and registration token to whoever reads the output (they were
-    /// generated here, so nobody else knows them).
+    /// The credentials to tell whoever reads the output, by name: the ones made for this
+    /// server because it was given none, so nobody else knows them.
     #[serde(default)]
-    pub announce_secret: bool,
+    pub announce: Vec<String>,
     /// Continue a stream whose schedule began at this monotonic time, without waiting for
     /// subscribers: how a server restarted mid-stream serves the same events on the same
     /// schedule (the stream is deterministic).
@@ -142,4 +142,3 @@ impl ServeStats {
             + self.outside_cpu_us
     }
 }
-

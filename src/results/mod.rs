@@ -5,6 +5,7 @@
 
 pub mod figures;
 pub mod format;
+pub mod scenario;
 pub mod schema;
 
 use std::path::{Path, PathBuf};

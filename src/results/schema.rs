@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::scenario::Scenario;
 use crate::metrics::faults::{FaultEffect, FaultWindow, SlowConsumer};
+use crate::metrics::latency::Lateness;
 use crate::metrics::latency::{IntervalLatency, Percentiles};
 use crate::metrics::machine::Machine;
 use crate::metrics::recorder::Timeline;
-use crate::metrics::latency::Lateness;
-use crate::scenario::Scenario;
 use crate::transport::{SettingValues, Transport};
 
 /// Bumped whenever a field changes meaning or disappears; older files are migrated on reading

@@ -10,13 +10,13 @@ use anyhow::Context as _;
 
 use crate::clock::now_ns;
 use crate::event::Rate;
-use crate::protocol::child::ServerChild;
 use crate::metrics::kernel;
-use crate::protocol::{self, Command, Job, Report};
 use crate::metrics::latency::Lateness;
+use crate::protocol::child::ServerChild;
+use crate::protocol::{self, Command, Job, Report};
 
 use super::{
-    announce_listening, announce_secret, finish, Before, Output, ServeOptions, ServeStats,
+    announce_credentials, announce_listening, finish, Before, Output, ServeOptions, ServeStats,
     SHUTDOWN_DEADLINE,
 };
 
@@ -36,7 +36,7 @@ pub async fn run(options: ServeOptions, output: Output) -> anyhow::Result<()> {
         Output::Human => println!("{text}"),
         Output::Json => eprintln!("{text}"),
     };
-    announce_secret(&options, output)?;
+    announce_credentials(&options, output)?;
     use tokio::signal::unix::{signal, SignalKind};
     let mut terminate =
         signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
@@ -49,7 +49,7 @@ pub async fn run(options: ServeOptions, output: Output) -> anyhow::Result<()> {
         processes: 1,
         reuse_port: true,
         awaits_start: options.schedule_origin_ns.is_none(),
-        announce_secret: false,
+        announce: Vec::new(),
         stats_out: None,
         ..options.clone()
     };

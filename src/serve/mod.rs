@@ -18,13 +18,12 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::now_ns;
 use crate::clock::probe::{answer_probes, bind_responder, LastProbe};
 use crate::event::StreamSpec;
-use crate::protocol::{PartFile, ServerPart, ServeOptions, ServeStats};
 use crate::hub::{Hub, HubOptions};
 use crate::metrics::kernel;
 use crate::metrics::process::{self, ProcessSample};
 use crate::metrics::sockets::{SocketCounters, SocketTotals};
 use crate::protocol::{self, Command, Report};
-use crate::metrics::latency::Lateness;
+use crate::protocol::{PartFile, ServeOptions, ServeStats, ServerPart};
 use crate::publisher::{publish_stream, Published};
 use crate::transport::resume::{reconnect_grace, replay_window};
 use crate::transport::{Faults, Outside, ServerConfig, SettingValues, Side, Transport};
@@ -64,6 +63,12 @@ impl Server {
         expected: u64,
         config: ServerConfig,
     ) -> anyhow::Result<Self> {
+        // A setting the transport does not take, or a value that does not parse, is refused
+        // here rather than run at its default.
+        config
+            .settings
+            .check(&transport.settings())
+            .map_err(|why| anyhow::anyhow!("{transport}: {why}"))?;
         let listener = bind_listener(listen, reuse_port)
             .with_context(|| format!("cannot listen on {listen} (is the port already in use?)"))?;
         let addr = listener.local_addr()?;
@@ -91,7 +96,7 @@ impl Server {
         // What this server runs with, defaults included, so results record it.
         let settings = config
             .settings
-            .effective(transport.spec().settings, Side::Server);
+            .effective(&transport.settings(), Side::Server);
         let grace = reconnect_grace(&config.settings);
         let task =
             tokio::spawn(transport.serve(listener, Arc::clone(&hub), config, shutdown.clone()));
@@ -311,7 +316,7 @@ pub async fn run(
         Output::Human => println!("{text}"),
         Output::Json => eprintln!("{text}"),
     };
-    announce_secret(&options, output)?;
+    announce_credentials(&options, output)?;
     // Before anyone can know where it listens, so a SIGTERM sent the moment it says so stops
     // it cleanly rather than killing it.
     use tokio::signal::unix::{signal, SignalKind};
@@ -397,22 +402,20 @@ pub async fn run(
     ending.stop(server, Some(published), "done").await
 }
 
-/// Tells whoever reads the output the webhook secret and registration token, when this server
-/// generated them (nobody else knows them).
-fn announce_secret(options: &ServeOptions, output: Output) -> anyhow::Result<()> {
-    if options.transport != Transport::Webhook || !options.announce_secret {
+/// Tells whoever reads the output the credentials made for this server (nobody else knows
+/// them): a line each for a person, one report for scripts.
+fn announce_credentials(options: &ServeOptions, output: Output) -> anyhow::Result<()> {
+    if options.announce.is_empty() {
         return Ok(());
     }
-    let whsec = options.config.webhook_secret.to_whsec();
-    let token = options.config.limits.registration_token.clone();
+    let made = options.config.credentials.only(&options.announce);
     match output {
         Output::Human => {
-            println!("webhook secret: {whsec}");
-            if let Some(token) = &token {
-                println!("registration token: {token}");
+            for (name, value) in made.iter() {
+                println!("{}: {value}", name.replace('-', " "));
             }
         }
-        Output::Json => protocol::report(&Report::WebhookSecret { whsec, token })?,
+        Output::Json => protocol::report(&Report::Credentials { made })?,
     }
     Ok(())
 }

@@ -15,8 +15,8 @@ use bytes::Bytes;
 use flate2::write::{GzDecoder, GzEncoder, ZlibDecoder, ZlibEncoder};
 use futures_util::{Stream, StreamExt as _};
 
-use crate::settings::Value;
 use super::{Setting, Side, Traits};
+use crate::settings::Value;
 
 /// Whether and how what goes to subscribers is compressed.
 pub static COMPRESSION: Setting<Compression> = Setting {

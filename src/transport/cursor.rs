@@ -12,7 +12,7 @@
 //! `{"gap":{"from":F,"count":N}}`: those events are gone, and `after=F+N-1` reads on from the
 //! first one held.
 
-use std::net::SocketAddr;
+use super::Target;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -116,9 +116,7 @@ pub(crate) async fn serve(
         hold,
         compression: COMPRESSION.read(&config.settings),
     };
-    let router = Router::new()
-        .route("/events", get(answer))
-        .with_state(state);
+    let router = Router::new().route(OWN_PATH, get(answer)).with_state(state);
     let listener = TrackedListener::for_subscribers(listener, hub, &config)?;
     serve_http(listener, router, config.http, shutdown).await
 }
@@ -197,6 +195,9 @@ struct BatchBody<'a> {
 }
 
 /// How soon the client asks again after an answer.
+/// Where pushbench's cursor API answers, for long and short polling alike.
+pub(crate) const OWN_PATH: &str = "/events";
+
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Pace {
     /// At once, with the new cursor (long polling: the server does the waiting).
@@ -208,7 +209,7 @@ pub(crate) enum Pace {
 /// Polls `http://server/events` over one keep-alive connection of its own (reopened if the
 /// server closes it) until the stream is done or the sink stops.
 pub(crate) async fn subscribe(
-    server: SocketAddr,
+    target: &Target,
     config: &ClientConfig,
     sink: &mut dyn Sink,
     pace: Pace,
@@ -232,12 +233,13 @@ pub(crate) async fn subscribe(
             ticker.tick().await;
         }
         // The cursor is the last event the sink took (or the last one a gap named).
-        let path = match (sink.last_seq(), connected) {
-            (Some(seq), _) => format!("/events?after={seq}"),
+        let query = match (sink.last_seq(), connected) {
+            (Some(seq), _) => Some(format!("after={seq}")),
             // The first request asks not to be held, so subscribing completes at once.
-            (None, false) => "/events?wait=0".to_string(),
-            (None, true) => "/events".to_string(),
+            (None, false) => Some("wait=0".to_string()),
+            (None, true) => None,
         };
+        let path = target.request_path(OWN_PATH, query.as_deref());
         // A keep-alive connection the server closed between requests is replaced by the next
         // request without an error; it is a drop all the same, and counted as one.
         if connection.as_ref().is_some_and(SendRequest::is_closed) {
@@ -249,7 +251,7 @@ pub(crate) async fn subscribe(
                 ));
             }
         }
-        let answer = match request(server, config, &mut connection, &path).await {
+        let answer = match request(target, config, &mut connection, &path).await {
             Ok((status, body)) if status.is_success() => Ok((status, body)),
             // The cursor is older than the server's replay window: the gap says what is gone,
             // and the next request reads on after it.
@@ -319,14 +321,14 @@ pub(crate) async fn subscribe(
 /// One GET on the subscriber's connection (opened first if there is none, or the server closed
 /// it), its whole answer read, within the request timeout.
 async fn request(
-    server: SocketAddr,
+    target: &Target,
     config: &ClientConfig,
     connection: &mut Option<SendRequest<Empty<Bytes>>>,
     path: &str,
 ) -> Result<(StatusCode, Bytes), ClientError> {
     let sender = match connection {
         Some(sender) if !sender.is_closed() => sender,
-        _ => connection.insert(http1_connect(server, config).await?),
+        _ => connection.insert(http1_connect(target.addr, config).await?),
     };
     let broken = |e: hyper::Error| ClientError::Protocol(format!("HTTP: {e}"));
     let exchange = async {
@@ -337,7 +339,7 @@ async fn request(
             .into_iter()
             .collect();
         let response = sender
-            .send_request(get_request(server, path, &accept)?)
+            .send_request(get_request(&target.authority(), path, &accept)?)
             .await
             .map_err(broken)?;
         let status = response.status();

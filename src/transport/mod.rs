@@ -17,15 +17,19 @@
 
 pub mod client_stream;
 pub mod compression;
+pub mod credentials;
 mod cursor;
 pub mod endpoint;
 mod http;
+#[macro_use]
+pub mod implementation;
 pub mod listener;
 pub mod multiplex;
 mod per_event;
 pub mod resume;
 pub mod spec;
 pub mod standard_webhooks;
+mod target;
 pub mod tls;
 
 use std::fmt;
@@ -44,13 +48,16 @@ use crate::hub::{Batch, BatchLimit, Hub};
 use crate::metrics::sockets::SocketCounters;
 
 pub use client_stream::{ClientStream, ThrottledStream};
+pub use credentials::{Credential, Credentials};
 pub use http::{serve_http, Accept, HttpSettings};
 pub use listener::{TrackedListener, TrackedStream};
 // Until every caller names `crate::settings` itself (the results and evidence readers).
 pub use crate::settings;
 pub use crate::settings::{Declared, Setting, SettingValues, Side};
+pub use implementation::{ClientImpl, Implementation, ServerImpl, CLIENT_IMPL, SERVER_IMPL};
 pub use spec::{Colour, KeepAlive, Outside, Redelivery, Requests, Spec, Traits};
 pub use standard_webhooks::{Secret, Secrets};
+pub use target::Target;
 
 /// The settings of a transport whose subscribers hold a connection or a cursor that the server
 /// can drop and they resume: its own settings, then the ones every such transport shares
@@ -81,10 +88,10 @@ macro_rules! resumable_settings {
     };
 }
 
-/// Declares the transports from one list: each entry is the enum variant and the module (file)
-/// that holds the transport's [`Spec`] (`SPEC`), its `serve` and its `subscribe`. The macro
-/// writes the module declarations, the enum, [`Transport::ALL`] and the dispatch, so nothing
-/// else in the crate lists transports.
+/// Declares the transports from one list: each entry is the enum variant and the module (folder)
+/// that holds the transport's [`Spec`] (`SPEC`, with its server and client implementations)
+/// and its framing. The macro writes the module declarations, the enum, [`Transport::ALL`]
+/// and the dispatch, so nothing else in the crate lists transports.
 macro_rules! transports {
     ($($variant:ident => $module:ident,)+) => {
         $(pub mod $module;)+
@@ -93,7 +100,7 @@ macro_rules! transports {
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub enum Transport {
             $(
-                #[doc = concat!("Declared in `transport/", stringify!($module), ".rs`.")]
+                #[doc = concat!("Declared in `transport/", stringify!($module), "/mod.rs`.")]
                 $variant,
             )+
         }
@@ -109,7 +116,8 @@ macro_rules! transports {
                 }
             }
 
-            /// Runs this transport's server on `listener` until `shutdown` fires.
+            /// Runs this transport's server on `listener` until `shutdown` fires: the
+            /// implementation its settings choose.
             pub async fn serve(
                 self,
                 listener: TcpListener,
@@ -117,22 +125,22 @@ macro_rules! transports {
                 config: ServerConfig,
                 shutdown: CancellationToken,
             ) -> std::io::Result<()> {
-                match self {
-                    $(Transport::$variant => $module::serve(listener, hub, config, shutdown).await,)+
-                }
+                let implementation = self
+                    .server_impl(&config.settings)
+                    .map_err(|why| std::io::Error::new(std::io::ErrorKind::InvalidInput, why))?;
+                (implementation.serve)(listener, hub, config, shutdown).await
             }
 
-            /// Subscribes to the server at `server`, feeding `sink` until it stops or the
-            /// stream ends.
+            /// Subscribes to `target`, feeding `sink` until it stops or the stream ends: the
+            /// implementation its settings choose.
             pub async fn subscribe(
                 self,
-                server: SocketAddr,
+                target: &Target,
                 config: &ClientConfig,
                 sink: &mut dyn Sink,
             ) -> Result<(), ClientError> {
-                match self {
-                    $(Transport::$variant => $module::subscribe(server, config, sink).await,)+
-                }
+                let implementation = self.client_impl(&config.settings).map_err(ClientError::Config)?;
+                (implementation.subscribe)(target, config, sink).await
             }
 
             /// Appends to `out` what one subscriber's `batch` becomes in this transport's
@@ -176,6 +184,20 @@ impl Transport {
         &self.spec().traits
     }
 
+    /// Every setting the transport's processes take: its declared ones, and the choice of
+    /// implementation where it has more than one of a side.
+    pub fn settings(self) -> Vec<&'static dyn Declared> {
+        let spec = self.spec();
+        let mut settings: Vec<&'static dyn Declared> = spec.settings.to_vec();
+        if spec.servers.len() > 1 {
+            settings.push(&SERVER_IMPL);
+        }
+        if spec.clients.len() > 1 {
+            settings.push(&CLIENT_IMPL);
+        }
+        settings
+    }
+
     /// Every transport's name, for messages that list the valid ones.
     pub fn names() -> String {
         let names: Vec<&str> = Transport::ALL.iter().map(|t| t.name()).collect();
@@ -189,7 +211,7 @@ impl Transport {
 pub fn declared_settings() -> Vec<(&'static dyn Declared, Vec<Transport>)> {
     let mut declared: Vec<(&'static dyn Declared, Vec<Transport>)> = Vec::new();
     for &transport in Transport::ALL {
-        for &setting in transport.spec().settings {
+        for setting in transport.settings() {
             match declared
                 .iter_mut()
                 .find(|(s, _)| s.name() == setting.name())
@@ -255,8 +277,9 @@ pub struct ServerConfig {
     /// hyper's settings for every HTTP transport's connections.
     #[serde(default)]
     pub http: HttpSettings,
-    /// The webhook provider's signing secrets (several during a rotation).
-    pub webhook_secret: Secrets,
+    /// The transport's credentials (its secrets, and the consents its operator gave).
+    #[serde(default)]
+    pub credentials: Credentials,
     /// What hostile or careless clients may not do.
     #[serde(default)]
     pub limits: Limits,
@@ -285,11 +308,6 @@ pub struct Limits {
     /// How long one write to a subscriber may wait (on a reader that does not read) before the
     /// subscriber is dropped and counted.
     pub write_timeout: Duration,
-    /// The token webhook registrations must present (`Authorization: Bearer`); `None`: open.
-    pub registration_token: Option<String>,
-    /// Whether webhook endpoints may be on loopback, private, link-local or metadata
-    /// addresses (the local harness's consumers are on loopback).
-    pub allow_private_targets: bool,
 }
 
 impl Limits {
@@ -304,8 +322,6 @@ impl Default for Limits {
         Self {
             max_subscribers: None,
             write_timeout: Duration::from_secs(30),
-            registration_token: None,
-            allow_private_targets: false,
         }
     }
 }
@@ -335,7 +351,7 @@ impl Default for ServerConfig {
             heartbeat: Duration::from_secs(15),
             batch: BatchLimit::default(),
             http: HttpSettings::default(),
-            webhook_secret: Secrets::generate(),
+            credentials: Credentials::fresh(),
             limits: Limits::default(),
             settings: SettingValues::default(),
             tls: tls::TlsMaterial::default(),
@@ -347,11 +363,12 @@ impl Default for ServerConfig {
 
 impl ServerConfig {
     /// The defaults, for a server whose subscribers are on this machine (tests, benchmarks):
-    /// webhook endpoints on loopback allowed.
+    /// with the consents a run on its own machine gives (consumers on loopback may be reached).
     pub fn local() -> Self {
-        let mut config = Self::default();
-        config.limits.allow_private_targets = true;
-        config
+        Self {
+            credentials: Credentials::fresh_local(),
+            ..Self::default()
+        }
     }
 }
 
@@ -362,12 +379,9 @@ pub struct ClientConfig {
     /// Local address to connect from (or, for webhooks, to listen on): spreading subscribers
     /// over 127.0.0.x addresses gets past the ephemeral-port limit.
     pub bind: Option<IpAddr>,
-    /// The secrets webhook deliveries may be signed with (any one will do); webhooks cannot
-    /// subscribe without them.
-    pub webhook_secret: Option<Secrets>,
-    /// The webhook provider's registration token, when registration needs one.
+    /// The transport's credentials the server's operator handed its subscribers.
     #[serde(default)]
-    pub registration_token: Option<String>,
+    pub credentials: Credentials,
     /// The transports' own settings (each transport reads its declared ones; absent: default).
     #[serde(default)]
     pub settings: SettingValues,
@@ -393,8 +407,7 @@ impl Default for ClientConfig {
     fn default() -> Self {
         Self {
             bind: None,
-            webhook_secret: None,
-            registration_token: None,
+            credentials: Credentials::default(),
             settings: SettingValues::default(),
             tls: tls::TlsMaterial::default(),
             connect_timeout: Duration::from_secs(10),
@@ -703,13 +716,14 @@ pub(crate) async fn http1_connect(
     config.dialer().http1(server).await
 }
 
-/// A GET of `path` on `server`, with the headers a subscriber sends.
+/// A GET of `path` on the server named `authority` (its `Host`), with the headers a subscriber
+/// sends.
 pub(crate) fn get_request(
-    server: SocketAddr,
+    authority: &str,
     path: &str,
     headers: &[(&str, &str)],
 ) -> Result<axum::http::Request<http_body_util::Empty<bytes::Bytes>>, ClientError> {
-    let mut request = axum::http::Request::get(path).header("host", server.to_string());
+    let mut request = axum::http::Request::get(path).header("host", authority);
     for (name, value) in headers {
         request = request.header(*name, *value);
     }

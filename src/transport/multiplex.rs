@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 
 use hyper::client::conn::http2::SendRequest;
 
-use crate::settings::{Setting, Side};
 use super::{ClientConfig, ClientError};
+use crate::settings::{Setting, Side};
 
 /// How many connections a load worker's subscribers share.
 pub static CONNECTIONS: Setting<u64> = Setting {

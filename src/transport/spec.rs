@@ -7,6 +7,8 @@ use std::fmt;
 
 use serde::Serialize;
 
+use super::credentials::Credential;
+use super::implementation::{ClientImpl, ServerImpl};
 use crate::settings::{Declared, Setting, SettingValues};
 
 /// One transport's declaration (serialized as `pushbench transports --json` lists it).
@@ -26,6 +28,16 @@ pub struct Spec {
     /// The settings it takes, each with its default.
     #[serde(serialize_with = "describe_settings")]
     pub settings: &'static [&'static dyn Declared],
+    /// What its server and subscribers share that nobody else may see, and what only the
+    /// server's operator may allow (made, handed over and checked by generic code).
+    #[serde(serialize_with = "credential_names")]
+    pub credentials: &'static [&'static Credential],
+    /// Its server's implementations, pushbench's own first (the default).
+    #[serde(serialize_with = "server_names")]
+    pub servers: &'static [ServerImpl],
+    /// Its client's implementations, pushbench's own first (the default).
+    #[serde(serialize_with = "client_names")]
+    pub clients: &'static [ClientImpl],
     /// Where, under given settings, part of its server's work runs outside `serve`'s process
     /// (a broker it does not embed), so the server's CPU and memory are measured there too, or
     /// said to be unmeasured.
@@ -55,6 +67,44 @@ pub enum Outside {
 /// For a transport whose server is all in `serve`'s process.
 pub fn all_in_serve(_: &SettingValues) -> Outside {
     Outside::Nothing
+}
+
+/// The credentials as tools read them: name, kind and help (never a value).
+fn credential_names<S: serde::Serializer>(
+    credentials: &&'static [&'static Credential],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(credentials.iter().map(|c| {
+        serde_json::json!({
+            "name": c.name,
+            "kind": if c.is_consent() { "consent" } else { "secret" },
+            "help": c.help,
+        })
+    }))
+}
+
+/// The server implementations as tools read them: name and summary.
+fn server_names<S: serde::Serializer>(
+    servers: &&'static [ServerImpl],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(
+        servers
+            .iter()
+            .map(|i| serde_json::json!({ "name": i.name, "summary": i.summary })),
+    )
+}
+
+/// The client implementations as tools read them: name and summary.
+fn client_names<S: serde::Serializer>(
+    clients: &&'static [ClientImpl],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(
+        clients
+            .iter()
+            .map(|i| serde_json::json!({ "name": i.name, "summary": i.summary })),
+    )
 }
 
 /// Each setting as tools read it: name, side, kind, default and help.

@@ -19,11 +19,11 @@ pub fn spec(count: u64, payload: &str) -> StreamSpec {
     StreamSpec::new(42, count, payload.parse().unwrap(), Rate::Max).unwrap()
 }
 
-/// Client settings matching a server's: the webhook secret is shared, as a consumer would be
-/// told it by its provider.
+/// Client settings matching a server's: the secrets its transport shares with subscribers,
+/// as a consumer would be told them by its provider.
 pub fn client_for(server: &ServerConfig) -> ClientConfig {
     ClientConfig {
-        webhook_secret: Some(server.webhook_secret.clone()),
+        credentials: server.credentials.for_subscribers(),
         ..ClientConfig::default()
     }
 }
@@ -118,7 +118,7 @@ pub async fn serve_to(
     let (addr, expected) = (server.addr(), spec.count);
     let load = tokio::spawn(async move {
         let plan = RecordPlan::new(expected, Rate::Max, 0, 0);
-        run_subscribers(transport, addr, n, 0, &plan, &client, TIMEOUT).await
+        run_subscribers(transport, &addr.into(), n, 0, &plan, &client, TIMEOUT).await
     });
     server.publish(spec, publish_after).await.unwrap();
     load.await.unwrap()

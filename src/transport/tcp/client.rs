@@ -1,137 +1,19 @@
-//! Raw TCP, the floor every other transport is measured against: the subscriber sends the
-//! sequence number to start from (8 bytes, big-endian), and the server answers with the stream
-//! as length-prefixed frames (4-byte big-endian length, then the JSON event) and closes its side
-//! when the stream is complete. One control frame extends that: when the start is older than
-//! the server's replay window, a frame holding `{"gap":{"from":F,"count":N}}` comes first.
+//! pushbench's raw TCP client: reads length-prefixed frames, reconnecting from the next sequence number.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
 
-use bytes::{BufMut as _, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
-use super::{
-    connect_tcp, deliver, ClientConfig, ClientError, Colour, KeepAlive, Flow, Redelivery, Requests,
-    ServerConfig, Sink, Spec, TrackedListener, Traits,
+use crate::transport::{
+    Target,
+    connect_tcp, deliver, ClientConfig, ClientError, Flow, Sink,
 };
-use super::listener::Established;
-use super::resume::Resuming;
+use crate::transport::resume::Resuming;
 use crate::clock::now_ns;
 use crate::event::MAX_EVENT_BYTES;
-use crate::hub::{Batch, BatchLimit, Hub};
 
-/// Bare frames: duplex, no browser API, no HTTP; resuming is the application's (a start seq).
-pub static SPEC: Spec = Spec {
-    name: "tcp",
-    summary: "Length-prefixed frames on a bare TCP stream: the floor",
-    colour: Colour(40, 40, 40),
-    cursor_path: None,
-    settings: resumable_settings![],
-    outside: super::spec::all_in_serve,
-    traits: Traits {
-        duplex: true,
-        browser_api: None,
-        needs_inbound_http: false,
-        holds_connection: true,
-        needs_upgrade: false,
-        streams_response: false,
-        http: false,
-        multiplexed: false,
-        keep_alive: KeepAlive::Nothing,
-        requests: Requests::Stream,
-        redelivery: Redelivery::Application(
-            "no protocol at all; the server starts from the sequence the client sends, and the \
-             client must reconnect with it itself (pushbench's does, with backoff, unless \
-             --resume off)",
-        ),
-        floor: true,
-    },
-};
+use super::{FIRST_CHUNK, PREFIX_BYTES};
 
-/// Bytes of the length prefix before each frame.
-pub const PREFIX_BYTES: usize = 4;
-
-/// How long a new connection may take to say where to start.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Accepts subscribers on `listener` until `shutdown` fires.
-pub(crate) async fn serve(
-    listener: TcpListener,
-    hub: Arc<Hub>,
-    config: ServerConfig,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    let mut listener = TrackedListener::for_subscribers(listener, Arc::clone(&hub), &config)?;
-    loop {
-        let (stream, _peer) = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = shutdown.cancelled() => return Ok(()),
-        };
-        let establishing = listener.establish(stream);
-        let hub = Arc::clone(&hub);
-        let limit = config.batch;
-        tokio::spawn(async move {
-            let stream = match establishing.await {
-                Ok(stream) => stream,
-                Err(error) => return tracing::debug!(%error, "tcp connection not established"),
-            };
-            if let Err(error) = stream_events(stream, hub, limit).await {
-                tracing::debug!(%error, "tcp subscriber ended");
-            }
-        });
-    }
-}
-
-/// Writes the stream to one subscriber: every ready event goes into one buffered write.
-async fn stream_events(
-    mut stream: Established,
-    hub: Arc<Hub>,
-    limit: BatchLimit,
-) -> std::io::Result<()> {
-    let first_seq = tokio::time::timeout(HELLO_TIMEOUT, stream.read_u64())
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no start sequence"))??;
-    // The start sequence establishes the subscription; past the cap, the connection is closed
-    // unanswered (raw TCP has no refusal of its own).
-    let enrolled = stream.get_ref().enrolment().is_none_or(|e| e.establish());
-    if !enrolled {
-        return Err(std::io::Error::other("server full: subscriber refused"));
-    }
-    let mut reader = hub.reader(first_seq);
-    // One buffer for the connection's life: each batch is framed into it and written at once.
-    let mut frames = BytesMut::with_capacity(FIRST_CHUNK);
-    while let Some(batch) = reader.next_batch(limit).await {
-        frames.clear();
-        frame(&batch, &mut frames);
-        stream.write_all(&frames).await?;
-    }
-    // Complete (or shutting down): close our side so the subscriber reads end-of-stream.
-    stream.shutdown().await
-}
-
-/// A batch as length-prefixed frames (a gap first): a 4-byte big-endian length, then the
-/// event's JSON.
-pub(crate) fn frame(batch: &Batch, out: &mut BytesMut) {
-    let size: usize = batch.events.iter().map(|e| e.len() + 4).sum();
-    out.reserve(size);
-    if let Some(gap) = batch.gap {
-        let gap = gap.encode();
-        out.put_u32(gap.len() as u32);
-        out.extend_from_slice(&gap);
-    }
-    for (_, event) in batch.iter() {
-        // Encoded events are bounded by MAX_EVENT_BYTES, far below u32::MAX.
-        out.put_u32(event.len() as u32);
-        out.extend_from_slice(event);
-    }
-}
-
-/// Bytes the client asks the kernel for per read at first: small, so an idle subscriber costs
-/// little memory.
-const FIRST_CHUNK: usize = 4 * 1024;
 /// ...growing (doubling whenever a read fills it) to this, so a backlog of small frames costs
 /// one system call per ~450 events rather than one per event.
 const READ_CHUNK: usize = 64 * 1024;
@@ -142,10 +24,11 @@ const READ_CHUNK: usize = 64 * 1024;
 /// reusable buffer, and every frame of one read gets that read's receive time (they arrived
 /// together).
 pub(crate) async fn subscribe(
-    server: SocketAddr,
+    target: &Target,
     config: &ClientConfig,
     sink: &mut dyn Sink,
 ) -> Result<(), ClientError> {
+    let server = target.addr;
     let mut sink = Resuming::new(sink, config);
     loop {
         let start = sink.last_seq().map_or(0, |seq| seq + 1);

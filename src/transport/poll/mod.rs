@@ -2,20 +2,18 @@
 //! answered at once with whatever exists, polled at a fixed interval. Server and client are the
 //! shared cursor API with no hold and a pause.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 pub(crate) use super::cursor::frame;
-use super::cursor::{self, Pace};
 use super::{
-    ClientConfig, ClientError, Colour, KeepAlive, Redelivery, Requests, ServerConfig, Setting, Side, Sink, Spec,
+    Colour, KeepAlive, Redelivery, Requests, Setting, Side, Spec,
     Traits,
 };
-use crate::hub::Hub;
+
+
+mod server;
+mod client;
 
 /// How often the client asks.
 pub static INTERVAL: Setting<Duration> = Setting {
@@ -31,7 +29,18 @@ pub static SPEC: Spec = Spec {
     name: "poll",
     summary: "Short polling: the same cursor API answered at once, polled at an interval",
     colour: Colour(204, 121, 167),
-    cursor_path: Some("/events"),
+    cursor_path: Some(super::cursor::OWN_PATH),
+    credentials: &[],
+    servers: &[server_impl!(
+        super::implementation::OWN,
+        "the cursor API, answered at once",
+        server::serve
+    )],
+    clients: &[client_impl!(
+        super::implementation::OWN,
+        "hyper HTTP/1.1 at a fixed interval",
+        client::subscribe
+    )],
     settings: resumable_settings![http, &INTERVAL],
     outside: super::spec::all_in_serve,
     traits: Traits {
@@ -49,22 +58,3 @@ pub static SPEC: Spec = Spec {
         floor: false,
     },
 };
-
-/// Serves `/events`, answering every request at once.
-pub(crate) async fn serve(
-    listener: TcpListener,
-    hub: Arc<Hub>,
-    config: ServerConfig,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    cursor::serve(listener, hub, config, shutdown, None).await
-}
-
-/// Polls every [`INTERVAL`].
-pub(crate) async fn subscribe(
-    server: SocketAddr,
-    config: &ClientConfig,
-    sink: &mut dyn Sink,
-) -> Result<(), ClientError> {
-    cursor::subscribe(server, config, sink, Pace::Every(INTERVAL.read(&config.settings))).await
-}

@@ -2,20 +2,18 @@
 //! expires, answered with an empty batch); the client asks again at once with the new cursor.
 //! Server and client are the shared cursor API with a hold and no pause.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 pub(crate) use super::cursor::frame;
-use super::cursor::{self, Pace};
 use super::{
-    ClientConfig, ClientError, Colour, KeepAlive, Redelivery, Requests, ServerConfig, Setting, Side, Sink, Spec,
+    Colour, KeepAlive, Redelivery, Requests, Setting, Side, Spec,
     Traits,
 };
-use crate::hub::Hub;
+
+
+mod server;
+mod client;
 
 /// How long the server holds a poll that finds nothing new.
 pub static HOLD: Setting<Duration> = Setting {
@@ -31,7 +29,18 @@ pub static SPEC: Spec = Spec {
     name: "longpoll",
     summary: "Long polling: GET /events?after=SEQ held until events exist",
     colour: Colour(0, 158, 115),
-    cursor_path: Some("/events"),
+    cursor_path: Some(super::cursor::OWN_PATH),
+    credentials: &[],
+    servers: &[server_impl!(
+        super::implementation::OWN,
+        "the cursor API, requests held until events exist",
+        server::serve
+    )],
+    clients: &[client_impl!(
+        super::implementation::OWN,
+        "hyper HTTP/1.1, asks again at once",
+        client::subscribe
+    )],
     settings: resumable_settings![http, &HOLD],
     outside: super::spec::all_in_serve,
     traits: Traits {
@@ -49,23 +58,3 @@ pub static SPEC: Spec = Spec {
         floor: false,
     },
 };
-
-/// Serves `/events`, holding each request up to [`HOLD`].
-pub(crate) async fn serve(
-    listener: TcpListener,
-    hub: Arc<Hub>,
-    config: ServerConfig,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    let hold = Some(HOLD.read(&config.settings));
-    cursor::serve(listener, hub, config, shutdown, hold).await
-}
-
-/// Polls again the moment each answer arrives.
-pub(crate) async fn subscribe(
-    server: SocketAddr,
-    config: &ClientConfig,
-    sink: &mut dyn Sink,
-) -> Result<(), ClientError> {
-    cursor::subscribe(server, config, sink, Pace::AtOnce).await
-}

@@ -1,0 +1,118 @@
+//! gRPC server streaming (tonic, prost): `pushbench.Events/Subscribe` answers a subscriber
+//! with a stream of `Delivery` messages, each event a real protobuf message (sequence number,
+//! times and payload as fields; `proto/pushbench.proto`), so the wire-bytes column shows
+//! protobuf. The server is tonic's generated service on pushbench's HTTP/2 loop (h2c, or h2 by
+//! ALPN under TLS); the client is tonic's generated client over the load worker's shared
+//! HTTP/2 connections ([`super::multiplex`]), one stream per subscriber, as a gRPC channel
+//! multiplexes its calls.
+//!
+//! Resume: the request names the first sequence number wanted, and a client that lost its
+//! stream asks again from the one after its last. Events past the replay window come as a
+//! `Gap` message first. Past the subscriber cap the call fails with `RESOURCE_EXHAUSTED`. A
+//! quiet call is kept alive by HTTP/2 PINGs every heartbeat.
+
+
+
+use super::multiplex::CONNECTIONS;
+use super::{
+    Colour, KeepAlive, Redelivery, Requests,
+    Spec, Traits,
+};
+use crate::event::Event;
+use crate::hub::Batch;
+
+
+mod server;
+mod client;
+
+/// The messages and service of `proto/pushbench.proto`, as tonic-prost-build wrote them.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod proto {
+    tonic::include_proto!("pushbench");
+}
+
+use proto::delivery::Item;
+use proto::Delivery;
+
+/// One server-streaming call per subscriber, many on one HTTP/2 connection.
+pub static SPEC: Spec = Spec {
+    name: "grpc",
+    summary: "gRPC server streaming (tonic): pushbench.Events/Subscribe, protobuf events, \
+              calls multiplexed on shared HTTP/2 connections",
+    colour: Colour(240, 228, 66),
+    cursor_path: None,
+    credentials: &[],
+    servers: &[server_impl!(
+        super::implementation::OWN,
+        "tonic's generated service on pushbench's HTTP/2 loop",
+        server::serve
+    )],
+    clients: &[client_impl!(
+        super::implementation::OWN,
+        "tonic's generated client over shared HTTP/2 connections",
+        client::subscribe
+    )],
+    settings: resumable_settings![&CONNECTIONS],
+    outside: super::spec::all_in_serve,
+    traits: Traits {
+        duplex: false,
+        browser_api: None,
+        needs_inbound_http: false,
+        holds_connection: true,
+        needs_upgrade: false,
+        streams_response: true,
+        http: true,
+        multiplexed: true,
+        keep_alive: KeepAlive::Heartbeat,
+        requests: Requests::Stream,
+        redelivery: Redelivery::Application(
+            "the call has no cursor of its own; the request names the first sequence number \
+             wanted, and the client must call again with it itself (pushbench's does, with \
+             backoff, unless --resume off)",
+        ),
+        floor: false,
+    },
+};
+
+/// A batch as messages: its gap first, then each event as protobuf, from the hub's canonical
+/// encoding (a server built on gRPC would hold the fields; decoding them here costs ~75 ns).
+fn messages(batch: &Batch, out: &mut std::collections::VecDeque<Result<Delivery, tonic::Status>>) {
+    if let Some(gap) = batch.gap {
+        out.push_back(Ok(Delivery {
+            item: Some(Item::Gap(proto::Gap {
+                first: gap.from,
+                count: gap.count,
+            })),
+        }));
+    }
+    for (_, bytes) in batch.iter() {
+        out.push_back(match Event::decode(bytes) {
+            Ok(event) => Ok(Delivery {
+                item: Some(Item::Event(proto::Event {
+                    seq: event.seq,
+                    scheduled_ns: event.scheduled_ns,
+                    sent_ns: event.sent_ns,
+                    payload: event.payload.into_owned(),
+                })),
+            }),
+            // The hub holds only events it encoded itself.
+            Err(error) => Err(tonic::Status::internal(error.to_string())),
+        });
+    }
+}
+
+/// The events of a batch as the server sends them: each `Delivery` in protobuf's encoding with
+/// gRPC's 5-byte message prefix (before HTTP/2 framing), for the framing bench.
+pub(crate) fn frame(batch: &Batch, out: &mut bytes::BytesMut) {
+    use prost::Message as _;
+    let mut ready = std::collections::VecDeque::new();
+    messages(batch, &mut ready);
+    for message in ready.into_iter().flatten() {
+        let len = message.encoded_len();
+        out.reserve(5 + len);
+        out.extend_from_slice(&[0]);
+        out.extend_from_slice(&(len as u32).to_be_bytes());
+        // A BytesMut grows as needed, so encoding into it cannot fail.
+        let _ = message.encode(out);
+    }
+}

@@ -1,0 +1,226 @@
+//! pushbench's MQTT subscriber: a rumqttc client holding a persistent session.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, ConnectionError, EventLoop, LastWill, MqttOptions, Packet, QoS};
+
+use crate::transport::resume::Resuming;
+use crate::transport::{
+    Target,
+    deliver, ClientConfig, ClientError, Flow, Sink,
+};
+use crate::clock::now_ns;
+
+use super::{BROKER, BYE, BYE_WAIT, Broker, CONNECT_RETRY, CONTROL, END, EVENTS, KEEP_ALIVE, PRESENCE, QOS, REQUESTS, options};
+
+/// Distinguishes the client ids of the subscribers of one process.
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+/// Subscribes through the broker and feeds each event to the sink. The session is persistent
+/// (unless `--resume off`): after a drop or an outage the client connects again with the same
+/// id and the broker sends what it kept.
+pub(crate) async fn subscribe(
+    target: &Target,
+    config: &ClientConfig,
+    sink: &mut dyn Sink,
+) -> Result<(), ClientError> {
+    let server = target.addr;
+    let broker = match BROKER.read(&config.settings) {
+        Broker::Embedded => server,
+        Broker::External(address) => address,
+    };
+    let id = format!(
+        "pushbench-{}-{}",
+        std::process::id(),
+        NEXT_ID.fetch_add(1, Ordering::Relaxed)
+    );
+    let qos = QOS.read(&config.settings).level();
+    let mut sink = Resuming::new(sink, config);
+    let mut options = options(&id, broker, KEEP_ALIVE.read(&config.settings));
+    options
+        .set_clean_session(!sink.resumes())
+        // Acknowledged by `connect_once` once the sink has each event.
+        .set_manual_acks(true)
+        .set_last_will(LastWill::new(
+            format!("{PRESENCE}{id}"),
+            Vec::new(),
+            QoS::AtLeastOnce,
+            true,
+        ));
+    loop {
+        let ended = connect_once(&options, config, &mut sink, qos).await;
+        if !sink.again(ended).await? {
+            return Ok(());
+        }
+    }
+}
+
+/// One connection: subscribes (unless the broker kept the session), announces itself, and
+/// reads events until the sink has enough (then says `done`, waits for `bye` and goes) or the
+/// stream's `end`. An error when the connection fails first.
+async fn connect_once(
+    options: &MqttOptions,
+    config: &ClientConfig,
+    sink: &mut Resuming<'_>,
+    qos: QoS,
+) -> Result<(), ClientError> {
+    let id = options.client_id();
+    let broker = broker_of(options);
+    let failed = |error: ConnectionError| match error {
+        ConnectionError::Io(e) => ClientError::Connect {
+            addr: broker,
+            reason: e.to_string(),
+        },
+        other => ClientError::Protocol(format!("MQTT: {other}")),
+    };
+    // A device retries until the broker answers, within the connect timeout: an embedded
+    // broker takes its port over from the listener `serve` bound, and refuses for a moment.
+    let deadline = tokio::time::Instant::now() + config.connect_timeout;
+    let (client, mut events, connack) = loop {
+        let (client, mut events) = AsyncClient::new(options.clone(), REQUESTS);
+        events
+            .network_options
+            .set_connection_timeout(config.connect_timeout.as_secs().max(1));
+        match events.poll().await {
+            Ok(connack) => break (client, events, connack),
+            Err(ConnectionError::Io(_)) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(CONNECT_RETRY).await;
+            }
+            Err(error) => return Err(failed(error)),
+        }
+    };
+    // The first packet is the CONNACK: the session's state says whether to subscribe.
+    match connack {
+        rumqttc::Event::Incoming(Packet::ConnAck(ack)) if ack.session_present => {
+            sink.connected(now_ns());
+            announce(&client, "join", &id).await?;
+        }
+        rumqttc::Event::Incoming(Packet::ConnAck(_)) => {
+            client
+                .subscribe_many([
+                    rumqttc::SubscribeFilter::new(EVENTS.into(), qos),
+                    rumqttc::SubscribeFilter::new(CONTROL.into(), QoS::AtLeastOnce),
+                ])
+                .await
+                .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        }
+        other => {
+            return Err(ClientError::Protocol(format!(
+                "MQTT: expected CONNACK, got {other:?}"
+            )))
+        }
+    }
+    loop {
+        let packet = match events.poll().await.map_err(failed)? {
+            rumqttc::Event::Incoming(packet) => packet,
+            rumqttc::Event::Outgoing(_) => continue,
+        };
+        match packet {
+            Packet::SubAck(ack) => {
+                if let Some(refused) = ack
+                    .return_codes
+                    .iter()
+                    .find(|code| matches!(code, rumqttc::SubscribeReasonCode::Failure))
+                {
+                    return Err(ClientError::Protocol(format!(
+                        "the broker refused the subscription: {refused:?}"
+                    )));
+                }
+                sink.connected(now_ns());
+                announce(&client, "join", &id).await?;
+            }
+            Packet::Publish(message) if message.topic == EVENTS => {
+                let flow = if *message.payload == *END {
+                    // The stream is over at the broker: what has not come is lost.
+                    Flow::Stop
+                } else {
+                    deliver(sink, &message.payload, now_ns())
+                };
+                // Acknowledged once the sink has it, not when it was read: what rumqttc read
+                // ahead and an outage then dropped is sent again.
+                acknowledge(&client, &message).await?;
+                if flow == Flow::Stop {
+                    if !sink.stopped() && *message.payload != *END {
+                        // The outage fault: away now, the session kept, back later.
+                        let _ = client.disconnect().await;
+                        flush_until_disconnected(&mut events).await;
+                        return Ok(());
+                    }
+                    return finish(&client, &mut events, &id).await;
+                }
+            }
+            Packet::Publish(message) => acknowledge(&client, &message).await?,
+            _ => {}
+        }
+    }
+}
+
+/// The subscriber has the stream: says so, waits for the server's `bye` (so its connection's
+/// bytes are read whole), and leaves without a session behind it.
+async fn finish(client: &AsyncClient, events: &mut EventLoop, id: &str) -> Result<(), ClientError> {
+    announce(client, "done", id).await?;
+    let bye = async {
+        loop {
+            match events.poll().await {
+                Ok(rumqttc::Event::Incoming(Packet::Publish(message))) => {
+                    let _ = acknowledge(client, &message).await;
+                    if message.topic == CONTROL && *message.payload == *BYE {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                // The server is gone: nothing to wait for.
+                Err(_) => return,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(BYE_WAIT, bye).await;
+    // No presence and no queue is kept for a subscriber that will not come back.
+    let _ = announce(client, "", id).await;
+    let _ = client.unsubscribe(EVENTS).await;
+    let _ = client.disconnect().await;
+    flush_until_disconnected(events).await;
+    Ok(())
+}
+
+/// Acknowledges a QoS 1 message (nothing for QoS 0). The request queue cannot be full: it
+/// holds more than a broker lets be unacknowledged at once.
+async fn acknowledge(client: &AsyncClient, message: &rumqttc::Publish) -> Result<(), ClientError> {
+    client
+        .ack(message)
+        .await
+        .map_err(|e| ClientError::Protocol(e.to_string()))
+}
+
+/// Drives the connection until the DISCONNECT asked for has gone out (and every request
+/// before it: acknowledgements, presence), or for a second at most.
+async fn flush_until_disconnected(events: &mut EventLoop) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        loop {
+            match events.poll().await {
+                Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+}
+
+/// Sets this subscriber's retained presence (`join`, `done`, or empty: gone).
+async fn announce(client: &AsyncClient, what: &str, id: &str) -> Result<(), ClientError> {
+    client
+        .publish(format!("{PRESENCE}{id}"), QoS::AtLeastOnce, true, what)
+        .await
+        .map_err(|e| ClientError::Protocol(e.to_string()))
+}
+
+/// The broker's address as the options name it.
+fn broker_of(options: &MqttOptions) -> SocketAddr {
+    let (host, port) = options.broker_address();
+    SocketAddr::new(
+        host.parse().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        port,
+    )
+}

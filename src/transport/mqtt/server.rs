@@ -1,0 +1,367 @@
+//! The MQTT server side: the embedded rumqttd broker (or an external one) and the rumqttc publisher.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rumqttc::{AsyncClient, EventLoop, Packet, QoS};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::settings::Value;
+use crate::transport::{
+    ServerConfig,
+};
+use crate::clock::now_ns;
+use crate::hub::{Hub, SubscriberGuard};
+use crate::metrics::tcp_info;
+
+use super::{BROKER, BYE, Broker, CONNECT_RETRY, CONTROL, END, EVENTS, EVERY_PRESENCE, INFLIGHT, KEEP_ALIVE, MAX_PACKET, PRESENCE, QOS, REQUESTS, options};
+
+/// Serves the stream through the broker until `shutdown` fires: starts the embedded broker
+/// (or finds the external one), then publishes every event of the hub and keeps count of the
+/// subscribers' presence.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    hub: Arc<Hub>,
+    config: ServerConfig,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let settings = &config.settings;
+    let (broker, publisher_to) = match BROKER.read(settings) {
+        Broker::Embedded => {
+            // One broker holds every subscriber's session: it cannot be split over a fleet
+            // of processes sharing the port.
+            if rustix::net::sockopt::socket_reuseport(&listener)? {
+                return Err(std::io::Error::other(
+                    "the embedded MQTT broker cannot share its port with other server \
+                     processes: past one process's subscribers, run a broker of your own \
+                     (--mqtt-broker)",
+                ));
+            }
+            let public = listener.local_addr()?;
+            // rumqttd binds its own listeners: the port goes to it.
+            drop(listener);
+            let private = free_loopback_address()?;
+            start_embedded(public, private, config.limits.subscriber_cap())?;
+            (public, private)
+        }
+        Broker::External(address) => {
+            drop(listener);
+            check_on_this_host(address)?;
+            (address, address)
+        }
+    };
+    let qos = QOS.read(settings).level();
+    // The publisher's own connection is left out of the subscribers' bytes: on the embedded
+    // broker it comes in at a listener of its own; on an external one, by its port (the one
+    // connection this process opened to the broker while the publisher connected; in-process
+    // subscribers, as tests run them, could open one meanwhile and be left out too).
+    let before = peer_ports(broker);
+    let (publisher, mut events) = connect_publisher(publisher_to).await?;
+    let excluded = if publisher_to == broker {
+        peer_ports(broker).difference(&before).copied().collect()
+    } else {
+        Vec::new()
+    };
+    let presence = Presence {
+        hub: Arc::clone(&hub),
+        present: HashMap::new(),
+        done: Vec::new(),
+        wire: WireBytes {
+            broker,
+            excluded,
+            seen: HashMap::new(),
+            counters: Arc::clone(&config.counters),
+        },
+        bye_sent: false,
+    };
+    let publishing = publish_stream(publisher.clone(), Arc::clone(&hub), qos, config.batch);
+    let result = tokio::select! {
+        _ = shutdown.cancelled() => Ok(()),
+        ended = drive_publisher(&mut events, publisher.clone(), presence) => ended,
+        published = publishing => match published {
+            Ok(()) => {
+                // Keep serving presence until shutdown.
+                Ok(())
+            }
+            Err(e) => Err(e),
+        },
+    };
+    if let Err(error) = &result {
+        tracing::warn!(%error, "mqtt publisher ended");
+    }
+    result
+}
+
+/// The loopback address of a free port, for the embedded broker's publisher listener.
+fn free_loopback_address() -> std::io::Result<SocketAddr> {
+    std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()
+}
+
+/// An external broker must be on this host: its connections' bytes are read from this host's
+/// kernel, and a figure for a broker elsewhere would be none.
+fn check_on_this_host(address: SocketAddr) -> std::io::Result<()> {
+    let here = address.ip().is_loopback()
+        || std::net::UdpSocket::bind(SocketAddr::new(address.ip(), 0)).is_ok();
+    if here {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "--mqtt-broker {}: the broker must run on the serving host (its connections' bytes are \
+             read from this host's kernel)",
+            Broker::External(address).show()
+        )))
+    }
+}
+
+/// Starts rumqttd in this process: subscribers at `public`, the publisher at `private`. Its
+/// threads (a router and one per listener) live as long as the process: rumqttd has no stop.
+fn start_embedded(public: SocketAddr, private: SocketAddr, cap: usize) -> std::io::Result<()> {
+    use rumqttd::{Config, ConnectionSettings, RouterConfig, ServerSettings};
+    let connections = ConnectionSettings {
+        connection_timeout_ms: 10_000,
+        max_payload_size: MAX_PACKET,
+        max_inflight_count: INFLIGHT as usize,
+        auth: None,
+        external_auth: None,
+        // Any topic may be subscribed to without declaring it first.
+        dynamic_filters: true,
+    };
+    let listener = |name: &str, listen| ServerSettings {
+        name: name.into(),
+        listen,
+        tls: None,
+        // rumqttd pauses between accepts by default; subscribers connect at once here.
+        next_connection_delay_ms: 0,
+        connections: connections.clone(),
+    };
+    let config = Config {
+        router: RouterConfig {
+            // The subscribers and the publisher.
+            max_connections: cap + 1,
+            max_outgoing_packet_count: 200,
+            // Each topic's log: up to 16 segments of 64 MiB, so a subscriber that is away
+            // finds everything at every preset's stream size.
+            max_segment_size: 64 << 20,
+            max_segment_count: 16,
+            ..RouterConfig::default()
+        },
+        v4: Some(HashMap::from([
+            ("subscribers".to_owned(), listener("subscribers", public)),
+            ("publisher".to_owned(), listener("publisher", private)),
+        ])),
+        ..Config::default()
+    };
+    let mut broker = rumqttd::Broker::new(config);
+    std::thread::Builder::new()
+        .name("mqtt-broker".into())
+        .spawn(move || {
+            if let Err(error) = broker.start() {
+                tracing::error!(%error, "the embedded MQTT broker stopped");
+            }
+        })?;
+    Ok(())
+}
+
+/// The publisher's client, connected (retrying while the embedded broker comes up), with its
+/// subscription to presence asked for.
+async fn connect_publisher(broker: SocketAddr) -> std::io::Result<(AsyncClient, EventLoop)> {
+    let id = format!("pushbench-publisher-{}", std::process::id());
+    let mut options = options(&id, broker, KEEP_ALIVE.default);
+    options.set_clean_session(true).set_inflight(INFLIGHT);
+    let deadline = now_ns() + Duration::from_secs(10).as_nanos() as u64;
+    loop {
+        let (client, mut events) = AsyncClient::new(options.clone(), REQUESTS);
+        match events.poll().await {
+            Ok(rumqttc::Event::Incoming(Packet::ConnAck(_))) => {
+                client
+                    .subscribe(EVERY_PRESENCE, QoS::AtLeastOnce)
+                    .await
+                    .map_err(std::io::Error::other)?;
+                return Ok((client, events));
+            }
+            Ok(other) => {
+                return Err(std::io::Error::other(format!(
+                    "the MQTT broker at {broker} answered the publisher's CONNECT with {other:?}"
+                )))
+            }
+            Err(error) if now_ns() < deadline => {
+                tracing::debug!(%error, "broker not up yet");
+                tokio::time::sleep(CONNECT_RETRY).await;
+            }
+            Err(error) => {
+                return Err(std::io::Error::other(format!(
+                    "cannot reach the MQTT broker at {broker}: {error}"
+                )))
+            }
+        }
+    }
+}
+
+/// Publishes every event of the hub as it comes, then `end`.
+async fn publish_stream(
+    client: AsyncClient,
+    hub: Arc<Hub>,
+    qos: QoS,
+    limit: crate::hub::BatchLimit,
+) -> std::io::Result<()> {
+    let mut reader = hub.reader(0);
+    while let Some(batch) = reader.next_batch(limit).await {
+        for (_, event) in batch.iter() {
+            client
+                .publish_bytes(EVENTS, qos, false, event.clone())
+                .await
+                .map_err(std::io::Error::other)?;
+        }
+    }
+    // The hub waits for its readers to go before the server stops.
+    drop(reader);
+    if hub.is_complete() {
+        client
+            .publish_bytes(EVENTS, qos, false, Bytes::from_static(END))
+            .await
+            .map_err(std::io::Error::other)?;
+    }
+    // Presence goes on being served by the event loop until shutdown.
+    std::future::pending().await
+}
+
+/// Drives the publisher's connection and counts presence from what it receives.
+async fn drive_publisher(
+    events: &mut EventLoop,
+    client: AsyncClient,
+    mut presence: Presence,
+) -> std::io::Result<()> {
+    let mut sample = tokio::time::interval(WIRE_SAMPLE_EVERY);
+    loop {
+        tokio::select! {
+            polled = events.poll() => match polled {
+                Ok(rumqttc::Event::Incoming(Packet::Publish(message))) if message.topic.starts_with(PRESENCE) => {
+                    let id = &message.topic[PRESENCE.len()..];
+                    if presence.heard(id, &message.payload) {
+                        client
+                            .publish(CONTROL, QoS::AtLeastOnce, false, BYE)
+                            .await
+                            .map_err(std::io::Error::other)?;
+                    }
+                }
+                Ok(rumqttc::Event::Incoming(Packet::PubAck(_))) if presence.bye_sent => {
+                    // `bye` is with the broker (or an event was): subscribers may go, and
+                    // the server may stop once they have.
+                    presence.release();
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    return Err(std::io::Error::other(format!(
+                        "the publisher's connection to the broker failed: {error}"
+                    )))
+                }
+            },
+            _ = sample.tick() => presence.wire.sample(),
+        }
+    }
+}
+
+/// How often the subscribers' connections' bytes are read while the stream runs (a
+/// connection that closes in between keeps what it had at the last reading).
+const WIRE_SAMPLE_EVERY: Duration = Duration::from_millis(500);
+
+/// The subscribers as their presence messages tell them.
+struct Presence {
+    hub: Arc<Hub>,
+    /// Joined and not done: each counts as a subscriber of the hub.
+    present: HashMap<String, SubscriberGuard>,
+    /// Done, still counted until `bye` is out.
+    done: Vec<SubscriberGuard>,
+    wire: WireBytes,
+    bye_sent: bool,
+}
+
+impl Presence {
+    /// Takes subscriber `id`'s presence; true when every subscriber is done with a complete
+    /// stream (time for `bye`).
+    fn heard(&mut self, id: &str, message: &[u8]) -> bool {
+        match message {
+            b"join" => {
+                let hub = &self.hub;
+                self.present
+                    .entry(id.to_owned())
+                    .or_insert_with(|| hub.join());
+            }
+            b"done" => {
+                if let Some(guard) = self.present.remove(id) {
+                    self.done.push(guard);
+                }
+            }
+            // Left or dropped: it counts no more unless it joins again.
+            b"" => drop(self.present.remove(id)),
+            _ => tracing::debug!(id, "a presence message that is not join, done or empty"),
+        }
+        let all_done = self.present.is_empty() && !self.done.is_empty();
+        if all_done && self.hub.is_complete() && !self.bye_sent {
+            // Every subscriber has everything and is still connected: their connections'
+            // bytes are complete now.
+            self.wire.sample();
+            self.wire.count();
+            self.bye_sent = true;
+            return true;
+        }
+        false
+    }
+
+    /// The done subscribers stop counting: the hub sees them leave.
+    fn release(&mut self) {
+        self.done.clear();
+    }
+}
+
+/// The bytes of the subscribers' connections to the broker, from the kernel.
+struct WireBytes {
+    broker: SocketAddr,
+    /// Peer ports of connections that are not subscribers' (the publisher's).
+    excluded: Vec<u16>,
+    /// The latest reading of each connection, by its peer address.
+    seen: HashMap<SocketAddr, tcp_info::TcpBytes>,
+    counters: Arc<crate::metrics::sockets::SocketCounters>,
+}
+
+impl WireBytes {
+    /// Reads every subscriber connection's bytes now.
+    fn sample(&mut self) {
+        match tcp_info::on_local_port(self.broker.port()) {
+            Ok(sockets) => {
+                for socket in sockets {
+                    let ours = socket.local.ip() == self.broker.ip()
+                        || self.broker.ip().is_unspecified();
+                    if ours && !self.excluded.contains(&socket.peer.port()) {
+                        self.seen.insert(socket.peer, socket);
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot read the broker's connections' bytes"),
+        }
+    }
+
+    /// Adds what was read to the server's socket counters, once.
+    fn count(&mut self) {
+        for socket in std::mem::take(&mut self.seen).into_values() {
+            self.counters.connection();
+            // The broker's side: what it sent went out to the subscriber.
+            self.counters.wrote(socket.sent as usize);
+            self.counters.read(socket.received as usize);
+        }
+    }
+}
+
+/// Local ports of this process's connections to the broker (to tell the publisher's apart).
+fn peer_ports(broker: SocketAddr) -> std::collections::HashSet<u16> {
+    tcp_info::to_peer_port_from(broker.port(), std::process::id())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|socket| socket.peer.ip() == broker.ip())
+        .map(|socket| socket.local.port())
+        .collect()
+}

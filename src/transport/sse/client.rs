@@ -1,0 +1,135 @@
+//! pushbench's SSE client: `sse-stream` over hyper, reconnecting with `Last-Event-ID` as `EventSource` does.
+
+
+use axum::http::{header, HeaderValue, StatusCode};
+use bytes::Bytes;
+use http_body_util::BodyExt as _;
+use sse_stream::SseByteStream;
+
+use crate::transport::compression::{decoded, decoder_for, COMPRESSION};
+use crate::transport::resume::Resuming;
+use crate::transport::{
+    Target,
+    deliver, http1_connect, ArrivalClock, ClientConfig, ClientError, Flow, Sink,
+};
+use crate::clock::now_ns;
+
+use super::OWN_PATH;
+
+
+/// Subscribes to `http://server/sse` and feeds each event's data to the sink, reconnecting
+/// with `Last-Event-ID` (as a browser's `EventSource` does) when the stream ends before the sink
+/// has enough.
+///
+/// The load side parses with the `sse-stream` crate over a hyper connection of its own rather than with
+/// `eventsource-client`: the standard client spent ~0.44 us and several allocations per event
+/// in parsing alone (see `benches/components.rs`), which made the load, not the server, the
+/// limit of every SSE row. Standard clients are still checked against the server by the
+/// interop tests (the npm `eventsource` package).
+pub(crate) async fn subscribe(
+    target: &Target,
+    config: &ClientConfig,
+    sink: &mut dyn Sink,
+) -> Result<(), ClientError> {
+    let server = target.addr;
+    let authority = target.authority();
+    let authority = &authority;
+    subscribe_over(target, config, sink, |mut request| async move {
+        // HTTP/1.1 names the server in a Host header.
+        let host =
+            HeaderValue::from_str(authority).map_err(|e| ClientError::Config(e.to_string()))?;
+        request.headers_mut().insert(header::HOST, host);
+        http1_connect(server, config)
+            .await?
+            .send_request(request)
+            .await
+            .map_err(|e| ClientError::Protocol(format!("SSE: {e}")))
+    })
+    .await
+}
+
+/// The response to one `GET /sse`, over a connection of the subscriber's own or a stream on a
+/// shared HTTP/2 connection.
+pub(crate) type SseResponse = axum::http::Response<hyper::body::Incoming>;
+
+/// The EventSource loop over whatever `send` sends requests on: one response of the stream
+/// after another, with `Last-Event-ID` once an event id was seen, until the sink has enough or
+/// the server says there is nothing more.
+pub(crate) async fn subscribe_over<F, Fut>(
+    target: &Target,
+    config: &ClientConfig,
+    sink: &mut dyn Sink,
+    mut send: F,
+) -> Result<(), ClientError>
+where
+    F: FnMut(axum::http::Request<http_body_util::Empty<Bytes>>) -> Fut,
+    Fut: std::future::Future<Output = Result<SseResponse, ClientError>>,
+{
+    let mut sink = Resuming::new(sink, config);
+    let mut last_event_id: Option<String> = None;
+    loop {
+        let ended = stream_once(target, config, &mut send, &mut sink, &mut last_event_id).await;
+        if !sink.again(ended).await? {
+            return Ok(());
+        }
+    }
+}
+
+/// One response of the stream, sending `Last-Event-ID` when an event id was seen: `Ok` once
+/// the sink has enough or the server says there is nothing more (204), an error when the
+/// response broke or ended first.
+async fn stream_once<F, Fut>(
+    target: &Target,
+    config: &ClientConfig,
+    send: &mut F,
+    sink: &mut Resuming<'_>,
+    last_event_id: &mut Option<String>,
+) -> Result<(), ClientError>
+where
+    F: FnMut(axum::http::Request<http_body_util::Empty<Bytes>>) -> Fut,
+    Fut: std::future::Future<Output = Result<SseResponse, ClientError>>,
+{
+    let mut request = axum::http::Request::get(target.path_or(OWN_PATH))
+        .header("accept", "text/event-stream");
+    if let Some(id) = last_event_id.as_deref() {
+        request = request.header("last-event-id", id);
+    }
+    if let Some((name, value)) = COMPRESSION.read(&config.settings).accept_encoding() {
+        request = request.header(name, value);
+    }
+    let request = request
+        .body(http_body_util::Empty::new())
+        .map_err(|e| ClientError::Config(e.to_string()))?;
+    let response = send(request).await?;
+    match response.status() {
+        // Nothing more to send: the answer that tells EventSource to stop reconnecting.
+        StatusCode::NO_CONTENT => return Ok(()),
+        StatusCode::OK => {}
+        status => {
+            return Err(ClientError::Status {
+                status: status.as_u16(),
+                body: String::new(),
+            })
+        }
+    }
+    let decoder = decoder_for(response.headers()).map_err(ClientError::Protocol)?;
+    sink.connected(now_ns());
+    let chunks = decoded(response.into_body().into_data_stream(), decoder);
+    let mut events = std::pin::pin!(SseByteStream::new(chunks));
+    let mut clock = ArrivalClock::new();
+    while let Some((item, received_ns)) = clock.next(&mut events).await {
+        let event = item.map_err(|e| ClientError::Protocol(format!("SSE stream broke: {e}")))?;
+        if event.id.is_some() {
+            *last_event_id = event.id;
+        }
+        // Comments and metadata-only blocks carry no data.
+        if let Some(data) = &event.data {
+            if deliver(sink, data.as_bytes(), received_ns) == Flow::Stop {
+                return Ok(());
+            }
+        }
+    }
+    Err(ClientError::Protocol(
+        "SSE response ended before the stream was complete".into(),
+    ))
+}

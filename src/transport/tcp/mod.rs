@@ -1,0 +1,80 @@
+//! Raw TCP, the floor every other transport is measured against: the subscriber sends the
+//! sequence number to start from (8 bytes, big-endian), and the server answers with the stream
+//! as length-prefixed frames (4-byte big-endian length, then the JSON event) and closes its side
+//! when the stream is complete. One control frame extends that: when the start is older than
+//! the server's replay window, a frame holding `{"gap":{"from":F,"count":N}}` comes first.
+
+
+use bytes::{BufMut as _, BytesMut};
+
+use super::{
+    Colour, KeepAlive, Redelivery, Requests, Spec, Traits,
+};
+use crate::hub::Batch;
+
+
+mod server;
+mod client;
+
+/// Bare frames: duplex, no browser API, no HTTP; resuming is the application's (a start seq).
+pub static SPEC: Spec = Spec {
+    name: "tcp",
+    summary: "Length-prefixed frames on a bare TCP stream: the floor",
+    colour: Colour(40, 40, 40),
+    cursor_path: None,
+    credentials: &[],
+    servers: &[server_impl!(
+        super::implementation::OWN,
+        "length-prefixed frames, batched writes",
+        server::serve
+    )],
+    clients: &[client_impl!(
+        super::implementation::OWN,
+        "one reusable buffer, frames decoded in place",
+        client::subscribe
+    )],
+    settings: resumable_settings![],
+    outside: super::spec::all_in_serve,
+    traits: Traits {
+        duplex: true,
+        browser_api: None,
+        needs_inbound_http: false,
+        holds_connection: true,
+        needs_upgrade: false,
+        streams_response: false,
+        http: false,
+        multiplexed: false,
+        keep_alive: KeepAlive::Nothing,
+        requests: Requests::Stream,
+        redelivery: Redelivery::Application(
+            "no protocol at all; the server starts from the sequence the client sends, and the \
+             client must reconnect with it itself (pushbench's does, with backoff, unless \
+             --resume off)",
+        ),
+        floor: true,
+    },
+};
+
+/// Bytes of the length prefix before each frame.
+pub const PREFIX_BYTES: usize = 4;
+
+/// Bytes the client asks the kernel for per read at first: small, so an idle subscriber costs
+/// little memory.
+const FIRST_CHUNK: usize = 4 * 1024;
+
+/// A batch as length-prefixed frames (a gap first): a 4-byte big-endian length, then the
+/// event's JSON.
+pub(crate) fn frame(batch: &Batch, out: &mut BytesMut) {
+    let size: usize = batch.events.iter().map(|e| e.len() + 4).sum();
+    out.reserve(size);
+    if let Some(gap) = batch.gap {
+        let gap = gap.encode();
+        out.put_u32(gap.len() as u32);
+        out.extend_from_slice(&gap);
+    }
+    for (_, event) in batch.iter() {
+        // Encoded events are bounded by MAX_EVENT_BYTES, far below u32::MAX.
+        out.put_u32(event.len() as u32);
+        out.extend_from_slice(event);
+    }
+}

@@ -1,0 +1,156 @@
+//! pushbench's WebSocket server: axum upgrading `/ws` into yawc, one writer task per subscriber.
+
+use std::sync::Arc;
+
+use axum::extract::{RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use yawc::close::CloseCode;
+use yawc::{Frame, IncomingUpgrade, OpCode};
+
+use crate::transport::cursor::first_seq_from_query;
+use crate::transport::{
+    serve_http, ServerConfig, TrackedListener,
+};
+use crate::hub::{Batch, Hub, Reader};
+
+use super::OWN_PATH;
+use super::{CLOSE_GRACE, MAX_CLIENT_MESSAGE, options};
+
+/// The server's read and write buffers. Subscribers send only control frames, and a batch
+/// larger than this grows the write buffer for as long as it takes to write it: both buffers
+/// are resident in full from the start (yawc fills them), so an idle connection pays for them.
+const SERVER_BUFFER: usize = 512;
+
+
+#[derive(Clone)]
+struct AppState {
+    hub: Arc<Hub>,
+    config: Arc<ServerConfig>,
+}
+
+/// Serves `/ws` on `listener` until `shutdown` fires.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    hub: Arc<Hub>,
+    config: ServerConfig,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    // A compression WebSocket cannot do is refused before anyone connects.
+    options(&config.settings, SERVER_BUFFER, MAX_CLIENT_MESSAGE)
+        .map_err(|why| std::io::Error::new(std::io::ErrorKind::InvalidInput, why))?;
+    let listener = TrackedListener::for_subscribers(listener, Arc::clone(&hub), &config)?;
+    let http = config.http;
+    let state = AppState {
+        hub: Arc::clone(&hub),
+        config: Arc::new(config),
+    };
+    let router = Router::new().route(OWN_PATH, get(upgrade)).with_state(state);
+    serve_http(listener, router, http, shutdown).await
+}
+
+async fn upgrade(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    ws: IncomingUpgrade,
+) -> Response {
+    let first_seq = match first_seq_from_query(query.as_deref()) {
+        Ok(seq) => seq,
+        Err(rejection) => return rejection.into_response(),
+    };
+    // Checked when serving started.
+    let options = options(&state.config.settings, SERVER_BUFFER, MAX_CLIENT_MESSAGE)
+        .unwrap_or_default();
+    let (response, upgrading) = match ws.upgrade(options) {
+        Ok(upgrade) => upgrade,
+        Err(error) => {
+            let why = format!("WebSocket upgrade refused: {error}\n");
+            return (StatusCode::BAD_REQUEST, why).into_response();
+        }
+    };
+    let reader = state.hub.reader(first_seq);
+    tokio::spawn(async move {
+        match upgrading.await {
+            Ok(socket) => stream_events(socket, reader, state.config).await,
+            Err(error) => tracing::debug!(%error, "WebSocket upgrade failed"),
+        }
+    });
+    response.into_response()
+}
+
+/// Pushes the stream to one subscriber until it is complete, the subscriber leaves, or the
+/// server shuts down.
+async fn stream_events<S>(socket: yawc::WebSocket<S>, mut reader: Reader, config: Arc<ServerConfig>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let (mut tx, mut rx) = socket.split();
+    let start = tokio::time::Instant::now() + config.heartbeat;
+    let mut heartbeat = tokio::time::interval_at(start, config.heartbeat);
+    let close = loop {
+        tokio::select! {
+            batch = reader.next_batch(config.batch) => match batch {
+                Some(batch) => {
+                    if write_batch(&mut tx, &batch).await.is_err() {
+                        return;
+                    }
+                }
+                None if reader.at_end() => break (CloseCode::Normal, "stream complete"),
+                None => break (CloseCode::Away, "server shutting down"),
+            },
+            incoming = rx.next() => match incoming {
+                // The subscriber left or broke the protocol: yawc has queued the close frame
+                // that says how (1009 for a message too big), and sends what it owes on the
+                // read path, so reading once more sends it.
+                None => {
+                    let _ = tokio::time::timeout(CLOSE_GRACE, rx.next()).await;
+                    return;
+                }
+                // The subscriber closed first (yawc answers its close frame).
+                Some(frame) if frame.opcode() == OpCode::Close => return,
+                // Pongs, and anything a subscriber chooses to send, need no answer.
+                Some(_) => {}
+            },
+            _ = heartbeat.tick() => {
+                if tx.send(Frame::ping(Bytes::new())).await.is_err() {
+                    return;
+                }
+            }
+        }
+    };
+    if tx.send(Frame::close(close.0, close.1)).await.is_err() {
+        return;
+    }
+    // Wait for the subscriber's close frame so the handshake completes cleanly on both sides.
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        while let Some(frame) = rx.next().await {
+            if frame.opcode() == OpCode::Close {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// Queues every event of the batch (after the gap message, when the subscriber asked for
+/// events the replay window no longer holds), then flushes once: one write for many frames.
+/// Each frame shares the hub's encoding of its event (compressed per connection when
+/// permessage-deflate is on).
+async fn write_batch<S>(tx: &mut S, batch: &Batch) -> Result<(), S::Error>
+where
+    S: futures_util::Sink<Frame> + Unpin,
+{
+    if let Some(gap) = batch.gap {
+        tx.feed(Frame::text(gap.encode())).await?;
+    }
+    for (_, event) in batch.iter() {
+        tx.feed(Frame::text(event.clone())).await?;
+    }
+    tx.flush().await
+}
