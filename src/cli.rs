@@ -56,6 +56,9 @@ pub enum Command {
     Recommend(RecommendArgs),
     /// List the transports: what each is, its traits, colour and settings with defaults.
     Transports(TransportsArgs),
+    /// List a results file's rows, one JSON line per run: its key, its name as every output
+    /// shows it, its offered rate and repeat (for scripts that check reports).
+    Rows(RowsArgs),
     /// Echo 64-byte messages on one connection (the calibration peer of `run`).
     #[command(hide = true)]
     Echo(EchoArgs),
@@ -114,6 +117,7 @@ impl Command {
             Command::Compare(args) => args.run(),
             Command::Recommend(args) => args.run(),
             Command::Transports(args) => args.run(),
+            Command::Rows(args) => args.run(),
             Command::Echo(args) => {
                 if let Some(cpus) = &args.cpus {
                     crate::metrics::process::pin_this_process(cpus)?;
@@ -277,6 +281,35 @@ impl RecommendArgs {
         match self.format {
             Format::Text => print!("{}", recommend::render::text(&answer)),
             Format::Json => println!("{}", serde_json::to_string_pretty(&answer)?),
+        }
+        Ok(())
+    }
+}
+
+/// Flags of `pushbench rows`.
+#[derive(Debug, Args)]
+pub struct RowsArgs {
+    /// A results.json, or the run directory holding it.
+    pub results: PathBuf,
+}
+
+impl RowsArgs {
+    fn run(self) -> anyhow::Result<()> {
+        use std::io::Write as _;
+        let (_, results) = crate::results::load(&self.results)?;
+        let mut out = std::io::stdout().lock();
+        for run in &results.runs {
+            let line = serde_json::json!({
+                "label": run.key.label(),
+                "key": run.key,
+                "offered_rate": run.offered_rate,
+                "repeat": run.repeat,
+            });
+            match writeln!(out, "{line}") {
+                // A reader that has what it wants (`| head`) is not an error.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+                other => other?,
+            }
         }
         Ok(())
     }

@@ -265,3 +265,63 @@ fn serve_and_load_over_tls() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A setting no selected transport takes is refused before anything runs, naming the setting
+/// and the transports that would take it; `serve` and `load` refuse it for their transport
+/// too. The transport is the first that does not take TLS, from the declarations.
+#[test]
+fn a_setting_no_transport_takes_is_refused() {
+    use pushbench::harness::settings::settings_of;
+    use pushbench::transport::tls::TLS;
+    let Some(plain) = Transport::ALL
+        .iter()
+        .copied()
+        .find(|&t| !settings_of(t).iter().any(|s| s.name() == TLS.name))
+    else {
+        return; // every transport takes TLS: nothing to refuse
+    };
+    let dir = std::env::temp_dir().join(format!("pushbench-refused-{}", std::process::id()));
+    for args in [
+        vec![
+            "run",
+            "--transports",
+            plain.name(),
+            "--tls",
+            "on",
+            "--events",
+            "10",
+        ],
+        vec!["serve", "--transport", plain.name(), "--tls", "on"],
+        vec![
+            "load",
+            "--transport",
+            plain.name(),
+            "--tls",
+            "on",
+            "--target",
+            "127.0.0.1:9",
+        ],
+    ] {
+        let output = Command::new(BIN)
+            .args(&args)
+            .args(
+                ["--out", dir.to_str().unwrap()]
+                    .iter()
+                    .filter(|_| args[0] == "run"),
+            )
+            .output()
+            .unwrap();
+        assert_ne!(output.status.code(), Some(0), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("--tls"), "{args:?}: {stderr}");
+        if args[0] == "run" {
+            assert!(
+                stderr.contains("applies to none of the transports selected"),
+                "{stderr}"
+            );
+        } else {
+            assert!(stderr.contains("not a setting here"), "{args:?}: {stderr}");
+        }
+    }
+    assert!(!dir.exists(), "a refused run wrote nothing");
+}

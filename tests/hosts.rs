@@ -238,7 +238,7 @@ fn two_hosts_merge_exactly_and_correct_a_planted_clock_offset() {
     assert!(ok, "{stderr}");
     let row = &results.unwrap().runs[0];
     assert!(
-        row.digest_ok && !row.failed && row.subscribers == 6,
+        row.digest_ok && !row.failed && row.key.subscribers == 6,
         "{row:?}"
     );
     assert_eq!(row.latency_us, refed_percentiles(&loads));
@@ -371,7 +371,7 @@ fn run_spreads_both_sides_past_the_open_file_limit() {
     let results = Results::read(Path::new(path.trim())).unwrap();
     let row = &results.runs[0];
     assert!(
-        row.digest_ok && !row.failed && row.subscribers == 400,
+        row.digest_ok && !row.failed && row.key.subscribers == 400,
         "{row:?}"
     );
     // 236 subscribers fit in a process: two load workers, and a fleet of 400 / 188 servers.

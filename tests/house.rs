@@ -192,27 +192,6 @@ fn declarations_are_distinct() {
     }
 }
 
-/// `report` and `recommend` stand on the results layer and never import each other (nor does
-/// the results layer import either): the CLI joins them.
-#[test]
-fn report_and_recommend_do_not_import_each_other() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let forbidden = [
-        ("report", "crate::recommend"),
-        ("recommend", "crate::report"),
-        ("results", "crate::report"),
-        ("results", "crate::recommend"),
-        ("harness", "crate::report"),
-    ];
-    for (module, import) in forbidden {
-        for entry in std::fs::read_dir(src.join(module)).unwrap() {
-            let path = entry.unwrap().path();
-            let text = std::fs::read_to_string(&path).unwrap();
-            assert!(!text.contains(import), "{} uses {import}", path.display());
-        }
-    }
-}
-
 /// The README's table of transports is the binary's own (`scripts/update-readme` writes it).
 #[test]
 fn the_readme_lists_what_the_code_declares() {

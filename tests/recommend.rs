@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use pushbench::recommend::assess::{Verdict, Weight};
+use pushbench::recommend::assess::{Constraint, Verdict, Weight};
 use pushbench::recommend::design::{Design, DesignSettings};
 use pushbench::recommend::evidence::Evidence;
 use pushbench::recommend::{recommend, Ranked, Recommendation};
@@ -53,7 +53,12 @@ fn entry<'a>(answer: &'a Recommendation, transport: &str) -> &'a Ranked {
 }
 
 /// The reason a transport got for a constraint, with its weight.
-fn reason(answer: &Recommendation, transport: &str, constraint: &str, weight: Weight) -> String {
+fn reason(
+    answer: &Recommendation,
+    transport: &str,
+    constraint: Constraint,
+    weight: Weight,
+) -> String {
     entry(answer, transport)
         .assessment
         .reasons
@@ -75,20 +80,24 @@ fn payment_notifications_get_webhooks() {
     let answer = answer("payment-webhooks", DesignSettings::default());
     assert_eq!(first(&answer), "webhook");
     assert_eq!(answer.ranking[0].assessment.verdict, Verdict::Fits);
-    let delivery = reason(&answer, "webhook", "delivery", Weight::Supports);
+    let delivery = reason(&answer, "webhook", Constraint::Delivery, Weight::Supports);
     assert!(delivery.contains("retries"), "{delivery}");
     // The schedule the runs measured (8 attempts from 50 ms, doubling) spans at most 6.35 s,
     // far short of 600 s of downtime, and the answer says so with the figure.
     assert!(delivery.contains("spans at most 6.3 s"), "{delivery}");
     // The stored runs are at 100 ev/s and more, far from the design's 0.5 ev/s: its latency
     // and CPU are not taken from them, and the answer names the run that would measure them.
-    assert!(reason(&answer, "webhook", "regime", Weight::Unmeasured).contains("within 4×"));
+    assert!(
+        reason(&answer, "webhook", Constraint::Regime, Weight::Unmeasured).contains("within 4×")
+    );
     let command = entry(&answer, "webhook").assessment.to_measure.clone();
     assert!(
         command.as_deref().is_some_and(|c| c.contains("--rate 0.5")),
         "{command:?}"
     );
-    assert!(reason(&answer, "sse", "delivery", Weight::Caveat).contains("persist its cursor"));
+    assert!(
+        reason(&answer, "sse", Constraint::Delivery, Weight::Caveat).contains("persist its cursor")
+    );
 }
 
 /// A browser chat is bidirectional with a tight budget: WebSocket, and every one-way transport
@@ -99,10 +108,15 @@ fn chat_gets_websocket() {
     assert_eq!(first(&answer), "websocket");
     assert_ne!(answer.ranking[0].assessment.verdict, Verdict::Excluded);
     for one_way in Transport::ALL.iter().filter(|t| !t.traits().duplex) {
-        let text = reason(&answer, one_way.name(), "direction", Weight::Excludes);
+        let text = reason(
+            &answer,
+            one_way.name(),
+            Constraint::Direction,
+            Weight::Excludes,
+        );
         assert!(text.contains("one-way"), "{one_way}: {text}");
     }
-    assert!(reason(&answer, "tcp", "consumers", Weight::Excludes).contains("browsers"));
+    assert!(reason(&answer, "tcp", Constraint::Consumers, Weight::Excludes).contains("browsers"));
 }
 
 /// A dashboard to browsers: SSE fits outright (EventSource resumes by itself); WebSocket carries
@@ -112,13 +126,20 @@ fn live_dashboard_gets_sse() {
     let answer = answer("live-dashboard", DesignSettings::default());
     assert_eq!(first(&answer), "sse");
     assert_eq!(answer.ranking[0].assessment.verdict, Verdict::Fits);
-    assert!(reason(&answer, "sse", "delivery", Weight::Supports).contains("Last-Event-ID"));
-    assert!(reason(&answer, "sse", "memory", Weight::Supports).contains("19,000 connections"));
+    assert!(
+        reason(&answer, "sse", Constraint::Delivery, Weight::Supports).contains("Last-Event-ID")
+    );
+    assert!(
+        reason(&answer, "sse", Constraint::Memory, Weight::Supports).contains("19,000 connections")
+    );
     assert_eq!(
         entry(&answer, "websocket").assessment.verdict,
         Verdict::FitsWithCaveats
     );
-    assert!(reason(&answer, "webhook", "consumers", Weight::Excludes).contains("inbound HTTP"));
+    assert!(
+        reason(&answer, "webhook", Constraint::Consumers, Weight::Excludes)
+            .contains("inbound HTTP")
+    );
 }
 
 /// A proxy that refuses upgrades and buffers responses leaves the polling pair. Neither was
@@ -133,13 +154,21 @@ fn corporate_proxy_leaves_the_polling_pair() {
         entry(&answer, "longpoll").assessment.verdict,
         Verdict::Excluded
     );
-    assert!(reason(&answer, "longpoll", "regime", Weight::Unmeasured)
-        .contains("CPU and latency at this load are not measured"));
+    assert!(
+        reason(&answer, "longpoll", Constraint::Regime, Weight::Unmeasured)
+            .contains("CPU and latency at this load are not measured")
+    );
     assert!(entry(&answer, "websocket").assessment.to_measure.is_none());
-    assert!(reason(&answer, "websocket", "network", Weight::Excludes).contains("upgrade"));
-    assert!(reason(&answer, "sse", "network", Weight::Excludes).contains("buffering proxy"));
-    assert!(reason(&answer, "poll", "event rate", Weight::Caveat).contains("empty poll(s)"));
-    assert!(reason(&answer, "longpoll", "HTTP/1.1", Weight::Caveat).contains("six"));
+    assert!(
+        reason(&answer, "websocket", Constraint::Network, Weight::Excludes).contains("upgrade")
+    );
+    assert!(
+        reason(&answer, "sse", Constraint::Network, Weight::Excludes).contains("buffering proxy")
+    );
+    assert!(
+        reason(&answer, "poll", Constraint::EventRate, Weight::Caveat).contains("empty poll(s)")
+    );
+    assert!(reason(&answer, "longpoll", Constraint::Http1, Weight::Caveat).contains("six"));
 }
 
 /// Devices with 4 KB to spare and a rare event: every held connection is over the memory
@@ -149,7 +178,7 @@ fn constrained_devices_get_webhooks_or_polling() {
     let answer_with = answer("iot-devices", DesignSettings::default());
     assert_eq!(first(&answer_with), "webhook");
     for held in ["websocket", "sse", "longpoll"] {
-        let why = reason(&answer_with, held, "memory", Weight::Excludes);
+        let why = reason(&answer_with, held, Constraint::Memory, Weight::Excludes);
         assert!(why.contains("over the 4.1KB budget"), "{held}: {why}");
     }
     let answer_without = answer(
@@ -160,9 +189,13 @@ fn constrained_devices_get_webhooks_or_polling() {
         },
     );
     assert_eq!(first(&answer_without), "poll");
-    assert!(
-        reason(&answer_without, "webhook", "inbound HTTP", Weight::Excludes).contains("cannot")
-    );
+    assert!(reason(
+        &answer_without,
+        "webhook",
+        Constraint::InboundHttp,
+        Weight::Excludes
+    )
+    .contains("cannot"));
 }
 
 /// A bidirectional browser design behind a network without upgrades has no transport; the
@@ -242,7 +275,7 @@ fn rankings_follow_the_measured_figures() {
         .assessment
         .reasons
         .iter()
-        .find(|r| r.constraint == "latency")
+        .find(|r| r.constraint == Constraint::Latency)
         .unwrap()
         .text
         .clone();
@@ -397,11 +430,14 @@ fn cpu_is_not_scaled_from_another_regime() {
             !assessment
                 .reasons
                 .iter()
-                .any(|r| r.constraint == "CPU" && r.weight == Weight::Excludes),
+                .any(|r| r.constraint == Constraint::Cpu && r.weight == Weight::Excludes),
             "{transport} excluded for CPU measured elsewhere: {:?}",
             assessment.reasons
         );
-        assert!(reason(&answer, transport, "regime", Weight::Unmeasured).contains("within 4×"));
+        assert!(
+            reason(&answer, transport, Constraint::Regime, Weight::Unmeasured)
+                .contains("within 4×")
+        );
         let command = assessment.to_measure.as_deref().unwrap_or_default();
         assert!(
             command.contains("--subscribers 5 --rate 50000"),
@@ -428,9 +464,14 @@ fn a_load_bound_ceiling_does_not_exclude() {
         ..DesignSettings::default()
     };
     let answer = recommend(&design("market-data", over), &evidence);
-    let websocket = reason(&answer, "websocket", "throughput", Weight::Unmeasured);
+    let websocket = reason(
+        &answer,
+        "websocket",
+        Constraint::Throughput,
+        Weight::Unmeasured,
+    );
     assert!(websocket.contains("the load was the limit"), "{websocket}");
-    let webhook = reason(&answer, "webhook", "throughput", Weight::Excludes);
+    let webhook = reason(&answer, "webhook", Constraint::Throughput, Weight::Excludes);
     assert!(webhook.contains("the most measured was"), "{webhook}");
 }
 
@@ -440,7 +481,7 @@ fn a_load_bound_ceiling_does_not_exclude() {
 #[test]
 fn sse_over_http2_escapes_the_six_connection_limit_where_http2_reaches() {
     let open = answer("live-dashboard", DesignSettings::default());
-    assert!(reason(&open, "sse-h2", "HTTP/2", Weight::Supports).contains("six"));
+    assert!(reason(&open, "sse-h2", Constraint::Http2, Weight::Supports).contains("six"));
     let http1 = answer(
         "live-dashboard",
         DesignSettings {
@@ -452,8 +493,10 @@ fn sse_over_http2_escapes_the_six_connection_limit_where_http2_reaches() {
         entry(&http1, "sse-h2").assessment.verdict,
         Verdict::Excluded
     );
-    assert!(reason(&http1, "sse-h2", "HTTP/1.1", Weight::Excludes).contains("HTTP/2 end to end"));
-    assert!(reason(&http1, "sse", "HTTP/1.1", Weight::Caveat).contains("six"));
+    assert!(
+        reason(&http1, "sse-h2", Constraint::Http1, Weight::Excludes).contains("HTTP/2 end to end")
+    );
+    assert!(reason(&http1, "sse", Constraint::Http1, Weight::Caveat).contains("six"));
 }
 
 /// Against the committed reference runs (`results/`), the device fleet gets MQTT: duplex, the
@@ -470,24 +513,35 @@ fn the_device_fleet_gets_mqtt_and_the_service_mesh_grpc() {
     );
     assert_eq!(first(&fleet), "mqtt");
     assert_eq!(fleet.ranking[0].assessment.verdict, Verdict::Fits);
-    assert!(reason(&fleet, "mqtt", "delivery", Weight::Supports).contains("persistent session"));
-    assert!(reason(&fleet, "websocket", "delivery", Weight::Caveat).contains("reconnect"));
-    assert!(reason(&fleet, "tcp", "idle timeout", Weight::Caveat).contains("no keep-alive"));
-    assert!(reason(&fleet, "sse", "direction", Weight::Excludes).contains("one-way"));
+    assert!(
+        reason(&fleet, "mqtt", Constraint::Delivery, Weight::Supports)
+            .contains("persistent session")
+    );
+    assert!(
+        reason(&fleet, "websocket", Constraint::Delivery, Weight::Caveat).contains("reconnect")
+    );
+    assert!(
+        reason(&fleet, "tcp", Constraint::IdleTimeout, Weight::Caveat).contains("no keep-alive")
+    );
+    assert!(reason(&fleet, "sse", Constraint::Direction, Weight::Excludes).contains("one-way"));
 
     let mesh = recommend(
         &design("service-mesh", DesignSettings::default()),
         &evidence,
     );
     assert_eq!(first(&mesh), "grpc");
-    assert!(
-        reason(&mesh, "grpc", "subscribers per host", Weight::Supports).contains("40 connections")
-    );
+    assert!(reason(
+        &mesh,
+        "grpc",
+        Constraint::SubscribersPerHost,
+        Weight::Supports
+    )
+    .contains("40 connections"));
     for own_connection in ["websocket", "tcp", "mqtt"] {
         let text = reason(
             &mesh,
             own_connection,
-            "subscribers per host",
+            Constraint::SubscribersPerHost,
             Weight::Caveat,
         );
         assert!(
@@ -495,7 +549,7 @@ fn the_device_fleet_gets_mqtt_and_the_service_mesh_grpc() {
             "{own_connection}: {text}"
         );
     }
-    let bytes = |t: &str| reason(&mesh, t, "bandwidth", Weight::Supports);
+    let bytes = |t: &str| reason(&mesh, t, Constraint::Bandwidth, Weight::Supports);
     assert!(bytes("grpc").contains("wire bytes"), "{}", bytes("grpc"));
 }
 
@@ -509,7 +563,10 @@ fn a_client_keep_alive_is_held_against_the_idle_timeout() {
         ..DesignSettings::default()
     };
     let answer = recommend(&design("device-fleet", tight), &evidence);
-    assert!(reason(&answer, "mqtt", "idle timeout", Weight::Caveat).contains("30 s keep-alive"));
+    assert!(
+        reason(&answer, "mqtt", Constraint::IdleTimeout, Weight::Caveat)
+            .contains("30 s keep-alive")
+    );
     let fleet = recommend(
         &design("device-fleet", DesignSettings::default()),
         &evidence,
@@ -518,5 +575,5 @@ fn a_client_keep_alive_is_held_against_the_idle_timeout() {
         .assessment
         .reasons
         .iter()
-        .all(|r| r.constraint != "idle timeout"));
+        .all(|r| r.constraint != Constraint::IdleTimeout));
 }

@@ -69,7 +69,7 @@ fn report_tables_carry_the_stored_figures() {
     }
     assert_eq!(results.runs.len(), 6);
     for r in &results.runs {
-        let latency = row(&markdown, "Latency", &r.transport);
+        let latency = row(&markdown, "Latency", &r.key.label());
         for us in [
             r.latency_us.p50,
             r.latency_us.p90,
@@ -82,17 +82,17 @@ fn report_tables_carry_the_stored_figures() {
                 "{latency} lacks {us} us"
             );
         }
-        let service = row(&markdown, "Service time", &r.transport);
+        let service = row(&markdown, "Service time", &r.key.label());
         assert!(
             service.contains(&micros(r.service_time_us.p99)),
             "{service}"
         );
-        let throughput = row(&markdown, "Throughput", &r.transport);
+        let throughput = row(&markdown, "Throughput", &r.key.label());
         assert!(
             throughput.contains(&thousands(r.throughput.events_per_s)),
             "{throughput}"
         );
-        let cost = row(&markdown, "Connection cost", &r.transport);
+        let cost = row(&markdown, "Connection cost", &r.key.label());
         assert!(
             cost.contains(&micros(r.connection.handshake_us.p50)),
             "{cost}"
@@ -104,7 +104,7 @@ fn report_tables_carry_the_stored_figures() {
         if let Some(cpu) = r.connection.server_cpu_us_per_delivery {
             assert!(cost.contains(&format!(" {cpu:.2} ")), "{cost}");
         }
-        let check = row(&markdown, "Delivery check", &r.transport);
+        let check = row(&markdown, "Delivery check", &r.key.label());
         assert!(
             check.contains(if r.failed { "FAILED" } else { "| ok" }),
             "{check}"
@@ -123,7 +123,7 @@ fn plots_are_valid_svg_and_the_page_is_self_contained() {
     assert!(run(&["report", dir.to_str().unwrap()]).status.success());
     // Every transport the stored run measured.
     let (_, results) = pushbench::results::load(&dir).unwrap();
-    let mut transports: Vec<String> = results.runs.iter().map(|r| r.transport.clone()).collect();
+    let mut transports: Vec<String> = results.runs.iter().map(|r| r.key.label()).collect();
     transports.dedup();
     assert!(transports.len() > 1);
     let plots = [

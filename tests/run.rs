@@ -87,7 +87,7 @@ async fn a_server_restart_mid_stream_loses_nothing_where_it_can_resume() {
     let results = Results::read(&outcome.path).unwrap();
     assert_eq!(results.runs.len(), restartable.len());
     for row in &results.runs {
-        let t = &row.transport;
+        let t = &row.key.transport;
         assert!(!row.failed, "{t}: {:?}", row.error);
         assert_eq!((row.lost, row.duplicated), (0, 0), "{t}");
         assert!(row.digest_ok, "{t}");
@@ -118,7 +118,7 @@ async fn every_latency_through_the_link_is_at_least_its_delay() {
     let results = Results::read(&outcome.path).unwrap();
     assert_eq!(results.runs.len(), 3);
     for row in &results.runs {
-        let t = &row.transport;
+        let t = &row.key.transport;
         assert!(!row.failed, "{t}: {:?}", row.error);
         assert_eq!(row.settings.0[LINK.name], "latency=20ms", "{t}");
         let histogram = latency::decode(&row.histograms.latency_us).unwrap();
@@ -198,10 +198,10 @@ async fn a_lossy_link_costs_latency_not_events() {
         assert!(
             !row.failed && row.digest_ok,
             "{}: {:?}",
-            row.transport,
+            row.key.transport,
             row.error
         );
-        assert_eq!(row.lost, 0, "{}", row.transport);
+        assert_eq!(row.lost, 0, "{}", row.key.transport);
     }
     let _ = std::fs::remove_dir_all(&out);
 }
@@ -231,17 +231,17 @@ async fn settings_reach_the_children_and_the_results() {
         .runs
         .iter()
         .map(|r| {
-            let own = if r.transport == "poll" {
+            let own = if r.key.transport.name() == "poll" {
                 "poll-interval"
             } else {
                 "longpoll-hold"
             };
             let resume = reported(r, "resume");
             (
-                r.transport.as_str(),
+                r.key.transport.name(),
                 reported(r, own),
                 resume,
-                r.variant.label(),
+                r.key.variant.label(),
             )
         })
         .collect();
@@ -284,7 +284,7 @@ async fn results_round_trip_through_the_schema() {
         assert!(
             result.digest_ok && !result.failed,
             "{}: {:?}",
-            result.transport,
+            result.key.transport,
             result.error
         );
         assert_eq!(
@@ -295,7 +295,7 @@ async fn results_round_trip_through_the_schema() {
         assert!(
             result.connection.wire_bytes_per_event > 64.0,
             "{}",
-            result.transport
+            result.key.transport
         );
         let histogram = pushbench::metrics::latency::decode(&result.histograms.latency_us).unwrap();
         assert_eq!(histogram.len(), 600);
@@ -314,7 +314,7 @@ async fn two_load_workers_share_the_subscribers() {
     options.scenario.load_workers = Some(2);
     let outcome = run(options).await.unwrap();
     for result in &outcome.results.runs {
-        assert_eq!(result.load_workers, Some(2), "{}", result.transport);
+        assert_eq!(result.load_workers, Some(2), "{}", result.key.transport);
         assert!(result.digest_ok && !result.failed, "{:?}", result.error);
         assert_eq!(result.events_delivered, 5 * 300);
         assert!(result.last_receiver_us.is_some());
@@ -444,4 +444,50 @@ fn cli_run_writes_the_report() {
     assert!(page.contains("<figure id=\"plot-spectrum\""));
     assert!(html.with_file_name("plots").join("spectrum.svg").is_file());
     let _ = std::fs::remove_dir_all(out);
+}
+
+/// In a run over several transports a setting applies to those that take it; the others run
+/// once without it, and their rows say which settings did not apply (in results, the table
+/// and the report).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_setting_applies_where_it_is_taken() {
+    use pushbench::harness::settings::settings_of;
+    use pushbench::transport::compression::COMPRESSION;
+    use pushbench::transport::Transport;
+    let takes = |t: Transport| settings_of(t).iter().any(|s| s.name() == COMPRESSION.name);
+    let taker = Transport::ALL.iter().copied().find(|&t| takes(t)).unwrap();
+    let Some(other) = Transport::ALL.iter().copied().find(|&t| !takes(t)) else {
+        return;
+    };
+    let out = std::env::temp_dir().join(format!("pushbench-test-applies-{}", std::process::id()));
+    let transports = format!("{taker},{other}");
+    let options = small_run_with(&transports, 200, &[(COMPRESSION.name, &["deflate"])], &out);
+    let outcome = run(options).await.unwrap();
+    let results = Results::read(&outcome.path).unwrap();
+    assert_eq!(
+        results.runs.len(),
+        2,
+        "one row each: the other is not swept"
+    );
+    for row in &results.runs {
+        assert!(!row.failed, "{}: {:?}", row.key.transport, row.error);
+        if row.key.transport == taker {
+            assert!(row.not_applied.is_empty());
+            assert_eq!(
+                row.settings.0.get(COMPRESSION.name).map(String::as_str),
+                Some("deflate")
+            );
+        } else {
+            assert_eq!(row.not_applied, [COMPRESSION.name]);
+            assert!(!row.settings.0.contains_key(COMPRESSION.name));
+        }
+    }
+    let table = pushbench::report::table::render(&results);
+    assert!(
+        table.contains(&format!(
+            "{other} with 2 subscribers ran without --compression"
+        )),
+        "{table}"
+    );
+    let _ = std::fs::remove_dir_all(&out);
 }

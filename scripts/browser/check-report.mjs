@@ -4,27 +4,34 @@
 // and no page error, console error or network request.
 //
 // usage: node check-report.mjs RUN_DIR [RUN_DIR...]   (each holding results.json + report.html)
-// CHROMIUM overrides the browser path (default /usr/bin/chromium).
+// CHROMIUM overrides the browser path (default /usr/bin/chromium); PUSHBENCH the binary that
+// names the rows (default target/debug/pushbench).
 
 import fs from 'node:fs';
 import path from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { execFileSync } from 'node:child_process';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import puppeteer from 'puppeteer-core';
+
+/** The pushbench binary that names rows (PUSHBENCH overrides it). */
+const BIN =
+  process.env.PUSHBENCH ??
+  path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../target/debug/pushbench');
 
 /** Plots every report has; the fan-out pair only when subscriber counts were swept. */
 const ALWAYS = ['spectrum', 'p99-over-time', 'p50-over-time', 'memory', 'cpu', 'wire'];
 const FANOUT = ['fanout-throughput', 'fanout-p99'];
 
 /**
- * How the report names a row: its transport, then the settings swept for it (`poll
- * poll-interval=20ms`), as `results::row_label` does; keys in order, as results.json keeps them.
+ * How the report names each run's row, from pushbench itself (`pushbench rows`), so the rule
+ * that builds a row's name lives once, in its key: one name per run, in results.json's order.
  */
-function rowLabel(run) {
-  const swept = Object.entries(run.variant ?? {});
-  return swept.length === 0
-    ? run.transport
-    : `${run.transport} ${swept.map(([name, value]) => `${name}=${value}`).join(' ')}`;
+function rowLabels(dir) {
+  const lines = execFileSync(BIN, ['rows', dir], { encoding: 'utf8' }).trim().split('\n');
+  return lines.filter((line) => line).map((line) => JSON.parse(line).label);
 }
+
+const rowLabel = (run) => run.label;
 
 /**
  * The fault section's charts, one per row that went through faults (at most 12, as the report
@@ -64,6 +71,11 @@ function expected(results) {
 
 async function check(browser, dir) {
   const results = JSON.parse(fs.readFileSync(path.join(dir, 'results.json'), 'utf8'));
+  const labels = rowLabels(dir);
+  if (labels.length !== results.runs.length) throw new Error(`${dir}: pushbench rows disagrees with results.json`);
+  results.runs.forEach((run, i) => {
+    run.label = labels[i];
+  });
   const { rows, plots } = expected(results);
   const page = await browser.newPage();
   const problems = [];

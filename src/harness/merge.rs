@@ -11,6 +11,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use anyhow::{bail, Context as _};
 
 use crate::metrics::latency::Percentiles;
+use crate::results::key::RowKey;
 use crate::results::scenario::Scenario;
 use crate::results::{Calibration, Placement, Results, Settings, TransportResult, SCHEMA_VERSION};
 use crate::transport::{ServerConfig, SettingValues, Side};
@@ -147,18 +148,30 @@ fn results(server: &ServerPart, merged: &Merged, out: &Path) -> anyhow::Result<M
         transport.name()
     );
     let dir = out.join(&run_id);
-    let payload = server.spec.payload.to_string();
     let scenario =
         Scenario::of_one_stream("merged", transport, merged.counts.subscribers, &server.spec);
     // What the processes ran with: the server's settings and the load's.
     let mut settings: SettingValues = server.settings.clone();
     settings.0.extend(merged.settings.0.clone());
-    let variant = SettingValues::default();
-    let row = Row {
+    // Which implementations ran, as each side reported its settings.
+    let mut key = RowKey::own(
         transport,
-        variant: &variant,
-        subscribers: merged.counts.subscribers,
-        payload,
+        merged.counts.subscribers,
+        server.spec.payload.clone(),
+        SettingValues::default(),
+    );
+    key.server_impl = transport
+        .server_impl(&server.settings)
+        .map_err(anyhow::Error::msg)?
+        .name
+        .to_owned();
+    key.client_impl = transport
+        .client_impl(&merged.settings)
+        .map_err(anyhow::Error::msg)?
+        .name
+        .to_owned();
+    let row = Row {
+        key: &key,
         repeat: 0,
     };
     let started = UNIX_EPOCH + Duration::from_secs(server.started_unix);
@@ -186,6 +199,7 @@ fn results(server: &ServerPart, merged: &Merged, out: &Path) -> anyhow::Result<M
         load_cpus: load_cpus_of(merged).unwrap_or(load_cpus),
         steal_share: None,
         interval_log,
+        not_applied: Vec::new(),
         settings: settings.effective(&super::settings::settings_of(transport), Side::Both),
         origin_ns: merged.interval_origin_ns,
         restarted: None,

@@ -15,7 +15,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::settings::{settings_of, RESTART_AFTER};
 use crate::clock::now_ns;
-use crate::event::PayloadSizes;
 use crate::link::via::{Nginx, Via, VIA};
 use crate::link::{LinkStats, LINK};
 use crate::metrics::kernel;
@@ -24,12 +23,11 @@ use crate::metrics::process::{self, MachineCpu};
 use crate::protocol::open_files::raise_open_file_limit;
 use crate::protocol::Job;
 use crate::protocol::ServeOptions;
+use crate::results::key::RowKey;
 use crate::results::scenario::Scenario;
 use crate::results::{utc_stamp, Placement, Results, Settings, TransportResult, SCHEMA_VERSION};
 use crate::transport::tls::{TlsMaterial, TLS};
-use crate::transport::{
-    ClientConfig, Credentials, ServerConfig, SettingValues, Side, Target, Transport,
-};
+use crate::transport::{ClientConfig, Credentials, ServerConfig, SettingValues, Side, Target};
 
 use super::calibrate::calibrate;
 use super::part::Merged;
@@ -65,25 +63,21 @@ pub struct RunOutcome {
 }
 
 /// One combination to measure: a row of the results (and one repeat of it).
-struct Combination<'a> {
-    transport: Transport,
-    /// Every setting of the transport for this row.
+struct Combination {
+    /// What tells its row from the others.
+    key: RowKey,
+    /// Every setting the run of the transport takes for this row.
     settings: SettingValues,
-    /// The swept ones among them, which tell this row from its siblings.
-    variant: SettingValues,
-    subscribers: usize,
-    payload: &'a PayloadSizes,
+    /// Settings given to the run that this transport does not take.
+    not_applied: Vec<String>,
     repeat: u32,
 }
 
-impl Combination<'_> {
-    /// What tells its row from the others.
+impl Combination {
+    /// What tells its row from the others, and which repeat this is.
     fn row(&self) -> Row<'_> {
         Row {
-            transport: self.transport,
-            variant: &self.variant,
-            subscribers: self.subscribers,
-            payload: self.payload.to_string(),
+            key: &self.key,
             repeat: self.repeat,
         }
     }
@@ -166,14 +160,32 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunOutcome> {
                 } else {
                     scenario.repeat
                 };
-                for (settings, variant) in scenario.variants(&settings_of(transport)) {
+                let takes = settings_of(transport);
+                // Given settings this transport does not take: it runs without them, and its
+                // rows say so (the scenario refused any that no transport takes).
+                let not_applied: Vec<String> = scenario
+                    .settings
+                    .keys()
+                    .filter(|name| !takes.iter().any(|s| s.name() == name.as_str()))
+                    .cloned()
+                    .collect();
+                for (settings, variant) in scenario.variants(&takes) {
+                    let mut key = RowKey::own(transport, subscribers, payload.clone(), variant);
+                    key.server_impl = transport
+                        .server_impl(&settings)
+                        .map_err(anyhow::Error::msg)?
+                        .name
+                        .to_owned();
+                    key.client_impl = transport
+                        .client_impl(&settings)
+                        .map_err(anyhow::Error::msg)?
+                        .name
+                        .to_owned();
                     for repeat in 0..repeats {
                         combinations.push(Combination {
-                            transport,
+                            key: key.clone(),
                             settings: settings.clone(),
-                            variant: variant.clone(),
-                            subscribers,
-                            payload,
+                            not_applied: not_applied.clone(),
                             repeat,
                         });
                     }
@@ -191,8 +203,8 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunOutcome> {
         progress.set_message(format!(
             "{} x{} {} B{}",
             combination.label(),
-            combination.subscribers,
-            combination.payload,
+            combination.key.subscribers,
+            combination.key.payload,
             if scenario.repeat > 1 {
                 format!(" (repeat {})", combination.repeat + 1)
             } else {
@@ -228,8 +240,8 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunOutcome> {
                     progress.println(format!(
                         "FAILED: {} with {} subscribers did not deliver the identical stream: lost {}, \
                          duplicated {}, reordered {}, malformed {}{}",
-                        result.transport,
-                        result.subscribers,
+                        result.key.transport,
+                        result.key.subscribers,
                         result.lost,
                         result.duplicated,
                         result.reordered,
@@ -240,8 +252,8 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunOutcome> {
                     progress.println(format!(
                         "{} with {} subscribers: lost {}, every one accounted for ({} in gaps past \
                          the replay window, {} cut off by drops not resumed)",
-                        result.transport,
-                        result.subscribers,
+                        result.key.transport,
+                        result.key.subscribers,
                         result.lost,
                         result.gapped,
                         result.cut_off,
@@ -256,8 +268,8 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunOutcome> {
                 let path = results.write(&dir)?;
                 return Err(error.context(format!(
                     "{} with {} subscribers; partial results kept in {}",
-                    combination.transport,
-                    combination.subscribers,
+                    combination.key.transport,
+                    combination.key.subscribers,
                     path.display()
                 )));
             }
@@ -282,7 +294,7 @@ const MAX_LEVELS: usize = 14;
 /// passes the budget or an event is lost; records every level and the last that held.
 async fn find_max(
     options: &RunOptions,
-    combination: &Combination<'_>,
+    combination: &Combination,
     placed: &Placed<'_>,
     results: &mut Results,
 ) -> anyhow::Result<()> {
@@ -324,10 +336,7 @@ async fn find_max(
     }
     let (events_per_s, p99_us) = held.unwrap_or((0.0, 0));
     results.max_rates.push(crate::results::MaxRate {
-        transport: combination.transport.name().to_owned(),
-        subscribers: combination.subscribers,
-        payload: combination.payload.to_string(),
-        variant: combination.variant.clone(),
+        key: combination.key.clone(),
         events_per_s,
         p99_us,
         stopped_because,
@@ -379,11 +388,11 @@ const REPORT_SLACK: Duration = Duration::from_secs(60);
 async fn measure(
     options: &RunOptions,
     scenario: &Scenario,
-    combination: &Combination<'_>,
+    combination: &Combination,
     placed: &Placed<'_>,
 ) -> anyhow::Result<TransportResult> {
-    let spec = scenario.spec(combination.payload);
-    let subscribers = combination.subscribers;
+    let spec = scenario.spec(&combination.key.payload);
+    let subscribers = combination.key.subscribers;
     // Every setting and credential reaches the children over the protocol, not argv. The
     // run's own certificate (self-signed, for the server's address) and the transport's
     // credentials, made fresh for this server: both sides get them over the protocol, and
@@ -391,12 +400,12 @@ async fn measure(
     // server is the run's own (on loopback or in its namespaces), so the consents a run gives
     // are given here, explicitly.
     let tls = TlsMaterial::self_signed(&[placed.server_ip])?;
-    let credentials = Credentials::for_run(combination.transport.spec());
+    let credentials = Credentials::for_run(combination.key.transport.spec());
     // Each child gets its transport's settings; the harness's own (link, proxy, restart)
     // are this process's to act on.
     let transport_settings = combination
         .settings
-        .effective(&combination.transport.settings(), Side::Both);
+        .effective(&combination.key.transport.settings(), Side::Both);
     let server_config = ServerConfig {
         settings: transport_settings.clone(),
         tls: tls.clone(),
@@ -404,7 +413,7 @@ async fn measure(
         ..ServerConfig::default()
     };
     let serve = ServeOptions {
-        transport: combination.transport,
+        transport: combination.key.transport,
         listen: SocketAddr::new(placed.server_ip, 0),
         spec: spec.clone(),
         start_after: subscribers,
@@ -484,7 +493,7 @@ async fn measure(
     for (index, &(first, count)) in shares.iter().enumerate() {
         let job = LoadJob {
             worker: index,
-            transport: combination.transport,
+            transport: combination.key.transport,
             target: Target::at(target),
             subscribers: count,
             first_subscriber: first,
@@ -541,7 +550,7 @@ async fn measure(
     // ...and those only this process acts on (faults such as the restart).
     let all = combination
         .settings
-        .effective(&settings_of(combination.transport), Side::Both);
+        .effective(&settings_of(combination.key.transport), Side::Both);
     for (name, value) in all.0 {
         settings.0.entry(name).or_insert(value);
     }
@@ -559,6 +568,7 @@ async fn measure(
     let established: usize = connected.iter().map(|c| c.subscribers).sum();
     Ok(summarise(Summary {
         row: combination.row(),
+        not_applied: combination.not_applied.clone(),
         spec: &spec,
         merged: &merged,
         stats: &stats,

@@ -14,30 +14,27 @@ use crate::event::StreamSpec;
 use crate::metrics::faults::{self, FaultWindow};
 use crate::metrics::latency::{self, Percentiles};
 use crate::protocol::ServeStats;
+use crate::results::key::RowKey;
 use crate::results::{
     Bound, ClockOffsets, Connection, HandshakeTimes, Histograms, Throughput, TransportResult,
     WorkerClock,
 };
 use crate::transport::listener::DROP_EVERY;
 use crate::transport::resume::OUTAGE;
-use crate::transport::{SettingValues, Transport};
+use crate::transport::SettingValues;
 
 use super::part::Merged;
 
-/// What tells a row from the others: transport, swept settings, subscribers, payload, repeat.
+/// What tells a row from the others (its key), and which repeat of it this is.
 pub(super) struct Row<'a> {
-    pub transport: Transport,
-    /// The swept settings among the row's, which tell it from its siblings.
-    pub variant: &'a SettingValues,
-    pub subscribers: usize,
-    pub payload: String,
+    pub key: &'a RowKey,
     pub repeat: u32,
 }
 
 impl Row<'_> {
-    /// The transport, with its swept settings when there are any (`longpoll longpoll-hold=1s`).
+    /// How the row is named wherever it is shown.
     pub fn label(&self) -> String {
-        crate::results::row_label(self.transport.name(), self.variant)
+        self.key.label()
     }
 }
 
@@ -122,8 +119,8 @@ pub(super) fn write_interval_log(
     let name = format!(
         "intervals/{}-{}subs-{}B-r{}.hlog",
         row.label().replace([' ', '='], "_"),
-        row.subscribers,
-        row.payload.replace(',', "_"),
+        row.key.subscribers,
+        row.key.payload.to_string().replace(',', "_"),
         row.repeat
     );
     let path = dir.join(&name);
@@ -136,8 +133,8 @@ pub(super) fn write_interval_log(
     let comment = format!(
         "pushbench latency (us) per second: {} x{} subscribers, payload {} B",
         row.label(),
-        row.subscribers,
-        row.payload
+        row.key.subscribers,
+        row.key.payload
     );
     latency::write_interval_log(&mut file, start, &comment, &merged.seconds)
         .and_then(|()| std::io::Write::flush(&mut file))
@@ -170,6 +167,8 @@ pub(super) struct Summary<'a> {
     pub interval_log: Option<String>,
     /// The transport's settings as the server and load processes reported them.
     pub settings: SettingValues,
+    /// Settings given to the run that the transport does not take.
+    pub not_applied: Vec<String>,
     /// Monotonic origin of the intervals and the timeline.
     pub origin_ns: u64,
     /// When the restart fault killed the server, if it did.
@@ -232,13 +231,14 @@ pub(super) fn summarise(s: Summary<'_>) -> TransportResult {
     let fault_effect = faults::effect(&fault_windows, &merged.timeline);
 
     TransportResult {
-        transport: s.row.transport.name().to_owned(),
-        subscribers: counts.subscribers,
-        payload: s.row.payload.clone(),
+        key: RowKey {
+            subscribers: counts.subscribers,
+            ..s.row.key.clone()
+        },
+        offered_rate: s.spec.rate,
         repeat: s.row.repeat,
         settings: s.settings,
-        variant: s.row.variant.clone(),
-        offered_rate: s.spec.rate.to_string(),
+        not_applied: s.not_applied,
         events_expected: expected,
         events_delivered: delivered,
         lost: counts.lost,

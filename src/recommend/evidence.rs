@@ -8,11 +8,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context as _};
 
 use super::design::Design;
+use crate::event::{PayloadSizes, Rate};
 use crate::results::figures::{rows, Figure, Row};
 use crate::results::format::thousands;
 use crate::results::Results;
 use crate::transport::resume::OUTAGE;
-use crate::transport::{Setting, SettingValues};
+use crate::transport::{Setting, SettingValues, Transport};
 
 /// A results file and what it holds.
 #[derive(Debug)]
@@ -38,9 +39,9 @@ pub struct Measured {
     /// Subscribers at which it was measured.
     pub subscribers: usize,
     /// Offered rate (`max` for unscheduled).
-    pub offered_rate: String,
+    pub offered_rate: Rate,
     /// Payload.
-    pub payload: String,
+    pub payload: PayloadSizes,
     /// Scenario name of the run.
     pub scenario: String,
     /// The load, not the transport, set the figure (a load-bound row): the transport can do at
@@ -51,13 +52,9 @@ pub struct Measured {
 impl Measured {
     /// "at 1,000 subscribers and 100 ev/s (fanout)".
     pub fn at(&self) -> String {
-        let rate = if self.offered_rate == "max" {
-            "unscheduled".to_string()
-        } else {
-            format!(
-                "{} ev/s",
-                thousands(self.offered_rate.parse().unwrap_or(0.0))
-            )
+        let rate = match self.offered_rate {
+            Rate::Max => "unscheduled".to_string(),
+            Rate::PerSecond(rate) => format!("{} ev/s", thousands(rate)),
         };
         format!(
             "at {} subscriber(s) and {rate}, {} B ({})",
@@ -102,7 +99,10 @@ impl Evidence {
     }
 
     /// Every passing row for a transport, with its scenario name.
-    fn rows_for<'a>(&'a self, transport: &'a str) -> impl Iterator<Item = (&'a str, Row<'a>)> + 'a {
+    fn rows_for<'a>(
+        &'a self,
+        transport: Transport,
+    ) -> impl Iterator<Item = (&'a str, Row<'a>)> + 'a {
         self.sources.iter().flat_map(move |s| {
             rows(&s.results)
                 .into_iter()
@@ -116,7 +116,7 @@ impl Evidence {
     /// rate, latency measures the backlog, not the transport.
     pub fn nearest(
         &self,
-        transport: &str,
+        transport: Transport,
         design: &Design,
         metric: Figure,
         scheduled: bool,
@@ -130,7 +130,7 @@ impl Evidence {
     /// figure from far away is not scaled to the design: it is not evidence at all.
     pub fn comparable(
         &self,
-        transport: &str,
+        transport: Transport,
         design: &Design,
         metric: Figure,
         scheduled: bool,
@@ -145,14 +145,14 @@ impl Evidence {
     /// (with `scheduled`, only scheduled runs the transport kept up with).
     fn nearest_where(
         &self,
-        transport: &str,
+        transport: Transport,
         design: &Design,
         metric: Figure,
         scheduled: bool,
         admit: impl Fn(&Row<'_>) -> bool,
     ) -> Option<Measured> {
         self.rows_for(transport)
-            .filter(|(_, r)| !scheduled || (r.key.offered_rate != "max" && kept_up(r)))
+            .filter(|(_, r)| !scheduled || (r.rate != Rate::Max && kept_up(r)))
             .filter(|(_, r)| admit(r))
             .map(|(scenario, r)| (distance(&r, design), measured(scenario, &r, metric)))
             .min_by(|a, b| a.0.total_cmp(&b.0))
@@ -161,28 +161,28 @@ impl Evidence {
 
     /// A figure from the run holding the most connections (memory per connection is only
     /// meaningful with many).
-    pub fn most_connections(&self, transport: &str, metric: Figure) -> Option<Measured> {
+    pub fn most_connections(&self, transport: Transport, metric: Figure) -> Option<Measured> {
         self.rows_for(transport)
             .max_by_key(|(_, r)| r.key.subscribers)
             .map(|(scenario, r)| measured(scenario, &r, metric))
     }
 
     /// The most deliveries per second measured: unscheduled runs and stepped-up rates.
-    pub fn capacity(&self, transport: &str) -> Option<Measured> {
+    pub fn capacity(&self, transport: Transport) -> Option<Measured> {
         let unscheduled = self
             .rows_for(transport)
-            .filter(|(_, r)| r.key.offered_rate == "max")
+            .filter(|(_, r)| r.rate == Rate::Max)
             .map(|(scenario, r)| measured(scenario, &r, Figure::EventsPerS));
         let stepped = self.sources.iter().flat_map(|s| {
             s.results
                 .max_rates
                 .iter()
-                .filter(move |m| m.transport == transport && m.events_per_s > 0.0)
+                .filter(move |m| m.key.transport == transport && m.events_per_s > 0.0)
                 .map(move |m| Measured {
-                    value: m.events_per_s * m.subscribers as f64,
-                    subscribers: m.subscribers,
-                    offered_rate: m.events_per_s.to_string(),
-                    payload: m.payload.clone(),
+                    value: m.events_per_s * m.key.subscribers as f64,
+                    subscribers: m.key.subscribers,
+                    offered_rate: Rate::PerSecond(m.events_per_s),
+                    payload: m.key.payload.clone(),
                     scenario: s.results.scenario.name.clone(),
                     load_bound: false,
                 })
@@ -193,14 +193,9 @@ impl Evidence {
     }
 
     /// The most subscribers and the fastest scheduled rate measured for a transport.
-    pub fn span(&self, transport: &str) -> Option<(usize, f64)> {
+    pub fn span(&self, transport: Transport) -> Option<(usize, f64)> {
         self.rows_for(transport)
-            .map(|(_, r)| {
-                (
-                    r.key.subscribers,
-                    r.key.offered_rate.parse::<f64>().unwrap_or(f64::INFINITY),
-                )
-            })
+            .map(|(_, r)| (r.key.subscribers, per_second(r.rate, f64::INFINITY)))
             .reduce(|a, b| (a.0.max(b.0), a.1.max(b.1)))
     }
 
@@ -213,9 +208,9 @@ impl Evidence {
 
     /// The value of one of the transport's settings its evidence was measured with (the first
     /// passing run's), or the setting's default when there is no evidence.
-    pub fn setting<T>(&self, transport: &str, setting: &Setting<T>) -> T
+    pub fn setting<T>(&self, transport: Transport, setting: &Setting<T>) -> T
     where
-        T: crate::transport::settings::Value + PartialOrd,
+        T: crate::settings::Value + PartialOrd,
     {
         self.rows_for(transport)
             .find_map(|(_, row)| row.runs.first().map(|run| setting.read(&run.settings)))
@@ -224,7 +219,7 @@ impl Evidence {
 
     /// The transport's settings as its evidence was measured with (the first passing run's),
     /// or none (every setting at its default) without evidence.
-    pub fn settings(&self, transport: &str) -> SettingValues {
+    pub fn settings(&self, transport: Transport) -> SettingValues {
         self.rows_for(transport)
             .find_map(|(_, row)| row.runs.first().map(|run| run.settings.clone()))
             .unwrap_or_default()
@@ -232,7 +227,7 @@ impl Evidence {
 
     /// The longest consumer outage (the outage fault, seconds) a passing row of the transport
     /// went through, with how many events that row lost: measured downtime, where it exists.
-    pub fn outage_survived(&self, transport: &str) -> Option<(f64, u64)> {
+    pub fn outage_survived(&self, transport: Transport) -> Option<(f64, u64)> {
         self.rows_for(transport)
             .flat_map(|(_, row)| row.runs.to_vec())
             .filter(|run| !run.failed)
@@ -263,29 +258,32 @@ fn within_regime(measured: f64, design: f64) -> bool {
 
 /// Events per second each subscriber was offered (scheduled) or received (unscheduled).
 fn rate_per_subscriber(row: &Row<'_>) -> f64 {
-    match row.key.offered_rate.parse::<f64>() {
-        Ok(rate) => rate,
-        Err(_) => row.figure(Figure::EventsPerS).median / row.key.subscribers.max(1) as f64,
+    match row.rate {
+        Rate::PerSecond(rate) => rate,
+        Rate::Max => row.figure(Figure::EventsPerS).median / row.key.subscribers.max(1) as f64,
     }
 }
 
 /// Whether a scheduled run delivered at the rate it was offered (all subscribers together).
 fn kept_up(row: &Row<'_>) -> bool {
-    let offered = row.key.offered_rate.parse::<f64>().unwrap_or(0.0) * row.key.subscribers as f64;
+    let offered = per_second(row.rate, 0.0) * row.key.subscribers as f64;
     row.figure(Figure::EventsPerS).median >= KEPT_UP * offered
+}
+
+/// A rate in events per second, or `unscheduled` for a run at `max` (which has none).
+fn per_second(rate: Rate, unscheduled: f64) -> f64 {
+    match rate {
+        Rate::PerSecond(rate) => rate,
+        Rate::Max => unscheduled,
+    }
 }
 
 /// How far a measured setting is from the design: fan-out counts most, then rate, then payload
 /// (orders of magnitude, so 100 vs 1,000 is as far as 1,000 vs 10,000).
 fn distance(row: &Row<'_>, design: &Design) -> f64 {
     let log_gap = |a: f64, b: f64| (a.max(1e-3) / b.max(1e-3)).log10().abs();
-    let rate = row.key.offered_rate.parse::<f64>().unwrap_or(1e6);
-    let payload = row
-        .key
-        .payload
-        .split(',')
-        .filter_map(|p| p.trim().parse::<f64>().ok())
-        .fold(0.0, f64::max);
+    let rate = per_second(row.rate, 1e6);
+    let payload = row.key.payload.sizes().iter().copied().max().unwrap_or(0) as f64;
     log_gap(row.key.subscribers as f64, design.subscribers as f64)
         + 0.5 * log_gap(rate, design.rate)
         + 0.25 * log_gap(payload, design.payload as f64)
@@ -295,7 +293,7 @@ fn measured(scenario: &str, row: &Row<'_>, metric: Figure) -> Measured {
     Measured {
         value: row.figure(metric).median,
         subscribers: row.key.subscribers,
-        offered_rate: row.key.offered_rate.clone(),
+        offered_rate: row.rate,
         payload: row.key.payload.clone(),
         scenario: scenario.to_owned(),
         load_bound: row

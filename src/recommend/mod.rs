@@ -19,7 +19,7 @@ use crate::document::Block;
 use crate::results::figures::Figure;
 use crate::results::Results;
 use crate::transport::Transport;
-use assess::{assess, Assessment, Costs, Verdict};
+use assess::{assess, Assessment, Constraint, Costs, Verdict};
 use design::{Design, DesignSettings};
 use evidence::Evidence;
 
@@ -171,7 +171,7 @@ fn rank(assessments: Vec<Assessment>, design: &Design) -> Vec<Ranked> {
 fn relaxations(design: &Design, evidence: &Evidence) -> Vec<String> {
     let fastest = Transport::ALL
         .iter()
-        .filter_map(|t| evidence.nearest(t.name(), design, Figure::LatencyP99, true))
+        .filter_map(|t| evidence.nearest(*t, design, Figure::LatencyP99, true))
         .map(|m| m.value)
         .min_by(f64::total_cmp);
     let mut options: Vec<(String, Design)> = Vec::new();
@@ -265,23 +265,22 @@ pub fn which_to_pick(results: &Results) -> Vec<Block> {
                 }
             )
         };
-        let why: Vec<String> = first
-            .assessment
-            .reasons
-            .iter()
-            // One hard-rule reason, then the measured latency, then how missed events return.
-            .filter(|r| r.weight != assess::Weight::Unmeasured)
-            .filter(|r| matches!(r.constraint, "consumers" | "inbound HTTP" | "direction"))
-            .take(1)
-            .chain(
-                first
-                    .assessment
-                    .reasons
-                    .iter()
-                    .filter(|r| matches!(r.constraint, "latency" | "delivery")),
-            )
-            .map(|r| r.text.clone())
-            .collect();
+        let why: Vec<String> =
+            first
+                .assessment
+                .reasons
+                .iter()
+                // One hard-rule reason, then the measured latency, then how missed events return.
+                .filter(|r| r.weight != assess::Weight::Unmeasured)
+                .filter(|r| r.constraint.is_hard())
+                .take(1)
+                .chain(
+                    first.assessment.reasons.iter().filter(|r| {
+                        matches!(r.constraint, Constraint::Latency | Constraint::Delivery)
+                    }),
+                )
+                .map(|r| r.text.clone())
+                .collect();
         let runner_up = answer
             .ranking
             .get(1)

@@ -88,7 +88,7 @@ pub fn figures(rows: &[Row<'_>]) -> anyhow::Result<Vec<Block>> {
                 .map(|r| {
                     let server = r.figure(Figure::ServerRssPerConn).median;
                     let client = r.figure(Figure::ClientRssPerConn).median;
-                    (name(r), colour(&r.key.transport), vec![server, client])
+                    (name(r), colour(r.key.transport), vec![server, client])
                 })
                 .collect(),
         })?,
@@ -109,7 +109,7 @@ pub fn figures(rows: &[Row<'_>]) -> anyhow::Result<Vec<Block>> {
                 .map(|r| {
                     (
                         name(r),
-                        colour(&r.key.transport),
+                        colour(r.key.transport),
                         vec![r.figure(Figure::ServerCpuUsPerDelivery).median],
                     )
                 })
@@ -129,7 +129,7 @@ pub fn figures(rows: &[Row<'_>]) -> anyhow::Result<Vec<Block>> {
                     let wire = r.figure(Figure::WireBytesPerEvent).median;
                     let events = r.figure(Figure::EventsPerS).median;
                     let payload = if events > 0.0 { r.figure(Figure::BytesPerS).median / events } else { 0.0 };
-                    (name(r), colour(&r.key.transport), vec![payload.min(wire), (wire - payload).max(0.0)])
+                    (name(r), colour(r.key.transport), vec![payload.min(wire), (wire - payload).max(0.0)])
                 })
                 .collect(),
         })?,
@@ -165,7 +165,7 @@ fn spectrum(rows: &[&Row<'_>]) -> LineChart {
                 .collect();
             Some(Series {
                 name: row.key.label(),
-                colour: colour(&row.key.transport),
+                colour: colour(row.key.transport),
                 points,
             })
         })
@@ -209,7 +209,7 @@ fn over_time(
                 .collect();
             Series {
                 name: row.key.label(),
-                colour: colour(&row.key.transport),
+                colour: colour(row.key.transport),
                 points,
             }
         })
@@ -253,14 +253,13 @@ fn fanout(rows: &[Row<'_>]) -> Option<(LineChart, LineChart)> {
             .iter()
             .map(|t| Series {
                 name: t.key.label(),
-                colour: colour(&t.key.transport),
+                colour: colour(t.key.transport),
                 points: rows
                     .iter()
                     .filter(|r| {
-                        r.key.transport == t.key.transport
-                            && r.key.variant == t.key.variant
-                            && r.key.payload == payload
-                            && r.key.offered_rate == rate
+                        r.key.label() == t.key.label()
+                            && r.key.payload == *payload
+                            && r.rate == rate
                     })
                     .map(|r| (r.key.subscribers as f64, r.figure(metric).median))
                     .collect(),

@@ -4,6 +4,7 @@
 //! so its figures are shown but never flagged; a delivery that failed in B only always is.
 
 use crate::document::{Block, Document};
+use crate::event::Rate;
 use crate::results::figures::{metric_named, rows, Better, Metric, Row, RowKey, Spread, METRICS};
 use crate::results::Results;
 
@@ -12,6 +13,8 @@ use crate::results::Results;
 pub struct Flag {
     /// Which combination.
     pub key: RowKey,
+    /// At which offered rate.
+    pub rate: Rate,
     /// Which figure.
     pub metric: &'static str,
     /// Change relative to A, in percent.
@@ -89,8 +92,8 @@ pub fn compare(a: &Results, b: &Results, threshold_percent: f64) -> Comparison {
     let mut table = Vec::new();
     let mut unmatched = Vec::new();
     for row_b in &rows_b {
-        let Some(row_a) = rows_a.iter().find(|r| r.key == row_b.key) else {
-            unmatched.push(format!("{} only in B", describe(&row_b.key)));
+        let Some(row_a) = rows_a.iter().find(|r| r.same_as(row_b)) else {
+            unmatched.push(format!("{} only in B", describe(&row_b.key, row_b.rate)));
             continue;
         };
         for (i, metric) in METRICS.iter().enumerate() {
@@ -102,6 +105,7 @@ pub fn compare(a: &Results, b: &Results, threshold_percent: f64) -> Comparison {
             if let Some((change, worse)) = judged {
                 flags.push(Flag {
                     key: row_b.key.clone(),
+                    rate: row_b.rate,
                     metric: metric.key,
                     change_percent: change,
                     worse,
@@ -124,8 +128,8 @@ pub fn compare(a: &Results, b: &Results, threshold_percent: f64) -> Comparison {
         delivery_flags(row_a, row_b, &mut flags);
     }
     for row_a in &rows_a {
-        if !rows_b.iter().any(|r| r.key == row_a.key) {
-            unmatched.push(format!("{} only in A", describe(&row_a.key)));
+        if !rows_b.iter().any(|r| r.same_as(row_a)) {
+            unmatched.push(format!("{} only in A", describe(&row_a.key, row_a.rate)));
         }
     }
     doc.heading("flagged", "Changes beyond the noise");
@@ -146,7 +150,7 @@ pub fn compare(a: &Results, b: &Results, threshold_percent: f64) -> Comparison {
                     format!(
                         "**{}** {}: {label} {:+.1}%",
                         if f.worse { "worse" } else { "better" },
-                        describe(&f.key),
+                        describe(&f.key, f.rate),
                         f.change_percent
                     )
                 })
@@ -175,6 +179,7 @@ fn delivery_flags(a: &Row<'_>, b: &Row<'_>, flags: &mut Vec<Flag>) {
     if a.ok() && !b.ok() {
         flags.push(Flag {
             key: b.key.clone(),
+            rate: b.rate,
             metric: "digest",
             change_percent: 100.0 * b.failed as f64 / b.runs.len().max(1) as f64,
             worse: true,
@@ -192,13 +197,12 @@ fn change_text(a: &Spread, b: &Spread) -> String {
     }
 }
 
-fn describe(key: &RowKey) -> String {
+fn describe(key: &RowKey, rate: Rate) -> String {
     format!(
-        "{} ({} subs, {} B, {} ev/s)",
+        "{} ({} subs, {} B, {rate} ev/s)",
         key.label(),
         key.subscribers,
         key.payload,
-        key.offered_rate
     )
 }
 

@@ -7,7 +7,7 @@ use crate::document::{Block, Document};
 use crate::event::Rate;
 use crate::results::figures::{
     at_setting, headline_setting, margin, rows, settings, Better, Figure, Metric, Row, Section,
-    METRICS,
+    SettingKey, METRICS,
 };
 use crate::results::format::{micros, thousands};
 use crate::results::{utc_stamp, Bound, Results, SATURATED};
@@ -219,14 +219,14 @@ fn summary(doc: &mut Document, results: &Results, rows: &[Row<'_>]) {
 }
 
 /// "metric: best transport value, margin than runner-up (value); floor value" per metric.
-pub fn winners(rows: &[Row<'_>], setting: (usize, &str, &str)) -> Vec<String> {
+pub fn winners(rows: &[Row<'_>], setting: SettingKey<'_>) -> Vec<String> {
     let at = at_setting(rows, setting);
     let floor = at.iter().find(|r| r.is_floor());
     let mut lines = Vec::new();
     for figure in WINNER_METRICS {
         let metric = figure.metric();
         // At a fixed offered rate every transport delivers the offered rate: no contest.
-        if figure == Figure::EventsPerS && setting.2 != "max" {
+        if figure == Figure::EventsPerS && setting.2 != Rate::Max {
             continue;
         }
         // With few connections, RSS growth per connection is allocator noise.
@@ -273,7 +273,7 @@ pub fn winners(rows: &[Row<'_>], setting: (usize, &str, &str)) -> Vec<String> {
 /// One section's table: every row, the floor set apart, repeats as median (min–max).
 fn section_table(section: Section, rows: &[Row<'_>]) -> Block {
     let all = settings(rows);
-    let vary = |f: fn(&(usize, &str, &str)) -> String| {
+    let vary = |f: fn(&SettingKey<'_>) -> String| {
         let mut seen: Vec<String> = all.iter().map(f).collect();
         seen.dedup();
         seen.len() > 1
@@ -317,8 +317,8 @@ fn section_table(section: Section, rows: &[Row<'_>]) -> Block {
     for row in &ordered {
         let mut cells = vec![row.key.label()];
         cells.extend(show_subs.then(|| thousands(row.key.subscribers as f64)));
-        cells.extend(show_payload.then(|| row.key.payload.clone()));
-        cells.extend(show_rate.then(|| row.key.offered_rate.clone()));
+        cells.extend(show_payload.then(|| row.key.payload.to_string()));
+        cells.extend(show_rate.then(|| row.rate.to_string()));
         cells.extend(metrics.iter().map(|m| row.figure(m.figure).show(m.unit)));
         if section == Section::Latency {
             let floor = ordered
@@ -376,9 +376,9 @@ fn max_rates(doc: &mut Document, results: &Results) {
             .iter()
             .map(|m| {
                 vec![
-                    m.transport.clone(),
-                    thousands(m.subscribers as f64),
-                    m.payload.clone(),
+                    m.key.label(),
+                    thousands(m.key.subscribers as f64),
+                    m.key.payload.to_string(),
                     thousands(m.events_per_s),
                     micros(m.p99_us),
                     m.stopped_because.clone(),
@@ -388,9 +388,7 @@ fn max_rates(doc: &mut Document, results: &Results) {
         emphasis: results
             .max_rates
             .iter()
-            .map(|m| {
-                crate::transport::Transport::named(&m.transport).is_some_and(|t| t.traits().floor)
-            })
+            .map(|m| m.key.transport.traits().floor)
             .collect(),
     });
 }
@@ -449,6 +447,19 @@ fn noise(doc: &mut Document, results: &Results, rows: &[Row<'_>]) {
 
 fn method(doc: &mut Document, results: &Results) {
     doc.heading("method", "Method");
+    // Rows that ran without a setting the run was given: said before anything else.
+    let mut notes: Vec<String> = Vec::new();
+    for run in &results.runs {
+        if let Some(note) = run.not_applied_note() {
+            let note = format!("{} {note}.", run.key.label());
+            if !notes.contains(&note) {
+                notes.push(note);
+            }
+        }
+    }
+    for note in notes {
+        doc.push(Block::Warning(note));
+    }
     let s = &results.settings;
     doc.push(Block::List(vec![
         "Every transport carries the same deterministic stream (seed, sizes, schedule); each \
@@ -624,8 +635,8 @@ pub(crate) fn clock_notes(results: &Results) -> Vec<String> {
                 .collect();
             Some(format!(
                 "{} x{}: offsets {}; latencies may be off by up to {:.1} us.",
-                crate::results::row_label(&run.transport, &run.variant),
-                run.subscribers,
+                run.key.label(),
+                run.key.subscribers,
                 workers.join(", "),
                 clock.uncertainty_us
             ))

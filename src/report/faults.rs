@@ -203,7 +203,7 @@ fn timeline_chart(row: &Row<'_>, run: &TransportResult) -> Option<LineChart> {
         y: LATENCY,
         series: vec![Series {
             name: row.key.label(),
-            colour: colour(&row.key.transport),
+            colour: colour(row.key.transport),
             points,
         }],
         legend: SeriesLabelPosition::UpperRight,

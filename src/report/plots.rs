@@ -12,16 +12,10 @@ use plotters::prelude::*;
 /// Chart size in pixels (the HTML scales it to the page width).
 const SIZE: (u32, u32) = (920, 400);
 
-/// What is drawn for a series of no known transport.
-const UNKNOWN: RGBColor = RGBColor(150, 150, 150);
-
-/// The colour of a transport's series, as the transport declares it (grey for a name this
-/// pushbench does not know, as in results from another version).
-pub fn colour(transport: &str) -> RGBColor {
-    crate::transport::Transport::named(transport).map_or(UNKNOWN, |t| {
-        let c = t.spec().colour;
-        RGBColor(c.0, c.1, c.2)
-    })
+/// The colour of a transport's series, as the transport declares it.
+pub fn colour(transport: crate::transport::Transport) -> RGBColor {
+    let c = transport.spec().colour;
+    RGBColor(c.0, c.1, c.2)
 }
 
 /// One axis: what it shows, whether it is logarithmic, and how its values read.
@@ -335,12 +329,12 @@ mod tests {
             series: vec![
                 Series {
                     name: "alpha".into(),
-                    colour: colour("websocket"),
+                    colour: colour(crate::transport::Transport::ALL[0]),
                     points: vec![(0.0, 10.0), (1.0, 1000.0)],
                 },
                 Series {
                     name: "beta".into(),
-                    colour: UNKNOWN,
+                    colour: RGBColor(150, 150, 150),
                     points: vec![(0.0, 20.0), (1.0, 30.0)],
                 },
             ],
@@ -369,8 +363,12 @@ mod tests {
             },
             segments: vec!["payload", "overhead"],
             bars: vec![
-                ("one".into(), colour("websocket"), vec![64.0, 80.0]),
-                ("two".into(), UNKNOWN, vec![64.0, 10.0]),
+                (
+                    "one".into(),
+                    colour(crate::transport::Transport::ALL[0]),
+                    vec![64.0, 80.0],
+                ),
+                ("two".into(), RGBColor(150, 150, 150), vec![64.0, 10.0]),
             ],
         })
         .unwrap();

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use crate::results::format::{bytes, micros, thousands};
-use crate::results::{row_label, Bound, Results, TransportResult, SATURATED};
+use crate::results::{Bound, Results, TransportResult, SATURATED};
 
 /// How a row fills one cell.
 type Cell = fn(&TransportResult) -> String;
@@ -17,12 +17,10 @@ enum Align {
 
 /// Column headings, alignment, and how each row fills them.
 const COLUMNS: [(&str, Align, Cell); 18] = [
-    ("transport", Align::Left, |r| {
-        row_label(&r.transport, &r.variant)
-    }),
-    ("subs", Align::Left, |r| r.subscribers.to_string()),
-    ("payload", Align::Left, |r| r.payload.clone()),
-    ("offered/s", Align::Right, |r| r.offered_rate.clone()),
+    ("transport", Align::Left, |r| r.key.label()),
+    ("subs", Align::Left, |r| r.key.subscribers.to_string()),
+    ("payload", Align::Left, |r| r.key.payload.to_string()),
+    ("offered/s", Align::Right, |r| r.offered_rate.to_string()),
     ("delivered/s", Align::Right, |r| {
         thousands(r.throughput.events_per_s)
     }),
@@ -122,12 +120,22 @@ pub fn render(results: &Results) -> String {
         let _ = writeln!(
             out,
             "max rate: {} with {} subscribers held {} ev/s offered (p99 {}); next level: {}",
-            max.transport,
-            max.subscribers,
+            max.key.label(),
+            max.key.subscribers,
             thousands(max.events_per_s),
             micros(max.p99_us),
             max.stopped_because
         );
+    }
+    for run in &results.runs {
+        if let Some(note) = run.not_applied_note() {
+            let _ = writeln!(
+                out,
+                "note: {} with {} subscribers {note}",
+                run.key.label(),
+                run.key.subscribers
+            );
+        }
     }
     for run in &results.runs {
         if run.bound == Some(Bound::LoadBound)
@@ -138,8 +146,8 @@ pub fn render(results: &Results) -> String {
                 "warning: {} with {} subscribers: the load used {:.0}% of its CPUs, so the load \
                  generator limited this row; its capacity (server deliveries per core-second, \
                  1 / srv us/dl) still holds",
-                run.transport,
-                run.subscribers,
+                run.key.label(),
+                run.key.subscribers,
                 run.load_cpu_share * 100.0
             );
         }

@@ -5,9 +5,11 @@
 use hdrhistogram::Histogram;
 
 use super::format::{bytes, micros, thousands};
+pub use super::key::RowKey;
 use super::schema::{Results, TransportResult};
+use crate::event::{PayloadSizes, Rate};
 use crate::metrics::latency;
-use crate::transport::{SettingValues, Transport};
+use crate::transport::Transport;
 
 /// How a figure is shown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -721,38 +723,17 @@ impl Spread {
     }
 }
 
-/// What one row measured: a transport at one subscriber count, payload and offered rate.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct RowKey {
-    /// Transport name.
-    pub transport: String,
-    /// The swept settings that tell this row from its siblings (empty when none were swept).
-    pub variant: SettingValues,
-    /// Concurrent subscribers.
-    pub subscribers: usize,
-    /// Payload size(s), bytes.
-    pub payload: String,
-    /// Offered rate.
-    pub offered_rate: String,
-}
-
-impl RowKey {
-    /// How the row is named wherever it is shown: the transport and its swept settings.
-    pub fn label(&self) -> String {
-        super::row_label(&self.transport, &self.variant)
-    }
-
-    /// The same setting with another transport (for lining transports up).
-    pub fn setting(&self) -> (usize, &str, &str) {
-        (self.subscribers, &self.payload, &self.offered_rate)
-    }
-}
+/// Where rows of different transports line up: a subscriber count, a payload and an offered
+/// rate.
+pub type SettingKey<'r> = (usize, &'r PayloadSizes, Rate);
 
 /// One combination with its repeats folded.
 #[derive(Clone, Debug)]
 pub struct Row<'a> {
     /// What was measured.
     pub key: RowKey,
+    /// At which offered rate.
+    pub rate: Rate,
     /// Every repeat, in run order.
     pub runs: Vec<&'a TransportResult>,
     /// Repeats that failed the delivery check (their figures are left out).
@@ -762,6 +743,21 @@ pub struct Row<'a> {
 }
 
 impl Row<'_> {
+    /// How the row is named wherever it is shown.
+    pub fn label(&self) -> String {
+        self.key.label()
+    }
+
+    /// Whether `other` is the same row (of another run): the same key at the same rate.
+    pub fn same_as(&self, other: &Row<'_>) -> bool {
+        self.key == other.key && self.rate == other.rate
+    }
+
+    /// The subscribers, payload and rate it was measured at.
+    pub fn setting(&self) -> SettingKey<'_> {
+        (self.key.subscribers, &self.key.payload, self.rate)
+    }
+
     /// The spread of one figure.
     pub fn figure(&self, figure: Figure) -> Spread {
         self.figures[figure as usize]
@@ -769,7 +765,7 @@ impl Row<'_> {
 
     /// Whether this row is the physical floor the others are measured against.
     pub fn is_floor(&self) -> bool {
-        Transport::named(&self.key.transport).is_some_and(|t| t.traits().floor)
+        self.key.transport.traits().floor
     }
 
     /// Whether every repeat delivered the identical stream, or lost only what its ledger
@@ -798,7 +794,7 @@ impl Row<'_> {
     pub fn transport_index(&self) -> usize {
         Transport::ALL
             .iter()
-            .position(|t| t.name() == self.key.transport)
+            .position(|&t| t == self.key.transport)
             .unwrap_or(Transport::ALL.len())
     }
 }
@@ -807,17 +803,15 @@ impl Row<'_> {
 pub fn rows(results: &Results) -> Vec<Row<'_>> {
     let mut rows: Vec<Row<'_>> = Vec::new();
     for run in &results.runs {
-        let key = RowKey {
-            transport: run.transport.clone(),
-            variant: run.variant.clone(),
-            subscribers: run.subscribers,
-            payload: run.payload.clone(),
-            offered_rate: run.offered_rate.clone(),
-        };
-        match rows.iter_mut().find(|row| row.key == key) {
+        let (key, rate) = (&run.key, run.offered_rate);
+        match rows
+            .iter_mut()
+            .find(|row| row.key == *key && row.rate == rate)
+        {
             Some(row) => row.runs.push(run),
             None => rows.push(Row {
-                key,
+                key: key.clone(),
+                rate,
                 runs: vec![run],
                 failed: 0,
                 figures: Vec::new(),
@@ -843,10 +837,10 @@ pub fn rows(results: &Results) -> Vec<Row<'_>> {
 }
 
 /// The distinct settings (subscribers, payload, rate) in run order.
-pub fn settings<'r>(rows: &'r [Row<'_>]) -> Vec<(usize, &'r str, &'r str)> {
+pub fn settings<'r>(rows: &'r [Row<'_>]) -> Vec<SettingKey<'r>> {
     let mut settings = Vec::new();
     for row in rows {
-        let setting = row.key.setting();
+        let setting = row.setting();
         if !settings.contains(&setting) {
             settings.push(setting);
         }
@@ -855,15 +849,15 @@ pub fn settings<'r>(rows: &'r [Row<'_>]) -> Vec<(usize, &'r str, &'r str)> {
 }
 
 /// The setting a summary leads with: the most subscribers, then the first payload and rate run.
-pub fn headline_setting<'r>(rows: &'r [Row<'_>]) -> Option<(usize, &'r str, &'r str)> {
+pub fn headline_setting<'r>(rows: &'r [Row<'_>]) -> Option<SettingKey<'r>> {
     let settings = settings(rows);
     let most = settings.iter().map(|s| s.0).max()?;
     settings.into_iter().find(|s| s.0 == most)
 }
 
 /// The rows at one setting, in the canonical transport order.
-pub fn at_setting<'r, 'a>(rows: &'r [Row<'a>], setting: (usize, &str, &str)) -> Vec<&'r Row<'a>> {
-    let mut at: Vec<&Row<'a>> = rows.iter().filter(|r| r.key.setting() == setting).collect();
+pub fn at_setting<'r, 'a>(rows: &'r [Row<'a>], setting: SettingKey<'_>) -> Vec<&'r Row<'a>> {
+    let mut at: Vec<&Row<'a>> = rows.iter().filter(|r| r.setting() == setting).collect();
     at.sort_by_key(|r| r.transport_index());
     at
 }

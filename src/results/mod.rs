@@ -5,6 +5,7 @@
 
 pub mod figures;
 pub mod format;
+pub mod key;
 pub mod scenario;
 pub mod schema;
 
@@ -17,8 +18,6 @@ pub use schema::{
     MaxRate, Placement, Results, Settings, Throughput, TransportResult, WorkerClock, SATURATED,
     SCHEMA_VERSION,
 };
-
-use crate::transport::SettingValues;
 
 /// A results file given as itself or as the directory holding `results.json`.
 pub fn results_path(path: &Path) -> PathBuf {
@@ -35,35 +34,4 @@ pub fn load(path: &Path) -> anyhow::Result<(PathBuf, Results)> {
     let results =
         Results::read(&file).with_context(|| format!("reading results from {}", file.display()))?;
     Ok((file, results))
-}
-
-/// How a row is named wherever it is shown: its transport, then its swept settings
-/// (`longpoll longpoll-hold=2s`), so rows that differ only by a setting stay apart.
-pub fn row_label(transport: &str, variant: &SettingValues) -> String {
-    if variant.is_empty() {
-        transport.to_owned()
-    } else {
-        format!("{transport} {}", variant.label())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A row's name carries its swept settings, so sibling rows differ.
-    #[test]
-    fn labels_name_the_variant() {
-        let label = |variant: &[(&str, &str)]| {
-            let values = SettingValues::from_pairs(
-                variant.iter().map(|(k, v)| (k.to_string(), v.to_string())),
-            );
-            row_label("longpoll", &values)
-        };
-        assert_eq!(label(&[]), "longpoll");
-        assert_eq!(
-            label(&[("longpoll-hold", "2s")]),
-            "longpoll longpoll-hold=2s"
-        );
-    }
 }

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use super::key::RowKey;
 use super::scenario::Scenario;
+use crate::event::Rate;
 use crate::metrics::faults::{FaultEffect, FaultWindow, SlowConsumer};
 use crate::metrics::latency::Lateness;
 use crate::metrics::latency::{IntervalLatency, Percentiles};
@@ -33,7 +35,13 @@ use crate::transport::{SettingValues, Transport};
 /// - 4: `connection.server_cpu_us_per_delivery` and `server_rss_per_conn_bytes` may be absent,
 ///   with `server_unmeasured` saying why (part of the server ran in a process nobody named).
 ///   Earlier files read as they are.
-pub const SCHEMA_VERSION: u32 = 4;
+/// - 5: every row (and every `max_rates` entry) has one typed key ([`RowKey`]): to the
+///   transport, subscribers, payload and swept settings it adds `server_impl` and
+///   `client_impl` (which implementation ran), `server` (an outside server's profile),
+///   `workload` (its shape and parameters) and `round`; rows gained `not_applied`, the
+///   settings given that their transport does not take. Earlier files read with pushbench's
+///   own implementations and server, broadcast, round 0, and nothing unapplied.
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// Above this share of its CPUs a process counts as saturated.
 pub const SATURATED: f64 = 0.9;
@@ -101,19 +109,28 @@ pub struct Results {
     pub max_rates: Vec<MaxRate>,
 }
 
+impl TransportResult {
+    /// What the row ran without, when the run was given settings its transport does not take
+    /// (`ran without --compression, which tcp does not take`): shown wherever the row is.
+    pub fn not_applied_note(&self) -> Option<String> {
+        if self.not_applied.is_empty() {
+            return None;
+        }
+        let flags: Vec<String> = self.not_applied.iter().map(|n| format!("--{n}")).collect();
+        Some(format!(
+            "ran without {}, which {} does not take",
+            flags.join(", "),
+            self.key.transport
+        ))
+    }
+}
+
 /// The highest offered rate at which a transport kept p99 within budget and lost nothing.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct MaxRate {
-    /// Transport name.
-    pub transport: String,
-    /// Concurrent subscribers.
-    pub subscribers: usize,
-    /// Payload size(s), bytes.
-    pub payload: String,
-    /// The swept settings of this row (empty when nothing was swept).
-    #[serde(default)]
-    #[schemars(with = "std::collections::BTreeMap<String, String>")]
-    pub variant: SettingValues,
+    /// The series whose offered rate was stepped up (its fields sit at the top level).
+    #[serde(flatten)]
+    pub key: RowKey,
     /// The last offered rate that held, events per second per stream (0: not even the first).
     pub events_per_s: f64,
     /// p99 latency at that rate, us.
@@ -158,12 +175,12 @@ pub struct Settings {
 /// One measured combination.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TransportResult {
-    /// Transport name.
-    pub transport: String,
-    /// Concurrent subscribers.
-    pub subscribers: usize,
-    /// Payload size(s), bytes.
-    pub payload: String,
+    /// What the row measured (its fields sit at the row's top level).
+    #[serde(flatten)]
+    pub key: RowKey,
+    /// Offered rate, events per second, or `max`.
+    #[schemars(with = "String")]
+    pub offered_rate: Rate,
     /// Which repeat of this combination (from 0).
     pub repeat: u32,
     /// The transport's own settings as the server and load processes reported running with
@@ -171,13 +188,10 @@ pub struct TransportResult {
     #[serde(default)]
     #[schemars(with = "std::collections::BTreeMap<String, String>")]
     pub settings: SettingValues,
-    /// The settings swept in this scenario, with this row's values: part of what tells rows
-    /// apart (empty when nothing was swept).
-    #[serde(default)]
-    #[schemars(with = "std::collections::BTreeMap<String, String>")]
-    pub variant: SettingValues,
-    /// Offered rate, events per second, or `max`.
-    pub offered_rate: String,
+    /// Settings given to the run that this row's transport does not take, so it ran without
+    /// them (the others in the run took them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_applied: Vec<String>,
     /// Events the subscribers should have received in all (events x subscribers).
     pub events_expected: u64,
     /// Distinct events received, summed over subscribers.
