@@ -500,7 +500,7 @@ pub struct ServeArgs {
     #[arg(long, value_parser = parse_stall)]
     pub stall: Option<(u64, Duration)>,
     /// Speak the typed protocol's reports (JSON lines) on stdout instead of sentences, for
-    /// scripts: `listening` with the address, `webhook_secret`, and `stats` last.
+    /// scripts: `listening` with the address, `credentials` it made, and `stats` last.
     #[arg(long)]
     pub json: bool,
     /// Server processes sharing the port (SO_REUSEPORT), each publishing the same stream on the

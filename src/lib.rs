@@ -12,26 +12,36 @@
 //! - [`hub`]: the server's published stream, read by every transport with its own cursor.
 //! - [`link`]: a bad link between subscribers and the server, emulated by a TCP proxy with
 //!   Toxiproxy's toxics.
-//! - [`protocol`]: the typed messages between `pushbench run` and its child processes.
+//! - [`protocol`]: the typed protocol between `pushbench run` and its child processes, and
+//!   its messages: jobs, parts, stats, commands, the children themselves, and how many
+//!   processes a side needs for its sockets.
 //! - [`publisher`]: publishes the stream into the hub on its schedule.
-//! - [`results`]: the results schema (JSON) with its migrations, the figure catalogue and rows,
-//!   and number formatting: the layer below `report` and `recommend`.
+//! - [`results`]: the results schema (JSON) with its migrations, the typed row key, the
+//!   validated scenario a run measured, the figure catalogue and rows, and number formatting:
+//!   the layer below `report` and `recommend`.
 //! - [`document`]: a report as blocks (headings, paragraphs, tables, figures), written as
 //!   Markdown or HTML.
 //! - [`report`]: the terminal table, the report (Markdown + HTML with SVG plots) and the
 //!   comparison of two runs.
 //! - [`recommend`]: a design's constraints and measured results in, ranked transports with
 //!   reasons out.
-//! - [`scenario`]: flags and scenario TOML merged into one validated scenario.
-//! - [`transport`]: the contract every transport implements, one file per transport holding
-//!   its server and its client, and what they share: HTTP serving, the counting listener,
+//! - [`scenario`]: flags and scenario TOML merged into one validated scenario, refusing a
+//!   setting no selected transport takes.
+//! - [`transport`]: the contract every transport implements, one folder per transport holding
+//!   its declaration and each implementation of its server and client, and what they share:
+//!   the `Target` a client subscribes to, credentials, HTTP serving, the counting listener,
 //!   the client dialer, TLS, Standard Webhooks signing and the webhook endpoint check.
 //! - [`metrics`]: latency histograms recorded per thread, socket counters, process CPU and RSS,
 //!   the machine's steal time.
-//! - [`setting_flags`]: the transports' declared settings as flags and scenario keys.
+//! - [`settings`]: the typed setting declaration and the values that travel, below everything.
+//! - [`setting_flags`]: the declared settings (the transports' and the harness's) as flags and
+//!   scenario keys.
+//! - [`credential_flags`]: the transports' declared credentials as flags and environment
+//!   variables.
 //! - [`serve`]: the server under test as a unit (`pushbench serve`).
 //! - [`harness`]: subscribers against a server, judged against the source (`pushbench load`),
-//!   load worker processes and the parts they hand back, and the `pushbench run` driver.
+//!   load worker processes and the parts they hand back, the `pushbench run` driver, and the
+//!   settings it acts on itself (link, proxy, restart).
 
 pub mod cli;
 pub mod clock;

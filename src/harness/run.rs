@@ -27,7 +27,9 @@ use crate::results::key::RowKey;
 use crate::results::scenario::Scenario;
 use crate::results::{utc_stamp, Placement, Results, Settings, TransportResult, SCHEMA_VERSION};
 use crate::transport::tls::{TlsMaterial, TLS};
-use crate::transport::{ClientConfig, Credentials, ServerConfig, SettingValues, Side, Target};
+use crate::transport::{
+    ClientConfig, Credentials, ServerConfig, SettingValues, Side, Target, CLIENT_IMPL, SERVER_IMPL,
+};
 
 use super::calibrate::calibrate;
 use super::part::Merged;
@@ -169,7 +171,11 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunOutcome> {
                     .filter(|name| !takes.iter().any(|s| s.name() == name.as_str()))
                     .cloned()
                     .collect();
-                for (settings, variant) in scenario.variants(&takes) {
+                for (settings, mut variant) in scenario.variants(&takes) {
+                    // The implementations are dimensions of the key, not swept settings.
+                    for chosen in [SERVER_IMPL.name, CLIENT_IMPL.name] {
+                        variant.0.remove(chosen);
+                    }
                     let mut key = RowKey::own(transport, subscribers, payload.clone(), variant);
                     key.server_impl = transport
                         .server_impl(&settings)

@@ -1,11 +1,13 @@
-//! The aligned terminal table printed at the end of a run: one row per measured combination.
+//! The aligned terminal table printed at the end of a run: one row per measured combination,
+//! its figures read from the catalogue like every other output.
 
 use std::fmt::Write as _;
 
-use crate::results::format::{bytes, micros, thousands};
+use crate::results::figures::Figure;
+use crate::results::format::{micros, thousands};
 use crate::results::{Bound, Results, TransportResult, SATURATED};
 
-/// How a row fills one cell.
+/// How a row fills one of the cells that are not figures.
 type Cell = fn(&TransportResult) -> String;
 
 /// Which side a column's cells line up on.
@@ -15,55 +17,66 @@ enum Align {
     Right,
 }
 
-/// Column headings, alignment, and how each row fills them.
-const COLUMNS: [(&str, Align, Cell); 18] = [
-    ("transport", Align::Left, |r| r.key.label()),
-    ("subs", Align::Left, |r| r.key.subscribers.to_string()),
-    ("payload", Align::Left, |r| r.key.payload.to_string()),
-    ("offered/s", Align::Right, |r| r.offered_rate.to_string()),
-    ("delivered/s", Align::Right, |r| {
-        thousands(r.throughput.events_per_s)
-    }),
-    ("lat p50", Align::Right, |r| micros(r.latency_us.p50)),
-    ("p99", Align::Right, |r| micros(r.latency_us.p99)),
-    ("p99.9", Align::Right, |r| micros(r.latency_us.p999)),
-    ("svc p50", Align::Right, |r| micros(r.service_time_us.p50)),
-    ("last p99", Align::Right, |r| {
-        r.last_receiver_us.map_or("—".into(), |p| micros(p.p99))
-    }),
-    ("pub late", Align::Right, |r| {
-        r.publisher_lateness_us
-            .map_or("—".into(), |l| format!("{:.1}us", l.p50_us))
-    }),
-    ("connect", Align::Right, |r| {
-        let connect = micros(r.connection.handshake_us.p50);
-        match r.connection.tls_handshake_us {
-            Some(tls) => format!("{connect} (tls {})", micros(tls.p50)),
-            None => connect,
+/// One column: what tells the row apart, or a figure of the catalogue (shown in its unit,
+/// as every other output shows it).
+enum Column {
+    Row(&'static str, Cell),
+    Figure(&'static str, Figure),
+}
+
+impl Column {
+    fn heading(&self) -> &'static str {
+        match self {
+            Column::Row(heading, _) | Column::Figure(heading, _) => heading,
         }
-    }),
-    ("B/event", Align::Right, |r| {
-        format!("{:.0}", r.connection.wire_bytes_per_event)
-    }),
-    ("srv us/dl", Align::Right, |r| {
-        r.connection
-            .server_cpu_us_per_delivery
-            .map_or("unmeasured".into(), |us| format!("{us:.3}"))
-    }),
-    ("load us/dl", Align::Right, |r| {
-        r.connection
-            .load_cpu_us_per_delivery
-            .map_or("—".into(), |us| format!("{us:.3}"))
-    }),
-    ("srv RSS/conn", Align::Right, |r| {
-        r.connection
-            .server_rss_per_conn_bytes
-            .map_or("unmeasured".into(), bytes)
-    }),
-    ("bound", Align::Left, |r| {
-        r.bound.map_or("—", |b| b.label()).to_string()
-    }),
-    ("check", Align::Left, |r| check(r)),
+    }
+
+    fn align(&self) -> Align {
+        match self {
+            Column::Row(..) => Align::Left,
+            Column::Figure(..) => Align::Right,
+        }
+    }
+
+    fn cell(&self, run: &TransportResult) -> String {
+        match self {
+            Column::Row(_, cell) => cell(run),
+            Column::Figure(_, figure) => {
+                let metric = figure.metric();
+                let value = (metric.value)(run);
+                // A figure the run could not measure (a server outside the process, no TLS).
+                if value.is_nan() {
+                    "—".into()
+                } else {
+                    metric.unit.show(value)
+                }
+            }
+        }
+    }
+}
+
+/// The columns: the row's key, then its figures from the catalogue, then what limited it and
+/// whether it delivered.
+const COLUMNS: [Column; 19] = [
+    Column::Row("transport", |r| r.key.label()),
+    Column::Row("subs", |r| r.key.subscribers.to_string()),
+    Column::Row("payload", |r| r.key.payload.to_string()),
+    Column::Row("offered/s", |r| r.offered_rate.to_string()),
+    Column::Figure("delivered/s", Figure::EventsPerS),
+    Column::Figure("lat p50", Figure::LatencyP50),
+    Column::Figure("p99", Figure::LatencyP99),
+    Column::Figure("p99.9", Figure::LatencyP999),
+    Column::Figure("svc p50", Figure::ServiceP50),
+    Column::Figure("last p99", Figure::LastReceiverP99),
+    Column::Figure("pub late", Figure::PublisherLateP50),
+    Column::Figure("connect", Figure::HandshakeP50),
+    Column::Figure("tls", Figure::TlsHandshakeP50),
+    Column::Figure("B/event", Figure::WireBytesPerEvent),
+    Column::Figure("srv us/dl", Figure::ServerCpuUsPerDelivery),
+    Column::Figure("load us/dl", Figure::LoadCpuUsPerDelivery),
+    Column::Figure("srv RSS/conn", Figure::ServerRssPerConn),
+    Column::Row("bound", |r| r.bound.map_or("—", |b| b.label()).to_string()),
+    Column::Row("check", check),
 ];
 
 /// Renders the results as an aligned table, with the calibration line and any warnings.
@@ -71,15 +84,15 @@ pub fn render(results: &Results) -> String {
     let rows: Vec<Vec<String>> = results
         .runs
         .iter()
-        .map(|r| COLUMNS.iter().map(|(_, _, cell)| cell(r)).collect())
+        .map(|r| COLUMNS.iter().map(|column| column.cell(r)).collect())
         .collect();
     let widths: Vec<usize> = COLUMNS
         .iter()
         .enumerate()
-        .map(|(i, (head, _, _))| {
+        .map(|(i, column)| {
             rows.iter()
                 .map(|row| row[i].chars().count())
-                .chain([head.len()])
+                .chain([column.heading().len()])
                 .max()
                 .unwrap_or(0)
         })
@@ -89,7 +102,7 @@ pub fn render(results: &Results) -> String {
         let padded: Vec<String> = cells
             .iter()
             .zip(&widths)
-            .zip(COLUMNS.iter().map(|(_, align, _)| *align))
+            .zip(COLUMNS.iter().map(Column::align))
             .map(|((cell, &w), align)| {
                 // `{:w$}` pads by chars; "—" and "≥" are one char of several bytes.
                 let pad = " ".repeat(w.saturating_sub(cell.chars().count()));
@@ -102,7 +115,7 @@ pub fn render(results: &Results) -> String {
         let _ = writeln!(out, "{}", padded.join("  ").trim_end());
     };
     line(
-        COLUMNS.iter().map(|(h, _, _)| h.to_string()).collect(),
+        COLUMNS.iter().map(|c| c.heading().to_string()).collect(),
         &mut out,
     );
     for row in rows {
