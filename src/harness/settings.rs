@@ -89,10 +89,12 @@ pub fn declared_settings() -> Vec<(&'static dyn Declared, Vec<Transport>)> {
 
 /// The declared setting (a transport's or the harness's) with this name.
 pub fn setting_named(name: &str) -> Option<&'static dyn Declared> {
-    declared_settings()
-        .into_iter()
-        .map(|(setting, _)| setting)
-        .find(|s| s.name() == name)
+    crate::transport::setting_named(name).or_else(|| {
+        HARNESS_SETTINGS
+            .iter()
+            .map(|h| h.setting)
+            .find(|s| s.name() == name)
+    })
 }
 
 #[cfg(test)]
