@@ -230,7 +230,7 @@ async fn one_quiet_subscriber(
     config: ServerConfig,
     client: ClientConfig,
 ) -> (Server, tokio::task::JoinHandle<Vec<SubscriberRecord>>) {
-    let server = common::start(transport, spec, config).await;
+    let mut server = common::start(transport, spec, config).await;
     let (addr, count) = (server.addr(), spec.count);
     let load = tokio::spawn(async move {
         let plan = RecordPlan::new(count, Rate::Max, 0, 0);
@@ -245,6 +245,6 @@ async fn one_quiet_subscriber(
         )
         .await
     });
-    server.hub().wait_for_subscribers(1).await;
+    common::until_subscribed(&mut server, 1, transport).await;
     (server, load)
 }

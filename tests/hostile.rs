@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{assert_identical, client_for, serve_to, spec, start, TIMEOUT};
+use common::{assert_identical, client_for, serve_to, spec, start, until_subscribed, TIMEOUT};
 use pushbench::event::Rate;
 use pushbench::harness::{run_subscribers, RecordPlan};
 use pushbench::serve::Server;
@@ -229,7 +229,7 @@ async fn a_full_server_refuses_and_serves_the_rest() {
                 run_subscribers(transport, &addr.into(), 1, 0, &plan, &client, TIMEOUT).await
             }
         });
-        server.hub().wait_for_subscribers(1).await;
+        until_subscribed(&mut server, 1, transport).await;
         let mut extra = TcpStream::connect(addr).await.unwrap();
         let answer = match transport.spec().cursor_path {
             // HTTP/2 only: the refusal is the refused stream's answer.
@@ -309,7 +309,7 @@ async fn a_subscriber_that_never_reads_is_dropped() {
             }
             None => stuck.write_all(&0u64.to_be_bytes()).await.unwrap(),
         }
-        server.hub().wait_for_subscribers(1).await;
+        until_subscribed(&mut server, 1, transport).await;
         // The stuck one is a subscriber too: the stream starts once the reader is in.
         let records = serve_to(&mut server, transport, &spec, client, (1, 2)).await;
         assert_identical(transport, &spec, &records);

@@ -106,6 +106,16 @@ pub async fn start(transport: Transport, spec: &StreamSpec, config: ServerConfig
     .unwrap()
 }
 
+/// Waits until `n` subscribers are connected to `server`. A subscriber that gave up, or a
+/// server that ended, fails the test here rather than hanging it.
+pub async fn until_subscribed(server: &mut Server, n: usize, transport: Transport) {
+    match tokio::time::timeout(TIMEOUT, server.wait_for_start(n, Duration::ZERO)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(ended)) => panic!("{transport}: the server ended before {n} subscribed: {ended:#}"),
+        Err(_) => panic!("{transport}: {n} subscribers never connected within {TIMEOUT:?}"),
+    }
+}
+
 /// Starts `n` subscribers now, publishes once `publish_after` subscribers are connected (`n`,
 /// or more where the test holds connections of its own), and returns the `n` records.
 pub async fn serve_to(

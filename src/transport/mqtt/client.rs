@@ -57,6 +57,21 @@ pub(crate) async fn subscribe(
     }
 }
 
+/// Whether a connection failed at the socket before the broker answered: the broker is not
+/// up yet (or went), and a device would try again. rumqttc reports a reset read while it
+/// waits for the CONNACK inside its state error, not as `Io`; a refusal with a return code is
+/// the broker's answer and final.
+fn broker_not_up(error: &ConnectionError) -> bool {
+    use rumqttc::StateError;
+    matches!(
+        error,
+        ConnectionError::Io(_)
+            | ConnectionError::MqttState(StateError::Io(_))
+            | ConnectionError::MqttState(StateError::ConnectionAborted)
+            | ConnectionError::MqttState(StateError::Deserialization(rumqttc::mqttbytes::Error::Io(_)))
+    )
+}
+
 /// One connection: subscribes (unless the broker kept the session), announces itself, and
 /// reads events until the sink has enough (then says `done`, waits for `bye` and goes) or the
 /// stream's `end`. An error when the connection fails first.
@@ -76,7 +91,8 @@ async fn connect_once(
         other => ClientError::Protocol(format!("MQTT: {other}")),
     };
     // A device retries until the broker answers, within the connect timeout: an embedded
-    // broker takes its port over from the listener `serve` bound, and refuses for a moment.
+    // broker takes its port over from the listener `serve` bound, so for a moment a connect
+    // is refused, or lands in the old listener's queue and is reset before any CONNACK.
     let deadline = tokio::time::Instant::now() + config.connect_timeout;
     let (client, mut events, connack) = loop {
         let (client, mut events) = AsyncClient::new(options.clone(), REQUESTS);
@@ -85,7 +101,7 @@ async fn connect_once(
             .set_connection_timeout(config.connect_timeout.as_secs().max(1));
         match events.poll().await {
             Ok(connack) => break (client, events, connack),
-            Err(ConnectionError::Io(_)) if tokio::time::Instant::now() < deadline => {
+            Err(error) if broker_not_up(&error) && tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(CONNECT_RETRY).await;
             }
             Err(error) => return Err(failed(error)),
