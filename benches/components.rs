@@ -29,6 +29,8 @@ fn spec(payload: usize) -> StreamSpec {
 fn event(spec: &StreamSpec, seq: u64) -> Event<'static> {
     Event {
         seq,
+        topic: None,
+        topic_seq: None,
         scheduled_ns: 1_000_000_000 + seq,
         sent_ns: 1_000_000_500 + seq,
         payload: spec.payload(seq).into(),
@@ -178,6 +180,7 @@ fn transport_framing(c: &mut Criterion) {
     let batch_of = |spec: &StreamSpec| Batch {
         gap: None,
         first_seq: 0,
+        seqs: Vec::new(),
         events: (0..BATCH)
             .map(|seq| Bytes::from(event(spec, seq).encode()))
             .collect(),

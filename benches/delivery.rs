@@ -63,7 +63,7 @@ fn delivery(c: &mut Criterion) {
                                 .expect("delivery run");
                                 for record in &run.records {
                                     assert_eq!(
-                                        record.tally.digest(),
+                                        record.ledger.digest(),
                                         source,
                                         "{transport}: stream differs"
                                     );

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::payload::PayloadKind;
+use crate::workload::Workload;
 
 /// The largest payload one event may carry. Transports size their frame and body limits from it,
 /// so a stream that passes validation fits every transport.
@@ -37,6 +38,25 @@ pub struct StreamSpec {
     /// What the payloads look like (left out when random, so older documents read the same).
     #[serde(default, skip_serializing_if = "PayloadKind::is_random")]
     pub kind: PayloadKind,
+    /// The workload's shape (left out for broadcast, so older documents read the same).
+    #[serde(default, skip_serializing_if = "is_broadcast")]
+    pub workload: Workload,
+    /// Streams the global sequence interleaves (1 for broadcast): event `seq` is number
+    /// `seq / streams` of stream `seq % streams`. `count` and `rate` are the global ones.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub streams: u64,
+}
+
+fn is_broadcast(workload: &Workload) -> bool {
+    *workload == Workload::Broadcast
+}
+
+fn one() -> u64 {
+    1
+}
+
+fn is_one(n: &u64) -> bool {
+    *n == 1
 }
 
 /// Why a stream spec cannot be used.
@@ -81,12 +101,70 @@ impl StreamSpec {
             payload,
             rate,
             kind: PayloadKind::Random,
+            workload: Workload::Broadcast,
+            streams: 1,
         })
     }
 
     /// The same stream with payloads of `kind`.
     pub fn with_kind(self, kind: PayloadKind) -> Self {
         Self { kind, ..self }
+    }
+
+    /// The global stream of `workload` for `subscribers`, where this spec's count and rate
+    /// are each stream's: every stream gets them, so the global count and rate are this
+    /// many times the streams.
+    pub fn with_workload(self, workload: Workload, subscribers: usize) -> Self {
+        let streams = workload.streams(subscribers);
+        Self {
+            count: self.count * streams,
+            rate: match self.rate {
+                Rate::PerSecond(rate) => Rate::PerSecond(rate * streams as f64),
+                Rate::Max => Rate::Max,
+            },
+            workload,
+            streams,
+            ..self
+        }
+    }
+
+    /// Events in each stream.
+    pub fn per_stream(&self) -> u64 {
+        self.count / self.streams.max(1)
+    }
+
+    /// Each stream's rate: what `--rate` offered (the global rate is this times the streams).
+    pub fn per_stream_rate(&self) -> Rate {
+        match self.rate {
+            Rate::PerSecond(rate) => Rate::PerSecond(rate / self.streams.max(1) as f64),
+            Rate::Max => Rate::Max,
+        }
+    }
+
+    /// Events each subscriber should receive: the whole stream for broadcast, its streams'
+    /// events otherwise.
+    pub fn deliveries_per_subscriber(&self) -> u64 {
+        match self.workload {
+            Workload::Broadcast => self.count,
+            Workload::Unicast => self.per_stream(),
+            Workload::Topics { per_subscriber, .. } => {
+                self.per_stream() * u64::from(per_subscriber)
+            }
+        }
+    }
+
+    /// Whether events carry their stream (every shape but broadcast).
+    pub fn tagged(&self) -> bool {
+        self.workload != Workload::Broadcast
+    }
+
+    /// The digest a subscriber of stream `topic` must reach, folding each event's number
+    /// within the stream.
+    pub fn stream_digest(&self, topic: u32) -> Digest {
+        (0..self.per_stream()).fold(Digest::EMPTY, |digest, number| {
+            let seq = crate::workload::global_seq(topic, number, self.streams);
+            digest.fold(number, self.payload(seq).as_bytes())
+        })
     }
 
     /// When event `seq` is due, in nanoseconds after the stream starts; `None` at an unlimited
@@ -249,8 +327,14 @@ impl fmt::Display for Rate {
 /// them from its own receive time directly.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Event<'a> {
-    /// Position in the stream, from 0.
+    /// Position in the stream (the server's global sequence), from 0.
     pub seq: u64,
+    /// The stream it belongs to, where the workload has more than one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<u32>,
+    /// Its number within that stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic_seq: Option<u64>,
     /// When the schedule said the event should go out (equal to `sent_ns` at an unlimited rate).
     pub scheduled_ns: u64,
     /// When the server actually published it to its transport.
@@ -340,6 +424,16 @@ impl<'a> Event<'a> {
     fn decode_canonical(bytes: &'a [u8]) -> Option<Self> {
         let rest = bytes.strip_prefix(b"{\"seq\":")?;
         let (seq, rest) = leading_u64(rest)?;
+        // The stream and number, present only where the workload has several streams.
+        let (topic, topic_seq, rest) = match rest.strip_prefix(b",\"topic\":") {
+            Some(rest) => {
+                let (topic, rest) = leading_u64(rest)?;
+                let rest = rest.strip_prefix(b",\"topic_seq\":")?;
+                let (number, rest) = leading_u64(rest)?;
+                (Some(u32::try_from(topic).ok()?), Some(number), rest)
+            }
+            None => (None, None, rest),
+        };
         let rest = rest.strip_prefix(b",\"scheduled_ns\":")?;
         let (scheduled_ns, rest) = leading_u64(rest)?;
         let rest = rest.strip_prefix(b",\"sent_ns\":")?;
@@ -358,6 +452,8 @@ impl<'a> Event<'a> {
         let payload = std::str::from_utf8(text).ok()?;
         Some(Event {
             seq,
+            topic,
+            topic_seq,
             scheduled_ns,
             sent_ns,
             payload: Cow::Borrowed(payload),
@@ -694,6 +790,8 @@ mod tests {
     fn wire_round_trip() {
         let e = Event {
             seq: 5,
+            topic: None,
+            topic_seq: None,
             scheduled_ns: 10,
             sent_ns: 12,
             payload: "abc".into(),
@@ -704,6 +802,18 @@ mod tests {
             r#"{"seq":5,"scheduled_ns":10,"sent_ns":12,"payload":"abc"}"#
         );
         assert_eq!(Event::decode(&bytes).unwrap(), e);
+        // An event of one stream of several says which, and its number there.
+        let tagged = Event {
+            topic: Some(2),
+            topic_seq: Some(1),
+            ..e.clone()
+        };
+        let bytes = tagged.encode();
+        assert_eq!(
+            std::str::from_utf8(&bytes).unwrap(),
+            r#"{"seq":5,"topic":2,"topic_seq":1,"scheduled_ns":10,"sent_ns":12,"payload":"abc"}"#
+        );
+        assert!(matches!(Event::decode_canonical(&bytes), Some(ref d) if *d == tagged));
         assert!(Event::decode(b"{\"seq\":1}").is_err());
         assert!(Event::decode(b"\xff\x00garbage").is_err());
     }
@@ -716,6 +826,9 @@ mod tests {
         let cases: &[&[u8]] = &[
             br#"{"seq":5,"scheduled_ns":10,"sent_ns":12,"payload":"abc"}"#,
             br#"{"seq":0,"scheduled_ns":0,"sent_ns":0,"payload":""}"#,
+            br#"{"seq":7,"topic":1,"topic_seq":2,"scheduled_ns":0,"sent_ns":0,"payload":"x"}"#,
+            br#"{"seq":7,"topic":4294967296,"topic_seq":2,"scheduled_ns":0,"sent_ns":0,"payload":"x"}"#,
+            br#"{"seq":7,"topic":1,"scheduled_ns":0,"sent_ns":0,"payload":"x"}"#,
             br#"{"seq":18446744073709551615,"scheduled_ns":1,"sent_ns":2,"payload":"x"}"#,
             br#"{"seq":18446744073709551616,"scheduled_ns":1,"sent_ns":2,"payload":"x"}"#,
             br#"{"seq":99999999999999999999,"scheduled_ns":1,"sent_ns":2,"payload":"x"}"#,

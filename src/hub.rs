@@ -9,6 +9,11 @@
 //! The log may be bounded (a replay window of the last N events, as a real server must bound
 //! what it keeps for resuming subscribers): a reader behind the window is not silently moved on,
 //! its next batch carries a [`Gap`] naming exactly the events it will never get.
+//!
+//! Where the workload has several streams (rooms, one per user), a reader follows an
+//! [`Interest`]: the streams it subscribed to. Their events sit in the one log at places the
+//! global sequence gives (`seq % streams`), so a reader steps straight from one of its events
+//! to the next instead of scanning everyone else's: reading costs what it delivers.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,21 +50,59 @@ pub struct Batch {
     /// Events the reader asked for that the replay window no longer holds; they come right
     /// before `first_seq`. The transport must tell its subscriber before the events.
     pub gap: Option<Gap>,
-    /// Sequence number of the first event in `events`.
+    /// Sequence number of the first event in `events` (where the read started, if none).
     pub first_seq: u64,
     /// The encoded events, in order.
     pub events: Vec<Bytes>,
+    /// Their sequence numbers, where they are not consecutive from `first_seq` (a reader of
+    /// some streams of several); empty when they are.
+    pub seqs: Vec<u64>,
 }
 
 impl Batch {
     /// Sequence number of the last event, if any.
     pub fn last_seq(&self) -> Option<u64> {
-        (!self.events.is_empty()).then(|| self.first_seq + self.events.len() as u64 - 1)
+        match self.seqs.last() {
+            Some(&seq) => Some(seq),
+            None => {
+                (!self.events.is_empty()).then(|| self.first_seq + self.events.len() as u64 - 1)
+            }
+        }
     }
 
     /// The events with their sequence numbers.
     pub fn iter(&self) -> impl Iterator<Item = (u64, &Bytes)> {
-        (self.first_seq..).zip(self.events.iter())
+        let consecutive = self.seqs.is_empty();
+        let first = self.first_seq;
+        self.events.iter().enumerate().map(move |(i, event)| {
+            let seq = if consecutive {
+                first + i as u64
+            } else {
+                self.seqs[i]
+            };
+            (seq, event)
+        })
+    }
+}
+
+/// Which events of the log a reader follows.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Interest {
+    /// Every event: the one broadcast stream, or a reader that wants all streams.
+    #[default]
+    All,
+    /// The events of these streams (ascending, none twice, each below the hub's streams).
+    Streams(Arc<[u32]>),
+}
+
+impl Interest {
+    /// The streams named (ascending, none twice), or every event when none are.
+    pub fn of_list(topics: Vec<u32>) -> Self {
+        if topics.is_empty() {
+            Interest::All
+        } else {
+            Interest::Streams(topics.into())
+        }
     }
 }
 
@@ -79,6 +122,9 @@ pub struct HubOptions {
     pub replay_window: Option<u64>,
     /// An injected fault: every event is handed out no sooner than this after publication.
     pub delivery_delay: Option<Duration>,
+    /// Streams the global sequence interleaves, where events are tagged with theirs
+    /// (`None`: one broadcast stream).
+    pub streams: Option<u64>,
 }
 
 /// The events the hub still holds.
@@ -108,6 +154,10 @@ pub struct Hub {
     replay_window: Option<u64>,
     /// An injected fault: every event is handed out no sooner than this after publication.
     delivery_delay: Option<Duration>,
+    /// Streams the global sequence interleaves (at least 1).
+    streams: u64,
+    /// Whether events carry their stream, so subscribers name the ones they follow.
+    tagged: bool,
     /// Publication progress, so readers wait instead of polling.
     progress: watch::Sender<Progress>,
     /// Subscribers connected now (connections or registered endpoints, as the transport counts).
@@ -193,6 +243,8 @@ impl Hub {
             expected,
             replay_window: options.replay_window,
             delivery_delay: options.delivery_delay,
+            streams: options.streams.unwrap_or(1).max(1),
+            tagged: options.streams.is_some(),
             log: RwLock::new(Log {
                 first_seq: 0,
                 entries: VecDeque::with_capacity(held.min(1 << 20) as usize),
@@ -254,6 +306,11 @@ impl Hub {
 
     /// A cursor that reads from event `first_seq` on (a subscriber resuming, when past 0).
     pub fn reader(self: &Arc<Self>, first_seq: u64) -> Reader {
+        self.reader_of(first_seq, Interest::All)
+    }
+
+    /// A cursor that reads the events of `interest` from event `first_seq` on.
+    pub fn reader_of(self: &Arc<Self>, first_seq: u64, interest: Interest) -> Reader {
         self.readers.send_modify(|live| *live += 1);
         if first_seq > 0 {
             self.returns().resumed();
@@ -261,8 +318,47 @@ impl Hub {
         Reader {
             hub: Arc::clone(self),
             next_seq: first_seq,
+            interest,
             progress: self.progress.subscribe(),
         }
+    }
+
+    /// Streams the global sequence interleaves (1: the one broadcast stream).
+    pub fn streams(&self) -> u64 {
+        self.streams
+    }
+
+    /// Whether events carry their stream (subscribers name theirs), or the one broadcast
+    /// stream goes to all.
+    pub fn tagged(&self) -> bool {
+        self.tagged
+    }
+
+    /// The interest a subscription's streams give, as text (`1,5,9`, a query's or a
+    /// message's), checked against what this hub publishes: `None` follows everything; a
+    /// stream past the last is refused with the reason.
+    pub fn interest_in(&self, topics: Option<&str>) -> Result<Interest, String> {
+        match topics {
+            None => Ok(Interest::All),
+            Some(_) if !self.tagged => Err(BROADCAST_ONLY.into()),
+            Some(text) => crate::workload::parse_topics(text, self.streams).map(Interest::of_list),
+        }
+    }
+
+    /// The same for a list of streams (empty: everything).
+    pub fn interest(&self, mut topics: Vec<u32>) -> Result<Interest, String> {
+        if !topics.is_empty() && !self.tagged {
+            return Err(BROADCAST_ONLY.into());
+        }
+        if let Some(&past) = topics.iter().find(|&&t| u64::from(t) >= self.streams) {
+            return Err(format!(
+                "topic {past} does not exist: this server publishes streams 0 to {}",
+                self.streams - 1
+            ));
+        }
+        topics.sort_unstable();
+        topics.dedup();
+        Ok(Interest::of_list(topics))
     }
 
     /// Counts one more subscriber until the returned guard is dropped.
@@ -394,6 +490,64 @@ impl Hub {
         log.entries.get(index as usize).map(|(at, _)| *at)
     }
 
+    /// The first event at or after `from` that `interest` follows, if the stream has one.
+    fn next_of(&self, from: u64, interest: &Interest) -> Option<u64> {
+        let next = match interest {
+            Interest::All => from,
+            Interest::Streams(topics) => {
+                // Events of stream t sit at t, t + K, t + 2K...: the nearest of each.
+                let k = self.streams;
+                topics
+                    .iter()
+                    .map(|&t| {
+                        let t = u64::from(t);
+                        if from <= t {
+                            t
+                        } else {
+                            t + (from - t).div_ceil(k) * k
+                        }
+                    })
+                    .min()?
+            }
+        };
+        (next < self.expected).then_some(next)
+    }
+
+    /// Events of `interest` from `from` on, published no later than `until_ns`, within
+    /// `limit`; starting with a gap when some of them fell out of the replay window.
+    fn read_of(&self, from: u64, interest: &Interest, limit: BatchLimit, until_ns: u64) -> Batch {
+        if *interest == Interest::All {
+            return self.read(from, limit, until_ns);
+        }
+        let log = self.log.read().unwrap_or_else(|e| e.into_inner());
+        // A gap is in global sequence numbers: the subscriber counts its own streams' share.
+        let gap = (from < log.first_seq).then(|| Gap {
+            from,
+            count: log.first_seq - from,
+        });
+        let mut next = self.next_of(from.max(log.first_seq), interest);
+        let (mut events, mut seqs, mut bytes) = (Vec::new(), Vec::new(), 0);
+        while let Some(seq) = next {
+            let Some((published, event)) = log.entries.get((seq - log.first_seq) as usize) else {
+                break;
+            };
+            let fits = bytes == 0 || bytes + event.len() <= limit.bytes;
+            if *published > until_ns || events.len() >= limit.events.max(1) || !fits {
+                break;
+            }
+            bytes += event.len();
+            events.push(event.clone());
+            seqs.push(seq);
+            next = self.next_of(seq + 1, interest);
+        }
+        Batch {
+            gap,
+            first_seq: seqs.first().copied().unwrap_or(from.max(log.first_seq)),
+            events,
+            seqs,
+        }
+    }
+
     /// Events `[from, ..)` published no later than `until_ns`, within `limit`; starting with
     /// a gap when some of them fell out of the replay window.
     fn read(&self, from: u64, limit: BatchLimit, until_ns: u64) -> Batch {
@@ -423,9 +577,14 @@ impl Hub {
             gap,
             first_seq: from,
             events,
+            seqs: Vec::new(),
         }
     }
 }
+
+/// Why a subscription that names streams is refused by a broadcast server.
+const BROADCAST_ONLY: &str =
+    "this server publishes one broadcast stream: subscribe without naming topics";
 
 /// Keeps a subscriber counted on its hub while alive.
 #[derive(Debug)]
@@ -457,6 +616,8 @@ pub struct Reader {
     hub: Arc<Hub>,
     /// Sequence number of the next event this reader will return.
     next_seq: u64,
+    /// The streams it follows.
+    interest: Interest,
     progress: watch::Receiver<Progress>,
 }
 
@@ -464,15 +625,15 @@ impl Reader {
     /// Waits for events after the cursor and returns all that are ready (within `limit`), or
     /// `None` once the stream is fully read or the server closed.
     pub async fn next_batch(&mut self, limit: BatchLimit) -> Option<Batch> {
-        let next = self.next_seq;
-        let expected = self.hub.expected;
+        // The next event this reader follows: it waits for that one, not for others' events.
+        let next = self.hub.next_of(self.next_seq, &self.interest)?;
         let progress = self
             .progress
-            .wait_for(|p| p.closed || p.published > next || next >= expected)
+            .wait_for(|p| p.closed || p.published > next)
             .await
             .ok()
             .map(|p| *p)?;
-        if progress.closed || progress.published <= next {
+        if progress.closed {
             return None;
         }
         if let Some(delay) = self.hub.delivery_delay {
@@ -493,18 +654,23 @@ impl Reader {
         self.take(limit, until)
     }
 
-    /// Whether this reader has read the whole stream.
+    /// Whether this reader has read the whole stream (every event of its streams).
     pub fn at_end(&self) -> bool {
-        self.next_seq >= self.hub.expected
+        self.hub.next_of(self.next_seq, &self.interest).is_none()
     }
 
     fn take(&mut self, limit: BatchLimit, until_ns: u64) -> Batch {
-        let batch = self.hub.read(self.next_seq, limit, until_ns);
+        let batch = self
+            .hub
+            .read_of(self.next_seq, &self.interest, limit, until_ns);
         let taken = batch.events.len() as u64;
         if let Some(gap) = batch.gap {
             self.hub.gapped.fetch_add(gap.count, Ordering::Relaxed);
         }
-        self.next_seq = batch.first_seq + taken;
+        self.next_seq = match batch.last_seq() {
+            Some(last) => last + 1,
+            None => batch.first_seq,
+        };
         self.hub.handed_out.fetch_add(taken, Ordering::Relaxed);
         batch
     }

@@ -8,6 +8,8 @@
 //! - [`event`]: the stream spec, events, their wire encoding, the stream digest and the
 //!   per-subscriber tally.
 //! - [`payload`]: what payload bytes look like: random text, or JSON shaped like real events.
+//! - [`workload`]: the workload's shape (broadcast, topics, unicast): the streams a server
+//!   publishes, which of them each subscriber follows, and where an event belongs.
 //! - [`clock`]: CLOCK_MONOTONIC nanoseconds, the one clock shared by server and load processes.
 //! - [`hub`]: the server's published stream, read by every transport with its own cursor.
 //! - [`link`]: a bad link between subscribers and the server, emulated by a TCP proxy with
@@ -63,3 +65,4 @@ pub mod serve;
 pub mod setting_flags;
 pub mod settings;
 pub mod transport;
+pub mod workload;

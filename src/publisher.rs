@@ -102,8 +102,18 @@ pub fn publish_stream(
         if let (Some(due), Some(h)) = (scheduled_ns, lateness.as_mut()) {
             h.saturating_record((sent_ns - due).max(1));
         }
+        // Events of a workload with several streams say which, and their number in it.
+        let (topic, topic_seq) = match spec.tagged() {
+            true => {
+                let (topic, number) = crate::workload::place(seq, spec.streams);
+                (Some(topic), Some(number))
+            }
+            false => (None, None),
+        };
         let event = Event {
             seq,
+            topic,
+            topic_seq,
             scheduled_ns: scheduled_ns.unwrap_or(sent_ns),
             sent_ns,
             payload: payload.into(),

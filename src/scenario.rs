@@ -20,6 +20,7 @@ use crate::setting_flags::{SettingFlags, RUN};
 use crate::settings::Value as _;
 use crate::transport::compression::{Compression, COMPRESSION};
 use crate::transport::Transport;
+use crate::workload::Workload;
 
 pub use crate::results::scenario::Scenario;
 use crate::results::scenario::{DEFAULT_P99_BUDGET_MS, DEFAULT_TIMEOUT};
@@ -140,6 +141,61 @@ impl From<Counts> for Vec<usize> {
     }
 }
 
+/// Workload shapes to sweep: `broadcast`, or `broadcast,topics,unicast` (a list in TOML).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "OneOrMany<String>", into = "Vec<String>")]
+pub struct Shapes(pub Vec<String>);
+
+impl FromStr for Shapes {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(Self(text.split(',').map(|s| s.trim().to_owned()).collect()))
+    }
+}
+
+impl TryFrom<OneOrMany<String>> for Shapes {
+    type Error = String;
+    fn try_from(shapes: OneOrMany<String>) -> Result<Self, String> {
+        Ok(Self(shapes.into_vec()))
+    }
+}
+
+impl From<Shapes> for Vec<String> {
+    fn from(shapes: Shapes) -> Self {
+        shapes.0
+    }
+}
+
+/// The workloads a run sweeps: each shape given, the topics parameters going to `topics`
+/// (and refused when no `topics` shape is given, rather than ignored).
+fn workloads(
+    shapes: Option<Shapes>,
+    topics: Option<u32>,
+    per_subscriber: Option<u32>,
+    membership: Option<&str>,
+) -> Result<Vec<Workload>, String> {
+    let shapes = shapes.map_or_else(|| vec!["broadcast".to_owned()], |s| s.0);
+    let shaped = topics.is_some() || per_subscriber.is_some() || membership.is_some();
+    if shaped && !shapes.iter().any(|s| s == "topics") {
+        return Err(
+            "--topics, --topics-per-subscriber and --membership shape `--workload topics`,              which is not among the workloads given"
+                .into(),
+        );
+    }
+    let mut workloads = Vec::new();
+    for shape in &shapes {
+        let workload = match shape.as_str() {
+            "topics" => Workload::parse(shape, topics, per_subscriber, membership)?,
+            other => Workload::parse(other, None, None, None)?,
+        };
+        if workloads.contains(&workload) {
+            return Err(format!("--workload names {shape} twice"));
+        }
+        workloads.push(workload);
+    }
+    Ok(workloads)
+}
+
 /// Every setting a run takes, each optional: once as flags, once as a scenario file's keys.
 #[derive(Clone, Debug, Default, clap::Args, Deserialize)]
 // Unknown keys are refused by `transport_settings`, which takes every key that is not a field
@@ -175,6 +231,21 @@ pub struct Settings {
     /// `json` shaped like a real event (compresses like one).
     #[arg(long)]
     pub payload_kind: Option<PayloadKind>,
+    /// The workload's shape, or a comma-separated list to sweep: `broadcast` (one stream to
+    /// all), `topics` (rooms: --topics K, each subscriber in --topics-per-subscriber M of them)
+    /// or `unicast` (one stream per subscriber). --rate and --events are per stream.
+    #[arg(long)]
+    pub workload: Option<Shapes>,
+    /// Rooms (streams) of `--workload topics`.
+    #[arg(long)]
+    pub topics: Option<u32>,
+    /// Rooms each subscriber joins (default 1).
+    #[arg(long)]
+    pub topics_per_subscriber: Option<u32>,
+    /// How rooms are drawn: `uniform` (the default) or `zipf:S` (room sizes skewed, topic k
+    /// weighted 1/(k+1)^S), from the seed.
+    #[arg(long)]
+    pub membership: Option<String>,
     /// Seconds at the start of each stream left out of the latency figures.
     #[arg(long)]
     pub warmup: Option<f64>,
@@ -242,6 +313,10 @@ impl Settings {
             payload: over.payload.or(self.payload),
             payloads: over.payloads.or(self.payloads),
             payload_kind: over.payload_kind.or(self.payload_kind),
+            workload: over.workload.or(self.workload),
+            topics: over.topics.or(self.topics),
+            topics_per_subscriber: over.topics_per_subscriber.or(self.topics_per_subscriber),
+            membership: over.membership.or(self.membership),
             warmup: over.warmup.or(self.warmup),
             repeat: over.repeat.or(self.repeat),
             seed: over.seed.or(self.seed),
@@ -323,6 +398,13 @@ impl Settings {
         };
         let seed = self.seed.unwrap_or(1);
         let payload_kind = self.payload_kind.unwrap_or_default();
+        let workloads = workloads(
+            self.workload,
+            self.topics,
+            self.topics_per_subscriber,
+            self.membership.as_deref(),
+        )
+        .map_err(ScenarioError::Impossible)?;
         // Validate every stream now, so a bad payload fails before the first run.
         for sizes in &payloads {
             StreamSpec::new(seed, events, sizes.clone(), rate)?;
@@ -370,6 +452,7 @@ impl Settings {
             events,
             payloads,
             payload_kind,
+            workloads,
             seed,
             warmup,
             repeat,

@@ -46,6 +46,8 @@ async fn webhook_signatures_are_enforced() {
 
     let body = Event {
         seq: 0,
+        topic: None,
+        topic_seq: None,
         scheduled_ns: 1,
         sent_ns: 1,
         payload: spec.payload(0).into(),
@@ -211,6 +213,8 @@ fn frame(bytes: &[u8]) -> Vec<u8> {
 fn event_bytes(spec: &StreamSpec, seq: u64) -> Vec<u8> {
     Event {
         seq,
+        topic: None,
+        topic_seq: None,
         scheduled_ns: 1,
         sent_ns: 1,
         payload: spec.payload(seq).into(),
@@ -243,9 +247,9 @@ async fn tcp_client_counts_malformed_frames() {
         .await
         .unwrap();
     let record = sink.finish(None);
-    assert_eq!(record.tally.counts().malformed, 1);
-    assert_eq!(record.tally.counts().distinct, 2);
-    assert_eq!(record.tally.digest(), spec.digest());
+    assert_eq!(record.ledger.counts().malformed, 1);
+    assert_eq!(record.ledger.counts().distinct, 2);
+    assert_eq!(record.ledger.digest(), spec.digest());
 }
 
 /// A WebSocket client fed invalid JSON and a binary frame counts two malformed events and
@@ -276,8 +280,8 @@ async fn websocket_client_counts_malformed_messages() {
         .await
         .unwrap();
     let record = sink.finish(None);
-    assert_eq!(record.tally.counts().malformed, 2);
-    assert_eq!(record.tally.digest(), spec.digest());
+    assert_eq!(record.ledger.counts().malformed, 2);
+    assert_eq!(record.ledger.digest(), spec.digest());
 }
 
 /// A WebSocket subscriber sending an oversized message is closed with 1009; the server keeps

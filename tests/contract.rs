@@ -93,7 +93,7 @@ async fn an_untrusted_certificate_is_refused() {
         .unwrap_err()
         .to_string();
     assert!(error.contains("certificate"), "{error}");
-    assert_eq!(sink.finish(None).tally.counts().distinct, 0);
+    assert_eq!(sink.finish(None).ledger.counts().distinct, 0);
     assert_eq!(server.hub().subscribers(), 0);
     server.stop().await.unwrap();
 }

@@ -142,10 +142,10 @@ async fn a_persistent_session_carries_an_outage() {
     ];
     let records = broker.deliver(&spec, 3, Qos::AtLeastOnce, &outage).await;
     for record in &records {
-        let counts = record.tally.counts();
+        let counts = record.ledger.counts();
         assert_eq!(record.error, None);
-        assert_eq!(record.tally.lost(), 0, "{counts:?}");
-        assert_eq!(record.tally.digest(), spec.digest());
+        assert_eq!(record.ledger.lost(), 0, "{counts:?}");
+        assert_eq!(record.ledger.digest(), spec.digest());
         let (down, up) = record.outage_ns.expect("the outage is not on record");
         assert!(up - down >= 500_000_000, "down for {} ns", up - down);
     }

@@ -84,8 +84,8 @@ async fn without_resume_the_loss_is_counted_exactly() {
             .await
             .unwrap();
         for (i, record) in run.records.iter().enumerate() {
-            let counts = record.tally.counts();
-            let lost = record.tally.lost();
+            let counts = record.ledger.counts();
+            let lost = record.ledger.lost();
             assert_eq!(
                 counts.distinct + lost,
                 spec.count,
@@ -238,7 +238,7 @@ async fn resuming_from_before_the_replay_window_reports_the_exact_gap() {
         .await
         .unwrap();
         let record = sink.finish(outcome.err().map(|e| e.to_string()));
-        let counts = record.tally.counts();
+        let counts = record.ledger.counts();
         assert_eq!(record.error, None, "{transport}");
         assert_eq!(
             (counts.distinct, counts.gapped, counts.malformed),

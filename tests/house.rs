@@ -222,6 +222,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("settings", 0),
     ("clock", 1),
     ("payload", 2),
+    ("workload", 2),
     ("event", 3),
     ("hub", 4),
     ("metrics", 5),

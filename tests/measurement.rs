@@ -29,7 +29,7 @@ async fn run_with(faults: Faults, spec: &StreamSpec) -> Recorded {
         .unwrap();
     for record in &run.records {
         assert_eq!(record.error, None);
-        assert!(record.tally.is_complete());
+        assert!(record.ledger.is_complete());
     }
     run.recorded
 }

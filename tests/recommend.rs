@@ -30,6 +30,15 @@ fn evidence_files() -> Vec<PathBuf> {
     .collect()
 }
 
+/// The design's other constraints, judged as a broadcast: the stored runs are all broadcast,
+/// and only rows of a design's own shape are evidence for it.
+fn as_broadcast() -> DesignSettings {
+    DesignSettings {
+        workload: Some("broadcast".into()),
+        ..DesignSettings::default()
+    }
+}
+
 fn design(name: &str, over: DesignSettings) -> Design {
     let path = root().join("designs").join(format!("{name}.toml"));
     DesignSettings::from_file(&path)
@@ -77,7 +86,7 @@ fn first(answer: &Recommendation) -> &str {
 /// schedule spans, which the answer gives); streams would need a persisted cursor.
 #[test]
 fn payment_notifications_get_webhooks() {
-    let answer = answer("payment-webhooks", DesignSettings::default());
+    let answer = answer("payment-webhooks", as_broadcast());
     assert_eq!(first(&answer), "webhook");
     assert_eq!(answer.ranking[0].assessment.verdict, Verdict::Fits);
     let delivery = reason(&answer, "webhook", Constraint::Delivery, Weight::Supports);
@@ -175,7 +184,7 @@ fn corporate_proxy_leaves_the_polling_pair() {
 /// budget; with an endpoint they get webhooks, without one, polling.
 #[test]
 fn constrained_devices_get_webhooks_or_polling() {
-    let answer_with = answer("iot-devices", DesignSettings::default());
+    let answer_with = answer("iot-devices", as_broadcast());
     assert_eq!(first(&answer_with), "webhook");
     for held in ["websocket", "sse", "longpoll"] {
         let why = reason(&answer_with, held, Constraint::Memory, Weight::Excludes);
@@ -185,7 +194,7 @@ fn constrained_devices_get_webhooks_or_polling() {
         "iot-devices",
         DesignSettings {
             inbound_http: Some(false),
-            ..DesignSettings::default()
+            ..as_broadcast()
         },
     );
     assert_eq!(first(&answer_without), "poll");
@@ -507,10 +516,7 @@ fn sse_over_http2_escapes_the_six_connection_limit_where_http2_reaches() {
 #[test]
 fn the_device_fleet_gets_mqtt_and_the_service_mesh_grpc() {
     let evidence = Evidence::load(&[root().join("results")], Path::new("unused")).unwrap();
-    let fleet = recommend(
-        &design("device-fleet", DesignSettings::default()),
-        &evidence,
-    );
+    let fleet = recommend(&design("device-fleet", as_broadcast()), &evidence);
     assert_eq!(first(&fleet), "mqtt");
     assert_eq!(fleet.ranking[0].assessment.verdict, Verdict::Fits);
     assert!(
@@ -576,4 +582,37 @@ fn a_client_keep_alive_is_held_against_the_idle_timeout() {
         .reasons
         .iter()
         .all(|r| r.constraint != Constraint::IdleTimeout));
+}
+
+/// A row measured through injected faults is no evidence for a design without them: in the
+/// committed `faults` run every row went through drops, a consumer outage or a restart, so
+/// none is cited as latency (the webhook row's p99 there is the outage's), while the loss
+/// across the measured outage still is, by the one rule that reads faulted rows.
+#[test]
+fn an_outage_row_is_not_cited_as_latency() {
+    let faults = root().join("results/20261124-010402-faults");
+    let evidence = Evidence::load(&[faults], Path::new("unused")).unwrap();
+    let design = design(
+        "payment-webhooks",
+        DesignSettings {
+            subscribers: Some(10),
+            rate: Some(500.0),
+            ..as_broadcast()
+        },
+    );
+    let figures = pushbench::results::figures::Figure::LatencyP99;
+    for &transport in Transport::ALL {
+        assert_eq!(
+            evidence.nearest(transport, &design, figures, false),
+            None,
+            "{transport}: a faulted row cited"
+        );
+    }
+    let webhook = Transport::ALL
+        .iter()
+        .copied()
+        .find(|t| t.name() == "webhook")
+        .unwrap();
+    let (outage, _) = evidence.outage_survived(webhook, &design).unwrap();
+    assert!(outage > 0.0);
 }

@@ -73,7 +73,7 @@ async fn events_past_the_url_limit_are_refused_with_the_reason() {
     server.publish(&spec, 3).await.unwrap();
     let records = load.await.unwrap();
     for record in &records {
-        let counts = record.tally.counts();
+        let counts = record.ledger.counts();
         assert_eq!(counts.distinct, 100, "only the 64 B events arrive");
         assert_eq!(counts.malformed + counts.duplicated, 0);
     }

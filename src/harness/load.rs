@@ -54,10 +54,14 @@ pub async fn run_subscribers(
             let source = 1 + ((first_index + i) % LOOPBACK_SOURCES) as u8;
             config.bind = Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, source)));
         }
+        // Which streams it follows: drawn from the run's seed and its index in the run, so
+        // every process draws the same rooms for it.
+        let index = first_index + i;
+        config.topics = plan.topics_of(index);
         let plan = Arc::clone(plan);
         let target = target.clone();
         tasks.push(tokio::spawn(async move {
-            let mut sink = TallySink::new(plan, now_ns());
+            let mut sink = TallySink::following(plan, now_ns(), index, config.topics.as_deref());
             if slow {
                 sink = sink.apart();
             }
@@ -128,9 +132,8 @@ pub async fn run_job(
     } else {
         None
     };
-    let plan = RecordPlan::new(
-        job.spec.count,
-        job.spec.rate,
+    let plan = RecordPlan::of(
+        &job.spec,
         job.warmup.as_nanos() as u64,
         job.interval_origin_ns,
     );
@@ -201,8 +204,8 @@ pub async fn run_job(
     part.cpus = process::available_cpus().len();
     part.slow_consumer = records.iter().find(|r| r.apart).map(|r| SlowConsumer {
         read_rate: job.config.read_rate.unwrap_or_default(),
-        delivered: r.tally.counts().distinct,
-        lost: r.tally.lost(),
+        delivered: r.ledger.counts().distinct,
+        lost: r.ledger.lost(),
         worst_latency_us: r.worst_latency_us,
         ended_early: r.error.is_some(),
     });

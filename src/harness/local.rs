@@ -41,9 +41,10 @@ pub async fn deliver_locally(
     timeout: Duration,
 ) -> anyhow::Result<LocalRun> {
     let loopback = "127.0.0.1:0".parse()?;
+    let server_config = server_config.serving(spec);
     let mut server = Server::start(transport, loopback, spec.count, server_config).await?;
     let addr = server.addr();
-    let plan = RecordPlan::new(spec.count, spec.rate, 0, now_ns());
+    let plan = RecordPlan::of(spec, 0, now_ns());
     let load = {
         let plan = std::sync::Arc::clone(&plan);
         tokio::spawn(async move {

@@ -2,6 +2,7 @@
 //! measurement, generic over the transport, and the `pushbench run` driver around it.
 
 pub mod calibrate;
+pub mod ledger;
 mod load;
 mod local;
 mod merge;

@@ -8,9 +8,10 @@ use std::fmt;
 
 use hdrhistogram::Histogram;
 
+use super::ledger::SourceDigests;
 use super::subscriber::SubscriberRecord;
 use crate::clock::probe::ClockSync;
-use crate::event::{Digest, StreamSpec, TallyCounts};
+use crate::event::{StreamSpec, TallyCounts};
 use crate::metrics::faults::SlowConsumer;
 use crate::metrics::latency::{self, Percentiles};
 use crate::metrics::recorder::{FanoutClock, Recorded, Timeline};
@@ -22,11 +23,11 @@ use crate::transport::{SettingValues, Transport};
 const ERRORS_KEPT: usize = 8;
 
 impl DeliveryCounts {
-    /// Counts one subscriber's record against the source digest.
-    pub(crate) fn add(&mut self, record: &SubscriberRecord, source: Digest) {
-        let counts: &TallyCounts = record.tally.counts();
-        let lost = record.tally.lost();
-        let digest_ok = record.tally.digest() == source;
+    /// Counts one subscriber's record against its streams' source digests.
+    pub(crate) fn add(&mut self, record: &SubscriberRecord, sources: &SourceDigests) {
+        let counts: TallyCounts = record.ledger.counts();
+        let lost = record.ledger.lost();
+        let digest_ok = record.ledger.digests_match(sources);
         self.subscribers += 1;
         self.digest_mismatches += usize::from(!digest_ok);
         self.errors += usize::from(record.error.is_some());
@@ -60,13 +61,13 @@ impl LoadPart {
         records: &[SubscriberRecord],
         recorded: &Recorded,
     ) -> Self {
-        let source = spec.digest();
+        let sources = SourceDigests::of(spec);
         let mut counts = DeliveryCounts::default();
         let mut errors = Vec::new();
         let mut handshakes = latency::histogram();
         let mut first_events = latency::histogram();
         for record in records {
-            counts.add(record, source);
+            counts.add(record, &sources);
             if let Some(error) = &record.error {
                 if errors.len() < ERRORS_KEPT && !errors.contains(error) {
                     errors.push(error.clone());
@@ -396,8 +397,9 @@ impl fmt::Display for Merged {
 
 #[cfg(test)]
 mod tests {
+    use super::super::ledger::Ledger;
     use super::*;
-    use crate::event::{Rate, Tally};
+    use crate::event::{Event, Rate};
     use crate::metrics::recorder::Recording;
 
     fn spec(seed: u64) -> StreamSpec {
@@ -410,13 +412,20 @@ mod tests {
         let recording = Recording::new(spec.count, 0);
         let records: Vec<SubscriberRecord> = (0..subscribers)
             .map(|_| {
-                let mut tally = Tally::new(spec.count);
+                let mut ledger = Ledger::broadcast(spec.count);
                 for &seq in order {
-                    tally.record(seq, spec.payload(seq).as_bytes());
+                    ledger.record(&Event {
+                        seq,
+                        topic: None,
+                        topic_seq: None,
+                        scheduled_ns: 0,
+                        sent_ns: 0,
+                        payload: spec.payload(seq).into(),
+                    });
                     recording.event(seq, 0, 0, (seq + 1) * 1000);
                 }
                 SubscriberRecord {
-                    tally,
+                    ledger,
                     handshake_us: Some(10),
                     first_event_us: Some(5),
                     first_sent_ns: Some(0),

@@ -23,13 +23,14 @@ use crate::metrics::process::{self, MachineCpu};
 use crate::protocol::open_files::raise_open_file_limit;
 use crate::protocol::Job;
 use crate::protocol::ServeOptions;
-use crate::results::key::RowKey;
+use crate::results::key::{RowKey, Workload as KeyWorkload};
 use crate::results::scenario::Scenario;
 use crate::results::{utc_stamp, Placement, Results, Settings, TransportResult, SCHEMA_VERSION};
 use crate::transport::tls::{TlsMaterial, TLS};
 use crate::transport::{
     ClientConfig, Credentials, ServerConfig, SettingValues, Side, Target, CLIENT_IMPL, SERVER_IMPL,
 };
+use crate::workload::Workload;
 
 use super::calibrate::calibrate;
 use super::part::Merged;
@@ -68,6 +69,8 @@ pub struct RunOutcome {
 struct Combination {
     /// What tells its row from the others.
     key: RowKey,
+    /// The workload that runs (the key records it).
+    workload: Workload,
     /// Every setting the run of the transport takes for this row.
     settings: SettingValues,
     /// Settings given to the run that this transport does not take.
@@ -155,45 +158,49 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunOutcome> {
 
     let mut combinations = Vec::new();
     for payload in &scenario.payloads {
-        for &subscribers in &scenario.subscribers {
-            for &transport in &scenario.transports {
-                let repeats = if scenario.find_max {
-                    1
-                } else {
-                    scenario.repeat
-                };
-                let takes = settings_of(transport);
-                // Given settings this transport does not take: it runs without them, and its
-                // rows say so (the scenario refused any that no transport takes).
-                let not_applied: Vec<String> = scenario
-                    .settings
-                    .keys()
-                    .filter(|name| !takes.iter().any(|s| s.name() == name.as_str()))
-                    .cloned()
-                    .collect();
-                for (settings, mut variant) in scenario.variants(&takes) {
-                    // The implementations are dimensions of the key, not swept settings.
-                    for chosen in [SERVER_IMPL.name, CLIENT_IMPL.name] {
-                        variant.0.remove(chosen);
-                    }
-                    let mut key = RowKey::own(transport, subscribers, payload.clone(), variant);
-                    key.server_impl = transport
-                        .server_impl(&settings)
-                        .map_err(anyhow::Error::msg)?
-                        .name
-                        .to_owned();
-                    key.client_impl = transport
-                        .client_impl(&settings)
-                        .map_err(anyhow::Error::msg)?
-                        .name
-                        .to_owned();
-                    for repeat in 0..repeats {
-                        combinations.push(Combination {
-                            key: key.clone(),
-                            settings: settings.clone(),
-                            not_applied: not_applied.clone(),
-                            repeat,
-                        });
+        for &workload in &scenario.workloads {
+            for &subscribers in &scenario.subscribers {
+                for &transport in &scenario.transports {
+                    let repeats = if scenario.find_max {
+                        1
+                    } else {
+                        scenario.repeat
+                    };
+                    let takes = settings_of(transport);
+                    // Given settings this transport does not take: it runs without them, and its
+                    // rows say so (the scenario refused any that no transport takes).
+                    let not_applied: Vec<String> = scenario
+                        .settings
+                        .keys()
+                        .filter(|name| !takes.iter().any(|s| s.name() == name.as_str()))
+                        .cloned()
+                        .collect();
+                    for (settings, mut variant) in scenario.variants(&takes) {
+                        // The implementations are dimensions of the key, not swept settings.
+                        for chosen in [SERVER_IMPL.name, CLIENT_IMPL.name] {
+                            variant.0.remove(chosen);
+                        }
+                        let mut key = RowKey::own(transport, subscribers, payload.clone(), variant);
+                        key.workload = KeyWorkload::of(&workload);
+                        key.server_impl = transport
+                            .server_impl(&settings)
+                            .map_err(anyhow::Error::msg)?
+                            .name
+                            .to_owned();
+                        key.client_impl = transport
+                            .client_impl(&settings)
+                            .map_err(anyhow::Error::msg)?
+                            .name
+                            .to_owned();
+                        for repeat in 0..repeats {
+                            combinations.push(Combination {
+                                key: key.clone(),
+                                workload,
+                                settings: settings.clone(),
+                                not_applied: not_applied.clone(),
+                                repeat,
+                            });
+                        }
                     }
                 }
             }
@@ -397,8 +404,8 @@ async fn measure(
     combination: &Combination,
     placed: &Placed<'_>,
 ) -> anyhow::Result<TransportResult> {
-    let spec = scenario.spec(&combination.key.payload);
     let subscribers = combination.key.subscribers;
+    let spec = scenario.spec(&combination.key.payload, combination.workload, subscribers);
     // Every setting and credential reaches the children over the protocol, not argv. The
     // run's own certificate (self-signed, for the server's address) and the transport's
     // credentials, made fresh for this server: both sides get them over the protocol, and

@@ -1,15 +1,17 @@
-//! One subscriber's record of its stream, filled by the transport's client through the
-//! [`Sink`] contract: the tally (digest, loss, duplicates, order) and its connect and
+//! One subscriber's record of its streams, filled by the transport's client through the
+//! [`Sink`] contract: the ledger (digest, loss, duplicates, order, per stream) and its connect and
 //! first-event times, all O(1) in memory. Latencies go straight to the run's shared
 //! [`Recording`], which keeps them per thread, not per subscriber.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use crate::event::{DecodeError, Event, Gap, Rate, Tally};
+use super::ledger::Ledger;
+use crate::event::{DecodeError, Event, Gap, Rate, StreamSpec};
 use crate::metrics::latency;
 use crate::metrics::recorder::Recording;
 use crate::transport::{Flow, Sink};
+use crate::workload::Workload;
 
 /// What every subscriber of one run shares: the stream's shape, the warm-up, the recording
 /// and a count of subscribers connected so far.
@@ -26,6 +28,13 @@ pub struct RecordPlan {
     pub recording: Recording,
     /// Subscribers whose subscription is established.
     pub connected: AtomicUsize,
+    /// The workload's shape, with the streams the global sequence interleaves and the seed
+    /// room membership is drawn from.
+    pub workload: Workload,
+    /// Streams the global sequence interleaves.
+    pub streams: u64,
+    /// Seeds room membership.
+    pub seed: u64,
 }
 
 impl RecordPlan {
@@ -38,7 +47,42 @@ impl RecordPlan {
             warmup_ns,
             recording: Recording::new(expected, origin_ns),
             connected: AtomicUsize::new(0),
+            workload: Workload::Broadcast,
+            streams: 1,
+            seed: 0,
         })
+    }
+
+    /// A plan for `spec`'s global stream, its workload's shape included.
+    pub fn of(spec: &StreamSpec, warmup_ns: u64, origin_ns: u64) -> Arc<Self> {
+        Arc::new(Self {
+            expected: spec.count,
+            rate: spec.rate,
+            warmup_ns,
+            recording: Recording::new(spec.count, origin_ns),
+            connected: AtomicUsize::new(0),
+            workload: spec.workload,
+            streams: spec.streams,
+            seed: spec.seed,
+        })
+    }
+
+    /// The streams subscriber `index` follows (`None`: the one broadcast stream).
+    pub fn topics_of(&self, index: usize) -> Option<Vec<u32>> {
+        self.workload.topics_of(index, self.seed)
+    }
+
+    /// An empty ledger for subscriber `index`, following `topics`.
+    fn ledger(&self, index: usize, topics: Option<&[u32]>) -> Ledger {
+        match topics {
+            None => Ledger::broadcast(self.expected),
+            Some(topics) => Ledger::of_streams(
+                index,
+                topics,
+                self.expected / self.streams.max(1),
+                self.streams,
+            ),
+        }
     }
 }
 
@@ -47,7 +91,7 @@ impl RecordPlan {
 #[derive(Debug)]
 pub struct TallySink {
     plan: Arc<RecordPlan>,
-    tally: Tally,
+    ledger: Ledger,
     started_ns: u64,
     connected_ns: Option<u64>,
     first_event: Option<(u64, u64)>,
@@ -66,10 +110,22 @@ pub struct TallySink {
 }
 
 impl TallySink {
-    /// A sink for one subscriber of `plan`'s stream, whose subscription starts at `started_ns`.
+    /// A sink for one subscriber of `plan`'s broadcast stream, whose subscription starts at
+    /// `started_ns`.
     pub fn new(plan: Arc<RecordPlan>, started_ns: u64) -> Self {
+        Self::following(plan, started_ns, 0, None)
+    }
+
+    /// A sink for subscriber `index` of `plan`, following `topics` (`None`: the broadcast
+    /// stream).
+    pub fn following(
+        plan: Arc<RecordPlan>,
+        started_ns: u64,
+        index: usize,
+        topics: Option<&[u32]>,
+    ) -> Self {
         Self {
-            tally: Tally::new(plan.expected),
+            ledger: plan.ledger(index, topics),
             plan,
             started_ns,
             connected_ns: None,
@@ -92,8 +148,11 @@ impl TallySink {
 
     /// What the subscriber ended with.
     pub fn finish(self, error: Option<String>) -> SubscriberRecord {
+        // An event of a stream it does not follow fails the subscriber, named, even when its
+        // own streams arrived whole.
+        let error = error.or_else(|| self.ledger.misrouting());
         SubscriberRecord {
-            tally: self.tally,
+            ledger: self.ledger,
             handshake_us: self
                 .connected_ns
                 .map(|at| latency::micros_between(self.started_ns, at)),
@@ -138,7 +197,7 @@ impl Sink for TallySink {
     }
 
     fn event(&mut self, event: &Event<'_>, received_ns: u64) -> Flow {
-        self.tally.record(event.seq, event.payload.as_bytes());
+        self.ledger.record(event);
         self.first_event.get_or_insert((event.sent_ns, received_ns));
         self.last_received_ns = Some(received_ns);
         if self.apart {
@@ -149,7 +208,7 @@ impl Sink for TallySink {
                 .recording
                 .event(event.seq, event.scheduled_ns, event.sent_ns, received_ns);
         }
-        if self.tally.is_complete() {
+        if self.ledger.is_complete() {
             Flow::Stop
         } else {
             Flow::Continue
@@ -158,7 +217,7 @@ impl Sink for TallySink {
 
     fn malformed(&mut self, error: &DecodeError) -> Flow {
         tracing::debug!(%error, "malformed event");
-        self.tally.record_malformed();
+        self.ledger.record_malformed();
         Flow::Continue
     }
 
@@ -171,7 +230,7 @@ impl Sink for TallySink {
     }
 
     fn gap(&mut self, gap: Gap) {
-        self.tally.record_gap(gap);
+        self.ledger.record_gap(gap);
     }
 
     fn outage(&mut self, start_ns: u64, end_ns: u64) {
@@ -182,8 +241,8 @@ impl Sink for TallySink {
 /// What one subscriber received, and when: O(1) in the stream's length.
 #[derive(Debug)]
 pub struct SubscriberRecord {
-    /// The tally of its stream.
-    pub tally: Tally,
+    /// The ledger of its streams.
+    pub ledger: Ledger,
     /// From starting to subscribe to the subscription being established (connect, handshake;
     /// for polling, the first answer; for webhooks, registration).
     pub handshake_us: Option<u64>,
@@ -215,7 +274,7 @@ impl SubscriberRecord {
     /// the drop stays unexplained.
     pub fn cut_off_by_drop(&mut self) {
         if self.handshake_us.is_some() && self.error.is_some() {
-            self.cut_off = self.tally.missing_tail().unwrap_or(0);
+            self.cut_off = self.ledger.missing_tail().unwrap_or(0);
         }
     }
 
@@ -223,8 +282,8 @@ impl SubscriberRecord {
     /// drop cut off) and nothing arrived twice or garbled: the ledger balances even when the
     /// stream is not identical.
     pub fn ledger_balances(&self) -> bool {
-        let counts = self.tally.counts();
-        self.tally.lost() == counts.gapped + self.cut_off
+        let counts = self.ledger.counts();
+        self.ledger.lost() == counts.gapped + self.cut_off
             && counts.duplicated == 0
             && counts.malformed == 0
             && (self.error.is_none() || self.cut_off > 0)

@@ -198,7 +198,7 @@ pub(super) fn summarise(s: Summary<'_>) -> TransportResult {
         }
     };
     let payload_bytes = s.spec.payload_bytes() as f64 * delivered as f64 / s.spec.count as f64;
-    let expected = s.spec.count * subscribers as u64;
+    let expected = s.spec.deliveries_per_subscriber() * subscribers as u64;
     let sockets = s.stats.sockets + merged.sockets;
     let load_cpu_us: u64 = merged
         .workers
@@ -235,7 +235,7 @@ pub(super) fn summarise(s: Summary<'_>) -> TransportResult {
             subscribers: counts.subscribers,
             ..s.row.key.clone()
         },
-        offered_rate: s.spec.rate,
+        offered_rate: s.spec.per_stream_rate(),
         repeat: s.row.repeat,
         settings: s.settings,
         not_applied: s.not_applied,

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::workload::Workload;
+
 /// Which way events (and messages) go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -121,6 +123,22 @@ pub struct DesignSettings {
     /// Most server CPU cores for delivery.
     #[arg(long)]
     pub cpu_cores: Option<f64>,
+    /// The connections are encrypted (TLS): only figures measured with TLS stand for it.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub tls: Option<bool>,
+    /// Who gets which events: `broadcast` (every event to everyone, the default), `topics`
+    /// (rooms, channels) or `unicast` (one stream per consumer).
+    #[arg(long)]
+    pub workload: Option<String>,
+    /// Rooms of a `topics` design.
+    #[arg(long)]
+    pub topics: Option<u32>,
+    /// Rooms each consumer is in (default 1).
+    #[arg(long)]
+    pub topics_per_subscriber: Option<u32>,
+    /// How consumers spread over rooms: `uniform` or `zipf:S` (a few big rooms).
+    #[arg(long)]
+    pub membership: Option<String>,
 }
 
 /// A validated design.
@@ -162,6 +180,12 @@ pub struct Design {
     pub memory_per_connection: Option<u64>,
     /// Most server CPU cores.
     pub cpu_cores: Option<f64>,
+    /// Connections are encrypted.
+    #[serde(default)]
+    pub tls: bool,
+    /// Who gets which events.
+    #[serde(default)]
+    pub workload: Workload,
 }
 
 impl DesignSettings {
@@ -206,6 +230,11 @@ impl DesignSettings {
             http1_only: over.http1_only.or(self.http1_only),
             memory_per_connection: over.memory_per_connection.or(self.memory_per_connection),
             cpu_cores: over.cpu_cores.or(self.cpu_cores),
+            tls: over.tls.or(self.tls),
+            workload: over.workload.or(self.workload),
+            topics: over.topics.or(self.topics),
+            topics_per_subscriber: over.topics_per_subscriber.or(self.topics_per_subscriber),
+            membership: over.membership.or(self.membership),
         }
     }
 
@@ -278,6 +307,14 @@ impl DesignSettings {
                 .cpu_cores
                 .map(|v| positive(Some(v), "cpu-cores", v))
                 .transpose()?,
+            tls: self.tls.unwrap_or(false),
+            workload: Workload::parse(
+                self.workload.as_deref().unwrap_or("broadcast"),
+                self.topics,
+                self.topics_per_subscriber,
+                self.membership.as_deref(),
+            )
+            .map_err(|why| DesignError::Invalid(why.replace("--", "")))?,
         })
     }
 }
@@ -310,8 +347,17 @@ impl Design {
             }
             Delivery::AtLeastOnce => "at least once".to_string(),
         };
+        let shape = match self.workload {
+            Workload::Broadcast => String::new(),
+            Workload::Unicast => ", one stream each".to_owned(),
+            Workload::Topics {
+                topics,
+                per_subscriber,
+                ..
+            } => format!(", in {per_subscriber} of {topics} rooms each"),
+        };
         format!(
-            "{direction}, {} {consumers}{}{}, {} ev/s each, {} B payloads, p99 within {} ms, {delivery}",
+            "{direction}, {} {consumers}{}{}{shape}, {} ev/s each, {} B payloads, p99 within {} ms, {delivery}",
             self.subscribers,
             if self.subscribers_per_host > 1 {
                 format!(" ({} per host)", self.subscribers_per_host)

@@ -1,12 +1,15 @@
 //! The measured figures a recommendation stands on: one or more results files, and for each
 //! transport the figure nearest to a design (latency at the closest fan-out and rate, memory
 //! from the most connections held, capacity from unscheduled or stepped-up runs), each with
-//! where it was measured so a reason can cite it.
+//! where it was measured so a reason can cite it. Only rows measured under the design's
+//! conditions count ([`Conditions`]: its workload shape, no injected fault, its TLS and
+//! proxy), and a figure carries its row's settings, so one reason's numbers come from one row.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
 
+use super::conditions::Conditions;
 use super::design::Design;
 use crate::event::{PayloadSizes, Rate};
 use crate::results::figures::{rows, Figure, Row};
@@ -47,6 +50,9 @@ pub struct Measured {
     /// The load, not the transport, set the figure (a load-bound row): the transport can do at
     /// least this much.
     pub load_bound: bool,
+    /// The settings its row ran with (its first run's), so what a reason says beside the figure
+    /// (the polling interval it was measured at) is that row's.
+    pub settings: SettingValues,
 }
 
 impl Measured {
@@ -98,8 +104,20 @@ impl Evidence {
         }
     }
 
-    /// Every passing row for a transport, with its scenario name.
+    /// Every passing row for a transport measured under `design`'s conditions, with its
+    /// scenario name.
     fn rows_for<'a>(
+        &'a self,
+        transport: Transport,
+        design: &Design,
+    ) -> impl Iterator<Item = (&'a str, Row<'a>)> + 'a {
+        let conditions = Conditions::of(design);
+        self.passing(transport)
+            .filter(move |(_, r)| conditions.admit(&r.key, &first_settings(r)))
+    }
+
+    /// Every passing row for a transport, whatever its conditions.
+    fn passing<'a>(
         &'a self,
         transport: Transport,
     ) -> impl Iterator<Item = (&'a str, Row<'a>)> + 'a {
@@ -141,6 +159,21 @@ impl Evidence {
         })
     }
 
+    /// A cost figure (CPU per delivery) from a comparable run the load did not bound: where
+    /// the load was the limit, the figure is the load's.
+    pub fn comparable_cost(
+        &self,
+        transport: Transport,
+        design: &Design,
+        metric: Figure,
+    ) -> Option<Measured> {
+        self.nearest_where(transport, design, metric, false, |r| {
+            within_regime(r.key.subscribers as f64, design.subscribers as f64)
+                && within_regime(rate_per_subscriber(r), design.rate)
+                && !load_bound(r)
+        })
+    }
+
     /// The figure from the passing row nearest the design among those `admit` lets through
     /// (with `scheduled`, only scheduled runs the transport kept up with).
     fn nearest_where(
@@ -151,7 +184,7 @@ impl Evidence {
         scheduled: bool,
         admit: impl Fn(&Row<'_>) -> bool,
     ) -> Option<Measured> {
-        self.rows_for(transport)
+        self.rows_for(transport, design)
             .filter(|(_, r)| !scheduled || (r.rate != Rate::Max && kept_up(r)))
             .filter(|(_, r)| admit(r))
             .map(|(scenario, r)| (distance(&r, design), measured(scenario, &r, metric)))
@@ -161,16 +194,22 @@ impl Evidence {
 
     /// A figure from the run holding the most connections (memory per connection is only
     /// meaningful with many).
-    pub fn most_connections(&self, transport: Transport, metric: Figure) -> Option<Measured> {
-        self.rows_for(transport)
+    pub fn most_connections(
+        &self,
+        transport: Transport,
+        design: &Design,
+        metric: Figure,
+    ) -> Option<Measured> {
+        self.rows_for(transport, design)
             .max_by_key(|(_, r)| r.key.subscribers)
             .map(|(scenario, r)| measured(scenario, &r, metric))
     }
 
     /// The most deliveries per second measured: unscheduled runs and stepped-up rates.
-    pub fn capacity(&self, transport: Transport) -> Option<Measured> {
+    pub fn capacity(&self, transport: Transport, design: &Design) -> Option<Measured> {
+        let conditions = Conditions::of(design);
         let unscheduled = self
-            .rows_for(transport)
+            .rows_for(transport, design)
             .filter(|(_, r)| r.rate == Rate::Max)
             .map(|(scenario, r)| measured(scenario, &r, Figure::EventsPerS));
         let stepped = self.sources.iter().flat_map(|s| {
@@ -178,6 +217,7 @@ impl Evidence {
                 .max_rates
                 .iter()
                 .filter(move |m| m.key.transport == transport && m.events_per_s > 0.0)
+                .filter(|m| conditions.admit_key(&m.key))
                 .map(move |m| Measured {
                     value: m.events_per_s * m.key.subscribers as f64,
                     subscribers: m.key.subscribers,
@@ -185,6 +225,7 @@ impl Evidence {
                     payload: m.key.payload.clone(),
                     scenario: s.results.scenario.name.clone(),
                     load_bound: false,
+                    settings: SettingValues::default(),
                 })
         });
         unscheduled
@@ -193,8 +234,8 @@ impl Evidence {
     }
 
     /// The most subscribers and the fastest scheduled rate measured for a transport.
-    pub fn span(&self, transport: Transport) -> Option<(usize, f64)> {
-        self.rows_for(transport)
+    pub fn span(&self, transport: Transport, design: &Design) -> Option<(usize, f64)> {
+        self.rows_for(transport, design)
             .map(|(_, r)| (r.key.subscribers, per_second(r.rate, f64::INFINITY)))
             .reduce(|a, b| (a.0.max(b.0), a.1.max(b.1)))
     }
@@ -207,28 +248,31 @@ impl Evidence {
     }
 
     /// The value of one of the transport's settings its evidence was measured with (the first
-    /// passing run's), or the setting's default when there is no evidence.
-    pub fn setting<T>(&self, transport: Transport, setting: &Setting<T>) -> T
+    /// comparable run's), or the setting's default when there is no evidence. A reason that
+    /// cites a figure beside it reads it from that figure's [`Measured::settings`] instead.
+    pub fn setting<T>(&self, transport: Transport, design: &Design, setting: &Setting<T>) -> T
     where
         T: crate::settings::Value + PartialOrd,
     {
-        self.rows_for(transport)
-            .find_map(|(_, row)| row.runs.first().map(|run| setting.read(&run.settings)))
-            .unwrap_or(setting.default)
+        setting.read(&self.settings(transport, design))
     }
 
-    /// The transport's settings as its evidence was measured with (the first passing run's),
-    /// or none (every setting at its default) without evidence.
-    pub fn settings(&self, transport: Transport) -> SettingValues {
-        self.rows_for(transport)
-            .find_map(|(_, row)| row.runs.first().map(|run| run.settings.clone()))
+    /// The transport's settings as its evidence was measured with (the first comparable
+    /// run's), or none (every setting at its default) without evidence.
+    pub fn settings(&self, transport: Transport, design: &Design) -> SettingValues {
+        self.rows_for(transport, design)
+            .map(|(_, row)| first_settings(&row))
+            .next()
             .unwrap_or_default()
     }
 
     /// The longest consumer outage (the outage fault, seconds) a passing row of the transport
-    /// went through, with how many events that row lost: measured downtime, where it exists.
-    pub fn outage_survived(&self, transport: Transport) -> Option<(f64, u64)> {
-        self.rows_for(transport)
+    /// went through under the design's other conditions, with how many events that row lost:
+    /// measured downtime, where it exists. The one figure read from faulted rows.
+    pub fn outage_survived(&self, transport: Transport, design: &Design) -> Option<(f64, u64)> {
+        let conditions = Conditions::of(design);
+        self.passing(transport)
+            .filter(|(_, r)| conditions.admit_faulted(&r.key, &first_settings(r)))
             .flat_map(|(_, row)| row.runs.to_vec())
             .filter(|run| !run.failed)
             .map(|run| (OUTAGE.read(&run.settings).as_secs_f64(), run.lost))
@@ -256,10 +300,26 @@ fn within_regime(measured: f64, design: f64) -> bool {
     measured > 0.0 && design > 0.0 && measured <= design * REGIME && measured * REGIME >= design
 }
 
-/// Events per second each subscriber was offered (scheduled) or received (unscheduled).
+/// The settings a row ran with (its first run's).
+fn first_settings(row: &Row<'_>) -> SettingValues {
+    row.runs
+        .first()
+        .map(|run| run.settings.clone())
+        .unwrap_or_default()
+}
+
+/// Whether the load, not the transport, was the limit in any run of the row.
+fn load_bound(row: &Row<'_>) -> bool {
+    row.runs
+        .iter()
+        .any(|r| r.bound == Some(crate::results::Bound::LoadBound))
+}
+
+/// Events per second each subscriber was offered (scheduled: each stream's rate times the
+/// streams it follows) or received (unscheduled).
 fn rate_per_subscriber(row: &Row<'_>) -> f64 {
     match row.rate {
-        Rate::PerSecond(rate) => rate,
+        Rate::PerSecond(rate) => rate * streams_followed(row) as f64,
         Rate::Max => row.figure(Figure::EventsPerS).median / row.key.subscribers.max(1) as f64,
     }
 }
@@ -289,6 +349,17 @@ fn distance(row: &Row<'_>, design: &Design) -> f64 {
         + 0.25 * log_gap(payload, design.payload as f64)
 }
 
+/// Streams each subscriber of the row followed (rooms it was in; one otherwise).
+fn streams_followed(row: &Row<'_>) -> u64 {
+    row.key
+        .workload
+        .params
+        .0
+        .get("topics-per-subscriber")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1)
+}
+
 fn measured(scenario: &str, row: &Row<'_>, metric: Figure) -> Measured {
     Measured {
         value: row.figure(metric).median,
@@ -296,10 +367,8 @@ fn measured(scenario: &str, row: &Row<'_>, metric: Figure) -> Measured {
         offered_rate: row.rate,
         payload: row.key.payload.clone(),
         scenario: scenario.to_owned(),
-        load_bound: row
-            .runs
-            .iter()
-            .any(|r| r.bound == Some(crate::results::Bound::LoadBound)),
+        load_bound: load_bound(row),
+        settings: first_settings(row),
     }
 }
 

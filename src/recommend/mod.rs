@@ -5,10 +5,13 @@
 //!
 //! - [`design`]: the design, from flags or `designs/*.toml`.
 //! - [`evidence`]: the results files and the figure nearest a design.
+//! - [`conditions`]: which rows were measured under a design's conditions (shape, faults,
+//!   TLS, proxy), the only ones that are evidence for it.
 //! - [`assess`]: one transport against one design.
 //! - [`render`]: the answer as terminal text.
 
 pub mod assess;
+pub mod conditions;
 pub mod design;
 pub mod evidence;
 pub mod render;
@@ -24,7 +27,7 @@ use design::{Design, DesignSettings};
 use evidence::Evidence;
 
 /// The standard designs (the files under `designs/`), built in so the report needs no files.
-pub const STANDARD_DESIGNS: [(&str, &str); 8] = [
+pub const STANDARD_DESIGNS: [(&str, &str); 9] = [
     (
         "payment-webhooks",
         include_str!("../../designs/payment-webhooks.toml"),
@@ -53,6 +56,10 @@ pub const STANDARD_DESIGNS: [(&str, &str); 8] = [
     (
         "service-mesh",
         include_str!("../../designs/service-mesh.toml"),
+    ),
+    (
+        "notifications",
+        include_str!("../../designs/notifications.toml"),
     ),
 ];
 

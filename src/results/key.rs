@@ -64,6 +64,10 @@ pub enum Shape {
     /// One stream, every event to every subscriber.
     #[default]
     Broadcast,
+    /// Rooms: several streams, each subscriber following some.
+    Topics,
+    /// One stream per subscriber.
+    Unicast,
 }
 
 impl Shape {
@@ -71,6 +75,8 @@ impl Shape {
     pub fn name(self) -> &'static str {
         match self {
             Shape::Broadcast => "broadcast",
+            Shape::Topics => "topics",
+            Shape::Unicast => "unicast",
         }
     }
 }
@@ -87,6 +93,19 @@ pub struct Workload {
 }
 
 impl Workload {
+    /// The recorded form of a workload that ran.
+    pub fn of(workload: &crate::workload::Workload) -> Self {
+        use crate::workload::Workload as Ran;
+        Self {
+            shape: match workload {
+                Ran::Broadcast => Shape::Broadcast,
+                Ran::Topics { .. } => Shape::Topics,
+                Ran::Unicast => Shape::Unicast,
+            },
+            params: SettingValues::from_pairs(workload.params()),
+        }
+    }
+
     /// Whether it is the default: every event to every subscriber.
     pub fn is_broadcast(&self) -> bool {
         self.shape == Shape::Broadcast && self.params.is_empty()

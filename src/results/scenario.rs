@@ -12,6 +12,15 @@ use crate::payload::PayloadKind;
 use crate::protocol::open_files::{server_processes_for, subscribers_per_process};
 use crate::settings::{Declared, SettingValues};
 use crate::transport::Transport;
+use crate::workload::Workload;
+
+fn broadcast() -> Vec<Workload> {
+    vec![Workload::Broadcast]
+}
+
+fn is_broadcast(workloads: &Vec<Workload>) -> bool {
+    *workloads == broadcast()
+}
 
 /// How long a run may take unless told.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -41,7 +50,11 @@ pub struct Scenario {
     #[serde(default, skip_serializing_if = "PayloadKind::is_random")]
     #[schemars(with = "Option<String>")]
     pub payload_kind: PayloadKind,
-    /// Seed for the payload bytes.
+    /// The workload shapes swept, one run each (absent in older results: broadcast).
+    #[serde(default = "broadcast", skip_serializing_if = "is_broadcast")]
+    #[schemars(with = "Vec<serde_json::Value>")]
+    pub workloads: Vec<Workload>,
+    /// Seed for the payload bytes and room membership.
     pub seed: u64,
     /// Left out of the latency figures at the start of each stream.
     #[serde(with = "secs")]
@@ -90,6 +103,7 @@ impl Scenario {
             events: stream.count,
             payloads: vec![stream.payload.clone()],
             payload_kind: stream.kind,
+            workloads: vec![stream.workload],
             seed: stream.seed,
             warmup: Duration::ZERO,
             repeat: 1,
@@ -117,12 +131,19 @@ impl Scenario {
         server_processes_for(subscribers)
     }
 
-    /// The stream of one run.
-    pub fn spec(&self, payload: &PayloadSizes) -> StreamSpec {
+    /// The stream of one run: the global stream of `workload` for `subscribers`, where
+    /// each stream has the scenario's events and rate.
+    pub fn spec(
+        &self,
+        payload: &PayloadSizes,
+        workload: Workload,
+        subscribers: usize,
+    ) -> StreamSpec {
         // Every combination was validated in `resolve`.
         StreamSpec::new(self.seed, self.events, payload.clone(), self.rate)
             .expect("validated")
             .with_kind(self.payload_kind)
+            .with_workload(workload, subscribers)
     }
 
     /// The settings each run of a transport takes, given every setting it takes (its own and

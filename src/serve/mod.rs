@@ -89,6 +89,7 @@ impl Server {
             HubOptions {
                 replay_window: replay_window(&config.settings),
                 delivery_delay: config.faults.delivery_delay,
+                streams: config.streams,
             },
         );
         let counters = Arc::clone(&config.counters);
@@ -328,7 +329,7 @@ pub async fn run(
         options.listen,
         options.reuse_port,
         options.spec.count,
-        options.config.clone(),
+        options.config.clone().serving(&options.spec),
     )
     .await?;
     // Listening, nobody connected: what each subscriber adds is measured from here.

@@ -37,7 +37,7 @@ use super::{
 };
 use crate::clock::now_ns;
 use crate::event::{DecodeError, Gap};
-use crate::hub::{Batch, BatchLimit, Hub};
+use crate::hub::{Batch, BatchLimit, Hub, Interest};
 
 /// A request the server refuses with 400 and a sentence saying why.
 #[derive(Debug)]
@@ -59,6 +59,17 @@ pub(crate) fn first_seq_from_query(query: Option<&str>) -> Result<u64, BadReques
         None => Ok(0),
         Some(text) => parse_after(text),
     }
+}
+
+/// The streams a request follows, `topics=1,5,9` (absent: every event), checked against what
+/// the hub publishes: the one query parameter every HTTP transport subscribes with.
+pub(crate) fn interest_from_query(query: Option<&str>, hub: &Hub) -> Result<Interest, BadRequest> {
+    let topics = query
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("topics="));
+    hub.interest_in(topics)
+        .map_err(|why| BadRequest(format!("invalid topics: {why}\n")))
 }
 
 /// The hold a long poll asks for with `wait=SECS`, if any.
@@ -134,12 +145,16 @@ async fn answer(
         Ok(seq) => seq,
         Err(rejection) => return rejection.into_response(),
     };
+    let interest = match interest_from_query(query.as_deref(), &state.hub) {
+        Ok(interest) => interest,
+        Err(rejection) => return rejection.into_response(),
+    };
     let hold = match (state.hold, wait_from_query(query.as_deref())) {
         (Some(hold), Ok(Some(wait))) => Some(hold.min(wait)),
         (hold, Ok(_)) => hold,
         (_, Err(rejection)) => return rejection.into_response(),
     };
-    let mut reader = state.hub.reader(first_seq);
+    let mut reader = state.hub.reader_of(first_seq, interest);
     let batch = match hold {
         Some(hold) if hold.is_zero() => reader.try_batch(state.batch),
         Some(hold) => tokio::time::timeout(hold, reader.next_batch(state.batch))
@@ -233,12 +248,13 @@ pub(crate) async fn subscribe(
             ticker.tick().await;
         }
         // The cursor is the last event the sink took (or the last one a gap named).
-        let query = match (sink.last_seq(), connected) {
+        let cursor = match (sink.last_seq(), connected) {
             (Some(seq), _) => Some(format!("after={seq}")),
             // The first request asks not to be held, so subscribing completes at once.
             (None, false) => Some("wait=0".to_string()),
             (None, true) => None,
         };
+        let query = super::join_query([cursor, config.topics_query()]);
         let path = target.request_path(OWN_PATH, query.as_deref());
         // A keep-alive connection the server closed between requests is replaced by the next
         // request without an error; it is a drop all the same, and counted as one.
@@ -401,6 +417,7 @@ mod tests {
         let batch = Batch {
             gap: None,
             first_seq: 7,
+            seqs: Vec::new(),
             events: vec![Bytes::from_static(b"{\"a\":1}"), Bytes::from_static(b"[2]")],
         };
         let mut body = BytesMut::new();

@@ -295,6 +295,11 @@ pub struct ServerConfig {
     pub counters: Arc<SocketCounters>,
     /// Faults injected on purpose, to check that the measurement sees them.
     pub faults: Faults,
+    /// Streams the server publishes where the workload has its events tagged with theirs
+    /// (rooms, one per user), which each subscriber names when it subscribes; `None`: one
+    /// broadcast stream.
+    #[serde(default)]
+    pub streams: Option<u64>,
 }
 
 /// What a server allows its clients, so that no client can hold it, fill it or turn it
@@ -357,11 +362,21 @@ impl Default for ServerConfig {
             tls: tls::TlsMaterial::default(),
             counters: Arc::default(),
             faults: Faults::default(),
+            streams: None,
         }
     }
 }
 
 impl ServerConfig {
+    /// The same config for a server of `spec`'s stream: where its workload has several
+    /// streams, subscribers name theirs.
+    pub fn serving(self, spec: &crate::event::StreamSpec) -> Self {
+        Self {
+            streams: spec.tagged().then_some(spec.streams),
+            ..self
+        }
+    }
+
     /// The defaults, for a server whose subscribers are on this machine (tests, benchmarks):
     /// with the consents a run on its own machine gives (consumers on loopback may be reached).
     pub fn local() -> Self {
@@ -401,6 +416,10 @@ pub struct ClientConfig {
     /// fault. The load computes it from the stream and gives it to one subscriber only.
     #[serde(default)]
     pub read_rate: Option<u64>,
+    /// The streams this subscriber follows, where the server publishes several (`None`: the
+    /// one broadcast stream). Each transport names them in its own idiom when it subscribes.
+    #[serde(default)]
+    pub topics: Option<Vec<u32>>,
 }
 
 impl Default for ClientConfig {
@@ -414,8 +433,25 @@ impl Default for ClientConfig {
             request_timeout: Duration::from_secs(60),
             counters: Arc::default(),
             read_rate: None,
+            topics: None,
         }
     }
+}
+
+impl ClientConfig {
+    /// The streams this subscriber follows as the HTTP transports name them, `topics=1,5,9`
+    /// (`None` for the one broadcast stream).
+    pub(crate) fn topics_query(&self) -> Option<String> {
+        self.topics
+            .as_deref()
+            .map(|topics| format!("topics={}", crate::workload::show_topics(topics)))
+    }
+}
+
+/// Query parameters joined with `&`, leaving out the absent (`None` when all are).
+pub(crate) fn join_query<const N: usize>(parts: [Option<String>; N]) -> Option<String> {
+    let present: Vec<String> = parts.into_iter().flatten().collect();
+    (!present.is_empty()).then(|| present.join("&"))
 }
 
 /// Whether a subscription should go on.

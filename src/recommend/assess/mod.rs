@@ -15,7 +15,11 @@ use serde::Serialize;
 
 use super::design::Design;
 use super::evidence::Evidence;
+use crate::harness::settings::settings_of;
+use crate::link::via::VIA;
+use crate::transport::tls::TLS;
 use crate::transport::{Requests, Transport};
+use crate::workload::Workload;
 
 /// How a transport fits a design.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -95,7 +99,7 @@ impl<'a> Facts<'a> {
         // it (the transport declares which of its settings that is).
         let pace = requests
             .pace()
-            .map(|setting| evidence.setting(transport, setting).as_secs_f64());
+            .map(|setting| evidence.setting(transport, design, setting).as_secs_f64());
         Self {
             transport,
             design,
@@ -173,24 +177,58 @@ pub fn assess(transport: Transport, design: &Design, evidence: &Evidence) -> Ass
         rule(&facts, &mut findings);
     }
     findings.costs.requests_per_s = Some(costs::requests_per_s(&facts));
+    // A transport a hard rule excludes needs no measurement.
+    let excluded = findings.excluded();
     Assessment {
         transport: transport.name(),
         verdict: findings.verdict(),
         reasons: findings.reasons,
         costs: findings.costs,
-        to_measure: findings.to_measure,
+        to_measure: findings.to_measure.filter(|_| !excluded),
     }
 }
 
-/// The `pushbench run` command that measures a transport at the design's fan-out and rate.
-pub fn run_command(transport: &str, design: &Design) -> String {
+/// The `pushbench run` command that measures a transport at the design's fan-out and rate,
+/// under its conditions: its workload shape (`--rate` is per stream, so a subscriber in M
+/// rooms receives M times it), TLS and buffering proxy.
+pub fn run_command(transport: Transport, design: &Design) -> String {
+    // A condition only where the transport takes it: `run` refuses a setting it does not.
+    let takes = |name: &str| settings_of(transport).iter().any(|s| s.name() == name);
+    let (shape, streams_each) = match design.workload {
+        Workload::Broadcast => (String::new(), 1),
+        Workload::Unicast => (" --workload unicast".to_owned(), 1),
+        Workload::Topics {
+            topics,
+            per_subscriber,
+            membership,
+        } => (
+            format!(
+                " --workload topics --topics {topics} --topics-per-subscriber {per_subscriber} \
+                 --membership {}",
+                membership.show()
+            ),
+            per_subscriber,
+        ),
+    };
+    let rate = design.rate / f64::from(streams_each);
     format!(
-        "pushbench run --transports {transport} --subscribers {} --rate {} --payload {} --duration {}",
+        "pushbench run --transports {} --subscribers {} --rate {rate} --payload {} \
+         --duration {}{shape}{}{}",
+        transport.name(),
         design.subscribers,
-        design.rate,
         design.payload,
         // Enough events for a p99 per subscriber, at least ten seconds.
-        (100.0 / design.rate).max(10.0).ceil()
+        (100.0 / rate).max(10.0).ceil(),
+        if design.tls && takes(TLS.name) {
+            " --tls on"
+        } else {
+            ""
+        },
+        if design.buffering_proxy && takes(VIA.name) {
+            " --via nginx-buffered"
+        } else {
+            ""
+        },
     )
 }
 

@@ -167,7 +167,7 @@ pub fn idle_timeout(facts: &Facts<'_>, found: &mut Findings) {
         KeepAlive::ClientPing(setting) => Some(
             facts
                 .evidence
-                .setting(facts.transport, setting)
+                .setting(facts.transport, facts.design, setting)
                 .as_secs_f64(),
         ),
         KeepAlive::Nothing => None,
@@ -214,7 +214,7 @@ pub fn delivery(facts: &Facts<'_>, found: &mut Findings) {
         Redelivery::Retries(how, span) => {
             // Retries carry events across downtime only while the schedule runs: say how
             // long it runs with the settings measured, against the design's downtime.
-            let span = span(&facts.evidence.settings(facts.transport)).as_secs_f64();
+            let span = span(&facts.evidence.settings(facts.transport, facts.design)).as_secs_f64();
             let text = if span >= downtime {
                 format!(
                     "{how}; the schedule measured spans up to {span:.1} s, enough for \
@@ -240,7 +240,10 @@ pub fn downtime_measured(facts: &Facts<'_>, found: &mut Findings) {
     if design.delivery != Delivery::AtLeastOnce {
         return;
     }
-    let Some((outage, lost)) = facts.evidence.outage_survived(facts.transport) else {
+    let Some((outage, lost)) = facts
+        .evidence
+        .outage_survived(facts.transport, facts.design)
+    else {
         return;
     };
     let downtime = design.downtime_secs;
@@ -271,15 +274,15 @@ pub fn downtime_measured(facts: &Facts<'_>, found: &mut Findings) {
 
 /// Whether the results measured the transport at all, and how far from the design.
 pub fn evidence(facts: &Facts<'_>, found: &mut Findings) {
-    let (design, name) = (facts.design, facts.transport.name());
-    match facts.evidence.span(facts.transport) {
+    let design = facts.design;
+    match facts.evidence.span(facts.transport, design) {
         None => {
             found.say(
                 Weight::Caveat,
                 Constraint::Evidence,
                 "not measured in these results".into(),
             );
-            found.to_measure = Some(run_command(name, design));
+            found.to_measure = Some(run_command(facts.transport, design));
         }
         Some((subscribers, rate))
             if (design.subscribers as f64) > subscribers as f64 * EXTRAPOLATION
@@ -297,15 +300,26 @@ pub fn evidence(facts: &Facts<'_>, found: &mut Findings) {
                     design.rate
                 ),
             );
-            found.to_measure = Some(run_command(name, design));
+            found.to_measure = Some(run_command(facts.transport, design));
         }
         Some(_) => {}
     }
 }
 
+/// The interval that paced a transport's requests in a row run with `settings`, seconds (0
+/// when none paces it).
+fn interval_of(facts: &Facts<'_>, settings: &crate::settings::SettingValues) -> f64 {
+    facts
+        .transport
+        .traits()
+        .requests
+        .pace()
+        .map_or(0.0, |setting| setting.read(settings).as_secs_f64())
+}
+
 /// p99 against the budget; for polling, the interval the budget needs and its empty polls.
 pub fn latency(facts: &Facts<'_>, found: &mut Findings) {
-    let (design, evidence, name) = (facts.design, facts.evidence, facts.transport.name());
+    let (design, evidence) = (facts.design, facts.evidence);
     let budget = format!("{} ms", design.p99_budget_ms);
     let p99 = evidence.comparable(facts.transport, design, Figure::LatencyP99, true);
     if !facts.per_interval {
@@ -328,10 +342,14 @@ pub fn latency(facts: &Facts<'_>, found: &mut Findings) {
         );
         return;
     }
-    // Latency is the polling interval: poll at half the budget to stay within it.
+    // Latency is the polling interval: poll at half the budget to stay within it. The
+    // interval quoted is the one the p99 beside it was measured at (the same row).
     let interval = costs::polling_interval(design);
-    let measured_ms = (facts.poll_interval * 1e3).round();
-    if interval < facts.poll_interval / 2.0 {
+    let measured = p99
+        .as_ref()
+        .map_or(facts.poll_interval, |p99| interval_of(facts, &p99.settings));
+    let measured_ms = (measured * 1e3).round();
+    if interval < measured / 2.0 {
         found.say(
             Weight::Unmeasured,
             Constraint::Evidence,
@@ -344,7 +362,7 @@ pub fn latency(facts: &Facts<'_>, found: &mut Findings) {
         found.to_measure = facts.transport.traits().requests.pace().map(|setting| {
             format!(
                 "{} --{} {}ms",
-                run_command(name, design),
+                run_command(facts.transport, design),
                 setting.name,
                 (interval * 1e3).floor().max(1.0)
             )
@@ -393,8 +411,8 @@ pub fn memory(facts: &Facts<'_>, found: &mut Findings) {
         return;
     }
     let evidence = facts.evidence;
-    let server = evidence.most_connections(facts.transport, Figure::ServerRssPerConn);
-    let client = evidence.most_connections(facts.transport, Figure::ClientRssPerConn);
+    let server = evidence.most_connections(facts.transport, design, Figure::ServerRssPerConn);
+    let client = evidence.most_connections(facts.transport, design, Figure::ClientRssPerConn);
     let (Some(server), Some(client)) = (server, client) else {
         return;
     };
@@ -444,12 +462,7 @@ pub fn regime(facts: &Facts<'_>, found: &mut Findings) {
     let latency_known = facts.per_interval || found.costs.p99_us.is_some();
     let cpu_known = facts
         .evidence
-        .comparable(
-            facts.transport,
-            design,
-            Figure::ServerCpuUsPerDelivery,
-            false,
-        )
+        .comparable_cost(facts.transport, design, Figure::ServerCpuUsPerDelivery)
         .is_some();
     // An excluded transport needs no further measurement.
     if (cpu_known && latency_known) || found.excluded() {
@@ -473,24 +486,25 @@ pub fn regime(facts: &Facts<'_>, found: &mut Findings) {
     );
     found
         .to_measure
-        .get_or_insert_with(|| run_command(facts.transport.name(), design));
+        .get_or_insert_with(|| run_command(facts.transport, design));
 }
 
 /// Server CPU for the design's deliveries, against the budget.
 pub fn cpu(facts: &Facts<'_>, found: &mut Findings) {
     let design = facts.design;
-    let Some(cpu) = facts.evidence.comparable(
-        facts.transport,
-        design,
-        Figure::ServerCpuUsPerDelivery,
-        false,
-    ) else {
+    // Only a row the load did not bound: there the figure is the load's, not the server's.
+    let Some(cpu) =
+        facts
+            .evidence
+            .comparable_cost(facts.transport, design, Figure::ServerCpuUsPerDelivery)
+    else {
         return;
     };
     let cores = costs::cores(cpu.value, design);
-    // A poll's CPU cost depends on its interval; measured at another, it is not known.
-    let known =
-        !(facts.per_interval && costs::polling_interval(design) < facts.poll_interval / 2.0);
+    // A poll's CPU cost depends on its interval; measured (in that row) at another, it is not
+    // known.
+    let measured_interval = interval_of(facts, &cpu.settings);
+    let known = !(facts.per_interval && costs::polling_interval(design) < measured_interval / 2.0);
     found.costs.cpu_cores = known.then_some(cores);
     let text = format!(
         "{:.2} us of server CPU per delivery {}: {cores:.2} cores for the design's {} \
@@ -529,7 +543,7 @@ pub fn bandwidth(facts: &Facts<'_>, found: &mut Findings) {
 
 /// The deliveries per second the design needs, against the most measured.
 pub fn throughput(facts: &Facts<'_>, found: &mut Findings) {
-    let Some(capacity) = facts.evidence.capacity(facts.transport) else {
+    let Some(capacity) = facts.evidence.capacity(facts.transport, facts.design) else {
         return;
     };
     let needed = costs::deliveries_per_s(facts.design);

@@ -65,7 +65,10 @@ async fn call_once(
         ))
     };
     let mut calls = client
-        .subscribe(SubscribeRequest { first })
+        .subscribe(SubscribeRequest {
+            first,
+            topics: config.topics.clone().unwrap_or_default(),
+        })
         .await
         .map_err(failed)?
         .into_inner();
@@ -76,6 +79,8 @@ async fn call_once(
             Some(Item::Event(event)) => {
                 let event = Event {
                     seq: event.seq,
+                    topic: event.topic,
+                    topic_seq: event.topic_seq,
                     scheduled_ns: event.scheduled_ns,
                     sent_ns: event.sent_ns,
                     payload: Cow::Owned(event.payload),

@@ -90,6 +90,8 @@ fn messages(batch: &Batch, out: &mut std::collections::VecDeque<Result<Delivery,
             Ok(event) => Ok(Delivery {
                 item: Some(Item::Event(proto::Event {
                     seq: event.seq,
+                    topic: event.topic,
+                    topic_seq: event.topic_seq,
                     scheduled_ns: event.scheduled_ns,
                     sent_ns: event.sent_ns,
                     payload: event.payload.into_owned(),

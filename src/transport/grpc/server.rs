@@ -64,8 +64,13 @@ impl Events for Service {
                 "server full: it holds as many subscribers as it allows (--max-subscribers)",
             ));
         }
+        let request = request.into_inner();
+        let interest = self
+            .hub
+            .interest(request.topics)
+            .map_err(tonic::Status::invalid_argument)?;
         let guard = self.hub.join();
-        let reader = self.hub.reader(request.into_inner().first);
+        let reader = self.hub.reader_of(request.first, interest);
         Ok(tonic::Response::new(Box::pin(deliveries(
             reader, self.batch, guard,
         ))))

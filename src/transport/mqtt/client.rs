@@ -13,7 +13,7 @@ use crate::transport::{
 };
 use crate::clock::now_ns;
 
-use super::{BROKER, BYE, BYE_WAIT, Broker, CONNECT_RETRY, CONTROL, END, EVENTS, KEEP_ALIVE, PRESENCE, QOS, REQUESTS, options};
+use super::{stream_topic, BROKER, BYE, BYE_WAIT, Broker, CONNECT_RETRY, CONTROL, END, EVENTS, KEEP_ALIVE, PRESENCE, QOS, REQUESTS, options};
 
 /// Distinguishes the client ids of the subscribers of one process.
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
@@ -114,11 +114,16 @@ async fn connect_once(
             announce(&client, "join", &id).await?;
         }
         rumqttc::Event::Incoming(Packet::ConnAck(_)) => {
+            // The events topic always (the broadcast stream, or the end of a tagged one), and
+            // one filter per stream followed.
+            let streams = config.topics.iter().flatten().copied().map(stream_topic);
+            let filters = [EVENTS.to_owned()]
+                .into_iter()
+                .chain(streams)
+                .map(|topic| rumqttc::SubscribeFilter::new(topic, qos))
+                .chain([rumqttc::SubscribeFilter::new(CONTROL.into(), QoS::AtLeastOnce)]);
             client
-                .subscribe_many([
-                    rumqttc::SubscribeFilter::new(EVENTS.into(), qos),
-                    rumqttc::SubscribeFilter::new(CONTROL.into(), QoS::AtLeastOnce),
-                ])
+                .subscribe_many(filters)
                 .await
                 .map_err(|e| ClientError::Protocol(e.to_string()))?;
         }
@@ -128,6 +133,9 @@ async fn connect_once(
             )))
         }
     }
+    // The `end`s that close the subscription: one per stream followed, or the broadcast one.
+    let ends_due = config.topics.as_ref().map_or(1, Vec::len);
+    let mut ends_seen = 0;
     loop {
         let packet = match events.poll().await.map_err(failed)? {
             rumqttc::Event::Incoming(packet) => packet,
@@ -147,10 +155,17 @@ async fn connect_once(
                 sink.connected(now_ns());
                 announce(&client, "join", &id).await?;
             }
-            Packet::Publish(message) if message.topic == EVENTS => {
+            Packet::Publish(message) if message.topic.starts_with(EVENTS) => {
                 let flow = if *message.payload == *END {
-                    // The stream is over at the broker: what has not come is lost.
-                    Flow::Stop
+                    // The stream is over at the broker: what has not come is lost. Each
+                    // stream followed ends on its own topic (the broker need not keep order
+                    // across topics), so the subscription is over when all have.
+                    ends_seen += 1;
+                    if ends_seen >= ends_due {
+                        Flow::Stop
+                    } else {
+                        Flow::Continue
+                    }
                 } else {
                     deliver(sink, &message.payload, now_ns())
                 };
@@ -164,7 +179,7 @@ async fn connect_once(
                         flush_until_disconnected(&mut events).await;
                         return Ok(());
                     }
-                    return finish(&client, &mut events, &id).await;
+                    return finish(&client, &mut events, &id, config.topics.as_deref()).await;
                 }
             }
             Packet::Publish(message) => acknowledge(&client, &message).await?,
@@ -175,7 +190,12 @@ async fn connect_once(
 
 /// The subscriber has the stream: says so, waits for the server's `bye` (so its connection's
 /// bytes are read whole), and leaves without a session behind it.
-async fn finish(client: &AsyncClient, events: &mut EventLoop, id: &str) -> Result<(), ClientError> {
+async fn finish(
+    client: &AsyncClient,
+    events: &mut EventLoop,
+    id: &str,
+    topics: Option<&[u32]>,
+) -> Result<(), ClientError> {
     announce(client, "done", id).await?;
     let bye = async {
         loop {
@@ -196,6 +216,9 @@ async fn finish(client: &AsyncClient, events: &mut EventLoop, id: &str) -> Resul
     // No presence and no queue is kept for a subscriber that will not come back.
     let _ = announce(client, "", id).await;
     let _ = client.unsubscribe(EVENTS).await;
+    for topic in topics.unwrap_or_default() {
+        let _ = client.unsubscribe(stream_topic(*topic)).await;
+    }
     let _ = client.disconnect().await;
     flush_until_disconnected(events).await;
     Ok(())

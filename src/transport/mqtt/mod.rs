@@ -220,8 +220,15 @@ impl Value for Broker {
     }
 }
 
-/// The topic events are published on.
+/// The topic events are published on (and, where the workload has several streams, the end
+/// of the stream: every subscriber follows it besides its streams' topics).
 const EVENTS: &str = "pushbench/events";
+
+/// The MQTT topic of stream `topic`'s events: `pushbench/events/7`, one topic filter per
+/// stream a subscriber follows, so the broker does the routing.
+fn stream_topic(topic: u32) -> String {
+    format!("{EVENTS}/{topic}")
+}
 /// Subscribers' presence: a retained `join` or `done` at `pushbench/presence/ID`, cleared (empty)
 /// when the subscriber leaves or drops.
 const PRESENCE: &str = "pushbench/presence/";
@@ -308,6 +315,7 @@ mod tests {
         let batch = Batch {
             gap: None,
             first_seq: 5,
+            seqs: Vec::new(),
             events: vec![Bytes::from_static(b"{\"a\":1}"), Bytes::from_static(b"{}")],
         };
         let mut out = BytesMut::new();

@@ -209,10 +209,16 @@ async fn publish_stream(
     limit: crate::hub::BatchLimit,
 ) -> std::io::Result<()> {
     let mut reader = hub.reader(0);
+    let (tagged, streams) = (hub.tagged(), hub.streams());
     while let Some(batch) = reader.next_batch(limit).await {
-        for (_, event) in batch.iter() {
+        for (seq, event) in batch.iter() {
+            // Each stream on a topic of its own; the one broadcast stream on the events topic.
+            let topic = match tagged {
+                true => super::stream_topic(crate::workload::place(seq, streams).0),
+                false => EVENTS.to_owned(),
+            };
             client
-                .publish_bytes(EVENTS, qos, false, event.clone())
+                .publish_bytes(topic, qos, false, event.clone())
                 .await
                 .map_err(std::io::Error::other)?;
         }
@@ -220,10 +226,17 @@ async fn publish_stream(
     // The hub waits for its readers to go before the server stops.
     drop(reader);
     if hub.is_complete() {
-        client
-            .publish_bytes(EVENTS, qos, false, Bytes::from_static(END))
-            .await
-            .map_err(std::io::Error::other)?;
+        // Each stream ends on its own topic, after its last event there.
+        let ends: Vec<String> = match tagged {
+            true => (0..streams as u32).map(super::stream_topic).collect(),
+            false => vec![EVENTS.to_owned()],
+        };
+        for topic in ends {
+            client
+                .publish_bytes(topic, qos, false, Bytes::from_static(END))
+                .await
+                .map_err(std::io::Error::other)?;
+        }
     }
     // Presence goes on being served by the event loop until shutdown.
     std::future::pending().await

@@ -89,7 +89,9 @@ where
     F: FnMut(axum::http::Request<http_body_util::Empty<Bytes>>) -> Fut,
     Fut: std::future::Future<Output = Result<SseResponse, ClientError>>,
 {
-    let mut request = axum::http::Request::get(target.path_or(OWN_PATH))
+    // The streams followed are in the URL, which a reconnecting EventSource asks for again.
+    let path = target.request_path(OWN_PATH, config.topics_query().as_deref());
+    let mut request = axum::http::Request::get(path)
         .header("accept", "text/event-stream");
     if let Some(id) = last_event_id.as_deref() {
         request = request.header("last-event-id", id);

@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::transport::compression::{compressed, Compression, COMPRESSION};
-use crate::transport::cursor::{first_seq_from_query, parse_after, BadRequest};
+use crate::transport::cursor::{first_seq_from_query, interest_from_query, parse_after, BadRequest};
 use crate::transport::{
     serve_http, ServerConfig, TrackedListener,
 };
@@ -68,7 +68,11 @@ pub(crate) async fn open_stream(
         Ok(seq) => seq,
         Err(rejection) => return rejection.into_response(),
     };
-    let reader = state.hub.reader(first_seq);
+    let interest = match interest_from_query(query.as_deref(), &state.hub) {
+        Ok(interest) => interest,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let reader = state.hub.reader_of(first_seq, interest);
     if reader.at_end() {
         return StatusCode::NO_CONTENT.into_response();
     }

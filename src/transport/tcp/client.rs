@@ -12,7 +12,7 @@ use crate::transport::resume::Resuming;
 use crate::clock::now_ns;
 use crate::event::MAX_EVENT_BYTES;
 
-use super::{FIRST_CHUNK, PREFIX_BYTES};
+use super::{FIRST_CHUNK, PREFIX_BYTES, STREAMS_FOLLOW};
 
 /// ...growing (doubling whenever a read fills it) to this, so a backlog of small frames costs
 /// one system call per ~450 events rather than one per event.
@@ -39,6 +39,22 @@ pub(crate) async fn subscribe(
     }
 }
 
+/// The first frame: the start, and the streams followed where there are several.
+fn hello(start: u64, topics: Option<&[u32]>) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(10);
+    match topics {
+        None => frame.extend_from_slice(&start.to_be_bytes()),
+        Some(topics) => {
+            frame.extend_from_slice(&(start | STREAMS_FOLLOW).to_be_bytes());
+            frame.extend_from_slice(&(topics.len() as u16).to_be_bytes());
+            for topic in topics {
+                frame.extend_from_slice(&topic.to_be_bytes());
+            }
+        }
+    }
+    frame
+}
+
 /// One connection, asking for the stream from event `start`: `Ok` once the sink has enough,
 /// an error when the connection ended first (the server closes only after the whole stream,
 /// which the sink has by then).
@@ -50,7 +66,7 @@ async fn connect_once(
 ) -> Result<(), ClientError> {
     let mut stream = connect_tcp(server, config).await?;
     stream
-        .write_u64(start)
+        .write_all(&hello(start, config.topics.as_deref()))
         .await
         .map_err(|e| ClientError::Protocol(format!("TCP: sending start: {e}")))?;
     sink.connected(now_ns());

@@ -3,6 +3,16 @@
 //! as length-prefixed frames (4-byte big-endian length, then the JSON event) and closes its side
 //! when the stream is complete. One control frame extends that: when the start is older than
 //! the server's replay window, a frame holding `{"gap":{"from":F,"count":N}}` comes first.
+//!
+//! Where the server publishes several streams, the subscriber names its own in the same first
+//! frame: the start's top bit set, then a 2-byte count and each stream as 4 bytes (all
+//! big-endian).
+
+/// The start's top bit: a list of streams follows it.
+pub(crate) const STREAMS_FOLLOW: u64 = 1 << 63;
+
+/// Most streams one subscriber may name (its first frame stays small).
+pub(crate) const MAX_STREAMS_NAMED: usize = 4096;
 
 
 use bytes::{BufMut as _, BytesMut};

@@ -189,7 +189,11 @@ async fn register_with(
 ) -> Result<(), ClientError> {
     let broken = |e: hyper::Error| ClientError::Protocol(format!("registering: {e}"));
     let mut sender = config.dialer().http1(provider.addr).await?;
-    let body = serde_json::json!({ "url": url }).to_string();
+    let body = match &config.topics {
+        Some(topics) => serde_json::json!({ "url": url, "topics": topics }),
+        None => serde_json::json!({ "url": url }),
+    }
+    .to_string();
     let mut request = axum::http::Request::post(provider.path_or(REGISTRATION_PATH))
         .header("host", provider.authority())
         .header("content-type", "application/json");

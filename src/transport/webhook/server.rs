@@ -25,7 +25,7 @@ use crate::transport::{
     serve_http, Dialer, ServerConfig,
     TrackedListener,
 };
-use crate::hub::{BatchLimit, Hub, SubscriberGuard};
+use crate::hub::{BatchLimit, Hub, Interest, SubscriberGuard};
 
 use super::retry::Schedule;
 use super::REGISTRATION_PATH;
@@ -92,6 +92,10 @@ struct Gate {
 #[derive(Deserialize)]
 struct Registration {
     url: String,
+    /// The streams the endpoint wants (event-type filters, as Svix's `filterTypes` and
+    /// Stripe's `enabled_events` are); absent: every event.
+    #[serde(default)]
+    topics: Vec<u32>,
 }
 
 /// Serves `POST /subscriptions` on `listener` and delivers to every registered endpoint until
@@ -194,6 +198,10 @@ async fn register(State(provider): State<Provider>, headers: HeaderMap, body: By
             return refuse(StatusCode::BAD_REQUEST, why);
         }
     };
+    let interest = match provider.hub.interest(registration.topics) {
+        Ok(interest) => interest,
+        Err(why) => return refuse(StatusCode::BAD_REQUEST, format!("invalid topics: {why}")),
+    };
     if endpoint.secure && provider.tls.trusted_pem.is_none() {
         let why = "https endpoints need their certificate trusted by the provider (--ca)";
         return refuse(StatusCode::BAD_REQUEST, why.to_owned());
@@ -210,7 +218,7 @@ async fn register(State(provider): State<Provider>, headers: HeaderMap, body: By
     let answer = serde_json::json!({ "id": id, "url": endpoint.url.as_str() });
     // The endpoint counts as a subscriber until every event has been delivered to it.
     let guard = provider.hub.join();
-    tokio::spawn(deliver_stream(provider, endpoint, guard));
+    tokio::spawn(deliver_stream(provider, endpoint, interest, guard));
     (StatusCode::CREATED, Json(answer)).into_response()
 }
 
@@ -225,8 +233,13 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 type Connection = Option<SendRequest<Full<Bytes>>>;
 
 /// Delivers the whole stream to one endpoint, one event at a time so it arrives in order.
-async fn deliver_stream(provider: Provider, endpoint: Endpoint, _guard: SubscriberGuard) {
-    let mut reader = provider.hub.reader(0);
+async fn deliver_stream(
+    provider: Provider,
+    endpoint: Endpoint,
+    interest: Interest,
+    _guard: SubscriberGuard,
+) {
+    let mut reader = provider.hub.reader_of(0, interest);
     let mut connection: Connection = None;
     while let Some(batch) = reader.next_batch(provider.batch).await {
         // An endpoint so far behind that the replay window let its events go: the provider

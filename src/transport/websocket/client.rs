@@ -48,8 +48,11 @@ async fn connect_once(
     let dialer = config.dialer();
     let stream = dialer.connect(target.addr, ALPN_HTTP1).await?;
     let scheme = if dialer.secure() { "wss" } else { "ws" };
+    // The streams followed ride in the URL beside the cursor, as combined-stream WebSocket
+    // APIs name theirs (`/stream?streams=a/b`).
     let after = after.map(|seq| format!("after={seq}"));
-    let path = target.request_path(OWN_PATH, after.as_deref());
+    let query = crate::transport::join_query([after, config.topics_query()]);
+    let path = target.request_path(OWN_PATH, query.as_deref());
     let url = format!("{scheme}://{}{path}", target.authority());
     let url = url
         .parse()

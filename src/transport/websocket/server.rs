@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use yawc::close::CloseCode;
 use yawc::{Frame, IncomingUpgrade, OpCode};
 
-use crate::transport::cursor::first_seq_from_query;
+use crate::transport::cursor::{first_seq_from_query, interest_from_query};
 use crate::transport::{
     serve_http, ServerConfig, TrackedListener,
 };
@@ -64,6 +64,10 @@ async fn upgrade(
         Ok(seq) => seq,
         Err(rejection) => return rejection.into_response(),
     };
+    let interest = match interest_from_query(query.as_deref(), &state.hub) {
+        Ok(interest) => interest,
+        Err(rejection) => return rejection.into_response(),
+    };
     // Checked when serving started.
     let options = options(&state.config.settings, SERVER_BUFFER, MAX_CLIENT_MESSAGE)
         .unwrap_or_default();
@@ -74,7 +78,7 @@ async fn upgrade(
             return (StatusCode::BAD_REQUEST, why).into_response();
         }
     };
-    let reader = state.hub.reader(first_seq);
+    let reader = state.hub.reader_of(first_seq, interest);
     tokio::spawn(async move {
         match upgrading.await {
             Ok(socket) => stream_events(socket, reader, state.config).await,

@@ -1,0 +1,111 @@
+//! The conditions a figure was measured under, and whether they are the design's: a row is
+//! evidence for a design only when its workload shape, injected faults, TLS, link, proxy,
+//! compression, implementations and server are what the design would run with. A p99 measured
+//! through a consumer outage, or with every payload compressed, says nothing about a design
+//! that has neither.
+
+use crate::harness::settings::RESTART_AFTER;
+use crate::link::via::{Via, VIA};
+use crate::link::LINK;
+use crate::results::key::RowKey;
+use crate::settings::{Declared, SettingValues, Value};
+use crate::transport::client_stream::SLOW_CONSUMER;
+use crate::transport::compression::COMPRESSION;
+use crate::transport::implementation::OWN;
+use crate::transport::listener::DROP_EVERY;
+use crate::transport::resume::OUTAGE;
+use crate::transport::tls::TLS;
+
+use super::design::Design;
+
+/// The injected faults: drops, outages, restarts, a slow consumer, the link emulator. A row
+/// cited for a design has none, unless a rule reads what the fault did.
+static FAULTS: [&dyn Declared; 5] = [&DROP_EVERY, &OUTAGE, &RESTART_AFTER, &SLOW_CONSUMER, &LINK];
+
+/// What a row must have been measured under to stand for `design`.
+#[derive(Clone, Debug)]
+pub struct Conditions {
+    /// Settings the design fixes, each with the canonical text it must have.
+    required: Vec<Required>,
+    /// The workload shape's name.
+    shape: &'static str,
+}
+
+/// One setting a row must have had.
+#[derive(Clone, Debug)]
+struct Required {
+    setting: &'static dyn Declared,
+    wanted: String,
+    /// An injected fault (not a choice of the design's).
+    fault: bool,
+}
+
+impl Required {
+    /// Whether `settings` had it. One a row's transport does not take was not recorded and
+    /// counts as its default (an embedded broker without TLS ran in plain text).
+    fn met_by(&self, settings: &SettingValues) -> bool {
+        match settings.0.get(self.setting.name()) {
+            Some(value) => *value == self.wanted,
+            None => self.setting.default_text() == self.wanted,
+        }
+    }
+}
+
+impl Conditions {
+    /// The conditions of `design`: no fault, no compression (it trades CPU for bytes, and a
+    /// design that did not ask for it pays neither), TLS and a buffering proxy as the design
+    /// says.
+    pub fn of(design: &Design) -> Self {
+        let via = if design.buffering_proxy {
+            Via::NginxBuffered
+        } else {
+            Via::Direct
+        };
+        let at_default = |setting: &'static dyn Declared, fault| Required {
+            setting,
+            wanted: setting.default_text(),
+            fault,
+        };
+        let mut required: Vec<Required> = FAULTS.iter().map(|s| at_default(*s, true)).collect();
+        required.push(at_default(&COMPRESSION, false));
+        for (setting, wanted) in [
+            (&TLS as &'static dyn Declared, design.tls.show()),
+            (&VIA, via.show()),
+        ] {
+            required.push(Required {
+                setting,
+                wanted,
+                fault: false,
+            });
+        }
+        Self {
+            required,
+            shape: design.workload.name(),
+        }
+    }
+
+    /// Whether a row with `key`, run with `settings`, was measured under these conditions.
+    pub fn admit(&self, key: &RowKey, settings: &SettingValues) -> bool {
+        self.admit_key(key) && self.required.iter().all(|r| r.met_by(settings))
+    }
+
+    /// As [`Conditions::admit`], with any injected fault allowed: for the rules that read
+    /// what a fault did (loss across a measured outage).
+    pub fn admit_faulted(&self, key: &RowKey, settings: &SettingValues) -> bool {
+        self.admit_key(key)
+            && self
+                .required
+                .iter()
+                .filter(|r| !r.fault)
+                .all(|r| r.met_by(settings))
+    }
+
+    /// Whether the key alone fits: the design's workload shape, pushbench's own
+    /// implementations and server (stepped-rate figures carry no settings).
+    pub fn admit_key(&self, key: &RowKey) -> bool {
+        key.workload.shape.name() == self.shape
+            && [&key.server_impl, &key.client_impl, &key.server]
+                .iter()
+                .all(|own| *own == OWN)
+    }
+}
