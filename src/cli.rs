@@ -24,6 +24,7 @@ use crate::setting_flags::{SettingFlags, LOAD, SERVE};
 use crate::settings::Side;
 use crate::transport::tls::TlsMaterial;
 use crate::transport::{ClientConfig, Faults, Limits, ServerConfig, Spec, Target, Transport};
+use crate::workload::Workload;
 
 /// Measures how events should reach their consumers: WebSocket, SSE, long polling, short
 /// polling, webhooks and raw TCP, delivering one identical stream over real sockets.
@@ -440,13 +441,41 @@ pub struct StreamArgs {
     /// What payloads look like: `random` printable text or `json` shaped like a real event.
     #[arg(long, default_value = "random")]
     pub payload_kind: PayloadKind,
+    /// Who gets which events: `broadcast` (one stream to all), `topics` (rooms: --topics K,
+    /// each subscriber in --topics-per-subscriber of them) or `unicast` (one stream per
+    /// subscriber). --events and --rate are each stream's.
+    #[arg(long, default_value = "broadcast")]
+    pub workload: String,
+    /// Rooms of `--workload topics`.
+    #[arg(long)]
+    pub topics: Option<u32>,
+    /// Rooms each subscriber joins (default 1).
+    #[arg(long)]
+    pub topics_per_subscriber: Option<u32>,
+    /// How rooms are drawn from the seed: `uniform` or `zipf:S`.
+    #[arg(long)]
+    pub membership: Option<String>,
+    /// Subscribers of the whole measurement, every load process's (`--workload unicast` has
+    /// a stream for each); default: this command's own (`serve`: --start-after, `load`:
+    /// --subscribers).
+    #[arg(long)]
+    pub all_subscribers: Option<usize>,
 }
 
 impl StreamArgs {
-    fn spec(&self) -> anyhow::Result<StreamSpec> {
+    /// The global stream, for `subscribers` subscribers unless --all-subscribers says more.
+    fn spec(&self, subscribers: usize) -> anyhow::Result<StreamSpec> {
+        let workload = Workload::parse(
+            &self.workload,
+            self.topics,
+            self.topics_per_subscriber,
+            self.membership.as_deref(),
+        )
+        .map_err(anyhow::Error::msg)?;
         Ok(
             StreamSpec::new(self.seed, self.events, self.payload.clone(), self.rate)?
-                .with_kind(self.payload_kind),
+                .with_kind(self.payload_kind)
+                .with_workload(workload, self.all_subscribers.unwrap_or(subscribers)),
         )
     }
 }
@@ -554,7 +583,7 @@ impl ServeArgs {
         Ok(ServeOptions {
             transport: self.transport,
             listen: self.listen,
-            spec: self.stream.spec()?,
+            spec: self.stream.spec(self.start_after)?,
             start_after: self.start_after,
             config,
             drain_timeout: self.drain_timeout,
@@ -646,7 +675,7 @@ impl LoadArgs {
             target: Target::at(server),
             subscribers: self.subscribers,
             first_subscriber: self.worker.saturating_mul(self.subscribers),
-            spec: self.stream.spec()?,
+            spec: self.stream.spec(self.subscribers)?,
             warmup: Duration::ZERO,
             interval_origin_ns: crate::clock::now_ns(),
             config,

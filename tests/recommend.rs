@@ -616,3 +616,22 @@ fn an_outage_row_is_not_cited_as_latency() {
     let (outage, _) = evidence.outage_survived(webhook, &design).unwrap();
     assert!(outage > 0.0);
 }
+
+/// Chat is rooms: its latency and CPU are cited from rows measured in rooms (the committed
+/// `workloads` run), never from the broadcast rows beside them.
+#[test]
+fn chat_is_judged_from_rows_measured_in_rooms() {
+    let evidence = Evidence::load(&[root().join("results")], Path::new("unused")).unwrap();
+    let chat = recommend(&design("chat", DesignSettings::default()), &evidence);
+    assert_eq!(first(&chat), "websocket");
+    let latency = reason(&chat, "websocket", Constraint::Latency, Weight::Supports);
+    assert!(
+        latency.contains("topics(") && latency.contains("(workloads)"),
+        "{latency}"
+    );
+    let cpu = reason(&chat, "websocket", Constraint::Cpu, Weight::Supports);
+    assert!(
+        cpu.contains("topics(") && cpu.contains("(workloads)"),
+        "{cpu}"
+    );
+}

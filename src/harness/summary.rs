@@ -259,6 +259,7 @@ pub(super) fn summarise(s: Summary<'_>) -> TransportResult {
         service_time_us: Percentiles::of(&merged.service),
         throughput: Throughput {
             events_per_s: per_sec(delivered as f64),
+            published_per_s: Some(per_sec(s.spec.count as f64)),
             bytes_per_s: per_sec(payload_bytes),
             events_per_s_per_subscriber: per_sec(delivered as f64) / subscribers as f64,
             reach: delivered as f64 / expected.max(1) as f64,

@@ -47,6 +47,8 @@ pub struct Measured {
     pub payload: PayloadSizes,
     /// Scenario name of the run.
     pub scenario: String,
+    /// The workload it ran, as its row key names it (`broadcast`, `topics(...)`, `unicast`).
+    pub workload: String,
     /// The load, not the transport, set the figure (a load-bound row): the transport can do at
     /// least this much.
     pub load_bound: bool,
@@ -62,8 +64,12 @@ impl Measured {
             Rate::Max => "unscheduled".to_string(),
             Rate::PerSecond(rate) => format!("{} ev/s", thousands(rate)),
         };
+        let shape = match self.workload.as_str() {
+            "broadcast" => String::new(),
+            shape => format!(" {shape},"),
+        };
         format!(
-            "at {} subscriber(s) and {rate}, {} B ({})",
+            "at {} subscriber(s) and {rate},{shape} {} B ({})",
             thousands(self.subscribers as f64),
             self.payload,
             self.scenario
@@ -224,6 +230,7 @@ impl Evidence {
                     offered_rate: Rate::PerSecond(m.events_per_s),
                     payload: m.key.payload.clone(),
                     scenario: s.results.scenario.name.clone(),
+                    workload: m.key.workload.to_string(),
                     load_bound: false,
                     settings: SettingValues::default(),
                 })
@@ -367,6 +374,7 @@ fn measured(scenario: &str, row: &Row<'_>, metric: Figure) -> Measured {
         offered_rate: row.rate,
         payload: row.key.payload.clone(),
         scenario: scenario.to_owned(),
+        workload: row.key.workload.to_string(),
         load_bound: load_bound(row),
         settings: first_settings(row),
     }

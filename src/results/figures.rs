@@ -148,6 +148,8 @@ pub enum Figure {
     ServiceMax,
     /// `events_per_s`: see its [`Metric`].
     EventsPerS,
+    /// `published_per_s`: see its [`Metric`].
+    PublishedPerS,
     /// `bytes_per_s`: see its [`Metric`].
     BytesPerS,
     /// `reach`: see its [`Metric`].
@@ -372,6 +374,16 @@ pub const METRICS: &[Metric] = &[
         Unit::PerSecond,
         Better::Higher,
         |r| r.throughput.events_per_s,
+    ),
+    metric(
+        Figure::PublishedPerS,
+        "published_per_s",
+        "published/s",
+        Section::Throughput,
+        Unit::PerSecond,
+        // As offered: what the server encoded, every stream together (deliveries above).
+        Better::Higher,
+        |r| option(r.throughput.published_per_s),
     ),
     metric(
         Figure::BytesPerS,

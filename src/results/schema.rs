@@ -339,6 +339,12 @@ pub struct WorkerClock {
 pub struct Throughput {
     /// Delivered events per second, all subscribers together.
     pub events_per_s: f64,
+    /// Events the server published per second over the same span, every stream together:
+    /// each encoded once, so with rooms or one stream per subscriber this differs from the
+    /// deliveries by the shape, not the transport (absent in results from before it was
+    /// recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published_per_s: Option<f64>,
     /// Delivered payload bytes per second, all subscribers together.
     pub bytes_per_s: f64,
     /// Delivered events per second per subscriber.
