@@ -299,7 +299,7 @@ fn readme_headlines_are_generated_from_the_reference_runs() {
         .and_then(|rest| rest.split("<!-- headline:end -->").next())
         .expect("README.md has the headline markers");
     let mut expected = String::new();
-    for preset in ["quick", "throughput", "idle-connections"] {
+    for preset in ["quick", "throughput", "idle-connections", "workloads"] {
         let section = block
             .split(&format!("**{preset}**"))
             .nth(1)

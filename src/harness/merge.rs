@@ -160,6 +160,7 @@ fn results(server: &ServerPart, merged: &Merged, out: &Path) -> anyhow::Result<M
         server.spec.payload.clone(),
         SettingValues::default(),
     );
+    key.workload = crate::results::key::Workload::of(&server.spec.workload);
     key.server_impl = transport
         .server_impl(&server.settings)
         .map_err(anyhow::Error::msg)?

@@ -240,10 +240,15 @@ impl Evidence {
             .max_by(|a, b| a.value.total_cmp(&b.value))
     }
 
-    /// The most subscribers and the fastest scheduled rate measured for a transport.
+    /// The most subscribers and the fastest scheduled rate per subscriber measured for a
+    /// transport.
     pub fn span(&self, transport: Transport, design: &Design) -> Option<(usize, f64)> {
         self.rows_for(transport, design)
-            .map(|(_, r)| (r.key.subscribers, per_second(r.rate, f64::INFINITY)))
+            .map(|(_, r)| {
+                // Per subscriber: each stream's rate times the streams it followed.
+                let rate = per_second(r.rate, f64::INFINITY) * streams_followed(&r) as f64;
+                (r.key.subscribers, rate)
+            })
             .reduce(|a, b| (a.0.max(b.0), a.1.max(b.1)))
     }
 

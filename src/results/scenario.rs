@@ -99,8 +99,9 @@ impl Scenario {
             name: name.to_owned(),
             transports: vec![transport],
             subscribers: vec![subscribers],
-            rate: stream.rate,
-            events: stream.count,
+            // The scenario's rate and events are each stream's.
+            rate: stream.per_stream_rate(),
+            events: stream.per_stream(),
             payloads: vec![stream.payload.clone()],
             payload_kind: stream.kind,
             workloads: vec![stream.workload],
