@@ -23,11 +23,14 @@ use crate::serve;
 use crate::setting_flags::{SettingFlags, LOAD, SERVE};
 use crate::settings::Side;
 use crate::transport::tls::TlsMaterial;
-use crate::transport::{ClientConfig, Faults, Limits, ServerConfig, Spec, Target, Transport};
+use crate::transport::{
+    ClientConfig, Faults, Limits, ServerConfig, Spec, Target, Transport, DEFAULT_HEARTBEAT,
+};
 use crate::workload::Workload;
 
-/// Measures how events should reach their consumers: WebSocket, SSE, long polling, short
-/// polling, webhooks and raw TCP, delivering one identical stream over real sockets.
+/// Measures how events should reach their consumers: WebSocket, SSE (over HTTP/1.1 and
+/// HTTP/2), long polling, short polling, webhooks, gRPC streaming, MQTT and raw TCP, delivering
+/// one identical stream over real sockets.
 #[derive(Debug, Parser)]
 #[command(name = "pushbench", version)]
 pub struct Cli {
@@ -495,9 +498,9 @@ pub struct ServeArgs {
     /// Start the stream once this many subscribers are connected (or endpoints registered).
     #[arg(long, default_value_t = 1)]
     pub start_after: usize,
-    /// Seconds between keep-alives (WebSocket pings, SSE comments).
-    #[arg(long, default_value = "15", value_parser = parse_secs)]
-    pub heartbeat: Duration,
+    /// Seconds between keep-alives (WebSocket pings, SSE comments) [default: 15].
+    #[arg(long, value_parser = parse_secs)]
+    pub heartbeat: Option<Duration>,
     /// The transport's credentials: secrets read from files or the environment (never from
     /// argv, where `ps` would show them; made and printed where absent), and consents.
     #[command(flatten)]
@@ -551,7 +554,7 @@ impl ServeArgs {
             bail!("--start-after must be at least 1: a stream with no subscriber measures nothing");
         }
         let mut config = ServerConfig {
-            heartbeat: self.heartbeat,
+            heartbeat: self.heartbeat.unwrap_or(DEFAULT_HEARTBEAT),
             settings: self.settings.values(),
             faults: Faults {
                 delivery_delay: self

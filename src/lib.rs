@@ -1,6 +1,7 @@
-//! pushbench: matched servers and clients for WebSocket, Server-Sent Events, long polling,
-//! short polling, webhooks and raw TCP deliver one identical, deterministic event stream over
-//! real sockets, so the transports can be compared by measurement.
+//! pushbench: matched servers and clients for WebSocket, Server-Sent Events (over HTTP/1.1 and
+//! HTTP/2), long polling, short polling, webhooks, gRPC streaming, MQTT and raw TCP deliver one
+//! identical, deterministic event stream over real sockets, so the transports can be compared
+//! by measurement.
 //!
 //! # Layout
 //!

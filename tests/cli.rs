@@ -6,12 +6,10 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{assert_identical, spec, TIMEOUT};
+use common::{assert_identical, spec, BIN, TIMEOUT};
 use pushbench::harness::{run_subscribers, RecordPlan};
 use pushbench::protocol::{self, Report};
 use pushbench::transport::{ClientConfig, Side, Transport};
-
-const BIN: &str = env!("CARGO_BIN_EXE_pushbench");
 
 /// An unknown transport name fails with clap's usage exit code and lists every valid name.
 #[test]

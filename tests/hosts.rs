@@ -3,6 +3,8 @@
 //! hosts, where the machine allows), `pushbench merge` over their parts; a server fleet on one
 //! port; and `run` spreading both sides past one process's open-file limit.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -13,15 +15,7 @@ use pushbench::protocol::{self, Report};
 use pushbench::protocol::{LoadPart, PartFile, ServerPart};
 use pushbench::results::Results;
 
-const BIN: &str = env!("CARGO_BIN_EXE_pushbench");
-
-/// A fresh scratch directory for one test.
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("pushbench-hosts-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use common::{scratch, BIN};
 
 /// `pushbench`, in network namespace `netns` when given.
 fn pushbench(netns: Option<&str>) -> Command {

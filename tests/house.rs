@@ -3,13 +3,15 @@
 //! list of transports; and what the binary lists (`pushbench transports --json`) is what the
 //! code declares.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use pushbench::harness::settings::declared_settings;
 use pushbench::transport::Transport;
 
-const BIN: &str = env!("CARGO_BIN_EXE_pushbench");
+use common::BIN;
 
 /// Files whose text is checked: the sources, tests, benches, scripts, scenarios and docs
 /// (data files such as results and fixtures record runs and may name every transport).

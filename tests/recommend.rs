@@ -2,6 +2,8 @@
 //! real runs (`tests/data/`): the classic designs get the classic answers, for the stated
 //! reasons; an impossible design says what to relax; and the ranking follows the figures.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -11,7 +13,7 @@ use pushbench::recommend::evidence::Evidence;
 use pushbench::recommend::{recommend, Ranked, Recommendation};
 use pushbench::transport::Transport;
 
-const BIN: &str = env!("CARGO_BIN_EXE_pushbench");
+use common::BIN;
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))

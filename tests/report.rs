@@ -2,13 +2,15 @@
 //! the tables carry the figures in the JSON, the plots are valid SVG naming every transport, the
 //! HTML is self-contained, and `compare` flags a planted regression but not noise.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use pushbench::results::format::{micros, thousands};
 use pushbench::results::Results;
 
-const BIN: &str = env!("CARGO_BIN_EXE_pushbench");
+use common::BIN;
 
 /// A stored results file copied into a fresh directory of its own, as `results.json`.
 fn stored(name: &str, test: &str) -> PathBuf {

@@ -3,6 +3,8 @@
 //! restarted mid-stream that loses nothing, and scenario files that are refused with the key
 //! and line.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -12,15 +14,7 @@ use pushbench::results::Results;
 use pushbench::scenario::{Counts, Settings, TransportSet};
 use pushbench::setting_flags::{SettingFlags, RUN};
 
-const BIN: &str = env!("CARGO_BIN_EXE_pushbench");
-
-/// A fresh directory under the system temp dir.
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("pushbench-test-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use common::{scratch, BIN};
 
 /// A short run: `transports`, 2 subscribers at 500 ev/s, `events` events, and the transport
 /// settings `given` (each with the values it sweeps).

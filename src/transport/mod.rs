@@ -302,6 +302,10 @@ pub struct ServerConfig {
     pub streams: Option<u64>,
 }
 
+/// How often a quiet connection carries a keep-alive unless told (WebSocket pings, SSE
+/// comments): the one default `serve`, `run` and `recommend` share.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
+
 /// What a server allows its clients, so that no client can hold it, fill it or turn it
 /// against its network.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -353,7 +357,7 @@ pub struct Faults {
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
-            heartbeat: Duration::from_secs(15),
+            heartbeat: DEFAULT_HEARTBEAT,
             batch: BatchLimit::default(),
             http: HttpSettings::default(),
             credentials: Credentials::fresh(),

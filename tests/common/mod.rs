@@ -12,6 +12,17 @@ use pushbench::serve::Server;
 use pushbench::transport::tls::{TlsMaterial, TLS};
 use pushbench::transport::{ClientConfig, ServerConfig, Transport};
 
+/// The `pushbench` binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_pushbench");
+
+/// A fresh, empty directory under the system temp dir, named for the test and this process.
+pub fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("pushbench-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 /// Longest any test subscriber may take; far above what a healthy run needs.
 pub const TIMEOUT: Duration = Duration::from_secs(240);
 

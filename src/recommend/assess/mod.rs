@@ -18,7 +18,7 @@ use super::evidence::Evidence;
 use crate::harness::settings::settings_of;
 use crate::link::via::VIA;
 use crate::transport::tls::TLS;
-use crate::transport::{Requests, Transport};
+use crate::transport::{Requests, Transport, DEFAULT_HEARTBEAT};
 use crate::workload::Workload;
 
 /// How a transport fits a design.
@@ -93,7 +93,9 @@ pub(super) struct Facts<'a> {
 
 impl<'a> Facts<'a> {
     fn of(transport: Transport, design: &'a Design, evidence: &'a Evidence) -> Self {
-        let heartbeat = evidence.heartbeat_secs().unwrap_or(15.0);
+        let heartbeat = evidence
+            .heartbeat_secs()
+            .unwrap_or(DEFAULT_HEARTBEAT.as_secs_f64());
         let requests = transport.traits().requests;
         // The interval or hold that paces this transport's requests, as its evidence measured
         // it (the transport declares which of its settings that is).
