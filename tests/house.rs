@@ -145,6 +145,14 @@ fn the_binary_lists_what_the_code_declares() {
         assert_eq!(entry["name"], transport.name());
         assert_eq!(entry["colour"], transport.spec().colour.to_string());
         assert!(entry["traits"]["http"].is_boolean());
+        // Every transport but the floor names the standard client the interop check uses.
+        let floor = transport.traits().floor;
+        assert_eq!(
+            entry["interop"].is_string(),
+            !floor,
+            "{transport}: interop {}",
+            entry["interop"]
+        );
     }
     let settings: Vec<&str> = listed
         .iter()

@@ -11,8 +11,8 @@
 // accept it, compressed webhook bodies the consumer decodes before verifying).
 //
 // The transports come from `pushbench transports --json`, and each is checked with the standard
-// client its declared traits name (its browser API, or a webhook consumer when it needs inbound
-// HTTP); the floor has no standard client. A transport with none fails: add its client here.
+// client it declares (`interop` in its SPEC); the floor declares none and is skipped. A
+// transport that declares none, or one this check does not drive, fails: add it to CLIENTS.
 //
 // Usage: node scripts/interop/check.mjs PATH/TO/pushbench
 import { execFileSync, spawn } from 'node:child_process';
@@ -229,34 +229,36 @@ function viaMosquitto({ addr }) {
   });
 }
 
-/** The standard client for a transport, by what it declares: [name, receive] or null. */
-function standardClient(traits) {
-  if (traits.needs_inbound_http) return ['standardwebhooks verifier', viaWebhookConsumer];
-  // Multiplexed over HTTP/2: an event stream a browser reads, or a protocol of its own (gRPC).
-  if (traits.multiplexed && traits.browser_api === 'EventSource') return ['curl --http2-prior-knowledge', viaCurlHttp2];
-  if (traits.multiplexed && !traits.browser_api) return ['Python grpcio', viaGrpcio];
-  // Neither HTTP nor the floor: a broker's publish/subscribe protocol (MQTT).
-  if (!traits.http && !traits.floor) return ['mosquitto_sub', viaMosquitto];
-  const byApi = { EventSource: viaEventSource, WebSocket: viaWebSocket, fetch: viaFetch };
-  const receive = byApi[traits.browser_api];
-  return receive ? [traits.browser_api, receive] : null;
-}
+/** Each standard client this check drives, by the name a transport declares (`interop`). */
+const CLIENTS = {
+  EventSource: viaEventSource,
+  WebSocket: viaWebSocket,
+  fetch: viaFetch,
+  'standardwebhooks verifier': viaWebhookConsumer,
+  'curl --http2-prior-knowledge': viaCurlHttp2,
+  'Python grpcio': viaGrpcio,
+  mosquitto_sub: viaMosquitto,
+};
 
 const declared = JSON.parse(execFileSync(BIN, ['transports', '--json'], { encoding: 'utf8' }));
 let passed = 0;
 let failed = 0;
-for (const { name: transport, traits, cursor_path: path, settings } of declared) {
-  const standard = standardClient(traits);
-  if (!standard) {
+for (const { name: transport, traits, cursor_path: path, settings, interop: client } of declared) {
+  if (!client) {
     if (traits.floor) {
       console.log(`skip   ${transport}: the floor speaks no protocol a standard client knows`);
     } else {
-      console.log(`FAILED ${transport}: no standard client for it in this check; add one`);
+      console.log(`FAILED ${transport}: it declares no standard client (its SPEC's interop)`);
       failed += 1;
     }
     continue;
   }
-  const [client, receive] = standard;
+  const receive = CLIENTS[client];
+  if (!receive) {
+    console.log(`FAILED ${transport}: it declares ${client}, which this check does not drive: add it to CLIENTS`);
+    failed += 1;
+    continue;
+  }
   // The compressed pass, where the transport offers compression.
   const codings = settings.some((s) => s.name === 'compression') ? [false, true] : [false];
   for (const compressed of codings) {

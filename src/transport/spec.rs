@@ -25,6 +25,11 @@ pub struct Spec {
     /// The HTTP path subscribers GET, which takes `?after=SEQ` to resume (none: subscribing is
     /// not a GET).
     pub cursor_path: Option<&'static str>,
+    /// The standard, widely deployed client that subscribes to pushbench's server of this
+    /// transport in the interop check (`scripts/interop/check.mjs`, which fails a transport
+    /// that names none, or one it does not know). None only for the floor: no standard client
+    /// speaks raw length-prefixed frames.
+    pub interop: Option<&'static str>,
     /// The settings it takes, each with its default.
     #[serde(serialize_with = "describe_settings")]
     pub settings: &'static [&'static dyn Declared],

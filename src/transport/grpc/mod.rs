@@ -41,6 +41,7 @@ pub static SPEC: Spec = Spec {
               calls multiplexed on shared HTTP/2 connections",
     colour: Colour(240, 228, 66),
     cursor_path: None,
+    interop: Some("Python grpcio"),
     credentials: &[],
     servers: &[server_impl!(
         super::implementation::OWN,

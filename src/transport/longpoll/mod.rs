@@ -30,6 +30,7 @@ pub static SPEC: Spec = Spec {
     summary: "Long polling: GET /events?after=SEQ held until events exist",
     colour: Colour(0, 158, 115),
     cursor_path: Some(super::cursor::OWN_PATH),
+    interop: Some("fetch"),
     credentials: &[],
     servers: &[server_impl!(
         super::implementation::OWN,

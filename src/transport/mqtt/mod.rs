@@ -46,6 +46,7 @@ pub static SPEC: Spec = Spec {
               persistent sessions",
     colour: Colour(136, 34, 85),
     cursor_path: None,
+    interop: Some("mosquitto_sub"),
     credentials: &[],
     servers: &[server_impl!(
         super::implementation::OWN,

@@ -30,6 +30,7 @@ pub static SPEC: Spec = Spec {
     summary: "Short polling: the same cursor API answered at once, polled at an interval",
     colour: Colour(204, 121, 167),
     cursor_path: Some(super::cursor::OWN_PATH),
+    interop: Some("fetch"),
     credentials: &[],
     servers: &[server_impl!(
         super::implementation::OWN,

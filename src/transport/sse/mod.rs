@@ -36,6 +36,7 @@ pub static SPEC: Spec = Spec {
     summary: "Server-Sent Events on /sse",
     colour: Colour(230, 159, 0),
     cursor_path: Some(OWN_PATH),
+    interop: Some("EventSource"),
     credentials: &[],
     servers: &[server_impl!(
         super::implementation::OWN,

@@ -28,6 +28,7 @@ pub static SPEC: Spec = Spec {
               multiplexed on shared connections",
     colour: Colour(86, 180, 233),
     cursor_path: Some("/sse"),
+    interop: Some("curl --http2-prior-knowledge"),
     credentials: &[],
     servers: &[server_impl!(
         super::implementation::OWN,

@@ -32,6 +32,7 @@ pub static SPEC: Spec = Spec {
     summary: "Length-prefixed frames on a bare TCP stream: the floor",
     colour: Colour(40, 40, 40),
     cursor_path: None,
+    interop: None,
     credentials: &[],
     servers: &[server_impl!(
         super::implementation::OWN,

@@ -192,6 +192,7 @@ pub static SPEC: Spec = Spec {
     summary: "Webhooks: signed HTTP POSTs (or GETs) to registered consumer endpoints",
     colour: Colour(213, 94, 0),
     cursor_path: None,
+    interop: Some("standardwebhooks verifier"),
     credentials: &[&WEBHOOK_SECRET, &REGISTRATION_TOKEN, &ALLOW_PRIVATE_TARGETS, &OPEN_REGISTRATION],
     servers: &[server_impl!(
         super::implementation::OWN,

@@ -55,6 +55,7 @@ pub static SPEC: Spec = Spec {
     summary: "WebSocket text frames on /ws",
     colour: Colour(0, 114, 178),
     cursor_path: Some(OWN_PATH),
+    interop: Some("WebSocket"),
     credentials: &[],
     servers: &[server_impl!(
         super::implementation::OWN,
