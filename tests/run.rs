@@ -485,3 +485,60 @@ async fn a_setting_applies_where_it_is_taken() {
     );
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// Workload shapes through `run`, its server child and load workers: each shape is a row of
+/// its own, keyed by shape and parameters, every subscriber gets exactly its streams, the
+/// offered rate is each stream's, and the row records what the server published beside what
+/// was delivered. Rooms' parameters without a `topics` shape are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workload_shapes_are_rows_of_their_own() {
+    use pushbench::results::key::Shape;
+    use pushbench::scenario::Shapes;
+    let out = scratch("workloads");
+    let mut options = small_run_with("websocket,sse", 100, &[], &out);
+    options.scenario.workloads = Settings {
+        workload: Some("broadcast,topics,unicast".parse::<Shapes>().unwrap()),
+        topics: Some(3),
+        topics_per_subscriber: Some(2),
+        ..Settings::default()
+    }
+    .resolve()
+    .unwrap()
+    .workloads;
+    let outcome = run(options).await.unwrap();
+    let results = Results::read(&outcome.path).unwrap();
+    assert_eq!(results.runs.len(), 6);
+    for row in &results.runs {
+        assert!(!row.failed, "{}: {:?}", row.key.label(), row.error);
+        assert_eq!(row.offered_rate, Rate::PerSecond(500.0));
+        let (per_subscriber, streams) = match row.key.workload.shape {
+            Shape::Broadcast => (100, 1.0),
+            Shape::Topics => (200, 3.0),
+            Shape::Unicast => (100, 2.0),
+        };
+        assert_eq!(
+            row.events_expected,
+            2 * per_subscriber,
+            "{}",
+            row.key.label()
+        );
+        assert_eq!(row.events_delivered, row.events_expected);
+        let published = row.throughput.published_per_s.unwrap();
+        // The server published `streams` streams of 100 events; deliveries differ by shape.
+        let ratio = row.throughput.events_per_s / published;
+        let expected = (2 * per_subscriber) as f64 / (100.0 * streams);
+        assert!(
+            (ratio - expected).abs() < 1e-6,
+            "{}: {ratio}",
+            row.key.label()
+        );
+    }
+    let refused = Settings {
+        topics: Some(3),
+        ..Settings::default()
+    }
+    .resolve()
+    .unwrap_err()
+    .to_string();
+    assert!(refused.contains("--workload topics"), "{refused}");
+}

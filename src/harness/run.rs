@@ -156,56 +156,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunOutcome> {
         max_rates: Vec::new(),
     };
 
-    let mut combinations = Vec::new();
-    for payload in &scenario.payloads {
-        for &workload in &scenario.workloads {
-            for &subscribers in &scenario.subscribers {
-                for &transport in &scenario.transports {
-                    let repeats = if scenario.find_max {
-                        1
-                    } else {
-                        scenario.repeat
-                    };
-                    let takes = settings_of(transport);
-                    // Given settings this transport does not take: it runs without them, and its
-                    // rows say so (the scenario refused any that no transport takes).
-                    let not_applied: Vec<String> = scenario
-                        .settings
-                        .keys()
-                        .filter(|name| !takes.iter().any(|s| s.name() == name.as_str()))
-                        .cloned()
-                        .collect();
-                    for (settings, mut variant) in scenario.variants(&takes) {
-                        // The implementations are dimensions of the key, not swept settings.
-                        for chosen in [SERVER_IMPL.name, CLIENT_IMPL.name] {
-                            variant.0.remove(chosen);
-                        }
-                        let mut key = RowKey::own(transport, subscribers, payload.clone(), variant);
-                        key.workload = KeyWorkload::of(&workload);
-                        key.server_impl = transport
-                            .server_impl(&settings)
-                            .map_err(anyhow::Error::msg)?
-                            .name
-                            .to_owned();
-                        key.client_impl = transport
-                            .client_impl(&settings)
-                            .map_err(anyhow::Error::msg)?
-                            .name
-                            .to_owned();
-                        for repeat in 0..repeats {
-                            combinations.push(Combination {
-                                key: key.clone(),
-                                workload,
-                                settings: settings.clone(),
-                                not_applied: not_applied.clone(),
-                                repeat,
-                            });
-                        }
-                    }
-                }
-            }
-        }
-    }
+    let combinations = plan(scenario)?;
     let progress = ProgressBar::new(combinations.len() as u64).with_style(
         ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar())
@@ -396,6 +347,63 @@ async fn netns_address(netns: &str) -> anyhow::Result<IpAddr> {
 
 /// How long the parent waits for a child's next report beyond the scenario's own timeout.
 const REPORT_SLACK: Duration = Duration::from_secs(60);
+
+/// The plan: every combination the scenario measures, in order (payload, workload, fan-out,
+/// transport, swept settings, repeat), each with its key, every setting its transport takes
+/// and the given settings it does not.
+fn plan(scenario: &Scenario) -> anyhow::Result<Vec<Combination>> {
+    let mut combinations = Vec::new();
+    for payload in &scenario.payloads {
+        for &workload in &scenario.workloads {
+            for &subscribers in &scenario.subscribers {
+                for &transport in &scenario.transports {
+                    let repeats = if scenario.find_max {
+                        1
+                    } else {
+                        scenario.repeat
+                    };
+                    let takes = settings_of(transport);
+                    // Given settings this transport does not take: it runs without them, and its
+                    // rows say so (the scenario refused any that no transport takes).
+                    let not_applied: Vec<String> = scenario
+                        .settings
+                        .keys()
+                        .filter(|name| !takes.iter().any(|s| s.name() == name.as_str()))
+                        .cloned()
+                        .collect();
+                    for (settings, mut variant) in scenario.variants(&takes) {
+                        // The implementations are dimensions of the key, not swept settings.
+                        for chosen in [SERVER_IMPL.name, CLIENT_IMPL.name] {
+                            variant.0.remove(chosen);
+                        }
+                        let mut key = RowKey::own(transport, subscribers, payload.clone(), variant);
+                        key.workload = KeyWorkload::of(&workload);
+                        key.server_impl = transport
+                            .server_impl(&settings)
+                            .map_err(anyhow::Error::msg)?
+                            .name
+                            .to_owned();
+                        key.client_impl = transport
+                            .client_impl(&settings)
+                            .map_err(anyhow::Error::msg)?
+                            .name
+                            .to_owned();
+                        for repeat in 0..repeats {
+                            combinations.push(Combination {
+                                key: key.clone(),
+                                workload,
+                                settings: settings.clone(),
+                                not_applied: not_applied.clone(),
+                                repeat,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(combinations)
+}
 
 /// Measures one combination with a fresh server child and fresh load workers.
 async fn measure(
