@@ -346,19 +346,11 @@ impl Hub {
     }
 
     /// The same for a list of streams (empty: everything).
-    pub fn interest(&self, mut topics: Vec<u32>) -> Result<Interest, String> {
+    pub fn interest(&self, topics: Vec<u32>) -> Result<Interest, String> {
         if !topics.is_empty() && !self.tagged {
             return Err(BROADCAST_ONLY.into());
         }
-        if let Some(&past) = topics.iter().find(|&&t| u64::from(t) >= self.streams) {
-            return Err(format!(
-                "topic {past} does not exist: this server publishes streams 0 to {}",
-                self.streams - 1
-            ));
-        }
-        topics.sort_unstable();
-        topics.dedup();
-        Ok(Interest::of_list(topics))
+        crate::workload::check_topics(topics, self.streams).map(Interest::of_list)
     }
 
     /// Counts one more subscriber until the returned guard is dropped.

@@ -231,22 +231,28 @@ pub fn global_seq(topic: u32, number: u64, streams: u64) -> u64 {
     number * streams.max(1) + u64::from(topic)
 }
 
-/// The streams a subscription named, as a query or message gives them: `1,5,9`, ascending,
-/// each below `streams`, none twice.
+/// The streams a subscription named, as a query or message gives them: `1,5,9`, checked by
+/// [`check_topics`].
 pub fn parse_topics(text: &str, streams: u64) -> Result<Vec<u32>, String> {
-    let mut topics = Vec::new();
-    for part in text.split(',') {
-        let topic: u32 = part
-            .trim()
-            .parse()
-            .map_err(|_| format!("topic {part:?} is not a stream number"))?;
-        if u64::from(topic) >= streams {
-            return Err(format!(
-                "topic {topic} does not exist: this server publishes streams 0 to {}",
-                streams.saturating_sub(1)
-            ));
-        }
-        topics.push(topic);
+    let topics = text
+        .split(',')
+        .map(|part| {
+            part.trim()
+                .parse()
+                .map_err(|_| format!("topic {part:?} is not a stream number"))
+        })
+        .collect::<Result<Vec<u32>, String>>()?;
+    check_topics(topics, streams)
+}
+
+/// A subscription's streams, ascending and none twice, each below `streams` (one past the
+/// last is refused with the streams there are).
+pub fn check_topics(mut topics: Vec<u32>, streams: u64) -> Result<Vec<u32>, String> {
+    if let Some(&past) = topics.iter().find(|&&t| u64::from(t) >= streams) {
+        return Err(format!(
+            "topic {past} does not exist: this server publishes streams 0 to {}",
+            streams.saturating_sub(1)
+        ));
     }
     topics.sort_unstable();
     topics.dedup();
