@@ -670,6 +670,8 @@ impl LoadArgs {
             credentials,
             tls: self.tls.material(&[])?,
             bind,
+            // Started by hand, a load process knows only its own subscribers.
+            population: self.subscribers,
             ..ClientConfig::default()
         };
         Ok(LoadJob {

@@ -176,6 +176,8 @@ pub struct Hub {
     retries: AtomicU64,
     /// When an injected fault struck (monotonic ns), at most [`FAULTS_NOTED`] of them.
     faults: std::sync::Mutex<Vec<u64>>,
+    /// When the close storm cut every connection (monotonic ns), once it has.
+    storm: std::sync::OnceLock<u64>,
     /// Readers alive now.
     readers: watch::Sender<usize>,
     /// Which readers that ended early have been followed by one that resumed.
@@ -257,6 +259,7 @@ impl Hub {
             gapped: AtomicU64::new(0),
             retries: AtomicU64::new(0),
             faults: std::sync::Mutex::new(Vec::new()),
+            storm: std::sync::OnceLock::new(),
             readers: watch::Sender::new(0),
             returns: std::sync::Mutex::new(Returns::default()),
         })
@@ -414,6 +417,16 @@ impl Hub {
         if faults.len() < FAULTS_NOTED {
             faults.push(at_ns);
         }
+    }
+
+    /// Notes that the close storm cut every connection at `at_ns` (monotonic).
+    pub fn note_storm(&self, at_ns: u64) {
+        let _ = self.storm.set(at_ns);
+    }
+
+    /// When the close storm struck (monotonic ns), if it has.
+    pub fn storm(&self) -> Option<u64> {
+        self.storm.get().copied()
     }
 
     /// When injected faults struck (monotonic ns), in order.

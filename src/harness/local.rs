@@ -28,6 +28,8 @@ pub struct LocalRun {
     /// Subscribers that dropped without the whole stream and never resumed, as the server
     /// counted them.
     pub unresumed_drops: u64,
+    /// When the close storm cut every connection (monotonic ns), if one struck.
+    pub storm_ns: Option<u64>,
 }
 
 /// Starts `transport`'s server on a loopback port, connects `subscribers`, publishes `spec` once
@@ -67,6 +69,7 @@ pub async fn deliver_locally(
     let delivery = Duration::from_nanos(last.unwrap_or(published.end_ns) - published.start_ns);
     let left_connected = server.drain(Duration::from_secs(10)).await;
     let unresumed_drops = server.hub().unresumed();
+    let storm_ns = server.hub().storm();
     server.stop().await?;
     Ok(LocalRun {
         records,
@@ -74,5 +77,6 @@ pub async fn deliver_locally(
         delivery,
         left_connected,
         unresumed_drops,
+        storm_ns,
     })
 }

@@ -204,6 +204,8 @@ fn results(server: &ServerPart, merged: &Merged, out: &Path) -> anyhow::Result<M
         settings: settings.effective(&super::settings::settings_of(transport), Side::Both),
         origin_ns: merged.interval_origin_ns,
         restarted: None,
+        blackout: None,
+        server_samples: Vec::new(),
     });
     let defaults = ServerConfig::default();
     let results = Results {

@@ -16,7 +16,10 @@ use crate::metrics::faults::SlowConsumer;
 use crate::metrics::latency::{self, Percentiles};
 use crate::metrics::recorder::{FanoutClock, Recorded, Timeline};
 use crate::metrics::sockets::SocketTotals;
-use crate::protocol::{DeliveryCounts, LoadPart, PartHistograms, WorkerProcess};
+use crate::metrics::storm::Reconnection;
+use crate::protocol::{
+    DeliveryCounts, LoadPart, PartHistograms, WorkerProcess, RECONNECTIONS_KEPT,
+};
 use crate::transport::{SettingValues, Transport};
 
 /// How many distinct subscriber errors a part keeps word for word (the rest are counted).
@@ -104,6 +107,12 @@ impl LoadPart {
             sockets: SocketTotals::default(),
             timeline: recorded.timeline.clone(),
             outage_ns: records.iter().filter_map(|r| r.outage_ns).reduce(span),
+            reconnections: records
+                .iter()
+                .flat_map(|r| &r.reconnections)
+                .copied()
+                .take(RECONNECTIONS_KEPT)
+                .collect(),
             slow_consumer: None,
             clock: None,
             cpus: 0,
@@ -174,6 +183,8 @@ pub struct Merged {
     pub timeline: Timeline,
     /// When subscribers were down for the outage fault, over every worker.
     pub outage_ns: Option<(u64, u64)>,
+    /// Every worker's subscribers' reconnections.
+    pub reconnections: Vec<Reconnection>,
     /// The slow consumer, if there was one.
     pub slow_consumer: Option<SlowConsumer>,
     /// Every worker's process samples.
@@ -223,6 +234,7 @@ impl Merged {
             fanout: FanoutClock::default(),
             timeline: Timeline::default(),
             outage_ns: None,
+            reconnections: Vec::new(),
             slow_consumer: None,
             workers: Vec::new(),
             sockets: SocketTotals::default(),
@@ -299,6 +311,7 @@ impl Merged {
                 (Some(a), Some(b)) => Some(span(a, b)),
                 (a, b) => a.or(b),
             };
+            merged.reconnections.extend(&part.reconnections);
             merged.slow_consumer = merged.slow_consumer.or(part.slow_consumer);
             merged.workers.push(part.process);
             merged.sockets = merged.sockets + part.sockets;
@@ -431,6 +444,7 @@ mod tests {
                     first_sent_ns: Some(0),
                     last_received_ns: Some(100_000),
                     reconnects: 1,
+                    reconnections: Vec::new(),
                     cut_off: 0,
                     outage_ns: None,
                     apart: false,

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::settings::{settings_of, RESTART_AFTER};
 use crate::clock::now_ns;
 use crate::link::via::{Nginx, Via, VIA};
-use crate::link::{LinkStats, LINK};
+use crate::link::{Blackout, BlackoutSwitch, LinkStats, LINK};
 use crate::metrics::kernel;
 use crate::metrics::machine::Machine;
 use crate::metrics::process::{self, MachineCpu};
@@ -26,6 +26,7 @@ use crate::protocol::ServeOptions;
 use crate::results::key::{RowKey, Workload as KeyWorkload};
 use crate::results::scenario::Scenario;
 use crate::results::{utc_stamp, Placement, Results, Settings, TransportResult, SCHEMA_VERSION};
+use crate::transport::storm::{Storm, StormKind};
 use crate::transport::tls::{TlsMaterial, TLS};
 use crate::transport::{
     ClientConfig, Credentials, ServerConfig, SettingValues, Side, Target, CLIENT_IMPL, SERVER_IMPL,
@@ -451,6 +452,14 @@ async fn measure(
         stats_out: None,
     };
     let restart_after = RESTART_AFTER.read(&combination.settings);
+    let storm = Storm::planned(&combination.settings);
+    if storm.is_some() && !restart_after.is_zero() {
+        bail!(
+            "a storm and the restart fault both take every subscriber's connection: measure \
+             them in rows of their own"
+        );
+    }
+    let blackhole = storm.filter(|storm| storm.kind == StormKind::Blackhole);
     let server_processes = serve.processes;
     if serve.processes > 1 && !restart_after.is_zero() {
         bail!(
@@ -471,6 +480,7 @@ async fn measure(
         settings: transport_settings,
         credentials: credentials.for_subscribers(),
         tls,
+        population: subscribers,
         ..ClientConfig::default()
     };
     let shares = worker_shares(
@@ -491,24 +501,10 @@ async fn measure(
         }
     };
     let behind_proxy = nginx.as_ref().map_or(server.addr(), Nginx::addr);
-    let link = LINK.read(&combination.settings);
     let emulator = CancellationToken::new();
     let _stop_emulator = emulator.clone().drop_guard();
-    let target = if link.is_direct() {
-        behind_proxy
-    } else {
-        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
-        let addr = listener.local_addr()?;
-        let stats = std::sync::Arc::new(LinkStats::default());
-        tokio::spawn(crate::link::serve(
-            listener,
-            behind_proxy,
-            link,
-            stats,
-            emulator,
-        ));
-        addr
-    };
+    let (target, blackout) =
+        link_in_front(&combination.settings, blackhole, behind_proxy, emulator).await?;
     let origin_ns = now_ns();
     let mut workers = Vec::with_capacity(shares.len());
     for (index, &(first, count)) in shares.iter().enumerate() {
@@ -549,13 +545,37 @@ async fn measure(
         anyhow::Ok(parts)
     };
     let restart = async {
-        if restart_after.is_zero() {
-            return Ok((server, None));
+        let mut server = server;
+        if let (Some(storm), Some(switch)) = (blackhole, &blackout) {
+            let origin_ns = server.stream_started(scenario.timeout).await?;
+            let start = origin_ns + storm.after.as_nanos() as u64;
+            let window = (start, start + storm.length.as_nanos() as u64);
+            switch.strike(window.0, window.1);
+            return Ok((server, None, Some(window)));
         }
-        restart_server(server, restart_after, &options.exe, serve, scenario).await
+        if restart_after.is_zero() {
+            return Ok((server, None, None));
+        }
+        let (server, restarted) =
+            restart_server(server, restart_after, &options.exe, serve, scenario).await?;
+        anyhow::Ok((server, restarted, None))
     };
+    // Through a storm, the server's CPU and memory are sampled every 100 ms for its peak.
+    let sampling = CancellationToken::new();
+    let sampler = storm.map(|_| {
+        tokio::spawn(process::sample_until(
+            pids.clone(),
+            Duration::from_millis(100),
+            sampling.clone(),
+        ))
+    });
     let (parts, restarted) = tokio::join!(collect, restart);
-    let (mut server, restarted) = restarted?;
+    sampling.cancel();
+    let server_samples = match sampler {
+        Some(sampler) => sampler.await.unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let (mut server, restarted, blackout) = restarted?;
     let parts = parts?;
     let machine_after = MachineCpu::sample().unwrap_or_default();
     if let Some(status) = server.child().exited().filter(|s| !s.success()) {
@@ -618,7 +638,32 @@ async fn measure(
             first_life_cpu_us: r.first_life_cpu_us.saturating_sub(server_connected.cpu_us),
             ..r
         }),
+        blackout,
+        server_samples,
     }))
+}
+
+/// What subscribers dial: `behind`, or in front of it the link emulator when the row asks for
+/// a bad link or a blackhole storm (with the switch that strikes the storm's blackout). It
+/// runs in this process, apart from both the server's and the load's, until `stop`.
+async fn link_in_front(
+    settings: &SettingValues,
+    blackhole: Option<Storm>,
+    behind: SocketAddr,
+    stop: CancellationToken,
+) -> anyhow::Result<(SocketAddr, Option<BlackoutSwitch>)> {
+    let link = LINK.read(settings);
+    if link.is_direct() && blackhole.is_none() {
+        return Ok((behind, None));
+    }
+    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+    let addr = listener.local_addr()?;
+    let (switch, blackout) = Blackout::new();
+    let stats = std::sync::Arc::new(LinkStats::default());
+    tokio::spawn(crate::link::serve(
+        listener, behind, link, stats, blackout, stop,
+    ));
+    Ok((addr, blackhole.map(|_| switch)))
 }
 
 /// The restart fault: waits until `after` past the stream's start, kills the server as a crash

@@ -10,7 +10,8 @@ use super::ledger::Ledger;
 use crate::event::{DecodeError, Event, Gap, Rate, StreamSpec};
 use crate::metrics::latency;
 use crate::metrics::recorder::Recording;
-use crate::transport::{Flow, Sink};
+use crate::metrics::storm::Reconnection;
+use crate::transport::{Flow, Reconnected, Sink};
 use crate::workload::Workload;
 
 /// What every subscriber of one run shares: the stream's shape, the warm-up, the recording
@@ -98,8 +99,10 @@ pub struct TallySink {
     last_received_ns: Option<u64>,
     /// Start of the schedule as this subscriber sees it, from its first event.
     stream_start_ns: Option<u64>,
-    /// Times the subscription was established again after a drop.
-    reconnects: u64,
+    /// Its index in the run.
+    index: usize,
+    /// Each time the subscription was established again after a drop, and when it caught up.
+    reconnections: Vec<Reconnection>,
     /// When the subscriber was down for the outage fault, if it was.
     outage_ns: Option<(u64, u64)>,
     /// Its latencies stay out of the shared recording (the slow consumer, whose own lateness
@@ -132,7 +135,8 @@ impl TallySink {
             first_event: None,
             last_received_ns: None,
             stream_start_ns: None,
-            reconnects: 0,
+            index,
+            reconnections: Vec::new(),
             outage_ns: None,
             apart: false,
             worst_latency_us: 0,
@@ -147,10 +151,18 @@ impl TallySink {
     }
 
     /// What the subscriber ended with.
-    pub fn finish(self, error: Option<String>) -> SubscriberRecord {
+    pub fn finish(mut self, error: Option<String>) -> SubscriberRecord {
         // An event of a stream it does not follow fails the subscriber, named, even when its
         // own streams arrived whole.
         let error = error.or_else(|| self.ledger.misrouting());
+        // Back after the stream's last event was scheduled, it caught up once that arrived.
+        if let (Some(last), Some(latest), true) = (
+            self.reconnections.last_mut(),
+            self.last_received_ns,
+            self.ledger.is_complete(),
+        ) {
+            last.caught_up_ns.get_or_insert(latest.max(last.at_ns));
+        }
         SubscriberRecord {
             ledger: self.ledger,
             handshake_us: self
@@ -161,7 +173,8 @@ impl TallySink {
                 .map(|(sent, received)| latency::micros_between(sent, received)),
             first_sent_ns: self.first_event.map(|(sent, _)| sent),
             last_received_ns: self.last_received_ns,
-            reconnects: self.reconnects,
+            reconnects: self.reconnections.len() as u64,
+            reconnections: self.reconnections,
             cut_off: 0,
             outage_ns: self.outage_ns,
             apart: self.apart,
@@ -200,6 +213,15 @@ impl Sink for TallySink {
         self.ledger.record(event);
         self.first_event.get_or_insert((event.sent_ns, received_ns));
         self.last_received_ns = Some(received_ns);
+        // Caught up after a reconnection: the first event scheduled since it arrived, so
+        // what it missed while away is behind it.
+        if let Some(last) = self
+            .reconnections
+            .last_mut()
+            .filter(|r| r.caught_up_ns.is_none() && event.scheduled_ns >= r.at_ns)
+        {
+            last.caught_up_ns = Some(received_ns);
+        }
         if self.apart {
             let us = latency::micros_between(event.scheduled_ns, received_ns);
             self.worst_latency_us = self.worst_latency_us.max(us);
@@ -225,8 +247,14 @@ impl Sink for TallySink {
         self.plan.recording.batch(events);
     }
 
-    fn reconnected(&mut self) {
-        self.reconnects += 1;
+    fn reconnected(&mut self, reconnect: Reconnected) {
+        self.reconnections.push(Reconnection {
+            subscriber: self.index as u32,
+            attempt_ns: reconnect.attempt_ns,
+            at_ns: reconnect.at_ns,
+            caught_up_ns: None,
+            failed_attempts: reconnect.failed_attempts,
+        });
     }
 
     fn gap(&mut self, gap: Gap) {
@@ -254,6 +282,8 @@ pub struct SubscriberRecord {
     pub last_received_ns: Option<u64>,
     /// Times the subscription was established again after its connection dropped.
     pub reconnects: u64,
+    /// Each of those, with when it caught up.
+    pub reconnections: Vec<Reconnection>,
     /// Events missing because the connection dropped and the subscription, told not to resume,
     /// ended there (see [`SubscriberRecord::cut_off_by_drop`]).
     pub cut_off: u64,

@@ -13,6 +13,8 @@ use crate::clock::now_ns;
 use crate::event::StreamSpec;
 use crate::metrics::faults::{self, FaultWindow};
 use crate::metrics::latency::{self, Percentiles};
+use crate::metrics::process::TimedSample;
+use crate::metrics::storm::StormEffect;
 use crate::protocol::ServeStats;
 use crate::results::key::RowKey;
 use crate::results::{
@@ -21,6 +23,7 @@ use crate::results::{
 };
 use crate::transport::listener::DROP_EVERY;
 use crate::transport::resume::OUTAGE;
+use crate::transport::storm::{Storm, StormKind, STORM_AFTER};
 use crate::transport::SettingValues;
 
 use super::part::Merged;
@@ -53,14 +56,30 @@ pub(super) struct Restarted {
 /// Most fault windows a row keeps (they are instants for the drop fault, which may cut often).
 const FAULT_WINDOWS_KEPT: usize = 1000;
 
+/// When the storm was on (monotonic ns): the close storm's cut, as the server noted it, or the
+/// blackout `run` struck on the link.
+fn storm_window(
+    settings: &SettingValues,
+    stats: &ServeStats,
+    blackout: Option<(u64, u64)>,
+) -> Option<(Storm, (u64, u64))> {
+    let storm = Storm::planned(settings)?;
+    let window = match storm.kind {
+        StormKind::Close => stats.storm_ns.map(|at| (at, at)),
+        StormKind::Blackhole => blackout,
+    }?;
+    Some((storm, window))
+}
+
 /// When the injected faults were on, in milliseconds since the intervals' origin: each cut of
 /// the drop fault (an instant, from the server), the consumer outage (from the first
-/// subscriber going down to the last coming back), and the restart (from the kill until the
-/// new server listened).
+/// subscriber going down to the last coming back), the restart (from the kill until the
+/// new server listened), and the storm.
 fn fault_windows(
     stats: &ServeStats,
     merged: &Merged,
     restarted: Option<Restarted>,
+    storm: Option<(u64, u64)>,
     settings: &SettingValues,
     origin_ns: u64,
 ) -> Vec<FaultWindow> {
@@ -93,8 +112,14 @@ fn fault_windows(
         start_ms: ms(r.down_ns.0),
         end_ms: ms(r.down_ns.1),
     });
+    let storm = storm.map(|(start, end)| FaultWindow {
+        fault: STORM_AFTER.name.to_owned(),
+        start_ms: ms(start),
+        end_ms: ms(end),
+    });
     cuts.chain(outage)
         .chain(restart)
+        .chain(storm)
         .take(FAULT_WINDOWS_KEPT)
         .collect()
 }
@@ -173,6 +198,11 @@ pub(super) struct Summary<'a> {
     pub origin_ns: u64,
     /// When the restart fault killed the server, if it did.
     pub restarted: Option<Restarted>,
+    /// When `run` silenced the link for a blackhole storm (monotonic ns), if it did.
+    pub blackout: Option<(u64, u64)>,
+    /// The server's processes sampled through the stream (for a storm's peak; empty when not
+    /// sampled).
+    pub server_samples: Vec<TimedSample>,
 }
 
 /// Turns the merged load parts, the server's stats and the process samples into one result.
@@ -227,7 +257,15 @@ pub(super) fn summarise(s: Summary<'_>) -> TransportResult {
         }
     };
     let last_receiver = merged.fanout.last_receiver_us(counts.subscribers);
-    let fault_windows = fault_windows(s.stats, merged, s.restarted, &s.settings, s.origin_ns);
+    let storm = storm_window(&s.settings, s.stats, s.blackout);
+    let fault_windows = fault_windows(
+        s.stats,
+        merged,
+        s.restarted,
+        storm.map(|(_, window)| window),
+        &s.settings,
+        s.origin_ns,
+    );
     let fault_effect = faults::effect(&fault_windows, &merged.timeline);
 
     TransportResult {
@@ -315,6 +353,19 @@ pub(super) fn summarise(s: Summary<'_>) -> TransportResult {
         latency_timeline: (!fault_windows.is_empty()).then(|| merged.timeline.clone()),
         fault_windows,
         fault_effect,
+        storm: storm.map(|(storm, window)| {
+            let effect = StormEffect::of(
+                &crate::settings::Value::show(storm.kind),
+                window,
+                counts.subscribers,
+                &merged.reconnections,
+                s.origin_ns,
+            );
+            match (measured, s.server_samples.is_empty()) {
+                (true, false) => effect.with_server(&s.server_samples, window.0, s.server_cpus),
+                _ => effect,
+            }
+        }),
         slow_consumer: merged.slow_consumer,
         server_peak_rss_bytes: Some(s.stats.peak_rss_bytes).filter(|&b| b > 0),
         server_processes: (s.server_processes > 1).then_some(s.server_processes),

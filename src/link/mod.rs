@@ -39,7 +39,7 @@ use std::time::Duration;
 use crate::settings::Value;
 use crate::transport::{Setting, Side};
 
-pub use proxy::{serve, LinkStats, LinkTotals};
+pub use proxy::{serve, Blackout, BlackoutSwitch, LinkStats, LinkTotals};
 
 /// The link subscribers reach the server through.
 pub static LINK: Setting<Link> = Setting {

@@ -8,6 +8,11 @@
 //! [`sleep_until_ns`]), then for the bandwidth cap's tokens, then writes, in slices if the
 //! slicer is on. The queue's bound passes backpressure on: a capped link slows the server
 //! down as a real one does.
+//!
+//! A [`Blackout`] is the blackhole storm: from its start nothing passes on any connection, new
+//! ones included (they never reach the server), and at its end every connection that went
+//! through it is closed, as a NAT or load balancer that lost its state does; the toxics'
+//! `timeout` does the same to one connection at a time.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,7 +24,7 @@ use rand::Rng as _;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::Link;
@@ -29,6 +34,54 @@ use crate::clock::{now_ns, sleep_until_ns};
 const CHUNK: usize = 16 * 1024;
 /// Chunks in flight per direction: enough for a long fat link, bounded so backpressure works.
 const IN_FLIGHT: usize = 256;
+
+/// When the link goes silent for a blackhole storm, as the proxy's connections see it.
+#[derive(Clone, Debug)]
+pub struct Blackout(watch::Receiver<Option<(u64, u64)>>);
+
+/// Sets the blackout's window, once `run` knows when the stream began.
+#[derive(Debug)]
+pub struct BlackoutSwitch(watch::Sender<Option<(u64, u64)>>);
+
+impl Blackout {
+    /// A blackout and the switch that strikes it.
+    pub fn new() -> (BlackoutSwitch, Self) {
+        let (switch, blackout) = watch::channel(None);
+        (BlackoutSwitch(switch), Self(blackout))
+    }
+
+    /// A link that never goes silent.
+    pub fn never() -> Self {
+        Self::new().1
+    }
+
+    /// The blackout's end when the link is silent now.
+    fn silent_now(&self) -> Option<u64> {
+        let now = now_ns();
+        (*self.0.borrow()).and_then(|(start, end)| (start <= now && now < end).then_some(end))
+    }
+
+    /// Waits for the blackout to begin (at once if it has), returning its end; never, when
+    /// it is over or none is struck.
+    async fn begins(&self) -> u64 {
+        let mut window = self.0.clone();
+        let struck = window.wait_for(Option::is_some).await.ok().and_then(|w| *w);
+        match struck {
+            Some((start, end)) if now_ns() < end => {
+                sleep_until_ns(start).await;
+                end
+            }
+            _ => std::future::pending().await,
+        }
+    }
+}
+
+impl BlackoutSwitch {
+    /// Silences the link from `start_ns` to `end_ns` (monotonic).
+    pub fn strike(&self, start_ns: u64, end_ns: u64) {
+        let _ = self.0.send(Some((start_ns, end_ns)));
+    }
+}
 
 /// What the proxy counted, readable while it runs.
 #[derive(Debug, Default)]
@@ -76,6 +129,7 @@ pub async fn serve(
     upstream: SocketAddr,
     link: Link,
     stats: Arc<LinkStats>,
+    blackout: Blackout,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     loop {
@@ -91,7 +145,19 @@ pub async fn serve(
             _ = shutdown.cancelled() => return Ok(()),
         };
         let (stats, shutdown) = (Arc::clone(&stats), shutdown.clone());
+        let blackout = blackout.clone();
         tokio::spawn(async move {
+            // In a blackout nothing reaches the server: the subscriber's connection is held
+            // silent, then closed when the path comes back.
+            if let Some(end) = blackout.silent_now() {
+                tokio::select! {
+                    () = sleep_until_ns(end) => {}
+                    _ = shutdown.cancelled() => {}
+                }
+                stats.closes.fetch_add(1, Ordering::Relaxed);
+                drop(subscriber);
+                return;
+            }
             // A server that refuses (restarting, say) is passed on as a refusal: the
             // subscriber's connection is closed at once.
             let Ok(server) = TcpStream::connect(upstream).await else {
@@ -99,7 +165,7 @@ pub async fn serve(
             };
             stats.connections.fetch_add(1, Ordering::Relaxed);
             tokio::select! {
-                _ = connection(subscriber, server, link, &stats) => {}
+                _ = connection(subscriber, server, link, &stats, &blackout) => {}
                 _ = shutdown.cancelled() => {}
             }
         });
@@ -114,6 +180,7 @@ async fn connection(
     mut server: TcpStream,
     link: Link,
     stats: &LinkStats,
+    blackout: &Blackout,
 ) {
     let _ = subscriber.set_nodelay(true);
     let _ = server.set_nodelay(true);
@@ -134,21 +201,32 @@ async fn connection(
             _ = downstream => {}
         }
     };
-    match (link.reset_peer, link.timeout) {
-        (Some(reset), _) => {
-            if tokio::time::timeout(reset, ends).await.is_err() {
-                // Dropping the halves with SO_LINGER 0 sends RST to both sides.
-                stats.resets.fetch_add(1, Ordering::Relaxed);
+    let relayed = async {
+        match (link.reset_peer, link.timeout) {
+            (Some(reset), _) => {
+                if tokio::time::timeout(reset, ends).await.is_err() {
+                    // Dropping the halves with SO_LINGER 0 sends RST to both sides.
+                    stats.resets.fetch_add(1, Ordering::Relaxed);
+                }
             }
-        }
-        (None, Some(silent_after)) => {
-            if tokio::time::timeout(silent_after, ends).await.is_err() {
-                // Silent: nothing passes (the pumps are gone), then the close.
-                sleep_until_ns(opened + 2 * silent_after.as_nanos() as u64).await;
-                stats.closes.fetch_add(1, Ordering::Relaxed);
+            (None, Some(silent_after)) => {
+                if tokio::time::timeout(silent_after, ends).await.is_err() {
+                    // Silent: nothing passes (the pumps are gone), then the close.
+                    sleep_until_ns(opened + 2 * silent_after.as_nanos() as u64).await;
+                    stats.closes.fetch_add(1, Ordering::Relaxed);
+                }
             }
+            (None, None) => ends.await,
         }
-        (None, None) => ends.await,
+    };
+    tokio::select! {
+        () = relayed => {}
+        end = blackout.begins() => {
+            // The pumps are gone with `relayed`: nothing passes until the end, then the close
+            // (both streams dropped as this returns).
+            sleep_until_ns(end).await;
+            stats.closes.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -313,6 +391,15 @@ mod tests {
     /// Starts an echo-less server that sends `payload` to whoever connects, and a proxy with
     /// `link` in front of it; returns the proxy's address.
     async fn proxied(link: &str, payload: Vec<u8>) -> (SocketAddr, Arc<LinkStats>) {
+        proxied_through(link, payload, Blackout::never()).await
+    }
+
+    /// As [`proxied`], with `blackout` on the link.
+    async fn proxied_through(
+        link: &str,
+        payload: Vec<u8>,
+        blackout: Blackout,
+    ) -> (SocketAddr, Arc<LinkStats>) {
         let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let upstream = server.local_addr().unwrap();
         tokio::spawn(async move {
@@ -334,9 +421,47 @@ mod tests {
             upstream,
             link.parse().unwrap(),
             Arc::clone(&stats),
+            blackout,
             CancellationToken::new(),
         ));
         (addr, stats)
+    }
+
+    /// A blackout silences a connection that was flowing and closes it at its end, and a
+    /// connection opened during it never reaches the server and is closed at the same end.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_blackout_silences_then_closes_every_connection() {
+        let (switch, blackout) = Blackout::new();
+        let (addr, stats) = proxied_through("latency=0ms", vec![7u8; 64], blackout).await;
+        let mut before = TcpStream::connect(addr).await.unwrap();
+        let mut got = [0u8; 64];
+        tokio::time::timeout(Duration::from_secs(10), before.read_exact(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        let (start, end) = (now_ns(), now_ns() + 300_000_000);
+        switch.strike(start, end);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut during = TcpStream::connect(addr).await.unwrap();
+        let connected_before = stats.totals().connections;
+        for stream in [&mut before, &mut during] {
+            let mut rest = Vec::new();
+            tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest))
+                .await
+                .expect("the blackout closes the connection")
+                .ok();
+            assert!(rest.is_empty(), "nothing passes in a blackout: {rest:?}");
+            assert!(now_ns() >= end, "closed only once the path came back");
+        }
+        assert_eq!(stats.totals().connections, connected_before);
+        assert_eq!(stats.totals().closes, 2);
+        // After it, connections pass again.
+        let mut after = TcpStream::connect(addr).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), after.read_exact(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, [7u8; 64]);
     }
 
     /// Every byte arrives in order through latency, jitter and the slicer, and no sooner than

@@ -1,5 +1,5 @@
 //! What a run measures, apart from what it runs: latency histograms and their per-thread
-//! recording, what injected faults did to latency, socket byte and connection counters,
+//! recording, what injected faults did to latency, what a reconnect storm cost, socket byte and connection counters,
 //! process CPU and memory and the kernel's TCP buffer memory from /proc, and a description of
 //! the machine.
 
@@ -10,4 +10,5 @@ pub mod machine;
 pub mod process;
 pub mod recorder;
 pub mod sockets;
+pub mod storm;
 pub mod tcp_info;

@@ -39,6 +39,35 @@ pub fn sample_sum(pids: &[u32]) -> ProcessSample {
         .fold(ProcessSample::default(), |sum, s| sum + s)
 }
 
+/// One sample of processes at a moment (monotonic ns).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TimedSample {
+    /// When it was taken.
+    pub at_ns: u64,
+    /// What the processes had used and held.
+    pub sample: ProcessSample,
+}
+
+/// Samples processes `pids` (summed) every `every` until `stop`: how their CPU and memory
+/// moved over a stretch (a reconnect storm's), not only from its start to its end.
+pub async fn sample_until(
+    pids: Vec<u32>,
+    every: std::time::Duration,
+    stop: tokio_util::sync::CancellationToken,
+) -> Vec<TimedSample> {
+    let mut samples = Vec::new();
+    let mut ticks = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => samples.push(TimedSample {
+                at_ns: crate::clock::now_ns(),
+                sample: sample_sum(&pids),
+            }),
+            () = stop.cancelled() => return samples,
+        }
+    }
+}
+
 /// Samples process `pid` (`None`: this process).
 pub fn sample(pid: Option<u32>) -> io::Result<ProcessSample> {
     let base = match pid {

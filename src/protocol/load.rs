@@ -13,7 +13,12 @@ use crate::metrics::faults::SlowConsumer;
 use crate::metrics::process::ProcessSample;
 use crate::metrics::recorder::{FanoutClock, Timeline};
 use crate::metrics::sockets::SocketTotals;
+use crate::metrics::storm::Reconnection;
 use crate::transport::{ClientConfig, SettingValues, Target, Transport};
+
+/// Reconnections one part carries: enough for a storm of every subscriber a worker can hold
+/// several times over, and a bound on the part's size under heavy churn.
+pub const RECONNECTIONS_KEPT: usize = 200_000;
 
 /// Delivery counts summed over subscribers.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -160,6 +165,10 @@ pub struct LoadPart {
     /// down to the last coming back.
     #[serde(default)]
     pub outage_ns: Option<(u64, u64)>,
+    /// Every reconnection of this worker's subscribers (what a storm's curve is read from),
+    /// at most [`RECONNECTIONS_KEPT`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reconnections: Vec<Reconnection>,
     /// The slow consumer, if this worker ran it.
     #[serde(default)]
     pub slow_consumer: Option<SlowConsumer>,

@@ -25,7 +25,9 @@ pub mod open_files;
 mod part;
 mod serve;
 
-pub use load::{DeliveryCounts, LoadJob, LoadPart, PartHistograms, WorkerProcess};
+pub use load::{
+    DeliveryCounts, LoadJob, LoadPart, PartHistograms, WorkerProcess, RECONNECTIONS_KEPT,
+};
 pub use part::{PartFile, ServerPart};
 pub use serve::{ServeOptions, ServeStats};
 

@@ -95,6 +95,9 @@ pub struct ServeStats {
     /// When the server's injected faults struck (monotonic ns): each cut of the drop fault.
     #[serde(default)]
     pub faults_ns: Vec<u64>,
+    /// When the close storm cut every connection (monotonic ns), if it struck.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storm_ns: Option<u64>,
     /// CPU time of the server process when the stream started, us.
     pub stream_start_cpu_us: u64,
     /// CPU time of the server process when it stopped, us.

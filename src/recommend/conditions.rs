@@ -13,14 +13,23 @@ use crate::transport::client_stream::SLOW_CONSUMER;
 use crate::transport::compression::COMPRESSION;
 use crate::transport::implementation::OWN;
 use crate::transport::listener::DROP_EVERY;
-use crate::transport::resume::OUTAGE;
+use crate::transport::resume::{CHURN, OUTAGE};
+use crate::transport::storm::STORM_AFTER;
 use crate::transport::tls::TLS;
 
 use super::design::Design;
 
-/// The injected faults: drops, outages, restarts, a slow consumer, the link emulator. A row
-/// cited for a design has none, unless a rule reads what the fault did.
-static FAULTS: [&dyn Declared; 5] = [&DROP_EVERY, &OUTAGE, &RESTART_AFTER, &SLOW_CONSUMER, &LINK];
+/// The injected faults: drops, storms, outages, churn, restarts, a slow consumer, the link
+/// emulator. A row cited for a design has none, unless a rule reads what the fault did.
+static FAULTS: [&dyn Declared; 7] = [
+    &DROP_EVERY,
+    &STORM_AFTER,
+    &OUTAGE,
+    &CHURN,
+    &RESTART_AFTER,
+    &SLOW_CONSUMER,
+    &LINK,
+];
 
 /// What a row must have been measured under to stand for `design`.
 #[derive(Clone, Debug)]

@@ -18,7 +18,7 @@ use crate::results::schema::TransportResult;
 const CHARTS_KEPT: usize = 12;
 
 /// The repeat a row's fault figures are read from: the first that passed, else the first.
-fn shown_run<'a>(row: &Row<'a>) -> &'a TransportResult {
+pub(super) fn shown_run<'a>(row: &Row<'a>) -> &'a TransportResult {
     row.runs
         .iter()
         .copied()

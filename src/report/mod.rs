@@ -10,6 +10,7 @@ pub mod compare;
 pub mod content;
 pub mod faults;
 pub mod plots;
+pub mod storms;
 pub mod table;
 
 use std::path::{Path, PathBuf};

@@ -17,6 +17,7 @@ use crate::metrics::latency::Lateness;
 use crate::metrics::latency::{IntervalLatency, Percentiles};
 use crate::metrics::machine::Machine;
 use crate::metrics::recorder::Timeline;
+use crate::metrics::storm::StormEffect;
 use crate::transport::{SettingValues, Transport};
 
 /// Bumped whenever a field changes meaning or disappears; older files are migrated on reading
@@ -288,6 +289,10 @@ pub struct TransportResult {
     /// What the faults did to latency: baseline, worst during and after, recovery times.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fault_effect: Option<FaultEffect>,
+    /// What the reconnect storm cost, when one struck: how fast subscribers were back and
+    /// caught up, the curve, reconnect times and failed attempts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storm: Option<StormEffect>,
     /// The slow consumer of the slow-consumer fault (its latencies are not in this row's
     /// histograms, which show the other subscribers).
     #[serde(default, skip_serializing_if = "Option::is_none")]

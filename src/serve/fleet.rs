@@ -184,6 +184,8 @@ impl ServeStats {
             fleet.retries += m.retries;
             fleet.refusal = fleet.refusal.take().or_else(|| m.refusal.clone());
             fleet.faults_ns.extend(&m.faults_ns);
+            // Every member cuts its own connections; the storm is when the first did.
+            fleet.storm_ns = fleet.storm_ns.into_iter().chain(m.storm_ns).min();
             fleet.stream_start_cpu_us += m.stream_start_cpu_us;
             fleet.cpu_us += m.cpu_us;
             fleet.peak_rss_bytes += m.peak_rss_bytes;

@@ -559,6 +559,7 @@ impl Ending<'_> {
             retries: server.hub().retries(),
             refusal: server.hub().refusal(),
             faults_ns: server.hub().faults(),
+            storm_ns: server.hub().storm(),
             stream_start_cpu_us: published.as_ref().map_or(0, |p| p.start_cpu_us),
             cpu_us: process.cpu_us,
             peak_rss_bytes: process.peak_rss_bytes,

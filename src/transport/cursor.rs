@@ -260,6 +260,7 @@ pub(crate) async fn subscribe(
         // request without an error; it is a drop all the same, and counted as one.
         if connection.as_ref().is_some_and(SendRequest::is_closed) {
             dropped = true;
+            sink.attempt_begins();
             if !sink.resumes() {
                 return Err(ClientError::Protocol(
                     "HTTP: the server closed the connection between polls, and resume is off"

@@ -16,9 +16,10 @@
 //! TLS is set up here too ([`TrackedListener::establish`]), on top of the counted stream, so
 //! the byte counts are what crossed the wire, encryption included.
 //!
-//! It is also where the drop fault acts ([`DROP_EVERY`]): every connection open at each cut
-//! fails its next read or write, whatever the transport above it, as when a load balancer or a
-//! flaky network cuts connections.
+//! It is also where the drop fault ([`DROP_EVERY`]) and the close storm
+//! ([`super::storm::STORM_AFTER`]) act: every connection open at each cut fails its next read or
+//! write, whatever the transport above it, as when a load balancer, a flaky network or a deploy
+//! cuts connections.
 
 use std::io;
 use std::net::SocketAddr;
@@ -28,7 +29,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use std::future::Future;
-use std::sync::{Mutex, OnceLock, Weak};
+use std::sync::{Mutex, OnceLock};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -37,8 +38,9 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use tokio_rustls::TlsAcceptor;
 
+use super::storm::{Storm, StormKind};
 use super::tls::{HandshakeTimes, ServerTls, TlsMaterial, TLS};
-use super::{ServerConfig, Setting, Side};
+use super::{ServerConfig, Setting, SettingValues, Side};
 use crate::hub::{Hub, SubscriberGuard};
 use crate::metrics::sockets::SocketCounters;
 
@@ -70,33 +72,55 @@ pub struct TrackedListener {
 /// An accepted connection once set up: under TLS when it is on.
 pub type Established = ServerTls<TrackedStream>;
 
-/// The drop fault: every connection accepted holds the current cut's token, and each cut
-/// cancels it and starts the next.
+/// The drop fault and the close storm: every connection accepted holds the current cut's
+/// token, and each cut cancels it and starts the next.
 #[derive(Debug)]
 struct Cuts {
     current: Mutex<CancellationToken>,
 }
 
 impl Cuts {
-    /// Cuts `period` apart once the stream has begun (its first event published), for as
-    /// long as the listener lives; each cut is noted on the hub, so results can show when the
-    /// fault struck.
-    fn every(period: Duration, hub: Arc<Hub>) -> Arc<Self> {
+    /// The cuts the settings ask for, if any: every `DROP_EVERY` once the stream has begun (its
+    /// first event published), and the close storm's one cut at `STORM_AFTER`, for as long as
+    /// the listener lives. Each is noted on the hub, so results can show when the fault struck.
+    fn planned(settings: &SettingValues, hub: &Arc<Hub>) -> Option<Arc<Self>> {
+        let period = Some(DROP_EVERY.read(settings)).filter(|p| !p.is_zero());
+        let storm = Storm::planned(settings).filter(|s| s.kind == StormKind::Close);
+        if period.is_none() && storm.is_none() {
+            return None;
+        }
         let cuts = Arc::new(Self {
             current: Mutex::new(CancellationToken::new()),
         });
-        let weak: Weak<Self> = Arc::downgrade(&cuts);
-        tokio::spawn(async move {
-            hub.wait_until_published(1).await;
-            loop {
-                tokio::time::sleep(period).await;
+        if let Some(period) = period {
+            let (weak, hub) = (Arc::downgrade(&cuts), Arc::clone(hub));
+            tokio::spawn(async move {
+                hub.wait_until_published(1).await;
+                loop {
+                    tokio::time::sleep(period).await;
+                    let Some(cuts) = weak.upgrade() else { return };
+                    cuts.cut();
+                    hub.note_fault(crate::clock::now_ns());
+                }
+            });
+        }
+        if let Some(storm) = storm {
+            let (weak, hub) = (Arc::downgrade(&cuts), Arc::clone(hub));
+            tokio::spawn(async move {
+                hub.wait_until_published(1).await;
+                tokio::time::sleep(storm.after).await;
                 let Some(cuts) = weak.upgrade() else { return };
-                let mut current = cuts.current.lock().unwrap_or_else(|e| e.into_inner());
-                std::mem::replace(&mut *current, CancellationToken::new()).cancel();
-                hub.note_fault(crate::clock::now_ns());
-            }
-        });
-        cuts
+                cuts.cut();
+                hub.note_storm(crate::clock::now_ns());
+            });
+        }
+        Some(cuts)
+    }
+
+    /// Cuts every connection open now; those accepted later hold the next cut's token.
+    fn cut(&self) {
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::replace(&mut *current, CancellationToken::new()).cancel();
     }
 
     fn token(&self) -> CancellationToken {
@@ -166,9 +190,8 @@ impl TrackedListener {
         config: &ServerConfig,
         alpn: &[&[u8]],
     ) -> io::Result<Self> {
-        let period = DROP_EVERY.read(&config.settings);
         let listener = Self {
-            cuts: (!period.is_zero()).then(|| Cuts::every(period, Arc::clone(&hub))),
+            cuts: Cuts::planned(&config.settings, &hub),
             max_subscribers: config.limits.subscriber_cap(),
             write_timeout: Some(config.limits.write_timeout).filter(|t| !t.is_zero()),
             ..Self::new(inner, Some(hub), Arc::clone(&config.counters))

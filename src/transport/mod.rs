@@ -29,6 +29,7 @@ mod per_event;
 pub mod resume;
 pub mod spec;
 pub mod standard_webhooks;
+pub mod storm;
 mod target;
 pub mod tls;
 
@@ -80,8 +81,12 @@ macro_rules! resumable_settings {
             &$crate::transport::resume::RECONNECT_GRACE,
             &$crate::transport::resume::REPLAY_WINDOW,
             &$crate::transport::listener::DROP_EVERY,
+            &$crate::transport::storm::STORM_AFTER,
+            &$crate::transport::storm::STORM_KIND,
+            &$crate::transport::storm::STORM_LENGTH,
             &$crate::transport::resume::OUTAGE,
             &$crate::transport::resume::OUTAGE_AFTER,
+            &$crate::transport::resume::CHURN,
             &$crate::transport::client_stream::SLOW_CONSUMER,
             &$crate::transport::tls::TLS,
         ]
@@ -424,6 +429,14 @@ pub struct ClientConfig {
     /// one broadcast stream). Each transport names them in its own idiom when it subscribes.
     #[serde(default)]
     pub topics: Option<Vec<u32>>,
+    /// Subscribers of the whole run, across every load process (what a rate across the
+    /// population, such as the churn fault's, is shared out over).
+    #[serde(default = "one")]
+    pub population: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl Default for ClientConfig {
@@ -438,6 +451,7 @@ impl Default for ClientConfig {
             counters: Arc::default(),
             read_rate: None,
             topics: None,
+            population: 1,
         }
     }
 }
@@ -467,6 +481,18 @@ pub enum Flow {
     Stop,
 }
 
+/// One reconnection of a subscription, as its client saw it (monotonic ns).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reconnected {
+    /// When the client began the attempt that got through (after its backoff).
+    pub attempt_ns: u64,
+    /// When the subscription was established again.
+    pub at_ns: u64,
+    /// Attempts since the drop that ended before the subscription was established (refused
+    /// with 503, closed, timed out).
+    pub failed_attempts: u32,
+}
+
 /// Where a client puts what it receives. The harness's sink records latency and the tally;
 /// tests' sinks check digests.
 pub trait Sink: Send {
@@ -486,8 +512,11 @@ pub trait Sink: Send {
         let _ = events;
     }
 
-    /// The subscription is established again after its connection dropped.
-    fn reconnected(&mut self) {}
+    /// The subscription is established again after its connection dropped (or its subscriber
+    /// left on purpose, for the churn or outage faults).
+    fn reconnected(&mut self, reconnect: Reconnected) {
+        let _ = reconnect;
+    }
 
     /// The server says these events are gone (it resumed the subscription from past its replay
     /// window): they will not arrive.

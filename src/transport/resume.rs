@@ -8,13 +8,14 @@
 //! The consumer outage fault lives here too, since it is a subscriber going away and coming
 //! back: `--outage 2s` takes each subscriber down once, `--outage-after` past its first event,
 //! for that long (its connection closed, or for a webhook consumer, its endpoint answering 503),
-//! then it resumes as it would after a drop.
+//! then it resumes as it would after a drop. So does churn (`--churn R`): across the
+//! population, R subscribers a second close their connection and open a new one at once.
 
 use std::time::Duration;
 
 use rand::Rng as _;
 
-use super::{ClientConfig, ClientError, Flow, Setting, Side, Sink};
+use super::{ClientConfig, ClientError, Flow, Reconnected, Setting, Side, Sink};
 use crate::event::{DecodeError, Event, Gap};
 
 /// Reconnect after a dropped connection and go on after the last event received.
@@ -84,6 +85,65 @@ pub static OUTAGE_AFTER: Setting<Duration> = Setting {
     min: Duration::ZERO,
 };
 
+/// The churn fault: connections closed and reopened per second across the population.
+pub static CHURN: Setting<u64> = Setting {
+    name: "churn",
+    help: "Fault: connections closed and reopened per second across all subscribers of the run \
+           (of one `pushbench load` process started by hand) (each leaves at random moments, on average every subscribers/R seconds, from its first \
+           event), each reopened at once and resumed (with --resume off, not reopened) (0: none)",
+    side: Side::Client,
+    default: 0,
+    min: 0,
+};
+
+/// One subscriber's churn: when it next leaves, drawn afresh after each leave so that leaves
+/// across the population are a Poisson process at the asked-for rate.
+#[derive(Clone, Copy, Debug)]
+struct Churn {
+    /// Mean time between one subscriber's leaves, ns.
+    mean_ns: f64,
+    /// When it next leaves (monotonic ns), once its first event started the clock.
+    next_ns: Option<u64>,
+}
+
+impl Churn {
+    /// The churn the settings ask for, shared out over the run's population.
+    fn planned(config: &ClientConfig) -> Option<Self> {
+        let rate = CHURN.read(&config.settings);
+        (rate > 0).then(|| Self {
+            mean_ns: config.population.max(1) as f64 / rate as f64 * 1e9,
+            next_ns: None,
+        })
+    }
+
+    /// Whether the subscriber should leave at `now_ns` (the first call starts the clock).
+    fn is_due(&mut self, now_ns: u64) -> bool {
+        let wait = self.draw();
+        let next = *self.next_ns.get_or_insert(now_ns + wait);
+        now_ns >= next
+    }
+
+    /// Sets the next leave after one at `now_ns`.
+    fn left(&mut self, now_ns: u64) {
+        self.next_ns = Some(now_ns + self.draw());
+    }
+
+    /// An exponential wait with the mean: what makes the leaves memoryless.
+    fn draw(&self) -> u64 {
+        let uniform: f64 = rand::rng().random_range(f64::EPSILON..1.0);
+        (-uniform.ln() * self.mean_ns) as u64
+    }
+}
+
+/// Why a subscriber is closing its connection on purpose.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Leaving {
+    /// The outage fault: it stays down for the outage's length.
+    Outage,
+    /// Churn: it opens a new connection at once.
+    Churn,
+}
+
 /// One subscriber's planned outage: down from `after` past its first event, for `length`.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Outage {
@@ -149,8 +209,16 @@ pub(crate) struct Resuming<'a> {
     fruitless: u32,
     /// The consumer outage fault planned for this subscriber, until it has happened.
     outage: Option<Outage>,
-    /// The outage has begun: the connection is being closed on purpose.
-    going_down: bool,
+    /// The churn fault, when it is on.
+    churn: Option<Churn>,
+    /// The subscriber is closing its connection on purpose, and why.
+    leaving: Option<Leaving>,
+    /// When the current connection attempt began (monotonic ns).
+    attempt_ns: u64,
+    /// The current attempt established the subscription.
+    attempt_connected: bool,
+    /// Attempts since the last drop that ended before the subscription was established.
+    failed_attempts: u32,
 }
 
 impl<'a> Resuming<'a> {
@@ -165,7 +233,11 @@ impl<'a> Resuming<'a> {
             progressed: false,
             fruitless: 0,
             outage: Outage::planned(&config.settings),
-            going_down: false,
+            churn: Churn::planned(config),
+            leaving: None,
+            attempt_ns: crate::clock::now_ns(),
+            attempt_connected: false,
+            failed_attempts: 0,
         }
     }
 
@@ -192,8 +264,34 @@ impl<'a> Resuming<'a> {
         &mut self,
         ended: Result<(), ClientError>,
     ) -> Result<bool, ClientError> {
-        if std::mem::take(&mut self.going_down) {
-            return self.sit_out_outage().await;
+        let go_on = self.decide(ended).await;
+        if matches!(go_on, Ok(true)) {
+            self.attempt_begins();
+        }
+        go_on
+    }
+
+    /// A new connection attempt begins without [`Resuming::again`] (a polling client whose
+    /// keep-alive connection the server closed between requests opens the next one itself):
+    /// its reconnect is timed from here.
+    pub(crate) fn attempt_begins(&mut self) {
+        self.attempt_ns = crate::clock::now_ns();
+        self.attempt_connected = false;
+    }
+
+    /// What [`Resuming::again`] decides, before the next attempt is timed.
+    async fn decide(&mut self, ended: Result<(), ClientError>) -> Result<bool, ClientError> {
+        match self.leaving.take() {
+            Some(Leaving::Outage) => return self.sit_out_outage().await,
+            // Churn: the subscriber opens its new connection at once; told not to resume, it
+            // ends there, as after a drop, and the ledger counts what it missed as cut off.
+            Some(Leaving::Churn) if self.resume => return Ok(true),
+            Some(Leaving::Churn) => {
+                return Err(ClientError::Protocol(
+                    "left for the churn fault and, resume off, did not come back".into(),
+                ))
+            }
+            None => {}
         }
         let error = match ended {
             _ if self.stopped => return Ok(false),
@@ -205,6 +303,11 @@ impl<'a> Resuming<'a> {
             matches!(error, ClientError::Status { status, .. } if (400..500).contains(&status));
         if !self.resume || !self.connected || refused {
             return Err(error);
+        }
+        // An attempt that never got its subscription back (a 503, a close, a timeout) is what
+        // a storm costs beyond the wait.
+        if !self.attempt_connected {
+            self.failed_attempts += 1;
         }
         if std::mem::take(&mut self.progressed) {
             self.fruitless = 0;
@@ -254,8 +357,13 @@ fn full_jitter(attempt: u32) -> Duration {
 
 impl Sink for Resuming<'_> {
     fn connected(&mut self, at_ns: u64) {
+        self.attempt_connected = true;
         if std::mem::replace(&mut self.connected, true) {
-            self.sink.reconnected();
+            self.sink.reconnected(Reconnected {
+                attempt_ns: self.attempt_ns,
+                at_ns,
+                failed_attempts: std::mem::take(&mut self.failed_attempts),
+            });
         } else {
             self.sink.connected(at_ns);
         }
@@ -266,12 +374,23 @@ impl Sink for Resuming<'_> {
         self.progressed = true;
         let flow = self.sink.event(event, received_ns);
         self.stopped |= flow == Flow::Stop;
-        if let (Some(outage), false) = (self.outage.as_mut(), self.stopped) {
+        if self.stopped {
+            return flow;
+        }
+        if let Some(outage) = self.outage.as_mut() {
             outage.event_at(received_ns);
             if outage.is_due(received_ns) {
                 // The subscriber goes down now: the transport ends the connection as if it had
                 // enough, and `again` keeps it down until the outage is over.
-                self.going_down = true;
+                self.leaving = Some(Leaving::Outage);
+                return Flow::Stop;
+            }
+        }
+        if let Some(churn) = self.churn.as_mut() {
+            if churn.is_due(received_ns) {
+                // The same way out, and `again` opens the next connection at once.
+                churn.left(received_ns);
+                self.leaving = Some(Leaving::Churn);
                 return Flow::Stop;
             }
         }
@@ -288,8 +407,8 @@ impl Sink for Resuming<'_> {
         self.sink.batch(events);
     }
 
-    fn reconnected(&mut self) {
-        self.sink.reconnected();
+    fn reconnected(&mut self, reconnect: Reconnected) {
+        self.sink.reconnected(reconnect);
     }
 
     fn outage(&mut self, start_ns: u64, end_ns: u64) {

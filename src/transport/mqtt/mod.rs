@@ -27,7 +27,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use rumqttc::{MqttOptions, QoS};
 
-use super::resume::{OUTAGE, OUTAGE_AFTER, RECONNECT_GRACE, RESUME};
+use super::resume::{CHURN, OUTAGE, OUTAGE_AFTER, RECONNECT_GRACE, RESUME};
 use crate::settings::Value;
 use super::{
     Colour, KeepAlive, Outside, Redelivery, Requests, Setting, SettingValues, Side, Spec, Traits,
@@ -67,6 +67,7 @@ pub static SPEC: Spec = Spec {
         &RECONNECT_GRACE,
         &OUTAGE,
         &OUTAGE_AFTER,
+        &CHURN,
     ],
     outside: broker_outside,
     traits: Traits {
