@@ -164,16 +164,23 @@ impl StormEffect {
     }
 }
 
-/// Each subscriber's first reconnection at or after `start_ns`.
+/// Each subscriber's first reconnection at or after `start_ns`, caught up at the first moment
+/// any of its reconnections since did (one that dropped again before catching up, as calls on a
+/// shared HTTP/2 connection do while it is re-established, caught up on a later one).
 fn first_returns(reconnections: &[Reconnection], start_ns: u64) -> Vec<Reconnection> {
     let mut first: std::collections::BTreeMap<u32, Reconnection> = Default::default();
     for r in reconnections.iter().filter(|r| r.at_ns >= start_ns) {
         first
             .entry(r.subscriber)
             .and_modify(|kept| {
+                let caught_up_ns = match (kept.caught_up_ns, r.caught_up_ns) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
                 if r.at_ns < kept.at_ns {
                     *kept = *r;
                 }
+                kept.caught_up_ns = caught_up_ns;
             })
             .or_insert(*r);
     }
@@ -241,8 +248,9 @@ mod tests {
         }
     }
 
-    /// Four subscribers, one never back: the waves are read from the population, not from
-    /// those that returned, and reconnections before the storm do not count.
+    /// Five subscribers, one never back: the waves are read from the population, not from
+    /// those that returned; reconnections before the storm do not count, and one that dropped
+    /// again before catching up caught up on its next.
     #[test]
     fn the_wave_counts_the_whole_population() {
         let reconnections = [
@@ -251,23 +259,25 @@ mod tests {
             back(1, 1_030, Some(1_050)),
             back(2, 1_100, None),
             back(0, 1_200, Some(1_300)), // a later one of subscriber 0
+            back(4, 1_150, None),        // dropped again before it caught up...
+            back(4, 1_170, Some(1_180)), // ...and caught up on the next
         ];
         let storm = StormEffect::of(
             "close",
             (1_000_000_000, 1_000_000_000),
-            4,
+            5,
             &reconnections,
             0,
         );
         assert_eq!(storm.not_back, 1);
-        assert_eq!(storm.back.p50_ms, Some(30.0));
+        assert_eq!(storm.back.p50_ms, Some(100.0));
         assert_eq!(storm.back.p99_ms, None);
-        assert_eq!(storm.caught_up.p50_ms, Some(50.0));
+        assert_eq!(storm.caught_up.p50_ms, Some(180.0));
         assert_eq!(storm.start_ms, 1000.0);
         assert_eq!(storm.reconnect_us, (500, 500));
         assert_eq!(storm.peak_reconnects_per_s, 30.0);
         let last = storm.curve.last().unwrap();
-        assert_eq!((last.back, last.caught_up), (0.75, 0.5));
+        assert_eq!((last.back, last.caught_up), (0.8, 0.6));
         assert_eq!(storm.curve[0].ms, 0.0);
     }
 
