@@ -55,6 +55,18 @@ function faultPlots(results, rows) {
   return plots;
 }
 
+/** The storm curves: one plot per storm kind, showing every row that went through one. */
+function stormPlots(results, rows) {
+  const kinds = new Map();
+  for (const label of rows) {
+    const runs = results.runs.filter((r) => rowLabel(r) === label);
+    const shown = runs.find((r) => !r.failed) ?? runs[0];
+    if (!shown.storm) continue;
+    kinds.set(shown.storm.kind, [...(kinds.get(shown.storm.kind) ?? []), label]);
+  }
+  return [...kinds].map(([kind, shows]) => ({ id: `storm-${kind}`, rows: shows }));
+}
+
 /** What the results file says the page must show: every row by its name. */
 function expected(results) {
   const rows = [...new Set(results.runs.map(rowLabel))];
@@ -66,7 +78,7 @@ function expected(results) {
       .map((r) => r.subscribers),
   );
   const plots = (swept.size > 1 ? [...ALWAYS, ...FANOUT] : ALWAYS).map((id) => ({ id, rows }));
-  return { rows, plots: [...plots, ...faultPlots(results, rows)] };
+  return { rows, plots: [...plots, ...faultPlots(results, rows), ...stormPlots(results, rows)] };
 }
 
 async function check(browser, dir) {
