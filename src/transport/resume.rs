@@ -118,8 +118,11 @@ impl Churn {
 
     /// Whether the subscriber should leave at `now_ns` (the first call starts the clock).
     fn is_due(&mut self, now_ns: u64) -> bool {
-        let wait = self.draw();
-        let next = *self.next_ns.get_or_insert(now_ns + wait);
+        // Drawn once per leave, not per event: this runs on every event's path.
+        let next = match self.next_ns {
+            Some(next) => next,
+            None => *self.next_ns.insert(now_ns + self.draw()),
+        };
         now_ns >= next
     }
 
