@@ -184,6 +184,7 @@ fn transport_framing(c: &mut Criterion) {
         events: (0..BATCH)
             .map(|seq| Bytes::from(event(spec, seq).encode()))
             .collect(),
+        copies: Vec::new(),
     };
     let batch = batch_of(&spec(64));
     let mut group = c.benchmark_group("framing");

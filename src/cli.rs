@@ -455,7 +455,7 @@ pub struct StreamArgs {
     /// Rooms each subscriber joins (default 1).
     #[arg(long)]
     pub topics_per_subscriber: Option<u32>,
-    /// How rooms are drawn from the seed: `uniform` or `zipf:S`.
+    /// How rooms are drawn from the seed: `uniform`, `zipf:S`, or dealt in turn: `even`.
     #[arg(long)]
     pub membership: Option<String>,
     /// Subscribers of the whole measurement, every load process's (`--workload unicast` has

@@ -12,6 +12,8 @@
 //! - [`workload`]: the workload's shape (broadcast, topics, unicast): the streams a server
 //!   publishes, which of them each subscriber follows, and where an event belongs.
 //! - [`clock`]: CLOCK_MONOTONIC nanoseconds, the one clock shared by server and load processes.
+//! - [`upstream`]: messages subscribers send to the server: their wire form, each sender's
+//!   schedule, and the server's ledger of them.
 //! - [`hub`]: the server's published stream, read by every transport with its own cursor.
 //! - [`link`]: a bad link between subscribers and the server, emulated by a TCP proxy with
 //!   Toxiproxy's toxics.
@@ -66,4 +68,5 @@ pub mod serve;
 pub mod setting_flags;
 pub mod settings;
 pub mod transport;
+pub mod upstream;
 pub mod workload;

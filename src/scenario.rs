@@ -243,7 +243,8 @@ pub struct Settings {
     #[arg(long)]
     pub topics_per_subscriber: Option<u32>,
     /// How rooms are drawn: `uniform` (the default) or `zipf:S` (room sizes skewed, topic k
-    /// weighted 1/(k+1)^S), from the seed.
+    /// weighted 1/(k+1)^S), from the seed; or `even`, dealt in turn so every room is the same
+    /// size.
     #[arg(long)]
     pub membership: Option<String>,
     /// Seconds at the start of each stream left out of the latency figures.

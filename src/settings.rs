@@ -101,6 +101,22 @@ impl Value for u64 {
     }
 }
 
+impl Value for f64 {
+    const KIND: &'static str = "X";
+
+    fn parse(text: &str) -> Result<Self, String> {
+        match text.trim().parse::<f64>() {
+            Ok(x) if x.is_finite() && x >= 0.0 => Ok(x),
+            _ => Err(format!("expected a non-negative number, got {text:?}")),
+        }
+    }
+
+    fn show(self) -> String {
+        // Whole numbers read as whole numbers (20, not 20.0), so row keys stay short.
+        self.to_string()
+    }
+}
+
 impl Value for bool {
     const KIND: &'static str = "on|off";
 

@@ -20,21 +20,27 @@ pub enum Membership {
     Uniform,
     /// Topic `k` (from 0) weighted `1 / (k + 1)^s`: a few big rooms, many small ones.
     Zipf(f64),
+    /// Dealt in turn, not drawn: subscriber `i` joins topics `i·M, i·M + 1, ...` (mod the
+    /// topics), so every room holds the same number of members (rooms of exactly 8 for 8 times
+    /// as many subscribers as topics, one each), as a game's lobbies are filled.
+    Even,
 }
 
 impl Membership {
-    /// The text form: `uniform` or `zipf:S`.
+    /// The text form: `uniform`, `even` or `zipf:S`.
     pub fn show(&self) -> String {
         match self {
             Membership::Uniform => "uniform".into(),
+            Membership::Even => "even".into(),
             Membership::Zipf(s) => format!("zipf:{s}"),
         }
     }
 
-    /// Reads `uniform` or `zipf:S` (S a positive number).
+    /// Reads `uniform`, `even` or `zipf:S` (S a positive number).
     pub fn parse(text: &str) -> Result<Self, String> {
         match text.split_once(':') {
             None if text == "uniform" => Ok(Membership::Uniform),
+            None if text == "even" => Ok(Membership::Even),
             Some(("zipf", s)) => match s.parse::<f64>() {
                 Ok(s) if s.is_finite() && s > 0.0 => Ok(Membership::Zipf(s)),
                 _ => Err(format!(
@@ -42,7 +48,7 @@ impl Membership {
                 )),
             },
             _ => Err(format!(
-                "membership {text:?}: expected `uniform` or `zipf:S` (such as zipf:1.0)"
+                "membership {text:?}: expected `uniform`, `even` or `zipf:S` (such as zipf:1.0)"
             )),
         }
     }
@@ -50,7 +56,7 @@ impl Membership {
     /// The weight of topic `k`.
     fn weight(&self, k: u32) -> f64 {
         match self {
-            Membership::Uniform => 1.0,
+            Membership::Uniform | Membership::Even => 1.0,
             Membership::Zipf(s) => 1.0 / f64::from(k + 1).powf(*s),
         }
     }
@@ -184,6 +190,19 @@ impl Workload {
                 topics,
                 per_subscriber,
                 membership,
+            } if *membership == Membership::Even => {
+                let first = (index as u64) * u64::from(*per_subscriber);
+                let mut dealt: Vec<u32> = (0..u64::from(*per_subscriber))
+                    .map(|j| ((first + j) % u64::from((*topics).max(1))) as u32)
+                    .collect();
+                dealt.sort_unstable();
+                dealt.dedup();
+                Some(dealt)
+            }
+            Workload::Topics {
+                topics,
+                per_subscriber,
+                membership,
             } => {
                 let mut rng = rand::rngs::StdRng::seed_from_u64(
                     seed ^ (index as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93),
@@ -286,6 +305,27 @@ mod tests {
             assert_eq!(topics.len(), 3);
             assert!(topics.windows(2).all(|w| w[0] < w[1]) && topics[2] < 100);
         }
+    }
+
+    /// Even membership deals rooms in turn: every room the same size, each subscriber's rooms
+    /// distinct.
+    #[test]
+    fn even_membership_fills_rooms_alike() {
+        let w = Workload::Topics {
+            topics: 4,
+            per_subscriber: 2,
+            membership: Membership::Even,
+        };
+        let mut sizes = [0; 4];
+        for i in 0..16 {
+            let rooms = w.topics_of(i, 7).unwrap();
+            assert_eq!(rooms.len(), 2);
+            for r in rooms {
+                sizes[r as usize] += 1;
+            }
+        }
+        assert_eq!(sizes, [8; 4]);
+        assert_eq!(Membership::parse("even"), Ok(Membership::Even));
     }
 
     /// Zipf membership skews room sizes: the first room is far fuller than the median one.

@@ -71,6 +71,23 @@ proptest! {
         let _ = Gap::decode(&bytes);
     }
 
+    /// Arbitrary bytes, bare or in the envelope of a message up, decode to a message or to
+    /// nothing, never a panic; a decoded message re-encodes to the same message, and the
+    /// server's ledger takes it whatever its numbers.
+    #[test]
+    fn upstream_message_decoding(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+        let mut wrapped = br#"{"up":"#.to_vec();
+        wrapped.extend_from_slice(&bytes);
+        for candidate in [&bytes, &wrapped] {
+            if let Some(message) = pushbench::upstream::Message::decode(candidate) {
+                let again = message.encode();
+                prop_assert_eq!(pushbench::upstream::Message::decode(&again), Some(message.clone()));
+                let mut ledger = pushbench::upstream::Ledger::new(4);
+                ledger.record(&message, candidate.len(), message.scheduled_ns);
+            }
+        }
+    }
+
     /// Events that look almost canonical (the fast path) decode exactly as serde_json reads
     /// them.
     #[test]

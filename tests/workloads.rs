@@ -74,7 +74,7 @@ async fn a_planted_misrouting_fails_naming_subscriber_and_topic() {
         let mut server = common::start(transport, &spec, config).await;
         let addr = server.addr();
         client.topics = Some(vec![1]);
-        let plan = RecordPlan::of(&spec, 0, 0);
+        let plan = RecordPlan::of(&spec, 0, 0, &Default::default(), 1);
         let subscriber = tokio::spawn(async move {
             let mut sink = TallySink::following(plan, 0, 7, Some(&[2]));
             let _ = tokio::time::timeout(

@@ -58,6 +58,10 @@ pub async fn run_subscribers(
         // every process draws the same rooms for it.
         let index = first_index + i;
         config.topics = plan.topics_of(index);
+        config.upstream = plan
+            .two_way
+            .as_ref()
+            .map(|two_way| two_way.sender(index, config.topics.clone()));
         let plan = Arc::clone(plan);
         let target = target.clone();
         tasks.push(tokio::spawn(async move {
@@ -112,6 +116,9 @@ pub async fn run_job(
         .credentials
         .check(job.transport.spec(), Side::Client)
         .map_err(anyhow::Error::msg)?;
+    if let Some(why) = crate::transport::upstream::refusal(&job.config.settings, &job.spec) {
+        anyhow::bail!(why);
+    }
     if let Some(cpus) = &job.cpus {
         process::pin_this_process(cpus)?;
     }
@@ -136,6 +143,8 @@ pub async fn run_job(
         &job.spec,
         job.warmup.as_nanos() as u64,
         job.interval_origin_ns,
+        &job.config.settings,
+        job.config.population,
     );
     job.config.read_rate = slow_read_rate(
         SLOW_CONSUMER.read(&job.config.settings),

@@ -30,6 +30,8 @@ pub struct LocalRun {
     pub unresumed_drops: u64,
     /// When the close storm cut every connection (monotonic ns), if one struck.
     pub storm_ns: Option<u64>,
+    /// The server's ledger of what subscribers sent up, where they did.
+    pub upstream: Option<crate::upstream::Totals>,
 }
 
 /// Starts `transport`'s server on a loopback port, connects `subscribers`, publishes `spec` once
@@ -46,7 +48,7 @@ pub async fn deliver_locally(
     let server_config = server_config.serving(spec);
     let mut server = Server::start(transport, loopback, spec.count, server_config).await?;
     let addr = server.addr();
-    let plan = RecordPlan::of(spec, 0, now_ns());
+    let plan = RecordPlan::of(spec, 0, now_ns(), &client_config.settings, subscribers);
     let load = {
         let plan = std::sync::Arc::clone(&plan);
         tokio::spawn(async move {
@@ -70,6 +72,7 @@ pub async fn deliver_locally(
     let left_connected = server.drain(Duration::from_secs(10)).await;
     let unresumed_drops = server.hub().unresumed();
     let storm_ns = server.hub().storm();
+    let upstream = server.hub().upstream_totals();
     server.stop().await?;
     Ok(LocalRun {
         records,
@@ -78,5 +81,6 @@ pub async fn deliver_locally(
         left_connected,
         unresumed_drops,
         storm_ns,
+        upstream,
     })
 }

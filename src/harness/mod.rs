@@ -11,6 +11,7 @@ mod run;
 pub mod settings;
 mod subscriber;
 mod summary;
+pub mod two_way;
 pub mod worker;
 
 pub use load::{run_job, run_subscribers};

@@ -101,6 +101,8 @@ impl LoadPart {
                 events_per_response: recorded.batches.as_ref().map(latency::encode),
                 tls_handshake_us: None,
                 seconds: recorded.seconds.iter().map(latency::encode).collect(),
+                round_trip_us: recorded.round_trip.as_ref().map(latency::encode),
+                copies_us: recorded.copies.as_ref().map(latency::encode),
             },
             fanout: recorded.fanout.clone(),
             process: WorkerProcess::default(),
@@ -113,6 +115,13 @@ impl LoadPart {
                 .copied()
                 .take(RECONNECTIONS_KEPT)
                 .collect(),
+            copies: records
+                .iter()
+                .filter_map(|r| r.copies)
+                .reduce(|mut sum, c| {
+                    sum.add(&c);
+                    sum
+                }),
             slow_consumer: None,
             clock: None,
             cpus: 0,
@@ -185,6 +194,12 @@ pub struct Merged {
     pub outage_ns: Option<(u64, u64)>,
     /// Every worker's subscribers' reconnections.
     pub reconnections: Vec<Reconnection>,
+    /// Two-way traffic with the echo on: the copies every subscriber had to get back, and got.
+    pub copies: Option<crate::upstream::CopyCounts>,
+    /// Two-way traffic: a sender's own messages back, us.
+    pub round_trip: Option<Histogram<u64>>,
+    /// Two-way traffic: others' messages in a subscriber's rooms, us.
+    pub copy_latency: Option<Histogram<u64>>,
     /// The slow consumer, if there was one.
     pub slow_consumer: Option<SlowConsumer>,
     /// Every worker's process samples.
@@ -235,6 +250,9 @@ impl Merged {
             timeline: Timeline::default(),
             outage_ns: None,
             reconnections: Vec::new(),
+            copies: None,
+            round_trip: None,
+            copy_latency: None,
             slow_consumer: None,
             workers: Vec::new(),
             sockets: SocketTotals::default(),
@@ -312,6 +330,23 @@ impl Merged {
                 (a, b) => a.or(b),
             };
             merged.reconnections.extend(&part.reconnections);
+            if let Some(copies) = &part.copies {
+                merged
+                    .copies
+                    .get_or_insert_with(Default::default)
+                    .add(copies);
+            }
+            for (into, text) in [
+                (&mut merged.round_trip, &h.round_trip_us),
+                (&mut merged.copy_latency, &h.copies_us),
+            ] {
+                if let Some(text) = text {
+                    latency::merge(
+                        into.get_or_insert_with(latency::histogram),
+                        &decode(w, text)?,
+                    );
+                }
+            }
             merged.slow_consumer = merged.slow_consumer.or(part.slow_consumer);
             merged.workers.push(part.process);
             merged.sockets = merged.sockets + part.sockets;
@@ -439,6 +474,7 @@ mod tests {
                 }
                 SubscriberRecord {
                     ledger,
+                    copies: None,
                     handshake_us: Some(10),
                     first_event_us: Some(5),
                     first_sent_ns: Some(0),

@@ -459,6 +459,7 @@ async fn measure(
              them in rows of their own"
         );
     }
+    refuse_two_way(&transport_settings, &spec, serve.processes, restart_after)?;
     let blackhole = storm.filter(|storm| storm.kind == StormKind::Blackhole);
     let server_processes = serve.processes;
     if serve.processes > 1 && !restart_after.is_zero() {
@@ -718,6 +719,37 @@ fn worker_shares(subscribers: usize, workers: usize) -> Vec<(usize, usize)> {
             share
         })
         .collect()
+}
+
+/// Two-way traffic the run cannot measure as asked, refused with the reason: what the
+/// transport's settings refuse alone, copies to rooms split over several server processes
+/// (each holds its own rooms), and a server restart (which loses its ledger).
+fn refuse_two_way(
+    settings: &SettingValues,
+    spec: &crate::event::StreamSpec,
+    server_processes: usize,
+    restart_after: Duration,
+) -> anyhow::Result<()> {
+    if let Some(why) = crate::transport::upstream::refusal(settings, spec) {
+        bail!(why);
+    }
+    let Some(upstream) = crate::transport::upstream::options(settings, spec, usize::MAX) else {
+        return Ok(());
+    };
+    if upstream.echo && server_processes > 1 {
+        bail!(
+            "--upstream-echo over {server_processes} server processes: each holds its own \
+             rooms, so copies would miss the members on the others; measure the echo with \
+             fewer subscribers"
+        );
+    }
+    if !restart_after.is_zero() {
+        bail!(
+            "--upstream-rate with --restart-after: the restarted server starts a new ledger of \
+             the messages sent up; measure the two apart"
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]

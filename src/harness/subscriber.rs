@@ -7,11 +7,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use super::ledger::Ledger;
+use super::two_way::{CopyKind, CopyLedger, TwoWayPlan};
 use crate::event::{DecodeError, Event, Gap, Rate, StreamSpec};
 use crate::metrics::latency;
 use crate::metrics::recorder::Recording;
 use crate::metrics::storm::Reconnection;
+use crate::settings::SettingValues;
 use crate::transport::{Flow, Reconnected, Sink};
+use crate::upstream::CopyCounts;
 use crate::workload::Workload;
 
 /// What every subscriber of one run shares: the stream's shape, the warm-up, the recording
@@ -36,6 +39,8 @@ pub struct RecordPlan {
     pub streams: u64,
     /// Seeds room membership.
     pub seed: u64,
+    /// What subscribers send up and get back, where they do.
+    pub two_way: Option<TwoWayPlan>,
 }
 
 impl RecordPlan {
@@ -51,11 +56,19 @@ impl RecordPlan {
             workload: Workload::Broadcast,
             streams: 1,
             seed: 0,
+            two_way: None,
         })
     }
 
-    /// A plan for `spec`'s global stream, its workload's shape included.
-    pub fn of(spec: &StreamSpec, warmup_ns: u64, origin_ns: u64) -> Arc<Self> {
+    /// A plan for `spec`'s global stream, its workload's shape included, and the two-way
+    /// traffic `settings` ask of its `population` subscribers.
+    pub fn of(
+        spec: &StreamSpec,
+        warmup_ns: u64,
+        origin_ns: u64,
+        settings: &SettingValues,
+        population: usize,
+    ) -> Arc<Self> {
         Arc::new(Self {
             expected: spec.count,
             rate: spec.rate,
@@ -65,6 +78,7 @@ impl RecordPlan {
             workload: spec.workload,
             streams: spec.streams,
             seed: spec.seed,
+            two_way: TwoWayPlan::of(spec, settings, population),
         })
     }
 
@@ -110,6 +124,8 @@ pub struct TallySink {
     apart: bool,
     /// Its worst latency, us.
     worst_latency_us: u64,
+    /// The copies of messages up it must get back, where the echo is on.
+    copies: Option<CopyLedger>,
 }
 
 impl TallySink {
@@ -127,6 +143,11 @@ impl TallySink {
         index: usize,
         topics: Option<&[u32]>,
     ) -> Self {
+        let copies = plan
+            .two_way
+            .as_ref()
+            .filter(|t| t.echo)
+            .map(|t| t.ledger(index, topics));
         Self {
             ledger: plan.ledger(index, topics),
             plan,
@@ -140,6 +161,7 @@ impl TallySink {
             outage_ns: None,
             apart: false,
             worst_latency_us: 0,
+            copies,
         }
     }
 
@@ -179,16 +201,14 @@ impl TallySink {
             outage_ns: self.outage_ns,
             apart: self.apart,
             worst_latency_us: self.worst_latency_us,
+            copies: self.copies.map(|c| *c.counts()),
             error,
         }
     }
 
-    /// Whether this event is past the warm-up, judged against the schedule's start.
-    fn past_warmup(&mut self, event: &Event<'_>) -> bool {
-        if self.plan.warmup_ns == 0 {
-            return true;
-        }
-        let start = *self
+    /// The schedule's start, from the first event this subscriber received.
+    fn note_start(&mut self, event: &Event<'_>) -> u64 {
+        *self
             .stream_start_ns
             .get_or_insert_with(|| match self.plan.rate {
                 Rate::PerSecond(rate) => event
@@ -196,8 +216,18 @@ impl TallySink {
                     .saturating_sub((event.seq as f64 * 1e9 / rate) as u64),
                 // No schedule: the first event's send time is as close to the start as we know.
                 Rate::Max => event.sent_ns,
-            });
+            })
+    }
+
+    /// Whether this event is past the warm-up, judged against the schedule's start.
+    fn past_warmup(&mut self, event: &Event<'_>) -> bool {
+        let start = self.note_start(event);
         event.scheduled_ns >= start + self.plan.warmup_ns
+    }
+
+    /// Whether it has everything: its streams' events, and every copy it must get back.
+    fn has_everything(&self) -> bool {
+        self.ledger.is_complete() && self.copies.as_ref().is_none_or(CopyLedger::is_complete)
     }
 }
 
@@ -223,6 +253,7 @@ impl Sink for TallySink {
             last.caught_up_ns = Some(received_ns);
         }
         if self.apart {
+            self.note_start(event);
             let us = latency::micros_between(event.scheduled_ns, received_ns);
             self.worst_latency_us = self.worst_latency_us.max(us);
         } else if self.past_warmup(event) {
@@ -230,11 +261,42 @@ impl Sink for TallySink {
                 .recording
                 .event(event.seq, event.scheduled_ns, event.sent_ns, received_ns);
         }
-        if self.ledger.is_complete() {
+        if self.has_everything() {
             Flow::Stop
         } else {
             Flow::Continue
         }
+    }
+
+    fn copy(&mut self, message: &crate::upstream::Message<'_>, received_ns: u64) -> Flow {
+        let Some(copies) = self.copies.as_mut() else {
+            // A copy nobody asked for: not part of what this subscriber follows.
+            self.ledger.record_malformed();
+            return Flow::Continue;
+        };
+        let warm = self
+            .stream_start_ns
+            .is_some_and(|start| message.scheduled_ns >= start + self.plan.warmup_ns);
+        match copies.record(message) {
+            CopyKind::Own if warm && !self.apart => {
+                self.plan
+                    .recording
+                    .round_trip(message.scheduled_ns, received_ns);
+            }
+            CopyKind::Other if warm && !self.apart => {
+                self.plan.recording.copy(message.scheduled_ns, received_ns);
+            }
+            _ => {}
+        }
+        if self.has_everything() {
+            Flow::Stop
+        } else {
+            Flow::Continue
+        }
+    }
+
+    fn stream_origin(&self) -> Option<u64> {
+        self.stream_start_ns
     }
 
     fn malformed(&mut self, error: &DecodeError) -> Flow {
@@ -293,6 +355,8 @@ pub struct SubscriberRecord {
     pub apart: bool,
     /// Its worst latency, us, when kept apart.
     pub worst_latency_us: u64,
+    /// What came of the copies it had to get back, where the echo was on.
+    pub copies: Option<CopyCounts>,
     /// Why the subscription ended early, if it did.
     pub error: Option<String>,
 }

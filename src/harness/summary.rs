@@ -17,6 +17,7 @@ use crate::metrics::process::TimedSample;
 use crate::metrics::storm::StormEffect;
 use crate::protocol::ServeStats;
 use crate::results::key::RowKey;
+use crate::results::two_way::TwoWay;
 use crate::results::{
     Bound, ClockOffsets, Connection, HandshakeTimes, Histograms, Throughput, TransportResult,
     WorkerClock,
@@ -24,6 +25,7 @@ use crate::results::{
 use crate::transport::listener::DROP_EVERY;
 use crate::transport::resume::OUTAGE;
 use crate::transport::storm::{Storm, StormKind, STORM_AFTER};
+use crate::transport::upstream::UPSTREAM_RATE;
 use crate::transport::SettingValues;
 
 use super::part::Merged;
@@ -267,6 +269,20 @@ pub(super) fn summarise(s: Summary<'_>) -> TransportResult {
         s.origin_ns,
     );
     let fault_effect = faults::effect(&fault_windows, &merged.timeline);
+    let two_way = s.stats.upstream.as_ref().map(|report| {
+        TwoWay::of(
+            UPSTREAM_RATE.read(&s.settings),
+            report,
+            counts.subscribers as u64,
+            merged.copies,
+            merged.round_trip.as_ref(),
+            merged.copy_latency.as_ref(),
+            measured.then_some(server_cpu_us),
+        )
+    });
+    // Traffic up or back that was not exact fails the row, and says how.
+    let two_way_failure = two_way.as_ref().and_then(TwoWay::failure);
+    let error = error.or_else(|| two_way_failure.clone());
 
     TransportResult {
         key: RowKey {
@@ -291,7 +307,7 @@ pub(super) fn summarise(s: Summary<'_>) -> TransportResult {
         loss_accounted: counts.loss_accounted(),
         malformed: counts.malformed,
         digest_ok: counts.digest_mismatches == 0,
-        failed: counts.failed(),
+        failed: counts.failed() || two_way_failure.is_some(),
         error,
         latency_us: Percentiles::of(&merged.latency),
         service_time_us: Percentiles::of(&merged.service),
@@ -366,6 +382,7 @@ pub(super) fn summarise(s: Summary<'_>) -> TransportResult {
                 _ => effect,
             }
         }),
+        two_way,
         slow_consumer: merged.slow_consumer,
         server_peak_rss_bytes: Some(s.stats.peak_rss_bytes).filter(|&b| b > 0),
         server_processes: (s.server_processes > 1).then_some(s.server_processes),

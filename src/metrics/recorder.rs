@@ -113,6 +113,10 @@ pub struct Recording {
 struct Shard {
     service: Histogram<u64>,
     batches: Option<Histogram<u64>>,
+    /// Two-way traffic: a sender's own messages back, scheduled send to receipt.
+    round_trip: Option<Histogram<u64>>,
+    /// Two-way traffic: others' messages in the subscriber's rooms, scheduled send to receipt.
+    copies: Option<Histogram<u64>>,
     /// Per-second latency, indexed by seconds since the origin; allocated as seconds pass. The
     /// whole run's latency is their sum, so each event is recorded once, not twice.
     seconds: Vec<Option<Histogram<u64>>>,
@@ -176,6 +180,10 @@ pub struct Recorded {
     pub service: Histogram<u64>,
     /// Events per response (batching transports only).
     pub batches: Option<Histogram<u64>>,
+    /// Two-way traffic: a sender's message from its schedule back to it, us.
+    pub round_trip: Option<Histogram<u64>>,
+    /// Two-way traffic: a message from its sender's schedule to another member of its room, us.
+    pub copies: Option<Histogram<u64>>,
     /// Latency per second since the origin.
     pub seconds: Vec<Histogram<u64>>,
     /// Worst latency and events per bin of receive time since the origin.
@@ -235,6 +243,28 @@ impl Recording {
         });
     }
 
+    /// Records a sender's own message back, scheduled at `scheduled_ns`.
+    pub fn round_trip(&self, scheduled_ns: u64, received_ns: u64) {
+        let us = micros_between(scheduled_ns, received_ns);
+        self.with_shard(|shard| {
+            shard
+                .round_trip
+                .get_or_insert_with(latency::histogram)
+                .saturating_record(us);
+        });
+    }
+
+    /// Records another sender's message arriving in a room, scheduled at `scheduled_ns`.
+    pub fn copy(&self, scheduled_ns: u64, received_ns: u64) {
+        let us = micros_between(scheduled_ns, received_ns);
+        self.with_shard(|shard| {
+            shard
+                .copies
+                .get_or_insert_with(latency::histogram)
+                .saturating_record(us);
+        });
+    }
+
     /// Merges every thread's shard. Call once the subscribers are done; what is recorded
     /// later starts a new tally.
     pub fn finish(&self) -> Recorded {
@@ -243,6 +273,8 @@ impl Recording {
             latency: latency::histogram(),
             service: latency::histogram(),
             batches: None,
+            round_trip: None,
+            copies: None,
             seconds: Vec::new(),
             timeline: Timeline::default(),
             fanout: FanoutClock::new(self.fanout_stride, self.fanout_slots),
@@ -255,6 +287,14 @@ impl Recording {
                     .batches
                     .get_or_insert_with(|| Histogram::new_from(b));
                 let _ = merged.add(b);
+            }
+            for (into, from) in [
+                (&mut recorded.round_trip, &shard.round_trip),
+                (&mut recorded.copies, &shard.copies),
+            ] {
+                if let Some(from) = from {
+                    latency::merge(into.get_or_insert_with(latency::histogram), from);
+                }
             }
             for (second, h) in shard.seconds.iter().enumerate() {
                 if recorded.seconds.len() <= second {
@@ -285,6 +325,8 @@ impl Recording {
             let shard = Arc::new(Mutex::new(Shard {
                 service: latency::histogram(),
                 batches: None,
+                round_trip: None,
+                copies: None,
                 seconds: Vec::new(),
                 timeline: Timeline::default(),
                 fanout: FanoutClock::new(self.fanout_stride, self.fanout_slots),

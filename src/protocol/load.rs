@@ -115,6 +115,13 @@ pub struct PartHistograms {
     pub tls_handshake_us: Option<String>,
     /// Latency per second since `interval_origin_ns`.
     pub seconds: Vec<String>,
+    /// Two-way traffic: a sender's own messages from their schedule back to it, us.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub round_trip_us: Option<String>,
+    /// Two-way traffic: messages from their sender's schedule to the other members of its
+    /// room, us.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copies_us: Option<String>,
 }
 
 /// The load worker's own process, sampled three times.
@@ -169,6 +176,9 @@ pub struct LoadPart {
     /// at most [`RECONNECTIONS_KEPT`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reconnections: Vec<Reconnection>,
+    /// Two-way traffic with the echo on: the copies its subscribers had to get back, and got.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copies: Option<crate::upstream::CopyCounts>,
     /// The slow consumer, if this worker ran it.
     #[serde(default)]
     pub slow_consumer: Option<SlowConsumer>,

@@ -98,6 +98,9 @@ pub struct ServeStats {
     /// When the close storm cut every connection (monotonic ns), if it struck.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storm_ns: Option<u64>,
+    /// The server's ledger of what subscribers sent up, where they did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<crate::upstream::Report>,
     /// CPU time of the server process when the stream started, us.
     pub stream_start_cpu_us: u64,
     /// CPU time of the server process when it stopped, us.

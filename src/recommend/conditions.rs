@@ -16,13 +16,15 @@ use crate::transport::listener::DROP_EVERY;
 use crate::transport::resume::{CHURN, OUTAGE};
 use crate::transport::storm::STORM_AFTER;
 use crate::transport::tls::TLS;
+use crate::transport::upstream::{UPSTREAM_DELAY, UPSTREAM_RATE};
 
 use super::design::Design;
 
 /// The injected faults: drops, storms, outages, churn, restarts, a slow consumer, the link
 /// emulator. A row cited for a design has none, unless a rule reads what the fault did.
-static FAULTS: [&dyn Declared; 7] = [
+static FAULTS: [&dyn Declared; 8] = [
     &DROP_EVERY,
+    &UPSTREAM_DELAY,
     &STORM_AFTER,
     &OUTAGE,
     &CHURN,
@@ -77,6 +79,10 @@ impl Conditions {
         };
         let mut required: Vec<Required> = FAULTS.iter().map(|s| at_default(*s, true)).collect();
         required.push(at_default(&COMPRESSION, false));
+        // Delivery figures come from one-way rows, for every transport alike: messages up
+        // change what a row's latency and CPU measure. A two-way design's messages are judged
+        // by the round trip, from two-way rows alone ([`Conditions::two_way`]).
+        required.push(at_default(&UPSTREAM_RATE, false));
         for (setting, wanted) in [
             (&TLS as &'static dyn Declared, design.tls.show()),
             (&VIA, via.show()),
@@ -91,6 +97,13 @@ impl Conditions {
             required,
             shape: design.workload.name(),
         }
+    }
+
+    /// The same conditions for a two-way figure (the round trip): any rate of messages up.
+    pub fn two_way(mut self) -> Self {
+        self.required
+            .retain(|r| r.setting.name() != UPSTREAM_RATE.name);
+        self
     }
 
     /// Whether a row with `key`, run with `settings`, was measured under these conditions.

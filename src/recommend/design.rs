@@ -136,9 +136,25 @@ pub struct DesignSettings {
     /// Rooms each consumer is in (default 1).
     #[arg(long)]
     pub topics_per_subscriber: Option<u32>,
-    /// How consumers spread over rooms: `uniform` or `zipf:S` (a few big rooms).
+    /// How consumers spread over rooms: `uniform`, `zipf:S` (a few big rooms) or `even`
+    /// (every room the same size).
     #[arg(long)]
     pub membership: Option<String>,
+    /// Messages per second each consumer sends up (a `bidirectional` design; default 0).
+    #[arg(long)]
+    pub upstream_rate: Option<f64>,
+    /// The server copies each message up to the sender's room (chat, lobbies, shared
+    /// documents): the design's budget is then the round trip's.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub echo: Option<bool>,
+    /// Connections that close and reopen per second across the consumers (mobile clients
+    /// coming and going): judged by what the ledgers kept under measured churn.
+    #[arg(long)]
+    pub churn: Option<u64>,
+    /// Every consumer comes back at once after a deploy or a network blip: judged by how
+    /// fast a measured close storm of as many subscribers was caught up.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub storms: Option<bool>,
 }
 
 /// A validated design.
@@ -186,6 +202,18 @@ pub struct Design {
     /// Who gets which events.
     #[serde(default)]
     pub workload: Workload,
+    /// Messages per second each consumer sends up (0: none).
+    #[serde(default)]
+    pub upstream_rate: f64,
+    /// Each message up is copied to the sender's room.
+    #[serde(default)]
+    pub echo: bool,
+    /// Connections closed and reopened per second across the consumers (0: none).
+    #[serde(default)]
+    pub churn: u64,
+    /// Every consumer reconnects at once after a deploy or a blip.
+    #[serde(default)]
+    pub storms: bool,
 }
 
 impl DesignSettings {
@@ -235,6 +263,10 @@ impl DesignSettings {
             topics: over.topics.or(self.topics),
             topics_per_subscriber: over.topics_per_subscriber.or(self.topics_per_subscriber),
             membership: over.membership.or(self.membership),
+            upstream_rate: over.upstream_rate.or(self.upstream_rate),
+            echo: over.echo.or(self.echo),
+            churn: over.churn.or(self.churn),
+            storms: over.storms.or(self.storms),
         }
     }
 
@@ -277,6 +309,22 @@ impl DesignSettings {
                  {subscribers_per_host}"
             ));
         }
+        let upstream_rate = match self.upstream_rate {
+            Some(v) if !(v.is_finite() && v >= 0.0) => {
+                return invalid(format!("upstream-rate must be zero or more, got {v}"))
+            }
+            v => v.unwrap_or(0.0),
+        };
+        if upstream_rate > 0.0 && direction != Direction::Bidirectional {
+            return invalid(format!(
+                "upstream-rate {upstream_rate} needs direction = \"bidirectional\": consumers \
+                 that send up use the channel both ways"
+            ));
+        }
+        let echo = self.echo.unwrap_or(false);
+        if echo && upstream_rate == 0.0 {
+            return invalid("echo needs upstream-rate: there is nothing to copy".into());
+        }
         let downtime_secs = match self.downtime_secs {
             Some(v) if !(v.is_finite() && v >= 0.0) => {
                 return invalid(format!("downtime-secs must be zero or more, got {v}"))
@@ -315,6 +363,10 @@ impl DesignSettings {
                 self.membership.as_deref(),
             )
             .map_err(|why| DesignError::Invalid(why.replace("--", "")))?,
+            upstream_rate,
+            echo,
+            churn: self.churn.unwrap_or(0),
+            storms: self.storms.unwrap_or(false),
         })
     }
 }
@@ -356,8 +408,21 @@ impl Design {
                 ..
             } => format!(", in {per_subscriber} of {topics} rooms each"),
         };
+        let up = match (self.upstream_rate, self.echo) {
+            (r, _) if r <= 0.0 => String::new(),
+            (r, true) => format!(", {r} msg/s up each, copied to the room"),
+            (r, false) => format!(", {r} msg/s up each"),
+        };
+        let comings_and_goings = match (self.churn, self.storms) {
+            (0, false) => String::new(),
+            (0, true) => ", all reconnecting at once after deploys".into(),
+            (churn, false) => format!(", {churn} reconnections a second"),
+            (churn, true) => {
+                format!(", {churn} reconnections a second and all at once after deploys")
+            }
+        };
         format!(
-            "{direction}, {} {consumers}{}{}{shape}, {} ev/s each, {} B payloads, p99 within {} ms, {delivery}",
+            "{direction}, {} {consumers}{}{}{shape}, {} ev/s each{up}, {} B payloads, p99 within {} ms, {delivery}{comings_and_goings}",
             self.subscribers,
             if self.subscribers_per_host > 1 {
                 format!(" ({} per host)", self.subscribers_per_host)

@@ -16,6 +16,7 @@ use crate::results::figures::{rows, Figure, Row};
 use crate::results::format::thousands;
 use crate::results::Results;
 use crate::transport::resume::OUTAGE;
+use crate::transport::upstream::UPSTREAM_RATE;
 use crate::transport::{Setting, SettingValues, Transport};
 
 /// A results file and what it holds.
@@ -163,6 +164,31 @@ impl Evidence {
             within_regime(r.key.subscribers as f64, design.subscribers as f64)
                 && within_regime(rate_per_subscriber(r), design.rate)
         })
+    }
+
+    /// The round trip's p99 (a sender's message to its room and back) from a comparable
+    /// two-way run: fan-out, rate and messages up per subscriber each within [`REGIME`]× of
+    /// the design's, nearest first.
+    pub fn round_trip(&self, transport: Transport, design: &Design) -> Option<Measured> {
+        let conditions = Conditions::of(design).two_way();
+        self.passing(transport)
+            .filter(|(_, r)| conditions.admit(&r.key, &first_settings(r)))
+            .filter(|(_, r)| r.rate != Rate::Max && kept_up(r))
+            .filter(|(_, r)| {
+                let up = UPSTREAM_RATE.read(&first_settings(r));
+                r.runs.iter().any(|run| run.two_way.is_some())
+                    && within_regime(r.key.subscribers as f64, design.subscribers as f64)
+                    && within_regime(rate_per_subscriber(r), design.rate)
+                    && within_regime(up, design.upstream_rate)
+            })
+            .map(|(scenario, r)| {
+                (
+                    distance(&r, design),
+                    measured(scenario, &r, Figure::RoundTripP99),
+                )
+            })
+            .min_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(_, m)| m)
     }
 
     /// A cost figure (CPU per delivery) from a comparable run the load did not bound: where

@@ -63,6 +63,7 @@ pub fn document(results: &Results, which_to_pick: Vec<Block>) -> anyhow::Result<
     }
     super::faults::section(&mut doc, &rows)?;
     super::storms::section(&mut doc, &rows)?;
+    super::two_way::section(&mut doc, &rows);
     max_rates(&mut doc, results);
     noise(&mut doc, results, &rows);
     doc.heading("plots", "Plots");

@@ -12,6 +12,7 @@ pub mod faults;
 pub mod plots;
 pub mod storms;
 pub mod table;
+pub mod two_way;
 
 use std::path::{Path, PathBuf};
 

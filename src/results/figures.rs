@@ -132,6 +132,10 @@ pub enum Figure {
     LastReceiverP50,
     /// `last_receiver_p99`: see its [`Metric`].
     LastReceiverP99,
+    /// `round_trip_p50`: see its [`Metric`].
+    RoundTripP50,
+    /// `round_trip_p99`: see its [`Metric`].
+    RoundTripP99,
     /// `publisher_late_p50`: see its [`Metric`].
     PublisherLateP50,
     /// `publisher_late_p99`: see its [`Metric`].
@@ -302,6 +306,24 @@ pub const METRICS: &[Metric] = &[
         Unit::Micros,
         Better::Lower,
         |r| option(r.last_receiver_us.map(|p| p.p99 as f64)),
+    ),
+    metric(
+        Figure::RoundTripP50,
+        "round_trip_p50",
+        "round trip p50",
+        Section::Latency,
+        Unit::Micros,
+        Better::Lower,
+        |r| option(round_trip(r).map(|p| p.p50 as f64)),
+    ),
+    metric(
+        Figure::RoundTripP99,
+        "round_trip_p99",
+        "round trip p99",
+        Section::Latency,
+        Unit::Micros,
+        Better::Lower,
+        |r| option(round_trip(r).map(|p| p.p99 as f64)),
     ),
     metric(
         Figure::PublisherLateP50,
@@ -632,6 +654,11 @@ pub const METRICS: &[Metric] = &[
         |r| r.retries as f64,
     ),
 ];
+
+/// A two-way row's round trip: a sender's message from its schedule back to it.
+fn round_trip(r: &TransportResult) -> Option<latency::Percentiles> {
+    r.two_way.as_ref()?.round_trip_us
+}
 
 /// A figure a run may not have (older results, no schedule): absent values are left out of
 /// spreads, and a row with none shows "—".

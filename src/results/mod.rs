@@ -8,6 +8,7 @@ pub mod format;
 pub mod key;
 pub mod scenario;
 pub mod schema;
+pub mod two_way;
 
 use std::path::{Path, PathBuf};
 

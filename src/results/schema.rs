@@ -293,6 +293,9 @@ pub struct TransportResult {
     /// caught up, the curve, reconnect times and failed attempts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storm: Option<StormEffect>,
+    /// What subscribers sent up and got back, where they sent up (two-way traffic).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub two_way: Option<super::two_way::TwoWay>,
     /// The slow consumer of the slow-consumer fault (its latencies are not in this row's
     /// histograms, which show the other subscribers).
     #[serde(default, skip_serializing_if = "Option::is_none")]

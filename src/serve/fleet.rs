@@ -186,6 +186,12 @@ impl ServeStats {
             fleet.faults_ns.extend(&m.faults_ns);
             // Every member cuts its own connections; the storm is when the first did.
             fleet.storm_ns = fleet.storm_ns.into_iter().chain(m.storm_ns).min();
+            // Each sender's messages reach the member its connection went to.
+            match (&mut fleet.upstream, &m.upstream) {
+                (Some(mine), Some(theirs)) => mine.merge(theirs),
+                (mine @ None, theirs) => mine.clone_from(theirs),
+                (Some(_), None) => {}
+            }
             fleet.stream_start_cpu_us += m.stream_start_cpu_us;
             fleet.cpu_us += m.cpu_us;
             fleet.peak_rss_bytes += m.peak_rss_bytes;

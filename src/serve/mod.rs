@@ -90,6 +90,7 @@ impl Server {
                 replay_window: replay_window(&config.settings),
                 delivery_delay: config.faults.delivery_delay,
                 streams: config.streams,
+                upstream: config.upstream,
             },
         );
         let counters = Arc::clone(&config.counters);
@@ -305,6 +306,10 @@ pub async fn run(
     output: Output,
     commands: Option<mpsc::UnboundedReceiver<Command>>,
 ) -> anyhow::Result<()> {
+    if let Some(why) = crate::transport::upstream::refusal(&options.config.settings, &options.spec)
+    {
+        anyhow::bail!(why);
+    }
     if options.processes > 1 {
         return fleet::run(options, output).await;
     }
@@ -560,6 +565,10 @@ impl Ending<'_> {
             refusal: server.hub().refusal(),
             faults_ns: server.hub().faults(),
             storm_ns: server.hub().storm(),
+            upstream: server
+                .hub()
+                .upstream_totals()
+                .map(|t| t.report(server.hub().upstream_copies())),
             stream_start_cpu_us: published.as_ref().map_or(0, |p| p.start_cpu_us),
             cpu_us: process.cpu_us,
             peak_rss_bytes: process.peak_rss_bytes,

@@ -11,6 +11,12 @@
 //! A cursor older than the server's replay window is answered `410 Gone` with
 //! `{"gap":{"from":F,"count":N}}`: those events are gone, and `after=F+N-1` reads on from the
 //! first one held.
+//!
+//! In two-way traffic with the echo on, the answer also carries the copies of messages up in
+//! the subscriber's rooms, `"copies":[...]`, and where it now stands in each room,
+//! `"copied":[K,...]` (one count per room, in the order of `topics`), which the next request
+//! sends back as `copied=K,...` beside `after=`. Messages up are `POST /up` on a connection of
+//! the client's own, as a browser's `fetch` beside its held poll.
 
 use super::Target;
 use std::sync::Arc;
@@ -31,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::compression::{decode_body, Compression, COMPRESSION};
 use super::resume::Resuming;
+use super::upstream;
 use super::{
     deliver, get_request, http1_connect, serve_http, ClientConfig, ClientError, Flow, ServerConfig,
     Sink, TrackedListener,
@@ -128,6 +135,7 @@ pub(crate) async fn serve(
         compression: COMPRESSION.read(&config.settings),
     };
     let router = Router::new().route(OWN_PATH, get(answer)).with_state(state);
+    let router = upstream::with_upstream(router, &hub);
     let listener = TrackedListener::for_subscribers(listener, hub, &config)?;
     serve_http(listener, router, config.http, shutdown).await
 }
@@ -155,6 +163,16 @@ async fn answer(
         (_, Err(rejection)) => return rejection.into_response(),
     };
     let mut reader = state.hub.reader_of(first_seq, interest);
+    // Copies pick up where the last answer left them.
+    match copies_from_query(query.as_deref()) {
+        Ok(Some(positions)) => {
+            if let Err(why) = reader.resume_copies(&positions) {
+                return BadRequest(format!("invalid copied: {why}\n")).into_response();
+            }
+        }
+        Ok(None) => {}
+        Err(rejection) => return rejection.into_response(),
+    }
     let batch = match hold {
         Some(hold) if hold.is_zero() => reader.try_batch(state.batch),
         Some(hold) => tokio::time::timeout(hold, reader.next_batch(state.batch))
@@ -169,7 +187,8 @@ async fn answer(
         return (StatusCode::GONE, json, gap.encode()).into_response();
     }
     let mut body = BytesMut::new();
-    encode_batch(&batch, reader.at_end(), &mut body);
+    let copied = state.hub.two_way().then(|| reader.copy_cursor());
+    encode_batch(&batch, reader.at_end(), copied.as_deref(), &mut body);
     let mut response = (json, coding.compress(body.freeze())).into_response();
     if let Some((name, value)) = coding.content_encoding() {
         response.headers_mut().insert(name, value);
@@ -179,25 +198,65 @@ async fn answer(
 
 /// A batch as one poll answer (not the last), as both polling servers write it.
 pub(crate) fn frame(batch: &Batch, out: &mut BytesMut) {
-    encode_batch(batch, false, out);
+    encode_batch(batch, false, None, out);
 }
 
-/// Writes the answer by splicing the already-encoded events: no re-serialisation per request.
-fn encode_batch(batch: &Batch, done: bool, body: &mut BytesMut) {
-    let size: usize = batch.events.iter().map(|e| e.len() + 1).sum();
+/// Writes the answer by splicing the already-encoded events (and copies): no re-serialisation
+/// per request. `copied` is the copy cursor, in two-way traffic.
+fn encode_batch(batch: &Batch, done: bool, copied: Option<&[u64]>, body: &mut BytesMut) {
+    let size: usize = batch
+        .events
+        .iter()
+        .chain(&batch.copies)
+        .map(|e| e.len() + 1)
+        .sum();
     body.reserve(size + 64);
-    body.extend_from_slice(b"{\"events\":[");
-    for (i, event) in batch.events.iter().enumerate() {
-        if i > 0 {
-            body.extend_from_slice(b",");
-        }
-        body.extend_from_slice(event);
-    }
-    body.extend_from_slice(b"]");
+    body.extend_from_slice(b"{\"events\":");
+    splice(&batch.events, body);
     if let Some(last) = batch.last_seq() {
         body.extend_from_slice(format!(",\"last_seq\":{last}").as_bytes());
     }
+    if let Some(copied) = copied {
+        body.extend_from_slice(b",\"copies\":");
+        splice(&batch.copies, body);
+        let positions: Vec<String> = copied.iter().map(u64::to_string).collect();
+        body.extend_from_slice(format!(",\"copied\":[{}]", positions.join(",")).as_bytes());
+    }
     body.extend_from_slice(format!(",\"done\":{done}}}").as_bytes());
+}
+
+/// Encoded JSON values as one JSON array.
+fn splice(values: &[Bytes], body: &mut BytesMut) {
+    body.extend_from_slice(b"[");
+    for (i, value) in values.iter().enumerate() {
+        if i > 0 {
+            body.extend_from_slice(b",");
+        }
+        body.extend_from_slice(value);
+    }
+    body.extend_from_slice(b"]");
+}
+
+/// Where the copy cursor stands, `copied=K,...` (absent: from the copies taken after the
+/// request came).
+fn copies_from_query(query: Option<&str>) -> Result<Option<Vec<u64>>, BadRequest> {
+    let Some(text) = query
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("copied="))
+    else {
+        return Ok(None);
+    };
+    text.split(',')
+        .map(str::parse::<u64>)
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+        .map_err(|_| {
+            BadRequest(format!(
+                "invalid copied {text:?}: expected the count of copies received from each room \
+                 followed, as the last answer's \"copied\" gave them (such as copied=3,0)\n"
+            ))
+        })
 }
 
 /// One answer, as the client reads it; events stay raw until `deliver` decodes each (the
@@ -206,6 +265,12 @@ fn encode_batch(batch: &Batch, done: bool, body: &mut BytesMut) {
 struct BatchBody<'a> {
     #[serde(borrow)]
     events: Vec<&'a RawValue>,
+    /// Copies of messages up in the subscriber's rooms (two-way traffic).
+    #[serde(borrow, default)]
+    copies: Vec<&'a RawValue>,
+    /// Where the subscriber now stands in each room's copies.
+    #[serde(default)]
+    copied: Option<Vec<u64>>,
     done: bool,
 }
 
@@ -222,8 +287,25 @@ pub(crate) enum Pace {
 }
 
 /// Polls `http://server/events` over one keep-alive connection of its own (reopened if the
-/// server closes it) until the stream is done or the sink stops.
+/// server closes it) until the stream is done or the sink stops; in two-way traffic, POSTs
+/// its messages up beside, on another connection (the polling one may be held).
 pub(crate) async fn subscribe(
+    target: &Target,
+    config: &ClientConfig,
+    sink: &mut dyn Sink,
+    pace: Pace,
+) -> Result<(), ClientError> {
+    let (watched, outbox) = upstream::outbox(sink, config);
+    let receiving = async move {
+        let mut sink = watched;
+        poll(target, config, &mut sink, pace).await
+    };
+    let sending = upstream::post_each(outbox, target, config, None);
+    upstream::together(receiving, sending).await
+}
+
+/// The polling loop: one request after another, each with the cursor the last answer left.
+async fn poll(
     target: &Target,
     config: &ClientConfig,
     sink: &mut dyn Sink,
@@ -243,6 +325,8 @@ pub(crate) async fn subscribe(
     let mut connected = false;
     // A request failed and a new connection answered since: the subscription resumed.
     let mut dropped = false;
+    // Where the subscriber stands in its rooms' copies (two-way traffic), as last answered.
+    let mut copied: Option<String> = None;
     loop {
         if let Some(ticker) = ticker.as_mut() {
             ticker.tick().await;
@@ -254,7 +338,7 @@ pub(crate) async fn subscribe(
             (None, false) => Some("wait=0".to_string()),
             (None, true) => None,
         };
-        let query = super::join_query([cursor, config.topics_query()]);
+        let query = super::join_query([cursor, config.topics_query(), copied.clone()]);
         let path = target.request_path(OWN_PATH, query.as_deref());
         // A keep-alive connection the server closed between requests is replaced by the next
         // request without an error; it is a drop all the same, and counted as one.
@@ -315,10 +399,15 @@ pub(crate) async fn subscribe(
             }
         };
         sink.batch(batch.events.len());
+        if let Some(positions) = &batch.copied {
+            let positions: Vec<String> = positions.iter().map(u64::to_string).collect();
+            copied = Some(format!("copied={}", positions.join(",")));
+        }
         let stopped = batch
             .events
             .iter()
-            .any(|event| deliver(sink, event.get().as_bytes(), received_ns) == Flow::Stop);
+            .chain(&batch.copies)
+            .any(|message| deliver(sink, message.get().as_bytes(), received_ns) == Flow::Stop);
         if stopped {
             // Enough, or the subscriber goes down for a while (the outage fault) and comes
             // back on a new connection.
@@ -420,16 +509,17 @@ mod tests {
             first_seq: 7,
             seqs: Vec::new(),
             events: vec![Bytes::from_static(b"{\"a\":1}"), Bytes::from_static(b"[2]")],
+            copies: Vec::new(),
         };
         let mut body = BytesMut::new();
-        encode_batch(&batch, true, &mut body);
+        encode_batch(&batch, true, None, &mut body);
         let parsed: BatchBody = serde_json::from_slice(&body).unwrap();
         assert_eq!(parsed.events.len(), 2);
         let whole: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(whole["last_seq"], 8);
         assert!(parsed.done);
         let mut empty = BytesMut::new();
-        encode_batch(&Batch::default(), false, &mut empty);
+        encode_batch(&Batch::default(), false, None, &mut empty);
         assert_eq!(&empty[..], b"{\"events\":[],\"done\":false}");
     }
 }

@@ -206,8 +206,11 @@ async fn serve_with<A: Accept>(
                 Ok(io) => io,
                 Err(error) => return tracing::debug!(%error, "connection not established"),
             };
-            let service = hyper::service::service_fn(move |request| {
-                let admitted = enrolment.as_ref().is_none_or(Enrolment::establish);
+            let service = hyper::service::service_fn(move |request: hyper::Request<_>| {
+                // A message up (two-way traffic) is no subscription: its connection is not
+                // enrolled by it, nor refused past the cap.
+                let admitted = request.uri().path() == super::upstream::UPSTREAM_PATH
+                    || enrolment.as_ref().is_none_or(Enrolment::establish);
                 if admitted {
                     Either::Left(service.call(request))
                 } else {

@@ -32,6 +32,7 @@ pub mod standard_webhooks;
 pub mod storm;
 mod target;
 pub mod tls;
+pub mod upstream;
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -62,8 +63,8 @@ pub use target::Target;
 
 /// The settings of a transport whose subscribers hold a connection or a cursor that the server
 /// can drop and they resume: its own settings, then the ones every such transport shares
-/// (resume, reconnect grace, replay window, the drop, outage and slow-consumer faults, TLS),
-/// listed here once; `http` first adds compression. What `run` itself does around a
+/// (resume, reconnect grace, replay window, the drop, storm, outage, churn and slow-consumer
+/// faults, TLS, two-way traffic), listed here once; `http` first adds compression. What `run` itself does around a
 /// transport (the link emulator, a reverse proxy, restarting the server) is the harness's to
 /// declare, not listed here.
 macro_rules! resumable_settings {
@@ -89,6 +90,9 @@ macro_rules! resumable_settings {
             &$crate::transport::resume::CHURN,
             &$crate::transport::client_stream::SLOW_CONSUMER,
             &$crate::transport::tls::TLS,
+            &$crate::transport::upstream::UPSTREAM_RATE,
+            &$crate::transport::upstream::UPSTREAM_ECHO,
+            &$crate::transport::upstream::UPSTREAM_DELAY,
         ]
     };
 }
@@ -305,6 +309,10 @@ pub struct ServerConfig {
     /// broadcast stream.
     #[serde(default)]
     pub streams: Option<u64>,
+    /// What subscribers send up, where they do (`None`: one-way), from the two-way settings
+    /// and the stream's length.
+    #[serde(default)]
+    pub upstream: Option<crate::hub::UpstreamOptions>,
 }
 
 /// How often a quiet connection carries a keep-alive unless told (WebSocket pings, SSE
@@ -372,16 +380,19 @@ impl Default for ServerConfig {
             counters: Arc::default(),
             faults: Faults::default(),
             streams: None,
+            upstream: None,
         }
     }
 }
 
 impl ServerConfig {
     /// The same config for a server of `spec`'s stream: where its workload has several
-    /// streams, subscribers name theirs.
+    /// streams, subscribers name theirs; where they send up, as many messages each as the
+    /// stream lasts.
     pub fn serving(self, spec: &crate::event::StreamSpec) -> Self {
         Self {
             streams: spec.tagged().then_some(spec.streams),
+            upstream: upstream::options(&self.settings, spec, self.limits.subscriber_cap()),
             ..self
         }
     }
@@ -433,6 +444,10 @@ pub struct ClientConfig {
     /// population, such as the churn fault's, is shared out over).
     #[serde(default = "one")]
     pub population: usize,
+    /// The messages this subscriber sends up, where it does (the load fills it in per
+    /// subscriber from the two-way settings).
+    #[serde(default)]
+    pub upstream: Option<crate::upstream::Plan>,
 }
 
 fn one() -> usize {
@@ -452,6 +467,7 @@ impl Default for ClientConfig {
             read_rate: None,
             topics: None,
             population: 1,
+            upstream: None,
         }
     }
 }
@@ -518,6 +534,19 @@ pub trait Sink: Send {
         let _ = reconnect;
     }
 
+    /// A copy of a message some subscriber of its rooms sent up (perhaps this one) arrived at
+    /// `received_ns`.
+    fn copy(&mut self, message: &crate::upstream::Message<'_>, received_ns: u64) -> Flow {
+        let _ = (message, received_ns);
+        Flow::Continue
+    }
+
+    /// When the stream's schedule began, once this subscriber's first event said: where a
+    /// subscriber's messages up are scheduled from.
+    fn stream_origin(&self) -> Option<u64> {
+        None
+    }
+
     /// The server says these events are gone (it resumed the subscription from past its replay
     /// window): they will not arrive.
     fn gap(&mut self, gap: Gap);
@@ -576,9 +605,13 @@ impl ArrivalClock {
 }
 
 /// Decodes one received message and hands it to the sink: the one path from wire bytes to sink
-/// that every client shares. A message is an event or, where a server resumed a subscription
-/// from past its replay window, a [`Gap`] in its JSON form.
+/// that every client shares. A message is an event, a copy of a message a subscriber sent up
+/// (two-way traffic with the echo on) or, where a server resumed a subscription from past its
+/// replay window, a [`Gap`] in its JSON form.
 pub(crate) fn deliver(sink: &mut dyn Sink, bytes: &[u8], received_ns: u64) -> Flow {
+    if let Some(copy) = crate::upstream::Message::decode(bytes) {
+        return sink.copy(&copy, received_ns);
+    }
     match Event::decode(bytes) {
         Ok(event) => sink.event(&event, received_ns),
         Err(error) => match Gap::decode(bytes) {

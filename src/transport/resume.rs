@@ -410,6 +410,16 @@ impl Sink for Resuming<'_> {
         self.sink.batch(events);
     }
 
+    fn copy(&mut self, message: &crate::upstream::Message<'_>, received_ns: u64) -> Flow {
+        let flow = self.sink.copy(message, received_ns);
+        self.stopped |= flow == Flow::Stop;
+        flow
+    }
+
+    fn stream_origin(&self) -> Option<u64> {
+        self.sink.stream_origin()
+    }
+
     fn reconnected(&mut self, reconnect: Reconnected) {
         self.sink.reconnected(reconnect);
     }

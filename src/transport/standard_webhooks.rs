@@ -226,6 +226,14 @@ impl SharedSignatures {
         }
     }
 
+    /// The `webhook-signature` header of a one-off delivery (not an event of the stream, so
+    /// not kept for the other endpoints).
+    pub fn sign_once(&self, id: &str, timestamp: i64, body: &[u8]) -> axum::http::HeaderValue {
+        // Base64 and `v1,` are ASCII: always a valid header value.
+        axum::http::HeaderValue::from_str(&self.secrets.sign(id, timestamp, body))
+            .expect("a signature is ASCII")
+    }
+
     /// The `webhook-signature` header of event `seq` (id `id`, body `body`) at `timestamp`.
     pub fn sign(&self, seq: u64, id: &str, timestamp: i64, body: &[u8]) -> axum::http::HeaderValue {
         self.signed.get_or_make(seq, timestamp, || {

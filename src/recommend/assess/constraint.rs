@@ -29,6 +29,12 @@ pub enum Constraint {
     Evidence,
     /// The p99 latency budget.
     Latency,
+    /// The p99 budget, for a two-way design, as a message's round trip to its room and back.
+    RoundTrip,
+    /// Every consumer reconnects at once after a deploy or a network blip.
+    Storms,
+    /// Consumers come and go all the time.
+    Churn,
     /// How often events come.
     EventRate,
     /// Memory per connection.
@@ -59,6 +65,9 @@ impl Constraint {
             Constraint::DowntimeMeasured => "downtime (measured)",
             Constraint::Evidence => "evidence",
             Constraint::Latency => "latency",
+            Constraint::RoundTrip => "round trip",
+            Constraint::Storms => "storms",
+            Constraint::Churn => "churn",
             Constraint::EventRate => "event rate",
             Constraint::Memory => "memory",
             Constraint::Regime => "regime",

@@ -6,6 +6,7 @@
 
 mod constraint;
 mod costs;
+mod reconnects;
 mod rules;
 
 pub use constraint::Constraint;
@@ -163,6 +164,9 @@ const RULES: &[fn(&Facts<'_>, &mut Findings)] = &[
     rules::downtime_measured,
     rules::evidence,
     rules::latency,
+    rules::round_trip,
+    reconnects::storms,
+    reconnects::churn,
     rules::memory,
     rules::quiet_connections,
     rules::regime,

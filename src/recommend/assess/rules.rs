@@ -5,8 +5,10 @@ use super::super::design::{Consumers, Delivery, Direction};
 use super::super::evidence::REGIME;
 use super::costs;
 use super::{round, run_command, Constraint, Facts, Findings, Weight};
+use crate::harness::settings::settings_of;
 use crate::results::figures::Figure;
 use crate::results::format::{bytes, micros, thousands};
+use crate::transport::upstream::UPSTREAM_RATE;
 use crate::transport::{KeepAlive, Redelivery};
 
 /// Downtime beyond a reconnect: the consumer restarts and must remember where it was.
@@ -14,14 +16,68 @@ const RESTART_DOWNTIME_SECS: f64 = 60.0;
 /// Measured fan-out or rate this many times below the design's is an extrapolation.
 const EXTRAPOLATION: f64 = 2.0;
 
-/// A one-way transport cannot serve a design that needs both ways.
+/// A one-way transport serves a design that needs both ways only beside requests of the
+/// consumers' own: each message up is an HTTP request (a POST, or a call of the provider's
+/// API), which its round trip measures.
 pub fn direction(facts: &Facts<'_>, found: &mut Findings) {
     if facts.design.direction == Direction::Bidirectional && !facts.transport.traits().duplex {
         found.say(
-            Weight::Excludes,
+            Weight::Caveat,
             Constraint::Direction,
-            "one-way: consumers cannot send on it, and the design needs both ways".into(),
+            "one-way: each message up is an HTTP request of its own beside the subscription \
+             (pushbench's clients POST them), not a frame on it"
+                .into(),
         );
+    }
+}
+
+/// A design whose messages are copied to their rooms is judged by the round trip measured
+/// in a comparable two-way run: a sender's message to its room and back within the budget.
+pub fn round_trip(facts: &Facts<'_>, found: &mut Findings) {
+    let design = facts.design;
+    if design.upstream_rate <= 0.0 || !design.echo {
+        return;
+    }
+    let budget = format!("{} ms", design.p99_budget_ms);
+    let takes_upstream = settings_of(facts.transport)
+        .iter()
+        .any(|s| s.name() == UPSTREAM_RATE.name);
+    match facts.evidence.round_trip(facts.transport, design) {
+        Some(p99) => {
+            let within = p99.value <= design.p99_budget_ms * 1000.0;
+            found.say(
+                if within {
+                    Weight::Supports
+                } else {
+                    Weight::Excludes
+                },
+                Constraint::RoundTrip,
+                format!(
+                    "round trip p99 {} with {} msg/s up per subscriber {}, {} the {budget} budget",
+                    micros(p99.value as u64),
+                    UPSTREAM_RATE.read(&p99.settings),
+                    p99.at(),
+                    if within { "within" } else { "over" },
+                ),
+            );
+        }
+        None if takes_upstream => {
+            found.say(
+                Weight::Unmeasured,
+                Constraint::RoundTrip,
+                "no comparable two-way run: its round trip is unmeasured".into(),
+            );
+            found.to_measure = Some(format!(
+                "{} --upstream-rate {} --upstream-echo on",
+                run_command(facts.transport, design),
+                design.upstream_rate
+            ));
+        }
+        None => found.say(
+            Weight::Unmeasured,
+            Constraint::RoundTrip,
+            "pushbench does not send messages up on it: its round trip is unmeasured".into(),
+        ),
     }
 }
 

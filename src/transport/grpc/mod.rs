@@ -6,6 +6,11 @@
 //! HTTP/2 connections ([`super::multiplex`]), one stream per subscriber, as a gRPC channel
 //! multiplexes its calls.
 //!
+//! Two-way traffic goes up in either of gRPC's idioms, two client implementations measured
+//! side by side: a unary `Send` call per message beside the `Subscribe` stream (the default),
+//! or one bidirectional `Converse` call (`--client-impl bidi`) that subscribes with its first
+//! message and carries every message up after it. Copies come down as `Delivery.copy`.
+//!
 //! Resume: the request names the first sequence number wanted, and a client that lost its
 //! stream asks again from the one after its last. Events past the replay window come as a
 //! `Gap` message first. Past the subscriber cap the call fails with `RESOURCE_EXHAUSTED`. A
@@ -22,8 +27,9 @@ use crate::event::Event;
 use crate::hub::Batch;
 
 
-mod server;
+mod bidi;
 mod client;
+mod server;
 
 /// The messages and service of `proto/pushbench.proto`, as tonic-prost-build wrote them.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
@@ -48,11 +54,20 @@ pub static SPEC: Spec = Spec {
         "tonic's generated service on pushbench's HTTP/2 loop",
         server::serve
     )],
-    clients: &[client_impl!(
-        super::implementation::OWN,
-        "tonic's generated client over shared HTTP/2 connections",
-        client::subscribe
-    )],
+    clients: &[
+        client_impl!(
+            super::implementation::OWN,
+            "tonic's generated client over shared HTTP/2 connections: Subscribe, and a unary \
+             Send call per message up",
+            client::subscribe
+        ),
+        client_impl!(
+            "bidi",
+            "tonic's generated client over shared HTTP/2 connections: one bidirectional \
+             Converse call, subscribing first, then carrying the messages up",
+            bidi::subscribe
+        ),
+    ],
     settings: resumable_settings![&CONNECTIONS],
     outside: super::spec::all_in_serve,
     traits: Traits {
@@ -101,6 +116,37 @@ fn messages(batch: &Batch, out: &mut std::collections::VecDeque<Result<Delivery,
             // The hub holds only events it encoded itself.
             Err(error) => Err(tonic::Status::internal(error.to_string())),
         });
+    }
+    for copy in &batch.copies {
+        out.push_back(match crate::upstream::Message::decode(copy) {
+            Some(message) => Ok(Delivery {
+                item: Some(Item::Copy(to_proto(&message))),
+            }),
+            // The hub copies only messages it decoded itself.
+            None => Err(tonic::Status::internal("a copy that is not a message up")),
+        });
+    }
+}
+
+/// A message up as protobuf.
+fn to_proto(message: &crate::upstream::Message<'_>) -> proto::UpMessage {
+    proto::UpMessage {
+        from: message.from,
+        seq: message.seq,
+        topic: message.topic,
+        scheduled_ns: message.scheduled_ns,
+        payload: message.payload.clone().into_owned(),
+    }
+}
+
+/// A message up from protobuf: what the hub takes and the sink reads.
+fn from_proto(message: proto::UpMessage) -> crate::upstream::Message<'static> {
+    crate::upstream::Message {
+        from: message.from,
+        seq: message.seq,
+        topic: message.topic,
+        scheduled_ns: message.scheduled_ns,
+        payload: std::borrow::Cow::Owned(message.payload),
     }
 }
 

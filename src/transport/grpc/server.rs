@@ -1,4 +1,5 @@
-//! pushbench's gRPC server: tonic's generated service on the HTTP/2 loop.
+//! pushbench's gRPC server: tonic's generated service on the HTTP/2 loop: `Subscribe`, and
+//! for two-way traffic `Send` and the bidirectional `Converse`.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -17,8 +18,9 @@ use crate::transport::{
 use crate::hub::{BatchLimit, Hub, Reader, SubscriberGuard};
 
 use super::proto::events_server::{Events, EventsServer};
-use super::proto::{Delivery, SubscribeRequest};
-use super::messages;
+use super::proto::upstream::Item as UpItem;
+use super::proto::{Delivery, SubscribeRequest, Taken, UpMessage, Upstream};
+use super::{from_proto, messages};
 
 /// Serves `pushbench.Events` over HTTP/2 on `listener` until `shutdown` fires.
 pub(crate) async fn serve(
@@ -53,48 +55,149 @@ type Deliveries = Pin<Box<dyn Stream<Item = Result<Delivery, tonic::Status>> + S
 #[tonic::async_trait]
 impl Events for Service {
     type SubscribeStream = Deliveries;
+    type ConverseStream = Deliveries;
 
     /// One subscriber: counted while its call lives, refused past the cap.
     async fn subscribe(
         &self,
         request: tonic::Request<SubscribeRequest>,
     ) -> Result<tonic::Response<Deliveries>, tonic::Status> {
+        let (reader, guard) = self.open(request.into_inner())?;
+        let stream = deliveries(reader, self.batch, guard, None);
+        Ok(tonic::Response::new(Box::pin(stream)))
+    }
+
+    /// One message up, answered once the hub has taken it.
+    async fn send(
+        &self,
+        request: tonic::Request<UpMessage>,
+    ) -> Result<tonic::Response<Taken>, tonic::Status> {
+        let wire = from_proto(request.into_inner()).encode();
+        self.hub
+            .receive_upstream(wire.into())
+            .await
+            .map_err(tonic::Status::invalid_argument)?;
+        Ok(tonic::Response::new(Taken {}))
+    }
+
+    /// One subscriber both ways: its first message subscribes (as `Subscribe`'s request), and
+    /// every later one is a message up, taken in the order sent while its deliveries flow.
+    async fn converse(
+        &self,
+        request: tonic::Request<tonic::Streaming<Upstream>>,
+    ) -> Result<tonic::Response<Deliveries>, tonic::Status> {
+        let mut incoming = request.into_inner();
+        let subscription = match incoming.message().await? {
+            Some(Upstream {
+                item: Some(UpItem::Subscribe(subscription)),
+            }) => subscription,
+            _ => {
+                return Err(tonic::Status::invalid_argument(
+                    "a Converse call's first message must subscribe",
+                ))
+            }
+        };
+        let (reader, guard) = self.open(subscription)?;
+        let stream = deliveries(reader, self.batch, guard, Some(incoming));
+        Ok(tonic::Response::new(Box::pin(stream)))
+    }
+}
+
+impl Service {
+    /// A subscription's reader and its place among the subscribers (counted while its call
+    /// lives), refused past the cap or for streams the server does not publish.
+    fn open(
+        &self,
+        request: SubscribeRequest,
+    ) -> Result<(Reader, SubscriberGuard), tonic::Status> {
         if self.hub.subscribers() >= self.cap {
             return Err(tonic::Status::resource_exhausted(
                 "server full: it holds as many subscribers as it allows (--max-subscribers)",
             ));
         }
-        let request = request.into_inner();
         let interest = self
             .hub
             .interest(request.topics)
             .map_err(tonic::Status::invalid_argument)?;
         let guard = self.hub.join();
-        let reader = self.hub.reader_of(request.first, interest);
-        Ok(tonic::Response::new(Box::pin(deliveries(
-            reader, self.batch, guard,
-        ))))
+        Ok((self.hub.reader_of(request.first, interest), guard))
     }
 }
 
-/// The subscriber's messages: every ready batch's gap and events, one message each, until it
-/// has the whole stream (or the server closes). The guard goes with the stream: the subscriber
-/// counts until its call ends.
+/// A call's state as its deliveries are made: the reader, what is ready to go, the
+/// subscriber's place (it counts until the call ends), and on a `Converse` call the messages
+/// coming up (until the client has sent its last).
+struct Call {
+    reader: Reader,
+    ready: std::collections::VecDeque<Result<Delivery, tonic::Status>>,
+    _guard: SubscriberGuard,
+    incoming: Option<tonic::Streaming<Upstream>>,
+}
+
+/// The subscriber's messages: every ready batch's gap, events and copies, one message each,
+/// until it has the whole stream (or the server closes); on a `Converse` call, messages up are
+/// taken as they come in between, so a subscriber's are handled in the order sent.
 fn deliveries(
     reader: Reader,
     limit: BatchLimit,
     guard: SubscriberGuard,
+    incoming: Option<tonic::Streaming<Upstream>>,
 ) -> impl Stream<Item = Result<Delivery, tonic::Status>> + Send {
-    futures_util::stream::unfold(
-        (reader, std::collections::VecDeque::new(), guard),
-        move |(mut reader, mut ready, guard)| async move {
-            if ready.is_empty() {
-                let batch = reader.next_batch(limit).await?;
-                messages(&batch, &mut ready);
+    let call = Call {
+        reader,
+        ready: std::collections::VecDeque::new(),
+        _guard: guard,
+        incoming,
+    };
+    futures_util::stream::unfold(call, move |mut call| async move {
+        while call.ready.is_empty() {
+            let Call {
+                reader,
+                ready,
+                incoming,
+                ..
+            } = &mut call;
+            let up = async {
+                match incoming {
+                    Some(incoming) => incoming.message().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                batch = reader.next_batch(limit) => messages(&batch?, ready),
+                up = up => match take_up(reader.hub(), up).await {
+                    Ok(true) => {}
+                    // The client has sent its last message: deliveries go on alone.
+                    Ok(false) => call.incoming = None,
+                    Err(status) => ready.push_back(Err(status)),
+                },
             }
-            let next = ready.pop_front()?;
-            Some((next, (reader, ready, guard)))
-        },
-    )
+        }
+        let next = call.ready.pop_front()?;
+        Some((next, call))
+    })
+}
+
+/// Hands one message that came up a `Converse` call to the hub: `Ok(false)` once the client
+/// has sent its last, an error status (which ends the call) for one that is not a message up.
+async fn take_up(
+    hub: &Arc<Hub>,
+    up: Result<Option<Upstream>, tonic::Status>,
+) -> Result<bool, tonic::Status> {
+    match up? {
+        None => Ok(false),
+        Some(Upstream {
+            item: Some(UpItem::Message(message)),
+        }) => {
+            let wire = from_proto(message).encode();
+            hub.receive_upstream(wire.into())
+                .await
+                .map_err(tonic::Status::invalid_argument)?;
+            Ok(true)
+        }
+        Some(_) => Err(tonic::Status::invalid_argument(
+            "after its first message, a Converse call carries only messages up",
+        )),
+    }
 }
 

@@ -1,4 +1,5 @@
-//! pushbench's MQTT subscriber: a rumqttc client holding a persistent session.
+//! pushbench's MQTT subscriber: a rumqttc client holding a persistent session, publishing its
+//! messages up (two-way traffic) on the same connection.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -7,13 +8,14 @@ use std::time::Duration;
 use rumqttc::{AsyncClient, ConnectionError, EventLoop, LastWill, MqttOptions, Packet, QoS};
 
 use crate::transport::resume::Resuming;
+use crate::transport::upstream::{next_due, Schedule};
 use crate::transport::{
     Target,
     deliver, ClientConfig, ClientError, Flow, Sink,
 };
 use crate::clock::now_ns;
 
-use super::{stream_topic, BROKER, BYE, BYE_WAIT, Broker, CONNECT_RETRY, CONTROL, END, EVENTS, KEEP_ALIVE, PRESENCE, QOS, REQUESTS, options};
+use super::{stream_topic, BROKER, BYE, BYE_WAIT, Broker, CONNECT_RETRY, CONTROL, END, EVENTS, KEEP_ALIVE, PRESENCE, QOS, REQUESTS, UP, options};
 
 /// Distinguishes the client ids of the subscribers of one process.
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
@@ -38,6 +40,7 @@ pub(crate) async fn subscribe(
     );
     let qos = QOS.read(&config.settings).level();
     let mut sink = Resuming::new(sink, config);
+    let mut schedule = Schedule::of(config);
     let mut options = options(&id, broker, KEEP_ALIVE.read(&config.settings));
     options
         .set_clean_session(!sink.resumes())
@@ -50,7 +53,7 @@ pub(crate) async fn subscribe(
             true,
         ));
     loop {
-        let ended = connect_once(&options, config, &mut sink, qos).await;
+        let ended = connect_once(&options, config, &mut sink, &mut schedule, qos).await;
         if !sink.again(ended).await? {
             return Ok(());
         }
@@ -73,12 +76,14 @@ fn broker_not_up(error: &ConnectionError) -> bool {
 }
 
 /// One connection: subscribes (unless the broker kept the session), announces itself, and
-/// reads events until the sink has enough (then says `done`, waits for `bye` and goes) or the
-/// stream's `end`. An error when the connection fails first.
+/// reads events until the sink has enough and its messages up are all published (then says
+/// `done`, waits for `bye` and goes) or the stream's `end`. An error when the connection fails
+/// first.
 async fn connect_once(
     options: &MqttOptions,
     config: &ClientConfig,
     sink: &mut Resuming<'_>,
+    schedule: &mut Option<Schedule>,
     qos: QoS,
 ) -> Result<(), ClientError> {
     let id = options.client_id();
@@ -99,6 +104,9 @@ async fn connect_once(
         events
             .network_options
             .set_connection_timeout(config.connect_timeout.as_secs().max(1));
+        // Small packets (acknowledgements, messages up) leave at once, not after Nagle's wait
+        // for the broker's delayed ACK (up to 40 ms here).
+        events.network_options.set_tcp_nodelay(true);
         match events.poll().await {
             Ok(connack) => break (client, events, connack),
             Err(error) if broker_not_up(&error) && tokio::time::Instant::now() < deadline => {
@@ -136,8 +144,36 @@ async fn connect_once(
     // The `end`s that close the subscription: one per stream followed, or the broadcast one.
     let ends_due = config.topics.as_ref().map_or(1, Vec::len);
     let mut ends_seen = 0;
+    // The sink has everything; with messages still to publish, the connection stays up.
+    let mut received_all = false;
+    // A message up waiting for room in the client's request queue.
+    let mut unsent: Option<Vec<u8>> = None;
     loop {
-        let packet = match events.poll().await.map_err(failed)? {
+        if received_all && unsent.is_none() && schedule.as_ref().is_none_or(Schedule::finished) {
+            return finish(&client, &mut events, &id, config.topics.as_deref()).await;
+        }
+        if let Some(schedule) = schedule.as_mut() {
+            schedule.start(sink.stream_origin());
+        }
+        // Published without waiting: the queue is emptied only by polling the connection,
+        // which this loop does, so a full one is tried again after the next packet.
+        if let Some(message) = unsent.take() {
+            match client.try_publish(UP, qos, false, message) {
+                Ok(()) => {}
+                Err(rumqttc::ClientError::TryRequest(rumqttc::Request::Publish(p))) => {
+                    unsent = Some(p.payload.to_vec());
+                }
+                Err(e) => return Err(ClientError::Protocol(format!("MQTT: sending up: {e}"))),
+            }
+        }
+        let polled = tokio::select! {
+            polled = events.poll() => polled,
+            message = next_due(schedule), if unsent.is_none() => {
+                unsent = Some(message);
+                continue;
+            }
+        };
+        let packet = match polled.map_err(failed)? {
             rumqttc::Event::Incoming(packet) => packet,
             rumqttc::Event::Outgoing(_) => continue,
         };
@@ -179,7 +215,7 @@ async fn connect_once(
                         flush_until_disconnected(&mut events).await;
                         return Ok(());
                     }
-                    return finish(&client, &mut events, &id, config.topics.as_deref()).await;
+                    received_all = true;
                 }
             }
             Packet::Publish(message) => acknowledge(&client, &message).await?,

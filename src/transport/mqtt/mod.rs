@@ -68,6 +68,9 @@ pub static SPEC: Spec = Spec {
         &OUTAGE,
         &OUTAGE_AFTER,
         &CHURN,
+        &super::upstream::UPSTREAM_RATE,
+        &super::upstream::UPSTREAM_ECHO,
+        &super::upstream::UPSTREAM_DELAY,
     ],
     outside: broker_outside,
     traits: Traits {
@@ -231,6 +234,9 @@ const EVENTS: &str = "pushbench/events";
 fn stream_topic(topic: u32) -> String {
     format!("{EVENTS}/{topic}")
 }
+/// Where subscribers publish their messages up (two-way traffic), for the server to take.
+const UP: &str = "pushbench/up";
+
 /// Subscribers' presence: a retained `join` or `done` at `pushbench/presence/ID`, cleared (empty)
 /// when the subscriber leaves or drops.
 const PRESENCE: &str = "pushbench/presence/";
@@ -319,6 +325,7 @@ mod tests {
             first_seq: 5,
             seqs: Vec::new(),
             events: vec![Bytes::from_static(b"{\"a\":1}"), Bytes::from_static(b"{}")],
+            copies: Vec::new(),
         };
         let mut out = BytesMut::new();
         frame(&batch, &mut out);

@@ -1,4 +1,5 @@
-//! The MQTT server side: the embedded rumqttd broker (or an external one) and the rumqttc publisher.
+//! The MQTT server side: the embedded rumqttd broker (or an external one) and the rumqttc
+//! publisher, which in two-way traffic also subscribes to the subscribers' messages up.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -18,7 +19,7 @@ use crate::clock::now_ns;
 use crate::hub::{Hub, SubscriberGuard};
 use crate::metrics::tcp_info;
 
-use super::{BROKER, BYE, Broker, CONNECT_RETRY, CONTROL, END, EVENTS, EVERY_PRESENCE, INFLIGHT, KEEP_ALIVE, MAX_PACKET, PRESENCE, QOS, REQUESTS, options};
+use super::{BROKER, BYE, Broker, CONNECT_RETRY, CONTROL, END, EVENTS, EVERY_PRESENCE, INFLIGHT, KEEP_ALIVE, MAX_PACKET, PRESENCE, QOS, REQUESTS, UP, options};
 
 /// Serves the stream through the broker until `shutdown` fires: starts the embedded broker
 /// (or finds the external one), then publishes every event of the hub and keeps count of the
@@ -60,7 +61,7 @@ pub(crate) async fn serve(
     // connection this process opened to the broker while the publisher connected; in-process
     // subscribers, as tests run them, could open one meanwhile and be left out too).
     let before = peer_ports(broker);
-    let (publisher, mut events) = connect_publisher(publisher_to).await?;
+    let (publisher, mut events) = connect_publisher(publisher_to, hub.two_way()).await?;
     let excluded = if publisher_to == broker {
         peer_ports(broker).difference(&before).copied().collect()
     } else {
@@ -78,10 +79,14 @@ pub(crate) async fn serve(
         },
         bye_sent: false,
     };
+    // Messages up are handed to the hub in the order they came, by a task of their own, so a
+    // slow handler (the planted delay) never holds up the publisher's connection.
+    let (up, taking) = tokio::sync::mpsc::unbounded_channel();
+    let taker = tokio::spawn(take_up(Arc::clone(&hub), taking));
     let publishing = publish_stream(publisher.clone(), Arc::clone(&hub), qos, config.batch);
     let result = tokio::select! {
         _ = shutdown.cancelled() => Ok(()),
-        ended = drive_publisher(&mut events, publisher.clone(), presence) => ended,
+        ended = drive_publisher(&mut events, publisher.clone(), presence, up) => ended,
         published = publishing => match published {
             Ok(()) => {
                 // Keep serving presence until shutdown.
@@ -90,10 +95,25 @@ pub(crate) async fn serve(
             Err(e) => Err(e),
         },
     };
+    taker.abort();
     if let Err(error) = &result {
         tracing::warn!(%error, "mqtt publisher ended");
     }
     result
+}
+
+/// Hands the messages that came up to the hub, in order, each with its time of receipt. MQTT
+/// has no answer to a PUBLISH a subscriber of the broker refuses: one that is not a message
+/// up is logged, and the upstream ledger counts what its sender then lost.
+async fn take_up(
+    hub: Arc<Hub>,
+    mut taking: tokio::sync::mpsc::UnboundedReceiver<(Bytes, u64)>,
+) {
+    while let Some((wire, received_ns)) = taking.recv().await {
+        if let Err(why) = hub.receive_upstream_at(wire, received_ns).await {
+            tracing::warn!(%why, "a message up refused");
+        }
+    }
 }
 
 /// The loopback address of a free port, for the embedded broker's publisher listener.
@@ -168,19 +188,30 @@ fn start_embedded(public: SocketAddr, private: SocketAddr, cap: usize) -> std::i
 
 /// The publisher's client, connected (retrying while the embedded broker comes up), with its
 /// subscription to presence asked for.
-async fn connect_publisher(broker: SocketAddr) -> std::io::Result<(AsyncClient, EventLoop)> {
+async fn connect_publisher(
+    broker: SocketAddr,
+    two_way: bool,
+) -> std::io::Result<(AsyncClient, EventLoop)> {
     let id = format!("pushbench-publisher-{}", std::process::id());
     let mut options = options(&id, broker, KEEP_ALIVE.default);
     options.set_clean_session(true).set_inflight(INFLIGHT);
     let deadline = now_ns() + Duration::from_secs(10).as_nanos() as u64;
     loop {
         let (client, mut events) = AsyncClient::new(options.clone(), REQUESTS);
+        // Acknowledgements and events leave at once, not after Nagle's wait (see the client).
+        events.network_options.set_tcp_nodelay(true);
         match events.poll().await {
             Ok(rumqttc::Event::Incoming(Packet::ConnAck(_))) => {
                 client
                     .subscribe(EVERY_PRESENCE, QoS::AtLeastOnce)
                     .await
                     .map_err(std::io::Error::other)?;
+                if two_way {
+                    client
+                        .subscribe(UP, QoS::AtLeastOnce)
+                        .await
+                        .map_err(std::io::Error::other)?;
+                }
                 return Ok((client, events));
             }
             Ok(other) => {
@@ -210,15 +241,24 @@ async fn publish_stream(
 ) -> std::io::Result<()> {
     let mut reader = hub.reader(0);
     let (tagged, streams) = (hub.tagged(), hub.streams());
+    // Each stream (and room) on a topic of its own; the one broadcast stream on the events topic.
+    let topic_of = |stream: Option<u32>| match stream {
+        Some(stream) if tagged => super::stream_topic(stream),
+        _ => EVENTS.to_owned(),
+    };
     while let Some(batch) = reader.next_batch(limit).await {
         for (seq, event) in batch.iter() {
-            // Each stream on a topic of its own; the one broadcast stream on the events topic.
-            let topic = match tagged {
-                true => super::stream_topic(crate::workload::place(seq, streams).0),
-                false => EVENTS.to_owned(),
-            };
+            let topic = topic_of(Some(crate::workload::place(seq, streams).0));
             client
                 .publish_bytes(topic, qos, false, event.clone())
+                .await
+                .map_err(std::io::Error::other)?;
+        }
+        // Copies of messages up go to the room they were sent to (two-way traffic).
+        for copy in &batch.copies {
+            let room = crate::upstream::Message::decode(copy).and_then(|m| m.topic);
+            client
+                .publish_bytes(topic_of(room), qos, false, copy.clone())
                 .await
                 .map_err(std::io::Error::other)?;
         }
@@ -247,11 +287,16 @@ async fn drive_publisher(
     events: &mut EventLoop,
     client: AsyncClient,
     mut presence: Presence,
+    up: tokio::sync::mpsc::UnboundedSender<(Bytes, u64)>,
 ) -> std::io::Result<()> {
     let mut sample = tokio::time::interval(WIRE_SAMPLE_EVERY);
     loop {
         tokio::select! {
             polled = events.poll() => match polled {
+                Ok(rumqttc::Event::Incoming(Packet::Publish(message))) if message.topic == UP => {
+                    // The taker lives as long as this loop.
+                    let _ = up.send((message.payload, now_ns()));
+                }
                 Ok(rumqttc::Event::Incoming(Packet::Publish(message))) if message.topic.starts_with(PRESENCE) => {
                     let id = &message.topic[PRESENCE.len()..];
                     if presence.heard(id, &message.payload) {

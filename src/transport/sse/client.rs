@@ -1,4 +1,5 @@
-//! pushbench's SSE client: `sse-stream` over hyper, reconnecting with `Last-Event-ID` as `EventSource` does.
+//! pushbench's SSE client: `sse-stream` over hyper, reconnecting with `Last-Event-ID` as
+//! `EventSource` does, and in two-way traffic POSTing its messages up beside the stream.
 
 
 use axum::http::{header, HeaderValue, StatusCode};
@@ -8,6 +9,7 @@ use sse_stream::SseByteStream;
 
 use crate::transport::compression::{decoded, decoder_for, COMPRESSION};
 use crate::transport::resume::Resuming;
+use crate::transport::upstream;
 use crate::transport::{
     Target,
     deliver, http1_connect, ArrivalClock, ClientConfig, ClientError, Flow, Sink,
@@ -34,18 +36,26 @@ pub(crate) async fn subscribe(
     let server = target.addr;
     let authority = target.authority();
     let authority = &authority;
-    subscribe_over(target, config, sink, |mut request| async move {
-        // HTTP/1.1 names the server in a Host header.
-        let host =
-            HeaderValue::from_str(authority).map_err(|e| ClientError::Config(e.to_string()))?;
-        request.headers_mut().insert(header::HOST, host);
-        http1_connect(server, config)
-            .await?
-            .send_request(request)
-            .await
-            .map_err(|e| ClientError::Protocol(format!("SSE: {e}")))
-    })
-    .await
+    let (watched, outbox) = upstream::outbox(sink, config);
+    let receiving = async move {
+        let mut sink = watched;
+        subscribe_over(target, config, &mut sink, |mut request| async move {
+            // HTTP/1.1 names the server in a Host header.
+            let host = HeaderValue::from_str(authority)
+                .map_err(|e| ClientError::Config(e.to_string()))?;
+            request.headers_mut().insert(header::HOST, host);
+            http1_connect(server, config)
+                .await?
+                .send_request(request)
+                .await
+                .map_err(|e| ClientError::Protocol(format!("SSE: {e}")))
+        })
+        .await
+    };
+    // Messages up (two-way traffic) go as POSTs on a connection of their own, as a browser's
+    // fetch beside its EventSource: the stream's connection is busy with its response.
+    let sending = upstream::post_each(outbox, target, config, None);
+    upstream::together(receiving, sending).await
 }
 
 /// The response to one `GET /sse`, over a connection of the subscriber's own or a stream on a

@@ -67,7 +67,9 @@ pub static SPEC: Spec = Spec {
 };
 
 /// A batch as SSE frames: `id: SEQ`, `data: EVENT` and a blank line each (a gap first, as an
-/// event named `gap`), copied from the hub's shared encoding with no allocation per event.
+/// event named `gap`), copied from the hub's shared encoding with no allocation per event; then
+/// copies of messages sent up (two-way traffic), each an event named `copy` with no id, so
+/// `Last-Event-ID` goes on naming the last event of the stream.
 pub(crate) fn frame(batch: &Batch, chunk: &mut BytesMut) {
     let size: usize = batch.events.iter().map(|e| e.len() + FRAME_OVERHEAD).sum();
     chunk.reserve(size);
@@ -84,6 +86,11 @@ pub(crate) fn frame(batch: &Batch, chunk: &mut BytesMut) {
         chunk.extend_from_slice(digits.format(seq).as_bytes());
         chunk.extend_from_slice(b"\ndata: ");
         chunk.extend_from_slice(event);
+        chunk.extend_from_slice(b"\n\n");
+    }
+    for copy in &batch.copies {
+        chunk.extend_from_slice(b"event: copy\ndata: ");
+        chunk.extend_from_slice(copy);
         chunk.extend_from_slice(b"\n\n");
     }
 }

@@ -1,4 +1,5 @@
-//! pushbench's SSE server: axum streaming `/sse`, each ready batch one chunk, resumed by `Last-Event-ID`.
+//! pushbench's SSE server: axum streaming `/sse`, each ready batch one chunk, resumed by
+//! `Last-Event-ID`; in two-way traffic, messages up arrive as `POST /up`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::transport::compression::{compressed, Compression, COMPRESSION};
 use crate::transport::cursor::{first_seq_from_query, interest_from_query, parse_after, BadRequest};
+use crate::transport::upstream::with_upstream;
 use crate::transport::{
     serve_http, ServerConfig, TrackedListener,
 };
@@ -49,6 +51,7 @@ pub(crate) async fn serve(
     let router = Router::new()
         .route("/sse", get(open_stream))
         .with_state(state);
+    let router = with_upstream(router, &hub);
     serve_http(
         listener,
         router,

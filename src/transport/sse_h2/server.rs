@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::transport::http::serve_http2;
 use crate::transport::sse::{self, AppState};
 use crate::transport::tls::ALPN_H2;
+use crate::transport::upstream::with_upstream;
 use crate::transport::{
     ServerConfig,
     TrackedListener,
@@ -34,12 +35,14 @@ pub(crate) async fn serve(
     let (http, heartbeat) = (config.http, config.heartbeat);
     let cap = config.limits.subscriber_cap();
     let state = AppState {
-        hub,
+        hub: Arc::clone(&hub),
         config: Arc::new(config),
     };
     let router = Router::new()
         .route("/sse", get(open_counted))
         .with_state(state);
+    // Messages up are one more stream on the subscriber's connection.
+    let router = with_upstream(router, &hub);
     serve_http2(listener, router, http, (cap, heartbeat), shutdown).await
 }
 

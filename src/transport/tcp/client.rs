@@ -1,4 +1,5 @@
-//! pushbench's raw TCP client: reads length-prefixed frames, reconnecting from the next sequence number.
+//! pushbench's raw TCP client: reads length-prefixed frames, reconnecting from the next sequence
+//! number, and sends its messages up (two-way traffic) as frames of the same form.
 
 use std::net::SocketAddr;
 
@@ -9,6 +10,7 @@ use crate::transport::{
     connect_tcp, deliver, ClientConfig, ClientError, Flow, Sink,
 };
 use crate::transport::resume::Resuming;
+use crate::transport::upstream::{next_due, Schedule};
 use crate::clock::now_ns;
 use crate::event::MAX_EVENT_BYTES;
 
@@ -30,9 +32,10 @@ pub(crate) async fn subscribe(
 ) -> Result<(), ClientError> {
     let server = target.addr;
     let mut sink = Resuming::new(sink, config);
+    let mut schedule = Schedule::of(config);
     loop {
         let start = sink.last_seq().map_or(0, |seq| seq + 1);
-        let ended = connect_once(server, config, &mut sink, start).await;
+        let ended = connect_once(server, config, &mut sink, &mut schedule, start).await;
         if !sink.again(ended).await? {
             return Ok(());
         }
@@ -55,13 +58,15 @@ fn hello(start: u64, topics: Option<&[u32]>) -> Vec<u8> {
     frame
 }
 
-/// One connection, asking for the stream from event `start`: `Ok` once the sink has enough,
-/// an error when the connection ended first (the server closes only after the whole stream,
-/// which the sink has by then).
+/// One connection, asking for the stream from event `start` and sending the schedule's messages
+/// as they fall due: `Ok` once the sink has enough and every message is sent, an error when
+/// the connection ended first (the server closes only after the whole stream, which the sink
+/// has by then; in two-way traffic it waits for the subscriber to close).
 async fn connect_once(
     server: SocketAddr,
     config: &ClientConfig,
     sink: &mut Resuming<'_>,
+    schedule: &mut Option<Schedule>,
     start: u64,
 ) -> Result<(), ClientError> {
     let mut stream = connect_tcp(server, config).await?;
@@ -71,8 +76,31 @@ async fn connect_once(
         .map_err(|e| ClientError::Protocol(format!("TCP: sending start: {e}")))?;
     sink.connected(now_ns());
     let mut buffer = FrameBuffer::default();
+    // The sink has everything; with messages still to send, the connection stays up for them.
+    let mut received_all = false;
     loop {
-        let read = buffer.read_from(&mut stream).await;
+        if received_all && schedule.as_ref().is_none_or(Schedule::finished) {
+            return Ok(());
+        }
+        // Messages are due from the stream's start, which the first event tells.
+        if let Some(schedule) = schedule.as_mut() {
+            schedule.start(sink.stream_origin());
+        }
+        // Reading is cancel-safe (bytes land in the buffer only once a read returns), so a
+        // message falling due can go out between reads.
+        let read = tokio::select! {
+            read = buffer.read_from(&mut stream) => read,
+            message = next_due(schedule) => {
+                let mut framed = Vec::with_capacity(PREFIX_BYTES + message.len());
+                framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+                framed.extend_from_slice(&message);
+                stream
+                    .write_all(&framed)
+                    .await
+                    .map_err(|e| ClientError::Protocol(format!("TCP: sending up: {e}")))?;
+                continue;
+            }
+        };
         let received_ns = now_ns();
         match read {
             Ok(0) if buffer.is_empty() && sink.stopped() => return Ok(()),
@@ -90,6 +118,9 @@ async fn connect_once(
             Err(e) => return Err(ClientError::Protocol(format!("TCP: {e}"))),
         }
         loop {
+            if received_all {
+                break;
+            }
             match buffer.next_frame() {
                 // A frame longer than any event means the byte stream is corrupt: nothing
                 // after it can be trusted, so the subscription ends with an error.
@@ -100,9 +131,7 @@ async fn connect_once(
                 }
                 Ok(None) => break,
                 Ok(Some(frame)) => {
-                    if deliver(sink, frame, received_ns) == Flow::Stop {
-                        return Ok(());
-                    }
+                    received_all |= deliver(sink, frame, received_ns) == Flow::Stop;
                 }
             }
         }

@@ -73,8 +73,8 @@ pub const PREFIX_BYTES: usize = 4;
 /// little memory.
 const FIRST_CHUNK: usize = 4 * 1024;
 
-/// A batch as length-prefixed frames (a gap first): a 4-byte big-endian length, then the
-/// event's JSON.
+/// A batch as length-prefixed frames (a gap first, copies of messages sent up last): a 4-byte
+/// big-endian length, then the event's JSON.
 pub(crate) fn frame(batch: &Batch, out: &mut BytesMut) {
     let size: usize = batch.events.iter().map(|e| e.len() + 4).sum();
     out.reserve(size);
@@ -87,5 +87,10 @@ pub(crate) fn frame(batch: &Batch, out: &mut BytesMut) {
         // Encoded events are bounded by MAX_EVENT_BYTES, far below u32::MAX.
         out.put_u32(event.len() as u32);
         out.extend_from_slice(event);
+    }
+    // Copies of messages sent up, after the events, in the same frames.
+    for copy in &batch.copies {
+        out.put_u32(copy.len() as u32);
+        out.extend_from_slice(copy);
     }
 }

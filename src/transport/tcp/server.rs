@@ -1,10 +1,13 @@
-//! pushbench's raw TCP server: length-prefixed frames from the requested sequence number.
+//! pushbench's raw TCP server: length-prefixed frames from the requested sequence number, and
+//! in two-way traffic the subscriber's messages up, framed alike.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use futures_util::StreamExt as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::codec::LengthDelimitedCodec;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -14,10 +17,13 @@ use crate::transport::{
 use crate::transport::listener::Established;
 use crate::hub::{BatchLimit, Hub};
 
-use super::{frame, FIRST_CHUNK, MAX_STREAMS_NAMED, STREAMS_FOLLOW};
+use super::{frame, FIRST_CHUNK, MAX_STREAMS_NAMED, PREFIX_BYTES, STREAMS_FOLLOW};
 
 /// How long a new connection may take to say where to start.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The largest message a subscriber may send up.
+const MAX_UPSTREAM_FRAME: usize = 64 * 1024;
 
 /// Accepts subscribers on `listener` until `shutdown` fires.
 pub(crate) async fn serve(
@@ -86,13 +92,41 @@ async fn stream_events(
         return Err(std::io::Error::other("server full: subscriber refused"));
     }
     let mut reader = hub.reader_of(first_seq, interest);
+    let two_way = hub.two_way();
+    let (incoming, mut outgoing) = tokio::io::split(stream);
+    // The subscriber's frames after its first: its messages up (two-way traffic), read in the
+    // same task as the writes, so a cut wakes the one task that holds both halves, and a frame
+    // is never cut off halfway (a codec's read keeps what it has across polls).
+    let mut messages = LengthDelimitedCodec::builder()
+        .length_field_length(PREFIX_BYTES)
+        .max_frame_length(MAX_UPSTREAM_FRAME)
+        .new_read(incoming);
+    let invalid = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidData, why);
     // One buffer for the connection's life: each batch is framed into it and written at once.
     let mut frames = BytesMut::with_capacity(FIRST_CHUNK);
-    while let Some(batch) = reader.next_batch(limit).await {
+    loop {
+        let batch = tokio::select! {
+            batch = reader.next_batch(limit) => batch,
+            message = messages.next() => match message {
+                // The subscriber closed: nothing more to write to it.
+                None => return Ok(()),
+                Some(Err(error)) => return Err(error),
+                Some(Ok(_)) if !two_way => {
+                    return Err(invalid("a one-way subscriber sent a frame after its first".into()))
+                }
+                // Handled before the next read, so one subscriber's messages are taken in the
+                // order sent.
+                Some(Ok(message)) => {
+                    hub.receive_upstream(message.freeze()).await.map_err(invalid)?;
+                    continue;
+                }
+            },
+        };
+        let Some(batch) = batch else { break };
         frames.clear();
         frame(&batch, &mut frames);
-        stream.write_all(&frames).await?;
+        outgoing.write_all(&frames).await?;
     }
     // Complete (or shutting down): close our side so the subscriber reads end-of-stream.
-    stream.shutdown().await
+    outgoing.shutdown().await
 }

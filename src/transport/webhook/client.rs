@@ -1,4 +1,6 @@
-//! pushbench's webhook consumer: an HTTP server of its own that verifies, deduplicates and answers 2xx at once.
+//! pushbench's webhook consumer: an HTTP server of its own that verifies, deduplicates and
+//! answers 2xx at once; in two-way traffic it calls the provider's API with its messages up
+//! and unregisters once it has everything.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -17,6 +19,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::transport::resume::Outage;
+use crate::transport::upstream;
 use crate::transport::compression::decode_body;
 use crate::transport::standard_webhooks::{unix_now, Secrets};
 use crate::transport::{
@@ -153,13 +156,31 @@ impl Consumer {
             shutdown.clone(),
         ));
 
+        let two_way = config.upstream.is_some();
+        let (watched, outbox) = upstream::outbox(sink, &config);
         let result = async {
-            register_with(provider, &config, &url).await?;
-            sink.connected(now_ns());
-            while let Some(accepted) = deliveries.recv().await {
-                if deliver(sink, &accepted.body, accepted.received_ns) == Flow::Stop {
-                    break;
+            let id = register_with(provider, &config, &url).await?;
+            let receiving = async move {
+                let mut sink = watched;
+                sink.connected(now_ns());
+                while let Some(accepted) = deliveries.recv().await {
+                    if deliver(&mut sink, &accepted.body, accepted.received_ns) == Flow::Stop {
+                        break;
+                    }
                 }
+                Ok(())
+            };
+            // Messages up are calls to the provider's API, with the registration token.
+            let token = config
+                .credentials
+                .get(&REGISTRATION_TOKEN)
+                .map(|token| format!("Bearer {token}"));
+            let sending = upstream::post_each(outbox, provider, &config, token.as_deref());
+            upstream::together(receiving, sending).await?;
+            // In two-way traffic the provider cannot tell when copies stop coming for an
+            // endpoint: the consumer that has everything says it is leaving.
+            if two_way {
+                unregister(provider, &config, &id).await?;
             }
             Ok(())
         }
@@ -180,28 +201,67 @@ impl Consumer {
     }
 }
 
-/// `POST /subscriptions` on the provider, with its registration token when there is one;
-/// anything but 201 fails the subscription.
+/// `POST /subscriptions` on the provider, with its registration token when there is one:
+/// the endpoint's id; anything but 201 fails the subscription.
 async fn register_with(
     provider: &Target,
     config: &ClientConfig,
     url: &str,
-) -> Result<(), ClientError> {
-    let broken = |e: hyper::Error| ClientError::Protocol(format!("registering: {e}"));
-    let mut sender = config.dialer().http1(provider.addr).await?;
+) -> Result<String, ClientError> {
     let body = match &config.topics {
         Some(topics) => serde_json::json!({ "url": url, "topics": topics }),
         None => serde_json::json!({ "url": url }),
     }
     .to_string();
-    let mut request = axum::http::Request::post(provider.path_or(REGISTRATION_PATH))
-        .header("host", provider.authority())
+    let request = axum::http::Request::post(provider.path_or(REGISTRATION_PATH))
         .header("content-type", "application/json");
+    let (status, body) = call_api(provider, config, request, Bytes::from(body), "registering").await?;
+    if status != StatusCode::CREATED {
+        return Err(ClientError::Status {
+            status: status.as_u16(),
+            body: String::from_utf8_lossy(&body).into_owned(),
+        });
+    }
+    #[derive(serde::Deserialize)]
+    struct Registered {
+        id: String,
+    }
+    serde_json::from_slice::<Registered>(&body)
+        .map(|registered| registered.id)
+        .map_err(|e| ClientError::Protocol(format!("registering: the answer has no id: {e}")))
+}
+
+/// `DELETE /subscriptions/ID`: the consumer leaves; anything but 204 fails it.
+async fn unregister(provider: &Target, config: &ClientConfig, id: &str) -> Result<(), ClientError> {
+    let path = format!("{}/{id}", provider.path_or(REGISTRATION_PATH));
+    let request = axum::http::Request::delete(path);
+    let (status, body) = call_api(provider, config, request, Bytes::new(), "unregistering").await?;
+    if status != StatusCode::NO_CONTENT {
+        return Err(ClientError::Status {
+            status: status.as_u16(),
+            body: String::from_utf8_lossy(&body).into_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// One call of the provider's API on a connection of its own, with the registration token
+/// when there is one, within the request timeout: the answer's status and body.
+async fn call_api(
+    provider: &Target,
+    config: &ClientConfig,
+    request: axum::http::request::Builder,
+    body: Bytes,
+    doing: &str,
+) -> Result<(StatusCode, Bytes), ClientError> {
+    let broken = |e: hyper::Error| ClientError::Protocol(format!("{doing}: {e}"));
+    let mut sender = config.dialer().http1(provider.addr).await?;
+    let mut request = request.header("host", provider.authority());
     if let Some(token) = config.credentials.get(&REGISTRATION_TOKEN) {
         request = request.header("authorization", format!("Bearer {token}"));
     }
     let request = request
-        .body(Full::new(Bytes::from(body)))
+        .body(Full::new(body))
         .map_err(|e| ClientError::Config(e.to_string()))?;
     let exchange = async {
         sender.ready().await.map_err(broken)?;
@@ -210,16 +270,9 @@ async fn register_with(
         let body = answer.into_body().collect().await.map_err(broken)?.to_bytes();
         Ok::<_, ClientError>((status, body))
     };
-    let (status, body) = tokio::time::timeout(config.request_timeout, exchange)
+    tokio::time::timeout(config.request_timeout, exchange)
         .await
-        .map_err(|_| ClientError::Protocol("registering: no answer in time".into()))??;
-    if status != StatusCode::CREATED {
-        return Err(ClientError::Status {
-            status: status.as_u16(),
-            body: String::from_utf8_lossy(&body).into_owned(),
-        });
-    }
-    Ok(())
+        .map_err(|_| ClientError::Protocol(format!("{doing}: no answer in time")))?
 }
 
 /// A POSTed delivery: the event is the body (compressed or not).

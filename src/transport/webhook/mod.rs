@@ -218,6 +218,9 @@ pub static SPEC: Spec = Spec {
         &OUTAGE_AFTER,
         &TLS,
         &COMPRESSION,
+        &super::upstream::UPSTREAM_RATE,
+        &super::upstream::UPSTREAM_ECHO,
+        &super::upstream::UPSTREAM_DELAY,
     ],
     outside: super::spec::all_in_serve,
     traits: Traits {

@@ -1,13 +1,15 @@
-//! pushbench's webhook provider: registration, and each event signed and POSTed (or GET) to every endpoint, retried.
+//! pushbench's webhook provider: registration (and unregistration), each event signed and
+//! POSTed (or GET) to every endpoint, retried; in two-way traffic, consumers' messages up
+//! taken by its API (`POST /up`) and their copies delivered as webhooks of their own.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{delete, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -21,6 +23,7 @@ use crate::transport::compression::{Compression, COMPRESSION};
 use crate::transport::per_event::PerEvent;
 use crate::transport::standard_webhooks::{unix_now, SharedSignatures};
 use crate::transport::tls::{TlsMaterial, TLS};
+use crate::transport::upstream::{self, UPSTREAM_PATH};
 use crate::transport::{
     serve_http, Dialer, ServerConfig,
     TrackedListener,
@@ -77,6 +80,8 @@ struct Provider {
     method: Method,
     /// The longest URL a GET delivery may have.
     url_limit: usize,
+    /// Each registered endpoint's delivery, by id, to stop it when the consumer unregisters.
+    endpoints: Arc<std::sync::Mutex<std::collections::HashMap<String, CancellationToken>>>,
 }
 
 /// Who may register endpoints: the holder of the token (when one is set), and no more than
@@ -147,9 +152,17 @@ pub(crate) async fn serve(
         }),
         method,
         url_limit: usize::try_from(URL_LIMIT.read(&config.settings)).unwrap_or(usize::MAX),
+        endpoints: Arc::default(),
     };
-    let router = Router::new()
+    let two_way = provider.hub.two_way();
+    let mut router = Router::new()
         .route(REGISTRATION_PATH, post(register))
+        .route(&format!("{REGISTRATION_PATH}/{{id}}"), delete(unregister));
+    if two_way {
+        // Consumers call the provider's API with their messages up.
+        router = router.route(UPSTREAM_PATH, post(take_up));
+    }
+    let router = router
         .layer(DefaultBodyLimit::max(16 * 1024))
         .with_state(provider);
     serve_http(listener, router, config.http, shutdown).await
@@ -160,19 +173,58 @@ fn refuse(status: StatusCode, why: String) -> Response {
     (status, format!("{why}\n")).into_response()
 }
 
+/// The 401 refusal (with the reason) of a request without the token, when the provider has
+/// one: the provider's API, registration and messages up alike, needs it.
+fn unauthorised(gate: &Gate, headers: &HeaderMap) -> Option<Response> {
+    let token = gate.token.as_ref()?;
+    let presented = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes())) {
+        return None;
+    }
+    let why = "the provider's API needs `Authorization: Bearer TOKEN`, the registration token \
+               `pushbench serve` printed";
+    Some(refuse(StatusCode::UNAUTHORIZED, why.to_owned()))
+}
+
+/// `POST /up`: a consumer's message up (two-way traffic), 204 once the hub has taken it.
+async fn take_up(State(provider): State<Provider>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Some(refusal) = unauthorised(&provider.gate, &headers) {
+        return refusal;
+    }
+    upstream::answer(provider.hub.receive_upstream(body).await)
+}
+
+/// `DELETE /subscriptions/ID`: the consumer leaves; nothing more is delivered to it, and it
+/// no longer counts as a subscriber.
+async fn unregister(
+    State(provider): State<Provider>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refusal) = unauthorised(&provider.gate, &headers) {
+        return refusal;
+    }
+    let found = provider
+        .endpoints
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&id);
+    match found {
+        Some(delivery) => {
+            delivery.cancel();
+            StatusCode::NO_CONTENT.into_response()
+        }
+        None => refuse(StatusCode::NOT_FOUND, format!("no endpoint {id:?} is registered")),
+    }
+}
+
 async fn register(State(provider): State<Provider>, headers: HeaderMap, body: Bytes) -> Response {
     let gate = &provider.gate;
-    if let Some(token) = &gate.token {
-        let presented = headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if !presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes())) {
-            let why = "registration needs `Authorization: Bearer TOKEN`, the token \
-                       `pushbench serve` printed"
-                .to_owned();
-            return refuse(StatusCode::UNAUTHORIZED, why);
-        }
+    if let Some(refusal) = unauthorised(gate, &headers) {
+        return refusal;
     }
     // JSON only: a browser cannot send it cross-origin without a preflight, which CORS refuses
     // for anything but GET, so no web page can register endpoints behind a user's back.
@@ -216,9 +268,21 @@ async fn register(State(provider): State<Provider>, headers: HeaderMap, body: By
         provider.next_endpoint.fetch_add(1, Ordering::Relaxed)
     );
     let answer = serde_json::json!({ "id": id, "url": endpoint.url.as_str() });
-    // The endpoint counts as a subscriber until every event has been delivered to it.
+    // The endpoint counts as a subscriber until every event has been delivered to it, or it
+    // unregisters.
     let guard = provider.hub.join();
-    tokio::spawn(deliver_stream(provider, endpoint, interest, guard));
+    let stopped = CancellationToken::new();
+    provider
+        .endpoints
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(id, stopped.clone());
+    tokio::spawn(async move {
+        tokio::select! {
+            () = deliver_stream(provider, endpoint, interest, guard) => {}
+            () = stopped.cancelled() => {}
+        }
+    });
     (StatusCode::CREATED, Json(answer)).into_response()
 }
 
@@ -248,11 +312,48 @@ async fn deliver_stream(
             provider.hub.abandoned_many(gap.count);
         }
         for (seq, body) in batch.iter() {
-            if !deliver_event(&provider, &endpoint, &mut connection, seq, body).await {
+            let item = Item::Event { seq, body };
+            if !deliver_event(&provider, &endpoint, &mut connection, item).await {
                 // Counted, so the results show what the schedule gave up on.
                 provider.hub.abandoned_many(1);
                 tracing::debug!(url = %endpoint.url, seq, attempts = provider.schedule.attempts, "webhook delivery abandoned");
             }
+        }
+        // Copies of messages up in the endpoint's rooms (two-way traffic), each a webhook of
+        // its own.
+        for body in &batch.copies {
+            if !deliver_event(&provider, &endpoint, &mut connection, Item::Copy { body }).await {
+                tracing::debug!(url = %endpoint.url, "copy of a message up abandoned");
+            }
+        }
+    }
+}
+
+/// What one webhook carries: an event of the stream, or a copy of a message up.
+#[derive(Clone, Copy)]
+enum Item<'a> {
+    /// Event `seq`: its signature and compressed body are made once for every endpoint.
+    Event { seq: u64, body: &'a Bytes },
+    /// A copy, sent to its room's endpoints.
+    Copy { body: &'a Bytes },
+}
+
+impl Item<'_> {
+    fn body(&self) -> &Bytes {
+        match self {
+            Item::Event { body, .. } | Item::Copy { body } => body,
+        }
+    }
+
+    /// The `webhook-id`, the same on every attempt so the consumer can drop repeats.
+    fn id(&self) -> String {
+        match self {
+            Item::Event { seq, .. } => format!("msg_{seq}"),
+            Item::Copy { body } => match crate::upstream::Message::decode(body) {
+                Some(message) => format!("up_{}_{}", message.from, message.seq),
+                // The hub copies only messages it decoded itself.
+                None => "up_unknown".to_owned(),
+            },
         }
     }
 }
@@ -266,24 +367,24 @@ async fn deliver_event(
     provider: &Provider,
     endpoint: &Endpoint,
     connection: &mut Connection,
-    seq: u64,
-    body: &Bytes,
+    item: Item<'_>,
 ) -> bool {
     // An event too large for a URL can never be sent by GET: refused at once, with the
     // reason, so the results say where GET stops working.
     if provider.method == Method::Get {
-        let length = get_url_len(endpoint, body);
+        let length = get_url_len(endpoint, item.body());
         if length > provider.url_limit {
             provider.hub.refuse(format!(
-                "{} get: event {seq} would make a URL of {length} B, over the {} B limit \
-                 (--{})",
-                METHOD.name, provider.url_limit, URL_LIMIT.name
+                "{} get: {} would make a URL of {length} B, over the {} B limit (--{})",
+                METHOD.name,
+                item.id(),
+                provider.url_limit,
+                URL_LIMIT.name
             ));
             return false;
         }
     }
-    // The same id on every attempt, so the consumer can drop repeats.
-    let id = format!("msg_{seq}");
+    let id = item.id();
     for attempt in 0..provider.schedule.attempts.max(1) {
         if attempt > 0 {
             tokio::time::sleep(provider.schedule.delay(attempt)).await;
@@ -291,7 +392,7 @@ async fn deliver_event(
         }
         let sent = tokio::time::timeout(
             ATTEMPT_TIMEOUT,
-            attempt_once(provider, endpoint, connection, (seq, &id), body),
+            attempt_once(provider, endpoint, connection, item, &id),
         )
         .await
         .unwrap_or_else(|_| Err(format!("no answer within {ATTEMPT_TIMEOUT:?}")));
@@ -301,11 +402,11 @@ async fn deliver_event(
         }
         match sent {
             Ok(status) if status.is_success() => return true,
-            Ok(status) => tracing::debug!(url = %endpoint.url, seq, %status, "webhook refused"),
+            Ok(status) => tracing::debug!(url = %endpoint.url, id, %status, "webhook refused"),
             Err(error) => {
                 // Whatever broke, the next attempt starts on a fresh connection.
                 *connection = None;
-                tracing::debug!(url = %endpoint.url, seq, %error, "webhook failed");
+                tracing::debug!(url = %endpoint.url, id, %error, "webhook failed");
             }
         }
     }
@@ -317,9 +418,10 @@ async fn attempt_once(
     provider: &Provider,
     endpoint: &Endpoint,
     connection: &mut Connection,
-    (seq, id): (u64, &str),
-    body: &Bytes,
+    item: Item<'_>,
+    id: &str,
 ) -> Result<StatusCode, String> {
+    let body = item.body();
     let sender = match connection {
         Some(sender) if !sender.is_closed() => sender,
         _ => {
@@ -336,7 +438,10 @@ async fn attempt_once(
     let timestamp = unix_now();
     // The signature covers the event itself (before compression, or before its base64url in a
     // GET's query): the consumer verifies what it decoded.
-    let signature = provider.signatures.sign(seq, id, timestamp, body);
+    let signature = match item {
+        Item::Event { seq, .. } => provider.signatures.sign(seq, id, timestamp, body),
+        Item::Copy { .. } => provider.signatures.sign_once(id, timestamp, body),
+    };
     let request = match provider.method {
         Method::Post => axum::http::Request::post(&endpoint.target),
         Method::Get => axum::http::Request::get(target_with_event(&endpoint.target, body)),
@@ -355,11 +460,12 @@ async fn attempt_once(
             }
             // Uncompressed, the hub's shared bytes go as they are: no ring, no lock per
             // delivery.
-            match provider.compression {
-                Compression::Off => body.clone(),
-                compression => provider
+            match (provider.compression, item) {
+                (Compression::Off, _) => body.clone(),
+                (compression, Item::Event { seq, .. }) => provider
                     .compressed
                     .get_or_make(seq, (), || compression.compress(body.clone())),
+                (compression, Item::Copy { .. }) => compression.compress(body.clone()),
             }
         }
     };

@@ -1,4 +1,5 @@
-//! pushbench's WebSocket client: yawc, resuming with `?after=SEQ` after a dropped connection.
+//! pushbench's WebSocket client: yawc, resuming with `?after=SEQ` after a dropped connection,
+//! and sending its messages up (two-way traffic) as text frames on the same connection.
 
 
 use futures_util::{SinkExt};
@@ -6,6 +7,7 @@ use yawc::close::CloseCode;
 use yawc::{Frame, OpCode};
 
 use crate::transport::resume::Resuming;
+use crate::transport::upstream::{next_due, Schedule};
 use crate::transport::tls::ALPN_HTTP1;
 use crate::transport::{
     Target,
@@ -25,9 +27,10 @@ pub(crate) async fn subscribe(
     sink: &mut dyn Sink,
 ) -> Result<(), ClientError> {
     let mut sink = Resuming::new(sink, config);
+    let mut schedule = Schedule::of(config);
     loop {
         let after = sink.last_seq();
-        let ended = connect_once(target, config, &mut sink, after).await;
+        let ended = connect_once(target, config, &mut sink, &mut schedule, after).await;
         if !sink.again(ended).await? {
             return Ok(());
         }
@@ -35,12 +38,14 @@ pub(crate) async fn subscribe(
 }
 
 /// One connection: from the start, or after event `after` (`?after=SEQ`, which the server
-/// honours); `Ok` once the sink has enough or the server closed normally (1000, the stream
-/// complete), an error when the connection ended otherwise.
+/// honours), sending the schedule's messages as they fall due; `Ok` once the sink has enough
+/// and every message is sent, or the server closed normally (1000, the stream complete), an
+/// error when the connection ended otherwise.
 async fn connect_once(
     target: &Target,
     config: &ClientConfig,
     sink: &mut Resuming<'_>,
+    schedule: &mut Option<Schedule>,
     after: Option<u64>,
 ) -> Result<(), ClientError> {
     let buffer = READ_BUFFER.read(&config.settings) as usize;
@@ -65,11 +70,27 @@ async fn connect_once(
     sink.connected(now_ns());
 
     let mut clock = ArrivalClock::new();
-    // Frames with their errors, so a broken connection says why.
-    let mut frames = futures_util::stream::poll_fn(|cx| ws.poll_next_frame(cx).map(Some));
     let mut close_code = None;
+    // The sink has everything; with messages still to send, the connection stays up for them.
+    let mut received_all = false;
     let stopped = loop {
-        let Some((frame, received_ns)) = clock.next(&mut frames).await else {
+        if received_all && schedule.as_ref().is_none_or(Schedule::finished) {
+            break true;
+        }
+        // Frames with their errors, so a broken connection says why; made anew each turn so
+        // the connection is free to send between reads (reading by polling is cancel-safe).
+        let mut frames = futures_util::stream::poll_fn(|cx| ws.poll_next_frame(cx).map(Some));
+        let next = tokio::select! {
+            next = clock.next(&mut frames) => next,
+            message = next_due(schedule) => {
+                drop(frames);
+                ws.send(Frame::text(message))
+                    .await
+                    .map_err(|e| ClientError::Protocol(format!("WebSocket: sending up: {e}")))?;
+                continue;
+            }
+        };
+        let Some((frame, received_ns)) = next else {
             break false;
         };
         let frame = match frame {
@@ -92,11 +113,11 @@ async fn connect_once(
             // Pings are answered by yawc too.
             _ => Flow::Continue,
         };
-        if flow == Flow::Stop {
-            break true;
+        if let Some(schedule) = schedule.as_mut() {
+            schedule.start(sink.stream_origin());
         }
+        received_all |= flow == Flow::Stop;
     };
-    drop(frames);
     if stopped {
         let _ = ws
             .send(Frame::close(CloseCode::Normal, "received the whole stream"))

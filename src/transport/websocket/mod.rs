@@ -89,7 +89,8 @@ pub static SPEC: Spec = Spec {
     },
 };
 
-/// The largest message a subscriber may send the server; subscribers only send control frames.
+/// The largest message a subscriber may send the server: control frames, and the messages it
+/// sends up in two-way traffic.
 const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
 
 /// How long each side waits for the other's close frame before dropping the connection.

@@ -23,7 +23,8 @@ use crate::hub::{Batch, Hub, Reader};
 use super::OWN_PATH;
 use super::{CLOSE_GRACE, MAX_CLIENT_MESSAGE, options};
 
-/// The server's read and write buffers. Subscribers send only control frames, and a batch
+/// The server's read and write buffers. Subscribers send control frames, and small text
+/// frames where they send messages up (two-way traffic), and a batch
 /// larger than this grows the write buffer for as long as it takes to write it: both buffers
 /// are resident in full from the start (yawc fills them), so an idle connection pays for them.
 const SERVER_BUFFER: usize = 512;
@@ -94,10 +95,11 @@ async fn stream_events<S>(socket: yawc::WebSocket<S>, mut reader: Reader, config
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
+    let hub = Arc::clone(reader.hub());
     let (mut tx, mut rx) = socket.split();
     let start = tokio::time::Instant::now() + config.heartbeat;
     let mut heartbeat = tokio::time::interval_at(start, config.heartbeat);
-    let close = loop {
+    let close: (CloseCode, String) = loop {
         tokio::select! {
             batch = reader.next_batch(config.batch) => match batch {
                 Some(batch) => {
@@ -105,8 +107,8 @@ where
                         return;
                     }
                 }
-                None if reader.at_end() => break (CloseCode::Normal, "stream complete"),
-                None => break (CloseCode::Away, "server shutting down"),
+                None if reader.at_end() => break (CloseCode::Normal, "stream complete".into()),
+                None => break (CloseCode::Away, "server shutting down".into()),
             },
             incoming = rx.next() => match incoming {
                 // The subscriber left or broke the protocol: yawc has queued the close frame
@@ -118,6 +120,13 @@ where
                 }
                 // The subscriber closed first (yawc answers its close frame).
                 Some(frame) if frame.opcode() == OpCode::Close => return,
+                // A message the subscriber sends up, handled before the next read so that
+                // one subscriber's messages are taken in the order sent.
+                Some(frame) if frame.opcode() == OpCode::Text => {
+                    if let Err(why) = hub.receive_upstream(frame.into_payload()).await {
+                        break (CloseCode::Invalid, truncated_reason(why));
+                    }
+                }
                 // Pongs, and anything a subscriber chooses to send, need no answer.
                 Some(_) => {}
             },
@@ -156,5 +165,18 @@ where
     for (_, event) in batch.iter() {
         tx.feed(Frame::text(event.clone())).await?;
     }
+    for copy in &batch.copies {
+        tx.feed(Frame::text(copy.clone())).await?;
+    }
     tx.flush().await
+}
+
+/// A close frame's reason holds at most 123 bytes: the start of `why`, cut at a character.
+fn truncated_reason(mut why: String) -> String {
+    let mut end = why.len().min(123);
+    while !why.is_char_boundary(end) {
+        end -= 1;
+    }
+    why.truncate(end);
+    why
 }

@@ -14,6 +14,14 @@
 //! [`Interest`]: the streams it subscribed to. Their events sit in the one log at places the
 //! global sequence gives (`seq % streams`), so a reader steps straight from one of its events
 //! to the next instead of scanning everyone else's: reading costs what it delivers.
+//!
+//! Where subscribers send messages up ([`rooms`]), the hub tallies them and, with the echo on,
+//! hands each reader the copies of its rooms beside its events; a two-way subscription ends
+//! when its subscriber leaves, not when the stream has been read.
+
+mod rooms;
+
+pub use rooms::UpstreamOptions;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -57,6 +65,9 @@ pub struct Batch {
     /// Their sequence numbers, where they are not consecutive from `first_seq` (a reader of
     /// some streams of several); empty when they are.
     pub seqs: Vec<u64>,
+    /// Copies of messages subscribers sent to the reader's rooms (their wire form, as they
+    /// came up), to go out after the events.
+    pub copies: Vec<Bytes>,
 }
 
 impl Batch {
@@ -125,6 +136,8 @@ pub struct HubOptions {
     /// Streams the global sequence interleaves, where events are tagged with theirs
     /// (`None`: one broadcast stream).
     pub streams: Option<u64>,
+    /// Messages subscribers send up, where they do (`None`: a one-way stream).
+    pub upstream: Option<UpstreamOptions>,
 }
 
 /// The events the hub still holds.
@@ -182,6 +195,8 @@ pub struct Hub {
     readers: watch::Sender<usize>,
     /// Which readers that ended early have been followed by one that resumed.
     returns: std::sync::Mutex<Returns>,
+    /// The messages subscribers send up and their rooms' copies (`None`: one-way).
+    rooms: Option<rooms::Rooms>,
 }
 
 /// Readers that ended past the stream's start but before its end (a connection dropped, a poll
@@ -262,6 +277,9 @@ impl Hub {
             storm: std::sync::OnceLock::new(),
             readers: watch::Sender::new(0),
             returns: std::sync::Mutex::new(Returns::default()),
+            rooms: options
+                .upstream
+                .map(|up| rooms::Rooms::new(up, options.streams.unwrap_or(1))),
         })
     }
 
@@ -318,12 +336,54 @@ impl Hub {
         if first_seq > 0 {
             self.returns().resumed();
         }
+        let rooms = match (&self.rooms, &interest) {
+            (None, _) => Vec::new(),
+            (Some(rooms), Interest::All) => rooms.cursors(None),
+            (Some(rooms), Interest::Streams(topics)) => rooms.cursors(Some(topics)),
+        };
         Reader {
             hub: Arc::clone(self),
             next_seq: first_seq,
             interest,
             progress: self.progress.subscribe(),
+            rooms,
         }
+    }
+
+    /// Whether subscribers send messages up: a subscription then ends when its subscriber
+    /// leaves, since more copies may come for it after the last event.
+    pub fn two_way(&self) -> bool {
+        self.rooms.is_some()
+    }
+
+    /// Takes one message a subscriber sent up (its wire form): tallied, and copied to its room
+    /// with the echo on. Refused with the reason when this server takes none, or the bytes are
+    /// not one.
+    pub async fn receive_upstream(&self, wire: Bytes) -> Result<(), String> {
+        self.receive_upstream_at(wire, now_ns()).await
+    }
+
+    /// As [`Hub::receive_upstream`], for a message received at `received_ns` and handed over
+    /// later (a broker's subscriber queues them): its latency ends, and the planted delay
+    /// starts, at its receipt.
+    pub async fn receive_upstream_at(&self, wire: Bytes, received_ns: u64) -> Result<(), String> {
+        match &self.rooms {
+            Some(rooms) => rooms.receive(wire, received_ns).await,
+            None => Err(
+                "this server takes no messages from subscribers (it runs without --upstream-rate)"
+                    .into(),
+            ),
+        }
+    }
+
+    /// The upstream ledger's totals so far, where subscribers send up.
+    pub fn upstream_totals(&self) -> Option<crate::upstream::Totals> {
+        self.rooms.as_ref().map(rooms::Rooms::totals)
+    }
+
+    /// Copies of upstream messages the rooms hold, summed over rooms.
+    pub fn upstream_copies(&self) -> u64 {
+        self.rooms.as_ref().map_or(0, rooms::Rooms::copies)
     }
 
     /// Streams the global sequence interleaves (1: the one broadcast stream).
@@ -550,6 +610,7 @@ impl Hub {
             first_seq: seqs.first().copied().unwrap_or(from.max(log.first_seq)),
             events,
             seqs,
+            copies: Vec::new(),
         }
     }
 
@@ -583,6 +644,7 @@ impl Hub {
             first_seq: from,
             events,
             seqs: Vec::new(),
+            copies: Vec::new(),
         }
     }
 }
@@ -607,7 +669,7 @@ impl Drop for Reader {
     fn drop(&mut self) {
         // A reader still at the stream's start owes nothing to come back for: the next one
         // starts there too.
-        let early = self.next_seq > 0 && !self.at_end();
+        let early = self.next_seq > 0 && !self.events_done();
         if early {
             self.hub.returns().left();
         }
@@ -624,12 +686,17 @@ pub struct Reader {
     /// The streams it follows.
     interest: Interest,
     progress: watch::Receiver<Progress>,
+    /// Where it stands in each of its rooms' copies (none for a one-way stream).
+    rooms: Vec<rooms::RoomCursor>,
 }
 
 impl Reader {
     /// Waits for events after the cursor and returns all that are ready (within `limit`), or
     /// `None` once the stream is fully read or the server closed.
     pub async fn next_batch(&mut self, limit: BatchLimit) -> Option<Batch> {
+        if self.hub.two_way() {
+            return self.next_two_way(limit).await;
+        }
         // The next event this reader follows: it waits for that one, not for others' events.
         let next = self.hub.next_of(self.next_seq, &self.interest)?;
         let progress = self
@@ -650,18 +717,117 @@ impl Reader {
         Some(self.take(limit, u64::MAX))
     }
 
+    /// The hub this reader reads, for the server that also takes messages up.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
     /// Returns what is ready now without waiting (possibly nothing).
     pub fn try_batch(&mut self, limit: BatchLimit) -> Batch {
         let until = match self.hub.delivery_delay {
             Some(delay) => now_ns().saturating_sub(delay.as_nanos() as u64),
             None => u64::MAX,
         };
-        self.take(limit, until)
+        let mut batch = self.take(limit, until);
+        self.take_copies(limit, &mut batch);
+        batch
     }
 
-    /// Whether this reader has read the whole stream (every event of its streams).
+    /// Adds the copies of messages up that are ready in the reader's rooms (two-way traffic
+    /// with the echo on), as many as the batch takes events.
+    fn take_copies(&mut self, limit: BatchLimit, batch: &mut Batch) {
+        if let Some(rooms) = &self.hub.rooms {
+            rooms.take(&mut self.rooms, limit.events.max(1), &mut batch.copies);
+            self.hub
+                .handed_out
+                .fetch_add(batch.copies.len() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// How many copies this reader has had from each of its rooms, in the order of its
+    /// rooms: the cursor a client that reads with one request after another (polling) sends
+    /// back with the next, as it sends `after=` for events.
+    pub fn copy_cursor(&self) -> Vec<u64> {
+        self.rooms.iter().map(|r| r.position() as u64).collect()
+    }
+
+    /// Moves the reader to `positions` in its rooms' copies (a [`Reader::copy_cursor`] of an
+    /// earlier request); refused with the reason when they are not one per room, or claim
+    /// copies a room does not hold.
+    pub fn resume_copies(&mut self, positions: &[u64]) -> Result<(), String> {
+        if positions.len() != self.rooms.len() {
+            return Err(format!(
+                "{} copy positions for {} rooms: one per room followed, in order",
+                positions.len(),
+                self.rooms.len()
+            ));
+        }
+        for (room, &position) in self.rooms.iter_mut().zip(positions) {
+            room.move_to(position)?;
+        }
+        Ok(())
+    }
+
+    /// Whether this reader is done: it has read the whole stream (every event of its
+    /// streams), and subscribers send nothing up whose copies could still come.
     pub fn at_end(&self) -> bool {
+        !self.hub.two_way() && self.events_done()
+    }
+
+    /// Whether this reader has read every event of its streams.
+    fn events_done(&self) -> bool {
         self.hub.next_of(self.next_seq, &self.interest).is_none()
+    }
+
+    /// A two-way reader's next batch: the events and copies ready now, else the first of
+    /// either to come; `None` only once the server shuts down, because copies may follow the
+    /// last event.
+    async fn next_two_way(&mut self, limit: BatchLimit) -> Option<Batch> {
+        loop {
+            if self.progress.borrow().closed {
+                return None;
+            }
+            // Under the delivery-delay fault, the next event is held until it is old enough.
+            if let (Some(delay), Some(next)) = (
+                self.hub.delivery_delay,
+                self.hub.next_of(self.next_seq, &self.interest),
+            ) {
+                if let Some(published) = self.hub.published_at(next) {
+                    crate::clock::sleep_until_ns(published + delay.as_nanos() as u64).await;
+                }
+            }
+            let batch = self.try_batch(limit);
+            if batch.gap.is_some() || !batch.events.is_empty() || !batch.copies.is_empty() {
+                return Some(batch);
+            }
+            // Woken by the next event this reader follows, not by everyone else's.
+            let next = self.hub.next_of(self.next_seq, &self.interest);
+            let (rooms, progress) = (&mut self.rooms, &mut self.progress);
+            let events = async {
+                match next {
+                    Some(next) => progress
+                        .wait_for(|p| p.closed || p.published > next)
+                        .await
+                        .is_ok(),
+                    None => progress.wait_for(|p| p.closed).await.is_ok(),
+                }
+            };
+            let copies = async {
+                if rooms.is_empty() {
+                    std::future::pending::<()>().await;
+                }
+                let waits = rooms.iter_mut().map(|r| Box::pin(r.changed()));
+                futures_util::future::select_all(waits).await;
+            };
+            tokio::select! {
+                open = events => {
+                    if !open {
+                        return None;
+                    }
+                }
+                () = copies => {}
+            }
+        }
     }
 
     fn take(&mut self, limit: BatchLimit, until_ns: u64) -> Batch {
