@@ -123,6 +123,7 @@ impl Drop for Mosquitto {
 /// Mosquitto, at QoS 0 and at QoS 1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mosquitto_delivers_the_identical_stream() {
+    let _alone = common::ALONE.lock().await;
     let broker = Mosquitto::start();
     for qos in [Qos::AtMostOnce, Qos::AtLeastOnce] {
         for (spec, subscribers) in [
@@ -141,6 +142,7 @@ async fn mosquitto_delivers_the_identical_stream() {
 /// and Mosquitto sends what it kept: nothing lost, and the outage is on record.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_persistent_session_carries_an_outage() {
+    let _alone = common::ALONE.lock().await;
     let broker = Mosquitto::start();
     let spec = StreamSpec::new(
         42,
@@ -170,6 +172,7 @@ async fn a_persistent_session_carries_an_outage() {
 /// docs/method.md), and every message and copy arrives once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_planted_delay_reads_in_the_round_trip_through_mosquitto() {
+    let _alone = common::ALONE.lock().await;
     let broker = Mosquitto::start();
     let rooms = pushbench::workload::Workload::Topics {
         topics: 2,

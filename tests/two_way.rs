@@ -31,16 +31,18 @@ fn taking(setting: &dyn Declared) -> Vec<(Transport, &'static str)> {
         .collect()
 }
 
-/// 2 s of stream at 50 events a second over two rooms.
+/// Two rooms of `subscribers`.
+const TWO_ROOMS: Workload = Workload::Topics {
+    topics: 2,
+    per_subscriber: 1,
+    membership: Membership::Uniform,
+};
+
+/// 1 s of stream at 50 events a second over two rooms.
 fn rooms_spec(subscribers: usize) -> StreamSpec {
-    let rooms = Workload::Topics {
-        topics: 2,
-        per_subscriber: 1,
-        membership: Membership::Uniform,
-    };
-    StreamSpec::new(5, 100, "64".parse().unwrap(), Rate::PerSecond(50.0))
+    StreamSpec::new(5, 50, "64".parse().unwrap(), Rate::PerSecond(50.0))
         .unwrap()
-        .with_workload(rooms, subscribers)
+        .with_workload(TWO_ROOMS, subscribers)
 }
 
 /// Runs `spec` two-way over `transport`'s client `client_impl` with `subscribers`, each
@@ -70,16 +72,17 @@ async fn two_way(
 /// stream itself stays identical; each sender's own messages come back and are timed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_message_up_and_every_copy_arrives_once() {
+    let _alone = common::ALONE.lock().await;
     let pairs = taking(&UPSTREAM_RATE);
     assert!(pairs.len() > Transport::ALL.len(), "{pairs:?}");
     let spec = rooms_spec(6);
     for pair in pairs {
-        let run = two_way(pair, &spec, 6, 10.0, Duration::ZERO).await;
+        let run = two_way(pair, &spec, 6, 20.0, Duration::ZERO).await;
         let (transport, client_impl) = pair;
         let at = format!("{transport} ({client_impl})");
         assert_identical(transport, &spec, &run.records);
         let totals = run.upstream.expect("the server kept an upstream ledger");
-        assert_eq!(totals.per_sender, 20, "{at}: 2 s at 10 a second");
+        assert_eq!(totals.per_sender, 20, "{at}: 1 s at 20 a second");
         let verdict = Verdict::of(totals.per_sender, 6, &totals.senders, totals.corrupt);
         assert!(verdict.is_exact(), "{at}: {verdict:?}");
         assert_eq!(verdict.received, 120, "{at}");
@@ -97,7 +100,11 @@ async fn every_message_up_and_every_copy_arrives_once() {
 /// bidirectional gRPC call with nothing to send is a subscription like any other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_client_carries_a_one_way_stream() {
-    let spec = rooms_spec(3);
+    let _alone = common::ALONE.lock().await;
+    // Nothing goes up, so nothing needs a schedule: as fast as it goes.
+    let spec = StreamSpec::new(5, 300, "64".parse().unwrap(), Rate::Max)
+        .unwrap()
+        .with_workload(TWO_ROOMS, 3);
     for pair in taking(&UPSTREAM_RATE) {
         let run = two_way(pair, &spec, 3, 0.0, Duration::ZERO).await;
         assert_identical(pair.0, &spec, &run.records);
@@ -112,11 +119,12 @@ async fn every_client_carries_a_one_way_stream() {
 /// more in the round trip's median than the same run without it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_planted_delay_reads_in_the_round_trip() {
+    let _alone = common::ALONE.lock().await;
     // Events every millisecond keep both sides awake through the delay, so neither run pays
     // for waking an idle CPU that the other does not.
     let spec = StreamSpec::new(5, 1000, "64".parse().unwrap(), Rate::PerSecond(1000.0))
         .unwrap()
-        .with_workload(rooms_spec(4).workload, 4);
+        .with_workload(TWO_ROOMS, 4);
     // A short poll's copies wait for its next poll, so its round trip is the interval's, and
     // a planted delay moves it by anything from 0 to the interval: left out. So is MQTT through
     // the embedded rumqttd, which leaves Nagle's algorithm on and so quantises the round trip
@@ -148,6 +156,7 @@ async fn a_planted_delay_reads_in_the_round_trip() {
 /// ledger: one duplicate, one lost, its digest wrong; the sender beside it is exact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_upstream_ledger_counts_a_planted_duplicate_and_loss() {
+    let _alone = common::ALONE.lock().await;
     use pushbench::serve::Server;
     use tokio::io::AsyncWriteExt as _;
 
@@ -215,6 +224,7 @@ async fn the_upstream_ledger_counts_a_planted_duplicate_and_loss() {
 /// WebSocket text frame that is not a message up is closed with 1007 and the reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_messages_up_are_refused_with_the_reason() {
+    let _alone = common::ALONE.lock().await;
     use pushbench::transport::webhook::REGISTRATION_TOKEN;
     let spec = rooms_spec(2);
     let up = SettingValues::from_pairs([UPSTREAM_RATE.set(1.0), UPSTREAM_ECHO.set(true)]);

@@ -23,6 +23,11 @@ pub fn scratch(name: &str) -> std::path::PathBuf {
     dir
 }
 
+/// Held by the tests of a binary that must not share the machine with each other: one that
+/// reads a planted delay to a fraction of a millisecond takes it, and so do the others of its
+/// binary, which would otherwise run beside it and load the two cores it measures on.
+pub static ALONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Longest any test subscriber may take; far above what a healthy run needs.
 pub const TIMEOUT: Duration = Duration::from_secs(240);
 
