@@ -11,8 +11,8 @@ use super::proto::upstream::Item as UpItem;
 use super::proto::{SubscribeRequest, Upstream};
 use crate::clock::now_ns;
 use crate::transport::resume::Resuming;
-use crate::transport::upstream::{next_due, Schedule};
-use crate::transport::{ArrivalClock, ClientConfig, ClientError, Flow, Sink, Target};
+use crate::transport::upstream::{Duplex, Schedule};
+use crate::transport::{ArrivalClock, ClientConfig, ClientError, Sink, Target};
 
 /// Messages up queued for the call before the client waits for the connection to take them.
 const QUEUED: usize = 16;
@@ -67,20 +67,16 @@ async fn call_once(
         .into_inner();
     sink.connected(now_ns());
     let mut clock = ArrivalClock::new();
-    // The sink has everything; with messages still to send, the call stays up for them.
-    let mut received_all = false;
+    let mut duplex = Duplex::new(schedule);
     loop {
-        if received_all && schedule.as_ref().is_none_or(Schedule::finished) {
+        if duplex.done() {
             return Ok(());
-        }
-        if let Some(schedule) = schedule.as_mut() {
-            schedule.start(sink.stream_origin());
         }
         // Reading the response stream is cancel-safe, so a message falling due can go out
         // between two deliveries.
         let next = tokio::select! {
             next = clock.next(&mut deliveries) => next,
-            wire = next_due(schedule) => {
+            wire = duplex.due() => {
                 let message = Upstream {
                     item: Some(UpItem::Message(up_message(&wire)?)),
                 };
@@ -95,6 +91,7 @@ async fn call_once(
                 "the gRPC call ended before the stream was complete".into(),
             ));
         };
-        received_all |= hand_over(sink, delivery.map_err(failed)?, received_ns) == Flow::Stop;
+        let flow = hand_over(sink, delivery.map_err(failed)?, received_ns);
+        duplex.took(flow, sink);
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use rumqttc::{AsyncClient, ConnectionError, EventLoop, LastWill, MqttOptions, Packet, QoS};
 
 use crate::transport::resume::Resuming;
-use crate::transport::upstream::{next_due, Schedule};
+use crate::transport::upstream::{Duplex, Schedule};
 use crate::transport::{
     Target,
     deliver, ClientConfig, ClientError, Flow, Sink,
@@ -144,16 +144,12 @@ async fn connect_once(
     // The `end`s that close the subscription: one per stream followed, or the broadcast one.
     let ends_due = config.topics.as_ref().map_or(1, Vec::len);
     let mut ends_seen = 0;
-    // The sink has everything; with messages still to publish, the connection stays up.
-    let mut received_all = false;
+    let mut duplex = Duplex::new(schedule);
     // A message up waiting for room in the client's request queue.
     let mut unsent: Option<Vec<u8>> = None;
     loop {
-        if received_all && unsent.is_none() && schedule.as_ref().is_none_or(Schedule::finished) {
+        if duplex.done() && unsent.is_none() {
             return finish(&client, &mut events, &id, config.topics.as_deref()).await;
-        }
-        if let Some(schedule) = schedule.as_mut() {
-            schedule.start(sink.stream_origin());
         }
         // Published without waiting: the queue is emptied only by polling the connection,
         // which this loop does, so a full one is tried again after the next packet.
@@ -168,7 +164,7 @@ async fn connect_once(
         }
         let polled = tokio::select! {
             polled = events.poll() => polled,
-            message = next_due(schedule), if unsent.is_none() => {
+            message = duplex.due(), if unsent.is_none() => {
                 unsent = Some(message);
                 continue;
             }
@@ -215,8 +211,8 @@ async fn connect_once(
                         flush_until_disconnected(&mut events).await;
                         return Ok(());
                     }
-                    received_all = true;
                 }
+                duplex.took(flow, sink);
             }
             Packet::Publish(message) => acknowledge(&client, &message).await?,
             _ => {}

@@ -7,10 +7,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::transport::{
     Target,
-    connect_tcp, deliver, ClientConfig, ClientError, Flow, Sink,
+    connect_tcp, deliver, ClientConfig, ClientError, Sink,
 };
 use crate::transport::resume::Resuming;
-use crate::transport::upstream::{next_due, Schedule};
+use crate::transport::upstream::{Duplex, Schedule};
 use crate::clock::now_ns;
 use crate::event::MAX_EVENT_BYTES;
 
@@ -76,21 +76,16 @@ async fn connect_once(
         .map_err(|e| ClientError::Protocol(format!("TCP: sending start: {e}")))?;
     sink.connected(now_ns());
     let mut buffer = FrameBuffer::default();
-    // The sink has everything; with messages still to send, the connection stays up for them.
-    let mut received_all = false;
+    let mut duplex = Duplex::new(schedule);
     loop {
-        if received_all && schedule.as_ref().is_none_or(Schedule::finished) {
+        if duplex.done() {
             return Ok(());
-        }
-        // Messages are due from the stream's start, which the first event tells.
-        if let Some(schedule) = schedule.as_mut() {
-            schedule.start(sink.stream_origin());
         }
         // Reading is cancel-safe (bytes land in the buffer only once a read returns), so a
         // message falling due can go out between reads.
         let read = tokio::select! {
             read = buffer.read_from(&mut stream) => read,
-            message = next_due(schedule) => {
+            message = duplex.due() => {
                 let mut framed = Vec::with_capacity(PREFIX_BYTES + message.len());
                 framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
                 framed.extend_from_slice(&message);
@@ -118,7 +113,7 @@ async fn connect_once(
             Err(e) => return Err(ClientError::Protocol(format!("TCP: {e}"))),
         }
         loop {
-            if received_all {
+            if duplex.received_all() {
                 break;
             }
             match buffer.next_frame() {
@@ -131,7 +126,8 @@ async fn connect_once(
                 }
                 Ok(None) => break,
                 Ok(Some(frame)) => {
-                    received_all |= deliver(sink, frame, received_ns) == Flow::Stop;
+                    let flow = deliver(sink, frame, received_ns);
+                    duplex.took(flow, sink);
                 }
             }
         }

@@ -9,7 +9,7 @@ mod schedule;
 
 pub use http::UPSTREAM_PATH;
 pub(crate) use http::{answer, post_each, request, send_one, with_upstream};
-pub(crate) use schedule::{next_due, outbox, together, Outbox, Schedule};
+pub(crate) use schedule::{outbox, together, Duplex, Outbox, Schedule};
 
 use std::time::Duration;
 

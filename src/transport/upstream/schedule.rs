@@ -63,11 +63,52 @@ impl Schedule {
     }
 }
 
-/// An optional schedule's next message: pending forever without one.
-pub(crate) async fn next_due(schedule: &mut Option<Schedule>) -> Vec<u8> {
-    match schedule {
-        Some(schedule) => schedule.due().await,
-        None => std::future::pending().await,
+/// One connection of a client that reads and sends up in one loop (WebSocket, TCP, MQTT, gRPC's
+/// bidirectional call): the subscriber's schedule, which outlives the connection, and whether
+/// the sink has had everything on this one. The loop selects between its next read and
+/// [`Duplex::due`], and goes on until [`Duplex::done`].
+pub(crate) struct Duplex<'a> {
+    schedule: &'a mut Option<Schedule>,
+    received_all: bool,
+}
+
+impl<'a> Duplex<'a> {
+    /// A new connection's turn of the subscriber's schedule (`None`: it sends nothing).
+    pub(crate) fn new(schedule: &'a mut Option<Schedule>) -> Self {
+        Self {
+            schedule,
+            received_all: false,
+        }
+    }
+
+    /// Notes what the sink said of what just arrived; the schedule starts once the sink knows
+    /// when the stream began (its first event).
+    pub(crate) fn took(&mut self, flow: Flow, sink: &dyn Sink) {
+        self.received_all |= flow == Flow::Stop;
+        if let Some(schedule) = self.schedule.as_mut() {
+            schedule.start(sink.stream_origin());
+        }
+    }
+
+    /// Whether the sink has had everything it wanted on this connection.
+    pub(crate) fn received_all(&self) -> bool {
+        self.received_all
+    }
+
+    /// Whether the connection has done its work: the sink has everything, and every message
+    /// is sent (a connection stays up for the messages still due).
+    pub(crate) fn done(&self) -> bool {
+        self.received_all && self.schedule.as_ref().is_none_or(Schedule::finished)
+    }
+
+    /// The next message up once it is due: pending forever without a schedule, before the
+    /// stream began, or once every message has gone. Cancel-safe: a message is handed out
+    /// only when this returns.
+    pub(crate) async fn due(&mut self) -> Vec<u8> {
+        match self.schedule {
+            Some(schedule) => schedule.due().await,
+            None => std::future::pending().await,
+        }
     }
 }
 

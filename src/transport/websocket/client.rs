@@ -7,7 +7,7 @@ use yawc::close::CloseCode;
 use yawc::{Frame, OpCode};
 
 use crate::transport::resume::Resuming;
-use crate::transport::upstream::{next_due, Schedule};
+use crate::transport::upstream::{Duplex, Schedule};
 use crate::transport::tls::ALPN_HTTP1;
 use crate::transport::{
     Target,
@@ -71,10 +71,9 @@ async fn connect_once(
 
     let mut clock = ArrivalClock::new();
     let mut close_code = None;
-    // The sink has everything; with messages still to send, the connection stays up for them.
-    let mut received_all = false;
+    let mut duplex = Duplex::new(schedule);
     let stopped = loop {
-        if received_all && schedule.as_ref().is_none_or(Schedule::finished) {
+        if duplex.done() {
             break true;
         }
         // Frames with their errors, so a broken connection says why; made anew each turn so
@@ -82,7 +81,7 @@ async fn connect_once(
         let mut frames = futures_util::stream::poll_fn(|cx| ws.poll_next_frame(cx).map(Some));
         let next = tokio::select! {
             next = clock.next(&mut frames) => next,
-            message = next_due(schedule) => {
+            message = duplex.due() => {
                 drop(frames);
                 ws.send(Frame::text(message))
                     .await
@@ -113,10 +112,7 @@ async fn connect_once(
             // Pings are answered by yawc too.
             _ => Flow::Continue,
         };
-        if let Some(schedule) = schedule.as_mut() {
-            schedule.start(sink.stream_origin());
-        }
-        received_all |= flow == Flow::Stop;
+        duplex.took(flow, sink);
     };
     if stopped {
         let _ = ws
