@@ -204,13 +204,11 @@ async fn connect_once(
                 // Acknowledged once the sink has it, not when it was read: what rumqttc read
                 // ahead and an outage then dropped is sent again.
                 acknowledge(&client, &message).await?;
-                if flow == Flow::Stop {
-                    if !sink.stopped() && *message.payload != *END {
-                        // The outage fault: away now, the session kept, back later.
-                        let _ = client.disconnect().await;
-                        flush_until_disconnected(&mut events).await;
-                        return Ok(());
-                    }
+                if flow == Flow::Stop && !sink.stopped() && *message.payload != *END {
+                    // The outage fault: away now, the session kept, back later.
+                    let _ = client.disconnect().await;
+                    flush_until_disconnected(&mut events).await;
+                    return Ok(());
                 }
                 duplex.took(flow, sink);
             }
