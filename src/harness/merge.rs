@@ -233,6 +233,7 @@ fn results(server: &ServerPart, merged: &Merged, out: &Path) -> anyhow::Result<M
         scenario,
         runs: vec![result],
         max_rates: Vec::new(),
+        rounds: None,
     };
     let path = results.write(&dir)?;
     Ok(MergeOutcome { path, results })

@@ -7,6 +7,7 @@ mod load;
 mod local;
 mod merge;
 mod part;
+mod rounds;
 mod run;
 pub mod settings;
 mod subscriber;

@@ -25,16 +25,20 @@ use crate::protocol::Job;
 use crate::protocol::ServeOptions;
 use crate::results::key::{RowKey, Workload as KeyWorkload};
 use crate::results::scenario::Scenario;
-use crate::results::{utc_stamp, Placement, Results, Settings, TransportResult, SCHEMA_VERSION};
+use crate::results::{
+    utc_stamp, Placement, Results, Rounds, Settings, TransportResult, SCHEMA_VERSION,
+};
 use crate::transport::storm::{Storm, StormKind};
 use crate::transport::tls::{TlsMaterial, TLS};
 use crate::transport::{
-    ClientConfig, Credentials, ServerConfig, SettingValues, Side, Target, CLIENT_IMPL, SERVER_IMPL,
+    ClientConfig, Credentials, ServerConfig, SettingValues, Side, Target, Transport, CLIENT_IMPL,
+    SERVER_IMPL,
 };
 use crate::workload::Workload;
 
 use super::calibrate::calibrate;
 use super::part::Merged;
+use super::rounds;
 use super::summary::{summarise, wall_time_of, write_interval_log, Restarted, Row, Summary};
 use crate::protocol::child::{LoadWorker, ServerChild};
 use crate::protocol::LoadJob;
@@ -66,9 +70,10 @@ pub struct RunOutcome {
     pub results: Results,
 }
 
-/// One combination to measure: a row of the results (and one repeat of it).
+/// One combination to measure: a row of the results, in one round.
+#[derive(Clone)]
 struct Combination {
-    /// What tells its row from the others.
+    /// What tells its row from the others, and its round.
     key: RowKey,
     /// The workload that runs (the key records it).
     workload: Workload,
@@ -76,15 +81,14 @@ struct Combination {
     settings: SettingValues,
     /// Settings given to the run that this transport does not take.
     not_applied: Vec<String>,
-    repeat: u32,
 }
 
 impl Combination {
-    /// What tells its row from the others, and which repeat this is.
+    /// What tells its row from the others, and which round this is.
     fn row(&self) -> Row<'_> {
         Row {
             key: &self.key,
-            repeat: self.repeat,
+            repeat: self.key.round,
         }
     }
 
@@ -155,23 +159,60 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunOutcome> {
         scenario: scenario.clone(),
         runs: Vec::new(),
         max_rates: Vec::new(),
+        rounds: None,
     };
 
-    let combinations = plan(scenario)?;
+    let rounds = if scenario.find_max {
+        1
+    } else {
+        scenario.repeat.max(1)
+    };
+    let plan = plan(scenario, rounds > 1)?;
+    let seed = rounds::order_seed(scenario.seed);
+    let combinations: Vec<Combination> = rounds::interleave(plan.len(), rounds, seed)
+        .into_iter()
+        .map(|(round, index)| {
+            let mut combination = plan[index].clone();
+            combination.key.round = round;
+            combination
+        })
+        .collect();
+    if rounds > 1 {
+        let order = |round: u32| {
+            combinations
+                .iter()
+                .filter(|c| c.key.round == round)
+                .map(Combination::label)
+                .collect()
+        };
+        results.rounds = Some(Rounds {
+            seed,
+            orders: (0..rounds).map(order).collect(),
+            floors: vec![results.calibration.clone()],
+        });
+    }
     let progress = ProgressBar::new(combinations.len() as u64).with_style(
         ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
     );
     let mut interrupted = false;
-    for combination in &combinations {
+    for (i, combination) in combinations.iter().enumerate() {
+        // Each round after the first measures the machine's floor again as it begins.
+        let round = combination.key.round;
+        let begins = i > 0 && combinations[i - 1].key.round != round;
+        if let (true, Some(rounds)) = (begins, results.rounds.as_mut()) {
+            rounds
+                .floors
+                .push(calibrate(&options.exe, server_cpus).await?);
+        }
         progress.set_message(format!(
             "{} x{} {} B{}",
             combination.label(),
             combination.key.subscribers,
             combination.key.payload,
-            if scenario.repeat > 1 {
-                format!(" (repeat {})", combination.repeat + 1)
+            if rounds > 1 {
+                format!(" (round {} of {rounds})", round + 1)
             } else {
                 String::new()
             }
@@ -349,20 +390,21 @@ async fn netns_address(netns: &str) -> anyhow::Result<IpAddr> {
 /// How long the parent waits for a child's next report beyond the scenario's own timeout.
 const REPORT_SLACK: Duration = Duration::from_secs(60);
 
-/// The plan: every combination the scenario measures, in order (payload, workload, fan-out,
-/// transport, swept settings, repeat), each with its key, every setting its transport takes
-/// and the given settings it does not.
-fn plan(scenario: &Scenario) -> anyhow::Result<Vec<Combination>> {
+/// The plan: every combination the scenario measures, once, in order (payload, workload,
+/// fan-out, transport, swept settings), each with its key, every setting its transport takes
+/// and the given settings it does not. With `floor_in_every_round`, the floor transport is
+/// measured too where the scenario did not select it: rounds pair every row with the floor's
+/// row of the same round.
+fn plan(scenario: &Scenario, floor_in_every_round: bool) -> anyhow::Result<Vec<Combination>> {
+    let mut transports = scenario.transports.clone();
+    if floor_in_every_round && !transports.iter().any(|t| t.traits().floor) {
+        transports.extend(Transport::ALL.iter().copied().filter(|t| t.traits().floor));
+    }
     let mut combinations = Vec::new();
     for payload in &scenario.payloads {
         for &workload in &scenario.workloads {
             for &subscribers in &scenario.subscribers {
-                for &transport in &scenario.transports {
-                    let repeats = if scenario.find_max {
-                        1
-                    } else {
-                        scenario.repeat
-                    };
+                for &transport in &transports {
                     let takes = settings_of(transport);
                     // Given settings this transport does not take: it runs without them, and its
                     // rows say so (the scenario refused any that no transport takes).
@@ -389,15 +431,12 @@ fn plan(scenario: &Scenario) -> anyhow::Result<Vec<Combination>> {
                             .map_err(anyhow::Error::msg)?
                             .name
                             .to_owned();
-                        for repeat in 0..repeats {
-                            combinations.push(Combination {
-                                key: key.clone(),
-                                workload,
-                                settings: settings.clone(),
-                                not_applied: not_applied.clone(),
-                                repeat,
-                            });
-                        }
+                        combinations.push(Combination {
+                            key,
+                            workload,
+                            settings,
+                            not_applied: not_applied.clone(),
+                        });
                     }
                 }
             }

@@ -18,17 +18,39 @@ pub struct Machine {
     pub git_revision: String,
     /// Host name.
     pub hostname: String,
+    /// The CPU's family, model and stepping numbers from /proc/cpuinfo (`6/207/2`), or
+    /// `unknown`: two runs compare as absolutes only on the same.
+    #[serde(default = "unknown")]
+    pub cpu_id: String,
+    /// The CPU frequency governor (`performance`, `powersave`), or `unknown` where the machine
+    /// has no cpufreq (a VM): a governor that scales the clock moves every figure.
+    #[serde(default = "unknown")]
+    pub governor: String,
+}
+
+fn unknown() -> String {
+    "unknown".into()
+}
+
+/// The first value of a `/proc/cpuinfo` field.
+fn cpuinfo_field<'a>(cpuinfo: &'a str, field: &str) -> Option<&'a str> {
+    cpuinfo.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        (name.trim() == field).then(|| value.trim())
+    })
 }
 
 impl Machine {
     /// Describes this machine.
     pub fn describe() -> Self {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        let cpu_model = cpuinfo
-            .lines()
-            .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')))
-            .map(|(_, name)| name.trim().to_owned())
-            .unwrap_or_else(|| "unknown".into());
+        let cpu_model = cpuinfo_field(&cpuinfo, "model name")
+            .map(str::to_owned)
+            .unwrap_or_else(unknown);
+        let cpu_id = match ["cpu family", "model", "stepping"].map(|f| cpuinfo_field(&cpuinfo, f)) {
+            [Some(family), Some(model), Some(stepping)] => format!("{family}/{model}/{stepping}"),
+            _ => unknown(),
+        };
         let read = |path: &str| {
             std::fs::read_to_string(path)
                 .unwrap_or_default()
@@ -51,6 +73,12 @@ impl Machine {
             rustc: command("rustc", &["--version"]),
             git_revision,
             hostname: read("/proc/sys/kernel/hostname"),
+            cpu_id,
+            governor: Some(read(
+                "/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor",
+            ))
+            .filter(|g| !g.is_empty())
+            .unwrap_or_else(unknown),
         }
     }
 }

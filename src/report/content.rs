@@ -7,10 +7,11 @@ use crate::document::{Block, Document};
 use crate::event::Rate;
 use crate::results::figures::{
     at_setting, headline_setting, margin, rows, settings, Better, Figure, Metric, Row, Section,
-    SettingKey, METRICS,
+    SettingKey, Unit, METRICS,
 };
 use crate::results::format::{micros, thousands};
-use crate::results::{utc_stamp, Bound, Results, SATURATED};
+use crate::results::pairing::{self, floor_for, PAIRED};
+use crate::results::{utc_stamp, Bound, Results};
 
 /// Fewer connections than this make RSS growth per connection mostly allocator noise.
 const MEANINGFUL_CONNECTIONS: usize = 100;
@@ -65,7 +66,7 @@ pub fn document(results: &Results, which_to_pick: Vec<Block>) -> anyhow::Result<
     super::storms::section(&mut doc, &rows)?;
     super::two_way::section(&mut doc, &rows);
     max_rates(&mut doc, results);
-    noise(&mut doc, results, &rows);
+    super::noise::section(&mut doc, results, &rows);
     doc.heading("plots", "Plots");
     doc.blocks.extend(charts::figures(&rows)?);
     method(&mut doc, results);
@@ -220,7 +221,9 @@ fn summary(doc: &mut Document, results: &Results, rows: &[Row<'_>]) {
     doc.push(Block::List(winners(rows, headline)));
 }
 
-/// "metric: best transport value, margin than runner-up (value); floor value" per metric.
+/// "metric: best transport value, margin than runner-up (value); floor value" per metric. A
+/// figure paired with the floor ranks by its ratio to the floor row of the same round, and
+/// leads with it: the ratio survives a rerun on another day or machine, the absolute follows.
 pub fn winners(rows: &[Row<'_>], setting: SettingKey<'_>) -> Vec<String> {
     let at = at_setting(rows, setting);
     let floor = at.iter().find(|r| r.is_floor());
@@ -235,29 +238,43 @@ pub fn winners(rows: &[Row<'_>], setting: SettingKey<'_>) -> Vec<String> {
         if figure == Figure::ServerRssPerConn && setting.0 < MEANINGFUL_CONNECTIONS {
             continue;
         }
-        let mut contenders: Vec<(String, f64)> = at
+        let paired = PAIRED.contains(&figure);
+        // (label, what ranks it, how it reads)
+        let mut contenders: Vec<(String, f64, String)> = at
             .iter()
             .filter(|r| r.ok() && !r.is_floor())
-            .map(|r| (r.key.label(), r.figure(figure).median))
-            .filter(|(_, v)| v.is_finite())
+            .filter_map(|r| {
+                let absolute = r.figure(figure).median;
+                let ratio = paired
+                    .then(|| floor_for(r, rows).map(|f| pairing::ratio(r, f, figure)))
+                    .flatten()
+                    .filter(|ratio| ratio.n > 0);
+                let (rank, reads) = match ratio {
+                    Some(ratio) => (
+                        ratio.median,
+                        format!(
+                            "{} the floor ({})",
+                            ratio.show(Unit::Times),
+                            metric.unit.show(absolute)
+                        ),
+                    ),
+                    None => (absolute, metric.unit.show(absolute)),
+                };
+                rank.is_finite().then(|| (r.key.label(), rank, reads))
+            })
             .collect();
         contenders.sort_by(|a, b| match metric.better {
             Better::Lower => a.1.total_cmp(&b.1),
             Better::Higher => b.1.total_cmp(&a.1),
         });
-        let Some((best, value)) = contenders.first().cloned() else {
+        let Some((best, value, reads)) = contenders.first().cloned() else {
             continue;
         };
-        let mut line = format!(
-            "**{}**: **{best}** {}",
-            metric.qualified_label(),
-            metric.unit.show(value)
-        );
-        if let Some((second, other)) = contenders.get(1).cloned() {
+        let mut line = format!("**{}**: **{best}** {reads}", metric.qualified_label());
+        if let Some((second, other, other_reads)) = contenders.get(1).cloned() {
             line.push_str(&format!(
-                ", {} {second} ({})",
+                ", {} {second} ({other_reads})",
                 margin(value, other, metric.better),
-                metric.unit.show(other)
             ));
         }
         if let Some(floor) = floor {
@@ -395,58 +412,6 @@ fn max_rates(doc: &mut Document, results: &Results) {
     });
 }
 
-fn noise(doc: &mut Document, results: &Results, rows: &[Row<'_>]) {
-    doc.heading("noise", "Noise");
-    let repeats = results.scenario.repeat;
-    doc.paragraph(if repeats > 1 {
-        format!(
-            "Every combination ran {repeats} times; each figure is the median with the range \
-             (min–max) across repeats in brackets. Differences smaller than that range are noise."
-        )
-    } else {
-        "Every combination ran once, so the spread is not measured here: differences of a few \
-         percent may be noise. Run with `--repeat 3` (or more) to see median and range."
-            .into()
-    });
-    doc.paragraph(format!(
-        "The machine's own floor, a TCP ping-pong between the load and server processes placed \
-         like the runs, was p50 {} p99 {} per round trip: latency below that is not the \
-         transport's to win.",
-        micros(results.calibration.rtt_us.p50),
-        micros(results.calibration.rtt_us.p99)
-    ));
-    for row in rows {
-        let share = row.figure(Figure::LoadCpuShare);
-        let load_bound = row.runs.iter().any(|r| match r.bound {
-            Some(bound) => bound == Bound::LoadBound,
-            None => r.load_cpu_share > SATURATED,
-        });
-        if load_bound {
-            doc.push(Block::Warning(format!(
-                "{} with {} subscriber(s) was load-bound: the load used up to {:.0}% of its CPUs \
-                 while the server had room, so its rates and latencies understate the transport. \
-                 Its capacity, server deliveries per core-second, still holds.",
-                row.key.label(),
-                thousands(row.key.subscribers as f64),
-                share.max * 100.0
-            )));
-        }
-    }
-    let late = rows
-        .iter()
-        .map(|r| r.figure(Figure::PublisherLateP50))
-        .filter(|s| s.n > 0)
-        .map(|s| s.max)
-        .fold(f64::NAN, f64::max);
-    if late.is_finite() {
-        doc.paragraph(format!(
-            "The publisher sent events at most {late:.1} us after their scheduled time (p50, \
-             worst row): that much of every latency is the harness's, not the transport's \
-             (\"publisher late\" in the latency table)."
-        ));
-    }
-}
-
 fn method(doc: &mut Document, results: &Results) {
     doc.heading("method", "Method");
     // Rows that ran without a setting the run was given: said before anything else.
@@ -542,7 +507,22 @@ pub fn headline(results: &Results) -> String {
         figures.push(Figure::ServerRssPerConn);
     }
     let at = at_setting(&rows, setting);
+    // Ratios to the floor row of the same round lead: they hold across reruns and machines.
+    // Deliveries per second are a contest only where the rate was not offered.
+    let ratios: Vec<Figure> = PAIRED
+        .into_iter()
+        .filter(|&f| f != Figure::EventsPerS || setting.2 == Rate::Max)
+        .collect();
     let mut head = vec!["transport".to_string()];
+    head.extend(ratios.iter().map(|&f| {
+        let name = match f {
+            Figure::LatencyP50 => "p50",
+            Figure::LatencyP99 => "p99",
+            Figure::EventsPerS => "events/s",
+            _ => "server CPU",
+        };
+        format!("{name} ÷ floor")
+    }));
     head.extend(figures.iter().map(|f| f.metric().qualified_label()));
     head.push("bound".into());
     head.push("check".into());
@@ -553,6 +533,11 @@ pub fn headline(results: &Results) -> String {
             .iter()
             .map(|r| {
                 let mut cells = vec![r.key.label()];
+                cells.extend(ratios.iter().map(|&f| match floor_for(r, &rows) {
+                    Some(floor) => pairing::ratio(r, floor, f).show(Unit::Times),
+                    None if r.is_floor() => Unit::Times.show(1.0),
+                    None => "—".into(),
+                }));
                 cells.extend(figures.iter().map(|&f| r.figure(f).show(f.metric().unit)));
                 cells.push(bound_of(r));
                 cells.push(if r.ok() { "ok".into() } else { "FAILED".into() });

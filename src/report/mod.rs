@@ -9,6 +9,7 @@ pub mod charts;
 pub mod compare;
 pub mod content;
 pub mod faults;
+pub mod noise;
 pub mod plots;
 pub mod storms;
 pub mod table;

@@ -1,14 +1,15 @@
 //! The aligned terminal table printed at the end of a run: one row per measured combination,
-//! its figures read from the catalogue like every other output.
+//! its rounds folded (median, with the interval or range across rounds), its figures read from
+//! the catalogue like every other output.
 
 use std::fmt::Write as _;
 
-use crate::results::figures::Figure;
+use crate::results::figures::{rows, Figure, Row};
 use crate::results::format::{micros, thousands};
-use crate::results::{Bound, Results, TransportResult, SATURATED};
+use crate::results::{Bound, Results, SATURATED};
 
 /// How a row fills one of the cells that are not figures.
-type Cell = fn(&TransportResult) -> String;
+type Cell = fn(&Row<'_>) -> String;
 
 /// Which side a column's cells line up on.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -38,19 +39,11 @@ impl Column {
         }
     }
 
-    fn cell(&self, run: &TransportResult) -> String {
+    fn cell(&self, row: &Row<'_>) -> String {
         match self {
-            Column::Row(_, cell) => cell(run),
-            Column::Figure(_, figure) => {
-                let metric = figure.metric();
-                let value = (metric.value)(run);
-                // A figure the run could not measure (a server outside the process, no TLS).
-                if value.is_nan() {
-                    "—".into()
-                } else {
-                    metric.unit.show(value)
-                }
-            }
+            Column::Row(_, cell) => cell(row),
+            // "—" for a figure no round could measure (a server outside the process, no TLS).
+            Column::Figure(_, figure) => row.figure(*figure).show(figure.metric().unit),
         }
     }
 }
@@ -61,7 +54,7 @@ const COLUMNS: [Column; 19] = [
     Column::Row("transport", |r| r.key.label()),
     Column::Row("subs", |r| r.key.subscribers.to_string()),
     Column::Row("payload", |r| r.key.payload.to_string()),
-    Column::Row("offered/s", |r| r.offered_rate.to_string()),
+    Column::Row("offered/s", |r| r.rate.to_string()),
     Column::Figure("delivered/s", Figure::EventsPerS),
     Column::Figure("lat p50", Figure::LatencyP50),
     Column::Figure("p99", Figure::LatencyP99),
@@ -75,14 +68,26 @@ const COLUMNS: [Column; 19] = [
     Column::Figure("srv us/dl", Figure::ServerCpuUsPerDelivery),
     Column::Figure("load us/dl", Figure::LoadCpuUsPerDelivery),
     Column::Figure("srv RSS/conn", Figure::ServerRssPerConn),
-    Column::Row("bound", |r| r.bound.map_or("—", |b| b.label()).to_string()),
+    Column::Row("bound", bound),
     Column::Row("check", check),
 ];
 
+/// What limited the row's rounds, each once.
+fn bound(row: &Row<'_>) -> String {
+    let mut bounds: Vec<&str> = Vec::new();
+    for run in &row.runs {
+        let label = run.bound.map_or("—", |b| b.label());
+        if !bounds.contains(&label) {
+            bounds.push(label);
+        }
+    }
+    bounds.join("/")
+}
+
 /// Renders the results as an aligned table, with the calibration line and any warnings.
 pub fn render(results: &Results) -> String {
-    let rows: Vec<Vec<String>> = results
-        .runs
+    let folded = rows(results);
+    let rows: Vec<Vec<String>> = folded
         .iter()
         .map(|r| COLUMNS.iter().map(|column| column.cell(r)).collect())
         .collect();
@@ -140,27 +145,29 @@ pub fn render(results: &Results) -> String {
             max.stopped_because
         );
     }
-    for run in &results.runs {
-        if let Some(note) = run.not_applied_note() {
+    for row in &folded {
+        if let Some(note) = row.runs.first().and_then(|r| r.not_applied_note()) {
             let _ = writeln!(
                 out,
                 "note: {} with {} subscribers {note}",
-                run.key.label(),
-                run.key.subscribers
+                row.key.label(),
+                row.key.subscribers
             );
         }
     }
-    for run in &results.runs {
-        if run.bound == Some(Bound::LoadBound)
-            || (run.bound.is_none() && run.load_cpu_share >= SATURATED)
-        {
+    for row in &folded {
+        let load_bound = |run: &&&crate::results::TransportResult| {
+            run.bound == Some(Bound::LoadBound)
+                || (run.bound.is_none() && run.load_cpu_share >= SATURATED)
+        };
+        if let Some(run) = row.runs.iter().find(load_bound) {
             let _ = writeln!(
                 out,
                 "warning: {} with {} subscribers: the load used {:.0}% of its CPUs, so the load \
                  generator limited this row; its capacity (server deliveries per core-second, \
                  1 / srv us/dl) still holds",
-                run.key.label(),
-                run.key.subscribers,
+                row.key.label(),
+                row.key.subscribers,
                 run.load_cpu_share * 100.0
             );
         }
@@ -168,12 +175,20 @@ pub fn render(results: &Results) -> String {
     out
 }
 
-fn check(r: &TransportResult) -> String {
-    match (&r.error, r.failed) {
-        (_, false) => "ok".into(),
-        (Some(error), true) => format!("FAILED: {error}"),
-        (None, true) => format!(
-            "FAILED: lost {} dup {} reordered {}",
+/// `ok`, or how many rounds failed and why the first did.
+fn check(row: &Row<'_>) -> String {
+    let Some(r) = row.runs.iter().find(|r| r.failed) else {
+        return "ok".into();
+    };
+    let rounds = if row.runs.len() > 1 {
+        format!(" {} of {} rounds", row.failed, row.runs.len())
+    } else {
+        String::new()
+    };
+    match &r.error {
+        Some(error) => format!("FAILED{rounds}: {error}"),
+        None => format!(
+            "FAILED{rounds}: lost {} dup {} reordered {}",
             r.lost, r.duplicated, r.reordered
         ),
     }

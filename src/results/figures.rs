@@ -7,6 +7,7 @@ use hdrhistogram::Histogram;
 use super::format::{bytes, micros, thousands};
 pub use super::key::RowKey;
 use super::schema::{Results, TransportResult};
+use super::stats;
 use crate::event::{PayloadSizes, Rate};
 use crate::metrics::latency;
 use crate::transport::Transport;
@@ -26,6 +27,8 @@ pub enum Unit {
     Count,
     /// A number with this many decimals.
     Decimals(usize),
+    /// A ratio to another figure, shown as `1.08×`.
+    Times,
 }
 
 impl Unit {
@@ -37,6 +40,7 @@ impl Unit {
             Unit::Bytes => bytes(value),
             Unit::Share => format!("{:.1}%", value * 100.0),
             Unit::Decimals(places) => format!("{value:.places$}"),
+            Unit::Times => format!("{value:.2}×"),
         }
     }
 }
@@ -704,51 +708,71 @@ impl Metric {
     }
 }
 
-/// A figure over repeats: median, smallest and largest.
+/// A figure over rounds: median, smallest and largest, and from
+/// [`stats::MIN_ROUNDS_FOR_INTERVAL`] rounds a bootstrap confidence interval of the median.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Spread {
-    /// Median over repeats.
+    /// Median over rounds.
     pub median: f64,
     /// Smallest.
     pub min: f64,
     /// Largest.
     pub max: f64,
-    /// How many repeats.
+    /// How many rounds.
     pub n: usize,
+    /// The median's [`stats::CONFIDENCE`] interval, where there were rounds enough.
+    pub interval: Option<(f64, f64)>,
 }
 
+/// An interval wider than this share of its median marks the figure as not to be trusted.
+pub const NOISY_WIDTH: f64 = 0.2;
+
 impl Spread {
-    /// Median and range of the values (all zero when there are none).
+    /// Median, range and interval of the values (all zero when there are none).
     pub fn of(mut values: Vec<f64>) -> Self {
         values.retain(|v| v.is_finite());
         values.sort_by(f64::total_cmp);
         let n = values.len();
-        if n == 0 {
+        let Some(median) = stats::median(&values) else {
             return Self {
                 median: 0.0,
                 min: 0.0,
                 max: 0.0,
                 n,
+                interval: None,
             };
-        }
-        let median = if n % 2 == 1 {
-            values[n / 2]
-        } else {
-            (values[n / 2 - 1] + values[n / 2]) / 2.0
         };
         Self {
             median,
             min: values[0],
             max: values[n - 1],
             n,
+            interval: stats::median_interval(&values),
         }
     }
 
-    /// `median`, or `median (min–max)` when there were repeats, or "—" when nothing was
-    /// measured.
+    /// Whether its interval is wider than [`NOISY_WIDTH`] of its median: a figure not to
+    /// trust.
+    pub fn noisy(&self) -> bool {
+        self.interval.is_some_and(|(lo, hi)| {
+            self.median != 0.0 && (hi - lo) > NOISY_WIDTH * self.median.abs()
+        })
+    }
+
+    /// `median`; `median [lo–hi]` with an interval (and `*` after it when it is
+    /// [`Spread::noisy`]); `median (min–max)` over fewer rounds than an interval takes; "—" when
+    /// nothing was measured.
     pub fn show(&self, unit: Unit) -> String {
         if self.n == 0 {
             "—".into()
+        } else if let Some((lo, hi)) = self.interval {
+            format!(
+                "{} [{}–{}]{}",
+                unit.show(self.median),
+                unit.show(lo),
+                unit.show(hi),
+                if self.noisy() { "*" } else { "" }
+            )
         } else if self.n > 1 {
             format!(
                 "{} ({}–{})",
@@ -838,11 +862,13 @@ impl Row<'_> {
     }
 }
 
-/// Folds the runs into rows, one per combination, in the order they were first run.
+/// Folds the runs into rows, one per combination over its rounds, in the order they were
+/// first run.
 pub fn rows(results: &Results) -> Vec<Row<'_>> {
     let mut rows: Vec<Row<'_>> = Vec::new();
     for run in &results.runs {
-        let (key, rate) = (&run.key, run.offered_rate);
+        // A row is its combination in every round.
+        let (key, rate) = (&run.key.of_every_round(), run.offered_rate);
         match rows
             .iter_mut()
             .find(|row| row.key == *key && row.rate == rate)

@@ -123,6 +123,14 @@ impl fmt::Display for Workload {
 }
 
 impl RowKey {
+    /// The key of the row this run is a round of: the same, in no particular round.
+    pub fn of_every_round(&self) -> Self {
+        Self {
+            round: 0,
+            ..self.clone()
+        }
+    }
+
     /// The key of a row of pushbench's own server and client, broadcasting, in round 0.
     pub fn own(
         transport: Transport,

@@ -6,8 +6,10 @@
 pub mod figures;
 pub mod format;
 pub mod key;
+pub mod pairing;
 pub mod scenario;
 pub mod schema;
+pub mod stats;
 pub mod two_way;
 
 use std::path::{Path, PathBuf};
@@ -16,8 +18,8 @@ use anyhow::Context as _;
 
 pub use schema::{
     migrate, utc_stamp, Bound, Calibration, ClockOffsets, Connection, HandshakeTimes, Histograms,
-    MaxRate, Placement, Results, Settings, Throughput, TransportResult, WorkerClock, SATURATED,
-    SCHEMA_VERSION,
+    MaxRate, Placement, Results, Rounds, Settings, Throughput, TransportResult, WorkerClock,
+    SATURATED, SCHEMA_VERSION,
 };
 
 /// A results file given as itself or as the directory holding `results.json`.

@@ -103,11 +103,28 @@ pub struct Results {
     pub settings: Settings,
     /// What was run.
     pub scenario: Scenario,
-    /// One entry per transport, subscriber count, payload and repeat (and, with `find_max`,
+    /// One entry per transport, subscriber count, payload and round (and, with `find_max`,
     /// offered rate), in run order.
     pub runs: Vec<TransportResult>,
     /// With `find_max`: the highest offered rate that held, per combination.
     pub max_rates: Vec<MaxRate>,
+    /// With `--repeat K` (K > 1): how each round was ordered, and the machine's floor at its
+    /// start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rounds: Option<Rounds>,
+}
+
+/// Randomized interleaved rounds: every combination once per round, each round in an order
+/// drawn from the seed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Rounds {
+    /// Seeds the order of every round.
+    pub seed: u64,
+    /// Each round's combinations, by label, in the order they ran.
+    pub orders: Vec<Vec<String>>,
+    /// The machine's floor (the same ping-pong as `calibration`), measured as each round
+    /// began.
+    pub floors: Vec<Calibration>,
 }
 
 impl TransportResult {
@@ -182,7 +199,7 @@ pub struct TransportResult {
     /// Offered rate, events per second, or `max`.
     #[schemars(with = "String")]
     pub offered_rate: Rate,
-    /// Which repeat of this combination (from 0).
+    /// Which round of this combination (from 0; the key's round too).
     pub repeat: u32,
     /// The transport's own settings as the server and load processes reported running with
     /// them (canonical text by setting name).
