@@ -13,6 +13,7 @@ use crate::credential_flags::CredentialFlags;
 use crate::event::{PayloadSizes, Rate, StreamSpec};
 use crate::harness::settings::settings_of;
 use crate::harness::{self, run_job, Merged, RunOptions};
+use crate::measure;
 use crate::payload::PayloadKind;
 use crate::protocol::{LoadJob, PartFile, ServeOptions};
 use crate::recommend::{self, design::DesignSettings, evidence::Evidence};
@@ -85,6 +86,11 @@ impl Command {
             }
             Command::Load(args) => args.run().await,
             Command::Worker => harness::worker::run().await,
+            Command::Run(RunArgs {
+                design: Some(design),
+                out,
+                ..
+            }) => RecommendArgs::measuring(design, out).run().await,
             Command::Run(args) => {
                 let outcome = harness::run(args.into_options()?).await?;
                 print!("{}", report::table::render(&outcome.results));
@@ -119,7 +125,7 @@ impl Command {
                 Ok(())
             }
             Command::Compare(args) => args.run(),
-            Command::Recommend(args) => args.run(),
+            Command::Recommend(args) => args.run().await,
             Command::Transports(args) => args.run(),
             Command::Rows(args) => args.run(),
             Command::Echo(args) => {
@@ -140,6 +146,11 @@ pub struct RunArgs {
     /// A scenario file (TOML whose keys are these flags' names); flags override it.
     #[arg(long)]
     pub scenario: Option<PathBuf>,
+    /// A design file (`designs/*.toml`) instead of a scenario: its own runs, scaled to this
+    /// machine, and the recommendation from them (`pushbench recommend --design FILE
+    /// --measure`).
+    #[arg(long, conflicts_with = "scenario")]
+    pub design: Option<PathBuf>,
     /// Directory for results (`DIR/<run-id>/results.json`).
     #[arg(long, default_value = "results")]
     pub out: PathBuf,
@@ -252,10 +263,34 @@ pub struct RecommendArgs {
     /// A design file (TOML whose keys are these flags' names); flags override it.
     #[arg(long)]
     pub design: Option<PathBuf>,
+    /// Every standard design (the files under designs/), one after another.
+    #[arg(long, conflicts_with = "design")]
+    pub all_designs: bool,
     /// Results files, run directories, or directories of runs to draw figures from (default:
     /// the newest run of each scenario under results/).
-    #[arg(long, num_args = 1..)]
+    #[arg(long, num_args = 1.., conflicts_with = "measure")]
     pub results: Vec<PathBuf>,
+    /// Measure first: run the design's own scenario here (the transports the hard rules
+    /// leave, scaled to this machine within --budget, every scaling stated and recorded),
+    /// then judge from those runs alone.
+    #[arg(long)]
+    pub measure: bool,
+    /// With --measure: seconds of runs per transport, set-up included.
+    #[arg(long, default_value_t = 120.0)]
+    pub budget: f64,
+    /// With --measure: most subscribers one run connects.
+    #[arg(long, default_value_t = 2_000)]
+    pub max_subscribers: usize,
+    /// With --measure: most deliveries a second one run asks of the load (the load must
+    /// never be the limit).
+    #[arg(long, default_value_t = 50_000.0)]
+    pub max_deliveries: f64,
+    /// With --measure: only these of the transports the hard rules leave.
+    #[arg(long)]
+    pub transports: Option<crate::scenario::TransportSet>,
+    /// With --measure: directory for the runs' results.
+    #[arg(long, default_value = "results")]
+    pub out: PathBuf,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
@@ -274,17 +309,131 @@ pub enum Format {
 }
 
 impl RecommendArgs {
-    fn run(self) -> anyhow::Result<()> {
+    /// `pushbench run --design FILE`: the design measured with every default.
+    fn measuring(design: PathBuf, out: PathBuf) -> Self {
+        Self {
+            design: Some(design),
+            all_designs: false,
+            results: Vec::new(),
+            measure: true,
+            budget: 120.0,
+            max_subscribers: 2_000,
+            max_deliveries: 50_000.0,
+            transports: None,
+            out,
+            format: Format::Text,
+            settings: DesignSettings::default(),
+        }
+    }
+
+    async fn run(self) -> anyhow::Result<()> {
+        let designs = self.designs()?;
+        if !self.measure {
+            let evidence = Evidence::load(&self.results, std::path::Path::new("results"))?;
+            for design in &designs {
+                self.answer(&recommend::recommend(design, &evidence))?;
+            }
+            return Ok(());
+        }
+        let options = self.measure_options()?;
+        // JSON keeps stdout for the answers: the plan and the runs' tables go to stderr.
+        let say = |text: &str| match self.format {
+            Format::Text => print!("{text}"),
+            Format::Json => eprint!("{text}"),
+        };
+        let mut summary = Vec::new();
+        for design in &designs {
+            let prepared = match measure::prepare(design, &options) {
+                Ok(prepared) => prepared,
+                // One of many that cannot be measured says why, and the others go on.
+                Err(why) if self.all_designs => {
+                    say(&format!("{why:#}\n\n"));
+                    summary.push(measure::render::Line::unscaled(design, &why));
+                    continue;
+                }
+                Err(why) => return Err(why),
+            };
+            say(&measure::render::plan(&prepared));
+            let measured = measure::run(&prepared, &options).await?;
+            for run in &measured.runs {
+                say(&report::table::render(&run.results));
+                let picks = recommend::which_to_pick(&run.results);
+                let written = report::write(&run.path, &run.results, picks)?;
+                say(&format!(
+                    "results: {}\nreport:  {}\n",
+                    run.path.display(),
+                    written.html.display()
+                ));
+            }
+            self.answer(&measured.recommendation)?;
+            say(&format!(
+                "measured in {:.0} s\n\n",
+                measured.took.as_secs_f64()
+            ));
+            summary.push(measure::render::Line::of(&prepared, &measured));
+        }
+        if self.all_designs {
+            say(&measure::render::summary(&summary));
+        }
+        Ok(())
+    }
+
+    /// The designs asked for: every standard one, or the one from the file and flags.
+    fn designs(&self) -> anyhow::Result<Vec<recommend::design::Design>> {
+        if self.all_designs {
+            return recommend::STANDARD_DESIGNS
+                .iter()
+                .map(|(name, text)| {
+                    let mut settings =
+                        DesignSettings::from_toml(text).map_err(anyhow::Error::msg)?;
+                    settings.name.get_or_insert_with(|| (*name).to_owned());
+                    Ok(settings.resolve()?)
+                })
+                .collect();
+        }
         let base = match &self.design {
             Some(path) => DesignSettings::from_file(path)?,
             None => DesignSettings::default(),
         };
-        let design = base.overridden_by(self.settings).resolve()?;
-        let evidence = Evidence::load(&self.results, std::path::Path::new("results"))?;
-        let answer = recommend::recommend(&design, &evidence);
+        Ok(vec![base.overridden_by(self.settings.clone()).resolve()?])
+    }
+
+    /// What `--measure` may spend, checked.
+    fn measure_options(&self) -> anyhow::Result<measure::MeasureOptions> {
+        if !(self.budget.is_finite() && self.budget > 0.0) {
+            bail!(
+                "--budget must be a positive number of seconds, got {}",
+                self.budget
+            );
+        }
+        if self.max_subscribers == 0 {
+            bail!("--max-subscribers must be at least 1");
+        }
+        if !(self.max_deliveries.is_finite() && self.max_deliveries > 0.0) {
+            bail!(
+                "--max-deliveries must be a positive number of deliveries a second, got {}",
+                self.max_deliveries
+            );
+        }
+        let exe = std::env::current_exe().context("locating the pushbench executable")?;
+        Ok(measure::MeasureOptions {
+            limits: measure::scale::Limits::of_this_machine(
+                std::time::Duration::from_secs_f64(self.budget),
+                self.max_subscribers,
+                self.max_deliveries,
+            ),
+            only: self.transports.clone().map(|t| t.0).unwrap_or_default(),
+            out: self.out.clone(),
+            exe,
+            pin: true,
+        })
+    }
+
+    /// Prints one recommendation in the format asked for.
+    fn answer(&self, answer: &recommend::Recommendation) -> anyhow::Result<()> {
         match self.format {
-            Format::Text => print!("{}", recommend::render::text(&answer)),
-            Format::Json => println!("{}", serde_json::to_string_pretty(&answer)?),
+            Format::Text => print!("{}", recommend::render::text(answer)),
+            Format::Json => println!("{}", serde_json::to_string_pretty(answer)?),
         }
         Ok(())
     }

@@ -30,6 +30,8 @@
 //!   comparison of two runs.
 //! - [`recommend`]: a design's constraints and measured results in, ranked transports with
 //!   reasons out.
+//! - [`measure`]: `recommend --measure`: a design made into runs scaled to this machine (every
+//!   scaling stated), run, and judged from them.
 //! - [`scenario`]: flags and scenario TOML merged into one validated scenario, refusing a
 //!   setting no selected transport takes.
 //! - [`transport`]: the contract every transport implements, one folder per transport holding
@@ -56,6 +58,7 @@ pub mod event;
 pub mod harness;
 pub mod hub;
 pub mod link;
+pub mod measure;
 pub mod metrics;
 pub mod payload;
 pub mod protocol;

@@ -23,7 +23,7 @@ use crate::transport::Transport;
 use crate::workload::Workload;
 
 pub use crate::results::scenario::Scenario;
-use crate::results::scenario::{DEFAULT_P99_BUDGET_MS, DEFAULT_TIMEOUT};
+use crate::results::scenario::{Stepped, DEFAULT_P99_BUDGET_MS, DEFAULT_TIMEOUT};
 
 /// Why a scenario cannot run.
 #[derive(Debug, Error)]
@@ -77,6 +77,53 @@ impl FromStr for TransportSet {
             }
         }
         Ok(Self(transports))
+    }
+}
+
+/// `--find-max` (and `find-max` in a scenario file): `true` or `rate`, `subscribers`, or
+/// `false`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "BoolOrText")]
+pub enum FindMax {
+    /// Not stepping.
+    Off,
+    /// Stepping the offered rate.
+    Rate,
+    /// Stepping the subscribers.
+    Subscribers,
+}
+
+impl FromStr for FindMax {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "true" | "rate" => Ok(FindMax::Rate),
+            "subscribers" => Ok(FindMax::Subscribers),
+            "false" => Ok(FindMax::Off),
+            other => Err(format!(
+                "find-max {other:?}: expected rate (or true), subscribers, or false"
+            )),
+        }
+    }
+}
+
+/// A scenario file's `find-max`: a boolean, or what to step.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum BoolOrText {
+    Bool(bool),
+    Text(String),
+}
+
+impl TryFrom<BoolOrText> for FindMax {
+    type Error = String;
+    fn try_from(value: BoolOrText) -> Result<Self, String> {
+        match value {
+            BoolOrText::Bool(true) => Ok(FindMax::Rate),
+            BoolOrText::Bool(false) => Ok(FindMax::Off),
+            BoolOrText::Text(text) => text.parse(),
+        }
     }
 }
 
@@ -265,13 +312,18 @@ pub struct Settings {
     /// Load worker processes the subscribers are spread over (default: one per load CPU).
     #[arg(long)]
     pub load_workers: Option<usize>,
-    /// Step the offered rate up (doubling from --rate, or 1,000 ev/s) until p99 passes the
-    /// budget or events are lost; report the last level that held.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
-    pub find_max: Option<bool>,
+    /// Step up until p99 passes the budget or events are lost, and report the last level
+    /// that held: `rate` (the default of a bare --find-max: the offered rate doubling from
+    /// --rate, or 1,000 ev/s) or `subscribers` (doubling from --subscribers at --rate each,
+    /// stopping also at a refused connection or at --memory-budget).
+    #[arg(long, num_args = 0..=1, default_missing_value = "rate")]
+    pub find_max: Option<FindMax>,
     /// The p99 latency budget for --find-max, milliseconds.
     #[arg(long)]
     pub p99_budget: Option<f64>,
+    /// With --find-max subscribers: the server's resident memory past which a level fails, MB.
+    #[arg(long)]
+    pub memory_budget: Option<f64>,
     /// Run the server in this network namespace (set up by `scripts/netns-link up NAME`, with
     /// packet loss and a rate cap on its veth link); subscribers reach it at its address there.
     #[arg(long)]
@@ -326,6 +378,7 @@ impl Settings {
             load_workers: over.load_workers.or(self.load_workers),
             find_max: over.find_max.or(self.find_max),
             p99_budget: over.p99_budget.or(self.p99_budget),
+            memory_budget: over.memory_budget.or(self.memory_budget),
             server_netns: over.server_netns.or(self.server_netns),
             transport_settings: self
                 .transport_settings
@@ -461,8 +514,32 @@ impl Settings {
             settings: self.transport_settings.given,
             timeout: secs(self.timeout, "timeout", DEFAULT_TIMEOUT.as_secs_f64())?,
             load_workers: self.load_workers,
-            find_max: self.find_max.unwrap_or(false),
+            find_max: self.find_max.is_some_and(|f| f != FindMax::Off),
+            find_max_of: match (self.find_max, rate) {
+                (Some(FindMax::Subscribers), Rate::Max) => {
+                    return impossible(
+                        "--find-max subscribers steps the subscribers at a set rate each: give \
+                         --rate"
+                            .to_owned(),
+                    )
+                }
+                (Some(FindMax::Subscribers), _) => Stepped::Subscribers,
+                _ => Stepped::Rate,
+            },
             p99_budget_ms,
+            memory_budget_mb: match self.memory_budget {
+                Some(_) if self.find_max != Some(FindMax::Subscribers) => {
+                    return impossible(
+                        "--memory-budget bounds --find-max subscribers alone".to_owned(),
+                    )
+                }
+                Some(mb) if !(mb.is_finite() && mb > 0.0) => {
+                    return impossible(format!(
+                        "--memory-budget must be a positive number of megabytes, got {mb}"
+                    ))
+                }
+                mb => mb,
+            },
             server_netns: match self.server_netns {
                 Some(name) if !valid_netns(&name) => {
                     return impossible(format!(
@@ -472,6 +549,7 @@ impl Settings {
                 }
                 other => other,
             },
+            design: None,
         })
     }
 }
@@ -695,6 +773,23 @@ mod tests {
         };
         let refused = why(many);
         assert!(refused.contains("several hosts"), "{refused}");
+    }
+
+    /// `find-max` is a boolean (the rate) or what to step; the subscribers need a set rate, and
+    /// a memory budget bounds the subscriber knee alone.
+    #[test]
+    fn find_max_steps_the_rate_or_the_subscribers() {
+        let resolve = |text: &str| toml::from_str::<Settings>(text).unwrap().resolve();
+        let rate = resolve("find-max = true").unwrap();
+        assert!(rate.find_max && rate.find_max_of == Stepped::Rate);
+        let knee = resolve("find-max = \"subscribers\"\nmemory-budget = 512").unwrap();
+        assert_eq!(knee.find_max_of, Stepped::Subscribers);
+        assert_eq!(knee.memory_budget_mb, Some(512.0));
+        assert!(!resolve("find-max = false").unwrap().find_max);
+        let why = |text: &str| resolve(text).unwrap_err().to_string();
+        assert!(why("find-max = \"subscribers\"\nrate = \"max\"").contains("give --rate"));
+        assert!(why("memory-budget = 512").contains("--find-max subscribers alone"));
+        assert!(toml::from_str::<Settings>("find-max = \"latency\"").is_err());
     }
 
     /// A compression a transport cannot do is refused before any run, naming the transport and

@@ -257,7 +257,8 @@ const LAYERS: &[(&str, u32)] = &[
     ("setting_flags", 16),
     ("scenario", 17),
     ("credential_flags", 17),
-    ("cli", 18),
+    ("measure", 18),
+    ("cli", 19),
     ("lib", 19),
     ("main", 19),
 ];

@@ -1,7 +1,7 @@
 //! `pushbench run` end to end: results that round-trip through their committed schema, a
 //! crashing server that fails the run with its stderr and keeps partial results, a server
 //! restarted mid-stream that loses nothing, and scenario files that are refused with the key
-//! and line.
+//! and line; a CPU limit that holds the server to its quota.
 
 mod common;
 
@@ -541,4 +541,55 @@ async fn workload_shapes_are_rows_of_their_own() {
     .unwrap_err()
     .to_string();
     assert!(refused.contains("--workload topics"), "{refused}");
+}
+
+/// `--server-cpu-limit` puts every process of the server in a cgroup with that CFS quota, as a
+/// Kubernetes CPU limit would: the row records the limit, and the server's CPU share, taken of
+/// the limit, stays within it while 40 subscribers at 2,000 ev/s ask more of it than 0.05 of a
+/// core gives. On a machine where no cgroup can be written the run is refused, naming the flag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cpu_limit_holds_the_server_to_its_quota() {
+    use pushbench::harness::cpu_limit::{CpuLimit, CGROUP_ROOT};
+    let out = scratch("cpu-limit");
+    let settings = Settings {
+        transports: Some("websocket".parse::<TransportSet>().unwrap()),
+        subscribers: Some(Counts(vec![40])),
+        rate: Some(Rate::PerSecond(2_000.0)),
+        events: Some(2_000),
+        transport_settings: SettingFlags::<RUN> {
+            given: [("server-cpu-limit".to_string(), vec!["0.05".to_string()])].into(),
+        },
+        ..Settings::default()
+    };
+    let options = RunOptions {
+        scenario: settings.resolve().unwrap(),
+        out: out.clone(),
+        exe: Path::new(BIN).to_owned(),
+        pin: false,
+    };
+    let can_limit = CpuLimit::create(
+        Path::new(CGROUP_ROOT),
+        &format!("pushbench-test-{}", std::process::id()),
+        0.05,
+    )
+    .is_ok();
+    match run(options).await {
+        Ok(outcome) => {
+            assert!(can_limit, "a limit was accepted where none can be made");
+            let results = Results::read(&outcome.path).unwrap();
+            let row = &results.runs[0];
+            assert!(!row.failed, "{:?}", row.error);
+            assert_eq!(row.settings.0["server-cpu-limit"], "0.05");
+            let share = row.server_cpu_share.expect("the server's CPU was measured");
+            assert!(
+                share <= 1.1,
+                "the server used {share} of its 0.05-core limit"
+            );
+        }
+        Err(refused) => {
+            assert!(!can_limit, "refused where a limit can be made: {refused:#}");
+            assert!(format!("{refused:#}").contains("--server-cpu-limit 0.05"));
+        }
+    }
+    let _ = std::fs::remove_dir_all(out);
 }

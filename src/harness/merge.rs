@@ -196,7 +196,7 @@ fn results(server: &ServerPart, merged: &Merged, out: &Path) -> anyhow::Result<M
         client_rss,
         kernel_socket_bytes: stats.kernel_socket_bytes,
         established: stats.subscribers_at_start,
-        server_cpus: server.cpus,
+        server_cpus: server.cpus as f64,
         load_cpus: load_cpus_of(merged).unwrap_or(load_cpus),
         steal_share: None,
         interval_log,

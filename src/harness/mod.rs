@@ -2,6 +2,8 @@
 //! measurement, generic over the transport, and the `pushbench run` driver around it.
 
 pub mod calibrate;
+pub mod cpu_limit;
+mod knee;
 pub mod ledger;
 mod load;
 mod local;

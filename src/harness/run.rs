@@ -31,16 +31,18 @@ use crate::results::{
 use crate::transport::storm::{Storm, StormKind};
 use crate::transport::tls::{TlsMaterial, TLS};
 use crate::transport::{
-    ClientConfig, Credentials, ServerConfig, SettingValues, Side, Target, Transport, CLIENT_IMPL,
-    SERVER_IMPL,
+    ClientConfig, Credentials, Outside, ServerConfig, SettingValues, Side, Target, Transport,
+    CLIENT_IMPL, SERVER_IMPL,
 };
 use crate::workload::Workload;
 
 use super::calibrate::calibrate;
+use super::cpu_limit::CpuLimit;
+use super::knee;
 use super::part::Merged;
 use super::rounds;
 use super::summary::{summarise, wall_time_of, write_interval_log, Restarted, Row, Summary};
-use crate::protocol::child::{LoadWorker, ServerChild};
+use crate::protocol::child::{LoadWorker, Place, ServerChild};
 use crate::protocol::LoadJob;
 
 /// Idle hold before every stream, at least: long enough to sample memory with everyone
@@ -72,13 +74,13 @@ pub struct RunOutcome {
 
 /// One combination to measure: a row of the results, in one round.
 #[derive(Clone)]
-struct Combination {
+pub(super) struct Combination {
     /// What tells its row from the others, and its round.
-    key: RowKey,
+    pub key: RowKey,
     /// The workload that runs (the key records it).
     workload: Workload,
     /// Every setting the run of the transport takes for this row.
-    settings: SettingValues,
+    pub settings: SettingValues,
     /// Settings given to the run that this transport does not take.
     not_applied: Vec<String>,
 }
@@ -219,7 +221,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunOutcome> {
         ));
         if scenario.find_max {
             let found = tokio::select! {
-                found = find_max(&options, combination, &placed, &mut results) => found,
+                found = knee::find_max(&options, combination, &placed, &mut results) => found,
                 _ = tokio::signal::ctrl_c() => {
                     interrupted = true;
                     break;
@@ -290,75 +292,14 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunOutcome> {
     Ok(RunOutcome { path, results })
 }
 
-/// Seconds of stream per `find_max` level, and how much of it is warm-up.
-const LEVEL_SECS: f64 = 3.0;
-const LEVEL_WARMUP: Duration = Duration::from_millis(500);
-/// Most levels `find_max` tries (doubling each time).
-const MAX_LEVELS: usize = 14;
-
-/// Steps the offered rate up, doubling from the scenario's rate (or 1,000 ev/s), until p99
-/// passes the budget or an event is lost; records every level and the last that held.
-async fn find_max(
-    options: &RunOptions,
-    combination: &Combination,
-    placed: &Placed<'_>,
-    results: &mut Results,
-) -> anyhow::Result<()> {
-    let dir = placed.dir;
-    let budget_us = (options.scenario.p99_budget_ms * 1000.0) as u64;
-    let mut rate = match options.scenario.rate {
-        crate::event::Rate::PerSecond(rate) => rate,
-        crate::event::Rate::Max => 1000.0,
-    };
-    let mut held = None;
-    let mut stopped_because = format!("still held after {MAX_LEVELS} levels");
-    for _ in 0..MAX_LEVELS {
-        let mut level = options.scenario.clone();
-        level.rate = crate::event::Rate::PerSecond(rate);
-        level.events = (rate * LEVEL_SECS).round().max(100.0) as u64;
-        level.warmup = LEVEL_WARMUP;
-        let result = measure(options, &level, combination, placed).await?;
-        let verdict = if result.failed {
-            Some(format!("events lost or corrupted at {rate} ev/s"))
-        } else if result.latency_us.p99 > budget_us {
-            Some(format!(
-                "p99 {} us over the budget at {rate} ev/s",
-                result.latency_us.p99
-            ))
-        } else {
-            None
-        };
-        let p99 = result.latency_us.p99;
-        results.runs.push(result);
-        results.write(dir)?;
-        match verdict {
-            Some(why) => {
-                stopped_because = why;
-                break;
-            }
-            None => held = Some((rate, p99)),
-        }
-        rate *= 2.0;
-    }
-    let (events_per_s, p99_us) = held.unwrap_or((0.0, 0));
-    results.max_rates.push(crate::results::MaxRate {
-        key: combination.key.clone(),
-        events_per_s,
-        p99_us,
-        stopped_because,
-    });
-    results.write(dir)?;
-    Ok(())
-}
-
 /// Where a combination's processes run.
-struct Placed<'a> {
+pub(super) struct Placed<'a> {
     /// CPUs of the server under test (`None`: unpinned).
     server_cpus: Option<&'a [usize]>,
     /// CPUs the load workers are spread over, one each (`None`: unpinned).
     load_cpus: Option<&'a [usize]>,
     /// The run's directory, for interval logs.
-    dir: &'a Path,
+    pub dir: &'a Path,
     /// The address the server listens on: loopback, or its address in its network namespace.
     server_ip: IpAddr,
 }
@@ -446,7 +387,7 @@ fn plan(scenario: &Scenario, floor_in_every_round: bool) -> anyhow::Result<Vec<C
 }
 
 /// Measures one combination with a fresh server child and fresh load workers.
-async fn measure(
+pub(super) async fn measure(
     options: &RunOptions,
     scenario: &Scenario,
     combination: &Combination,
@@ -509,8 +450,16 @@ async fn measure(
         );
     }
     let netns = scenario.server_netns.as_deref();
+    // A CPU limit takes the server child before its job (so its fleet's members too) and any
+    // process the transport's server works in besides (an outside broker).
+    let limit = CpuLimit::for_row(&combination.settings).map_err(anyhow::Error::msg)?;
+    let place = |pid: u32| limit.as_ref().map_or(Ok(()), |limit| limit.add(pid));
+    let job = Job::Serve(Box::new(serve.clone()));
     let server =
-        ServerChild::spawn(&options.exe, Job::Serve(Box::new(serve.clone())), netns).await?;
+        ServerChild::spawn_placed(&options.exe, job, netns, "server".into(), &place).await?;
+    if let Outside::Process(pid) = (combination.key.transport.spec().outside)(&transport_settings) {
+        place(pid).map_err(anyhow::Error::msg)?;
+    }
     // The processes that serve: the server child, or its fleet's members.
     let pids = server.pids().to_vec();
     let server_before = process::sample_sum(&pids);
@@ -596,8 +545,14 @@ async fn measure(
         if restart_after.is_zero() {
             return Ok((server, None, None));
         }
-        let (server, restarted) =
-            restart_server(server, restart_after, &options.exe, serve, scenario).await?;
+        let (server, restarted) = restart_server(
+            server,
+            restart_after,
+            (&options.exe, &place),
+            serve,
+            scenario,
+        )
+        .await?;
         anyhow::Ok((server, restarted, None))
     };
     // Through a storm, the server's CPU and memory are sampled every 100 ms for its peak.
@@ -662,9 +617,14 @@ async fn measure(
             .zip(kernel_connected)
             .map(|(before, after)| after.saturating_sub(before)),
         established,
-        server_cpus: placed
-            .server_cpus
-            .map_or(process::available_cpus().len(), <[usize]>::len),
+        server_cpus: {
+            let cpus = placed
+                .server_cpus
+                .map_or(process::available_cpus().len(), <[usize]>::len);
+            limit
+                .as_ref()
+                .map_or(cpus as f64, |limit| limit.cores().min(cpus as f64))
+        },
         load_cpus: match placed.load_cpus {
             Some(cpus) => cpus.len().min(parts.len()),
             None => process::available_cpus().len(),
@@ -712,7 +672,7 @@ async fn link_in_front(
 async fn restart_server(
     mut server: ServerChild,
     after: Duration,
-    exe: &Path,
+    (exe, place): (&Path, &Place<'_>),
     mut serve: ServeOptions,
     scenario: &Scenario,
 ) -> anyhow::Result<(ServerChild, Option<Restarted>)> {
@@ -734,7 +694,8 @@ async fn restart_server(
     // Every subscriber of the killed server is expected back.
     serve.returning = std::mem::take(&mut serve.start_after).max(serve.returning);
     let netns = scenario.server_netns.as_deref();
-    let server = ServerChild::spawn(exe, Job::Serve(Box::new(serve)), netns)
+    let job = Job::Serve(Box::new(serve));
+    let server = ServerChild::spawn_placed(exe, job, netns, "server".into(), place)
         .await
         .context("starting the server again after the restart fault")?;
     let restarted = Restarted {

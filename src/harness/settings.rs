@@ -1,5 +1,6 @@
 //! The settings `run` acts on itself, around a transport rather than inside it: the link
-//! emulator, a reverse proxy in the path and the server restart fault. The harness declares
+//! emulator, a reverse proxy in the path, the server restart fault and a CPU limit on the
+//! server. The harness declares
 //! them here, each with the rule for which transports it applies to (read from what a
 //! transport declares), so no transport's `SPEC` lists them and the transport layer never
 //! names the layers above it.
@@ -8,6 +9,8 @@ use std::time::Duration;
 
 use crate::link::via::VIA;
 use crate::link::LINK;
+
+use super::cpu_limit::SERVER_CPU_LIMIT;
 use crate::settings::{Declared, Setting, Side};
 use crate::transport::listener::DROP_EVERY;
 use crate::transport::{Spec, Transport};
@@ -56,7 +59,16 @@ pub static HARNESS_SETTINGS: &[HarnessSetting] = &[
         setting: &LINK,
         applies: dials_and_resumes,
     },
+    HarnessSetting {
+        setting: &SERVER_CPU_LIMIT,
+        applies: every_server,
+    },
 ];
+
+/// Every transport's server can be limited.
+fn every_server(_: &Spec) -> bool {
+    true
+}
 
 /// Every setting a run of `transport` takes: its own (with its choice of implementation),
 /// then the harness's that apply to it.

@@ -185,8 +185,9 @@ pub(super) struct Summary<'a> {
     pub kernel_socket_bytes: Option<u64>,
     /// Subscribers established when memory was sampled (what the growth is divided by).
     pub established: usize,
-    /// CPUs the server had.
-    pub server_cpus: usize,
+    /// CPUs the server had: its pinned CPUs, or fewer under a CPU limit (its share of them is
+    /// what tells a server-bound row).
+    pub server_cpus: f64,
     /// CPUs the load workers had.
     pub load_cpus: usize,
     /// The machine's steal time over the stream (unknown for parts from several hosts).
@@ -222,9 +223,9 @@ pub(super) fn summarise(s: Summary<'_>) -> TransportResult {
             0.0
         }
     };
-    let share = |cpu_us: f64, cpus: usize| {
-        if span_secs > 0.0 {
-            cpu_us / (span_secs * 1e6 * cpus.max(1) as f64)
+    let share = |cpu_us: f64, cpus: f64| {
+        if span_secs > 0.0 && cpus > 0.0 {
+            cpu_us / (span_secs * 1e6 * cpus)
         } else {
             0.0
         }
@@ -240,7 +241,7 @@ pub(super) fn summarise(s: Summary<'_>) -> TransportResult {
     // A restarted server's CPU is its two lives' (the first sampled at its kill).
     let server_cpu_us =
         (s.stats.transport_cpu_us() + s.restarted.map_or(0, |r| r.first_life_cpu_us)) as f64;
-    let load_share = share(load_cpu_us as f64, s.load_cpus);
+    let load_share = share(load_cpu_us as f64, s.load_cpus.max(1) as f64);
     // The server's CPU and memory, unless part of it ran in a process nobody named.
     let measured = s.stats.unmeasured.is_none();
     let server_share = share(server_cpu_us, s.server_cpus);

@@ -141,7 +141,7 @@ impl StormEffect {
     /// The same, with the server's peak CPU and memory read from `samples` of its processes
     /// (on `cpus` CPUs) from the storm's start until the last subscriber was back (or the
     /// samples end, when some never were).
-    pub fn with_server(mut self, samples: &[TimedSample], start_ns: u64, cpus: usize) -> Self {
+    pub fn with_server(mut self, samples: &[TimedSample], start_ns: u64, cpus: f64) -> Self {
         let end_ns = match self.back.all_ms {
             Some(ms) => start_ns + ((self.length_ms + ms) * 1e6) as u64,
             None => u64::MAX,
@@ -156,7 +156,7 @@ impl StormEffect {
             .filter(|w| w[1].at_ns > w[0].at_ns)
             .map(|w| {
                 let cpu_us = w[1].sample.cpu_us.saturating_sub(w[0].sample.cpu_us) as f64;
-                cpu_us * 1e3 / ((w[1].at_ns - w[0].at_ns) as f64 * cpus.max(1) as f64)
+                cpu_us * 1e3 / ((w[1].at_ns - w[0].at_ns) as f64 * cpus.max(f64::MIN_POSITIVE))
             })
             .reduce(f64::max);
         self.server_peak_rss_bytes = spans.iter().map(|w| w[1].sample.rss_bytes).max();
@@ -332,7 +332,7 @@ mod tests {
             &reconnections,
             0,
         )
-        .with_server(&samples, 1_000_000_000, 1);
+        .with_server(&samples, 1_000_000_000, 1.0);
         assert_eq!(storm.server_peak_cpu_share, Some(0.5));
         assert_eq!(storm.server_peak_rss_bytes, Some(40));
     }

@@ -37,6 +37,9 @@ pub struct Child {
     stderr_task: Option<tokio::task::JoinHandle<()>>,
 }
 
+/// What is done with a child's PID before it gets its job (a CPU limit's cgroup takes it).
+pub type Place<'a> = dyn Fn(u32) -> Result<(), String> + Sync + 'a;
+
 impl Child {
     /// Starts `exe worker` (in network namespace `netns`, through `ip netns exec`, when given)
     /// and hands it `job`; `what` names it in errors.
@@ -45,6 +48,18 @@ impl Child {
         job: &Job,
         what: String,
         netns: Option<&str>,
+    ) -> anyhow::Result<Self> {
+        Self::spawn_placed(exe, job, what, netns, &|_| Ok(())).await
+    }
+
+    /// As [`Child::spawn`], handing the child's PID to `place` before its job (so before it
+    /// starts any process of its own): where a CPU limit puts it in its cgroup.
+    pub async fn spawn_placed(
+        exe: &Path,
+        job: &Job,
+        what: String,
+        netns: Option<&str>,
+        place: &Place<'_>,
     ) -> anyhow::Result<Self> {
         let mut command = match netns {
             Some(netns) => {
@@ -66,6 +81,9 @@ impl Child {
                 Some(netns) => format!("cannot start {} in namespace {netns}", exe.display()),
                 None => format!("cannot start {}", exe.display()),
             })?;
+        if let Some(pid) = process.id() {
+            place(pid).map_err(|why| anyhow::anyhow!("placing the {what}: {why}"))?;
+        }
         let mut stdin = process.stdin.take().context("child stdin")?;
         let stdout = process.stdout.take().context("child stdout")?;
         let stderr_pipe = process.stderr.take().context("child stderr")?;
@@ -231,7 +249,19 @@ impl ServerChild {
         netns: Option<&str>,
         what: String,
     ) -> anyhow::Result<Self> {
-        let mut child = Child::spawn(exe, &job, what, netns).await?;
+        Self::spawn_placed(exe, job, netns, what, &|_| Ok(())).await
+    }
+
+    /// As [`ServerChild::spawn_named`], handing the child's PID to `place` before its job, so
+    /// that every process it starts (a fleet's members) is placed alike.
+    pub async fn spawn_placed(
+        exe: &Path,
+        job: Job,
+        netns: Option<&str>,
+        what: String,
+        place: &Place<'_>,
+    ) -> anyhow::Result<Self> {
+        let mut child = Child::spawn_placed(exe, &job, what, netns, place).await?;
         loop {
             match child.next(STARTUP).await? {
                 Report::Listening {

@@ -1,9 +1,10 @@
 //! The conditions a figure was measured under, and whether they are the design's: a row is
 //! evidence for a design only when its workload shape, injected faults, TLS, link, proxy,
-//! compression, implementations and server are what the design would run with. A p99 measured
+//! compression, CPU quota, implementations and server are what the design would run with. A p99 measured
 //! through a consumer outage, or with every payload compressed, says nothing about a design
 //! that has neither.
 
+use crate::harness::cpu_limit::SERVER_CPU_LIMIT;
 use crate::harness::settings::RESTART_AFTER;
 use crate::link::via::{Via, VIA};
 use crate::link::LINK;
@@ -42,11 +43,11 @@ pub struct Conditions {
     shape: &'static str,
 }
 
-/// One setting a row must have had.
+/// One setting a row must have had (any of the values wanted).
 #[derive(Clone, Debug)]
 struct Required {
     setting: &'static dyn Declared,
-    wanted: String,
+    wanted: Vec<String>,
     /// An injected fault (not a choice of the design's).
     fault: bool,
 }
@@ -55,10 +56,11 @@ impl Required {
     /// Whether `settings` had it. One a row's transport does not take was not recorded and
     /// counts as its default (an embedded broker without TLS ran in plain text).
     fn met_by(&self, settings: &SettingValues) -> bool {
-        match settings.0.get(self.setting.name()) {
-            Some(value) => *value == self.wanted,
-            None => self.setting.default_text() == self.wanted,
-        }
+        let value = match settings.0.get(self.setting.name()) {
+            Some(value) => value.clone(),
+            None => self.setting.default_text(),
+        };
+        self.wanted.contains(&value)
     }
 }
 
@@ -74,7 +76,7 @@ impl Conditions {
         };
         let at_default = |setting: &'static dyn Declared, fault| Required {
             setting,
-            wanted: setting.default_text(),
+            wanted: vec![setting.default_text()],
             fault,
         };
         let mut required: Vec<Required> = FAULTS.iter().map(|s| at_default(*s, true)).collect();
@@ -89,10 +91,19 @@ impl Conditions {
         ] {
             required.push(Required {
                 setting,
-                wanted,
+                wanted: vec![wanted],
                 fault: false,
             });
         }
+        // A CPU quota changes latency and what a row could deliver: a row ran under none, or
+        // under the design's own CPU budget (its own run, unscaled).
+        let mut quotas = vec![SERVER_CPU_LIMIT.default_text()];
+        quotas.extend(design.cpu_cores.map(|cores| cores.show()));
+        required.push(Required {
+            setting: &SERVER_CPU_LIMIT,
+            wanted: quotas,
+            fault: false,
+        });
         Self {
             required,
             shape: design.workload.name(),

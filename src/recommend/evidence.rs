@@ -26,6 +26,44 @@ pub struct Source {
     pub path: PathBuf,
     /// Its contents.
     pub results: Results,
+    /// How its figures are cited: the scenario's name, and for a design's own run whether it
+    /// ran at the design's regime or scaled.
+    label: String,
+    /// For a design's own run (`recommend --measure`): the design as given and as measured.
+    measured_for: Option<(Design, Design)>,
+}
+
+impl Source {
+    /// A source, its label and the design it measured read from its scenario.
+    pub fn new(path: PathBuf, results: Results) -> Self {
+        let scenario = &results.scenario;
+        let run = scenario.design.as_ref();
+        let measured_for = run.and_then(|r| {
+            let given = serde_json::from_value(r.given.clone()).ok()?;
+            Some((given, serde_json::from_value(r.measured_as.clone()).ok()?))
+        });
+        let label = match run {
+            Some(run) if run.scalings.is_empty() => {
+                format!("{}: the design's own run, at its regime", scenario.name)
+            }
+            Some(_) => format!("{}: the design's own run, scaled as listed", scenario.name),
+            None => scenario.name.clone(),
+        };
+        Self {
+            path,
+            results,
+            label,
+            measured_for,
+        }
+    }
+
+    /// Whether it is a run of `design` (the same in every constraint, not only by name) made
+    /// by `recommend --measure`.
+    fn measured(&self, design: &Design) -> bool {
+        self.measured_for
+            .as_ref()
+            .is_some_and(|(given, _)| given == design)
+    }
 }
 
 /// Every results file a recommendation may cite.
@@ -56,6 +94,15 @@ pub struct Measured {
     /// The settings its row ran with (its first run's), so what a reason says beside the figure
     /// (the polling interval it was measured at) is that row's.
     pub settings: SettingValues,
+}
+
+/// A design's own run that delivered less than it offered.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FellBehind {
+    /// Deliveries per second offered.
+    pub offered: f64,
+    /// Deliveries per second delivered, and where.
+    pub measured: Measured,
 }
 
 impl Measured {
@@ -99,7 +146,7 @@ impl Evidence {
         let mut evidence = Evidence::default();
         for path in paths {
             let (path, results) = crate::results::load(&path)?;
-            evidence.sources.push(Source { path, results });
+            evidence.sources.push(Source::new(path, results));
         }
         Ok(evidence)
     }
@@ -107,8 +154,84 @@ impl Evidence {
     /// Evidence from results already in memory.
     pub fn of(results: Results, path: PathBuf) -> Self {
         Self {
-            sources: vec![Source { path, results }],
+            sources: vec![Source::new(path, results)],
         }
+    }
+
+    /// Evidence from several results in memory (a design's runs, one per facet).
+    pub fn of_all(results: impl IntoIterator<Item = (Results, PathBuf)>) -> Self {
+        Self {
+            sources: results
+                .into_iter()
+                .map(|(results, path)| Source::new(path, results))
+                .collect(),
+        }
+    }
+
+    /// The design as the evidence measured it: where a run of it by `recommend --measure` is
+    /// among the sources, the design scaled as that run was (so its rows count as the design's
+    /// regime); otherwise the design itself.
+    pub fn regime<'a>(&'a self, design: &'a Design) -> &'a Design {
+        self.sources
+            .iter()
+            .rev()
+            .find(|s| s.measured(design))
+            .and_then(|s| s.measured_for.as_ref())
+            .map_or(design, |(_, measured_as)| measured_as)
+    }
+
+    /// Where the design's own run of a transport, under its conditions and on a schedule, was
+    /// delivered less than it offered (the deliveries per second it managed).
+    pub fn fell_behind(&self, transport: Transport, design: &Design) -> Option<FellBehind> {
+        let conditions = Conditions::of(design);
+        self.sources
+            .iter()
+            .filter(|s| s.measured(design))
+            .flat_map(|s| {
+                rows(&s.results)
+                    .into_iter()
+                    .filter(move |r| r.key.transport == transport && r.ok())
+                    .map(move |r| (s.label.as_str(), r))
+            })
+            .filter(|(_, r)| conditions.admit(&r.key, &first_settings(r)))
+            .find(|(_, r)| r.rate != Rate::Max && !kept_up(r))
+            .map(|(label, r)| FellBehind {
+                offered: per_second(r.rate, 0.0) * r.key.subscribers as f64,
+                measured: measured(label, &r, Figure::EventsPerS),
+            })
+    }
+
+    /// How the design's own runs were scaled, if the evidence holds any.
+    pub fn scalings(&self, design: &Design) -> Option<&[String]> {
+        self.sources
+            .iter()
+            .rev()
+            .find(|s| s.measured(design))
+            .and_then(|s| s.results.scenario.design.as_ref())
+            .map(|run| run.scalings.as_slice())
+    }
+
+    /// Why the design's own runs of a transport failed, where one did: the measured reason it
+    /// does not fit (events lost, refused, or the run given up on).
+    pub fn failed(&self, transport: Transport, design: &Design) -> Option<String> {
+        self.sources
+            .iter()
+            .filter(|s| s.measured(design))
+            .flat_map(|s| {
+                let facet = s.results.scenario.design.as_ref().map(|d| d.facet.clone());
+                s.results
+                    .runs
+                    .iter()
+                    .filter(move |r| r.key.transport == transport && r.failed)
+                    .map(move |r| {
+                        let why = r
+                            .error
+                            .clone()
+                            .unwrap_or_else(|| format!("lost {}", r.lost));
+                        format!("{} run: {why}", facet.clone().unwrap_or_default())
+                    })
+            })
+            .next()
     }
 
     /// Every passing row for a transport measured under `design`'s conditions, with its
@@ -118,6 +241,7 @@ impl Evidence {
         transport: Transport,
         design: &Design,
     ) -> impl Iterator<Item = (&'a str, Row<'a>)> + 'a {
+        let design = self.regime(design);
         let conditions = Conditions::of(design);
         self.passing(transport)
             .filter(move |(_, r)| conditions.admit(&r.key, &first_settings(r)))
@@ -132,7 +256,7 @@ impl Evidence {
             rows(&s.results)
                 .into_iter()
                 .filter(move |r| r.key.transport == transport && r.ok())
-                .map(move |r| (s.results.scenario.name.as_str(), r))
+                .map(move |r| (s.label.as_str(), r))
         })
     }
 
@@ -160,6 +284,7 @@ impl Evidence {
         metric: Figure,
         scheduled: bool,
     ) -> Option<Measured> {
+        let design = self.regime(design);
         self.nearest_where(transport, design, metric, scheduled, |r| {
             within_regime(r.key.subscribers as f64, design.subscribers as f64)
                 && within_regime(rate_per_subscriber(r), design.rate)
@@ -170,6 +295,7 @@ impl Evidence {
     /// two-way run: fan-out, rate and messages up per subscriber each within [`REGIME`]× of
     /// the design's, nearest first.
     pub fn round_trip(&self, transport: Transport, design: &Design) -> Option<Measured> {
+        let design = self.regime(design);
         let conditions = Conditions::of(design).two_way();
         self.passing(transport)
             .filter(|(_, r)| conditions.admit(&r.key, &first_settings(r)))
@@ -199,6 +325,7 @@ impl Evidence {
         design: &Design,
         metric: Figure,
     ) -> Option<Measured> {
+        let design = self.regime(design);
         self.nearest_where(transport, design, metric, false, |r| {
             within_regime(r.key.subscribers as f64, design.subscribers as f64)
                 && within_regime(rate_per_subscriber(r), design.rate)
@@ -216,6 +343,7 @@ impl Evidence {
         scheduled: bool,
         admit: impl Fn(&Row<'_>) -> bool,
     ) -> Option<Measured> {
+        let design = self.regime(design);
         self.rows_for(transport, design)
             .filter(|(_, r)| !scheduled || (r.rate != Rate::Max && kept_up(r)))
             .filter(|(_, r)| admit(r))
@@ -239,6 +367,7 @@ impl Evidence {
 
     /// The most deliveries per second measured: unscheduled runs and stepped-up rates.
     pub fn capacity(&self, transport: Transport, design: &Design) -> Option<Measured> {
+        let design = self.regime(design);
         let conditions = Conditions::of(design);
         let unscheduled = self
             .rows_for(transport, design)
@@ -250,15 +379,35 @@ impl Evidence {
                 .iter()
                 .filter(move |m| m.key.transport == transport && m.events_per_s > 0.0)
                 .filter(|m| conditions.admit_key(&m.key))
-                .map(move |m| Measured {
-                    value: m.events_per_s * m.key.subscribers as f64,
-                    subscribers: m.key.subscribers,
-                    offered_rate: Rate::PerSecond(m.events_per_s),
-                    payload: m.key.payload.clone(),
-                    scenario: s.results.scenario.name.clone(),
-                    workload: m.key.workload.to_string(),
-                    load_bound: false,
-                    settings: SettingValues::default(),
+                .filter_map(move |m| {
+                    let deliveries = m
+                        .deliveries_per_s
+                        .unwrap_or(m.events_per_s * m.key.subscribers as f64);
+                    // A knee under a CPU quota is a capacity per core: a ceiling only for a
+                    // design with a CPU budget, scaled to it.
+                    let (value, scenario) = match (m.server_cores, design.cpu_cores) {
+                        (None, _) => (deliveries, s.label.clone()),
+                        (Some(quota), Some(budget)) => (
+                            deliveries / quota * budget,
+                            format!(
+                                "{}: {} under a {quota}-core quota, per core times the \
+                                 design's {budget}",
+                                s.label,
+                                thousands(deliveries)
+                            ),
+                        ),
+                        (Some(_), None) => return None,
+                    };
+                    Some(Measured {
+                        value,
+                        subscribers: m.key.subscribers,
+                        offered_rate: Rate::PerSecond(m.events_per_s),
+                        payload: m.key.payload.clone(),
+                        scenario,
+                        workload: m.key.workload.to_string(),
+                        load_bound: false,
+                        settings: SettingValues::default(),
+                    })
                 })
         });
         unscheduled
@@ -308,6 +457,7 @@ impl Evidence {
     /// went through under the design's other conditions, with how many events that row lost:
     /// measured downtime, where it exists. The one figure read from faulted rows.
     pub fn outage_survived(&self, transport: Transport, design: &Design) -> Option<(f64, u64)> {
+        let design = self.regime(design);
         let conditions = Conditions::of(design);
         self.passing(transport)
             .filter(|(_, r)| conditions.admit_faulted(&r.key, &first_settings(r)))

@@ -80,6 +80,10 @@ pub struct Recommendation {
     pub design: Design,
     /// The runs the figures come from.
     pub evidence: Vec<String>,
+    /// Where the evidence holds the design's own runs (`--measure`): how they were scaled to
+    /// this machine, each a sentence; empty when they ran at the design's own regime.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scalings: Option<Vec<String>>,
     /// Every transport, best first.
     pub ranking: Vec<Ranked>,
     /// When nothing fits: single constraints whose relaxing would let something fit.
@@ -120,6 +124,7 @@ pub fn recommend(design: &Design, evidence: &Evidence) -> Recommendation {
     Recommendation {
         design: design.clone(),
         evidence: evidence.run_ids(),
+        scalings: evidence.scalings(design).map(<[String]>::to_vec),
         ranking,
         relax,
     }
@@ -314,7 +319,9 @@ pub fn which_to_pick(results: &Results) -> Vec<Block> {
         Block::Paragraph(
             "The standard designs in `designs/`, judged by `pushbench recommend` against this \
              run's own figures (hard rules exclude; measured p99, CPU, bytes and memory rank). \
-             For your own design: `pushbench recommend --design FILE --results THIS_DIR`."
+             For your own design: `pushbench recommend --design FILE --results THIS_DIR`; to \
+             measure a design at its own shape first: `pushbench recommend --design FILE \
+             --measure` (every standard one: `--all-designs --measure`)."
                 .into(),
         ),
         Block::Table {

@@ -32,6 +32,7 @@ impl Evidence {
     /// The close storm of the row nearest the design's consumers, under the design's TLS and
     /// pushbench's own implementations.
     pub fn storm(&self, transport: Transport, design: &Design) -> Option<Endured<StormEffect>> {
+        let design = self.regime(design);
         self.nearest_faulted(transport, design, |row| {
             row.runs
                 .iter()
@@ -42,6 +43,7 @@ impl Evidence {
     /// The churn (connections reopened per second) of the row nearest the design's consumers,
     /// under the design's TLS and pushbench's own implementations.
     pub fn churn(&self, transport: Transport, design: &Design) -> Option<Endured<u64>> {
+        let design = self.regime(design);
         self.nearest_faulted(transport, design, |row| {
             let churn = CHURN.read(&row.runs.first()?.settings);
             (churn > 0).then_some(churn)

@@ -26,6 +26,18 @@ pub fn text(answer: &Recommendation) -> String {
         answer.design.sentence()
     );
     let _ = writeln!(out, "figures from: {}", answer.evidence.join(", "));
+    match answer.scalings.as_deref() {
+        Some([]) => {
+            let _ = writeln!(out, "measured for this design, at its own regime");
+        }
+        Some(scalings) => {
+            let _ = writeln!(out, "measured for this design, scaled to this machine:");
+            for scaling in scalings {
+                let _ = writeln!(out, "  - {scaling}");
+            }
+        }
+        None => {}
+    }
     for ranked in &answer.ranking {
         let a = &ranked.assessment;
         let score = match ranked.score {

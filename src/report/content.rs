@@ -11,6 +11,7 @@ use crate::results::figures::{
 };
 use crate::results::format::{micros, thousands};
 use crate::results::pairing::{self, floor_for, PAIRED};
+use crate::results::scenario::Stepped;
 use crate::results::{utc_stamp, Bound, Results};
 
 /// Fewer connections than this make RSS growth per connection mostly allocator noise.
@@ -91,13 +92,17 @@ pub fn scenario_sentence(results: &Results) -> String {
         thousands(s.events as f64),
     );
     if s.find_max {
+        let stepped = match s.find_max_of {
+            Stepped::Rate => "the offered rate",
+            Stepped::Subscribers => "the subscribers",
+        };
         sentence.push_str(&format!(
-            ", doubling the offered rate until p99 passed {} ms",
+            ", doubling {stepped} until p99 passed {} ms",
             s.p99_budget_ms
         ));
     }
     if s.repeat > 1 {
-        sentence.push_str(&format!(", {} times each", s.repeat));
+        sentence.push_str(&format!(", in {} rounds", s.repeat));
     }
     if !s.idle.is_zero() {
         sentence.push_str(&format!(
@@ -374,42 +379,92 @@ fn max_rates(doc: &mut Document, results: &Results) {
     if results.max_rates.is_empty() {
         return;
     }
-    doc.heading("max-rate", "Highest rate within the p99 budget");
-    doc.paragraph(format!(
-        "The offered rate doubled until p99 passed {} ms or an event was lost.",
-        results.scenario.p99_budget_ms
-    ));
+    let subscribers = results.scenario.find_max_of == Stepped::Subscribers;
+    if subscribers {
+        doc.heading("knee", "The subscriber knee");
+        doc.paragraph(format!(
+            "The subscribers doubled at {} ev/s each until p99 passed {} ms, an event was lost \
+             or a connection refused{}: the last level that held is the knee, with the \
+             server's memory and CPU there.",
+            results.scenario.rate,
+            results.scenario.p99_budget_ms,
+            results
+                .scenario
+                .memory_budget_mb
+                .map(|mb| format!(", or the server's memory passed {mb} MB"))
+                .unwrap_or_default()
+        ));
+    } else {
+        doc.heading("max-rate", "Highest rate within the p99 budget");
+        doc.paragraph(format!(
+            "The offered rate doubled until p99 passed {} ms or an event was lost. Capacity is \
+             the deliveries per second at the last level that held, per core of the server's \
+             CPU limit where it had one.",
+            results.scenario.p99_budget_ms
+        ));
+    }
+    let held = if subscribers {
+        "subscribers held"
+    } else {
+        "held ev/s per stream"
+    };
     doc.push(Block::Table {
         head: [
             "transport",
             "subs",
             "payload B",
-            "held ev/s per stream",
+            held,
+            "deliveries/s",
+            "per core",
             "p99 there",
+            "server memory",
+            "server CPU",
+            "bound",
             "next level",
         ]
         .map(String::from)
         .to_vec(),
-        rows: results
-            .max_rates
-            .iter()
-            .map(|m| {
-                vec![
-                    m.key.label(),
-                    thousands(m.key.subscribers as f64),
-                    m.key.payload.to_string(),
-                    thousands(m.events_per_s),
-                    micros(m.p99_us),
-                    m.stopped_because.clone(),
-                ]
-            })
-            .collect(),
+        rows: results.max_rates.iter().map(knee_cells).collect(),
         emphasis: results
             .max_rates
             .iter()
             .map(|m| m.key.transport.traits().floor)
             .collect(),
     });
+    for note in results.max_rates.iter().filter_map(|m| {
+        m.note
+            .as_ref()
+            .map(|note| format!("{}: {note}.", m.key.label()))
+    }) {
+        doc.push(Block::Warning(note));
+    }
+}
+
+/// One knee's row of the max-rate (or subscriber knee) table.
+fn knee_cells(m: &crate::results::MaxRate) -> Vec<String> {
+    let dash = || "—".to_string();
+    let held = match m.subscribers_held {
+        Some(n) => thousands(n as f64),
+        None => thousands(m.events_per_s),
+    };
+    vec![
+        m.key.label(),
+        thousands(m.key.subscribers as f64),
+        m.key.payload.to_string(),
+        held,
+        m.deliveries_per_s.map_or_else(dash, thousands),
+        match (m.deliveries_per_s, m.server_cores) {
+            (Some(d), Some(cores)) => format!("{} on {cores} core(s)", thousands(d / cores)),
+            _ => dash(),
+        },
+        micros(m.p99_us),
+        m.server_rss_bytes
+            .map_or_else(dash, |b| crate::results::format::bytes(b as f64)),
+        m.server_cpu_share
+            .map_or_else(dash, |s| format!("{:.0}%", s * 100.0)),
+        m.bound.map_or_else(dash, |b| b.label().to_string()),
+        m.stopped_because.clone(),
+    ]
 }
 
 fn method(doc: &mut Document, results: &Results) {

@@ -135,15 +135,37 @@ pub fn render(results: &Results) -> String {
         let _ = writeln!(out, "clock: {note}");
     }
     for max in &results.max_rates {
+        let held = match max.subscribers_held {
+            Some(n) => format!(
+                "{} subscribers at {} ev/s",
+                thousands(n as f64),
+                max.events_per_s
+            ),
+            None => format!(
+                "{} ev/s offered to {} subscribers",
+                thousands(max.events_per_s),
+                max.key.subscribers
+            ),
+        };
+        let per_core = match (max.deliveries_per_s, max.server_cores) {
+            (Some(d), Some(cores)) => {
+                format!(
+                    ", {} deliveries/s per core of {cores}",
+                    thousands(d / cores)
+                )
+            }
+            _ => String::new(),
+        };
         let _ = writeln!(
             out,
-            "max rate: {} with {} subscribers held {} ev/s offered (p99 {}); next level: {}",
+            "knee: {} held {held} (p99 {}{per_core}); next level: {}",
             max.key.label(),
-            max.key.subscribers,
-            thousands(max.events_per_s),
             micros(max.p99_us),
             max.stopped_because
         );
+        if let Some(note) = &max.note {
+            let _ = writeln!(out, "note: {} {note}", max.key.label());
+        }
     }
     for row in &folded {
         if let Some(note) = row.runs.first().and_then(|r| r.not_applied_note()) {

@@ -28,6 +28,26 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 /// The p99 budget `--find-max` holds to unless told, milliseconds.
 pub const DEFAULT_P99_BUDGET_MS: f64 = 50.0;
 
+/// What `--find-max` steps up.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stepped {
+    /// The offered rate, doubling: the highest rate that holds.
+    #[default]
+    Rate,
+    /// The subscribers, doubling at a fixed rate each: the most that hold (the subscriber knee).
+    Subscribers,
+}
+
+impl Stepped {
+    /// Whether it is the default, which results leave out.
+    pub fn is_rate(&self) -> bool {
+        *self == Stepped::Rate
+    }
+}
+
 /// A validated scenario: what `pushbench run` measures.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Scenario {
@@ -77,13 +97,41 @@ pub struct Scenario {
     /// Load worker processes (absent: one per load CPU).
     #[serde(default)]
     pub load_workers: Option<usize>,
-    /// Step the offered rate up to find the highest that holds.
+    /// Step the offered rate (or the subscribers) up to find the highest that holds.
     pub find_max: bool,
+    /// What `find_max` steps up.
+    #[serde(default, skip_serializing_if = "Stepped::is_rate")]
+    pub find_max_of: Stepped,
     /// p99 latency budget for `find_max`, milliseconds.
     pub p99_budget_ms: f64,
+    /// With `find_max` of subscribers: the server's resident memory past which a level fails,
+    /// MB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_budget_mb: Option<f64>,
     /// The network namespace the server runs in (absent: this one, on loopback).
     #[serde(default)]
     pub server_netns: Option<String>,
+    /// The design this run measured (`pushbench recommend --measure`), and how it was scaled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub design: Option<DesignRun>,
+}
+
+/// A design measured by `pushbench recommend --measure`: its name, the design as this run
+/// measured it (scaled to the machine and the time budget), and every scaling, stated.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct DesignRun {
+    /// The design's name.
+    pub name: String,
+    /// The design as given, in the design file's keys.
+    pub given: serde_json::Value,
+    /// What this run measured of it: `delivery` (one way, no fault), `two-way`, `outage`,
+    /// `churn` or `storms`.
+    pub facet: String,
+    /// The design as measured, in the design file's keys (subscribers, rate, downtime, CPU
+    /// cores as scaled).
+    pub measured_as: serde_json::Value,
+    /// Each scaling, as a sentence ("50,000 subscribers measured as 2,000: ...").
+    pub scalings: Vec<String>,
 }
 
 impl Scenario {
@@ -113,8 +161,11 @@ impl Scenario {
             timeout: DEFAULT_TIMEOUT,
             load_workers: None,
             find_max: false,
+            find_max_of: Stepped::Rate,
             p99_budget_ms: DEFAULT_P99_BUDGET_MS,
+            memory_budget_mb: None,
             server_netns: None,
+            design: None,
         }
     }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use super::key::RowKey;
-use super::scenario::Scenario;
+use super::scenario::{Scenario, Stepped};
 use crate::event::Rate;
 use crate::metrics::faults::{FaultEffect, FaultWindow, SlowConsumer};
 use crate::metrics::latency::Lateness;
@@ -155,6 +155,32 @@ pub struct MaxRate {
     pub p99_us: u64,
     /// Why the next level failed.
     pub stopped_because: String,
+    /// What was stepped up (left out: the offered rate).
+    #[serde(default, skip_serializing_if = "Stepped::is_rate")]
+    pub stepped: Stepped,
+    /// With the subscribers stepped: the most that held at the key's rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscribers_held: Option<usize>,
+    /// Deliveries per second at the last level that held (every subscriber's events).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deliveries_per_s: Option<f64>,
+    /// The server's CPU quota in cores (`--server-cpu-limit`), where it had one: capacity is
+    /// quoted per core of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_cores: Option<f64>,
+    /// The server's resident memory at the last level that held, bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_rss_bytes: Option<u64>,
+    /// The server's CPU share (of its CPUs or quota) at the last level that held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_cpu_share: Option<f64>,
+    /// What gave out at the knee: what was saturated at the nearest level above it that
+    /// failed (absent such a level, what bound the last that held).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bound: Option<Bound>,
+    /// What the search did on its own that a reader should know (rerun at half the limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// CPU placement of the two processes.

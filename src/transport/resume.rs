@@ -76,6 +76,12 @@ pub static OUTAGE: Setting<Duration> = Setting {
     min: Duration::ZERO,
 };
 
+/// The waits of the retry schedules a sender keeps for a consumer that is down (the webhook
+/// provider's backoff): a measurement that shortens an outage shortens these alike, so as many
+/// retries fall inside it.
+pub static RETRY_WAITS: [&Setting<Duration>; 2] =
+    [&super::webhook::RETRY_BASE, &super::webhook::RETRY_CAP];
+
 /// When the consumer outage begins.
 pub static OUTAGE_AFTER: Setting<Duration> = Setting {
     name: "outage-after",

@@ -10,7 +10,7 @@ mod reconnects;
 mod rules;
 
 pub use constraint::Constraint;
-pub use costs::Costs;
+pub use costs::{polling_interval, Costs};
 
 use serde::Serialize;
 

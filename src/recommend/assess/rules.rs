@@ -302,22 +302,31 @@ pub fn downtime_measured(facts: &Facts<'_>, found: &mut Findings) {
     else {
         return;
     };
-    let downtime = design.downtime_secs;
+    // A run of the design may have measured its downtime compressed (its scalings say so).
+    let downtime = facts.evidence.regime(design).downtime_secs;
+    let wanted = if downtime < design.downtime_secs {
+        format!(
+            "the design's {} s compressed to {downtime} s",
+            design.downtime_secs
+        )
+    } else {
+        format!("the design's {downtime} s")
+    };
     match (lost, outage >= downtime) {
         (0, true) => found.say(
             Weight::Supports,
             Constraint::DowntimeMeasured,
             format!(
-                "lost nothing across a measured {outage:.0} s consumer outage, as long as the \
-                 design's {downtime} s"
+                "lost nothing across a measured {outage:.0} s consumer outage, as long as \
+                 {wanted}"
             ),
         ),
         (0, false) => found.say(
             Weight::Unmeasured,
             Constraint::DowntimeMeasured,
             format!(
-                "lost nothing across a measured {outage:.0} s consumer outage, shorter than the \
-                 design's {downtime} s"
+                "lost nothing across a measured {outage:.0} s consumer outage, shorter than \
+                 {wanted}"
             ),
         ),
         (lost, _) => found.say(
@@ -331,6 +340,30 @@ pub fn downtime_measured(facts: &Facts<'_>, found: &mut Findings) {
 /// Whether the results measured the transport at all, and how far from the design.
 pub fn evidence(facts: &Facts<'_>, found: &mut Findings) {
     let design = facts.design;
+    // The design's own run of it failed: a measured reason it does not fit.
+    if let Some(why) = facts.evidence.failed(facts.transport, design) {
+        found.say(
+            Weight::Excludes,
+            Constraint::Evidence,
+            format!("failed the design's own {why}"),
+        );
+        return;
+    }
+    // Its own run offered the design's rate and got less: measured, not merely unmeasured.
+    if let Some(behind) = facts.evidence.fell_behind(facts.transport, design) {
+        found.say(
+            Weight::Excludes,
+            Constraint::Throughput,
+            format!(
+                "delivered {} of the {} deliveries/s offered {}: it fell behind",
+                thousands(behind.measured.value),
+                thousands(behind.offered),
+                behind.measured.at()
+            ),
+        );
+        return;
+    }
+    let regime = facts.evidence.regime(design);
     match facts.evidence.span(facts.transport, design) {
         None => {
             found.say(
@@ -340,9 +373,10 @@ pub fn evidence(facts: &Facts<'_>, found: &mut Findings) {
             );
             found.to_measure = Some(run_command(facts.transport, design));
         }
+        // Against the design as measured: a run scaled for it says how in its scalings.
         Some((subscribers, rate))
-            if (design.subscribers as f64) > subscribers as f64 * EXTRAPOLATION
-                || design.rate > rate * EXTRAPOLATION =>
+            if (regime.subscribers as f64) > subscribers as f64 * EXTRAPOLATION
+                || regime.rate > rate * EXTRAPOLATION =>
         {
             found.say(
                 Weight::Unmeasured,
@@ -423,6 +457,24 @@ pub fn latency(facts: &Facts<'_>, found: &mut Findings) {
                 (interval * 1e3).floor().max(1.0)
             )
         });
+    }
+    // Polled within the budget and still over it: the server or its queue fell behind, so
+    // polling faster would not help.
+    if let Some(p99) = p99.as_ref().filter(|p99| {
+        measured <= design.p99_budget_ms / 1e3 && p99.value > design.p99_budget_ms * 1e3
+    }) {
+        found.costs.p99_us = Some(p99.value);
+        found.say(
+            Weight::Excludes,
+            Constraint::Latency,
+            format!(
+                "p99 {} polling every {measured_ms} ms {}, over the {budget} budget although it \
+                 polled within it",
+                micros(p99.value as u64),
+                p99.at()
+            ),
+        );
+        return;
     }
     if let Some(p99) = p99 {
         found.say(
