@@ -354,7 +354,16 @@ impl RecommendArgs {
                 Err(why) => return Err(why),
             };
             say(&measure::render::plan(&prepared));
-            let measured = measure::run(&prepared, &options).await?;
+            let measured = match measure::run(&prepared, &options).await {
+                Ok(measured) => measured,
+                // A run that could not finish is said with its reason; the others go on.
+                Err(why) if self.all_designs => {
+                    say(&format!("design {} not measured: {why:#}\n\n", design.name));
+                    summary.push(measure::render::Line::unscaled(design, &why));
+                    continue;
+                }
+                Err(why) => return Err(why),
+            };
             for run in &measured.runs {
                 say(&report::table::render(&run.results));
                 let picks = recommend::which_to_pick(&run.results);

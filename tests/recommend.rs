@@ -657,10 +657,17 @@ fn an_outage_row_is_not_cited_as_latency() {
 }
 
 /// Chat is rooms: its latency and CPU are cited from rows measured in rooms (the committed
-/// `workloads` run), never from the broadcast rows beside them.
+/// `workloads` run), never from the broadcast rows beside them; with its own runs
+/// (`results/designs/`, `recommend --measure`) beside them, from those.
 #[test]
 fn chat_is_judged_from_rows_measured_in_rooms() {
-    let evidence = Evidence::load(&[root().join("results")], Path::new("unused")).unwrap();
+    // The presets' runs alone: each top-level run directory, not the designs' own runs.
+    let presets: Vec<PathBuf> = std::fs::read_dir(root().join("results"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("results.json").is_file())
+        .collect();
+    let evidence = Evidence::load(&presets, Path::new("unused")).unwrap();
     let chat = recommend(&design("chat", DesignSettings::default()), &evidence);
     assert_eq!(first(&chat), "websocket");
     let latency = reason(&chat, "websocket", Constraint::Latency, Weight::Supports);
@@ -672,5 +679,15 @@ fn chat_is_judged_from_rows_measured_in_rooms() {
     assert!(
         cpu.contains("topics(") && cpu.contains("(workloads)"),
         "{cpu}"
+    );
+
+    let evidence = Evidence::load(&[root().join("results")], Path::new("unused")).unwrap();
+    let chat = recommend(&design("chat", DesignSettings::default()), &evidence);
+    assert!(chat.scalings.is_some(), "the design's own runs are read");
+    let latency = reason(&chat, "websocket", Constraint::Latency, Weight::Supports);
+    assert!(
+        latency.contains("topics(")
+            && latency.contains("(design-chat-delivery: the design's own run"),
+        "{latency}"
     );
 }

@@ -69,7 +69,7 @@ impl Line {
         }
     }
 
-    /// A design that could not be scaled honestly, and why.
+    /// A design that could not be scaled honestly, or whose runs could not finish, and why.
     pub fn unscaled(design: &Design, why: &anyhow::Error) -> Self {
         Self {
             design: design.name.clone(),

@@ -561,7 +561,11 @@ fn measured(scenario: &str, row: &Row<'_>, metric: Figure) -> Measured {
     }
 }
 
-/// The newest `results.json` of each scenario under `dir` (run ids sort by time).
+/// Where, inside a directory of runs, the standard designs' own runs are kept.
+pub const DESIGNS_DIR: &str = "designs";
+
+/// The newest `results.json` of each scenario under `dir` (run ids sort by time), and of each
+/// under its `designs/` directory.
 fn newest_per_scenario(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let entries = std::fs::read_dir(dir).with_context(|| {
         format!(
@@ -584,6 +588,17 @@ fn newest_per_scenario(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
         if !newest.iter().any(|(s, _)| *s == scenario) {
             newest.push((scenario, path));
         }
+    }
+    // The designs' own runs (`recommend --all-designs --measure --out results/designs`) sit
+    // in a directory of their own beside the presets' runs.
+    let designs = dir.join(DESIGNS_DIR);
+    if designs.is_dir() {
+        newest.extend(
+            newest_per_scenario(&designs)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|path| (String::new(), path)),
+        );
     }
     if newest.is_empty() {
         bail!(
