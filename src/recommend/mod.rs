@@ -254,6 +254,16 @@ fn relaxations(design: &Design, evidence: &Evidence) -> Vec<String> {
 
 /// The report's "which to pick": the standard designs against this run's figures.
 pub fn which_to_pick(results: &Results) -> Vec<Block> {
+    // A knee search's levels are offered at rates of its own choosing, never a design's: its
+    // figures reach a design as capacity (the knee table), not as rows to judge by.
+    if results.scenario.find_max {
+        return vec![Block::Paragraph(
+            "A knee search: its levels ran at rates of the search's choosing, so the standard \
+             designs are not judged from them here; `pushbench recommend` reads its knees as \
+             capacity."
+                .into(),
+        )];
+    }
     let evidence = Evidence::of(results.clone(), "results.json".into());
     let mut rows = Vec::new();
     for (name, text) in STANDARD_DESIGNS {
