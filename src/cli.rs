@@ -61,8 +61,9 @@ pub enum Command {
     Recommend(RecommendArgs),
     /// List the transports: what each is, its traits, colour and settings with defaults.
     Transports(TransportsArgs),
-    /// List a results file's rows, one JSON line per run: its key, its name as every output
-    /// shows it, its offered rate and repeat (for scripts that check reports).
+    /// List a results file's rows, one JSON line per run: its key, the name of the row every
+    /// output shows it in (its rounds fold into one), its offered rate and repeat (for scripts
+    /// that check reports).
     Rows(RowsArgs),
     /// Echo 64-byte messages on one connection (the calibration peer of `run`).
     #[command(hide = true)]
@@ -462,7 +463,8 @@ impl RowsArgs {
         let mut out = std::io::stdout().lock();
         for run in &results.runs {
             let line = serde_json::json!({
-                "label": run.key.label(),
+                // Rounds of one row are one series wherever results are shown.
+                "label": run.key.of_every_round().label(),
                 "key": run.key,
                 "offered_rate": run.offered_rate,
                 "repeat": run.repeat,

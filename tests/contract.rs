@@ -8,6 +8,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{assert_identical, deliver, deliver_with, spec};
 use pushbench::event::Rate;
 use pushbench::harness::{deliver_locally, RecordPlan, SubscriberRecord, TallySink};
@@ -206,8 +208,9 @@ async fn json_payloads_arrive_intact_and_compress(transport: Transport) {
 }
 
 /// Where the client keeps a quiet connection alive by pinging (MQTT's PINGREQ), it does so at
-/// the interval its setting names: with a one-second keep-alive and no event for 2.5 s, the
-/// server's side of the subscriber's connection reads the pings and answers them.
+/// the interval its setting names: with a one-second keep-alive and no event, the server's
+/// side of the subscriber's connection reads two pings and answers them, well before the
+/// setting's default interval would send one.
 async fn quiet_clients_ping_at_their_keep_alive(transport: Transport) {
     use pushbench::metrics::tcp_info;
     let KeepAlive::ClientPing(setting) = transport.traits().keep_alive else {
@@ -230,12 +233,17 @@ async fn quiet_clients_ping_at_their_keep_alive(transport: Transport) {
             .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
     };
     let before = read();
-    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
-    let after = read();
-    // PINGREQ and PINGRESP are two bytes each: at least two of each in 2.5 s.
+    // PINGREQ and PINGRESP are two bytes each: two of each, awaited (no event is published
+    // meanwhile, so nothing else crosses the connection).
+    let pinged = |after: (u64, u64)| after.0 >= before.0 + 4 && after.1 >= before.1 + 4;
+    let after = until(setting.default / 2, || {
+        Some(read()).filter(|&after| pinged(after))
+    })
+    .await;
     assert!(
-        after.0 >= before.0 + 4 && after.1 >= before.1 + 4,
-        "{transport}: {before:?} then {after:?} bytes (received, sent) while quiet"
+        after.is_some(),
+        "{transport}: {before:?} then {:?} bytes (received, sent) while quiet",
+        read()
     );
     server.publish(&spec, 1).await.unwrap();
     assert_identical(transport, &spec, &load.await.unwrap());
@@ -255,15 +263,39 @@ async fn quiet_streams_carry_keep_alives(transport: Transport) {
     let counters = config.counters.clone();
     let client = common::client_for(&config);
     let (mut server, load) = one_quiet_subscriber(transport, &spec, config, client).await;
-    // Past the subscription's own answer (headers, a first comment), into the quiet.
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let before = counters.totals().bytes_out;
-    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
-    let quiet = counters.totals().bytes_out - before;
-    assert!(quiet > 0, "{transport}: nothing written in 700 ms of quiet");
+    // Past the subscription's own answer (headers, a first comment), into the quiet: once the
+    // server has written something more, it writes again without an event.
+    let written = || counters.totals().bytes_out;
+    let first = written();
+    let quiet_from = until(Duration::from_secs(10), || {
+        Some(written()).filter(|&b| b > first)
+    })
+    .await
+    .expect("no keep-alive within 10 s");
+    let wrote = until(Duration::from_secs(10), || {
+        Some(()).filter(|()| written() > quiet_from)
+    });
+    assert!(
+        wrote.await.is_some(),
+        "{transport}: nothing written in 10 s of quiet with a 100 ms heartbeat"
+    );
     server.publish(&spec, 1).await.unwrap();
     assert_identical(transport, &spec, &load.await.unwrap());
     server.stop().await.unwrap();
+}
+
+/// Polls `ready` every 20 ms until it gives something or `within` passes.
+async fn until<T>(within: Duration, mut ready: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(value) = ready() {
+            return Some(value);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Whether `transport` declares the setting named `name`.

@@ -34,8 +34,8 @@ async fn run_with(faults: Faults, spec: &StreamSpec) -> Recorded {
     run.recorded
 }
 
-/// A fixed 20 ms delivery delay yields latencies (and service times) of at least 20 ms,
-/// centred near it: the delay is measured, not hidden.
+/// A fixed 20 ms delivery delay yields latencies (and service times) of at least 20 ms, every
+/// one of them: the delay is measured, not hidden.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn injected_fixed_delay_is_measured() {
     let spec = steady(200, 200.0);
@@ -53,12 +53,6 @@ async fn injected_fixed_delay_is_measured() {
             h.min() >= 20_000,
             "{name}: min {} us is below the injected 20 ms",
             h.min()
-        );
-        // Generous: the delay dominates, whatever the machine adds.
-        assert!(
-            h.value_at_quantile(0.5) < 120_000,
-            "{name}: p50 {} us",
-            h.value_at_quantile(0.5)
         );
     }
 }

@@ -134,6 +134,10 @@ async fn every_latency_through_the_link_is_at_least_its_delay() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sse_through_a_buffering_nginx_is_held_back() {
     use pushbench::link::via::VIA;
+    let nginx = ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "nginx"];
+    if common::needs("nginx", &nginx, "scripts/install-nginx").is_none() {
+        return;
+    }
     let out = scratch("nginx");
     let via: &[&str] = &["nginx-buffered", "nginx-unbuffered"];
     let options = small_run_with("sse", 300, &[(VIA.name, via)], &out);

@@ -10,7 +10,8 @@
 //! figure is the server's, and says so.
 
 use super::cpu_limit::SERVER_CPU_LIMIT;
-use super::run::{measure, Combination, Placed, RunOptions};
+use super::plan::Combination;
+use super::run::{measure, Placed, RunOptions};
 use crate::results::scenario::Stepped;
 use crate::results::stats;
 use crate::results::{Bound, MaxRate, Results, TransportResult};
@@ -63,101 +64,154 @@ async fn search(
     results: &mut Results,
 ) -> anyhow::Result<MaxRate> {
     let scenario = &options.scenario;
-    let budget_us = (scenario.p99_budget_ms * 1000.0) as u64;
-    let stepped = scenario.find_max_of;
-    let mut rate = match scenario.rate {
-        crate::event::Rate::PerSecond(rate) => rate,
-        crate::event::Rate::Max => 1000.0,
-    };
-    let mut subscribers = combination.key.subscribers;
-    let mut held: Option<(f64, usize, TransportResult)> = None;
-    let mut stopped_because = format!("still held after {MAX_LEVELS} levels");
-    // Doubling until a level fails, then halving the gap to the last that held.
-    let mut failed: Option<(f64, usize)> = None;
-    let mut bisected = 0;
-    // What was saturated at the nearest level above the knee: what gave out there.
-    let mut gave_out = None;
+    let budgets = (
+        (scenario.p99_budget_ms * 1000.0) as u64,
+        scenario.memory_budget_mb,
+    );
+    let mut bracket = Bracket::new(scenario, combination.key.subscribers);
     for _ in 0..MAX_LEVELS + BISECTIONS {
-        let mut level = scenario.clone();
-        level.rate = crate::event::Rate::PerSecond(rate);
-        level.events = (rate * LEVEL_SECS).round().max(100.0) as u64;
-        level.warmup = LEVEL_WARMUP;
-        let mut at = combination.clone();
-        at.key.subscribers = subscribers;
-        // Rounds apply to each level: its verdict is their median p99 and the worst of the rest.
-        let mut rounds = Vec::new();
-        for round in 0..scenario.repeat.max(1) {
-            at.key.round = round;
-            let result = measure(options, &level, &at, placed).await?;
-            results.runs.push(result.clone());
-            results.write(placed.dir)?;
-            rounds.push(result);
+        let (rate, subscribers) = (bracket.rate, bracket.subscribers);
+        let rounds = level(options, combination, (rate, subscribers), placed, results).await?;
+        let verdict = verdict(&rounds, budgets, (bracket.stepped, rate, subscribers));
+        bracket.judged(verdict, median_round(rounds));
+        if !bracket.step() {
+            break;
         }
-        let budgets = (budget_us, scenario.memory_budget_mb);
-        match verdict(&rounds, budgets, (stepped, rate, subscribers)) {
+    }
+    Ok(bracket.knee(combination))
+}
+
+/// Measures one level (`rate` a second to `subscribers`), in every round the scenario asks
+/// for, each recorded as it finishes.
+async fn level(
+    options: &RunOptions,
+    combination: &Combination,
+    (rate, subscribers): (f64, usize),
+    placed: &Placed<'_>,
+    results: &mut Results,
+) -> anyhow::Result<Vec<TransportResult>> {
+    let mut level = options.scenario.clone();
+    level.rate = crate::event::Rate::PerSecond(rate);
+    level.events = (rate * LEVEL_SECS).round().max(100.0) as u64;
+    level.warmup = LEVEL_WARMUP;
+    let mut at = combination.clone();
+    at.key.subscribers = subscribers;
+    // Rounds apply to each level: its verdict is their median p99 and the worst of the rest.
+    let mut rounds = Vec::new();
+    for round in 0..level.repeat.max(1) {
+        at.key.round = round;
+        let result = measure(options, &level, &at, placed).await?;
+        results.runs.push(result.clone());
+        results.write(placed.dir)?;
+        rounds.push(result);
+    }
+    Ok(rounds)
+}
+
+/// Where a search stands: the level to measure next, the last that held and the nearest that
+/// failed. It doubles until a level fails, then halves the gap to the last that held.
+struct Bracket {
+    stepped: Stepped,
+    rate: f64,
+    subscribers: usize,
+    /// The last level that held, with its median round.
+    held: Option<(f64, usize, TransportResult)>,
+    /// The nearest level that failed.
+    failed: Option<(f64, usize)>,
+    bisected: usize,
+    /// What was saturated at the nearest level above the knee: what gave out there.
+    gave_out: Option<Bound>,
+    stopped_because: String,
+}
+
+impl Bracket {
+    fn new(scenario: &crate::results::scenario::Scenario, subscribers: usize) -> Self {
+        Self {
+            stepped: scenario.find_max_of,
+            rate: match scenario.rate {
+                crate::event::Rate::PerSecond(rate) => rate,
+                crate::event::Rate::Max => 1000.0,
+            },
+            subscribers,
+            held: None,
+            failed: None,
+            bisected: 0,
+            gave_out: None,
+            stopped_because: format!("still held after {MAX_LEVELS} levels"),
+        }
+    }
+
+    /// Takes the verdict on the level just measured (`None`: it held) and its median round.
+    fn judged(&mut self, verdict: Option<String>, median: TransportResult) {
+        match verdict {
             Some(why) => {
-                stopped_because = why;
-                failed = Some((rate, subscribers));
-                gave_out = median_round(rounds).bound;
+                self.stopped_because = why;
+                self.failed = Some((self.rate, self.subscribers));
+                self.gave_out = median.bound;
             }
-            None => held = Some((rate, subscribers, median_round(rounds))),
+            None => self.held = Some((self.rate, self.subscribers, median)),
         }
-        let Some((failed_rate, failed_subscribers)) = failed else {
-            match stepped {
-                Stepped::Rate => rate *= 2.0,
-                Stepped::Subscribers => subscribers *= 2,
+    }
+
+    /// Moves to the next level: doubling until one fails, then halfway between the last that
+    /// held and the nearest that failed (holding, it becomes the bound below; failing, the
+    /// bound above). `false` once the knee is found: nothing held at all, or the gap is
+    /// halved enough.
+    fn step(&mut self) -> bool {
+        let Some((failed_rate, failed_subscribers)) = self.failed else {
+            match self.stepped {
+                Stepped::Rate => self.rate *= 2.0,
+                Stepped::Subscribers => self.subscribers *= 2,
             }
-            continue;
+            return true;
         };
-        // Nothing held at all, or the gap is halved enough: the knee is found.
-        let Some((held_rate, held_subscribers, _)) = held.as_ref() else {
-            break;
+        let Some((held_rate, held_subscribers, _)) = self.held.as_ref() else {
+            return false;
         };
-        if bisected == BISECTIONS {
-            break;
+        if self.bisected == BISECTIONS {
+            return false;
         }
-        bisected += 1;
-        match stepped {
-            Stepped::Rate => rate = (held_rate + failed_rate) / 2.0,
+        self.bisected += 1;
+        match self.stepped {
+            Stepped::Rate => self.rate = (held_rate + failed_rate) / 2.0,
             Stepped::Subscribers => {
-                subscribers = (held_subscribers + failed_subscribers) / 2;
-                if subscribers == *held_subscribers {
-                    break;
-                }
+                self.subscribers = (held_subscribers + failed_subscribers) / 2;
+                return self.subscribers != *held_subscribers;
             }
         }
-        // The level between: holding, it becomes the bound below; failing, the bound above.
+        true
     }
-    let limit = SERVER_CPU_LIMIT.read(&combination.settings);
-    let mut knee = MaxRate {
-        key: crate::results::key::RowKey {
-            round: 0,
-            ..combination.key.clone()
-        },
-        events_per_s: 0.0,
-        p99_us: 0,
-        stopped_because,
-        stepped,
-        subscribers_held: None,
-        deliveries_per_s: None,
-        server_cores: (limit > 0.0).then_some(limit),
-        server_rss_bytes: None,
-        server_cpu_share: None,
-        bound: None,
-        note: None,
-    };
-    if let Some((rate, subscribers, at)) = held {
-        knee.events_per_s = rate;
-        knee.p99_us = at.latency_us.p99;
-        knee.subscribers_held = (stepped == Stepped::Subscribers).then_some(subscribers);
-        knee.deliveries_per_s = Some(at.throughput.events_per_s);
-        knee.server_rss_bytes = at.server_peak_rss_bytes;
-        knee.server_cpu_share = at.server_cpu_share;
-        // The knee is bound by what gave out just above it; the level that held, within an
-        // eighth of a doubling of it, is then near saturation but may fall just short.
-        knee.bound = gave_out.or(at.bound);
+
+    /// The knee: the last level that held, with what was measured there.
+    fn knee(self, combination: &Combination) -> MaxRate {
+        let limit = SERVER_CPU_LIMIT.read(&combination.settings);
+        let mut knee = MaxRate {
+            key: combination.key.of_every_round(),
+            events_per_s: 0.0,
+            p99_us: 0,
+            stopped_because: self.stopped_because,
+            stepped: self.stepped,
+            subscribers_held: None,
+            deliveries_per_s: None,
+            server_cores: (limit > 0.0).then_some(limit),
+            server_rss_bytes: None,
+            server_cpu_share: None,
+            bound: None,
+            note: None,
+        };
+        if let Some((rate, subscribers, at)) = self.held {
+            knee.events_per_s = rate;
+            knee.p99_us = at.latency_us.p99;
+            knee.subscribers_held = (self.stepped == Stepped::Subscribers).then_some(subscribers);
+            knee.deliveries_per_s = Some(at.throughput.events_per_s);
+            knee.server_rss_bytes = at.server_peak_rss_bytes;
+            knee.server_cpu_share = at.server_cpu_share;
+            // The knee is bound by what gave out just above it; the level that held, within
+            // an eighth of a doubling of it, is then near saturation but may fall just short.
+            knee.bound = self.gave_out.or(at.bound);
+        }
+        knee
     }
-    Ok(knee)
 }
 
 /// Why a level failed, if it did: a round lost events or was refused; the median p99 of its

@@ -106,39 +106,13 @@ pub async fn run_job(
     job: &LoadJob,
     on_connected: impl FnOnce(usize, ProcessSample, ProcessSample),
 ) -> anyhow::Result<LoadPart> {
-    // A setting the transport does not take, or a value that does not parse, is refused
-    // before anything connects rather than run at its default.
-    job.config
-        .settings
-        .check(&job.transport.settings())
-        .map_err(|why| anyhow::anyhow!("{}: {why}", job.transport))?;
-    job.config
-        .credentials
-        .check(job.transport.spec(), Side::Client)
-        .map_err(anyhow::Error::msg)?;
-    if let Some(why) = crate::transport::upstream::refusal(&job.config.settings, &job.spec) {
-        anyhow::bail!(why);
-    }
+    refuse(job)?;
     if let Some(cpus) = &job.cpus {
         process::pin_this_process(cpus)?;
     }
     let before = process::sample(None).unwrap_or_default();
     let mut job = job.clone();
-    // A server on loopback shares this host's clock: nothing to measure.
-    let clock_before = if job.measure_clock && !job.target.addr.ip().is_loopback() {
-        let sample = match probe::measure(job.target.addr, job.config.bind).await {
-            Ok(sample) => sample,
-            Err(error) => return Err(unreachable_or(job.target.addr, error).await),
-        };
-        // From here on this process reads the server's clock.
-        clock::correct_by(sample.offset_ns);
-        // Seconds count from a whole second of the server's clock, so the intervals of workers
-        // started apart line up when their parts are merged.
-        job.interval_origin_ns = now_ns() / 1_000_000_000 * 1_000_000_000;
-        Some(sample)
-    } else {
-        None
-    };
+    let clock_before = sync_clock(&mut job).await?;
     let plan = RecordPlan::of(
         &job.spec,
         job.warmup.as_nanos() as u64,
@@ -192,24 +166,67 @@ pub async fn run_job(
         }),
         None => None,
     };
+    let mut part = part_of(job, &plan, &records);
+    part.process = WorkerProcess {
+        before,
+        connected,
+        end,
+    };
+    part.clock = clock;
+    Ok(part)
+}
+
+/// A setting the transport does not take, a value that does not parse, a credential it does
+/// not use or two-way traffic it cannot carry: refused before anything connects rather than
+/// run at its default.
+fn refuse(job: &LoadJob) -> anyhow::Result<()> {
+    job.config
+        .settings
+        .check(&job.transport.settings())
+        .map_err(|why| anyhow::anyhow!("{}: {why}", job.transport))?;
+    job.config
+        .credentials
+        .check(job.transport.spec(), Side::Client)
+        .map_err(anyhow::Error::msg)?;
+    if let Some(why) = crate::transport::upstream::refusal(&job.config.settings, &job.spec) {
+        anyhow::bail!(why);
+    }
+    Ok(())
+}
+
+/// Against a server on another host, measures its clock and reads it from here on, counting
+/// intervals from a whole second of it (so the intervals of workers started apart line up
+/// when their parts are merged). A server on loopback shares this host's clock: nothing to
+/// measure.
+async fn sync_clock(job: &mut LoadJob) -> anyhow::Result<Option<probe::OffsetSample>> {
+    if !job.measure_clock || job.target.addr.ip().is_loopback() {
+        return Ok(None);
+    }
+    let sample = match probe::measure(job.target.addr, job.config.bind).await {
+        Ok(sample) => sample,
+        Err(error) => return Err(unreachable_or(job.target.addr, error).await),
+    };
+    clock::correct_by(sample.offset_ns);
+    job.interval_origin_ns = now_ns() / 1_000_000_000 * 1_000_000_000;
+    Ok(Some(sample))
+}
+
+/// The worker's part from its subscribers' records: what they recorded, the TLS handshakes,
+/// the load side's sockets, the slow consumer, and the settings they ran with (defaults
+/// included, so results record them).
+fn part_of(job: &LoadJob, plan: &RecordPlan, records: &[SubscriberRecord]) -> LoadPart {
     let recorded = plan.recording.finish();
     let mut part = LoadPart::new(
         job.worker,
         job.transport,
         &job.spec,
         job.interval_origin_ns,
-        &records,
+        records,
         &recorded,
     );
     let tls = job.config.tls.handshakes.histogram();
     part.histograms.tls_handshake_us = (!tls.is_empty()).then(|| latency::encode(&tls));
-    part.process = WorkerProcess {
-        before,
-        connected,
-        end,
-    };
     part.sockets = job.config.counters.totals();
-    part.clock = clock;
     part.cpus = process::available_cpus().len();
     part.slow_consumer = records.iter().find(|r| r.apart).map(|r| SlowConsumer {
         read_rate: job.config.read_rate.unwrap_or_default(),
@@ -218,12 +235,11 @@ pub async fn run_job(
         worst_latency_us: r.worst_latency_us,
         ended_early: r.error.is_some(),
     });
-    // What the subscribers ran with, defaults included, so results record it.
     part.settings = job
         .config
         .settings
         .effective(&job.transport.settings(), Side::Client);
-    Ok(part)
+    part
 }
 
 /// Why the clock could not be measured: the server is not there at all (TCP says so), or it is

@@ -13,11 +13,12 @@ use anyhow::{bail, Context as _};
 use crate::metrics::latency::Percentiles;
 use crate::results::key::RowKey;
 use crate::results::scenario::Scenario;
-use crate::results::{Calibration, Placement, Results, Settings, TransportResult, SCHEMA_VERSION};
-use crate::transport::{ServerConfig, SettingValues, Side};
+use crate::results::{Calibration, Placement, Results};
+use crate::transport::{SettingValues, Side};
 
 use super::part::Merged;
-use super::summary::{summarise, write_interval_log, Row, Summary};
+use super::plan::with_implementations;
+use super::summary::{no_rows_yet, summarise, write_interval_log, Row, Summary};
 use crate::protocol::{LoadPart, PartFile, ServerPart};
 
 /// What `merge` wrote.
@@ -141,49 +142,73 @@ fn check_one_run(
 /// The merged measurement as results: one row, written with its interval log.
 fn results(server: &ServerPart, merged: &Merged, out: &Path) -> anyhow::Result<MergeOutcome> {
     let transport = server.transport;
-    let stats = &server.stats;
     let run_id = format!(
         "{}-merged-{}",
         crate::results::utc_stamp(server.started_unix),
         transport.name()
     );
     let dir = out.join(&run_id);
-    let scenario =
-        Scenario::of_one_stream("merged", transport, merged.counts.subscribers, &server.spec);
-    // What the processes ran with: the server's settings and the load's.
-    let mut settings: SettingValues = server.settings.clone();
-    settings.0.extend(merged.settings.0.clone());
-    // Which implementations ran, as each side reported its settings.
-    let mut key = RowKey::own(
-        transport,
-        merged.counts.subscribers,
-        server.spec.payload.clone(),
-        SettingValues::default(),
-    );
-    key.workload = crate::results::key::Workload::of(&server.spec.workload);
-    key.server_impl = transport
-        .server_impl(&server.settings)
-        .map_err(anyhow::Error::msg)?
-        .name
-        .to_owned();
-    key.client_impl = transport
-        .client_impl(&merged.settings)
-        .map_err(anyhow::Error::msg)?
-        .name
-        .to_owned();
+    let key = key_of(server, merged)?;
     let row = Row {
         key: &key,
         repeat: 0,
     };
     let started = UNIX_EPOCH + Duration::from_secs(server.started_unix);
     let interval_log = write_interval_log(&dir, &row, merged, started)?;
+    let result = summarise(summary_of(server, merged, row, interval_log));
+    let mut results = no_rows_yet(
+        (run_id, server.started_unix),
+        server.machine.clone(),
+        Placement {
+            pinned: false,
+            load_cpus: Vec::new(),
+            server_cpus: Vec::new(),
+        },
+        // Nothing was timed between the hosts before the stream but the clock probes, which
+        // each row's clock offsets carry.
+        Calibration {
+            round_trips: 0,
+            rtt_us: Percentiles::default(),
+        },
+        Scenario::of_one_stream("merged", transport, merged.counts.subscribers, &server.spec),
+    );
+    results.complete = true;
+    results.runs.push(result);
+    let path = results.write(&dir)?;
+    Ok(MergeOutcome { path, results })
+}
+
+/// The row's key: the server's stream, with the implementations each side reported running.
+fn key_of(server: &ServerPart, merged: &Merged) -> anyhow::Result<RowKey> {
+    let mut key = RowKey::own(
+        server.transport,
+        merged.counts.subscribers,
+        server.spec.payload.clone(),
+        SettingValues::default(),
+    );
+    key.workload = crate::results::key::Workload::of(&server.spec.workload);
+    with_implementations(&mut key, &server.settings, &merged.settings)?;
+    Ok(key)
+}
+
+/// What the row is made of: the server's part (its stats and samples, taken on its host) and
+/// the merged load parts.
+fn summary_of<'a>(
+    server: &'a ServerPart,
+    merged: &'a Merged,
+    row: Row<'a>,
+    interval_log: Option<String>,
+) -> Summary<'a> {
+    let stats = &server.stats;
+    // What the processes ran with: the server's settings and the load's.
+    let mut settings: SettingValues = server.settings.clone();
+    settings.0.extend(merged.settings.0.clone());
     let client_rss: u64 = merged
         .workers
         .iter()
         .map(|w| w.connected.rss_bytes.saturating_sub(w.before.rss_bytes))
         .sum();
-    let load_cpus = merged.workers.len().max(1);
-    let result: TransportResult = summarise(Summary {
+    Summary {
         row,
         spec: &server.spec,
         merged,
@@ -197,46 +222,16 @@ fn results(server: &ServerPart, merged: &Merged, out: &Path) -> anyhow::Result<M
         kernel_socket_bytes: stats.kernel_socket_bytes,
         established: stats.subscribers_at_start,
         server_cpus: server.cpus as f64,
-        load_cpus: load_cpus_of(merged).unwrap_or(load_cpus),
+        load_cpus: load_cpus_of(merged).unwrap_or(merged.workers.len().max(1)),
         steal_share: None,
         interval_log,
         not_applied: Vec::new(),
-        settings: settings.effective(&super::settings::settings_of(transport), Side::Both),
+        settings: settings.effective(&super::settings::settings_of(server.transport), Side::Both),
         origin_ns: merged.interval_origin_ns,
         restarted: None,
         blackout: None,
         server_samples: Vec::new(),
-    });
-    let defaults = ServerConfig::default();
-    let results = Results {
-        schema_version: SCHEMA_VERSION,
-        run_id,
-        started_unix: server.started_unix,
-        complete: true,
-        machine: server.machine.clone(),
-        placement: Placement {
-            pinned: false,
-            load_cpus: Vec::new(),
-            server_cpus: Vec::new(),
-        },
-        // Nothing was timed between the hosts before the stream but the clock probes, which
-        // each row's clock offsets carry.
-        calibration: Calibration {
-            round_trips: 0,
-            rtt_us: Percentiles::default(),
-        },
-        settings: Settings {
-            batch_events: defaults.batch.events,
-            batch_bytes: defaults.batch.bytes,
-            heartbeat_secs: defaults.heartbeat.as_secs_f64(),
-        },
-        scenario,
-        runs: vec![result],
-        max_rates: Vec::new(),
-        rounds: None,
-    };
-    let path = results.write(&dir)?;
-    Ok(MergeOutcome { path, results })
+    }
 }
 
 /// CPUs the load workers had, summed, when their parts say.

@@ -1,14 +1,20 @@
 //! Runs subscribers against a server and judges what they received: the load half of a
 //! measurement, generic over the transport, and the `pushbench run` driver around it.
 
+// Each function here does one step of a pipeline: long ones are split (clippy.toml).
+#![warn(clippy::too_many_lines)]
+
 pub mod calibrate;
 pub mod cpu_limit;
+mod disrupt;
 mod knee;
 pub mod ledger;
 mod load;
 mod local;
 mod merge;
 mod part;
+mod plan;
+mod rig;
 mod rounds;
 mod run;
 pub mod settings;

@@ -218,20 +218,18 @@ impl Merged {
     /// Merges parts of one stream, refusing parts of another stream or transport.
     pub fn of(parts: &[LoadPart]) -> Result<Self, MergeError> {
         let first = parts.first().ok_or(MergeError::Empty)?;
-        let describe = |p: &LoadPart| {
-            format!(
-                "{} with seed {}, {} events, payload {}, rate {}",
-                p.transport, p.spec.seed, p.spec.count, p.spec.payload, p.spec.rate
-            ) + &if p.settings.is_empty() {
-                String::new()
-            } else {
-                format!(", {}", p.settings.label())
-            }
-        };
-        let decode = |worker: usize, text: &str| {
-            latency::decode(text).map_err(|why| MergeError::Histogram { worker, why })
-        };
-        let mut merged = Merged {
+        let origin_ns = parts.iter().map(|p| p.interval_origin_ns).min();
+        let mut merged = Self::empty(first, origin_ns.unwrap_or(0));
+        for part in parts {
+            let later = merged.seconds_later(first, part)?;
+            merged.add(part, later)?;
+        }
+        Ok(merged)
+    }
+
+    /// Nothing merged yet, of `first`'s stream, with intervals from `interval_origin_ns`.
+    fn empty(first: &LoadPart, interval_origin_ns: u64) -> Self {
+        Merged {
             transport: first.transport,
             settings: first.settings.clone(),
             spec: first.spec.clone(),
@@ -256,106 +254,119 @@ impl Merged {
             slow_consumer: None,
             workers: Vec::new(),
             sockets: SocketTotals::default(),
-            interval_origin_ns: parts
-                .iter()
-                .map(|p| p.interval_origin_ns)
-                .min()
-                .unwrap_or(0),
+            interval_origin_ns,
             clocks: Vec::new(),
             cpus: 0,
-        };
-        for part in parts {
-            if part.spec != first.spec
-                || part.transport != first.transport
-                || part.settings != first.settings
-            {
-                return Err(MergeError::Mismatch {
-                    worker: part.worker,
-                    what: describe(part),
-                    first: describe(first),
-                });
-            }
-            // Workers started apart (on several hosts) count their seconds from whole seconds
-            // of the server's clock, so their intervals line up by whole seconds.
-            let later_ns = part.interval_origin_ns - merged.interval_origin_ns;
-            if later_ns % 1_000_000_000 != 0 {
-                return Err(MergeError::Mismatch {
-                    worker: part.worker,
-                    what: format!("intervals from {} ns", part.interval_origin_ns),
-                    first: format!(
-                        "{} ns, not a whole number of seconds apart",
-                        merged.interval_origin_ns
-                    ),
-                });
-            }
-            let later = (later_ns / 1_000_000_000) as usize;
-            let w = part.worker;
-            merged.counts.merge(&part.counts);
-            for error in &part.errors {
-                if merged.errors.len() < ERRORS_KEPT && !merged.errors.contains(error) {
-                    merged.errors.push(error.clone());
-                }
-            }
-            merged.first_sent_ns = min_some(merged.first_sent_ns, part.first_sent_ns);
-            merged.last_received_ns = merged.last_received_ns.max(part.last_received_ns);
-            let h = &part.histograms;
-            latency::merge(&mut merged.latency, &decode(w, &h.latency_us)?);
-            latency::merge(&mut merged.service, &decode(w, &h.service_time_us)?);
-            latency::merge(&mut merged.handshakes, &decode(w, &h.handshake_us)?);
-            latency::merge(&mut merged.first_events, &decode(w, &h.first_event_us)?);
-            if let Some(text) = &h.tls_handshake_us {
-                latency::merge(&mut merged.tls_handshakes, &decode(w, text)?);
-            }
-            if let Some(text) = &h.events_per_response {
-                let b = decode(w, text)?;
-                let into = merged
-                    .batches
-                    .get_or_insert_with(|| Histogram::new_from(&b));
-                into.add(&b).map_err(|e| MergeError::Histogram {
-                    worker: w,
-                    why: format!("events per response: {e:?}"),
-                })?;
-            }
-            for (second, text) in h.seconds.iter().enumerate() {
-                let second = second + later;
-                if merged.seconds.len() <= second {
-                    merged.seconds.resize_with(second + 1, latency::histogram);
-                }
-                latency::merge(&mut merged.seconds[second], &decode(w, text)?);
-            }
-            merged.fanout.merge(&part.fanout);
-            merged.timeline.merge_later(&part.timeline, later);
-            merged.outage_ns = match (merged.outage_ns, part.outage_ns) {
-                (Some(a), Some(b)) => Some(span(a, b)),
-                (a, b) => a.or(b),
-            };
-            merged.reconnections.extend(&part.reconnections);
-            if let Some(copies) = &part.copies {
-                merged
-                    .copies
-                    .get_or_insert_with(Default::default)
-                    .add(copies);
-            }
-            for (into, text) in [
-                (&mut merged.round_trip, &h.round_trip_us),
-                (&mut merged.copy_latency, &h.copies_us),
-            ] {
-                if let Some(text) = text {
-                    latency::merge(
-                        into.get_or_insert_with(latency::histogram),
-                        &decode(w, text)?,
-                    );
-                }
-            }
-            merged.slow_consumer = merged.slow_consumer.or(part.slow_consumer);
-            merged.workers.push(part.process);
-            merged.sockets = merged.sockets + part.sockets;
-            merged
-                .clocks
-                .extend(part.clock.map(|clock| (part.worker, clock)));
-            merged.cpus += part.cpus;
         }
-        Ok(merged)
+    }
+
+    /// How many whole seconds after the merged intervals' origin `part`'s begin, once it is
+    /// known to be of `first`'s stream, transport and settings.
+    fn seconds_later(&self, first: &LoadPart, part: &LoadPart) -> Result<usize, MergeError> {
+        let describe = |p: &LoadPart| {
+            format!(
+                "{} with seed {}, {} events, payload {}, rate {}",
+                p.transport, p.spec.seed, p.spec.count, p.spec.payload, p.spec.rate
+            ) + &if p.settings.is_empty() {
+                String::new()
+            } else {
+                format!(", {}", p.settings.label())
+            }
+        };
+        if part.spec != first.spec
+            || part.transport != first.transport
+            || part.settings != first.settings
+        {
+            return Err(MergeError::Mismatch {
+                worker: part.worker,
+                what: describe(part),
+                first: describe(first),
+            });
+        }
+        // Workers started apart (on several hosts) count their seconds from whole seconds
+        // of the server's clock, so their intervals line up by whole seconds.
+        let later_ns = part.interval_origin_ns - self.interval_origin_ns;
+        if later_ns % 1_000_000_000 != 0 {
+            return Err(MergeError::Mismatch {
+                worker: part.worker,
+                what: format!("intervals from {} ns", part.interval_origin_ns),
+                first: format!(
+                    "{} ns, not a whole number of seconds apart",
+                    self.interval_origin_ns
+                ),
+            });
+        }
+        Ok((later_ns / 1_000_000_000) as usize)
+    }
+
+    /// Adds one part, whose intervals begin `later` seconds after the merged ones.
+    fn add(&mut self, part: &LoadPart, later: usize) -> Result<(), MergeError> {
+        self.counts.merge(&part.counts);
+        for error in &part.errors {
+            if self.errors.len() < ERRORS_KEPT && !self.errors.contains(error) {
+                self.errors.push(error.clone());
+            }
+        }
+        self.first_sent_ns = min_some(self.first_sent_ns, part.first_sent_ns);
+        self.last_received_ns = self.last_received_ns.max(part.last_received_ns);
+        self.add_histograms(part, later)?;
+        self.fanout.merge(&part.fanout);
+        self.timeline.merge_later(&part.timeline, later);
+        self.outage_ns = match (self.outage_ns, part.outage_ns) {
+            (Some(a), Some(b)) => Some(span(a, b)),
+            (a, b) => a.or(b),
+        };
+        self.reconnections.extend(&part.reconnections);
+        if let Some(copies) = &part.copies {
+            self.copies.get_or_insert_with(Default::default).add(copies);
+        }
+        self.slow_consumer = self.slow_consumer.or(part.slow_consumer);
+        self.workers.push(part.process);
+        self.sockets = self.sockets + part.sockets;
+        self.clocks
+            .extend(part.clock.map(|clock| (part.worker, clock)));
+        self.cpus += part.cpus;
+        Ok(())
+    }
+
+    /// Adds one part's histograms, each decoded and checked before it is trusted.
+    fn add_histograms(&mut self, part: &LoadPart, later: usize) -> Result<(), MergeError> {
+        let w = part.worker;
+        let decode = |text: &str| {
+            latency::decode(text).map_err(|why| MergeError::Histogram { worker: w, why })
+        };
+        let h = &part.histograms;
+        latency::merge(&mut self.latency, &decode(&h.latency_us)?);
+        latency::merge(&mut self.service, &decode(&h.service_time_us)?);
+        latency::merge(&mut self.handshakes, &decode(&h.handshake_us)?);
+        latency::merge(&mut self.first_events, &decode(&h.first_event_us)?);
+        if let Some(text) = &h.tls_handshake_us {
+            latency::merge(&mut self.tls_handshakes, &decode(text)?);
+        }
+        if let Some(text) = &h.events_per_response {
+            let b = decode(text)?;
+            let into = self.batches.get_or_insert_with(|| Histogram::new_from(&b));
+            into.add(&b).map_err(|e| MergeError::Histogram {
+                worker: w,
+                why: format!("events per response: {e:?}"),
+            })?;
+        }
+        for (second, text) in h.seconds.iter().enumerate() {
+            let second = second + later;
+            if self.seconds.len() <= second {
+                self.seconds.resize_with(second + 1, latency::histogram);
+            }
+            latency::merge(&mut self.seconds[second], &decode(text)?);
+        }
+        for (into, text) in [
+            (&mut self.round_trip, &h.round_trip_us),
+            (&mut self.copy_latency, &h.copies_us),
+        ] {
+            if let Some(text) = text {
+                latency::merge(into.get_or_insert_with(latency::histogram), &decode(text)?);
+            }
+        }
+        Ok(())
     }
 
     /// Seconds from the first event sent to the last event received, over all subscribers.

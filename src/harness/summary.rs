@@ -1,7 +1,7 @@
-//! One row of the results from what was measured: the merged load parts, the server's stats
-//! and the process samples become a [`TransportResult`], with its interval log and fault
-//! windows. `run` builds its rows here, and `merge` builds rows of parts measured across hosts
-//! the same way.
+//! The last step of `pushbench run`: one row of the results from what was measured (the merged
+//! load parts, the server's stats and the process samples become a [`TransportResult`], with
+//! its interval log and fault windows), and the results the rows go in. `run` builds its rows
+//! here, and `merge` builds rows of parts measured across hosts the same way.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
@@ -13,19 +13,22 @@ use crate::clock::now_ns;
 use crate::event::StreamSpec;
 use crate::metrics::faults::{self, FaultWindow};
 use crate::metrics::latency::{self, Percentiles};
+use crate::metrics::machine::Machine;
 use crate::metrics::process::TimedSample;
 use crate::metrics::storm::StormEffect;
 use crate::protocol::ServeStats;
 use crate::results::key::RowKey;
+use crate::results::scenario::Scenario;
 use crate::results::two_way::TwoWay;
 use crate::results::{
-    Bound, ClockOffsets, Connection, HandshakeTimes, Histograms, Throughput, TransportResult,
-    WorkerClock,
+    Bound, Calibration, ClockOffsets, Connection, HandshakeTimes, Histograms, Placement, Results,
+    Settings, Throughput, TransportResult, WorkerClock, SCHEMA_VERSION,
 };
 use crate::transport::listener::DROP_EVERY;
 use crate::transport::resume::OUTAGE;
 use crate::transport::storm::{Storm, StormKind, STORM_AFTER};
 use crate::transport::upstream::UPSTREAM_RATE;
+use crate::transport::ServerConfig;
 use crate::transport::SettingValues;
 
 use super::part::Merged;
@@ -64,7 +67,7 @@ fn storm_window(
     settings: &SettingValues,
     stats: &ServeStats,
     blackout: Option<(u64, u64)>,
-) -> Option<(Storm, (u64, u64))> {
+) -> Option<StormWindow> {
     let storm = Storm::planned(settings)?;
     let window = match storm.kind {
         StormKind::Close => stats.storm_ns.map(|at| (at, at)),
@@ -208,83 +211,123 @@ pub(super) struct Summary<'a> {
     pub server_samples: Vec<TimedSample>,
 }
 
+/// A run's results before any row: the machine, where the processes ran, its floor, the
+/// settings every server shares, and what is measured.
+pub(super) fn no_rows_yet(
+    (run_id, started_unix): (String, u64),
+    machine: Machine,
+    placement: Placement,
+    calibration: Calibration,
+    scenario: Scenario,
+) -> Results {
+    // Every server child runs with these (each gets its config over the protocol; each
+    // transport's own settings are recorded per row, as the children report them).
+    let defaults = ServerConfig::default();
+    Results {
+        schema_version: SCHEMA_VERSION,
+        run_id,
+        started_unix,
+        complete: false,
+        machine,
+        placement,
+        calibration,
+        settings: Settings {
+            batch_events: defaults.batch.events,
+            batch_bytes: defaults.batch.bytes,
+            heartbeat_secs: defaults.heartbeat.as_secs_f64(),
+        },
+        scenario,
+        runs: Vec::new(),
+        max_rates: Vec::new(),
+        rounds: None,
+    }
+}
+
+/// The stream's span and deliveries, which every rate and cost is divided by.
+struct Per {
+    span_secs: f64,
+    delivered: u64,
+}
+
+impl Per {
+    /// `n` a second over the stream's span (0 for an empty span).
+    fn second(&self, n: f64) -> f64 {
+        if self.span_secs > 0.0 {
+            n / self.span_secs
+        } else {
+            0.0
+        }
+    }
+
+    /// `n` per event delivered (0 when none was).
+    fn delivery(&self, n: f64) -> f64 {
+        if self.delivered > 0 {
+            n / self.delivered as f64
+        } else {
+            0.0
+        }
+    }
+
+    /// The share of `cpus` CPUs that `cpu_us` of CPU time kept busy over the span.
+    fn share(&self, cpu_us: f64, cpus: f64) -> f64 {
+        if self.span_secs > 0.0 && cpus > 0.0 {
+            cpu_us / (self.span_secs * 1e6 * cpus)
+        } else {
+            0.0
+        }
+    }
+}
+
+/// CPU time both sides spent on the stream, us.
+struct CpuSpent {
+    load_us: u64,
+    /// A restarted server's is its two lives' (the first sampled at its kill).
+    server_us: f64,
+    /// Whether the server's CPU and memory were measured (no part ran in a process nobody
+    /// named).
+    server_measured: bool,
+}
+
+impl CpuSpent {
+    fn of(s: &Summary<'_>) -> Self {
+        Self {
+            load_us: s
+                .merged
+                .workers
+                .iter()
+                .map(|w| w.end.cpu_us.saturating_sub(w.connected.cpu_us))
+                .sum(),
+            server_us: (s.stats.transport_cpu_us() + s.restarted.map_or(0, |r| r.first_life_cpu_us))
+                as f64,
+            server_measured: s.stats.unmeasured.is_none(),
+        }
+    }
+}
+
 /// Turns the merged load parts, the server's stats and the process samples into one result.
 pub(super) fn summarise(s: Summary<'_>) -> TransportResult {
     let merged = s.merged;
     let counts = &merged.counts;
-    let subscribers = counts.subscribers.max(1);
-    let delivered = counts.delivered;
-    let span_secs = merged.span_secs();
-    let per_sec = |n: f64| if span_secs > 0.0 { n / span_secs } else { 0.0 };
-    let per_delivery = |n: f64| {
-        if delivered > 0 {
-            n / delivered as f64
-        } else {
-            0.0
-        }
+    let per = Per {
+        span_secs: merged.span_secs(),
+        delivered: counts.delivered,
     };
-    let share = |cpu_us: f64, cpus: f64| {
-        if span_secs > 0.0 && cpus > 0.0 {
-            cpu_us / (span_secs * 1e6 * cpus)
-        } else {
-            0.0
-        }
-    };
-    let payload_bytes = s.spec.payload_bytes() as f64 * delivered as f64 / s.spec.count as f64;
-    let expected = s.spec.deliveries_per_subscriber() * subscribers as u64;
-    let sockets = s.stats.sockets + merged.sockets;
-    let load_cpu_us: u64 = merged
-        .workers
-        .iter()
-        .map(|w| w.end.cpu_us.saturating_sub(w.connected.cpu_us))
-        .sum();
-    // A restarted server's CPU is its two lives' (the first sampled at its kill).
-    let server_cpu_us =
-        (s.stats.transport_cpu_us() + s.restarted.map_or(0, |r| r.first_life_cpu_us)) as f64;
-    let load_share = share(load_cpu_us as f64, s.load_cpus.max(1) as f64);
-    // The server's CPU and memory, unless part of it ran in a process nobody named.
-    let measured = s.stats.unmeasured.is_none();
-    let server_share = share(server_cpu_us, s.server_cpus);
+    let cpu = CpuSpent::of(&s);
+    let load_share = per.share(cpu.load_us as f64, s.load_cpus.max(1) as f64);
+    let server_share = per.share(cpu.server_us, s.server_cpus);
+    let measured = cpu.server_measured;
+    let (storm, fault_windows) = faults_of(&s);
+    let two_way = two_way(&s, &cpu);
+    // Traffic up or back that was not exact fails the row, and says how.
+    let two_way_failure = two_way.as_ref().and_then(TwoWay::failure);
     // What the server refused to send explains what the subscribers then missed.
     let error = s
         .stats
         .refusal
         .clone()
-        .or_else(|| merged.errors.first().cloned());
-    let handshake = |q: f64| {
-        let h = &merged.handshakes;
-        if h.is_empty() {
-            0
-        } else {
-            h.value_at_quantile(q)
-        }
-    };
+        .or_else(|| merged.errors.first().cloned())
+        .or_else(|| two_way_failure.clone());
     let last_receiver = merged.fanout.last_receiver_us(counts.subscribers);
-    let storm = storm_window(&s.settings, s.stats, s.blackout);
-    let fault_windows = fault_windows(
-        s.stats,
-        merged,
-        s.restarted,
-        storm.map(|(_, window)| window),
-        &s.settings,
-        s.origin_ns,
-    );
-    let fault_effect = faults::effect(&fault_windows, &merged.timeline);
-    let two_way = s.stats.upstream.as_ref().map(|report| {
-        TwoWay::of(
-            UPSTREAM_RATE.read(&s.settings),
-            report,
-            counts.subscribers as u64,
-            merged.copies,
-            merged.round_trip.as_ref(),
-            merged.copy_latency.as_ref(),
-            measured.then_some(server_cpu_us),
-        )
-    });
-    // Traffic up or back that was not exact fails the row, and says how.
-    let two_way_failure = two_way.as_ref().and_then(TwoWay::failure);
-    let error = error.or_else(|| two_way_failure.clone());
-
     TransportResult {
         key: RowKey {
             subscribers: counts.subscribers,
@@ -292,10 +335,8 @@ pub(super) fn summarise(s: Summary<'_>) -> TransportResult {
         },
         offered_rate: s.spec.per_stream_rate(),
         repeat: s.row.repeat,
-        settings: s.settings,
-        not_applied: s.not_applied,
-        events_expected: expected,
-        events_delivered: delivered,
+        events_expected: s.spec.deliveries_per_subscriber() * counts.subscribers.max(1) as u64,
+        events_delivered: counts.delivered,
         lost: counts.lost,
         duplicated: counts.duplicated,
         reordered: counts.reordered,
@@ -312,48 +353,8 @@ pub(super) fn summarise(s: Summary<'_>) -> TransportResult {
         error,
         latency_us: Percentiles::of(&merged.latency),
         service_time_us: Percentiles::of(&merged.service),
-        throughput: Throughput {
-            events_per_s: per_sec(delivered as f64),
-            published_per_s: Some(per_sec(s.spec.count as f64)),
-            bytes_per_s: per_sec(payload_bytes),
-            events_per_s_per_subscriber: per_sec(delivered as f64) / subscribers as f64,
-            reach: delivered as f64 / expected.max(1) as f64,
-        },
-        connection: Connection {
-            handshake_us: HandshakeTimes {
-                p50: handshake(0.5),
-                p99: handshake(0.99),
-            },
-            tls_handshake_us: (!merged.tls_handshakes.is_empty()).then(|| HandshakeTimes {
-                p50: merged.tls_handshakes.value_at_quantile(0.5),
-                p99: merged.tls_handshakes.value_at_quantile(0.99),
-            }),
-            first_event_us: if merged.first_events.is_empty() {
-                0
-            } else {
-                merged.first_events.value_at_quantile(0.5)
-            },
-            server_rss_per_conn_bytes: measured
-                .then(|| s.server_rss as f64 / s.established.max(1) as f64),
-            client_rss_per_conn_bytes: s.client_rss as f64 / s.established.max(1) as f64,
-            kernel_socket_bytes_per_conn: s
-                .kernel_socket_bytes
-                .map(|bytes| bytes as f64 / s.established.max(1) as f64),
-            server_cpu_us_per_delivery: measured.then(|| per_delivery(server_cpu_us)),
-            server_unmeasured: s.stats.unmeasured.clone(),
-            load_cpu_us_per_delivery: Some(per_delivery(load_cpu_us as f64)),
-            load_peak_rss_per_subscriber_bytes: Some(
-                merged
-                    .workers
-                    .iter()
-                    .map(|w| w.end.peak_rss_bytes)
-                    .sum::<u64>() as f64
-                    / subscribers as f64,
-            ),
-            wire_bytes_per_event: per_delivery((sockets.bytes_in + sockets.bytes_out) as f64),
-            connections_per_1000_events: per_delivery(sockets.connections as f64 * 1000.0),
-            connections_per_subscriber: Some(sockets.connections as f64 / subscribers as f64),
-        },
+        throughput: throughput(&s, &per),
+        connection: connection(&s, &per, &cpu),
         events_per_response: merged.batches.as_ref().map(Percentiles::of),
         load_cpu_share: load_share,
         server_cpu_share: measured.then_some(server_share),
@@ -364,25 +365,12 @@ pub(super) fn summarise(s: Summary<'_>) -> TransportResult {
         publisher_lateness_us: s.stats.publisher_lateness,
         last_receiver_us: (!last_receiver.is_empty()).then(|| Percentiles::of(&last_receiver)),
         beyond_window: counts.beyond_window,
-        interval_log: s.interval_log,
         latency_over_time: latency::interval_summary(&merged.seconds),
         // The fine timeline is kept where faults make it worth reading.
         latency_timeline: (!fault_windows.is_empty()).then(|| merged.timeline.clone()),
+        fault_effect: faults::effect(&fault_windows, &merged.timeline),
         fault_windows,
-        fault_effect,
-        storm: storm.map(|(storm, window)| {
-            let effect = StormEffect::of(
-                &crate::settings::Value::show(storm.kind),
-                window,
-                counts.subscribers,
-                &merged.reconnections,
-                s.origin_ns,
-            );
-            match (measured, s.server_samples.is_empty()) {
-                (true, false) => effect.with_server(&s.server_samples, window.0, s.server_cpus),
-                _ => effect,
-            }
-        }),
+        storm: storm.map(|(storm, window)| storm_effect(&s, storm, window, measured)),
         two_way,
         slow_consumer: merged.slow_consumer,
         server_peak_rss_bytes: Some(s.stats.peak_rss_bytes).filter(|&b| b > 0),
@@ -392,6 +380,113 @@ pub(super) fn summarise(s: Summary<'_>) -> TransportResult {
             latency_us: latency::encode(&merged.latency),
             service_time_us: latency::encode(&merged.service),
         },
+        interval_log: s.interval_log,
+        settings: s.settings,
+        not_applied: s.not_applied,
+    }
+}
+
+/// A storm and when it was on (monotonic ns).
+type StormWindow = (Storm, (u64, u64));
+
+/// The storm the row went through (with its window), and every fault's window.
+fn faults_of(s: &Summary<'_>) -> (Option<StormWindow>, Vec<FaultWindow>) {
+    let storm = storm_window(&s.settings, s.stats, s.blackout);
+    let windows = fault_windows(
+        s.stats,
+        s.merged,
+        s.restarted,
+        storm.map(|(_, window)| window),
+        &s.settings,
+        s.origin_ns,
+    );
+    (storm, windows)
+}
+
+/// Events and payload bytes a second, and how much of what was due arrived.
+fn throughput(s: &Summary<'_>, per: &Per) -> Throughput {
+    let delivered = per.delivered as f64;
+    let subscribers = s.merged.counts.subscribers.max(1);
+    let expected = s.spec.deliveries_per_subscriber() * subscribers as u64;
+    let payload_bytes = s.spec.payload_bytes() as f64 * delivered / s.spec.count as f64;
+    Throughput {
+        events_per_s: per.second(delivered),
+        published_per_s: Some(per.second(s.spec.count as f64)),
+        bytes_per_s: per.second(payload_bytes),
+        events_per_s_per_subscriber: per.second(delivered) / subscribers as f64,
+        reach: delivered / expected.max(1) as f64,
+    }
+}
+
+/// What connections cost: handshakes, first events, memory per connection, CPU, wire bytes
+/// and connections per delivery.
+fn connection(s: &Summary<'_>, per: &Per, cpu: &CpuSpent) -> Connection {
+    let merged = s.merged;
+    let subscribers = merged.counts.subscribers.max(1);
+    let established = s.established.max(1) as f64;
+    let sockets = s.stats.sockets + merged.sockets;
+    let quantile = |h: &hdrhistogram::Histogram<u64>, q: f64| {
+        if h.is_empty() {
+            0
+        } else {
+            h.value_at_quantile(q)
+        }
+    };
+    let handshakes = |h| HandshakeTimes {
+        p50: quantile(h, 0.5),
+        p99: quantile(h, 0.99),
+    };
+    let load_peak_rss: u64 = merged.workers.iter().map(|w| w.end.peak_rss_bytes).sum();
+    Connection {
+        handshake_us: handshakes(&merged.handshakes),
+        tls_handshake_us: (!merged.tls_handshakes.is_empty())
+            .then(|| handshakes(&merged.tls_handshakes)),
+        first_event_us: quantile(&merged.first_events, 0.5),
+        server_rss_per_conn_bytes: cpu
+            .server_measured
+            .then(|| s.server_rss as f64 / established),
+        client_rss_per_conn_bytes: s.client_rss as f64 / established,
+        kernel_socket_bytes_per_conn: s
+            .kernel_socket_bytes
+            .map(|bytes| bytes as f64 / established),
+        server_cpu_us_per_delivery: cpu.server_measured.then(|| per.delivery(cpu.server_us)),
+        server_unmeasured: s.stats.unmeasured.clone(),
+        load_cpu_us_per_delivery: Some(per.delivery(cpu.load_us as f64)),
+        load_peak_rss_per_subscriber_bytes: Some(load_peak_rss as f64 / subscribers as f64),
+        wire_bytes_per_event: per.delivery((sockets.bytes_in + sockets.bytes_out) as f64),
+        connections_per_1000_events: per.delivery(sockets.connections as f64 * 1000.0),
+        connections_per_subscriber: Some(sockets.connections as f64 / subscribers as f64),
+    }
+}
+
+/// The two-way figures, where subscribers sent upstream.
+fn two_way(s: &Summary<'_>, cpu: &CpuSpent) -> Option<TwoWay> {
+    let merged = s.merged;
+    s.stats.upstream.as_ref().map(|report| {
+        TwoWay::of(
+            UPSTREAM_RATE.read(&s.settings),
+            report,
+            merged.counts.subscribers as u64,
+            merged.copies,
+            merged.round_trip.as_ref(),
+            merged.copy_latency.as_ref(),
+            cpu.server_measured.then_some(cpu.server_us),
+        )
+    })
+}
+
+/// What a storm did: who came back when, and (sampled through it) the server's peak.
+fn storm_effect(s: &Summary<'_>, storm: Storm, window: (u64, u64), measured: bool) -> StormEffect {
+    let effect = StormEffect::of(
+        &crate::settings::Value::show(storm.kind),
+        window,
+        s.merged.counts.subscribers,
+        &s.merged.reconnections,
+        s.origin_ns,
+    );
+    match (measured, s.server_samples.is_empty()) {
+        (true, false) => effect.with_server(&s.server_samples, window.0, s.server_cpus),
+        _ => effect,
     }
 }
 

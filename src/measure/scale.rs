@@ -113,178 +113,32 @@ pub fn plan(design: &Design, transports: &[Transport], limits: &Limits) -> Resul
     if transports.is_empty() {
         return Err("no transport is left to measure: the hard rules exclude them all".into());
     }
-    let mut scalings = Vec::new();
-    let mut measured = design.clone();
-    let streams_each = match design.workload {
-        Workload::Topics { per_subscriber, .. } => f64::from(per_subscriber),
-        _ => 1.0,
-    };
     let facet_names = facets_of(design);
     let stream_budget = limits.budget.as_secs_f64() * STREAM_SHARE / facet_names.len() as f64;
-
-    // Subscribers: what one run holds, and what the load receives without being the limit.
-    let by_load = (limits.max_deliveries_per_s / design.rate).floor().max(1.0) as u64;
-    let subscribers = design
-        .subscribers
-        .min(limits.max_subscribers as u64)
-        .min(by_load)
-        .max(1);
-    if subscribers < design.subscribers {
-        let why = if subscribers == by_load {
-            format!(
-                "{} deliveries/s, the most one run asks of the load here",
-                thousands(limits.max_deliveries_per_s)
-            )
-        } else {
-            "the most one run connects here (--max-subscribers)".to_owned()
-        };
-        scalings.push(format!(
-            "{} subscribers measured as {} ({why}); per-delivery CPU, per-connection memory and \
-             bytes per event scale to the design's count; latency was measured at the smaller \
-             fan-out",
-            thousands(design.subscribers as f64),
-            thousands(subscribers as f64)
-        ));
-        measured.subscribers = subscribers;
-        // Rooms keep their size, so each event fans out as far as in the design.
-        if let Workload::Topics {
-            topics,
-            per_subscriber,
-            membership,
-        } = design.workload
-        {
-            let scaled = ((f64::from(topics) * subscribers as f64 / design.subscribers as f64)
-                .round() as u32)
-                .max(per_subscriber)
-                .max(1);
-            if scaled < topics {
-                scalings.push(format!(
-                    "{topics} rooms measured as {scaled}, each about as large as the design's"
-                ));
-            }
-            measured.workload = Workload::Topics {
-                topics: scaled,
-                per_subscriber,
-                membership,
-            };
-        }
-        if design.churn > 0 {
-            measured.churn =
-                ((design.churn as f64 * subscribers as f64 / design.subscribers as f64).round()
-                    as u64)
-                    .max(1);
-            scalings.push(format!(
-                "churn of {}/s measured as {}/s, the same share of the subscribers",
-                design.churn, measured.churn
-            ));
-        }
-    }
-
-    // The stream: long enough for a p99 across the subscribers, within the budget; a rate so
-    // low that too few events would arrive in it is raised, and says what that changes.
-    let per_stream = design.rate / streams_each;
-    let wanted_secs = (SAMPLES / subscribers as f64).max(MIN_EVENTS) / design.rate;
-    let stream_secs = wanted_secs.max(MIN_STREAM_SECS).min(stream_budget);
-    let arriving = design.rate * stream_secs;
-    if arriving < MIN_EVENTS {
-        let factor = MIN_EVENTS / arriving;
-        let needed_secs = MIN_EVENTS / design.rate;
-        if factor > MAX_RATE_COMPRESSION {
-            return Err(format!(
-                "an event every {} s per subscriber: {MIN_EVENTS} events would take {} s, more \
-                 than {MAX_RATE_COMPRESSION}× compression fits in the budget (the connections \
-                 would no longer sit idle as the design's do); measure it with `pushbench run \
-                 --subscribers {subscribers} --rate {per_stream} --duration {:.0}` and the \
-                 idle-connections preset",
-                round(1.0 / design.rate),
-                thousands(needed_secs),
-                needed_secs
-            ));
-        }
-        measured.rate = design.rate * factor;
-        measured.upstream_rate = design.upstream_rate * factor;
-        scalings.push(format!(
-            "an event every {} s per subscriber measured as one every {} s (×{:.0}), so \
-             {MIN_EVENTS} arrive within the budget: connections idle less between events than \
-             the design's, so idle memory and keep-alives are judged from idle runs, not this one",
-            round(1.0 / design.rate),
-            round(1.0 / measured.rate),
-            factor
-        ));
-    }
-
-    // The outage: as long as the design's where the budget allows, else shortened with the
-    // retry schedule alike.
-    let outage = facet_names.contains(&"outage").then(|| {
-        let room = (stream_budget - OUTAGE_MARGIN_SECS).max(1.0);
-        (design.downtime_secs, room)
-    });
-    let mut outage_scale = 1.0;
-    if let Some((downtime, room)) = outage {
-        if downtime > room {
-            outage_scale = downtime / room;
-            if outage_scale > MAX_OUTAGE_COMPRESSION {
-                return Err(format!(
-                    "a {} s outage would have to be compressed {outage_scale:.0}× to fit the \
-                     budget, more than the {MAX_OUTAGE_COMPRESSION}× that keeps the retry and \
-                     replay behaviour the design's; measure it with `pushbench run --subscribers \
-                     {subscribers} --rate {per_stream} --outage {downtime}s --duration {:.0}` \
-                     or a larger --budget",
-                    thousands(downtime),
-                    downtime + OUTAGE_MARGIN_SECS * 2.0
-                ));
-            }
-            measured.downtime_secs = downtime / outage_scale;
-            scalings.push(format!(
-                "downtime {} s compressed to {} s (×{outage_scale:.1}) with the retry schedule \
-                 scaled alike",
-                thousands(downtime),
-                round(measured.downtime_secs)
-            ));
-        }
-    }
-
-    // The CPU budget, as a quota where the design runs at its own fan-out and rate. Scaled
-    // down, its per-event work (publishing, an encoding shared by every subscriber) would not
-    // shrink with the deliveries, so no share of the budget is fair: CPU is then judged by
-    // the measured CPU per delivery alone.
-    let scaled = measured.subscribers != design.subscribers || measured.rate != design.rate;
-    let cpu_limit = design.cpu_cores.and_then(|cores| {
-        if scaled {
-            scalings.push(format!(
-                "the {cores} core CPU budget is no quota on a scaled run (per-event work does \
-                 not shrink with the subscribers): judged by measured CPU per delivery"
-            ));
-            return None;
-        }
-        limit_possible(limits, cores, &mut scalings).then_some(cores.max(MIN_CPU_LIMIT))
-    });
-    let interval = Duration::from_secs_f64(polling_interval(design));
-    for transport in transports {
-        if let crate::transport::Requests::PerInterval(setting) = transport.traits().requests {
-            if interval < setting.min {
-                scalings.push(format!(
-                    "{} polls every {} for the budget, below the {} --{} takes: measured at {}",
-                    transport.name(),
-                    interval.show(),
-                    setting.min.show(),
-                    setting.name,
-                    setting.min.show()
-                ));
-            }
-        }
-    }
-    if design.idle_timeout_secs.is_some() {
-        scalings.push(
-            "the network's idle cut is not emulated: judged by each transport's keep-alive".into(),
-        );
-    }
-
+    let mut scaling = Scaling {
+        design,
+        measured: design.clone(),
+        said: Vec::new(),
+    };
+    let subscribers = scaling.subscribers(limits);
+    let stream_secs = scaling.rate(subscribers, stream_budget)?;
+    let outage_scale = if facet_names.contains(&"outage") {
+        scaling.outage(subscribers, stream_budget)?
+    } else {
+        1.0
+    };
+    let cpu_limit = scaling.cpu_quota(limits);
+    scaling.unemulated(transports);
+    let Scaling {
+        measured,
+        said: scalings,
+        ..
+    } = scaling;
     let base = Base {
         design,
         transports,
         subscribers,
-        per_stream,
+        per_stream: design.rate / streams_each(design),
         stream_secs,
         workload: measured.workload,
         cpu_limit,
@@ -308,6 +162,203 @@ pub fn plan(design: &Design, transports: &[Transport], limits: &Limits) -> Resul
         scalings,
         facets,
     })
+}
+
+/// Streams each subscriber follows (the rooms it is in).
+fn streams_each(design: &Design) -> f64 {
+    match design.workload {
+        Workload::Topics { per_subscriber, .. } => f64::from(per_subscriber),
+        _ => 1.0,
+    }
+}
+
+/// The design as it will be measured, scaled step by step, with every step said.
+struct Scaling<'a> {
+    design: &'a Design,
+    measured: Design,
+    said: Vec<String>,
+}
+
+impl Scaling<'_> {
+    /// Subscribers: what one run holds, and what the load receives without being the limit.
+    /// Rooms keep their size and churn its share of the subscribers.
+    fn subscribers(&mut self, limits: &Limits) -> u64 {
+        let design = self.design;
+        let by_load = (limits.max_deliveries_per_s / design.rate).floor().max(1.0) as u64;
+        let subscribers = design
+            .subscribers
+            .min(limits.max_subscribers as u64)
+            .min(by_load)
+            .max(1);
+        if subscribers == design.subscribers {
+            return subscribers;
+        }
+        let why = if subscribers == by_load {
+            format!(
+                "{} deliveries/s, the most one run asks of the load here",
+                thousands(limits.max_deliveries_per_s)
+            )
+        } else {
+            "the most one run connects here (--max-subscribers)".to_owned()
+        };
+        self.said.push(format!(
+            "{} subscribers measured as {} ({why}); per-delivery CPU, per-connection memory and \
+             bytes per event scale to the design's count; latency was measured at the smaller \
+             fan-out",
+            thousands(design.subscribers as f64),
+            thousands(subscribers as f64)
+        ));
+        self.measured.subscribers = subscribers;
+        let share = subscribers as f64 / design.subscribers as f64;
+        self.rooms(share);
+        if design.churn > 0 {
+            self.measured.churn = ((design.churn as f64 * share).round() as u64).max(1);
+            self.said.push(format!(
+                "churn of {}/s measured as {}/s, the same share of the subscribers",
+                design.churn, self.measured.churn
+            ));
+        }
+        subscribers
+    }
+
+    /// Rooms for `share` of the subscribers, each about as large as the design's, so each
+    /// event fans out as far as in the design.
+    fn rooms(&mut self, share: f64) {
+        let Workload::Topics {
+            topics,
+            per_subscriber,
+            membership,
+        } = self.design.workload
+        else {
+            return;
+        };
+        let scaled = ((f64::from(topics) * share).round() as u32)
+            .max(per_subscriber)
+            .max(1);
+        if scaled < topics {
+            self.said.push(format!(
+                "{topics} rooms measured as {scaled}, each about as large as the design's"
+            ));
+        }
+        self.measured.workload = Workload::Topics {
+            topics: scaled,
+            per_subscriber,
+            membership,
+        };
+    }
+
+    /// The stream's length: long enough for a p99 across the subscribers, within the budget.
+    /// A rate so low that too few events would arrive in it is raised, and says what that
+    /// changes; too low to raise honestly, it is refused with the command that measures it.
+    fn rate(&mut self, subscribers: u64, stream_budget: f64) -> Result<f64, String> {
+        let design = self.design;
+        let wanted_secs = (SAMPLES / subscribers as f64).max(MIN_EVENTS) / design.rate;
+        let stream_secs = wanted_secs.max(MIN_STREAM_SECS).min(stream_budget);
+        let arriving = design.rate * stream_secs;
+        if arriving >= MIN_EVENTS {
+            return Ok(stream_secs);
+        }
+        let factor = MIN_EVENTS / arriving;
+        let needed_secs = MIN_EVENTS / design.rate;
+        if factor > MAX_RATE_COMPRESSION {
+            return Err(format!(
+                "an event every {} s per subscriber: {MIN_EVENTS} events would take {} s, more \
+                 than {MAX_RATE_COMPRESSION}× compression fits in the budget (the connections \
+                 would no longer sit idle as the design's do); measure it with `pushbench run \
+                 --subscribers {subscribers} --rate {} --duration {:.0}` and the \
+                 idle-connections preset",
+                round(1.0 / design.rate),
+                thousands(needed_secs),
+                design.rate / streams_each(design),
+                needed_secs
+            ));
+        }
+        self.measured.rate = design.rate * factor;
+        self.measured.upstream_rate = design.upstream_rate * factor;
+        self.said.push(format!(
+            "an event every {} s per subscriber measured as one every {} s (×{:.0}), so \
+             {MIN_EVENTS} arrive within the budget: connections idle less between events than \
+             the design's, so idle memory and keep-alives are judged from idle runs, not this one",
+            round(1.0 / design.rate),
+            round(1.0 / self.measured.rate),
+            factor
+        ));
+        Ok(stream_secs)
+    }
+
+    /// The outage: as long as the design's where the budget allows, else shortened with the
+    /// retry schedule alike (by the factor returned), up to what keeps the behaviour the
+    /// design's.
+    fn outage(&mut self, subscribers: u64, stream_budget: f64) -> Result<f64, String> {
+        let downtime = self.design.downtime_secs;
+        let room = (stream_budget - OUTAGE_MARGIN_SECS).max(1.0);
+        if downtime <= room {
+            return Ok(1.0);
+        }
+        let scale = downtime / room;
+        if scale > MAX_OUTAGE_COMPRESSION {
+            return Err(format!(
+                "a {} s outage would have to be compressed {scale:.0}× to fit the budget, more \
+                 than the {MAX_OUTAGE_COMPRESSION}× that keeps the retry and replay behaviour \
+                 the design's; measure it with `pushbench run --subscribers {subscribers} \
+                 --rate {} --outage {downtime}s --duration {:.0}` or a larger --budget",
+                thousands(downtime),
+                self.design.rate / streams_each(self.design),
+                downtime + OUTAGE_MARGIN_SECS * 2.0
+            ));
+        }
+        self.measured.downtime_secs = downtime / scale;
+        self.said.push(format!(
+            "downtime {} s compressed to {} s (×{scale:.1}) with the retry schedule scaled alike",
+            thousands(downtime),
+            round(self.measured.downtime_secs)
+        ));
+        Ok(scale)
+    }
+
+    /// The CPU budget, as a quota where the design runs at its own fan-out and rate. Scaled
+    /// down, its per-event work (publishing, an encoding shared by every subscriber) would not
+    /// shrink with the deliveries, so no share of the budget is fair: CPU is then judged by
+    /// the measured CPU per delivery alone.
+    fn cpu_quota(&mut self, limits: &Limits) -> Option<f64> {
+        let (design, measured) = (self.design, &self.measured);
+        let scaled = measured.subscribers != design.subscribers || measured.rate != design.rate;
+        let cores = design.cpu_cores?;
+        if scaled {
+            self.said.push(format!(
+                "the {cores} core CPU budget is no quota on a scaled run (per-event work does \
+                 not shrink with the subscribers): judged by measured CPU per delivery"
+            ));
+            return None;
+        }
+        limit_possible(limits, cores, &mut self.said).then_some(cores.max(MIN_CPU_LIMIT))
+    }
+
+    /// What is not measured as the design says: polling faster than a transport takes, and
+    /// the network's idle cut.
+    fn unemulated(&mut self, transports: &[Transport]) {
+        let interval = Duration::from_secs_f64(polling_interval(self.design));
+        for transport in transports {
+            if let crate::transport::Requests::PerInterval(setting) = transport.traits().requests {
+                if interval < setting.min {
+                    self.said.push(format!(
+                        "{} polls every {} for the budget, below the {} --{} takes: measured at {}",
+                        transport.name(),
+                        interval.show(),
+                        setting.min.show(),
+                        setting.name,
+                        setting.min.show()
+                    ));
+                }
+            }
+        }
+        if self.design.idle_timeout_secs.is_some() {
+            self.said.push(
+                "the network's idle cut is not emulated: judged by each transport's keep-alive"
+                    .into(),
+            );
+        }
+    }
 }
 
 /// The facets a design needs judged: delivery always; the others where the design has them.
@@ -415,20 +466,7 @@ impl Base<'_> {
             .filter(|(setting, _)| taken(setting.name()))
             .map(|(setting, value)| (setting.name().to_owned(), vec![value]))
             .collect();
-        let (workload, topics, per_subscriber, membership) = match self.workload {
-            Workload::Broadcast => (None, None, None, None),
-            Workload::Unicast => (Some("unicast"), None, None, None),
-            Workload::Topics {
-                topics,
-                per_subscriber,
-                membership,
-            } => (
-                Some("topics"),
-                Some(topics),
-                Some(per_subscriber),
-                Some(membership.show()),
-            ),
-        };
+        let (workload, topics, per_subscriber, membership) = workload_flags(self.workload);
         Settings {
             name: Some(format!("design-{}-{facet}", self.design.name)),
             transports: Some(TransportSet(self.transports.to_vec())),
@@ -450,6 +488,31 @@ impl Base<'_> {
     /// A subscriber in several rooms receives each room's stream: `--rate` is per stream.
     fn rate_divisor(&self) -> f64 {
         self.design.rate / self.per_stream
+    }
+}
+
+/// The workload as `run`'s flags: its shape, rooms, rooms per subscriber and membership.
+fn workload_flags(
+    workload: Workload,
+) -> (
+    Option<&'static str>,
+    Option<u32>,
+    Option<u32>,
+    Option<String>,
+) {
+    match workload {
+        Workload::Broadcast => (None, None, None, None),
+        Workload::Unicast => (Some("unicast"), None, None, None),
+        Workload::Topics {
+            topics,
+            per_subscriber,
+            membership,
+        } => (
+            Some("topics"),
+            Some(topics),
+            Some(per_subscriber),
+            Some(membership.show()),
+        ),
     }
 }
 

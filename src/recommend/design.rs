@@ -272,65 +272,9 @@ impl DesignSettings {
 
     /// Checks the settings and fills in defaults.
     pub fn resolve(self) -> Result<Design, DesignError> {
-        let invalid = |why: String| Err(DesignError::Invalid(why));
-        let positive = |value: Option<f64>, key: &str, default: f64| match value {
-            Some(v) if !(v.is_finite() && v > 0.0) => Err(DesignError::Invalid(format!(
-                "{key} must be a positive number, got {v}"
-            ))),
-            v => Ok(v.unwrap_or(default)),
-        };
-        let consumers = self.consumers.unwrap_or(Consumers::Services);
-        let direction = self.direction.unwrap_or(match consumers {
-            Consumers::Browsers => Direction::ServerToBrowser,
-            _ => Direction::ServerToServer,
-        });
-        if consumers == Consumers::Browsers && direction == Direction::ServerToServer {
-            return invalid("direction server-to-server contradicts consumers = browsers".into());
-        }
-        if consumers != Consumers::Browsers && direction == Direction::ServerToBrowser {
-            return invalid(format!(
-                "direction server-to-browser needs consumers = browsers, not {consumers:?}"
-            ));
-        }
-        let inbound_http = self
-            .inbound_http
-            .unwrap_or(consumers == Consumers::Services);
-        if inbound_http && consumers == Consumers::Browsers {
-            return invalid("browsers cannot accept inbound HTTP: set inbound-http = false".into());
-        }
-        let subscribers = self.subscribers.unwrap_or(100);
-        if subscribers == 0 {
-            return invalid("subscribers must be at least 1".into());
-        }
-        let subscribers_per_host = self.subscribers_per_host.unwrap_or(1);
-        if subscribers_per_host == 0 || subscribers_per_host > subscribers {
-            return invalid(format!(
-                "subscribers-per-host must be from 1 to subscribers ({subscribers}), got \
-                 {subscribers_per_host}"
-            ));
-        }
-        let upstream_rate = match self.upstream_rate {
-            Some(v) if !(v.is_finite() && v >= 0.0) => {
-                return invalid(format!("upstream-rate must be zero or more, got {v}"))
-            }
-            v => v.unwrap_or(0.0),
-        };
-        if upstream_rate > 0.0 && direction != Direction::Bidirectional {
-            return invalid(format!(
-                "upstream-rate {upstream_rate} needs direction = \"bidirectional\": consumers \
-                 that send up use the channel both ways"
-            ));
-        }
-        let echo = self.echo.unwrap_or(false);
-        if echo && upstream_rate == 0.0 {
-            return invalid("echo needs upstream-rate: there is nothing to copy".into());
-        }
-        let downtime_secs = match self.downtime_secs {
-            Some(v) if !(v.is_finite() && v >= 0.0) => {
-                return invalid(format!("downtime-secs must be zero or more, got {v}"))
-            }
-            v => v.unwrap_or(0.0),
-        };
+        let (consumers, direction, inbound_http) = self.channel()?;
+        let (subscribers, subscribers_per_host) = self.fan_out()?;
+        let (upstream_rate, echo) = self.two_way(direction)?;
         Ok(Design {
             name: self.name.unwrap_or_else(|| "custom".into()),
             direction,
@@ -342,7 +286,7 @@ impl DesignSettings {
             payload: self.payload.unwrap_or(256),
             p99_budget_ms: positive(self.p99_budget_ms, "p99-budget-ms", 1000.0)?,
             delivery: self.delivery.unwrap_or(Delivery::AtMostOnce),
-            downtime_secs,
+            downtime_secs: non_negative(self.downtime_secs, "downtime-secs")?,
             buffering_proxy: self.buffering_proxy.unwrap_or(false),
             idle_timeout_secs: self
                 .idle_timeout_secs
@@ -368,6 +312,89 @@ impl DesignSettings {
             churn: self.churn.unwrap_or(0),
             storms: self.storms.unwrap_or(false),
         })
+    }
+
+    /// Who consumes, which way events go and whether consumers take inbound HTTP: each
+    /// defaulted from the ones given, and contradictions refused.
+    fn channel(&self) -> Result<(Consumers, Direction, bool), DesignError> {
+        let invalid = |why: String| Err(DesignError::Invalid(why));
+        let consumers = self.consumers.unwrap_or(Consumers::Services);
+        let direction = self.direction.unwrap_or(match consumers {
+            Consumers::Browsers => Direction::ServerToBrowser,
+            _ => Direction::ServerToServer,
+        });
+        if consumers == Consumers::Browsers && direction == Direction::ServerToServer {
+            return invalid("direction server-to-server contradicts consumers = browsers".into());
+        }
+        if consumers != Consumers::Browsers && direction == Direction::ServerToBrowser {
+            return invalid(format!(
+                "direction server-to-browser needs consumers = browsers, not {consumers:?}"
+            ));
+        }
+        let inbound_http = self
+            .inbound_http
+            .unwrap_or(consumers == Consumers::Services);
+        if inbound_http && consumers == Consumers::Browsers {
+            return invalid("browsers cannot accept inbound HTTP: set inbound-http = false".into());
+        }
+        Ok((consumers, direction, inbound_http))
+    }
+
+    /// Subscribers, and how many share one consumer host.
+    fn fan_out(&self) -> Result<(u64, u64), DesignError> {
+        let subscribers = self.subscribers.unwrap_or(100);
+        if subscribers == 0 {
+            return Err(DesignError::Invalid(
+                "subscribers must be at least 1".into(),
+            ));
+        }
+        let per_host = self.subscribers_per_host.unwrap_or(1);
+        if per_host == 0 || per_host > subscribers {
+            return Err(DesignError::Invalid(format!(
+                "subscribers-per-host must be from 1 to subscribers ({subscribers}), got \
+                 {per_host}"
+            )));
+        }
+        Ok((subscribers, per_host))
+    }
+
+    /// Messages each consumer sends up a second, and whether the server copies them to the
+    /// sender's room: only over a channel used both ways.
+    fn two_way(&self, direction: Direction) -> Result<(f64, bool), DesignError> {
+        let upstream_rate = non_negative(self.upstream_rate, "upstream-rate")?;
+        if upstream_rate > 0.0 && direction != Direction::Bidirectional {
+            return Err(DesignError::Invalid(format!(
+                "upstream-rate {upstream_rate} needs direction = \"bidirectional\": consumers \
+                 that send up use the channel both ways"
+            )));
+        }
+        let echo = self.echo.unwrap_or(false);
+        if echo && upstream_rate == 0.0 {
+            return Err(DesignError::Invalid(
+                "echo needs upstream-rate: there is nothing to copy".into(),
+            ));
+        }
+        Ok((upstream_rate, echo))
+    }
+}
+
+/// `value`, or `default` when not given; refused unless a positive number.
+fn positive(value: Option<f64>, key: &str, default: f64) -> Result<f64, DesignError> {
+    match value {
+        Some(v) if !(v.is_finite() && v > 0.0) => Err(DesignError::Invalid(format!(
+            "{key} must be a positive number, got {v}"
+        ))),
+        v => Ok(v.unwrap_or(default)),
+    }
+}
+
+/// `value`, or zero when not given; refused unless zero or more.
+fn non_negative(value: Option<f64>, key: &str) -> Result<f64, DesignError> {
+    match value {
+        Some(v) if !(v.is_finite() && v >= 0.0) => Err(DesignError::Invalid(format!(
+            "{key} must be zero or more, got {v}"
+        ))),
+        v => Ok(v.unwrap_or(0.0)),
     }
 }
 

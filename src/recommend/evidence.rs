@@ -12,7 +12,7 @@ use anyhow::{bail, Context as _};
 use super::conditions::Conditions;
 use super::design::Design;
 use crate::event::{PayloadSizes, Rate};
-use crate::results::figures::{rows, Figure, Row};
+use crate::results::figures::{rows_without_intervals, Figure, Row};
 use crate::results::format::thousands;
 use crate::results::Results;
 use crate::transport::resume::OUTAGE;
@@ -188,7 +188,7 @@ impl Evidence {
             .iter()
             .filter(|s| s.measured(design))
             .flat_map(|s| {
-                rows(&s.results)
+                rows_without_intervals(&s.results)
                     .into_iter()
                     .filter(move |r| r.key.transport == transport && r.ok())
                     .map(move |r| (s.label.as_str(), r))
@@ -253,7 +253,7 @@ impl Evidence {
         transport: Transport,
     ) -> impl Iterator<Item = (&'a str, Row<'a>)> + 'a {
         self.sources.iter().flat_map(move |s| {
-            rows(&s.results)
+            rows_without_intervals(&s.results)
                 .into_iter()
                 .filter(move |r| r.key.transport == transport && r.ok())
                 .map(move |r| (s.label.as_str(), r))

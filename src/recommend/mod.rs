@@ -11,6 +11,9 @@
 //! - [`assess`]: one transport against one design.
 //! - [`render`]: the answer as terminal text.
 
+// Each function here does one step of a pipeline: long ones are split (clippy.toml).
+#![warn(clippy::too_many_lines)]
+
 pub mod assess;
 pub mod conditions;
 pub mod design;
@@ -265,66 +268,18 @@ pub fn which_to_pick(results: &Results) -> Vec<Block> {
         )];
     }
     let evidence = Evidence::of(results.clone(), "results.json".into());
-    let mut rows = Vec::new();
-    for (name, text) in STANDARD_DESIGNS {
-        let Ok(design) = DesignSettings::from_toml(text).and_then(|mut s| {
-            s.name.get_or_insert_with(|| name.to_owned());
-            s.resolve().map_err(|e| e.to_string())
-        }) else {
-            continue;
-        };
-        let answer = recommend(&design, &evidence);
-        let first = &answer.ranking[0];
-        // A pick this run did not measure stands on hard rules alone: say so.
-        let unmeasured = first.assessment.to_measure.is_some()
-            && first
-                .assessment
-                .reasons
-                .iter()
-                .any(|r| r.weight == assess::Weight::Unmeasured);
-        let pick = if first.assessment.verdict == Verdict::Excluded {
-            "none fits".to_string()
-        } else {
-            format!(
-                "**{}** ({}){}",
-                first.assessment.transport,
-                render::verdict_text(first.assessment.verdict),
-                if unmeasured {
-                    ", beyond what this run measured"
-                } else {
-                    ""
-                }
-            )
-        };
-        let why: Vec<String> =
-            first
-                .assessment
-                .reasons
-                .iter()
-                // One hard-rule reason, then the measured latency, then how missed events return.
-                .filter(|r| r.weight != assess::Weight::Unmeasured)
-                .filter(|r| r.constraint.is_hard())
-                .take(1)
-                .chain(
-                    first.assessment.reasons.iter().filter(|r| {
-                        matches!(r.constraint, Constraint::Latency | Constraint::Delivery)
-                    }),
-                )
-                .map(|r| r.text.clone())
-                .collect();
-        let runner_up = answer
-            .ranking
-            .get(1)
-            .filter(|r| r.assessment.verdict != Verdict::Excluded)
-            .map(|r| r.assessment.transport.to_string())
-            .unwrap_or_else(|| "–".into());
-        rows.push(vec![
-            format!("**{name}**: {}", design.sentence()),
-            pick,
-            why.join("; "),
-            runner_up,
-        ]);
-    }
+    let rows: Vec<Vec<String>> = STANDARD_DESIGNS
+        .iter()
+        .filter_map(|(name, text)| {
+            let design = DesignSettings::from_toml(text)
+                .and_then(|mut s| {
+                    s.name.get_or_insert_with(|| (*name).to_owned());
+                    s.resolve().map_err(|e| e.to_string())
+                })
+                .ok()?;
+            Some(pick_row(name, &design, &evidence))
+        })
+        .collect();
     vec![
         Block::Paragraph(
             "The standard designs in `designs/`, judged by `pushbench recommend` against this \
@@ -341,5 +296,54 @@ pub fn which_to_pick(results: &Results) -> Vec<Block> {
             emphasis: vec![false; rows.len()],
             rows,
         },
+    ]
+}
+
+/// One standard design's row of "Which to pick": the design, the pick (saying when it was
+/// beyond what the run measured), why, and the runner-up.
+fn pick_row(name: &str, design: &Design, evidence: &Evidence) -> Vec<String> {
+    let answer = recommend(design, evidence);
+    let first = &answer.ranking[0].assessment;
+    // A pick this run did not measure stands on hard rules alone: say so.
+    let unmeasured = first.to_measure.is_some()
+        && first
+            .reasons
+            .iter()
+            .any(|r| r.weight == assess::Weight::Unmeasured);
+    let pick = if first.verdict == Verdict::Excluded {
+        "none fits".to_string()
+    } else {
+        format!(
+            "**{}** ({}){}",
+            first.transport,
+            render::verdict_text(first.verdict),
+            if unmeasured {
+                ", beyond what this run measured"
+            } else {
+                ""
+            }
+        )
+    };
+    // One hard-rule reason, then the measured latency, then how missed events return.
+    let hard = first
+        .reasons
+        .iter()
+        .filter(|r| r.weight != assess::Weight::Unmeasured && r.constraint.is_hard())
+        .take(1);
+    let measured = first
+        .reasons
+        .iter()
+        .filter(|r| matches!(r.constraint, Constraint::Latency | Constraint::Delivery));
+    let why: Vec<String> = hard.chain(measured).map(|r| r.text.clone()).collect();
+    let runner_up = answer
+        .ranking
+        .get(1)
+        .filter(|r| r.assessment.verdict != Verdict::Excluded)
+        .map_or_else(|| "–".into(), |r| r.assessment.transport.to_string());
+    vec![
+        format!("**{name}**: {}", design.sentence()),
+        pick,
+        why.join("; "),
+        runner_up,
     ]
 }

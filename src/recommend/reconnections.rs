@@ -7,7 +7,7 @@
 use super::design::Design;
 use super::evidence::Evidence;
 use crate::metrics::storm::StormEffect;
-use crate::results::figures::{rows, Row};
+use crate::results::figures::{rows_without_intervals, Row};
 use crate::transport::implementation::OWN;
 use crate::transport::resume::CHURN;
 use crate::transport::tls::TLS;
@@ -66,7 +66,7 @@ impl Evidence {
         self.sources
             .iter()
             .flat_map(|source| {
-                rows(&source.results)
+                rows_without_intervals(&source.results)
                     .into_iter()
                     .filter(|row| admitted(row, transport, design))
                     .filter_map(|row| {

@@ -729,7 +729,16 @@ pub const NOISY_WIDTH: f64 = 0.2;
 
 impl Spread {
     /// Median, range and interval of the values (all zero when there are none).
-    pub fn of(mut values: Vec<f64>) -> Self {
+    pub fn of(values: Vec<f64>) -> Self {
+        Self::drawn(values, true)
+    }
+
+    /// Median and range of the values, with no interval drawn.
+    pub fn without_interval(values: Vec<f64>) -> Self {
+        Self::drawn(values, false)
+    }
+
+    fn drawn(mut values: Vec<f64>, with_interval: bool) -> Self {
         values.retain(|v| v.is_finite());
         values.sort_by(f64::total_cmp);
         let n = values.len();
@@ -747,7 +756,9 @@ impl Spread {
             min: values[0],
             max: values[n - 1],
             n,
-            interval: stats::median_interval(&values),
+            interval: with_interval
+                .then(|| stats::median_interval(&values))
+                .flatten(),
         }
     }
 
@@ -863,8 +874,18 @@ impl Row<'_> {
 }
 
 /// Folds the runs into rows, one per combination over its rounds, in the order they were
-/// first run.
+/// first run, each figure with its interval where there were rounds enough.
 pub fn rows(results: &Results) -> Vec<Row<'_>> {
+    rows_of(results, Spread::of)
+}
+
+/// As [`rows`], each figure its median and range only: for readers of medians (a
+/// recommendation's evidence), which would otherwise pay for every figure's bootstrap.
+pub fn rows_without_intervals(results: &Results) -> Vec<Row<'_>> {
+    rows_of(results, Spread::without_interval)
+}
+
+fn rows_of(results: &Results, spread: fn(Vec<f64>) -> Spread) -> Vec<Row<'_>> {
     let mut rows: Vec<Row<'_>> = Vec::new();
     for run in &results.runs {
         // A row is its combination in every round.
@@ -895,7 +916,7 @@ pub fn rows(results: &Results) -> Vec<Row<'_>> {
         };
         row.figures = METRICS
             .iter()
-            .map(|m| Spread::of(counted.iter().map(|r| (m.value)(r)).collect()))
+            .map(|m| spread(counted.iter().map(|r| (m.value)(r)).collect()))
             .collect();
     }
     rows

@@ -1,19 +1,23 @@
 //! The contract every transport implements, and the one place that lists them.
 //!
-//! A transport is one file holding its declaration, its server and its client side by side:
+//! A transport is one folder: its `mod.rs` holds its declaration and framing, and each server
+//! or client implementation is a file of its own beside it:
 //!
-//! - `SPEC`: its name, a line saying what it is, its [`Traits`], its colour and its settings
-//!   (each a [`Setting`] with its default, declared there once);
-//! - server: `serve(listener, hub, config, shutdown)` accepts subscribers on a listener the
-//!   caller bound, hands each the published stream from the [`Hub`] (which also counts them),
-//!   and returns once `shutdown` fires.
-//! - client: `subscribe(server, config, sink)` connects, feeds every event it receives to the
-//!   [`Sink`] with its receive time, and closes cleanly when the sink has seen enough or the
-//!   server ends the stream.
+//! - `SPEC`: its name, a line saying what it is, its [`Traits`], its colour, its settings (each
+//!   a [`Setting`] with its default, declared there once), its standard interop client and its
+//!   server and client implementations ([`ServerImpl`], [`ClientImpl`]; settings choose one);
+//! - a server implementation: `serve(listener, hub, config, shutdown)` accepts subscribers on a
+//!   listener the caller bound, hands each the published stream from the [`Hub`] (which also
+//!   counts them), and returns once `shutdown` fires;
+//! - a client implementation: `subscribe(target, config, sink)` connects, feeds every event it
+//!   receives to the [`Sink`] with its receive time, and closes cleanly when the sink has seen
+//!   enough or the server ends the stream;
+//! - `frame(batch, out)`: what one subscriber's batch becomes in its framing, as its server
+//!   writes it (before TLS and compression), which the component benches time;
 //!
 //! and one line in the `transports!` list below. [`Transport`] is the enum that list writes; it
 //! only dispatches. Everything above this module (harness, metrics, report, recommend) talks to
-//! `Transport` and its [`Spec`], never to a transport's file.
+//! `Transport` and its [`Spec`], never to a transport's folder.
 
 pub mod client_stream;
 pub mod compression;

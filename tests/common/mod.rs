@@ -23,6 +23,28 @@ pub fn scratch(name: &str) -> std::path::PathBuf {
     dir
 }
 
+/// The first of `candidates` (a program on PATH, or a path) that runs, for a test that needs a
+/// tool from outside the project. Missing, the test is skipped with a note naming the tool and
+/// the script that installs it, except under CI (`CI` set), where every tool must be there:
+/// there a missing one fails the test.
+pub fn needs(tool: &str, candidates: &[&str], install: &str) -> Option<std::path::PathBuf> {
+    let found = candidates.iter().find(|candidate| {
+        std::process::Command::new(candidate)
+            .arg("-h")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok()
+    });
+    if let Some(found) = found {
+        return Some(found.into());
+    }
+    let why = format!("{tool} is not installed (run {install})");
+    assert!(std::env::var_os("CI").is_none(), "{why}, and CI needs it");
+    eprintln!("skipped: {why}");
+    None
+}
+
 /// Held by the tests of a binary that must not share the machine with each other: one that
 /// reads a planted delay to a fraction of a millisecond takes it, and so do the others of its
 /// binary, which would otherwise run beside it and load the two cores it measures on.

@@ -1,8 +1,8 @@
 //! The rules, one function each: each reads the [`Facts`] and adds its reasons (and the
 //! costs it measured) to the [`Findings`]. `assess` runs them in order.
 
-use super::super::design::{Consumers, Delivery, Direction};
-use super::super::evidence::REGIME;
+use super::super::design::{Consumers, Delivery, Design, Direction};
+use super::super::evidence::{Measured, REGIME};
 use super::costs;
 use super::{round, run_command, Constraint, Facts, Findings, Weight};
 use crate::harness::settings::settings_of;
@@ -44,20 +44,15 @@ pub fn round_trip(facts: &Facts<'_>, found: &mut Findings) {
         .any(|s| s.name() == UPSTREAM_RATE.name);
     match facts.evidence.round_trip(facts.transport, design) {
         Some(p99) => {
-            let within = p99.value <= design.p99_budget_ms * 1000.0;
+            let (weight, within) = against_budget(design, p99.value);
             found.say(
-                if within {
-                    Weight::Supports
-                } else {
-                    Weight::Excludes
-                },
+                weight,
                 Constraint::RoundTrip,
                 format!(
-                    "round trip p99 {} with {} msg/s up per subscriber {}, {} the {budget} budget",
+                    "round trip p99 {} with {} msg/s up per subscriber {}, {within} the {budget} budget",
                     micros(p99.value as u64),
                     UPSTREAM_RATE.read(&p99.settings),
                     p99.at(),
-                    if within { "within" } else { "over" },
                 ),
             );
         }
@@ -409,54 +404,50 @@ fn interval_of(facts: &Facts<'_>, settings: &crate::settings::SettingValues) -> 
 
 /// p99 against the budget; for polling, the interval the budget needs and its empty polls.
 pub fn latency(facts: &Facts<'_>, found: &mut Findings) {
-    let (design, evidence) = (facts.design, facts.evidence);
-    let budget = format!("{} ms", design.p99_budget_ms);
-    let p99 = evidence.comparable(facts.transport, design, Figure::LatencyP99, true);
-    if !facts.per_interval {
-        let Some(p99) = p99 else { return };
-        found.costs.p99_us = Some(p99.value);
-        let within = p99.value <= design.p99_budget_ms * 1000.0;
-        found.say(
-            if within {
-                Weight::Supports
-            } else {
-                Weight::Excludes
-            },
-            Constraint::Latency,
-            format!(
-                "p99 {} {}, {} the {budget} budget",
-                micros(p99.value as u64),
-                p99.at(),
-                if within { "within" } else { "over" },
-            ),
-        );
+    let p99 = facts
+        .evidence
+        .comparable(facts.transport, facts.design, Figure::LatencyP99, true);
+    if facts.per_interval {
+        polling_latency(facts, p99, found);
         return;
     }
-    // Latency is the polling interval: poll at half the budget to stay within it. The
-    // interval quoted is the one the p99 beside it was measured at (the same row).
+    let Some(p99) = p99 else { return };
+    let design = facts.design;
+    found.costs.p99_us = Some(p99.value);
+    let (weight, within) = against_budget(design, p99.value);
+    found.say(
+        weight,
+        Constraint::Latency,
+        format!(
+            "p99 {} {}, {within} the {} ms budget",
+            micros(p99.value as u64),
+            p99.at(),
+            design.p99_budget_ms
+        ),
+    );
+}
+
+/// A p99 (us) against the design's budget: whether it supports or excludes, and the word for it.
+fn against_budget(design: &Design, p99_us: f64) -> (Weight, &'static str) {
+    if p99_us <= design.p99_budget_ms * 1000.0 {
+        (Weight::Supports, "within")
+    } else {
+        (Weight::Excludes, "over")
+    }
+}
+
+/// Latency where it is the polling interval: poll at half the budget to stay within it. The
+/// interval quoted is the one the p99 beside it was measured at (the same row).
+fn polling_latency(facts: &Facts<'_>, p99: Option<Measured>, found: &mut Findings) {
+    let design = facts.design;
+    let budget = format!("{} ms", design.p99_budget_ms);
     let interval = costs::polling_interval(design);
     let measured = p99
         .as_ref()
         .map_or(facts.poll_interval, |p99| interval_of(facts, &p99.settings));
     let measured_ms = (measured * 1e3).round();
     if interval < measured / 2.0 {
-        found.say(
-            Weight::Unmeasured,
-            Constraint::Evidence,
-            format!(
-                "measured polling every {measured_ms} ms; the {} ms the budget needs was not \
-                 measured, so its CPU cost is unknown",
-                round(interval * 1e3)
-            ),
-        );
-        found.to_measure = facts.transport.traits().requests.pace().map(|setting| {
-            format!(
-                "{} --{} {}ms",
-                run_command(facts.transport, design),
-                setting.name,
-                (interval * 1e3).floor().max(1.0)
-            )
-        });
+        unmeasured_interval(facts, (interval, measured_ms), found);
     }
     // Polled within the budget and still over it: the server or its queue fell behind, so
     // polling faster would not help.
@@ -490,6 +481,37 @@ pub fn latency(facts: &Facts<'_>, found: &mut Findings) {
         );
     }
     found.costs.p99_us = Some(interval * 1e6);
+    empty_polls(design, interval, found);
+}
+
+/// The interval the budget needs was not measured (only a slower one): its CPU cost is
+/// unknown, and the command that would measure it is given.
+fn unmeasured_interval(
+    facts: &Facts<'_>,
+    (interval, measured_ms): (f64, f64),
+    found: &mut Findings,
+) {
+    found.say(
+        Weight::Unmeasured,
+        Constraint::Evidence,
+        format!(
+            "measured polling every {measured_ms} ms; the {} ms the budget needs was not \
+             measured, so its CPU cost is unknown",
+            round(interval * 1e3)
+        ),
+    );
+    found.to_measure = facts.transport.traits().requests.pace().map(|setting| {
+        format!(
+            "{} --{} {}ms",
+            run_command(facts.transport, facts.design),
+            setting.name,
+            (interval * 1e3).floor().max(1.0)
+        )
+    });
+}
+
+/// Polls that find nothing: more than one per event is a caveat worth its figure.
+fn empty_polls(design: &Design, interval: f64, found: &mut Findings) {
     let empty_polls = (1.0 / design.rate) / interval - 1.0;
     if empty_polls >= 1.0 {
         found.say(

@@ -1,0 +1,156 @@
+//! The first step of `pushbench run`: every combination a scenario measures (a row of the
+//! results in one round), each with its key, every setting its transport takes and the given
+//! settings it does not, in the order the rounds run them.
+
+use crate::event::PayloadSizes;
+use crate::results::key::{RowKey, Workload as KeyWorkload};
+use crate::results::scenario::Scenario;
+use crate::results::Rounds;
+use crate::transport::{SettingValues, Transport, CLIENT_IMPL, SERVER_IMPL};
+use crate::workload::Workload;
+
+use super::rounds;
+use super::settings::settings_of;
+use super::summary::Row;
+
+/// One combination to measure: a row of the results, in one round.
+#[derive(Clone)]
+pub(super) struct Combination {
+    /// What tells its row from the others, and its round.
+    pub key: RowKey,
+    /// The workload that runs (the key records it).
+    pub workload: Workload,
+    /// Every setting the run of the transport takes for this row.
+    pub settings: SettingValues,
+    /// Settings given to the run that this transport does not take.
+    pub not_applied: Vec<String>,
+}
+
+impl Combination {
+    /// What tells its row from the others, and which round this is.
+    pub fn row(&self) -> Row<'_> {
+        Row {
+            key: &self.key,
+            repeat: self.key.round,
+        }
+    }
+
+    /// The transport, with its swept settings when there are any (`longpoll longpoll-hold=1s`).
+    pub fn label(&self) -> String {
+        self.row().label()
+    }
+}
+
+/// Every combination in the order it runs: the plan once per round, each round in an order
+/// drawn from the scenario's seed, and how the rounds were ordered (with more than one).
+/// A knee search runs its rounds per level, so its plan runs once.
+pub(super) fn in_rounds(scenario: &Scenario) -> anyhow::Result<(Vec<Combination>, Option<Rounds>)> {
+    let rounds = if scenario.find_max {
+        1
+    } else {
+        scenario.repeat.max(1)
+    };
+    let plan = plan(scenario, rounds > 1)?;
+    let seed = rounds::order_seed(scenario.seed);
+    let combinations: Vec<Combination> = rounds::interleave(plan.len(), rounds, seed)
+        .into_iter()
+        .map(|(round, index)| {
+            let mut combination = plan[index].clone();
+            combination.key.round = round;
+            combination
+        })
+        .collect();
+    let order = |round: u32| {
+        combinations
+            .iter()
+            .filter(|c| c.key.round == round)
+            .map(Combination::label)
+            .collect()
+    };
+    let orders = (rounds > 1).then(|| Rounds {
+        seed,
+        orders: (0..rounds).map(order).collect(),
+        floors: Vec::new(),
+    });
+    Ok((combinations, orders))
+}
+
+/// The plan: every combination the scenario measures, once, in order (payload, workload,
+/// fan-out, transport, swept settings), each with its key, every setting its transport takes
+/// and the given settings it does not. With `floor_in_every_round`, the floor transport is
+/// measured too where the scenario did not select it: rounds pair every row with the floor's
+/// row of the same round.
+fn plan(scenario: &Scenario, floor_in_every_round: bool) -> anyhow::Result<Vec<Combination>> {
+    let mut transports = scenario.transports.clone();
+    if floor_in_every_round && !transports.iter().any(|t| t.traits().floor) {
+        transports.extend(Transport::ALL.iter().copied().filter(|t| t.traits().floor));
+    }
+    let mut combinations = Vec::new();
+    for payload in &scenario.payloads {
+        for &workload in &scenario.workloads {
+            for &subscribers in &scenario.subscribers {
+                for &transport in &transports {
+                    let at = (subscribers, payload, workload);
+                    combinations.extend(of_transport(scenario, transport, at)?);
+                }
+            }
+        }
+    }
+    Ok(combinations)
+}
+
+/// One transport's combinations at one fan-out, payload and workload: one per variant of the
+/// settings swept.
+fn of_transport(
+    scenario: &Scenario,
+    transport: Transport,
+    (subscribers, payload, workload): (usize, &PayloadSizes, Workload),
+) -> anyhow::Result<Vec<Combination>> {
+    let takes = settings_of(transport);
+    // Given settings this transport does not take: it runs without them, and its rows say so
+    // (the scenario refused any that no transport takes).
+    let not_applied: Vec<String> = scenario
+        .settings
+        .keys()
+        .filter(|name| !takes.iter().any(|s| s.name() == name.as_str()))
+        .cloned()
+        .collect();
+    let mut combinations = Vec::new();
+    for (settings, mut variant) in scenario.variants(&takes) {
+        // The implementations are dimensions of the key, not swept settings.
+        for chosen in [SERVER_IMPL.name, CLIENT_IMPL.name] {
+            variant.0.remove(chosen);
+        }
+        let mut key = RowKey::own(transport, subscribers, payload.clone(), variant);
+        key.workload = KeyWorkload::of(&workload);
+        with_implementations(&mut key, &settings, &settings)?;
+        combinations.push(Combination {
+            key,
+            workload,
+            settings,
+            not_applied: not_applied.clone(),
+        });
+    }
+    Ok(combinations)
+}
+
+/// Names in `key` the server and client implementations its transport runs with these
+/// settings (each side's own, as it reported them).
+pub(super) fn with_implementations(
+    key: &mut RowKey,
+    server_settings: &SettingValues,
+    client_settings: &SettingValues,
+) -> anyhow::Result<()> {
+    let transport = key.transport;
+    key.server_impl = transport
+        .server_impl(server_settings)
+        .map_err(anyhow::Error::msg)?
+        .name
+        .to_owned();
+    key.client_impl = transport
+        .client_impl(client_settings)
+        .map_err(anyhow::Error::msg)?
+        .name
+        .to_owned();
+    Ok(())
+}
