@@ -16,6 +16,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    // Every pushbench process may hold many sockets (a server, a load worker, `run` and its
+    // link emulator): each runs at its open-file hard limit, the one budget planning reads.
+    pushbench::protocol::open_files::raise_open_file_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -4,6 +4,7 @@
 //! rig is dropped, whatever ended the row.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::bail;
@@ -11,7 +12,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::cpu_limit::CpuLimit;
 use super::plan::Combination;
-use super::run::{Placed, RunOptions};
+use super::run::Placed;
 use super::settings::RESTART_AFTER;
 use crate::clock::now_ns;
 use crate::event::StreamSpec;
@@ -187,7 +188,7 @@ pub(super) struct Connected {
 impl Rig {
     /// Starts the server, the path to it and the load workers.
     pub async fn up(
-        options: &RunOptions,
+        (exe, scenario): (&Path, &Scenario),
         setup: &Setup,
         combination: &Combination,
         placed: &Placed<'_>,
@@ -197,9 +198,8 @@ impl Rig {
         // any process the transport's server works in besides (an outside broker).
         let place = |pid: u32| setup.place(pid);
         let job = Job::Serve(Box::new(setup.serve.clone()));
-        let netns = options.scenario.server_netns.as_deref();
-        let server =
-            ServerChild::spawn_placed(&options.exe, job, netns, "server".into(), &place).await?;
+        let netns = scenario.server_netns.as_deref();
+        let server = ServerChild::spawn_placed(exe, job, netns, "server".into(), &place).await?;
         if let Outside::Process(pid) = (transport.spec().outside)(&setup.client.settings) {
             place(pid).map_err(anyhow::Error::msg)?;
         }
@@ -218,8 +218,14 @@ impl Rig {
         )
         .await?;
         let origin_ns = now_ns();
-        let workers =
-            spawn_workers(options, setup, combination, placed, (target, origin_ns)).await?;
+        let workers = spawn_workers(
+            (exe, scenario),
+            setup,
+            combination,
+            placed,
+            (target, origin_ns),
+        )
+        .await?;
         Ok(Self {
             server,
             pids,
@@ -254,13 +260,12 @@ impl Rig {
 /// The load workers, one per share of the subscribers, each pinned to a load CPU of its own
 /// and dialing `target`, their intervals from `origin_ns`.
 async fn spawn_workers(
-    options: &RunOptions,
+    (exe, scenario): (&Path, &Scenario),
     setup: &Setup,
     combination: &Combination,
     placed: &Placed<'_>,
     (target, origin_ns): (SocketAddr, u64),
 ) -> anyhow::Result<Vec<LoadWorker>> {
-    let scenario = &options.scenario;
     let subscribers = combination.key.subscribers;
     let shares = worker_shares(
         subscribers,
@@ -282,7 +287,7 @@ async fn spawn_workers(
             cpus: placed.load_cpus.map(|cpus| vec![cpus[index % cpus.len()]]),
             measure_clock: false,
         };
-        workers.push(LoadWorker::spawn(&options.exe, Job::Load(Box::new(job)), index).await?);
+        workers.push(LoadWorker::spawn(exe, Job::Load(Box::new(job)), index).await?);
     }
     Ok(workers)
 }

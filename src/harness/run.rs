@@ -291,14 +291,11 @@ pub(super) async fn measure(
     placed: &Placed<'_>,
 ) -> anyhow::Result<TransportResult> {
     let setup = Setup::of(scenario, combination, placed)?;
-    let options = &RunOptions {
-        scenario: scenario.clone(),
-        ..options.clone()
-    };
-    let mut rig = Rig::up(options, &setup, combination, placed).await?;
+    let exe = options.exe.as_path();
+    let mut rig = Rig::up((exe, scenario), &setup, combination, placed).await?;
     let wait = scenario.timeout + REPORT_SLACK;
     let connected = rig.connected(wait).await?;
-    let streamed = stream(rig, &setup, options, wait).await?;
+    let streamed = stream(rig, &setup, (exe, scenario), wait).await?;
     summary(combination, &setup, placed, &connected, streamed)
 }
 
@@ -324,7 +321,7 @@ struct Streamed {
 async fn stream(
     rig: Rig,
     setup: &Setup,
-    options: &RunOptions,
+    (exe, scenario): (&Path, &Scenario),
     wait: Duration,
 ) -> anyhow::Result<Streamed> {
     let Rig {
@@ -342,13 +339,7 @@ async fn stream(
         }
         anyhow::Ok(parts)
     };
-    let disrupt = disrupt::during_stream(
-        server,
-        setup,
-        blackout.as_ref(),
-        &options.exe,
-        &options.scenario,
-    );
+    let disrupt = disrupt::during_stream(server, setup, blackout.as_ref(), exe, scenario);
     let sampling = CancellationToken::new();
     let sampler = setup.storm.map(|_| {
         tokio::spawn(process::sample_until(

@@ -695,7 +695,9 @@ impl Reader {
     /// `None` once the stream is fully read or the server closed.
     pub async fn next_batch(&mut self, limit: BatchLimit) -> Option<Batch> {
         if self.hub.two_way() {
-            return self.next_two_way(limit).await;
+            // Boxed: inline, the two-way wait would size every one-way reader's wait too (a
+            // held long poll, an idle SSE stream), for as long as it waits.
+            return Box::pin(self.next_two_way(limit)).await;
         }
         // The next event this reader follows: it waits for that one, not for others' events.
         let next = self.hub.next_of(self.next_seq, &self.interest)?;

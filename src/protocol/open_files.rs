@@ -1,8 +1,7 @@
 //! How many subscribers one process can hold, and so how many processes a side of a run is
 //! spread over: read from the open-file limit, which every socket counts against.
 
-/// Sockets a load worker keeps for itself (listeners, files, its pipes).
-pub const RESERVED_FILES: u64 = 64;
+pub use crate::transport::RESERVED_FILES;
 
 /// The open-file hard limit of this process (what the load can raise its soft limit to).
 pub fn open_file_limit() -> u64 {
@@ -14,11 +13,9 @@ pub fn open_file_limit() -> u64 {
 /// The most processes `run` spreads one side of a combination over.
 pub const MAX_PROCESSES: usize = 256;
 
-/// Subscribers one process can hold: its open-file hard limit, less room for everything else.
+/// Subscribers one process can hold: the rule every server's cap follows.
 pub fn subscribers_per_process() -> usize {
-    usize::try_from(open_file_limit().saturating_sub(RESERVED_FILES))
-        .unwrap_or(usize::MAX)
-        .max(1)
+    crate::transport::Limits::subscribers_per_process()
 }
 
 /// Server processes for `subscribers`: one while they fit, else enough that each holds at most

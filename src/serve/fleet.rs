@@ -17,7 +17,7 @@ use crate::protocol::{self, Command, Job, Report};
 
 use super::{
     announce_credentials, announce_listening, finish, Before, Output, ServeOptions, ServeStats,
-    SHUTDOWN_DEADLINE,
+    Stops, SHUTDOWN_DEADLINE,
 };
 
 /// How far ahead of now the fleet's schedule begins, so every member has its start command
@@ -32,15 +32,9 @@ pub async fn run(options: ServeOptions, output: Output) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("finding this executable to start the fleet")?;
     let before = Before::sample(&[std::process::id()]);
     let processes = options.processes;
-    let say = move |text: String| match output {
-        Output::Human => println!("{text}"),
-        Output::Json => eprintln!("{text}"),
-    };
+    let say = |text: String| output.say(&text);
     announce_credentials(&options, output)?;
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut terminate =
-        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut stops = Stops::install()?;
 
     // The first member takes the port (port 0 picks one); the rest join it there. Every member
     // gets the same secret, token and settings, so a subscriber may land on any of them.
@@ -87,8 +81,7 @@ pub async fn run(options: ServeOptions, output: Output) -> anyhow::Result<()> {
             }
             tokio::select! {
                 _ = tokio::time::sleep(COUNT_EVERY) => {}
-                _ = interrupt.recv() => { stopped_early = Some("interrupted"); break }
-                _ = terminate.recv() => { stopped_early = Some("terminated"); break }
+                why = stops.next() => { stopped_early = Some(why); break }
             }
         }
         if stopped_early.is_none() {
@@ -122,8 +115,7 @@ pub async fn run(options: ServeOptions, output: Output) -> anyhow::Result<()> {
     let gathered = loop {
         tokio::select! {
             gathered = &mut collect => break gathered,
-            _ = interrupt.recv() => eprintln!("interrupted; stopping the fleet"),
-            _ = terminate.recv() => eprintln!("terminated; stopping the fleet"),
+            why = stops.next() => eprintln!("{why}; stopping the fleet"),
         }
         for pid in &pids {
             terminate_pid(*pid);

@@ -297,6 +297,44 @@ pub enum Output {
     Json,
 }
 
+impl Output {
+    /// Says a sentence where this output puts them: stdout for a person, stderr beside the
+    /// reports.
+    pub fn say(self, text: &str) {
+        match self {
+            Output::Human => println!("{text}"),
+            Output::Json => eprintln!("{text}"),
+        }
+    }
+}
+
+/// SIGINT and SIGTERM, what stops a server (or a fleet) before its stream is delivered.
+/// Installed before anyone can know where it listens, so a SIGTERM sent the moment it says so
+/// stops it cleanly rather than killing it.
+pub(crate) struct Stops {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Stops {
+    /// Installs both handlers.
+    pub fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            terminate: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+        })
+    }
+
+    /// Waits for either, and says which: "interrupted" or "terminated".
+    pub async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.interrupt.recv() => "interrupted",
+            _ = self.terminate.recv() => "terminated",
+        }
+    }
+}
+
 /// Runs one server process: says where it listens, publishes the stream once `start_after`
 /// subscribers are connected (or, as a member of a fleet, when `commands` says), and exits
 /// when it is delivered (or on Ctrl-C or SIGTERM). With `processes` above one it runs the
@@ -318,17 +356,9 @@ pub async fn run(
             .context("pinning the server to its CPUs")?;
     }
     let transport = options.transport;
-    let say = move |text: String| match output {
-        Output::Human => println!("{text}"),
-        Output::Json => eprintln!("{text}"),
-    };
+    let say = |text: String| output.say(&text);
     announce_credentials(&options, output)?;
-    // Before anyone can know where it listens, so a SIGTERM sent the moment it says so stops
-    // it cleanly rather than killing it.
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut terminate =
-        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut stops = Stops::install()?;
     let mut server = Server::start_shared(
         transport,
         options.listen,
@@ -367,14 +397,12 @@ pub async fn run(
         // A member of a fleet starts when the fleet has all its subscribers.
         (None, Some(commands)) if options.awaits_start => tokio::select! {
             origin = wait_for_command(&mut server, commands) => origin?,
-            _ = interrupt.recv() => return ending.stop(server, None, "interrupted").await,
-            _ = terminate.recv() => return ending.stop(server, None, "terminated").await,
+            why = stops.next() => return ending.stop(server, None, why).await,
         },
         (None, _) => {
             tokio::select! {
                 started = server.wait_for_start(options.start_after, options.start_delay) => started?,
-                _ = interrupt.recv() => return ending.stop(server, None, "interrupted").await,
-                _ = terminate.recv() => return ending.stop(server, None, "terminated").await,
+                why = stops.next() => return ending.stop(server, None, why).await,
             }
             now_ns()
         }
@@ -386,8 +414,7 @@ pub async fn run(
     }
     let published = tokio::select! {
         published = server.publish_from(&options.spec, Some(origin_ns)) => published?,
-        _ = interrupt.recv() => return ending.stop(server, None, "interrupted").await,
-        _ = terminate.recv() => return ending.stop(server, None, "terminated").await,
+        why = stops.next() => return ending.stop(server, None, why).await,
     };
     say(format!(
         "published {} events in {:.3} s",
@@ -396,8 +423,7 @@ pub async fn run(
     ));
     let left = tokio::select! {
         left = server.drain(options.drain_timeout) => left,
-        _ = interrupt.recv() => server.hub().subscribers(),
-        _ = terminate.recv() => server.hub().subscribers(),
+        _ = stops.next() => server.hub().subscribers(),
     };
     if left > 0 {
         eprintln!("warning: {left} subscriber(s) still connected with no progress for the drain timeout; stopping");

@@ -39,7 +39,9 @@ pub mod tls;
 pub mod upstream;
 
 use std::fmt;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -323,13 +325,17 @@ pub struct ServerConfig {
 /// comments): the one default `serve`, `run` and `recommend` share.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
 
+/// Files a process keeps for itself besides its subscribers' sockets (listeners, files, its
+/// pipes).
+pub const RESERVED_FILES: u64 = 64;
+
 /// What a server allows its clients, so that no client can hold it, fill it or turn it
 /// against its network.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Limits {
     /// Subscribers (connections, or registered webhook endpoints) at once; more are refused
-    /// with 503 (HTTP), or closed (raw TCP). `None`: what the serving process's open-file
-    /// limit allows ([`max_subscribers_allowed`]).
+    /// with 503 (HTTP), or closed (raw TCP). `None`: what one process can hold (its open-file
+    /// limit, less what it keeps for itself: [`Limits::subscribers_per_process`]).
     pub max_subscribers: Option<usize>,
     /// How long one write to a subscriber may wait (on a reader that does not read) before the
     /// subscriber is dropped and counted.
@@ -339,7 +345,20 @@ pub struct Limits {
 impl Limits {
     /// Subscribers allowed at once in this process.
     pub fn subscriber_cap(&self) -> usize {
-        self.max_subscribers.unwrap_or_else(max_subscribers_allowed)
+        self.max_subscribers
+            .unwrap_or_else(Self::subscribers_per_process)
+    }
+
+    /// The most subscribers one process can hold: its open-file hard limit (every pushbench
+    /// process raises its soft limit to it), less [`RESERVED_FILES`]. `run` plans how many
+    /// processes a side needs by the same rule.
+    pub fn subscribers_per_process() -> usize {
+        let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+            .maximum
+            .unwrap_or(u64::MAX);
+        usize::try_from(limit.saturating_sub(RESERVED_FILES))
+            .unwrap_or(usize::MAX)
+            .max(1)
     }
 }
 
@@ -350,15 +369,6 @@ impl Default for Limits {
             write_timeout: Duration::from_secs(30),
         }
     }
-}
-
-/// The most subscribers one process can hold: its open-file limit, less room for the files and
-/// listening sockets it needs besides.
-pub fn max_subscribers_allowed() -> usize {
-    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
-        .current
-        .unwrap_or(1 << 20);
-    (limit as usize).saturating_sub(64).max(1)
 }
 
 /// Faults a server can inject, so tests (and users) can check the measurement sees them.
@@ -698,7 +708,17 @@ impl Dialer<'_> {
 
     /// Connects a TCP stream to `server`, with Nagle off (every transport here sends small
     /// messages that must not wait for more), then TLS asking for `alpn` when it is on.
-    pub(crate) async fn connect(
+    ///
+    /// Boxed, as [`Dialer::http1`] is, for the transports that speak over the raw stream.
+    pub(crate) fn connect<'a>(
+        &'a self,
+        server: SocketAddr,
+        alpn: &'a [&'a [u8]],
+    ) -> Pin<Box<dyn Future<Output = Result<ClientStream, ClientError>> + Send + 'a>> {
+        Box::pin(self.connect_inline(server, alpn))
+    }
+
+    async fn connect_inline(
         &self,
         server: SocketAddr,
         alpn: &[&[u8]],
@@ -741,38 +761,59 @@ impl Dialer<'_> {
     /// driven by a task of its own. Requests go over it one after another (keep-alive); it
     /// needs no pool, proxy or resolver, which a general-purpose client would carry per
     /// subscriber (and an `HTTP_PROXY` in the environment cannot reroute it).
-    pub(crate) async fn http1<B>(
+    ///
+    /// Boxed, so the connecting (TCP, TLS, the HTTP handshake) takes room only while it lasts:
+    /// inline, its state would size the subscriber's task for the stream's whole life.
+    pub(crate) fn http1<B>(
         &self,
         server: SocketAddr,
-    ) -> Result<hyper::client::conn::http1::SendRequest<B>, ClientError>
+    ) -> Pin<
+        Box<
+            dyn Future<Output = Result<hyper::client::conn::http1::SendRequest<B>, ClientError>>
+                + Send
+                + '_,
+        >,
+    >
     where
         B: hyper::body::Body + Send + 'static,
         B::Data: Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let stream = self.connect(server, tls::ALPN_HTTP1).await?;
-        let handshake = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream));
-        self.drive(server, "HTTP", handshake).await
+        Box::pin(async move {
+            let stream = self.connect_inline(server, tls::ALPN_HTTP1).await?;
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let handshake = hyper::client::conn::http1::handshake(io);
+            self.drive(server, "HTTP", handshake).await
+        })
     }
 
     /// An HTTP/2 connection (h2c with prior knowledge, or h2 under TLS by ALPN), driven by a
     /// task of its own: requests go over it at once, each a stream of its own, so several
     /// subscribers may share it.
-    pub(crate) async fn http2<B>(
+    /// Boxed, as [`Dialer::http1`] is.
+    pub(crate) fn http2<B>(
         &self,
         server: SocketAddr,
-    ) -> Result<hyper::client::conn::http2::SendRequest<B>, ClientError>
+    ) -> Pin<
+        Box<
+            dyn Future<Output = Result<hyper::client::conn::http2::SendRequest<B>, ClientError>>
+                + Send
+                + '_,
+        >,
+    >
     where
         B: hyper::body::Body + Send + Unpin + 'static,
         B::Data: Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let stream = self.connect(server, tls::ALPN_H2).await?;
-        let handshake = hyper::client::conn::http2::handshake(
-            hyper_util::rt::TokioExecutor::new(),
-            hyper_util::rt::TokioIo::new(stream),
-        );
-        self.drive(server, "HTTP/2", handshake).await
+        Box::pin(async move {
+            let stream = self.connect_inline(server, tls::ALPN_H2).await?;
+            let handshake = hyper::client::conn::http2::handshake(
+                hyper_util::rt::TokioExecutor::new(),
+                hyper_util::rt::TokioIo::new(stream),
+            );
+            self.drive(server, "HTTP/2", handshake).await
+        })
     }
 
     /// Finishes an HTTP `handshake` within the connect timeout and drives its connection in a

@@ -11,16 +11,12 @@ use std::task::{Context, Poll};
 use axum::http::Uri;
 use hyper::client::conn::http2::SendRequest;
 
+use crate::clock::now_ns;
+use crate::event::{DecodeError, Event, Gap};
 use crate::transport::multiplex::Multiplexed;
 use crate::transport::resume::Resuming;
 use crate::transport::upstream;
-use crate::transport::{
-    Target,
-    ArrivalClock, ClientConfig, ClientError, Flow,
-    Sink,
-};
-use crate::clock::now_ns;
-use crate::event::{DecodeError, Event, Gap};
+use crate::transport::{ArrivalClock, ClientConfig, ClientError, Flow, Sink, Target};
 
 use super::proto::delivery::Item;
 use super::proto::events_client::EventsClient;
@@ -61,7 +57,11 @@ pub(super) async fn client(
     server: SocketAddr,
     config: &ClientConfig,
 ) -> Result<EventsClient<OnConnection>, ClientError> {
-    let scheme = if config.dialer().secure() { "https" } else { "http" };
+    let scheme = if config.dialer().secure() {
+        "https"
+    } else {
+        "http"
+    };
     let origin = format!("{scheme}://{server}")
         .parse::<Uri>()
         .map_err(|e| ClientError::Config(e.to_string()))?;
@@ -71,11 +71,7 @@ pub(super) async fn client(
 
 /// A failed call as the subscription's error.
 pub(super) fn failed(status: tonic::Status) -> ClientError {
-    ClientError::Protocol(format!(
-        "gRPC {:?}: {}",
-        status.code(),
-        status.message()
-    ))
+    ClientError::Protocol(format!("gRPC {:?}: {}", status.code(), status.message()))
 }
 
 /// One call from event `first`: `Ok` once the sink has enough, an error when the call failed

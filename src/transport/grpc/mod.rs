@@ -16,16 +16,10 @@
 //! `Gap` message first. Past the subscriber cap the call fails with `RESOURCE_EXHAUSTED`. A
 //! quiet call is kept alive by HTTP/2 PINGs every heartbeat.
 
-
-
 use super::multiplex::CONNECTIONS;
-use super::{
-    Colour, KeepAlive, Redelivery, Requests,
-    Spec, Traits,
-};
+use super::{Colour, KeepAlive, Redelivery, Requests, Spec, Traits};
 use crate::event::Event;
 use crate::hub::Batch;
-
 
 mod bidi;
 mod client;

@@ -9,13 +9,10 @@ use futures_util::Stream;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::hub::{BatchLimit, Hub, Reader, SubscriberGuard};
 use crate::transport::http::serve_http2;
 use crate::transport::tls::ALPN_H2;
-use crate::transport::{
-    ServerConfig,
-    TrackedListener,
-};
-use crate::hub::{BatchLimit, Hub, Reader, SubscriberGuard};
+use crate::transport::{ServerConfig, TrackedListener};
 
 use super::proto::events_server::{Events, EventsServer};
 use super::proto::upstream::Item as UpItem;
@@ -106,10 +103,7 @@ impl Events for Service {
 impl Service {
     /// A subscription's reader and its place among the subscribers (counted while its call
     /// lives), refused past the cap or for streams the server does not publish.
-    fn open(
-        &self,
-        request: SubscribeRequest,
-    ) -> Result<(Reader, SubscriberGuard), tonic::Status> {
+    fn open(&self, request: SubscribeRequest) -> Result<(Reader, SubscriberGuard), tonic::Status> {
         if self.hub.subscribers() >= self.cap {
             return Err(tonic::Status::resource_exhausted(
                 "server full: it holds as many subscribers as it allows (--max-subscribers)",
@@ -200,4 +194,3 @@ async fn take_up(
         )),
     }
 }
-

@@ -1,13 +1,7 @@
 //! pushbench's long-poll client: asks again at once with the new cursor.
 
-
-
 use crate::transport::cursor::{self, Pace};
-use crate::transport::{
-    Target,
-    ClientConfig, ClientError, Sink,
-};
-
+use crate::transport::{ClientConfig, ClientError, Sink, Target};
 
 /// Polls again the moment each answer arrives.
 pub(crate) async fn subscribe(

@@ -4,16 +4,11 @@
 
 use std::time::Duration;
 
-
 pub(crate) use super::cursor::frame;
-use super::{
-    Colour, KeepAlive, Redelivery, Requests, Setting, Side, Spec,
-    Traits,
-};
+use super::{Colour, KeepAlive, Redelivery, Requests, Setting, Side, Spec, Traits};
 
-
-mod server;
 mod client;
+mod server;
 
 /// How long the server holds a poll that finds nothing new.
 pub static HOLD: Setting<Duration> = Setting {

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::hub::Hub;
 use crate::transport::cursor::{self};
 use crate::transport::ServerConfig;
-use crate::hub::Hub;
 
 use super::HOLD;
 

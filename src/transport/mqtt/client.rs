@@ -7,15 +7,15 @@ use std::time::Duration;
 
 use rumqttc::{AsyncClient, ConnectionError, EventLoop, LastWill, MqttOptions, Packet, QoS};
 
+use crate::clock::now_ns;
 use crate::transport::resume::Resuming;
 use crate::transport::upstream::{Duplex, Schedule};
-use crate::transport::{
-    Target,
-    deliver, ClientConfig, ClientError, Flow, Sink,
-};
-use crate::clock::now_ns;
+use crate::transport::{deliver, ClientConfig, ClientError, Flow, Sink, Target};
 
-use super::{stream_topic, BROKER, BYE, BYE_WAIT, Broker, CONNECT_RETRY, CONTROL, END, EVENTS, KEEP_ALIVE, PRESENCE, QOS, REQUESTS, UP, options};
+use super::{
+    options, stream_topic, Broker, BROKER, BYE, BYE_WAIT, CONNECT_RETRY, CONTROL, END, EVENTS,
+    KEEP_ALIVE, PRESENCE, QOS, REQUESTS, UP,
+};
 
 /// Distinguishes the client ids of the subscribers of one process.
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
@@ -71,7 +71,9 @@ fn broker_not_up(error: &ConnectionError) -> bool {
         ConnectionError::Io(_)
             | ConnectionError::MqttState(StateError::Io(_))
             | ConnectionError::MqttState(StateError::ConnectionAborted)
-            | ConnectionError::MqttState(StateError::Deserialization(rumqttc::mqttbytes::Error::Io(_)))
+            | ConnectionError::MqttState(StateError::Deserialization(
+                rumqttc::mqttbytes::Error::Io(_)
+            ))
     )
 }
 
@@ -129,7 +131,10 @@ async fn connect_once(
                 .into_iter()
                 .chain(streams)
                 .map(|topic| rumqttc::SubscribeFilter::new(topic, qos))
-                .chain([rumqttc::SubscribeFilter::new(CONTROL.into(), QoS::AtLeastOnce)]);
+                .chain([rumqttc::SubscribeFilter::new(
+                    CONTROL.into(),
+                    QoS::AtLeastOnce,
+                )]);
             client
                 .subscribe_many(filters)
                 .await

@@ -28,16 +28,15 @@ use bytes::BytesMut;
 use rumqttc::{MqttOptions, QoS};
 
 use super::resume::{CHURN, OUTAGE, OUTAGE_AFTER, RECONNECT_GRACE, RESUME};
-use crate::settings::Value;
 use super::{
     Colour, KeepAlive, Outside, Redelivery, Requests, Setting, SettingValues, Side, Spec, Traits,
 };
 use crate::event::MAX_EVENT_BYTES;
 use crate::hub::Batch;
+use crate::settings::Value;
 
-
-mod server;
 mod client;
+mod server;
 
 /// Publish/subscribe through a broker; resuming is the broker's persistent session.
 pub static SPEC: Spec = Spec {
@@ -304,7 +303,10 @@ mod tests {
         assert!(error.contains("mqtt://IP:PORT"), "{error}");
         let error = Broker::parse("mqtt://broker.example:1883").unwrap_err();
         assert!(error.contains("IP address"), "{error}");
-        for broker in [Broker::Embedded, Broker::External("[::1]:1883".parse().unwrap())] {
+        for broker in [
+            Broker::Embedded,
+            Broker::External("[::1]:1883".parse().unwrap()),
+        ] {
             assert_eq!(Broker::parse(&broker.show()), Ok(broker));
         }
     }

@@ -11,15 +11,16 @@ use rumqttc::{AsyncClient, EventLoop, Packet, QoS};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::settings::Value;
-use crate::transport::{
-    ServerConfig,
-};
 use crate::clock::now_ns;
 use crate::hub::{Hub, SubscriberGuard};
 use crate::metrics::tcp_info;
+use crate::settings::Value;
+use crate::transport::ServerConfig;
 
-use super::{BROKER, BYE, Broker, CONNECT_RETRY, CONTROL, END, EVENTS, EVERY_PRESENCE, INFLIGHT, KEEP_ALIVE, MAX_PACKET, PRESENCE, QOS, REQUESTS, UP, options};
+use super::{
+    options, Broker, BROKER, BYE, CONNECT_RETRY, CONTROL, END, EVENTS, EVERY_PRESENCE, INFLIGHT,
+    KEEP_ALIVE, MAX_PACKET, PRESENCE, QOS, REQUESTS, UP,
+};
 
 /// Serves the stream through the broker until `shutdown` fires: starts the embedded broker
 /// (or finds the external one), then publishes every event of the hub and keeps count of the
@@ -105,10 +106,7 @@ pub(crate) async fn serve(
 /// Hands the messages that came up to the hub, in order, each with its time of receipt. MQTT
 /// has no answer to a PUBLISH a subscriber of the broker refuses: one that is not a message
 /// up is logged, and the upstream ledger counts what its sender then lost.
-async fn take_up(
-    hub: Arc<Hub>,
-    mut taking: tokio::sync::mpsc::UnboundedReceiver<(Bytes, u64)>,
-) {
+async fn take_up(hub: Arc<Hub>, mut taking: tokio::sync::mpsc::UnboundedReceiver<(Bytes, u64)>) {
     while let Some((wire, received_ns)) = taking.recv().await {
         if let Err(why) = hub.receive_upstream_at(wire, received_ns).await {
             tracing::warn!(%why, "a message up refused");
@@ -392,8 +390,8 @@ impl WireBytes {
         match tcp_info::on_local_port(self.broker.port()) {
             Ok(sockets) => {
                 for socket in sockets {
-                    let ours = socket.local.ip() == self.broker.ip()
-                        || self.broker.ip().is_unspecified();
+                    let ours =
+                        socket.local.ip() == self.broker.ip() || self.broker.ip().is_unspecified();
                     if ours && !self.excluded.contains(&socket.peer.port()) {
                         self.seen.insert(socket.peer, socket);
                     }

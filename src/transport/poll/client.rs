@@ -1,12 +1,7 @@
 //! pushbench's short-poll client: the cursor API polled at a fixed interval.
 
-
-
 use crate::transport::cursor::{self, Pace};
-use crate::transport::{
-    Target,
-    ClientConfig, ClientError, Sink,
-};
+use crate::transport::{ClientConfig, ClientError, Sink, Target};
 
 use super::INTERVAL;
 
@@ -16,5 +11,11 @@ pub(crate) async fn subscribe(
     config: &ClientConfig,
     sink: &mut dyn Sink,
 ) -> Result<(), ClientError> {
-    cursor::subscribe(target, config, sink, Pace::Every(INTERVAL.read(&config.settings))).await
+    cursor::subscribe(
+        target,
+        config,
+        sink,
+        Pace::Every(INTERVAL.read(&config.settings)),
+    )
+    .await
 }

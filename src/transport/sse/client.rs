@@ -1,23 +1,20 @@
 //! pushbench's SSE client: `sse-stream` over hyper, reconnecting with `Last-Event-ID` as
 //! `EventSource` does, and in two-way traffic POSTing its messages up beside the stream.
 
-
 use axum::http::{header, HeaderValue, StatusCode};
 use bytes::Bytes;
 use http_body_util::BodyExt as _;
 use sse_stream::SseByteStream;
 
+use crate::clock::now_ns;
 use crate::transport::compression::{decoded, decoder_for, COMPRESSION};
 use crate::transport::resume::Resuming;
 use crate::transport::upstream;
 use crate::transport::{
-    Target,
-    deliver, http1_connect, ArrivalClock, ClientConfig, ClientError, Flow, Sink,
+    deliver, http1_connect, ArrivalClock, ClientConfig, ClientError, Flow, Sink, Target,
 };
-use crate::clock::now_ns;
 
 use super::OWN_PATH;
-
 
 /// Subscribes to `http://server/sse` and feeds each event's data to the sink, reconnecting
 /// with `Last-Event-ID` (as a browser's `EventSource` does) when the stream ends before the sink
@@ -41,8 +38,8 @@ pub(crate) async fn subscribe(
         let mut sink = watched;
         subscribe_over(target, config, &mut sink, |mut request| async move {
             // HTTP/1.1 names the server in a Host header.
-            let host = HeaderValue::from_str(authority)
-                .map_err(|e| ClientError::Config(e.to_string()))?;
+            let host =
+                HeaderValue::from_str(authority).map_err(|e| ClientError::Config(e.to_string()))?;
             request.headers_mut().insert(header::HOST, host);
             http1_connect(server, config)
                 .await?
@@ -101,8 +98,7 @@ where
 {
     // The streams followed are in the URL, which a reconnecting EventSource asks for again.
     let path = target.request_path(OWN_PATH, config.topics_query().as_deref());
-    let mut request = axum::http::Request::get(path)
-        .header("accept", "text/event-stream");
+    let mut request = axum::http::Request::get(path).header("accept", "text/event-stream");
     if let Some(id) = last_event_id.as_deref() {
         request = request.header("last-event-id", id);
     }

@@ -11,17 +11,13 @@
 //! A subscriber that has read the whole stream and comes back is answered 204 No Content, which
 //! tells a browser's `EventSource` to stop reconnecting.
 
-
 use bytes::BytesMut;
 
-use super::{
-    Colour, KeepAlive, Redelivery, Requests, Spec, Traits,
-};
+use super::{Colour, KeepAlive, Redelivery, Requests, Spec, Traits};
 use crate::hub::Batch;
 
-
-mod server;
 mod client;
+mod server;
 
 // What SSE over HTTP/2 shares of this stream: its handler and state, and its client's parser.
 pub(crate) use client::subscribe_over;

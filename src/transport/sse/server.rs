@@ -15,13 +15,13 @@ use bytes::{Bytes, BytesMut};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::transport::compression::{compressed, Compression, COMPRESSION};
-use crate::transport::cursor::{first_seq_from_query, interest_from_query, parse_after, BadRequest};
-use crate::transport::upstream::with_upstream;
-use crate::transport::{
-    serve_http, ServerConfig, TrackedListener,
-};
 use crate::hub::{BatchLimit, Hub, Reader};
+use crate::transport::compression::{compressed, Compression, COMPRESSION};
+use crate::transport::cursor::{
+    first_seq_from_query, interest_from_query, parse_after, BadRequest,
+};
+use crate::transport::upstream::with_upstream;
+use crate::transport::{serve_http, ServerConfig, TrackedListener};
 
 use super::frame;
 
@@ -52,13 +52,7 @@ pub(crate) async fn serve(
         .route("/sse", get(open_stream))
         .with_state(state);
     let router = with_upstream(router, &hub);
-    serve_http(
-        listener,
-        router,
-        http,
-        shutdown,
-    )
-    .await
+    serve_http(listener, router, http, shutdown).await
 }
 
 /// `GET /sse`: the subscriber's stream from where it resumes (204 once it has everything).

@@ -49,7 +49,11 @@ pub(crate) async fn subscribe(
 
 /// `http://authority` or `https://authority`: where requests' absolute URIs begin.
 fn origin(target: &Target, config: &ClientConfig) -> String {
-    let scheme = if config.dialer().secure() { "https" } else { "http" };
+    let scheme = if config.dialer().secure() {
+        "https"
+    } else {
+        "http"
+    };
     format!("{scheme}://{}", target.authority())
 }
 

@@ -7,19 +7,14 @@
 //! ([`super::multiplex`]). Every request is a subscriber of its own, counted while its response
 //! lives.
 
-
-
 use super::compression::COMPRESSION;
 use super::multiplex::CONNECTIONS;
 use super::sse::{self};
-use super::{
-    Colour, KeepAlive, Redelivery, Requests, Spec, Traits,
-};
+use super::{Colour, KeepAlive, Redelivery, Requests, Spec, Traits};
 use crate::hub::Batch;
 
-
-mod server;
 mod client;
+mod server;
 
 /// One-way, one unending response per subscriber, many on one connection.
 pub static SPEC: Spec = Spec {

@@ -12,16 +12,12 @@ use futures_util::StreamExt as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::hub::Hub;
 use crate::transport::http::serve_http2;
 use crate::transport::sse::{self, AppState};
 use crate::transport::tls::ALPN_H2;
 use crate::transport::upstream::with_upstream;
-use crate::transport::{
-    ServerConfig,
-    TrackedListener,
-};
-use crate::hub::Hub;
-
+use crate::transport::{ServerConfig, TrackedListener};
 
 /// Serves `/sse` over HTTP/2 on `listener` until `shutdown` fires.
 pub(crate) async fn serve(

@@ -5,14 +5,11 @@ use std::net::SocketAddr;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::transport::{
-    Target,
-    connect_tcp, deliver, ClientConfig, ClientError, Sink,
-};
-use crate::transport::resume::Resuming;
-use crate::transport::upstream::{Duplex, Schedule};
 use crate::clock::now_ns;
 use crate::event::MAX_EVENT_BYTES;
+use crate::transport::resume::Resuming;
+use crate::transport::upstream::{Duplex, Schedule};
+use crate::transport::{connect_tcp, deliver, ClientConfig, ClientError, Sink, Target};
 
 use super::{FIRST_CHUNK, PREFIX_BYTES, STREAMS_FOLLOW};
 

@@ -14,17 +14,13 @@ pub(crate) const STREAMS_FOLLOW: u64 = 1 << 63;
 /// Most streams one subscriber may name (its first frame stays small).
 pub(crate) const MAX_STREAMS_NAMED: usize = 4096;
 
-
 use bytes::{BufMut as _, BytesMut};
 
-use super::{
-    Colour, KeepAlive, Redelivery, Requests, Spec, Traits,
-};
+use super::{Colour, KeepAlive, Redelivery, Requests, Spec, Traits};
 use crate::hub::Batch;
 
-
-mod server;
 mod client;
+mod server;
 
 /// Bare frames: duplex, no browser API, no HTTP; resuming is the application's (a start seq).
 pub static SPEC: Spec = Spec {

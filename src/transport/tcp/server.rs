@@ -7,15 +7,13 @@ use std::time::Duration;
 use bytes::BytesMut;
 use futures_util::StreamExt as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_util::codec::LengthDelimitedCodec;
 use tokio::net::TcpListener;
+use tokio_util::codec::LengthDelimitedCodec;
 use tokio_util::sync::CancellationToken;
 
-use crate::transport::{
-    ServerConfig, TrackedListener,
-};
-use crate::transport::listener::Established;
 use crate::hub::{BatchLimit, Hub};
+use crate::transport::listener::Established;
+use crate::transport::{ServerConfig, TrackedListener};
 
 use super::{frame, FIRST_CHUNK, MAX_STREAMS_NAMED, PREFIX_BYTES, STREAMS_FOLLOW};
 

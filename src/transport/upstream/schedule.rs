@@ -159,11 +159,15 @@ pub(crate) fn outbox<'a>(
 /// Runs a subscription and the sending of its messages up together: done when both are, and
 /// ended by the first error of either (a message that cannot go up fails the subscription, as
 /// an event that cannot arrive does).
-pub(crate) async fn together(
-    receiving: impl Future<Output = Result<(), ClientError>>,
-    sending: impl Future<Output = Result<(), ClientError>>,
-) -> Result<(), ClientError> {
-    tokio::try_join!(receiving, sending).map(|_| ())
+pub(crate) fn together<'a>(
+    receiving: impl Future<Output = Result<(), ClientError>> + 'a,
+    sending: impl Future<Output = Result<(), ClientError>> + Send + 'a,
+) -> impl Future<Output = Result<(), ClientError>> + 'a {
+    // The sending side is boxed: it holds a connection of its own while messages go up and is
+    // nothing at all without two-way traffic, but inline it would size every subscriber's
+    // task for its whole life.
+    let sending = Box::pin(sending);
+    async move { tokio::try_join!(receiving, sending).map(|_| ()) }
 }
 
 /// A sink that passes everything on and publishes the stream's start the first time the sink

@@ -18,20 +18,19 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::transport::resume::Outage;
-use crate::transport::upstream;
-use crate::transport::compression::decode_body;
-use crate::transport::standard_webhooks::{unix_now, Secrets};
-use crate::transport::{
-    Target,
-    deliver, serve_http, ClientConfig, ClientError, Flow, HttpSettings, Sink,
-    TrackedListener,
-};
 use crate::clock::now_ns;
 use crate::event::MAX_EVENT_BYTES;
+use crate::transport::compression::decode_body;
+use crate::transport::resume::Outage;
+use crate::transport::standard_webhooks::{unix_now, Secrets};
+use crate::transport::upstream;
+use crate::transport::{
+    deliver, serve_http, ClientConfig, ClientError, Flow, HttpSettings, Sink, Target,
+    TrackedListener,
+};
 
 use super::REGISTRATION_PATH;
-use super::{EVENT_PARAMETER, REGISTRATION_TOKEN, TOLERANCE, secrets_of};
+use super::{secrets_of, EVENT_PARAMETER, REGISTRATION_TOKEN, TOLERANCE};
 
 /// The event a GET delivery carried, from its query string.
 fn event_from_query(query: Option<&str>) -> Result<Bytes, String> {
@@ -118,7 +117,11 @@ impl Consumer {
 
     /// The URL the provider should POST to: https:// when TLS is on.
     pub fn url(&self) -> String {
-        let scheme = if self.config.dialer().secure() { "https" } else { "http" };
+        let scheme = if self.config.dialer().secure() {
+            "https"
+        } else {
+            "http"
+        };
         match self.listener.local_addr() {
             Ok(addr) => format!("{scheme}://{addr}/webhook"),
             Err(_) => String::new(),
@@ -215,7 +218,8 @@ async fn register_with(
     .to_string();
     let request = axum::http::Request::post(provider.path_or(REGISTRATION_PATH))
         .header("content-type", "application/json");
-    let (status, body) = call_api(provider, config, request, Bytes::from(body), "registering").await?;
+    let (status, body) =
+        call_api(provider, config, request, Bytes::from(body), "registering").await?;
     if status != StatusCode::CREATED {
         return Err(ClientError::Status {
             status: status.as_u16(),
@@ -267,7 +271,12 @@ async fn call_api(
         sender.ready().await.map_err(broken)?;
         let answer = sender.send_request(request).await.map_err(broken)?;
         let status = answer.status();
-        let body = answer.into_body().collect().await.map_err(broken)?.to_bytes();
+        let body = answer
+            .into_body()
+            .collect()
+            .await
+            .map_err(broken)?
+            .to_bytes();
         Ok::<_, ClientError>((status, body))
     };
     tokio::time::timeout(config.request_timeout, exchange)
@@ -312,7 +321,10 @@ async fn accept(
     if state.down_at(received_ns) {
         return (StatusCode::SERVICE_UNAVAILABLE, "down (the outage fault)\n").into_response();
     }
-    if let Err(error) = state.secrets.verify(&headers, &body, unix_now(), state.tolerance) {
+    if let Err(error) = state
+        .secrets
+        .verify(&headers, &body, unix_now(), state.tolerance)
+    {
         return (StatusCode::UNAUTHORIZED, format!("{error}\n")).into_response();
     }
     // verify() has checked that the header is present and text.
@@ -407,7 +419,11 @@ mod tests {
         drop(claim("msg_1"));
         claim("msg_2").passed_on();
         let seen = state.seen.lock().unwrap();
-        assert_eq!(seen.get("msg_1"), None, "a cancelled hand-off must leave the id free");
+        assert_eq!(
+            seen.get("msg_1"),
+            None,
+            "a cancelled hand-off must leave the id free"
+        );
         assert_eq!(seen.get("msg_2"), Some(&true));
     }
 }

@@ -15,26 +15,21 @@
 
 use std::time::Duration;
 
-
-use super::resume::{OUTAGE, OUTAGE_AFTER};
 use super::compression::COMPRESSION;
-use super::standard_webhooks::{unix_now, Secrets};
 use super::credentials::{Credential, Credentials, Kind};
+use super::resume::{OUTAGE, OUTAGE_AFTER};
+use super::standard_webhooks::{unix_now, Secrets};
 use super::tls::TLS;
-use super::{
-    Colour, KeepAlive,
-    Redelivery, Requests, Setting, Side, Spec, Traits,
-};
+use super::{Colour, KeepAlive, Redelivery, Requests, Setting, Side, Spec, Traits};
 use crate::hub::Batch;
-
 
 mod client;
 mod retry;
 mod server;
 
 pub use client::Consumer;
-pub use retry::{RETRY_BASE, RETRY_CAP, RETRY_FACTOR, RETRY_SCHEDULE};
 use retry::retry_span;
+pub use retry::{RETRY_BASE, RETRY_CAP, RETRY_FACTOR, RETRY_SCHEDULE};
 
 /// A fresh connection per delivery (a TCP handshake each) or kept-alive ones.
 pub static NEW_CONNECTION: Setting<bool> = Setting {
@@ -193,7 +188,12 @@ pub static SPEC: Spec = Spec {
     colour: Colour(213, 94, 0),
     cursor_path: None,
     interop: Some("standardwebhooks verifier"),
-    credentials: &[&WEBHOOK_SECRET, &REGISTRATION_TOKEN, &ALLOW_PRIVATE_TARGETS, &OPEN_REGISTRATION],
+    credentials: &[
+        &WEBHOOK_SECRET,
+        &REGISTRATION_TOKEN,
+        &ALLOW_PRIVATE_TARGETS,
+        &OPEN_REGISTRATION,
+    ],
     servers: &[server_impl!(
         super::implementation::OWN,
         "hyper provider: signed deliveries, retried with backoff",

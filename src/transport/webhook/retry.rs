@@ -2,10 +2,7 @@
 
 use std::time::Duration;
 
-
-use crate::transport::{
-    Setting, SettingValues, Side,
-};
+use crate::transport::{Setting, SettingValues, Side};
 
 use super::ATTEMPTS;
 
@@ -126,7 +123,9 @@ impl Schedule {
     /// The most all retries of one event can wait in all: the sum of the ceilings (with full
     /// jitter the waits are random below them, so half that on average).
     pub(super) fn span(&self) -> Duration {
-        (1..self.attempts.max(1)).map(|attempt| self.ceiling(attempt)).sum()
+        (1..self.attempts.max(1))
+            .map(|attempt| self.ceiling(attempt))
+            .sum()
     }
 
     /// A random wait up to the ceiling ("full jitter"), so retries from many endpoints spread

@@ -18,21 +18,21 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::transport::endpoint::Endpoint;
+use crate::hub::{BatchLimit, Hub, Interest, SubscriberGuard};
 use crate::transport::compression::{Compression, COMPRESSION};
+use crate::transport::endpoint::Endpoint;
 use crate::transport::per_event::PerEvent;
 use crate::transport::standard_webhooks::{unix_now, SharedSignatures};
 use crate::transport::tls::{TlsMaterial, TLS};
 use crate::transport::upstream::{self, UPSTREAM_PATH};
-use crate::transport::{
-    serve_http, Dialer, ServerConfig,
-    TrackedListener,
-};
-use crate::hub::{BatchLimit, Hub, Interest, SubscriberGuard};
+use crate::transport::{serve_http, Dialer, ServerConfig, TrackedListener};
 
 use super::retry::Schedule;
 use super::REGISTRATION_PATH;
-use super::{ALLOW_PRIVATE_TARGETS, EVENT_PARAMETER, METHOD, Method, NEW_CONNECTION, OPEN_REGISTRATION, REGISTRATION_TOKEN, URL_LIMIT, secrets_of};
+use super::{
+    secrets_of, Method, ALLOW_PRIVATE_TARGETS, EVENT_PARAMETER, METHOD, NEW_CONNECTION,
+    OPEN_REGISTRATION, REGISTRATION_TOKEN, URL_LIMIT,
+};
 
 /// The request target of a GET delivery: the endpoint's own, with the event appended to its
 /// query as base64url (no padding), which needs no escaping in a URL.
@@ -50,7 +50,11 @@ fn target_with_event(target: &str, body: &[u8]) -> String {
 
 /// The length of the URL a GET delivery of `body` to `endpoint` would have.
 fn get_url_len(endpoint: &Endpoint, body: &[u8]) -> usize {
-    let scheme = if endpoint.secure { "https://" } else { "http://" };
+    let scheme = if endpoint.secure {
+        "https://"
+    } else {
+        "http://"
+    };
     scheme.len()
         + endpoint.host.len()
         + endpoint.target.len()
@@ -132,7 +136,12 @@ pub(crate) async fn serve(
         .map_err(|why| std::io::Error::new(std::io::ErrorKind::InvalidInput, why))?;
     // An open provider takes registrations without the token, even when it holds one.
     let token = (!config.credentials.consents(&OPEN_REGISTRATION))
-        .then(|| config.credentials.get(&REGISTRATION_TOKEN).map(str::to_owned))
+        .then(|| {
+            config
+                .credentials
+                .get(&REGISTRATION_TOKEN)
+                .map(str::to_owned)
+        })
         .flatten();
     let provider = Provider {
         hub,
@@ -217,7 +226,10 @@ async fn unregister(
             delivery.cancel();
             StatusCode::NO_CONTENT.into_response()
         }
-        None => refuse(StatusCode::NOT_FOUND, format!("no endpoint {id:?} is registered")),
+        None => refuse(
+            StatusCode::NOT_FOUND,
+            format!("no endpoint {id:?} is registered"),
+        ),
     }
 }
 
@@ -260,7 +272,10 @@ async fn register(State(provider): State<Provider>, headers: HeaderMap, body: By
     }
     if gate.registered.fetch_add(1, Ordering::Relaxed) >= gate.cap as u64 {
         gate.registered.fetch_sub(1, Ordering::Relaxed);
-        let why = format!("at most {} endpoints may register (--max-subscribers)", gate.cap);
+        let why = format!(
+            "at most {} endpoints may register (--max-subscribers)",
+            gate.cap
+        );
         return refuse(StatusCode::SERVICE_UNAVAILABLE, why);
     }
     let id = format!(
@@ -432,7 +447,12 @@ async fn attempt_once(
                 read_rate: None,
                 server_name: Some(&endpoint.server_name),
             };
-            connection.insert(dialer.http1(endpoint.addr).await.map_err(|e| e.to_string())?)
+            connection.insert(
+                dialer
+                    .http1(endpoint.addr)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            )
         }
     };
     let timestamp = unix_now();
@@ -462,19 +482,28 @@ async fn attempt_once(
             // delivery.
             match (provider.compression, item) {
                 (Compression::Off, _) => body.clone(),
-                (compression, Item::Event { seq, .. }) => provider
-                    .compressed
-                    .get_or_make(seq, (), || compression.compress(body.clone())),
+                (compression, Item::Event { seq, .. }) => {
+                    provider
+                        .compressed
+                        .get_or_make(seq, (), || compression.compress(body.clone()))
+                }
                 (compression, Item::Copy { .. }) => compression.compress(body.clone()),
             }
         }
     };
     let request = request.body(Full::new(body)).map_err(|e| e.to_string())?;
     sender.ready().await.map_err(|e| e.to_string())?;
-    let answer = sender.send_request(request).await.map_err(|e| e.to_string())?;
+    let answer = sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())?;
     let status = answer.status();
     // Read the answer to its end so the connection is ready for the next delivery.
-    answer.into_body().collect().await.map_err(|e| e.to_string())?;
+    answer
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(status)
 }
 

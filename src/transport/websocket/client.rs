@@ -1,24 +1,19 @@
 //! pushbench's WebSocket client: yawc, resuming with `?after=SEQ` after a dropped connection,
 //! and sending its messages up (two-way traffic) as text frames on the same connection.
 
-
-use futures_util::{SinkExt};
+use futures_util::SinkExt;
 use yawc::close::CloseCode;
 use yawc::{Frame, OpCode};
 
-use crate::transport::resume::Resuming;
-use crate::transport::upstream::{Duplex, Schedule};
-use crate::transport::tls::ALPN_HTTP1;
-use crate::transport::{
-    Target,
-    deliver, ArrivalClock, ClientConfig, ClientError, Flow, Sink,
-};
 use crate::clock::now_ns;
 use crate::event::{DecodeError, MAX_EVENT_BYTES};
+use crate::transport::resume::Resuming;
+use crate::transport::tls::ALPN_HTTP1;
+use crate::transport::upstream::{Duplex, Schedule};
+use crate::transport::{deliver, ArrivalClock, ClientConfig, ClientError, Flow, Sink, Target};
 
 use super::OWN_PATH;
-use super::{CLOSE_GRACE, READ_BUFFER, options};
-
+use super::{options, CLOSE_GRACE, READ_BUFFER};
 
 /// Subscribes to `ws://server/ws` (`wss://` over TLS) and feeds every text frame to the sink.
 pub(crate) async fn subscribe(
@@ -49,7 +44,8 @@ async fn connect_once(
     after: Option<u64>,
 ) -> Result<(), ClientError> {
     let buffer = READ_BUFFER.read(&config.settings) as usize;
-    let options = options(&config.settings, buffer, MAX_EVENT_BYTES).map_err(ClientError::Config)?;
+    let options =
+        options(&config.settings, buffer, MAX_EVENT_BYTES).map_err(ClientError::Config)?;
     let dialer = config.dialer();
     let stream = dialer.connect(target.addr, ALPN_HTTP1).await?;
     let scheme = if dialer.secure() { "wss" } else { "ws" };
@@ -62,7 +58,8 @@ async fn connect_once(
     let url = url
         .parse()
         .map_err(|e| ClientError::Config(format!("WebSocket URL {url}: {e}")))?;
-    let handshake = yawc::WebSocket::handshake(url, stream, options);
+    // Boxed, so the handshake takes room only while it lasts, not for the stream's life.
+    let handshake = Box::pin(yawc::WebSocket::handshake(url, stream, options));
     let mut ws = tokio::time::timeout(config.connect_timeout, handshake)
         .await
         .map_err(|_| ClientError::Protocol("WebSocket handshake timed out".into()))?

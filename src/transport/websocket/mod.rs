@@ -14,16 +14,12 @@ use std::time::Duration;
 use yawc::{CompressionLevel, DeflateOptions, DeflatePool, Frame, Options};
 
 use super::compression::{Compression, COMPRESSION};
-use crate::settings::SettingValues;
-use super::{
-    Colour, KeepAlive, Redelivery,
-    Requests, Setting, Side, Spec, Traits,
-};
+use super::{Colour, KeepAlive, Redelivery, Requests, Setting, Side, Spec, Traits};
 use crate::hub::Batch;
+use crate::settings::SettingValues;
 
-
-mod server;
 mod client;
+mod server;
 
 /// The subscriber's buffers: the dominant cost of an idle WebSocket client.
 pub static READ_BUFFER: Setting<u64> = Setting {

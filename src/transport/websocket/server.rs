@@ -14,21 +14,18 @@ use tokio_util::sync::CancellationToken;
 use yawc::close::CloseCode;
 use yawc::{Frame, IncomingUpgrade, OpCode};
 
-use crate::transport::cursor::{first_seq_from_query, interest_from_query};
-use crate::transport::{
-    serve_http, ServerConfig, TrackedListener,
-};
 use crate::hub::{Batch, Hub, Reader};
+use crate::transport::cursor::{first_seq_from_query, interest_from_query};
+use crate::transport::{serve_http, ServerConfig, TrackedListener};
 
 use super::OWN_PATH;
-use super::{CLOSE_GRACE, MAX_CLIENT_MESSAGE, options};
+use super::{options, CLOSE_GRACE, MAX_CLIENT_MESSAGE};
 
 /// The server's read and write buffers. Subscribers send control frames, and small text
 /// frames where they send messages up (two-way traffic), and a batch
 /// larger than this grows the write buffer for as long as it takes to write it: both buffers
 /// are resident in full from the start (yawc fills them), so an idle connection pays for them.
 const SERVER_BUFFER: usize = 512;
-
 
 #[derive(Clone)]
 struct AppState {
@@ -52,7 +49,9 @@ pub(crate) async fn serve(
         hub: Arc::clone(&hub),
         config: Arc::new(config),
     };
-    let router = Router::new().route(OWN_PATH, get(upgrade)).with_state(state);
+    let router = Router::new()
+        .route(OWN_PATH, get(upgrade))
+        .with_state(state);
     serve_http(listener, router, http, shutdown).await
 }
 
@@ -70,8 +69,8 @@ async fn upgrade(
         Err(rejection) => return rejection.into_response(),
     };
     // Checked when serving started.
-    let options = options(&state.config.settings, SERVER_BUFFER, MAX_CLIENT_MESSAGE)
-        .unwrap_or_default();
+    let options =
+        options(&state.config.settings, SERVER_BUFFER, MAX_CLIENT_MESSAGE).unwrap_or_default();
     let (response, upgrading) = match ws.upgrade(options) {
         Ok(upgrade) => upgrade,
         Err(error) => {
