@@ -223,15 +223,19 @@ async fn serve_with<A: Accept>(
                 }
             });
             let io = TokioIo::new(io);
+            // Each connection is pinned where it is made and lent to `until_drained`: moved
+            // into it, the task would keep room for a second copy of it.
             let ended = match &*builder {
                 Builder::Http1(builder) => {
-                    let connection = builder.serve_connection(io, service).with_upgrades();
+                    let connection =
+                        std::pin::pin!(builder.serve_connection(io, service).with_upgrades());
                     until_drained(connection, drain).await
                 }
                 // Boxed: inline, an HTTP/2 connection's state (2.3 KB larger than HTTP/1's)
                 // would size every connection's task, HTTP/1 ones included, for its life.
                 Builder::Http2(builder) => {
-                    until_drained(Box::pin(builder.serve_connection(io, service)), drain).await
+                    let mut connection = Box::pin(builder.serve_connection(io, service));
+                    until_drained(connection.as_mut(), drain).await
                 }
             };
             if let Err(error) = ended {
@@ -278,21 +282,12 @@ where
     }
 }
 
-/// A connection boxed (to keep its state out of the task that serves it) is told alike.
-impl<C: Graceful + ?Sized> Graceful for std::pin::Pin<Box<C>> {
-    fn finish(self: std::pin::Pin<&mut Self>) {
-        self.get_mut().as_mut().finish();
-    }
-}
-
 /// Serves one connection until it closes; once `drain` fires, the responses under way are the
 /// last.
-async fn until_drained<C: Graceful>(
-    connection: C,
+async fn until_drained<C: Graceful + ?Sized>(
+    mut connection: std::pin::Pin<&mut C>,
     mut drain: tokio::sync::watch::Receiver<()>,
 ) -> Result<(), hyper::Error> {
-    // Pinned in place: polled beside the drain signal, then, once draining, to its end.
-    tokio::pin!(connection);
     tokio::select! {
         ended = connection.as_mut() => ended,
         _ = drain.changed() => {
