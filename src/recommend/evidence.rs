@@ -184,15 +184,7 @@ impl Evidence {
     /// delivered less than it offered (the deliveries per second it managed).
     pub fn fell_behind(&self, transport: Transport, design: &Design) -> Option<FellBehind> {
         let conditions = Conditions::of(design);
-        self.sources
-            .iter()
-            .filter(|s| s.measured(design))
-            .flat_map(|s| {
-                rows_without_intervals(&s.results)
-                    .into_iter()
-                    .filter(move |r| r.key.transport == transport && r.ok())
-                    .map(move |r| (s.label.as_str(), r))
-            })
+        self.passing_in(transport, |s| s.measured(design))
             .filter(|(_, r)| conditions.admit(&r.key, &first_settings(r)))
             .find(|(_, r)| r.rate != Rate::Max && !kept_up(r))
             .map(|(label, r)| FellBehind {
@@ -252,12 +244,24 @@ impl Evidence {
         &'a self,
         transport: Transport,
     ) -> impl Iterator<Item = (&'a str, Row<'a>)> + 'a {
-        self.sources.iter().flat_map(move |s| {
-            rows_without_intervals(&s.results)
-                .into_iter()
-                .filter(move |r| r.key.transport == transport && r.ok())
-                .map(move |r| (s.label.as_str(), r))
-        })
+        self.passing_in(transport, |_| true)
+    }
+
+    /// Every passing row for a transport in the sources `keep` keeps, with its source's label.
+    fn passing_in<'a>(
+        &'a self,
+        transport: Transport,
+        keep: impl Fn(&Source) -> bool + 'a,
+    ) -> impl Iterator<Item = (&'a str, Row<'a>)> + 'a {
+        self.sources
+            .iter()
+            .filter(move |s| keep(s))
+            .flat_map(move |s| {
+                rows_without_intervals(&s.results)
+                    .into_iter()
+                    .filter(move |r| r.key.transport == transport && r.ok())
+                    .map(move |r| (s.label.as_str(), r))
+            })
     }
 
     /// A figure at the setting nearest the design. With `scheduled`, only from runs offered
