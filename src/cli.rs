@@ -502,7 +502,17 @@ impl TransportsArgs {
             return Ok(());
         }
         for &transport in Transport::ALL {
-            println!("{:<10} {}", transport.name(), transport.spec().summary);
+            let spec = transport.spec();
+            println!("{:<10} {}", transport.name(), spec.summary);
+            // Every implementation of each side, the default first.
+            let servers = spec.servers.iter().map(|s| (s.name, s.summary));
+            let clients = spec.clients.iter().map(|c| (c.name, c.summary));
+            for (side, name, summary) in servers
+                .map(|(n, s)| ("server", n, s))
+                .chain(clients.map(|(n, s)| ("client", n, s)))
+            {
+                println!("{:10}   {side} {name}: {summary}", "");
+            }
             for setting in settings_of(transport) {
                 println!(
                     "{:10}   --{} {} (default {}, {}): {}",

@@ -54,7 +54,7 @@ async fn webhook_signatures_are_enforced() {
     }
     .encode();
     let now = unix_now();
-    let http = reqwest::Client::new();
+    let http = common::http_client();
     let post = |id: &str, signature: Option<String>| {
         let mut request = http
             .post(&url)
@@ -146,9 +146,9 @@ async fn webhook_signatures_are_enforced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_cursors_get_400() {
     let spec = spec(1000, "64");
-    let http1 = reqwest::Client::new();
+    let http1 = common::http_client();
     // Multiplexed transports speak HTTP/2 only: h2c with prior knowledge.
-    let http2 = reqwest::Client::builder()
+    let http2 = common::http_client_builder()
         .http2_prior_knowledge()
         .build()
         .unwrap();

@@ -10,24 +10,38 @@ mod common;
 
 use std::time::Duration;
 
-use common::{assert_identical, deliver, deliver_with, spec};
+use common::{assert_identical, spec};
 use pushbench::event::Rate;
 use pushbench::harness::{deliver_locally, RecordPlan, SubscriberRecord, TallySink};
 use pushbench::payload::PayloadKind;
 use pushbench::serve::Server;
 use pushbench::transport::compression::{Compression, COMPRESSION};
+use pushbench::transport::implementation::OWN;
 use pushbench::transport::resume::RESUME;
 use pushbench::transport::tls::{TlsMaterial, TLS};
-use pushbench::transport::{ClientConfig, KeepAlive, ServerConfig, Transport};
+use pushbench::transport::{
+    ClientConfig, Implementation, KeepAlive, ServerConfig, Transport, CLIENT_IMPL, SERVER_IMPL,
+};
 
 /// One module per transport, each holding every contract test for it.
 macro_rules! contract {
-    ($($module:ident => $transport:ident),+ $(,)?) => {
+    (@sides) => { [super::OWN, super::OWN] };
+    // A side may name the transport's own implementation (`OWN`).
+    (@sides $server:expr, $client:expr) => {{
+        #[allow(unused_imports)]
+        use super::OWN;
+        [$server, $client]
+    }};
+    ($($module:ident => $transport:ident $(($server:expr, $client:expr))?),+ $(,)?) => {
         $(
             mod $module {
-                use super::Transport;
+                use super::{Row, Transport};
 
-                const TRANSPORT: Transport = Transport::$transport;
+                /// The transport, and the implementations on each side (its own unless named).
+                pub(super) const TRANSPORT: Row = Row {
+                    transport: Transport::$transport,
+                    sides: contract!(@sides $($server, $client)?),
+                };
 
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn one_subscriber_gets_the_identical_stream() {
@@ -66,13 +80,81 @@ macro_rules! contract {
             }
         )+
 
-        /// The modules above are every transport the binary offers, no more, no fewer.
+        /// The modules above are every transport the binary offers, no more, no fewer, and
+        /// every implementation of each, server and client.
         #[test]
         fn every_transport_has_its_contract() {
-            let listed = [$(Transport::$transport),+];
+            let rows = [$(self::$module::TRANSPORT),+];
+            let own = rows.iter().filter(|row| row.sides == [OWN, OWN]);
+            let listed: Vec<Transport> = own.map(|row| row.transport).collect();
             assert_eq!(&listed[..], Transport::ALL, "contract! must list every transport");
+            for transport in Transport::ALL {
+                let spec = transport.spec();
+                let ran = |side: usize, name: &str| {
+                    rows.iter().any(|r| r.transport == *transport && r.sides[side] == name)
+                };
+                for server in spec.servers {
+                    assert!(ran(0, server.name), "{transport}'s server {} has no contract", server.name);
+                }
+                for client in spec.clients {
+                    assert!(ran(1, client.name), "{transport}'s client {} has no contract", client.name);
+                }
+            }
         }
     };
+}
+
+/// Which implementations a contract module runs: the transport's own on both sides, or the
+/// libraries it names.
+#[derive(Clone, Copy)]
+struct Row {
+    transport: Transport,
+    /// The server's implementation, then the client's.
+    sides: [&'static str; 2],
+}
+
+impl Row {
+    /// A server's settings that choose this row's server.
+    fn server_config(self) -> ServerConfig {
+        let mut config = ServerConfig::local();
+        // Only a transport with several implementations takes the setting.
+        if self.sides[0] != OWN {
+            let chosen = SERVER_IMPL.set(Implementation(self.sides[0]));
+            config.settings.0.extend([chosen]);
+        }
+        config
+    }
+
+    /// A client's settings matching `server`'s, choosing this row's client.
+    fn client_for(self, server: &ServerConfig) -> ClientConfig {
+        let mut client = common::client_for(server);
+        if self.sides[1] != OWN {
+            let chosen = CLIENT_IMPL.set(Implementation(self.sides[1]));
+            client.settings.0.extend([chosen]);
+        }
+        client
+    }
+
+    /// Serves `spec` to `subscribers` with this row's implementations, over TLS when `tls`.
+    async fn deliver_with(
+        self,
+        spec: &pushbench::event::StreamSpec,
+        subscribers: usize,
+        tls: Option<&TlsMaterial>,
+    ) -> Vec<SubscriberRecord> {
+        let config = self.server_config();
+        let client = self.client_for(&config);
+        common::deliver_between(self.transport, spec, subscribers, config, client, tls).await
+    }
+}
+
+impl std::fmt::Display for Row {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.sides {
+            [OWN, OWN] => write!(f, "{}", self.transport),
+            [server, client] => write!(f, "{} ({server} server, {client} client)", self.transport),
+        }
+    }
 }
 
 contract! {
@@ -85,41 +167,52 @@ contract! {
     grpc => Grpc,
     mqtt => Mqtt,
     tcp => Tcp,
+    // The libraries people deploy, each against pushbench's own other side.
+    websocket_tungstenite_server => Websocket("tokio-tungstenite", OWN),
+    websocket_tungstenite_client => Websocket(OWN, "tokio-tungstenite"),
+    sse_axum_server => Sse("axum-sse", OWN),
+    sse_eventsource_client => Sse(OWN, "eventsource-client"),
+    webhook_reqwest_provider => Webhook("reqwest", OWN),
+    grpc_bidi => Grpc(OWN, "bidi"),
 }
 
 /// One subscriber receives all 10,000 events, in order, digest equal to the source's.
-async fn one_subscriber_gets_the_identical_stream(transport: Transport) {
+async fn one_subscriber_gets_the_identical_stream(row: Row) {
+    let transport = row.transport;
     let spec = spec(10_000, "64");
-    let records = deliver(transport, &spec, 1).await;
+    let records = row.deliver_with(&spec, 1, None).await;
     assert_eq!(records.len(), 1, "{transport}");
     assert_identical(transport, &spec, &records);
 }
 
 /// Fifty subscribers each receive the same 10,000 events, each with the source digest.
-async fn fifty_subscribers_get_the_identical_stream(transport: Transport) {
+async fn fifty_subscribers_get_the_identical_stream(row: Row) {
+    let transport = row.transport;
     let spec = spec(10_000, "64");
-    let records = deliver(transport, &spec, 50).await;
+    let records = row.deliver_with(&spec, 50, None).await;
     assert_eq!(records.len(), 50, "{transport}");
     assert_identical(transport, &spec, &records);
 }
 
 /// Empty, one-byte and 64 KiB payloads, cycled, arrive byte for byte.
-async fn edge_payloads_arrive_intact(transport: Transport) {
+async fn edge_payloads_arrive_intact(row: Row) {
+    let transport = row.transport;
     let spec = spec(300, "0,1,65536");
-    let records = deliver(transport, &spec, 2).await;
+    let records = row.deliver_with(&spec, 2, None).await;
     assert_identical(transport, &spec, &records);
 }
 
 /// Over TLS (https://, wss://, h2 by ALPN, TLS under raw TCP, HTTPS webhook endpoints), every
 /// transport that takes the `tls` setting delivers the identical stream to several subscribers, edge payloads included, and each
 /// connection's handshake is timed on the side that opened or accepted it.
-async fn delivers_the_identical_stream_over_tls(transport: Transport) {
+async fn delivers_the_identical_stream_over_tls(row: Row) {
+    let transport = row.transport;
     if !takes(transport, TLS.name) {
         return; // no TLS of its own (an embedded broker): refused when asked, tested in cli
     }
     let spec = spec(1_000, "0,1,64,65536");
     let tls = TlsMaterial::self_signed(&[]).unwrap();
-    let records = deliver_with(transport, &spec, 3, ServerConfig::local(), Some(&tls)).await;
+    let records = row.deliver_with(&spec, 3, Some(&tls)).await;
     assert_eq!(records.len(), 3, "{transport}");
     assert_identical(transport, &spec, &records);
     let handshakes = tls.handshakes.histogram().len();
@@ -165,7 +258,8 @@ async fn an_untrusted_certificate_is_refused() {
 /// transport; where a transport offers compression, each coding it offers delivers the
 /// identical stream in fewer wire bytes than none, and a coding it does not offer is refused
 /// when serving starts, with the one to use instead.
-async fn json_payloads_arrive_intact_and_compress(transport: Transport) {
+async fn json_payloads_arrive_intact_and_compress(row: Row) {
+    let transport = row.transport;
     let spec = spec(1_000, "0,1,64,1024,65536").with_kind(PayloadKind::Json);
     let offers_compression = takes(transport, COMPRESSION.name);
     let codings: &[Compression] = if offers_compression {
@@ -175,8 +269,8 @@ async fn json_payloads_arrive_intact_and_compress(transport: Transport) {
     };
     let mut plain_bytes = None;
     for &coding in codings {
-        let mut config = ServerConfig::local();
-        let mut client = common::client_for(&config);
+        let mut config = row.server_config();
+        let mut client = row.client_for(&config);
         // A setting its transport does not take is refused, so only those that take it
         // get it.
         if offers_compression {
@@ -188,9 +282,16 @@ async fn json_payloads_arrive_intact_and_compress(transport: Transport) {
         {
             Ok(run) => run,
             Err(error) => {
-                // Only WebSocket has a coding it cannot offer: gzip.
-                assert_eq!(coding, Compression::Gzip, "{transport}: {error:#}");
-                assert!(format!("{error:#}").contains("--compression deflate"));
+                // WebSocket has a coding it cannot offer, gzip, and a library without
+                // permessage-deflate none: each refused with what to use instead.
+                let error = format!("{error:#}");
+                let instead = if row.sides == [OWN, OWN] {
+                    assert_eq!(coding, Compression::Gzip, "{row}: {error}");
+                    "--compression deflate"
+                } else {
+                    "--compression off"
+                };
+                assert!(error.contains(instead), "{row} {coding:?}: {error}");
                 continue;
             }
         };
@@ -211,14 +312,15 @@ async fn json_payloads_arrive_intact_and_compress(transport: Transport) {
 /// the interval its setting names: with a one-second keep-alive and no event, the server's
 /// side of the subscriber's connection reads two pings and answers them, well before the
 /// setting's default interval would send one.
-async fn quiet_clients_ping_at_their_keep_alive(transport: Transport) {
+async fn quiet_clients_ping_at_their_keep_alive(row: Row) {
+    let transport = row.transport;
     use pushbench::metrics::tcp_info;
     let KeepAlive::ClientPing(setting) = transport.traits().keep_alive else {
         return; // its client does not ping: the server's keep-alives are tested below
     };
     let spec = spec(10, "8");
-    let config = ServerConfig::local();
-    let mut client = common::client_for(&config);
+    let config = row.server_config();
+    let mut client = row.client_for(&config);
     client
         .settings
         .0
@@ -253,15 +355,16 @@ async fn quiet_clients_ping_at_their_keep_alive(transport: Transport) {
 /// A quiet subscription still carries keep-alives on every transport whose server writes them
 /// each heartbeat (WebSocket pings, SSE comments, HTTP/2 PINGs), so a network that cuts idle
 /// connections leaves it alone: with a 100 ms heartbeat and no event, the server keeps writing.
-async fn quiet_streams_carry_keep_alives(transport: Transport) {
+async fn quiet_streams_carry_keep_alives(row: Row) {
+    let transport = row.transport;
     if !matches!(transport.traits().keep_alive, KeepAlive::Heartbeat) {
         return; // its server writes no heartbeat (requests or client pings keep it alive)
     }
     let spec = spec(10, "8");
-    let mut config = ServerConfig::local();
+    let mut config = row.server_config();
     config.heartbeat = std::time::Duration::from_millis(100);
     let counters = config.counters.clone();
-    let client = common::client_for(&config);
+    let client = row.client_for(&config);
     let (mut server, load) = one_quiet_subscriber(transport, &spec, config, client).await;
     // Past the subscription's own answer (headers, a first comment), into the quiet: once the
     // server has written something more, it writes again without an event.

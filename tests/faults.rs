@@ -282,7 +282,7 @@ async fn abandoned_webhooks_are_counted() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let answer = reqwest::Client::new()
+    let answer = common::http_client()
         .post(format!("http://{}/subscriptions", server.addr()))
         .bearer_auth(token)
         .json(&serde_json::json!({ "url": format!("http://{dead}/webhook") }))

@@ -30,7 +30,7 @@ fn upgrade_request(path: &str) -> String {
 
 /// POSTs `body` to the provider's `/subscriptions` with these headers; the status and text.
 async fn register(server: &Server, headers: &[(&str, &str)], body: &str) -> (u16, String) {
-    let mut request = reqwest::Client::new()
+    let mut request = common::http_client()
         .post(format!("http://{}/subscriptions", server.addr()))
         .body(body.to_owned());
     for (name, value) in headers {
@@ -55,7 +55,7 @@ async fn h2c_get(
     path: &str,
     headers: &[(&str, &str)],
 ) -> Result<(u16, String), String> {
-    let client = reqwest::Client::builder()
+    let client = common::http_client_builder()
         .http2_prior_knowledge()
         .build()
         .unwrap();

@@ -691,3 +691,64 @@ fn chat_is_judged_from_rows_measured_in_rooms() {
         "{latency}"
     );
 }
+
+/// A design that names the libraries it will deploy is judged by their rows alone: the stored
+/// runs hold only pushbench's own WebSocket rows, so a design deploying tokio-tungstenite has
+/// its WebSocket figures unmeasured (and the command that would measure them names the
+/// library), while SSE, for which it names nothing, is judged by pushbench's own rows as
+/// before; the answer says whose figures stand for each.
+#[test]
+fn a_design_is_judged_by_the_libraries_it_deploys() {
+    // The stored fan-out sweep's regime: 1,000 subscribers at 100 events a second.
+    let at_the_sweep = || DesignSettings {
+        subscribers: Some(1000),
+        rate: Some(100.0),
+        ..as_broadcast()
+    };
+    let own = answer("live-dashboard", at_the_sweep());
+    let deploying = answer(
+        "live-dashboard",
+        DesignSettings {
+            deploys: Some(vec!["tokio-tungstenite".into()]),
+            ..at_the_sweep()
+        },
+    );
+    let unmeasured = |answer: &Recommendation, transport: &str| {
+        let reasons = &entry(answer, transport).assessment.reasons;
+        reasons
+            .iter()
+            .filter(|r| r.weight == Weight::Unmeasured)
+            .count()
+    };
+    assert_eq!(
+        unmeasured(&own, "websocket"),
+        0,
+        "{:?}",
+        entry(&own, "websocket")
+    );
+    assert!(unmeasured(&deploying, "websocket") > 0);
+    assert_eq!(unmeasured(&own, "sse"), unmeasured(&deploying, "sse"));
+    let command = entry(&deploying, "websocket").assessment.to_measure.clone();
+    let libraries = "--server-impl tokio-tungstenite --client-impl tokio-tungstenite";
+    assert!(
+        command.as_deref().is_some_and(|c| c.contains(libraries)),
+        "{command:?}"
+    );
+    let text = pushbench::recommend::render::text(&deploying);
+    assert!(
+        text.contains("[tokio-tungstenite server, tokio-tungstenite client]"),
+        "{text}"
+    );
+    // A name no transport has is refused, with the ones that exist.
+    let refused = DesignSettings {
+        deploys: Some(vec!["tungstenite".into()]),
+        ..DesignSettings::default()
+    }
+    .resolve()
+    .unwrap_err()
+    .to_string();
+    assert!(
+        refused.contains("deploys") && refused.contains("tokio-tungstenite"),
+        "{refused}"
+    );
+}

@@ -13,6 +13,10 @@ use pushbench::harness::{run, RunOptions};
 use pushbench::results::Results;
 use pushbench::scenario::{Counts, Settings, TransportSet};
 use pushbench::setting_flags::{SettingFlags, RUN};
+use pushbench::settings::SettingValues;
+use pushbench::transport::compression::{Compression, COMPRESSION};
+use pushbench::transport::implementation::OWN;
+use pushbench::transport::{Transport, SERVER_IMPL};
 
 use common::{scratch, BIN};
 
@@ -488,6 +492,112 @@ async fn a_setting_applies_where_it_is_taken() {
         "{table}"
     );
     let _ = std::fs::remove_dir_all(&out);
+}
+
+/// A sweep over several transports' implementations gives each transport the ones it has,
+/// each row naming them; a transport with none of them runs its own and its rows say so. A
+/// name none of the run's transports has on that side, or a library asked for what it cannot
+/// do, is refused before anything runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_transport_runs_the_implementations_it_has() {
+    let several = |t: &&Transport| t.spec().servers.len() > 1;
+    let with_libraries: Vec<Transport> = Transport::ALL.iter().filter(several).copied().collect();
+    let Some(alone) = Transport::ALL
+        .iter()
+        .copied()
+        .find(|t| t.spec().servers.len() == 1)
+    else {
+        return;
+    };
+    let names: Vec<&str> = with_libraries
+        .iter()
+        .flat_map(|t| t.spec().servers.iter().map(|s| s.name))
+        .collect();
+    let mut names = names;
+    names.sort_unstable();
+    names.dedup();
+    let transports: Vec<String> = with_libraries
+        .iter()
+        .chain([&alone])
+        .map(ToString::to_string)
+        .collect();
+    let out = scratch("implementations");
+    let options = small_run_with(
+        &transports.join(","),
+        100,
+        &[(SERVER_IMPL.name, &names)],
+        &out,
+    );
+    let outcome = run(options).await.unwrap();
+    let results = Results::read(&outcome.path).unwrap();
+    let mut ran: Vec<(Transport, String)> = results
+        .runs
+        .iter()
+        .map(|row| (row.key.transport, row.key.server_impl.clone()))
+        .collect();
+    ran.sort();
+    let mut expected: Vec<(Transport, String)> = with_libraries
+        .iter()
+        .flat_map(|&t| t.spec().servers.iter().map(move |s| (t, s.name.to_owned())))
+        .chain([(alone, OWN.to_owned())])
+        .collect();
+    expected.sort();
+    assert_eq!(ran, expected);
+    for row in &results.runs {
+        assert!(!row.failed, "{}: {:?}", row.key.label(), row.error);
+        let applied = row.key.transport != alone;
+        assert_eq!(row.not_applied.is_empty(), applied, "{}", row.key.label());
+    }
+    let _ = std::fs::remove_dir_all(&out);
+
+    let refused = |transports: &str, given: &[(&str, &[&str])]| {
+        let options = small_run_with(transports, 10, given, &out);
+        async move {
+            run(options)
+                .await
+                .err()
+                .map(|e| format!("{e:#}"))
+                .unwrap_or_default()
+        }
+    };
+    // Another transport's library, for one that takes the setting.
+    let foreign = with_libraries.iter().find_map(|&t| {
+        let own = |name: &str| t.spec().servers.iter().any(|s| s.name == name);
+        names.iter().find(|n| !own(n)).map(|name| (t, *name))
+    });
+    if let Some((transport, name)) = foreign {
+        let why = refused(&transport.to_string(), &[(SERVER_IMPL.name, &[name])]).await;
+        assert!(
+            why.contains(&format!("none of {transport} has it")),
+            "{why}"
+        );
+    }
+    // A client's name given for the server.
+    let client_only = Transport::ALL
+        .iter()
+        .flat_map(|t| t.spec().clients.iter().map(move |c| (*t, c.name)))
+        .find(|(t, name)| !t.spec().servers.iter().any(|s| s.name == *name) && *name != OWN);
+    if let Some((transport, name)) = client_only {
+        let wrong_side = refused(&transport.to_string(), &[(SERVER_IMPL.name, &[name])]).await;
+        assert!(
+            wrong_side.contains(&format!("--server-impl {name}")),
+            "{wrong_side}"
+        );
+    }
+    // A library that cannot compress, asked to.
+    let deflate = SettingValues::from_pairs([COMPRESSION.set(Compression::Deflate)]);
+    let unable = with_libraries
+        .iter()
+        .flat_map(|&t| t.spec().servers.iter().map(move |s| (t, s)))
+        .find_map(|(t, s)| (s.refuses)(&deflate).map(|why| (t, s.name, why)));
+    if let Some((transport, name, why)) = unable {
+        let given: &[(&str, &[&str])] = &[
+            (SERVER_IMPL.name, &[name]),
+            (COMPRESSION.name, &["deflate"]),
+        ];
+        let refusal = refused(&transport.to_string(), given).await;
+        assert!(refusal.contains(&why), "{refusal}");
+    }
 }
 
 /// Workload shapes through `run`, its server child and load workers: each shape is a row of

@@ -235,7 +235,7 @@ async fn bad_messages_up_are_refused_with_the_reason() {
         settings: up.clone(),
         ..ServerConfig::local()
     };
-    let http = reqwest::Client::new();
+    let http = common::http_client();
     let post = |url: String, body: &'static str| http.post(url).body(body).send();
 
     // SSE and long polling over HTTP/1.1 take messages up at /up.

@@ -177,7 +177,8 @@ pub async fn run_job(
 }
 
 /// A setting the transport does not take, a value that does not parse, a credential it does
-/// not use or two-way traffic it cannot carry: refused before anything connects rather than
+/// not use, a client implementation that cannot do what the settings ask, or two-way traffic
+/// it cannot carry: refused before anything connects rather than
 /// run at its default.
 fn refuse(job: &LoadJob) -> anyhow::Result<()> {
     job.config
@@ -187,6 +188,9 @@ fn refuse(job: &LoadJob) -> anyhow::Result<()> {
     job.config
         .credentials
         .check(job.transport.spec(), Side::Client)
+        .map_err(anyhow::Error::msg)?;
+    job.transport
+        .client_impl(&job.config.settings)
         .map_err(anyhow::Error::msg)?;
     if let Some(why) = crate::transport::upstream::refusal(&job.config.settings, &job.spec) {
         anyhow::bail!(why);

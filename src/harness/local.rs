@@ -44,6 +44,10 @@ pub async fn deliver_locally(
     client_config: ClientConfig,
     timeout: Duration,
 ) -> anyhow::Result<LocalRun> {
+    // A client that cannot do what the settings ask is refused before anything starts.
+    transport
+        .client_impl(&client_config.settings)
+        .map_err(anyhow::Error::msg)?;
     let loopback = "127.0.0.1:0".parse()?;
     let server_config = server_config.serving(spec);
     let mut server = Server::start(transport, loopback, spec.count, server_config).await?;

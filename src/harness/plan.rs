@@ -85,6 +85,7 @@ fn plan(scenario: &Scenario, floor_in_every_round: bool) -> anyhow::Result<Vec<C
     if floor_in_every_round && !transports.iter().any(|t| t.traits().floor) {
         transports.extend(Transport::ALL.iter().copied().filter(|t| t.traits().floor));
     }
+    refuse_foreign_implementations(scenario, &transports)?;
     let mut combinations = Vec::new();
     for payload in &scenario.payloads {
         for &workload in &scenario.workloads {
@@ -99,6 +100,33 @@ fn plan(scenario: &Scenario, floor_in_every_round: bool) -> anyhow::Result<Vec<C
     Ok(combinations)
 }
 
+/// Refuses an implementation named for a side that no transport of the run has on that side.
+fn refuse_foreign_implementations(
+    scenario: &Scenario,
+    transports: &[Transport],
+) -> anyhow::Result<()> {
+    for (setting, server) in [(SERVER_IMPL.name, true), (CLIENT_IMPL.name, false)] {
+        for name in scenario.settings.get(setting).into_iter().flatten() {
+            let offered = |t: &Transport| {
+                let spec = t.spec();
+                match server {
+                    true => spec.servers.iter().any(|s| s.name == name.as_str()),
+                    false => spec.clients.iter().any(|c| c.name == name.as_str()),
+                }
+            };
+            if !transports.iter().any(offered) {
+                let names: Vec<String> = transports.iter().map(ToString::to_string).collect();
+                anyhow::bail!(
+                    "--{setting} {name}: none of {} has it (`pushbench transports` lists each \
+                     transport's)",
+                    names.join(", ")
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 /// One transport's combinations at one fan-out, payload and workload: one per variant of the
 /// settings swept.
 fn of_transport(
@@ -109,14 +137,41 @@ fn of_transport(
     let takes = settings_of(transport);
     // Given settings this transport does not take: it runs without them, and its rows say so
     // (the scenario refused any that no transport takes).
-    let not_applied: Vec<String> = scenario
+    let mut not_applied: Vec<String> = scenario
         .settings
         .keys()
         .filter(|name| !takes.iter().any(|s| s.name() == name.as_str()))
         .cloned()
         .collect();
     let mut combinations = Vec::new();
-    for (settings, mut variant) in scenario.variants(&takes) {
+    let variants = scenario.variants(&takes);
+    // A sweep over several transports' implementations (`--server-impl
+    // pushbench,tokio-tungstenite,axum-sse`) gives each transport the ones it has. One that
+    // has none of those named runs its own, and its rows say so, as for a setting it does not
+    // take (`plan` refused any name no transport of the run has).
+    let mut own: Vec<_> = variants
+        .iter()
+        .filter(|(settings, _)| transport.has_implementations(settings))
+        .cloned()
+        .collect();
+    if own.is_empty() {
+        let chosen = [SERVER_IMPL.name, CLIENT_IMPL.name];
+        let named = chosen
+            .iter()
+            .filter(|n| scenario.settings.contains_key(**n));
+        not_applied.extend(named.map(|name| (*name).to_owned()));
+        let mut seen = Vec::new();
+        for (mut settings, variant) in variants {
+            for name in chosen {
+                settings.0.remove(name);
+            }
+            if !seen.contains(&settings) {
+                seen.push(settings.clone());
+                own.push((settings, variant));
+            }
+        }
+    }
+    for (settings, mut variant) in own {
         // The implementations are dimensions of the key, not swept settings.
         for chosen in [SERVER_IMPL.name, CLIENT_IMPL.name] {
             variant.0.remove(chosen);

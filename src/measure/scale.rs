@@ -23,6 +23,7 @@ use crate::transport::storm::STORM_AFTER;
 use crate::transport::tls::TLS;
 use crate::transport::upstream::{UPSTREAM_ECHO, UPSTREAM_RATE};
 use crate::transport::Transport;
+use crate::transport::{CLIENT_IMPL, SERVER_IMPL};
 use crate::workload::Workload;
 
 /// What this machine and the user allow a design's measurement.
@@ -461,11 +462,12 @@ impl Base<'_> {
                 .iter()
                 .any(|t| settings_of(*t).iter().any(|s| s.name() == name))
         };
-        let given = given
+        let mut given: std::collections::BTreeMap<String, Vec<String>> = given
             .into_iter()
             .filter(|(setting, _)| taken(setting.name()))
             .map(|(setting, value)| (setting.name().to_owned(), vec![value]))
             .collect();
+        given.extend(self.deployed());
         let (workload, topics, per_subscriber, membership) = workload_flags(self.workload);
         Settings {
             name: Some(format!("design-{}-{facet}", self.design.name)),
@@ -483,6 +485,28 @@ impl Base<'_> {
             transport_settings: SettingFlags::<RUN> { given },
             ..Settings::default()
         }
+    }
+
+    /// The implementations the design deploys, as `run` takes them: each side's names that
+    /// some measured transport has (every other transport runs its own).
+    fn deployed(&self) -> Vec<(String, Vec<String>)> {
+        let [mut servers, mut clients] = [Vec::new(), Vec::new()];
+        for &transport in self.transports {
+            let [server, client] = self.design.implementations(transport);
+            for (names, name) in [(&mut servers, server), (&mut clients, client)] {
+                if name != crate::transport::implementation::OWN && !names.contains(&name) {
+                    names.push(name);
+                }
+            }
+        }
+        [(&SERVER_IMPL, servers), (&CLIENT_IMPL, clients)]
+            .into_iter()
+            .filter(|(_, names)| !names.is_empty())
+            .map(|(setting, names)| {
+                let names = names.into_iter().map(str::to_owned).collect();
+                (setting.name.to_owned(), names)
+            })
+            .collect()
     }
 
     /// A subscriber in several rooms receives each room's stream: `--rate` is per stream.

@@ -19,7 +19,7 @@ use crate::transport::storm::STORM_AFTER;
 use crate::transport::tls::TLS;
 use crate::transport::upstream::{UPSTREAM_DELAY, UPSTREAM_RATE};
 
-use super::design::Design;
+use super::design::{implementations, Design};
 
 /// The injected faults: drops, storms, outages, churn, restarts, a slow consumer, the link
 /// emulator. A row cited for a design has none, unless a rule reads what the fault did.
@@ -41,6 +41,8 @@ pub struct Conditions {
     required: Vec<Required>,
     /// The workload shape's name.
     shape: &'static str,
+    /// The implementations the design deploys (pushbench's own where none is named).
+    deploys: Vec<String>,
 }
 
 /// One setting a row must have had (any of the values wanted).
@@ -107,6 +109,7 @@ impl Conditions {
         Self {
             required,
             shape: design.workload.name(),
+            deploys: design.deploys.clone(),
         }
     }
 
@@ -133,12 +136,12 @@ impl Conditions {
                 .all(|r| r.met_by(settings))
     }
 
-    /// Whether the key alone fits: the design's workload shape, pushbench's own
-    /// implementations and server (stepped-rate figures carry no settings).
+    /// Whether the key alone fits: the design's workload shape, the implementations it
+    /// deploys (pushbench's own where it names none) and pushbench's own server (stepped-rate
+    /// figures carry no settings).
     pub fn admit_key(&self, key: &RowKey) -> bool {
         key.workload.shape.name() == self.shape
-            && [&key.server_impl, &key.client_impl, &key.server]
-                .iter()
-                .all(|own| *own == OWN)
+            && implementations(&self.deploys, key.transport) == [&key.server_impl, &key.client_impl]
+            && key.server == OWN
     }
 }

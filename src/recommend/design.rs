@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::transport::Transport;
 use crate::workload::Workload;
 
 /// Which way events (and messages) go.
@@ -155,6 +156,12 @@ pub struct DesignSettings {
     /// fast a measured close storm of as many subscribers was caught up.
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub storms: Option<bool>,
+    /// The libraries the design will deploy, by implementation name (`pushbench transports`
+    /// lists each transport's: tokio-tungstenite, axum-sse, eventsource-client, reqwest...):
+    /// a transport's figures then come from its rows of the one named, where it has one, and
+    /// from pushbench's own elsewhere.
+    #[arg(long, value_delimiter = ',')]
+    pub deploys: Option<Vec<String>>,
 }
 
 /// A validated design.
@@ -214,6 +221,44 @@ pub struct Design {
     /// Every consumer reconnects at once after a deploy or a blip.
     #[serde(default)]
     pub storms: bool,
+    /// The implementations the design deploys (none: pushbench's own everywhere).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deploys: Vec<String>,
+}
+
+/// The implementations a design names, each one some transport has.
+fn deployed(names: Vec<String>) -> Result<Vec<String>, DesignError> {
+    use crate::settings::Value as _;
+    for name in &names {
+        crate::transport::Implementation::parse(name)
+            .map_err(|why| DesignError::Invalid(format!("deploys: {why}")))?;
+    }
+    Ok(names)
+}
+
+impl Design {
+    /// The server and client implementations whose figures stand for `transport` in this
+    /// design: the ones it deploys where the transport has them, pushbench's own elsewhere.
+    pub fn implementations(&self, transport: Transport) -> [&str; 2] {
+        implementations(&self.deploys, transport)
+    }
+}
+
+/// The server and client implementations `deploys` names for `transport`, each side
+/// pushbench's own where none of the names is the transport's.
+pub(crate) fn implementations(deploys: &[String], transport: Transport) -> [&str; 2] {
+    let spec = transport.spec();
+    let named = |names: Vec<&'static str>| {
+        deploys
+            .iter()
+            .map(String::as_str)
+            .find(|name| names.contains(name))
+            .unwrap_or(crate::transport::implementation::OWN)
+    };
+    [
+        named(spec.servers.iter().map(|s| s.name).collect()),
+        named(spec.clients.iter().map(|c| c.name).collect()),
+    ]
 }
 
 impl DesignSettings {
@@ -267,6 +312,7 @@ impl DesignSettings {
             echo: over.echo.or(self.echo),
             churn: over.churn.or(self.churn),
             storms: over.storms.or(self.storms),
+            deploys: over.deploys.or(self.deploys),
         }
     }
 
@@ -311,6 +357,7 @@ impl DesignSettings {
             echo,
             churn: self.churn.unwrap_or(0),
             storms: self.storms.unwrap_or(false),
+            deploys: deployed(self.deploys.unwrap_or_default())?,
         })
     }
 

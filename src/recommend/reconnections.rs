@@ -85,12 +85,12 @@ impl Evidence {
     }
 }
 
-/// Whether a row is the transport's, by pushbench's own implementations, under the design's
-/// TLS (a reconnection's cost is mostly its handshakes).
+/// Whether a row is the transport's, by the implementations the design deploys (pushbench's
+/// own where it names none) on pushbench's own server, under the design's TLS (a
+/// reconnection's cost is mostly its handshakes).
 fn admitted(row: &Row<'_>, transport: Transport, design: &Design) -> bool {
-    let own = [&row.key.server_impl, &row.key.client_impl, &row.key.server]
-        .iter()
-        .all(|name| *name == OWN);
+    let own = design.implementations(transport) == [&row.key.server_impl, &row.key.client_impl]
+        && row.key.server == OWN;
     let tls = row
         .runs
         .first()

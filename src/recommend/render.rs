@@ -16,6 +16,28 @@ pub fn verdict_text(verdict: Verdict) -> &'static str {
     }
 }
 
+/// Whose figures stand for each transport, in words.
+fn deployed(deploys: &[String]) -> String {
+    if deploys.is_empty() {
+        return "pushbench's own server and client for every transport".into();
+    }
+    format!(
+        "{} where a transport has it, pushbench's own elsewhere",
+        deploys.join(", ")
+    )
+}
+
+/// The libraries a transport's figures came from, where they are not pushbench's own.
+fn libraries([server, client]: [&str; 2]) -> String {
+    use crate::transport::implementation::OWN;
+    match (server, client) {
+        (OWN, OWN) => String::new(),
+        (server, OWN) => format!("  [{server} server]"),
+        (OWN, client) => format!("  [{client} client]"),
+        (server, client) => format!("  [{server} server, {client} client]"),
+    }
+}
+
 /// The whole answer, readable in a terminal.
 pub fn text(answer: &Recommendation) -> String {
     let mut out = String::new();
@@ -26,6 +48,7 @@ pub fn text(answer: &Recommendation) -> String {
         answer.design.sentence()
     );
     let _ = writeln!(out, "figures from: {}", answer.evidence.join(", "));
+    let _ = writeln!(out, "implementations: {}", deployed(&answer.design.deploys));
     match answer.scalings.as_deref() {
         Some([]) => {
             let _ = writeln!(out, "measured for this design, at its own regime");
@@ -46,10 +69,13 @@ pub fn text(answer: &Recommendation) -> String {
         };
         let _ = writeln!(
             out,
-            "\n{:>2}. {:<10} {}{score}",
+            "\n{:>2}. {:<10} {}{score}{}",
             ranked.rank,
             a.transport,
-            verdict_text(a.verdict)
+            verdict_text(a.verdict),
+            crate::transport::Transport::named(a.transport)
+                .map(|t| libraries(answer.design.implementations(t)))
+                .unwrap_or_default(),
         );
         // Excluded transports show only why they are out; the rest show everything.
         for reason in a

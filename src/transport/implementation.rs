@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{ClientConfig, ClientError, ServerConfig, Sink, Target, Transport};
 use crate::hub::Hub;
-use crate::settings::{Setting, Side, Value};
+use crate::settings::{Setting, SettingValues, Side, Value};
 
 /// The name of pushbench's own implementation, every transport's first.
 pub const OWN: &str = "pushbench";
@@ -33,6 +33,9 @@ pub struct ServerImpl {
     /// Serves subscribers on the listener until the token fires.
     pub serve:
         fn(tokio::net::TcpListener, Arc<Hub>, ServerConfig, CancellationToken) -> ServeFuture,
+    /// What it cannot do with these settings (a library without permessage-deflate asked to
+    /// compress), refused with the reason wherever it is chosen: before a run, `serve` or `load`.
+    pub refuses: Refusal,
 }
 
 /// One implementation of a transport's client.
@@ -44,17 +47,36 @@ pub struct ClientImpl {
     /// Subscribes to the target, feeding the sink until it stops or the stream ends.
     pub subscribe:
         for<'a> fn(&'a Target, &'a ClientConfig, &'a mut dyn Sink) -> SubscribeFuture<'a>,
+    /// What it cannot do with these settings, as for a server.
+    pub refuses: Refusal,
+}
+
+/// The reason an implementation cannot run with some settings, or `None` where it can.
+pub type Refusal = fn(&SettingValues) -> Option<String>;
+
+/// An implementation that does whatever its transport's settings ask.
+pub fn refuses_nothing(_: &SettingValues) -> Option<String> {
+    None
 }
 
 /// A server implementation from its `serve` function (in the transport's `server.rs`).
 macro_rules! server_impl {
     ($name:expr, $summary:expr, $serve:path) => {
+        server_impl!(
+            $name,
+            $summary,
+            $serve,
+            $crate::transport::implementation::refuses_nothing
+        )
+    };
+    ($name:expr, $summary:expr, $serve:path, $refuses:path) => {
         $crate::transport::ServerImpl {
             name: $name,
             summary: $summary,
             serve: |listener, hub, config, shutdown| {
                 Box::pin($serve(listener, hub, config, shutdown))
             },
+            refuses: $refuses,
         }
     };
 }
@@ -62,10 +84,19 @@ macro_rules! server_impl {
 /// A client implementation from its `subscribe` function (in the transport's `client.rs`).
 macro_rules! client_impl {
     ($name:expr, $summary:expr, $subscribe:path) => {
+        client_impl!(
+            $name,
+            $summary,
+            $subscribe,
+            $crate::transport::implementation::refuses_nothing
+        )
+    };
+    ($name:expr, $summary:expr, $subscribe:path, $refuses:path) => {
         $crate::transport::ClientImpl {
             name: $name,
             summary: $summary,
             subscribe: |target, config, sink| Box::pin($subscribe(target, config, sink)),
+            refuses: $refuses,
         }
     };
 }
@@ -137,37 +168,54 @@ impl Value for Implementation {
 }
 
 impl Transport {
-    /// The server implementation `settings` choose (the first, pushbench's own, by default).
-    pub fn server_impl(
-        self,
-        settings: &crate::settings::SettingValues,
-    ) -> Result<&'static ServerImpl, String> {
+    /// Whether the implementations `settings` choose are this transport's (whether or not
+    /// they can do what the settings ask).
+    pub fn has_implementations(self, settings: &SettingValues) -> bool {
+        let spec = self.spec();
+        let chosen = |setting: &Setting<Implementation>| match settings.get(setting) {
+            Ok(chosen) => chosen.unwrap_or(setting.default).0,
+            // A name no transport has: not this one's either (refused where it is parsed).
+            Err(_) => "",
+        };
+        spec.servers.iter().any(|s| s.name == chosen(&SERVER_IMPL))
+            && spec.clients.iter().any(|c| c.name == chosen(&CLIENT_IMPL))
+    }
+
+    /// The server implementation `settings` choose (the first, pushbench's own, by default),
+    /// refused where it cannot do what the settings ask.
+    pub fn server_impl(self, settings: &SettingValues) -> Result<&'static ServerImpl, String> {
         let chosen = settings.get(&SERVER_IMPL)?.unwrap_or(SERVER_IMPL.default);
         let servers = self.spec().servers;
-        servers.iter().find(|s| s.name == chosen.0).ok_or_else(|| {
+        let server = servers.iter().find(|s| s.name == chosen.0).ok_or_else(|| {
             let names: Vec<&str> = servers.iter().map(|s| s.name).collect();
             format!(
                 "{self} has no server implementation {:?}: it has {}",
                 chosen.0,
                 names.join(", ")
             )
-        })
+        })?;
+        match (server.refuses)(settings) {
+            Some(why) => Err(format!("{self}'s server {}: {why}", server.name)),
+            None => Ok(server),
+        }
     }
 
-    /// The client implementation `settings` choose (the first, pushbench's own, by default).
-    pub fn client_impl(
-        self,
-        settings: &crate::settings::SettingValues,
-    ) -> Result<&'static ClientImpl, String> {
+    /// The client implementation `settings` choose (the first, pushbench's own, by default),
+    /// refused where it cannot do what the settings ask.
+    pub fn client_impl(self, settings: &SettingValues) -> Result<&'static ClientImpl, String> {
         let chosen = settings.get(&CLIENT_IMPL)?.unwrap_or(CLIENT_IMPL.default);
         let clients = self.spec().clients;
-        clients.iter().find(|c| c.name == chosen.0).ok_or_else(|| {
+        let client = clients.iter().find(|c| c.name == chosen.0).ok_or_else(|| {
             let names: Vec<&str> = clients.iter().map(|c| c.name).collect();
             format!(
                 "{self} has no client implementation {:?}: it has {}",
                 chosen.0,
                 names.join(", ")
             )
-        })
+        })?;
+        match (client.refuses)(settings) {
+            Some(why) => Err(format!("{self}'s client {}: {why}", client.name)),
+            None => Ok(client),
+        }
     }
 }

@@ -204,6 +204,21 @@ impl TlsMaterial {
         Ok(Arc::clone(slot.get_or_init(|| Arc::new(config))))
     }
 
+    /// A client configuration for a library that takes one whole (reqwest): the trusted
+    /// certificate's, asking for HTTP/1.1, or, where none is given, one that trusts nothing
+    /// (every https connection refused).
+    pub(crate) fn library_client_config(&self) -> Result<rustls::ClientConfig, TlsError> {
+        if self.trusted_pem.is_some() {
+            return Ok((*self.client_config(ALPN_HTTP1)?).clone());
+        }
+        let mut config = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(config)
+    }
+
     /// The client side's rustls configuration asking for `alpn` (built once per ALPN list).
     pub fn client_config(&self, alpn: &[&[u8]]) -> Result<Arc<rustls::ClientConfig>, TlsError> {
         let slot = if alpn.is_empty() {

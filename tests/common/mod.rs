@@ -53,6 +53,19 @@ pub static ALONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// Longest any test subscriber may take; far above what a healthy run needs.
 pub const TIMEOUT: Duration = Duration::from_secs(240);
 
+/// A reqwest client for the tests' own requests.
+pub fn http_client() -> reqwest::Client {
+    http_client_builder().build().unwrap()
+}
+
+/// A reqwest client builder. reqwest is built with rustls and no crypto provider of its own
+/// (the webhook provider's implementation hands it ring, as every transport here uses), so a
+/// client made with its defaults needs ring installed as the process's provider first.
+pub fn http_client_builder() -> reqwest::ClientBuilder {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+}
+
 /// A max-rate stream of `count` events with the given payload sizes.
 pub fn spec(count: u64, payload: &str) -> StreamSpec {
     StreamSpec::new(42, count, payload.parse().unwrap(), Rate::Max).unwrap()
@@ -83,10 +96,22 @@ pub async fn deliver_with(
     transport: Transport,
     spec: &StreamSpec,
     subscribers: usize,
-    mut config: ServerConfig,
+    config: ServerConfig,
     tls: Option<&TlsMaterial>,
 ) -> Vec<SubscriberRecord> {
-    let mut client = client_for(&config);
+    let client = client_for(&config);
+    deliver_between(transport, spec, subscribers, config, client, tls).await
+}
+
+/// The same with `client` for the subscribers (a client implementation of its own, say).
+pub async fn deliver_between(
+    transport: Transport,
+    spec: &StreamSpec,
+    subscribers: usize,
+    mut config: ServerConfig,
+    mut client: ClientConfig,
+    tls: Option<&TlsMaterial>,
+) -> Vec<SubscriberRecord> {
     if let Some(tls) = tls {
         config.settings.0.extend([TLS.set(true)]);
         config.tls = tls.clone();

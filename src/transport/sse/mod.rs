@@ -2,7 +2,9 @@
 //! event on `/sse`, every ready batch framed into one chunk, with `retry:` first and comment
 //! heartbeats;
 //! the client parses with the `sse-stream` crate over hyper and reconnects with `Last-Event-ID`
-//! as a browser's `EventSource` does.
+//! as a browser's `EventSource` does. Beside them, what many Rust services deploy: axum's own
+//! `Sse` response (`--server-impl axum-sse`) and eventsource-client (`--client-impl
+//! eventsource-client`).
 //!
 //! Resume: a `Last-Event-ID` header (what `EventSource` sends on reconnect) or `?after=SEQ`.
 //! Events the server no longer holds (past its replay window) are announced as an event named
@@ -16,7 +18,9 @@ use bytes::BytesMut;
 use super::{Colour, KeepAlive, Redelivery, Requests, Spec, Traits};
 use crate::hub::Batch;
 
+mod axum_sse;
 mod client;
+mod eventsource;
 mod server;
 
 // What SSE over HTTP/2 shares of this stream: its handler and state, and its client's parser.
@@ -34,16 +38,32 @@ pub static SPEC: Spec = Spec {
     cursor_path: Some(OWN_PATH),
     interop: Some("EventSource"),
     credentials: &[],
-    servers: &[server_impl!(
-        super::implementation::OWN,
-        "hyper HTTP/1.1 with axum, each ready batch one chunk",
-        server::serve
-    )],
-    clients: &[client_impl!(
-        super::implementation::OWN,
-        "sse-stream over hyper, Last-Event-ID resume",
-        client::subscribe
-    )],
+    servers: &[
+        server_impl!(
+            super::implementation::OWN,
+            "hyper HTTP/1.1 with axum, each ready batch one chunk",
+            server::serve
+        ),
+        server_impl!(
+            "axum-sse",
+            "axum's Sse response: one Event per event, axum's keep-alive; no compression",
+            axum_sse::serve,
+            axum_sse::refuses
+        ),
+    ],
+    clients: &[
+        client_impl!(
+            super::implementation::OWN,
+            "sse-stream over hyper, Last-Event-ID resume",
+            client::subscribe
+        ),
+        client_impl!(
+            "eventsource-client",
+            "eventsource-client on the house's connections, Last-Event-ID resume by \
+             pushbench's rule",
+            eventsource::subscribe
+        ),
+    ],
     settings: resumable_settings![http],
     outside: super::spec::all_in_serve,
     traits: Traits {

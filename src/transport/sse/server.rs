@@ -23,10 +23,10 @@ use crate::transport::cursor::{
 use crate::transport::upstream::with_upstream;
 use crate::transport::{serve_http, ServerConfig, TrackedListener};
 
-use super::frame;
+use super::{frame, OWN_PATH};
 
 /// How long a browser should wait before reconnecting, sent as `retry:`.
-const RETRY: Duration = Duration::from_secs(1);
+pub(super) const RETRY: Duration = Duration::from_secs(1);
 
 /// What the `/sse` handler needs: the hub and the server's settings.
 #[derive(Clone)]
@@ -42,6 +42,22 @@ pub(crate) async fn serve(
     config: ServerConfig,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    serve_route(listener, hub, config, shutdown, open_stream).await
+}
+
+/// Serves `handler` on `/sse` until `shutdown` fires, with `POST /up` for messages up: the
+/// routes every SSE server here answers on.
+pub(super) async fn serve_route<H, T>(
+    listener: TcpListener,
+    hub: Arc<Hub>,
+    config: ServerConfig,
+    shutdown: CancellationToken,
+    handler: H,
+) -> std::io::Result<()>
+where
+    H: axum::handler::Handler<T, AppState>,
+    T: 'static,
+{
     let listener = TrackedListener::for_subscribers(listener, Arc::clone(&hub), &config)?;
     let http = config.http;
     let state = AppState {
@@ -49,7 +65,7 @@ pub(crate) async fn serve(
         config: Arc::new(config),
     };
     let router = Router::new()
-        .route("/sse", get(open_stream))
+        .route(OWN_PATH, get(handler))
         .with_state(state);
     let router = with_upstream(router, &hub);
     serve_http(listener, router, http, shutdown).await
@@ -61,18 +77,10 @@ pub(crate) async fn open_stream(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let first_seq = match resume_point(&headers, query.as_deref()) {
-        Ok(seq) => seq,
-        Err(rejection) => return rejection.into_response(),
+    let reader = match subscription(&state, &headers, query.as_deref()) {
+        Ok(reader) => reader,
+        Err(answer) => return *answer,
     };
-    let interest = match interest_from_query(query.as_deref(), &state.hub) {
-        Ok(interest) => interest,
-        Err(rejection) => return rejection.into_response(),
-    };
-    let reader = state.hub.reader_of(first_seq, interest);
-    if reader.at_end() {
-        return StatusCode::NO_CONTENT.into_response();
-    }
     let compression = COMPRESSION.read(&state.config.settings);
     let coding = compression.for_request(&headers);
     let frames = frame_stream(reader, state.config.batch, state.config.heartbeat);
@@ -95,6 +103,24 @@ pub(crate) async fn open_stream(
         response.headers_mut().insert(header::VARY, vary);
     }
     response
+}
+
+/// The subscription a `GET` of the stream asks for, from where it resumes; or the answer
+/// instead (boxed: the rare path): 400 for a bad cursor or topic, 204 once the subscriber has
+/// the whole stream.
+pub(super) fn subscription(
+    state: &AppState,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<Reader, Box<Response>> {
+    let refused = |rejection: BadRequest| Box::new(rejection.into_response());
+    let first_seq = resume_point(headers, query).map_err(refused)?;
+    let interest = interest_from_query(query, &state.hub).map_err(refused)?;
+    let reader = state.hub.reader_of(first_seq, interest);
+    if reader.at_end() {
+        return Err(Box::new(StatusCode::NO_CONTENT.into_response()));
+    }
+    Ok(reader)
 }
 
 /// `Last-Event-ID` wins over `?after=`: it is what a reconnecting `EventSource` sends.

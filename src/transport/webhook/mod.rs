@@ -24,6 +24,7 @@ use super::{Colour, KeepAlive, Redelivery, Requests, Setting, Side, Spec, Traits
 use crate::hub::Batch;
 
 mod client;
+mod reqwest;
 mod retry;
 mod server;
 
@@ -194,11 +195,19 @@ pub static SPEC: Spec = Spec {
         &ALLOW_PRIVATE_TARGETS,
         &OPEN_REGISTRATION,
     ],
-    servers: &[server_impl!(
-        super::implementation::OWN,
-        "hyper provider: signed deliveries, retried with backoff",
-        server::serve
-    )],
+    servers: &[
+        server_impl!(
+            super::implementation::OWN,
+            "hyper provider: signed deliveries, retried with backoff",
+            server::serve
+        ),
+        server_impl!(
+            "reqwest",
+            "the same provider sending with reqwest (rustls on ring, HTTP/1.1, pooled \
+             connections)",
+            reqwest::serve
+        ),
+    ],
     clients: &[client_impl!(
         super::implementation::OWN,
         "hyper consumer: verifies, deduplicates, answers 2xx",

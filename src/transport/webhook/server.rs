@@ -86,6 +86,18 @@ struct Provider {
     url_limit: usize,
     /// Each registered endpoint's delivery, by id, to stop it when the consumer unregisters.
     endpoints: Arc<std::sync::Mutex<std::collections::HashMap<String, CancellationToken>>>,
+    /// What carries the deliveries.
+    sender: Sender,
+}
+
+/// What carries the provider's deliveries to endpoints.
+#[derive(Clone)]
+pub(super) enum Sender {
+    /// pushbench's own: a hyper HTTP/1.1 connection per endpoint, to the address checked at
+    /// registration, kept between deliveries (unless each opens its own).
+    Own,
+    /// reqwest's client, one for the provider, its pool holding each endpoint's connection.
+    Reqwest(super::reqwest::Provider),
 }
 
 /// Who may register endpoints: the holder of the token (when one is set), and no more than
@@ -110,6 +122,17 @@ struct Registration {
 /// Serves `POST /subscriptions` on `listener` and delivers to every registered endpoint until
 /// `shutdown` fires.
 pub(crate) async fn serve(
+    listener: TcpListener,
+    hub: Arc<Hub>,
+    config: ServerConfig,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    serve_with(Sender::Own, listener, hub, config, shutdown).await
+}
+
+/// The provider, its deliveries carried by `sender`.
+pub(super) async fn serve_with(
+    sender: Sender,
     listener: TcpListener,
     hub: Arc<Hub>,
     config: ServerConfig,
@@ -162,6 +185,7 @@ pub(crate) async fn serve(
         method,
         url_limit: usize::try_from(URL_LIMIT.read(&config.settings)).unwrap_or(usize::MAX),
         endpoints: Arc::default(),
+        sender,
     };
     let two_way = provider.hub.two_way();
     let mut router = Router::new()
@@ -278,6 +302,10 @@ async fn register(State(provider): State<Provider>, headers: HeaderMap, body: By
         );
         return refuse(StatusCode::SERVICE_UNAVAILABLE, why);
     }
+    if let Sender::Reqwest(client) = &provider.sender {
+        // The library resolves names itself: it is told the address checked here.
+        client.pin(&endpoint);
+    }
     let id = format!(
         "ep_{}",
         provider.next_endpoint.fetch_add(1, Ordering::Relaxed)
@@ -374,7 +402,7 @@ impl Item<'_> {
 }
 
 /// How long one delivery attempt (connect, send, answer) may take.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// POSTs one event until a 2xx answer or the attempts run out; `true` if delivered. A
 /// redirect is an answer like any other non-2xx: not followed.
@@ -428,7 +456,7 @@ async fn deliver_event(
     false
 }
 
-/// One signed POST over the endpoint's connection (opened first if there is none).
+/// One signed POST (or GET) to the endpoint, by the provider's sender.
 async fn attempt_once(
     provider: &Provider,
     endpoint: &Endpoint,
@@ -436,25 +464,22 @@ async fn attempt_once(
     item: Item<'_>,
     id: &str,
 ) -> Result<StatusCode, String> {
+    let request = signed_request(provider, endpoint, item, id)?;
+    match &provider.sender {
+        Sender::Own => send_own(provider, endpoint, connection, request).await,
+        Sender::Reqwest(client) => client.send(endpoint, request).await,
+    }
+}
+
+/// The delivery of `item` as an HTTP request in origin form (the endpoint's target, its host
+/// in `Host`), signed, its body compressed once per event where compression is on.
+fn signed_request(
+    provider: &Provider,
+    endpoint: &Endpoint,
+    item: Item<'_>,
+    id: &str,
+) -> Result<axum::http::Request<Bytes>, String> {
     let body = item.body();
-    let sender = match connection {
-        Some(sender) if !sender.is_closed() => sender,
-        _ => {
-            let dialer = Dialer {
-                bind: None,
-                timeout: ATTEMPT_TIMEOUT,
-                tls: endpoint.secure.then_some(&*provider.tls),
-                read_rate: None,
-                server_name: Some(&endpoint.server_name),
-            };
-            connection.insert(
-                dialer
-                    .http1(endpoint.addr)
-                    .await
-                    .map_err(|e| e.to_string())?,
-            )
-        }
-    };
     let timestamp = unix_now();
     // The signature covers the event itself (before compression, or before its base64url in a
     // GET's query): the consumer verifies what it decoded.
@@ -491,14 +516,41 @@ async fn attempt_once(
             }
         }
     };
-    let request = request.body(Full::new(body)).map_err(|e| e.to_string())?;
+    request.body(body).map_err(|e| e.to_string())
+}
+
+/// Sends `request` over the endpoint's own connection (opened first if there is none) and
+/// reads the answer to its end, so the connection is ready for the next delivery.
+async fn send_own(
+    provider: &Provider,
+    endpoint: &Endpoint,
+    connection: &mut Connection,
+    request: axum::http::Request<Bytes>,
+) -> Result<StatusCode, String> {
+    let sender = match connection {
+        Some(sender) if !sender.is_closed() => sender,
+        _ => {
+            let dialer = Dialer {
+                bind: None,
+                timeout: ATTEMPT_TIMEOUT,
+                tls: endpoint.secure.then_some(&*provider.tls),
+                read_rate: None,
+                server_name: Some(&endpoint.server_name),
+            };
+            connection.insert(
+                dialer
+                    .http1(endpoint.addr)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            )
+        }
+    };
     sender.ready().await.map_err(|e| e.to_string())?;
     let answer = sender
-        .send_request(request)
+        .send_request(request.map(Full::new))
         .await
         .map_err(|e| e.to_string())?;
     let status = answer.status();
-    // Read the answer to its end so the connection is ready for the next delivery.
     answer
         .into_body()
         .collect()
@@ -506,6 +558,3 @@ async fn attempt_once(
         .map_err(|e| e.to_string())?;
     Ok(status)
 }
-
-// ---------------------------------------------------------------------------------------------
-// Consumer (client side)

@@ -1,5 +1,7 @@
 //! WebSocket: the server (axum, upgrading into yawc) pushes each event as a text frame carrying
-//! its JSON on `/ws`; the client is yawc too. Pings keep idle connections alive; the stream
+//! its JSON on `/ws`; the client is yawc too. Beside them, what most Rust services deploy:
+//! axum's own upgrade and the tokio-tungstenite client (`--server-impl tokio-tungstenite`,
+//! `--client-impl tokio-tungstenite`), on the same push loop and resume rule. Pings keep idle connections alive; the stream
 //! ends with a clean close handshake (1000 when complete, 1001 when the server shuts down).
 //! With `--compression deflate`, both sides negotiate permessage-deflate (RFC 7692), without
 //! context takeover unless `websocket-context-takeover on`.
@@ -18,8 +20,12 @@ use super::{Colour, KeepAlive, Redelivery, Requests, Setting, Side, Spec, Traits
 use crate::hub::Batch;
 use crate::settings::SettingValues;
 
+mod axum_ws;
 mod client;
+mod push;
 mod server;
+mod subscriber;
+mod tungstenite;
 
 /// The subscriber's buffers: the dominant cost of an idle WebSocket client.
 pub static READ_BUFFER: Setting<u64> = Setting {
@@ -53,16 +59,34 @@ pub static SPEC: Spec = Spec {
     cursor_path: Some(OWN_PATH),
     interop: Some("WebSocket"),
     credentials: &[],
-    servers: &[server_impl!(
-        super::implementation::OWN,
-        "axum upgrading into yawc, text frames, batched writes",
-        server::serve
-    )],
-    clients: &[client_impl!(
-        super::implementation::OWN,
-        "yawc, resuming with ?after=SEQ",
-        client::subscribe
-    )],
+    servers: &[
+        server_impl!(
+            super::implementation::OWN,
+            "axum upgrading into yawc, text frames, batched writes",
+            server::serve
+        ),
+        server_impl!(
+            "tokio-tungstenite",
+            "axum's own WebSocketUpgrade (tokio-tungstenite), 4 KiB read buffer, batched \
+             writes; no permessage-deflate",
+            axum_ws::serve,
+            axum_ws::refuses
+        ),
+    ],
+    clients: &[
+        client_impl!(
+            super::implementation::OWN,
+            "yawc, resuming with ?after=SEQ",
+            client::subscribe
+        ),
+        client_impl!(
+            "tokio-tungstenite",
+            "tokio-tungstenite on the house's connections, resuming with ?after=SEQ; no \
+             permessage-deflate",
+            tungstenite::subscribe,
+            tungstenite::refuses
+        ),
+    ],
     settings: resumable_settings![http, &READ_BUFFER, &CONTEXT_TAKEOVER],
     outside: super::spec::all_in_serve,
     traits: Traits {

@@ -1,0 +1,182 @@
+//! What every WebSocket server here does once a subscriber is upgraded, whichever library
+//! frames the messages: the subscription asked for in the query, then the stream pushed in
+//! batches, pings each heartbeat, messages up taken in order, and the close handshake.
+
+use std::sync::Arc;
+
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+
+use crate::hub::{Batch, Hub, Reader};
+use crate::transport::cursor::{first_seq_from_query, interest_from_query, BadRequest};
+use crate::transport::{serve_http, ServerConfig, TrackedListener};
+
+use super::{CLOSE_GRACE, OWN_PATH};
+
+/// What both servers' handlers share: the hub and the server's settings.
+#[derive(Clone)]
+pub(super) struct AppState {
+    pub hub: Arc<Hub>,
+    pub config: Arc<ServerConfig>,
+}
+
+/// Serves `handler` on `/ws` until `shutdown` fires: the route every WebSocket server here
+/// upgrades subscribers on.
+pub(super) async fn serve_route<H, T>(
+    listener: tokio::net::TcpListener,
+    hub: Arc<Hub>,
+    config: ServerConfig,
+    shutdown: tokio_util::sync::CancellationToken,
+    handler: H,
+) -> std::io::Result<()>
+where
+    H: axum::handler::Handler<T, AppState>,
+    T: 'static,
+{
+    let listener = TrackedListener::for_subscribers(listener, Arc::clone(&hub), &config)?;
+    let http = config.http;
+    let state = AppState {
+        hub,
+        config: Arc::new(config),
+    };
+    let router = axum::Router::new()
+        .route(OWN_PATH, axum::routing::get(handler))
+        .with_state(state);
+    serve_http(listener, router, http, shutdown).await
+}
+
+/// The subscription `GET /ws?after=SEQ&topics=...` asks for, or the 400 that says what is wrong
+/// with the query (boxed: the rare path).
+pub(super) fn subscription(state: &AppState, query: Option<&str>) -> Result<Reader, Box<Response>> {
+    let refused = |rejection: BadRequest| Box::new(rejection.into_response());
+    let first_seq = first_seq_from_query(query).map_err(refused)?;
+    let interest = interest_from_query(query, &state.hub).map_err(refused)?;
+    Ok(state.hub.reader_of(first_seq, interest))
+}
+
+/// A WebSocket library's message, as the push loop makes and reads it.
+pub(super) trait Message: Sized {
+    /// What the library's stream of incoming messages yields.
+    type Incoming;
+    /// A text message carrying `bytes` (an event's JSON, a gap, a copy).
+    fn text(bytes: Bytes) -> Self;
+    /// A ping with no payload.
+    fn ping() -> Self;
+    /// A close frame with `code` and a reason of at most 123 bytes.
+    fn close(code: u16, reason: String) -> Self;
+    /// What the subscriber sent.
+    fn read(incoming: Self::Incoming) -> Incoming;
+}
+
+/// What a subscriber sent, as the push loop tells it apart.
+pub(super) enum Incoming {
+    /// A message up (two-way traffic).
+    Text(Bytes),
+    /// Its close frame: the library answers it.
+    Close,
+    /// The connection broke or the subscriber broke the protocol, and why.
+    Broken(String),
+    /// A pong, or anything else that needs no answer.
+    Other,
+}
+
+/// The close codes the server sends (RFC 6455 §7.4.1).
+const NORMAL: u16 = 1000;
+const GOING_AWAY: u16 = 1001;
+const PROTOCOL_ERROR: u16 = 1002;
+const INVALID_DATA: u16 = 1007;
+
+/// Pushes the stream to one subscriber until it is complete, the subscriber leaves, or the
+/// server shuts down.
+pub(super) async fn stream_events<S, M>(socket: S, mut reader: Reader, config: Arc<ServerConfig>)
+where
+    S: Stream<Item = M::Incoming> + Sink<M> + Unpin,
+    M: Message,
+{
+    let hub = Arc::clone(reader.hub());
+    let (mut tx, mut rx) = socket.split();
+    let start = tokio::time::Instant::now() + config.heartbeat;
+    let mut heartbeat = tokio::time::interval_at(start, config.heartbeat);
+    let close: (u16, String) = loop {
+        tokio::select! {
+            batch = reader.next_batch(config.batch) => match batch {
+                Some(batch) => {
+                    if write_batch(&mut tx, &batch).await.is_err() {
+                        return;
+                    }
+                }
+                None if reader.at_end() => break (NORMAL, "stream complete".into()),
+                None => break (GOING_AWAY, "server shutting down".into()),
+            },
+            incoming = rx.next() => match incoming.map(M::read) {
+                // The subscriber left, or broke the protocol in a way the library answers
+                // itself (yawc queues the close frame that says how, 1009 for a message too
+                // big, and sends what it owes on the read path): reading once more sends it.
+                None => {
+                    let _ = tokio::time::timeout(CLOSE_GRACE, rx.next()).await;
+                    return;
+                }
+                Some(Incoming::Broken(why)) => break (PROTOCOL_ERROR, truncated_reason(why)),
+                // The subscriber closed first (the library answers its close frame).
+                Some(Incoming::Close) => return,
+                // A message the subscriber sends up, handled before the next read so that
+                // one subscriber's messages are taken in the order sent.
+                Some(Incoming::Text(payload)) => {
+                    if let Err(why) = hub.receive_upstream(payload).await {
+                        break (INVALID_DATA, truncated_reason(why));
+                    }
+                }
+                Some(Incoming::Other) => {}
+            },
+            _ = heartbeat.tick() => {
+                if tx.send(M::ping()).await.is_err() {
+                    return;
+                }
+            }
+        }
+    };
+    if tx.send(M::close(close.0, close.1)).await.is_err() {
+        return;
+    }
+    // Wait for the subscriber's close frame so the handshake completes cleanly on both sides.
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        while let Some(incoming) = rx.next().await {
+            if matches!(M::read(incoming), Incoming::Close | Incoming::Broken(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// Queues every event of the batch (after the gap message, when the subscriber asked for
+/// events the replay window no longer holds), then flushes once: one write for many frames.
+/// Each frame shares the hub's encoding of its event (compressed per connection when
+/// permessage-deflate is on).
+async fn write_batch<S, M>(tx: &mut S, batch: &Batch) -> Result<(), S::Error>
+where
+    S: Sink<M> + Unpin,
+    M: Message,
+{
+    if let Some(gap) = batch.gap {
+        tx.feed(M::text(gap.encode().into())).await?;
+    }
+    for (_, event) in batch.iter() {
+        tx.feed(M::text(event.clone())).await?;
+    }
+    for copy in &batch.copies {
+        tx.feed(M::text(copy.clone())).await?;
+    }
+    tx.flush().await
+}
+
+/// A close frame's reason holds at most 123 bytes: the start of `why`, cut at a character.
+fn truncated_reason(mut why: String) -> String {
+    let mut end = why.len().min(123);
+    while !why.is_char_boundary(end) {
+        end -= 1;
+    }
+    why.truncate(end);
+    why
+}
