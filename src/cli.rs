@@ -15,7 +15,7 @@ use crate::harness::settings::settings_of;
 use crate::harness::{self, run_job, Merged, RunOptions};
 use crate::measure;
 use crate::payload::PayloadKind;
-use crate::protocol::{LoadJob, PartFile, ServeOptions};
+use crate::protocol::{stdout, LoadJob, PartFile, ServeOptions};
 use crate::recommend::{self, design::DesignSettings, evidence::Evidence};
 use crate::report;
 use crate::results;
@@ -94,11 +94,11 @@ impl Command {
             }) => RecommendArgs::measuring(design, out).run().await,
             Command::Run(args) => {
                 let outcome = harness::run(args.into_options()?).await?;
-                print!("{}", report::table::render(&outcome.results));
-                println!("results: {}", outcome.path.display());
+                stdout::text(&report::table::render(&outcome.results));
+                stdout::line(&format!("results: {}", outcome.path.display()));
                 let picks = recommend::which_to_pick(&outcome.results);
                 let written = report::write(&outcome.path, &outcome.results, picks)?;
-                println!("report:  {}", written.html.display());
+                stdout::line(&format!("report:  {}", written.html.display()));
                 if !outcome.results.complete {
                     bail!(
                         "interrupted; partial results kept in {}",
@@ -117,12 +117,16 @@ impl Command {
             Command::Report(args) => {
                 let (path, results) = results::load(&args.results)?;
                 if args.headline {
-                    print!("{}", report::content::headline(&results));
+                    stdout::text(&report::content::headline(&results));
                     return Ok(());
                 }
                 let picks = recommend::which_to_pick(&results);
                 let written = report::write(&path, &results, picks)?;
-                println!("{}\n{}", written.markdown.display(), written.html.display());
+                stdout::line(&format!(
+                    "{}\n{}",
+                    written.markdown.display(),
+                    written.html.display()
+                ));
                 Ok(())
             }
             Command::Compare(args) => args.run(),
@@ -134,7 +138,7 @@ impl Command {
                     crate::metrics::process::pin_this_process(cpus)?;
                 }
                 let listener = tokio::net::TcpListener::bind(args.listen).await?;
-                println!("echo listening on {}", listener.local_addr()?);
+                stdout::line(&format!("echo listening on {}", listener.local_addr()?));
                 Ok(harness::calibrate::echo(listener).await?)
             }
         }
@@ -202,11 +206,11 @@ impl MergeArgs {
     /// identical stream, as `run` does.
     fn run(self) -> anyhow::Result<()> {
         let outcome = harness::merge(&self.parts, &self.out)?;
-        print!("{}", report::table::render(&outcome.results));
-        println!("results: {}", outcome.path.display());
+        stdout::text(&report::table::render(&outcome.results));
+        stdout::line(&format!("results: {}", outcome.path.display()));
         let picks = recommend::which_to_pick(&outcome.results);
         let written = report::write(&outcome.path, &outcome.results, picks)?;
-        println!("report:  {}", written.html.display());
+        stdout::line(&format!("report:  {}", written.html.display()));
         if outcome.results.runs.iter().any(|r| r.failed) {
             bail!("some subscribers did not receive the identical stream");
         }
@@ -248,8 +252,8 @@ impl CompareArgs {
             .out
             .unwrap_or_else(|| b_path.with_file_name("compare.md"));
         std::fs::write(&out, &markdown).with_context(|| format!("writing {}", out.display()))?;
-        print!("{markdown}");
-        println!("\ncompare: {}", out.display());
+        stdout::text(&markdown);
+        stdout::line(&format!("\ncompare: {}", out.display()));
         let regressions = comparison.regressions().count();
         if self.fail_on_regression && regressions > 0 {
             bail!("{regressions} figure(s) got worse beyond the noise");
@@ -339,7 +343,9 @@ impl RecommendArgs {
         let options = self.measure_options()?;
         // JSON keeps stdout for the answers: the plan and the runs' tables go to stderr.
         let say = |text: &str| match self.format {
-            Format::Text => print!("{text}"),
+            Format::Text => {
+                stdout::text(text);
+            }
             Format::Json => eprint!("{text}"),
         };
         let mut summary = Vec::new();
@@ -442,9 +448,9 @@ impl RecommendArgs {
     /// Prints one recommendation in the format asked for.
     fn answer(&self, answer: &recommend::Recommendation) -> anyhow::Result<()> {
         match self.format {
-            Format::Text => print!("{}", recommend::render::text(answer)),
-            Format::Json => println!("{}", serde_json::to_string_pretty(answer)?),
-        }
+            Format::Text => stdout::text(&recommend::render::text(answer)),
+            Format::Json => stdout::line(&serde_json::to_string_pretty(answer)?),
+        };
         Ok(())
     }
 }
@@ -494,16 +500,16 @@ impl TransportsArgs {
     fn run(self) -> anyhow::Result<()> {
         let specs: Vec<&Spec> = Transport::ALL.iter().map(|t| t.spec()).collect();
         if self.json {
-            println!("{}", serde_json::to_string_pretty(&specs)?);
+            stdout::line(&serde_json::to_string_pretty(&specs)?);
             return Ok(());
         }
         if self.markdown {
-            print!("{}", transports_table());
+            stdout::text(&transports_table());
             return Ok(());
         }
         for &transport in Transport::ALL {
             let spec = transport.spec();
-            println!("{:<10} {}", transport.name(), spec.summary);
+            stdout::line(&format!("{:<10} {}", transport.name(), spec.summary));
             // Every implementation of each side, the default first.
             let servers = spec.servers.iter().map(|s| (s.name, s.summary));
             let clients = spec.clients.iter().map(|c| (c.name, c.summary));
@@ -511,10 +517,10 @@ impl TransportsArgs {
                 .map(|(n, s)| ("server", n, s))
                 .chain(clients.map(|(n, s)| ("client", n, s)))
             {
-                println!("{:10}   {side} {name}: {summary}", "");
+                stdout::line(&format!("{:10}   {side} {name}: {summary}", ""));
             }
             for setting in settings_of(transport) {
-                println!(
+                stdout::line(&format!(
                     "{:10}   --{} {} (default {}, {}): {}",
                     "",
                     setting.name(),
@@ -522,7 +528,7 @@ impl TransportsArgs {
                     setting.default_text(),
                     format!("{:?}", setting.side()).to_lowercase(),
                     setting.help()
-                );
+                ));
             }
         }
         Ok(())
@@ -870,16 +876,19 @@ impl LoadArgs {
             PartFile::Load(Box::new(part.clone())).write(out)?;
         }
         let merged = Merged::of(std::slice::from_ref(&part))?;
-        println!("{} load against {}", job.transport, job.target.addr);
+        stdout::line(&format!(
+            "{} load against {}",
+            job.transport, job.target.addr
+        ));
         if let Some(clock) = &part.clock {
-            println!(
+            stdout::line(&format!(
                 "clock offset      {:+.1} us to the server's, +/- {:.1} us (applied to every \
                  receive time)",
                 clock.applied_ns() as f64 / 1e3,
                 clock.uncertainty_ns() as f64 / 1e3
-            );
+            ));
         }
-        println!("{merged}");
+        stdout::line(&merged.to_string());
         if merged.counts.failed() {
             bail!(
                 "{} of {} subscribers did not receive the identical stream",

@@ -346,3 +346,40 @@ async fn half_a_request_is_cut_off() {
         server.stop().await.unwrap();
     }
 }
+
+/// A long-polling client answered with something that is not a batch counts it malformed and
+/// backs off as after a failed request, giving up as it would after so many without an event,
+/// rather than asking again at once in a busy loop.
+#[tokio::test]
+async fn a_malformed_poll_answer_is_backed_off_not_hammered() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let asked = std::sync::Arc::new(AtomicU64::new(0));
+    let counted = std::sync::Arc::clone(&asked);
+    let garbage = axum::Router::new().route(
+        "/events",
+        axum::routing::get(move || {
+            counted.fetch_add(1, Ordering::Relaxed);
+            async { "not a batch" }
+        }),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, garbage).await });
+    let mut sink = TallySink::new(RecordPlan::new(10, Rate::Max, 0, 0), 0);
+    let (target, config) = (addr.into(), ClientConfig::default());
+    let subscribing = Transport::Longpoll.subscribe(&target, &config, &mut sink);
+    // Backing off, it gives up within seconds; hammering, it would never end.
+    let ended = tokio::time::timeout(Duration::from_secs(60), subscribing)
+        .await
+        .expect("the client kept asking");
+    let error = ended.unwrap_err().to_string();
+    assert!(
+        error.contains("gave up") && error.contains("not a batch"),
+        "{error}"
+    );
+    let requests = asked.load(Ordering::Relaxed);
+    let malformed = sink.finish(None).ledger.counts().malformed;
+    assert_eq!(malformed, requests);
+    // The first answer, then one per reconnect the resume rule allows.
+    assert!((2..=10).contains(&requests), "{requests} requests");
+}

@@ -323,3 +323,69 @@ fn a_setting_no_transport_takes_is_refused() {
     }
     assert!(!dir.exists(), "a refused run wrote nothing");
 }
+
+/// A closed stdout is no panic: a listing piped into a reader that stops after one line ends
+/// at once with success, and a server whose reader went away stops cleanly, as on SIGTERM,
+/// when it next has something to say (here, once the stream is published), saying why on
+/// stderr.
+#[test]
+fn a_closed_stdout_ends_commands_cleanly() {
+    let mut listing = Command::new(BIN)
+        .arg("transports")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(listing.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(!first.is_empty());
+    let listed = listing.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&listed.stderr);
+    assert!(listed.status.success(), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    let transport = Transport::ALL[0].name();
+    let mut server = Command::new(BIN)
+        .args([
+            "serve",
+            "--transport",
+            transport,
+            "--events",
+            "50",
+            "--start-after",
+            "1",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
+    let addr = lines
+        .by_ref()
+        .map(Result::unwrap)
+        .find_map(|l| l.split(" listening on ").nth(1).map(str::to_owned))
+        .unwrap();
+    // Nobody reads what the server says from here on.
+    drop(lines);
+    // Whether the subscriber gets the whole stream before the server stops is a race: only
+    // that both end is asked.
+    let _ = Command::new(BIN)
+        .args([
+            "load",
+            "--transport",
+            transport,
+            "--events",
+            "50",
+            "--subscribers",
+            "1",
+        ])
+        .args(["--target", &addr, "--resume", "off"])
+        .output()
+        .unwrap();
+    let served = server.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&served.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.contains("stdout closed; stopping"), "{stderr}");
+}

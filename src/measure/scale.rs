@@ -574,6 +574,30 @@ mod tests {
 
     const ALL: &[Transport] = Transport::ALL;
 
+    /// A design's own runs run the libraries it deploys, on the transports that have them
+    /// (every other transport runs its own); a design that names none runs pushbench's own.
+    #[test]
+    fn the_runs_use_the_libraries_a_design_deploys() {
+        let mut deploying = design(include_str!("../../designs/chat.toml"));
+        deploying.deploys = vec!["tokio-tungstenite".into(), "eventsource-client".into()];
+        let planned = plan(&deploying, ALL, &limits(true)).unwrap();
+        for facet in &planned.facets {
+            let named = |name: &str| facet.settings.transport_settings.given.get(name).cloned();
+            assert_eq!(
+                named("server-impl"),
+                Some(vec!["tokio-tungstenite".to_owned()])
+            );
+            let clients = named("client-impl").unwrap_or_default();
+            assert_eq!(clients, ["tokio-tungstenite", "eventsource-client"]);
+        }
+        let own = design(include_str!("../../designs/chat.toml"));
+        let plan = plan(&own, ALL, &limits(true)).unwrap();
+        assert!(plan
+            .facets
+            .iter()
+            .all(|f| given(f, "server-impl").is_none()));
+    }
+
     #[test]
     fn a_design_the_machine_holds_runs_unscaled_one_run_per_facet() {
         let chat = design(include_str!("../../designs/chat.toml"));

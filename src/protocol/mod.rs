@@ -24,6 +24,7 @@ mod load;
 pub mod open_files;
 mod part;
 mod serve;
+pub mod stdout;
 
 pub use load::{
     DeliveryCounts, LoadJob, LoadPart, PartHistograms, WorkerProcess, RECONNECTIONS_KEPT,

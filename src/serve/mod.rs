@@ -22,7 +22,7 @@ use crate::hub::{Hub, HubOptions};
 use crate::metrics::kernel;
 use crate::metrics::process::{self, ProcessSample};
 use crate::metrics::sockets::{SocketCounters, SocketTotals};
-use crate::protocol::{self, Command, Report};
+use crate::protocol::{self, stdout, Command, Report};
 use crate::protocol::{PartFile, ServeOptions, ServeStats, ServerPart};
 use crate::publisher::{publish_stream, Published};
 use crate::transport::resume::{reconnect_grace, replay_window};
@@ -302,13 +302,16 @@ impl Output {
     /// reports.
     pub fn say(self, text: &str) {
         match self {
-            Output::Human => println!("{text}"),
+            Output::Human => {
+                stdout::line(text);
+            }
             Output::Json => eprintln!("{text}"),
         }
     }
 }
 
-/// SIGINT and SIGTERM, what stops a server (or a fleet) before its stream is delivered.
+/// SIGINT and SIGTERM, what stops a server (or a fleet) before its stream is delivered, and a
+/// closed stdout.
 /// Installed before anyone can know where it listens, so a SIGTERM sent the moment it says so
 /// stops it cleanly rather than killing it.
 pub(crate) struct Stops {
@@ -326,11 +329,13 @@ impl Stops {
         })
     }
 
-    /// Waits for either, and says which: "interrupted" or "terminated".
+    /// Waits for either, or for stdout to be found closed (whoever read what the server says
+    /// has gone), and says which: "interrupted", "terminated" or "stdout closed".
     pub async fn next(&mut self) -> &'static str {
         tokio::select! {
             _ = self.interrupt.recv() => "interrupted",
             _ = self.terminate.recv() => "terminated",
+            () = stdout::closed() => "stdout closed",
         }
     }
 }
@@ -421,17 +426,20 @@ pub async fn run(
         options.spec.count,
         (published.end_ns - published.start_ns) as f64 / 1e9
     ));
-    let left = tokio::select! {
-        left = server.drain(options.drain_timeout) => left,
-        _ = stops.next() => server.hub().subscribers(),
+    let (left, why) = tokio::select! {
+        left = server.drain(options.drain_timeout) => (left, "done"),
+        why = stops.next() => (server.hub().subscribers(), why),
     };
+    if why != "done" {
+        return ending.stop(server, Some(published), why).await;
+    }
     if left > 0 {
         eprintln!("warning: {left} subscriber(s) still connected with no progress for the drain timeout; stopping");
     } else {
         say("stream delivered; stopping".into());
     }
     server.linger_for_probes().await;
-    ending.stop(server, Some(published), "done").await
+    ending.stop(server, Some(published), why).await
 }
 
 /// Tells whoever reads the output the credentials made for this server (nobody else knows
@@ -444,7 +452,7 @@ fn announce_credentials(options: &ServeOptions, output: Output) -> anyhow::Resul
     match output {
         Output::Human => {
             for (name, value) in made.iter() {
-                println!("{}: {value}", name.replace('-', " "));
+                stdout::line(&format!("{}: {value}", name.replace('-', " ")));
             }
         }
         Output::Json => protocol::report(&Report::Credentials { made })?,
@@ -461,7 +469,9 @@ fn announce_listening(
     output: Output,
 ) -> anyhow::Result<()> {
     match output {
-        Output::Human => println!("pushbench serve: {transport} listening on {addr}"),
+        Output::Human => {
+            stdout::line(&format!("pushbench serve: {transport} listening on {addr}"));
+        }
         Output::Json => protocol::report(&Report::Listening {
             addr,
             settings: settings.clone(),
@@ -665,7 +675,7 @@ fn finish(
     match output {
         Output::Json => protocol::report(&Report::Stats(Box::new(stats)))?,
         Output::Human => {
-            println!(
+            stdout::line(&format!(
                 "stats: published {}, sockets {} connection(s) {} B in {} B out, CPU {} us \
                  (publisher {} us), subscribers left {}",
                 stats.published,
@@ -675,18 +685,18 @@ fn finish(
                 stats.cpu_us,
                 stats.publisher_cpu_us,
                 stats.left_connected
-            );
+            ));
             if let Some(late) = stats.publisher_lateness {
-                println!(
+                stdout::line(&format!(
                     "publisher lateness: p50 {:.1} us, p99 {:.1} us, max {:.1} us",
                     late.p50_us, late.p99_us, late.max_us
-                );
+                ));
             }
             if stats.abandoned > 0 {
-                println!("abandoned deliveries: {}", stats.abandoned);
+                stdout::line(&format!("abandoned deliveries: {}", stats.abandoned));
             }
             if let Some(refusal) = &stats.refusal {
-                println!("refused: {refusal}");
+                stdout::line(&format!("refused: {refusal}"));
             }
         }
     }

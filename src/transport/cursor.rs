@@ -392,10 +392,20 @@ async fn poll(
             Ok(batch) => batch,
             Err(e) => {
                 let error = DecodeError::new(format!("poll answer is not a batch: {e}"));
-                match sink.malformed(&error) {
-                    Flow::Stop => return Ok(()),
-                    Flow::Continue => continue,
+                if sink.malformed(&error) == Flow::Stop {
+                    return Ok(());
                 }
+                // Asking again at once would get the same answer, in a busy loop: back off as
+                // after a failed request, on a new connection, and give up as it would.
+                connection = None;
+                dropped = true;
+                if sink
+                    .again(Err(ClientError::Protocol(error.to_string())))
+                    .await?
+                {
+                    continue;
+                }
+                return Ok(());
             }
         };
         sink.batch(batch.events.len());

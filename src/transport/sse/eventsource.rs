@@ -18,10 +18,12 @@ use launchdarkly_sdk_transport::{
 use sync_wrapper::{SyncFuture, SyncStream};
 
 use crate::clock::now_ns;
-use crate::transport::compression::{decoded, decoder_for, COMPRESSION};
+use crate::transport::compression::{decoded, decoder_for, Compression, COMPRESSION};
 use crate::transport::resume::Resuming;
 use crate::transport::upstream;
-use crate::transport::{deliver, ArrivalClock, ClientConfig, ClientError, Flow, Sink, Target};
+use crate::transport::{
+    deliver, ArrivalClock, ClientConfig, ClientError, Dialer, Flow, Sink, Target,
+};
 
 use super::OWN_PATH;
 
@@ -49,23 +51,31 @@ async fn receive(
     config: &ClientConfig,
     sink: &mut dyn Sink,
 ) -> Result<(), ClientError> {
-    let connections = HouseConnections {
+    let dialer = config.dialer();
+    let connections = HouseConnections(Arc::new(Dialing {
         server: target.addr,
         authority: HeaderValue::from_str(&target.authority())
             .map_err(|e| ClientError::Config(e.to_string()))?,
-        config: Arc::new(config.clone()),
-    };
-    let scheme = if config.dialer().secure() {
-        "https"
-    } else {
-        "http"
-    };
+        bind: dialer.bind,
+        timeout: dialer.timeout,
+        tls: dialer.tls.cloned(),
+        read_rate: dialer.read_rate,
+    }));
+    let scheme = if dialer.secure() { "https" } else { "http" };
     let path = target.request_path(OWN_PATH, config.topics_query().as_deref());
     let url = format!("{scheme}://{}{path}", target.authority());
+    let compression = COMPRESSION.read(&config.settings);
     let mut sink = Resuming::new(sink, config);
     let mut last_event_id = None;
     loop {
-        let ended = stream_once(&url, &connections, &mut sink, &mut last_event_id).await;
+        let ended = stream_once(
+            &url,
+            &connections,
+            compression,
+            &mut sink,
+            &mut last_event_id,
+        )
+        .await;
         if !sink.again(ended).await? {
             return Ok(());
         }
@@ -77,6 +87,7 @@ async fn receive(
 async fn stream_once(
     url: &str,
     connections: &HouseConnections,
+    compression: Compression,
     sink: &mut Resuming<'_>,
     last_event_id: &mut Option<String>,
 ) -> Result<(), ClientError> {
@@ -87,7 +98,6 @@ async fn stream_once(
     if let Some(id) = last_event_id.clone() {
         builder = builder.last_event_id(id);
     }
-    let compression = COMPRESSION.read(&connections.config.settings);
     if let Some((name, value)) = compression.accept_encoding() {
         builder = builder.header(name, value).map_err(library)?;
     }
@@ -130,24 +140,45 @@ fn failed(error: eventsource_client::Error) -> ClientError {
 /// eventsource-client's requests on the house's connections: an HTTP/1.1 connection of the
 /// subscriber's own per request (TCP, TLS when on, from the subscriber's source address, read
 /// at the slow consumer's rate), the response body decoded where the server compressed it.
+///
+/// Shared by the subscriber's connections (the library clones its transport), holding only
+/// what dialing needs rather than the subscriber's whole configuration, so the row's memory is
+/// the library's.
 #[derive(Clone)]
-struct HouseConnections {
+struct HouseConnections(Arc<Dialing>);
+
+/// What a subscriber's connections are opened with.
+struct Dialing {
     server: SocketAddr,
     /// The server's name as the request's `Host`.
     authority: HeaderValue,
-    config: Arc<ClientConfig>,
+    bind: Option<std::net::IpAddr>,
+    timeout: std::time::Duration,
+    tls: Option<crate::transport::tls::TlsMaterial>,
+    read_rate: Option<u64>,
+}
+
+impl Dialing {
+    fn dialer(&self) -> Dialer<'_> {
+        Dialer {
+            bind: self.bind,
+            timeout: self.timeout,
+            tls: self.tls.as_ref(),
+            read_rate: self.read_rate,
+            server_name: None,
+        }
+    }
 }
 
 impl HttpTransport for HouseConnections {
     fn request(&self, request: Request<Option<Bytes>>) -> ResponseFuture {
-        let connections = self.clone();
+        let connections = Arc::clone(&self.0);
         // The trait asks for a Sync future; the house's connect is Send only, and the wrapper
         // makes it Sync by only ever lending it out mutably.
         Box::pin(SyncFuture::new(async move {
             let fail = |e: ClientError| TransportError::new(e);
             let request = connections.origin_form(request).map_err(fail)?;
             let mut sender = connections
-                .config
                 .dialer()
                 .http1(connections.server)
                 .await
@@ -167,7 +198,7 @@ impl HttpTransport for HouseConnections {
     }
 }
 
-impl HouseConnections {
+impl Dialing {
     /// The library's request as HTTP/1.1 sends it: the path alone, the server in `Host`.
     fn origin_form(
         &self,
