@@ -137,3 +137,26 @@ impl ::reqwest::dns::Resolve for Checked {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ::reqwest::dns::Resolve as _;
+
+    /// The client's resolver answers a name registration checked with the address checked,
+    /// and refuses any other: a name that would re-resolve elsewhere is never looked up again.
+    #[tokio::test]
+    async fn only_checked_names_resolve() {
+        let checked = Checked::default();
+        let addr: SocketAddr = "127.0.0.7:8443".parse().unwrap();
+        let pinned = "hooks.example.test";
+        checked.0.lock().unwrap().insert(pinned.to_owned(), addr);
+        let resolve = |name: &str| checked.resolve(name.parse().unwrap());
+        let answered: Vec<SocketAddr> = resolve(pinned).await.unwrap().collect();
+        assert_eq!(answered, [addr]);
+        let refused = resolve("elsewhere.example.test").await.err().unwrap();
+        assert!(refused
+            .to_string()
+            .contains("was not checked at registration"));
+    }
+}
