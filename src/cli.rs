@@ -559,11 +559,22 @@ fn transports_table() -> String {
                 .iter()
                 .map(|s| format!("`--{}` {}", s.name(), s.default_text()))
                 .collect();
+            // Every implementation of each side, pushbench's own first.
+            let named = |names: Vec<&str>| {
+                let names: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+                names.join(", ")
+            };
+            let implementations = format!(
+                "server: {}; client: {}",
+                named(spec.servers.iter().map(|s| s.name).collect()),
+                named(spec.clients.iter().map(|c| c.name).collect()),
+            );
             vec![
                 format!("`{}`", spec.name),
                 spec.summary.to_owned(),
                 receiver,
                 missed.to_owned(),
+                implementations,
                 if settings.is_empty() {
                     "—".into()
                 } else {
@@ -580,6 +591,7 @@ fn transports_table() -> String {
                 "what it is",
                 "received by",
                 "missed events",
+                "implementations (`--server-impl`, `--client-impl`)",
                 "settings (default)",
             ]
             .map(String::from)
