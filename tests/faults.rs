@@ -13,7 +13,9 @@ use pushbench::serve::Server;
 use pushbench::transport::client_stream::SLOW_CONSUMER;
 use pushbench::transport::listener::DROP_EVERY;
 use pushbench::transport::resume::{OUTAGE, OUTAGE_AFTER, RECONNECT_GRACE, REPLAY_WINDOW, RESUME};
-use pushbench::transport::{ServerConfig, SettingValues, Transport};
+use pushbench::transport::{
+    Implementation, ServerConfig, SettingValues, Transport, CLIENT_IMPL, SERVER_IMPL,
+};
 
 /// A scheduled stream long enough to be cut many times: 4,000 events at 1,000 ev/s.
 fn stream() -> StreamSpec {
@@ -28,6 +30,65 @@ fn droppable() -> impl Iterator<Item = Transport> {
             .iter()
             .any(|s| s.name() == DROP_EVERY.name)
     })
+}
+
+/// The libraries people deploy resume as pushbench's own implementations do: each one of a
+/// transport that takes the drop fault, against pushbench's own other side, delivers the
+/// identical stream across a cut every 150 ms, every drop resumed. The rows run at once (each
+/// is mostly waiting on its schedule), so fewer cuts land than in the test above.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_implementation_resumes_across_drops() {
+    let spec = stream();
+    let libraries = droppable().flat_map(|transport| {
+        let declared = transport.spec();
+        let servers = declared
+            .servers
+            .iter()
+            .skip(1)
+            .map(|s| (SERVER_IMPL.set(Implementation(s.name)), true));
+        let clients = declared
+            .clients
+            .iter()
+            .skip(1)
+            .map(|c| (CLIENT_IMPL.set(Implementation(c.name)), false));
+        servers
+            .chain(clients)
+            .map(move |(chosen, server_side)| (transport, chosen, server_side))
+    });
+    let runs = libraries.map(|(transport, chosen, server_side)| {
+        let spec = spec.clone();
+        async move {
+            let mut config = ServerConfig {
+                settings: SettingValues::from_pairs([
+                    DROP_EVERY.set(std::time::Duration::from_millis(150))
+                ]),
+                ..ServerConfig::local()
+            };
+            let mut client = client_for(&config);
+            match server_side {
+                true => config.settings.0.extend([chosen.clone()]),
+                false => client.settings.0.extend([chosen.clone()]),
+            }
+            let run = deliver_locally(transport, &spec, 3, config, client, TIMEOUT).await;
+            (transport, chosen, run)
+        }
+    });
+    let runs = futures_util::future::join_all(runs).await;
+    assert!(!runs.is_empty(), "no library takes the drop fault");
+    for (transport, (setting, name), run) in runs {
+        let run = run.unwrap_or_else(|e| panic!("{transport} {setting}={name}: {e:#}"));
+        common::assert_identical(transport, &spec, &run.records);
+        assert_eq!(run.unresumed_drops, 0, "{transport} {setting}={name}");
+        for record in &run.records {
+            // Cut several times over (how many depends on the machine's pace: the rows share
+            // it), every cut resumed.
+            assert!(
+                record.reconnects >= 3,
+                "{transport} {setting}={name}: {} reconnects",
+                record.reconnects
+            );
+        }
+    }
 }
 
 /// With resuming on (the default), every subscriber's connection is cut every 150 ms across a
