@@ -59,6 +59,9 @@ pub enum Command {
     Compare(CompareArgs),
     /// Rank the transports for a design (flags or designs/*.toml) by measured results.
     Recommend(RecommendArgs),
+    /// Relay connections to a server through the link emulator's toxics (`--link`, as `run`
+    /// takes it), until SIGINT or SIGTERM: standard clients and scripts meet the same faults.
+    Link(LinkArgs),
     /// List the transports: what each is, its traits, colour and settings with defaults.
     Transports(TransportsArgs),
     /// List a results file's rows, one JSON line per run: its key, the name of the row every
@@ -86,6 +89,18 @@ impl Command {
                 serve::run(args.into_options()?, output, None).await
             }
             Command::Load(args) => args.run().await,
+            Command::Link(args) => {
+                let output = if args.json {
+                    serve::Output::Json
+                } else {
+                    serve::Output::Human
+                };
+                let dialer = match args.server_dials {
+                    true => crate::link::Dialer::Server,
+                    false => crate::link::Dialer::Subscriber,
+                };
+                serve::link_process::run((args.listen, args.to), args.link, dialer, output).await
+            }
             Command::Worker => harness::worker::run().await,
             Command::Run(RunArgs {
                 design: Some(design),
@@ -791,6 +806,30 @@ impl ServeArgs {
     }
 }
 
+/// Flags of `pushbench link`.
+#[derive(Debug, Args)]
+pub struct LinkArgs {
+    /// Where clients connect (port 0: any free port, said on stdout).
+    #[arg(long)]
+    listen: SocketAddr,
+    /// The server each connection is relayed to.
+    #[arg(long)]
+    to: SocketAddr,
+    /// The toxics, as `run --link` takes them: comma-separated key=value pairs
+    /// (latency, jitter, bandwidth, slow_close, timeout, reset_peer, limit_data, slicer) or a
+    /// preset's name.
+    #[arg(long)]
+    link: crate::link::Link,
+    /// The server dials through the link to a subscriber's endpoint (a webhook provider to its
+    /// consumer at `--to`): the toxics that act toward the subscriber act on what the server
+    /// sends.
+    #[arg(long)]
+    server_dials: bool,
+    /// Say where it listens as a JSON report on stdout (the typed protocol), for scripts.
+    #[arg(long)]
+    json: bool,
+}
+
 /// Flags of `pushbench load`.
 #[derive(Debug, Args)]
 pub struct LoadArgs {
@@ -875,6 +914,7 @@ impl LoadArgs {
             timeout: self.timeout,
             cpus: None,
             measure_clock: true,
+            relay_link: None,
         })
     }
 

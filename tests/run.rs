@@ -130,6 +130,46 @@ async fn every_latency_through_the_link_is_at_least_its_delay() {
     let _ = std::fs::remove_dir_all(&out);
 }
 
+/// A middlebox that cuts every connection after 40 KB toward the subscriber (`limit_data`,
+/// as proxies, load balancers and NAT boxes do), in front of every transport: the webhook
+/// provider's connections to its consumers, and the MQTT broker's, included. Each subscriber of
+/// pushbench's own clients is cut several times, resumes in its transport's idiom and gets the
+/// identical stream; repeats only where the guarantee allows them (at least once: webhooks);
+/// and every subscription confirmed the end, so the server stopped with none outstanding.
+/// (40 KB rather than less: MQTT's broker sends its whole window of unacknowledged messages
+/// after a reconnect, and a cut inside it, before the acknowledgements return, repeats forever.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_transport_resumes_through_a_middlebox_that_cuts_connections() {
+    use pushbench::link::LINK;
+    use pushbench::transport::Transport;
+    let out = scratch("middlebox");
+    let options = small_run_with("all", 1000, &[(LINK.name, &["limit_data=40000"])], &out);
+    let outcome = run(options).await.unwrap();
+    let results = Results::read(&outcome.path).unwrap();
+    assert_eq!(results.runs.len(), Transport::ALL.len());
+    for row in &results.runs {
+        let t = &row.key.transport;
+        assert!(!row.failed, "{t}: {:?}", row.error);
+        assert!(row.digest_ok, "{t}");
+        assert_eq!(row.lost, 0, "{t}");
+        if t.name() != "webhook" {
+            assert_eq!(row.duplicated, 0, "{t}");
+        }
+        assert_eq!(
+            row.unresumed_drops, 0,
+            "{t}: subscriptions left unconfirmed"
+        );
+        // Cut several times over: a subscriber resumes, or where the server dials, it sends
+        // again what a cut interrupted.
+        let resumed = match t.spec().traits.needs_inbound_http {
+            true => row.retries,
+            false => row.reconnects,
+        };
+        assert!(resumed >= 2, "{t}: resumed {resumed} times");
+    }
+    let _ = std::fs::remove_dir_all(&out);
+}
+
 /// SSE through a real nginx: with `proxy_buffering on` (and the server's
 /// `X-Accel-Buffering: no` ignored) nginx holds the response back until the stream's first
 /// events, so the subscription is established no sooner than the stream starts (300 ms after
@@ -347,41 +387,150 @@ fn committed_schema_matches_the_types() {
     assert_eq!(committed, generated, "docs/results.schema.json is stale");
 }
 
-/// A server that crashes fails the run with its stderr shown, and results.json is kept,
-/// marked incomplete.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn crashing_server_fails_the_run_and_keeps_partial_results() {
-    let out = scratch("crash");
-    let fake = out.join("crashing-pushbench");
-    // Calibration gets a real echo and the load workers are real; the first worker `run`
-    // starts is the server, which reads its job, announces itself in the protocol, and crashes.
-    let marker = out.join("served");
+/// A stand-in for the pushbench binary at `path` that runs the real one, except that the
+/// `target`-th child `run` starts (counting from 1: the first row's server, then its load
+/// workers) does `act` instead, once it has read its job; every child's PID goes into `pids`.
+fn failing_pushbench(path: &Path, target: u32, act: &str) -> std::path::PathBuf {
+    let dir = path.parent().unwrap();
+    let (count, pids) = (dir.join("children"), dir.join("pids"));
     std::fs::write(
-        &fake,
+        path,
         format!(
-            "#!/bin/sh\nif [ \"$1\" = echo ] || [ -e {marker} ]; then exec {BIN} \"$@\"; fi\n\
-             touch {marker}\nread job\n\
-             echo '{{\"report\":\"listening\",\"addr\":\"127.0.0.1:9\"}}'\n\
-             echo 'thread main panicked: simulated crash' >&2\nexit 101\n",
-            marker = marker.display()
+            "#!/bin/sh\necho $$ >> {pids}\nif [ \"$1\" = worker ]; then\n  echo x >> {count}\n  \
+             if [ \"$(wc -l < {count})\" -eq {target} ]; then read job; {act}; fi\nfi\n\
+             exec {BIN} \"$@\"\n",
+            pids = pids.display(),
+            count = count.display(),
         ),
     )
     .unwrap();
-    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let error = run(small_run("tcp", &out, &fake)).await.unwrap_err();
-    let message = format!("{error:#}");
-    assert!(message.contains("simulated crash"), "{message}");
-    assert!(message.contains("partial results kept"), "{message}");
-    let results_path = std::fs::read_dir(&out)
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    pids
+}
+
+/// Every process the run started has ended by the time it returns (waiting a moment for the
+/// kernel to reap what was just killed).
+fn assert_all_ended(pids: &Path) {
+    let pids = std::fs::read_to_string(pids).unwrap();
+    for pid in pids.lines() {
+        let alive = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|stat| !stat.split(") ").nth(1).unwrap_or("").starts_with('Z'))
+        };
+        for _ in 0..50 {
+            if !alive() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        assert!(!alive(), "child {pid} of the run is still running");
+    }
+}
+
+/// A server that crashes fails its row, with its stderr, and the run goes on: the next
+/// transport is measured, the results are complete, and no child is left running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashing_server_fails_its_row_and_the_run_goes_on() {
+    let out = scratch("crash");
+    let fake = out.join("crashing-pushbench");
+    let act = "echo '{\"report\":\"listening\",\"addr\":\"127.0.0.1:9\"}'; \
+               echo 'thread main panicked: simulated crash' >&2; exit 101";
+    let pids = failing_pushbench(&fake, 1, act);
+    let outcome = run(small_run("tcp,websocket", &out, &fake)).await.unwrap();
+    let results = Results::read(&outcome.path).unwrap();
+    assert!(results.complete);
+    assert_eq!(results.runs.len(), 2);
+    let (crashed, measured) = (&results.runs[0], &results.runs[1]);
+    assert_eq!(crashed.key.transport.name(), "tcp");
+    assert!(crashed.failed);
+    let error = crashed.error.as_deref().unwrap_or_default();
+    assert!(error.contains("simulated crash"), "{error}");
+    assert_eq!(crashed.events_delivered, 0);
+    assert_eq!(measured.key.transport.name(), "websocket");
+    assert!(!measured.failed, "{:?}", measured.error);
+    assert!(measured.digest_ok);
+    assert_all_ended(&pids);
+    let _ = std::fs::remove_dir_all(out);
+}
+
+/// The first row's load worker killed (SIGKILL) mid-run: its row fails with the reason, the
+/// second row is measured, every child is gone, and `run` exits non-zero for the failed row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_load_worker_fails_its_row_and_the_run_goes_on() {
+    let out = scratch("killed-worker");
+    let fake = out.join("killing-pushbench");
+    let pids = failing_pushbench(&fake, 2, "kill -9 $$");
+    let outcome = run(small_run("sse,tcp", &out, &fake)).await.unwrap();
+    let results = Results::read(&outcome.path).unwrap();
+    assert!(results.complete);
+    assert_eq!(results.runs.len(), 2);
+    assert!(results.runs[0].failed);
+    let error = results.runs[0].error.as_deref().unwrap_or_default();
+    assert!(error.contains("load worker"), "{error}");
+    assert!(!results.runs[1].failed, "{:?}", results.runs[1].error);
+    assert_all_ended(&pids);
+    // The results load and report, the failed row shown as such.
+    let report = Command::new(BIN)
+        .args(["report"])
+        .arg(outcome.path.parent().unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        report.status.success(),
+        "{}",
+        String::from_utf8_lossy(&report.stderr)
+    );
+    let markdown = std::fs::read_to_string(outcome.path.with_file_name("report.md")).unwrap();
+    assert!(
+        markdown.contains("FAILED"),
+        "the report shows the failed row"
+    );
+    let _ = std::fs::remove_dir_all(out);
+}
+
+/// A results directory on a full disk: writing fails with the reason, the last good
+/// results.json stays as it was, and no half-written copy is left. A 64 KiB tmpfs, where this
+/// machine lets us mount one.
+#[test]
+fn a_full_disk_keeps_the_last_results_intact() {
+    let dir = scratch("full-disk");
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "pushbench-full"])
+        .arg(&dir)
+        .status()
+        .is_ok_and(|status| status.success());
+    if !mounted {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs as root and can mount a tmpfs"
+        );
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    let committed = std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("results"))
         .unwrap()
         .filter_map(|e| e.ok())
         .map(|e| e.path().join("results.json"))
         .find(|p| p.exists())
-        .expect("partial results written");
-    let results = Results::read(&results_path).unwrap();
-    assert!(!results.complete);
-    assert!(results.runs.is_empty());
-    let _ = std::fs::remove_dir_all(out);
+        .unwrap();
+    let mut results = Results::read(&committed).unwrap();
+    results.runs.truncate(1);
+    let written = results.write(&dir).unwrap();
+    let good = std::fs::read(&written).unwrap();
+    // Enough rows to pass 64 KiB.
+    let row = results.runs[0].clone();
+    results.runs = vec![row; 200];
+    let error = results.write(&dir).unwrap_err();
+    let kept = std::fs::read(&written);
+    let leftover = dir.join(".results.json.tmp").exists();
+    let _ = Command::new("umount").arg(&dir).status();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(error.raw_os_error(), Some(28), "no space left: {error}");
+    assert!(
+        kept.is_ok_and(|kept| kept == good),
+        "the last good results.json changed"
+    );
+    assert!(!leftover, "a half-written copy was left");
 }
 
 /// A scenario file with a misspelt key fails before anything runs, naming the key and line.

@@ -11,12 +11,15 @@ use std::time::Duration;
 use crate::clock::probe::{self, ClockSync};
 use crate::clock::{self, now_ns};
 use crate::event::Rate;
+use crate::link::{Blackout, Dialer, Link, LinkStats};
 use crate::metrics::faults::SlowConsumer;
 use crate::metrics::latency;
 use crate::metrics::process::{self, ProcessSample};
 use crate::transport::client_stream::{slow_read_rate, SLOW_CONSUMER};
+use crate::transport::relay::Relay;
 use crate::transport::resume::RESUME;
 use crate::transport::{ClientConfig, Side, Target, Transport, LOOPBACK_SOURCES};
+use tokio_util::sync::CancellationToken;
 
 use super::subscriber::{RecordPlan, SubscriberRecord, TallySink};
 use crate::protocol::{LoadJob, LoadPart, WorkerProcess};
@@ -99,6 +102,28 @@ pub async fn run_subscribers(
     records
 }
 
+/// A relay that puts `link` in front of each endpoint, until `stop`.
+fn link_relay(link: Link, stop: &CancellationToken) -> Relay {
+    let stop = stop.clone();
+    Relay::new(move |endpoint| {
+        let stop = stop.clone();
+        Box::pin(async move {
+            let listener = tokio::net::TcpListener::bind((endpoint.ip(), 0)).await?;
+            let addr = listener.local_addr()?;
+            let stats = Arc::new(LinkStats::default());
+            tokio::spawn(crate::link::serve(
+                (listener, Dialer::Server),
+                endpoint,
+                link,
+                stats,
+                Blackout::never(),
+                stop,
+            ));
+            Ok(addr)
+        })
+    })
+}
+
 /// Runs a load job in this process: connects its subscribers, calls `on_connected` with
 /// the process sampled before and after (so memory per idle connection is measured before
 /// the stream), waits for every subscriber, and returns the part.
@@ -129,6 +154,16 @@ pub async fn run_job(
             Rate::Max => None,
         },
     );
+    // Where the server dials its subscribers (webhooks), the row's link stands in front of
+    // each endpoint they listen on, in this process, until every subscriber is done.
+    let relays = CancellationToken::new();
+    let _stop_relays = relays.clone().drop_guard();
+    if let Some(link) = &job.relay_link {
+        let link: Link = link
+            .parse()
+            .map_err(|e| anyhow::anyhow!("the load job's link {link:?}: {e}"))?;
+        job.config.relay = Some(link_relay(link, &relays));
+    }
     let job = &job;
     let load = {
         let (job, plan) = (job.clone(), Arc::clone(&plan));

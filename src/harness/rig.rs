@@ -17,7 +17,7 @@ use super::settings::RESTART_AFTER;
 use crate::clock::now_ns;
 use crate::event::StreamSpec;
 use crate::link::via::{Nginx, Via, VIA};
-use crate::link::{Blackout, BlackoutSwitch, LinkStats, LINK};
+use crate::link::{Blackout, BlackoutSwitch, Dialer, LinkStats, LINK};
 use crate::metrics::kernel;
 use crate::metrics::process::{self, MachineCpu, ProcessSample};
 use crate::protocol::child::{LoadWorker, ServerChild, WorkerConnected};
@@ -210,13 +210,20 @@ impl Rig {
         let behind_proxy = nginx.as_ref().map_or(server.addr(), Nginx::addr);
         let emulator = CancellationToken::new();
         let _stop_emulator = emulator.clone().drop_guard();
-        let (target, blackout) = link_in_front(
-            &combination.settings,
-            setup.blackhole(),
-            behind_proxy,
-            emulator,
-        )
-        .await?;
+        // Where the server dials its subscribers (webhooks), the link stands in front of their
+        // endpoints instead, in the load (`run_subscribers`).
+        let (target, blackout) = match transport.spec().traits.needs_inbound_http {
+            true => (behind_proxy, None),
+            false => {
+                link_in_front(
+                    &combination.settings,
+                    setup.blackhole(),
+                    behind_proxy,
+                    emulator,
+                )
+                .await?
+            }
+        };
         let origin_ns = now_ns();
         let workers = spawn_workers(
             (exe, scenario),
@@ -271,6 +278,12 @@ async fn spawn_workers(
         subscribers,
         scenario.load_workers(placed.load_cpus, subscribers),
     );
+    // Where the server dials its subscribers (webhooks), the link stands in front of their
+    // endpoints, which the load runs: there it is the load's to put in place.
+    let link = LINK.read(&combination.settings);
+    let relay_link = (combination.key.transport.spec().traits.needs_inbound_http
+        && !link.is_direct())
+    .then(|| link.to_string());
     let mut workers = Vec::with_capacity(shares.len());
     for (index, &(first, count)) in shares.iter().enumerate() {
         let job = LoadJob {
@@ -286,6 +299,7 @@ async fn spawn_workers(
             timeout: scenario.timeout,
             cpus: placed.load_cpus.map(|cpus| vec![cpus[index % cpus.len()]]),
             measure_clock: false,
+            relay_link: relay_link.clone(),
         };
         workers.push(LoadWorker::spawn(exe, Job::Load(Box::new(job)), index).await?);
     }
@@ -328,7 +342,12 @@ async fn link_in_front(
     let (switch, blackout) = Blackout::new();
     let stats = std::sync::Arc::new(LinkStats::default());
     tokio::spawn(crate::link::serve(
-        listener, behind, link, stats, blackout, stop,
+        (listener, Dialer::Subscriber),
+        behind,
+        link,
+        stats,
+        blackout,
+        stop,
     ));
     Ok((addr, blackhole.map(|_| switch)))
 }

@@ -123,7 +123,9 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunOutcome> {
             }
         };
         if let Err(error) = measured {
-            // A crashed server ends the run: keep what was measured, marked incomplete.
+            // What fails a row is in its row; what is left (the results cannot be written, a
+            // knee search that cannot go on) ends the run: keep what was measured, marked
+            // incomplete.
             progress.finish_and_clear();
             let path = results.write(&dir)?;
             return Err(error.context(format!("partial results kept in {}", path.display())));
@@ -199,20 +201,39 @@ async fn into_results(
     if options.scenario.find_max {
         return knee::find_max(options, combination, placed, results).await;
     }
-    let result = measure(options, &options.scenario, combination, placed)
-        .await
-        .with_context(|| {
-            format!(
-                "{} with {} subscribers",
-                combination.key.transport, combination.key.subscribers
-            )
-        })?;
+    let result = match measure(options, &options.scenario, combination, placed).await {
+        Ok(result) => result,
+        // A child killed or hung, a refused connection, a transport error: the row fails with
+        // the reason, its processes are gone (each is killed when its handle drops), and the
+        // run goes on with the rest.
+        Err(error) => unmeasured(&options.scenario, combination, &error),
+    };
     if let Some(said) = verdict(&result) {
         progress.println(said);
     }
     results.runs.push(result);
-    results.write(placed.dir)?;
+    results
+        .write(placed.dir)
+        .with_context(|| format!("writing the results to {}", placed.dir.display()))?;
     Ok(())
+}
+
+/// The FAILED row of a combination whose measurement ended with `error` before it had figures.
+fn unmeasured(
+    scenario: &Scenario,
+    combination: &Combination,
+    error: &anyhow::Error,
+) -> TransportResult {
+    let key = &combination.key;
+    let spec = scenario.spec(&key.payload, combination.workload, key.subscribers);
+    let expected = spec.deliveries_per_subscriber() * key.subscribers.max(1) as u64;
+    TransportResult::unmeasured(
+        key.clone(),
+        (spec.per_stream_rate(), expected),
+        combination.settings.clone(),
+        combination.not_applied.clone(),
+        format!("not measured: {error:#}"),
+    )
 }
 
 /// What a row's delivery check says when it is worth saying: that it failed, and how, or

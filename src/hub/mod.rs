@@ -195,6 +195,9 @@ pub struct Hub {
     readers: watch::Sender<usize>,
     /// Which readers that ended early have been followed by one that resumed.
     returns: std::sync::Mutex<Returns>,
+    /// Resumes so far: a sign of life the drain waits for (a confirming request may come and
+    /// go without ever counting as a connected subscriber).
+    resumes: watch::Sender<u64>,
     /// The messages subscribers send up and their rooms' copies (`None`: one-way).
     rooms: Option<rooms::Rooms>,
 }
@@ -277,6 +280,7 @@ impl Hub {
             storm: std::sync::OnceLock::new(),
             readers: watch::Sender::new(0),
             returns: std::sync::Mutex::new(Returns::default()),
+            resumes: watch::Sender::new(0),
             rooms: options
                 .upstream
                 .map(|up| rooms::Rooms::new(up, options.streams.unwrap_or(1))),
@@ -335,6 +339,7 @@ impl Hub {
         self.readers.send_modify(|live| *live += 1);
         if first_seq > 0 {
             self.returns().resumed();
+            self.resumes.send_modify(|n| *n += 1);
         }
         let rooms = match (&self.rooms, &interest) {
             (None, _) => Vec::new(),
@@ -347,6 +352,7 @@ impl Hub {
             interest,
             progress: self.progress.subscribe(),
             rooms,
+            confirmed: false,
         }
     }
 
@@ -450,6 +456,18 @@ impl Hub {
 
     fn returns(&self) -> std::sync::MutexGuard<'_, Returns> {
         self.returns.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until a reader resumes after the `seen`-th resume (or at once if one already
+    /// did): a subscriber that left came back, if only to confirm it has the end.
+    pub async fn wait_for_resume_after(&self, seen: u64) {
+        let mut rx = self.resumes.subscribe();
+        let _ = rx.wait_for(|&resumes| resumes > seen).await;
+    }
+
+    /// Resumes so far.
+    pub fn resumes(&self) -> u64 {
+        *self.resumes.borrow()
     }
 
     /// Waits until every reader has ended (a closed connection's handler may outlive it by a
@@ -668,9 +686,14 @@ impl Drop for SubscriberGuard {
 impl Drop for Reader {
     fn drop(&mut self) {
         // A reader still at the stream's start owes nothing to come back for: the next one
-        // starts there too.
-        let early = self.next_seq > 0 && !self.events_done();
-        if early {
+        // starts there too. Any other that ends without its subscriber's confirmation is a
+        // leave, even past the last event: bytes written are not bytes received (a proxy or a
+        // NAT box may have taken them and cut the connection), so the server keeps the stream
+        // for the subscriber to resume, or to confirm from the end, within the grace.
+        // Two-way subscriptions end when their subscriber leaves (copies may follow the last
+        // event), so there the whole stream read is enough.
+        let finished = self.confirmed || (self.hub.two_way() && self.events_done());
+        if self.next_seq > 0 && !finished {
             self.hub.returns().left();
         }
         self.hub.readers.send_modify(|live| *live -= 1);
@@ -688,6 +711,8 @@ pub struct Reader {
     progress: watch::Receiver<Progress>,
     /// Where it stands in each of its rooms' copies (none for a one-way stream).
     rooms: Vec<rooms::RoomCursor>,
+    /// Its subscriber confirmed, in its transport's idiom, that it holds the whole stream.
+    confirmed: bool,
 }
 
 impl Reader {
@@ -774,6 +799,14 @@ impl Reader {
     /// streams), and subscribers send nothing up whose copies could still come.
     pub fn at_end(&self) -> bool {
         !self.hub.two_way() && self.events_done()
+    }
+
+    /// The subscriber confirmed that it holds everything up to the end, in its transport's
+    /// idiom: a close after the end (duplex transports), a request resuming from the end
+    /// (SSE, polling, gRPC), a 2xx for every event (webhooks). Counts only once this reader has
+    /// handed out the whole stream: a subscriber that closes earlier left before the end.
+    pub fn confirm_end(&mut self) {
+        self.confirmed = self.events_done();
     }
 
     /// Whether this reader has read every event of its streams.
@@ -945,6 +978,42 @@ mod tests {
         returns.forget_old_credits(now_ns() + 2 * CREDIT_NS);
         returns.left();
         assert_eq!(returns.open, 1);
+    }
+
+    /// Writing the whole stream is not delivering it: a reader that handed out every event and
+    /// ended without its subscriber's confirmation is a leave the server waits for; one from
+    /// the end that confirms (the subscriber's request from the end) settles it, and a reader
+    /// confirmed at the end leaves nothing open. A confirmation before the end counts for
+    /// nothing.
+    #[test]
+    fn only_a_confirmed_end_is_delivered() {
+        let hub = hub_with(3, 3);
+        let mut written = hub.reader(0);
+        assert_eq!(written.try_batch(BatchLimit::default()).events.len(), 3);
+        assert!(written.at_end());
+        drop(written);
+        assert_eq!(hub.unresumed(), 1, "written but unconfirmed");
+        let resumes = hub.resumes();
+        let mut from_the_end = hub.reader(3);
+        assert!(from_the_end.at_end());
+        from_the_end.confirm_end();
+        drop(from_the_end);
+        assert_eq!((hub.unresumed(), hub.resumes()), (0, resumes + 1));
+
+        let mut confirmed = hub.reader(0);
+        confirmed.try_batch(BatchLimit::default());
+        confirmed.confirm_end();
+        drop(confirmed);
+        assert_eq!(hub.unresumed(), 0);
+
+        let mut early = hub.reader(0);
+        early.try_batch(BatchLimit {
+            events: 1,
+            bytes: usize::MAX,
+        });
+        early.confirm_end();
+        drop(early);
+        assert_eq!(hub.unresumed(), 1, "a close before the end is a leave");
     }
 
     /// Closing wakes a waiting reader with the end of the stream.

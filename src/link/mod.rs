@@ -39,13 +39,14 @@ use std::time::Duration;
 use crate::settings::Value;
 use crate::transport::{Setting, Side};
 
-pub use proxy::{serve, Blackout, BlackoutSwitch, LinkStats, LinkTotals};
+pub use proxy::{serve, Blackout, BlackoutSwitch, Dialer, LinkStats, LinkTotals};
 
 /// The link subscribers reach the server through.
 pub static LINK: Setting<Link> = Setting {
     name: "link",
     help: "Fault: subscribers reach the server through a link emulator (a TCP proxy that `run` \
-           starts), Toxiproxy's toxics as comma-separated key=value pairs \
+           starts; for webhooks, one in front of each consumer endpoint, which the provider \
+           reaches through it), Toxiproxy's toxics as comma-separated key=value pairs \
            (latency=50ms,jitter=5ms,bandwidth=10mbit,slow_close,timeout,reset_peer,limit_data, \
            slicer) or a preset: same-datacentre, cross-region, 4g, congested-wifi (none: direct)",
     side: Side::Harness,

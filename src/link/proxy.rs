@@ -121,11 +121,21 @@ impl LinkStats {
     }
 }
 
+/// Which side opens the connections a link relays, so the toxics that act toward the
+/// subscriber (`limit_data`, `slicer`) act on what the server sends whichever side dials.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialer {
+    /// Subscribers dial the server (every transport but webhooks).
+    Subscriber,
+    /// The server dials its subscribers' endpoints (a webhook provider its consumers).
+    Server,
+}
+
 /// Accepts on `listener`, connects each accepted connection to `upstream`, and shuttles bytes
 /// both ways through `link`'s toxics until `shutdown` is cancelled (then every connection
-/// ends).
+/// ends). `dialer` says which side the accepted connections come from.
 pub async fn serve(
-    listener: TcpListener,
+    (listener, dialer): (TcpListener, Dialer),
     upstream: SocketAddr,
     link: Link,
     stats: Arc<LinkStats>,
@@ -133,7 +143,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     loop {
-        let (subscriber, _) = tokio::select! {
+        let (accepted, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 // Out of descriptors and the like: wait and go on, as the servers do.
@@ -155,13 +165,17 @@ pub async fn serve(
                     _ = shutdown.cancelled() => {}
                 }
                 stats.closes.fetch_add(1, Ordering::Relaxed);
-                drop(subscriber);
+                drop(accepted);
                 return;
             }
             // A server that refuses (restarting, say) is passed on as a refusal: the
             // subscriber's connection is closed at once.
-            let Ok(server) = TcpStream::connect(upstream).await else {
+            let Ok(connected) = TcpStream::connect(upstream).await else {
                 return;
+            };
+            let (subscriber, server) = match dialer {
+                Dialer::Subscriber => (accepted, connected),
+                Dialer::Server => (connected, accepted),
             };
             stats.connections.fetch_add(1, Ordering::Relaxed);
             tokio::select! {
@@ -417,7 +431,7 @@ mod tests {
         let addr = proxy.local_addr().unwrap();
         let stats = Arc::new(LinkStats::default());
         tokio::spawn(serve(
-            proxy,
+            (proxy, Dialer::Subscriber),
             upstream,
             link.parse().unwrap(),
             Arc::clone(&stats),

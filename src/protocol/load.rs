@@ -222,4 +222,9 @@ pub struct LoadJob {
     /// server on loopback is on this host). Workers `run` starts share the server's clock.
     #[serde(default)]
     pub measure_clock: bool,
+    /// The link to put in front of each endpoint its subscribers listen on (webhook
+    /// consumers, which the server dials), where the row has one: its toxics as `--link`
+    /// takes them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay_link: Option<String>,
 }

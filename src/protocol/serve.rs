@@ -81,8 +81,9 @@ pub struct ServeStats {
     /// subscribers.
     #[serde(default)]
     pub gapped: u64,
-    /// Subscribers that dropped without the whole stream and did not resume within the
-    /// reconnect grace (readers that ended early, less those that resumed).
+    /// Subscriptions that ended without their subscriber confirming the whole stream (a drop,
+    /// or a connection cut after the last byte was written) and did not resume within the
+    /// reconnect grace (readers that ended unconfirmed, less those that resumed).
     #[serde(default)]
     pub unresumed_drops: u64,
     /// Deliveries sent again after a failed attempt (a webhook provider's retries).

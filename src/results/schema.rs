@@ -298,8 +298,9 @@ pub struct TransportResult {
     /// subscribers.
     #[serde(default)]
     pub abandoned: u64,
-    /// Subscribers that dropped without the whole stream and never resumed within the
-    /// server's reconnect grace, as the server counted them.
+    /// Subscriptions that ended without their subscriber confirming the whole stream (a drop,
+    /// or a cut after the last byte was written) and never resumed within the server's
+    /// reconnect grace, as the server counted them.
     #[serde(default)]
     pub unresumed_drops: u64,
     /// Deliveries the server sent again after a failed attempt (webhook retries).
@@ -386,7 +387,7 @@ pub struct WorkerClock {
 }
 
 /// Delivered rates over the stream (first event sent to last received).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Throughput {
     /// Delivered events per second, all subscribers together.
     pub events_per_s: f64,
@@ -405,7 +406,7 @@ pub struct Throughput {
 }
 
 /// Connection cost.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Connection {
     /// Connect plus handshake (for polling: first answer; webhooks: registration), us.
     pub handshake_us: HandshakeTimes,
@@ -455,7 +456,7 @@ pub struct Connection {
 }
 
 /// Handshake time percentiles over subscribers.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct HandshakeTimes {
     /// Median, us.
     pub p50: u64,
@@ -474,12 +475,78 @@ impl Connection {
 }
 
 /// Encoded histograms.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Histograms {
     /// Latency, us.
     pub latency_us: String,
     /// Service time, us.
     pub service_time_us: String,
+}
+
+impl TransportResult {
+    /// A row whose measurement failed before it had figures (a child killed or hung, a
+    /// refused connection, a transport error): FAILED with `error`, every figure zero and
+    /// its histograms empty, so the run goes on and every reader shows it as failed.
+    pub fn unmeasured(
+        key: RowKey,
+        (offered_rate, events_expected): (Rate, u64),
+        settings: SettingValues,
+        not_applied: Vec<String>,
+        error: String,
+    ) -> Self {
+        let empty = crate::metrics::latency::encode(&crate::metrics::latency::histogram());
+        Self {
+            repeat: key.round,
+            key,
+            offered_rate,
+            settings,
+            not_applied,
+            events_expected,
+            events_delivered: 0,
+            lost: events_expected,
+            duplicated: 0,
+            reordered: 0,
+            malformed: 0,
+            digest_ok: false,
+            failed: true,
+            error: Some(error),
+            latency_us: Percentiles::default(),
+            service_time_us: Percentiles::default(),
+            throughput: Throughput::default(),
+            connection: Connection::default(),
+            events_per_response: None,
+            load_cpu_share: 0.0,
+            server_cpu_share: None,
+            steal_share: None,
+            bound: None,
+            load_workers: None,
+            publisher_lateness_us: None,
+            last_receiver_us: None,
+            beyond_window: 0,
+            reconnects: 0,
+            abandoned: 0,
+            unresumed_drops: 0,
+            retries: 0,
+            gapped: 0,
+            cut_off: 0,
+            loss_accounted: false,
+            interval_log: None,
+            latency_over_time: Vec::new(),
+            latency_timeline: None,
+            fault_windows: Vec::new(),
+            fault_effect: None,
+            storm: None,
+            two_way: None,
+            slow_consumer: None,
+            server_peak_rss_bytes: None,
+            server_processes: None,
+            clock: None,
+            histograms: Histograms {
+                latency_us: empty.clone(),
+                service_time_us: empty,
+            },
+        }
+    }
 }
 
 impl Results {
@@ -489,10 +556,17 @@ impl Results {
         std::fs::create_dir_all(dir)?;
         let path = dir.join("results.json");
         let tmp = dir.join(".results.json.tmp");
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(&serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)?;
-        file.write_all(b"\n")?;
-        file.sync_all()?;
+        let written = (|| {
+            let mut file = std::fs::File::create(&tmp)?;
+            file.write_all(&serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)?;
+            file.write_all(b"\n")?;
+            file.sync_all()
+        })();
+        if let Err(error) = written {
+            // A full disk, say: the half-written copy goes, the last good file stays.
+            let _ = std::fs::remove_file(&tmp);
+            return Err(error);
+        }
         std::fs::rename(&tmp, &path)?;
         Ok(path)
     }

@@ -2,8 +2,11 @@
 //! subscribers are there, publish it on schedule, wait until it is delivered, stop. `pushbench
 //! serve` is this in a process of its own (speaking to people, or in the typed protocol to
 //! `pushbench run`), or in several sharing one port ([`fleet`]); tests run it in-process.
+//! [`link_process`] is `pushbench link`, the link emulator as a process of its own in front of
+//! any server.
 
 pub mod fleet;
+pub mod link_process;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -194,12 +197,13 @@ impl Server {
         }
     }
 
-    /// Waits until every subscriber has left (each leaves once it has the whole stream) and
-    /// none that left early is on its way back: while more subscribers dropped without the
-    /// whole stream than resumed, it waits up to the reconnect grace for one to return. It
-    /// gives up only when delivery has made no progress for `idle`; returns how many were still
-    /// connected. Progress, not total time, is what counts: a slow transport still delivering
-    /// a backlog is not cut off.
+    /// Waits until every subscriber has left and confirmed the end in its transport's idiom,
+    /// and none that left unconfirmed is on its way back: while more subscribers left without
+    /// confirming than resumed, it waits up to the reconnect grace from the last sign of life
+    /// (a subscriber connecting, or a request resuming) for one to return. It gives up only
+    /// when delivery has made no progress for `idle`; returns how many were still connected.
+    /// Progress, not total time, is what counts: a slow transport still delivering a backlog
+    /// is not cut off.
     pub async fn drain(&self, idle: Duration) -> usize {
         loop {
             let before = self.hub.handed_out();
@@ -209,10 +213,17 @@ impl Server {
             if gone {
                 // A closed connection's handler may still hold its reader for a moment.
                 let _ = tokio::time::timeout(idle, self.hub.wait_until_no_readers()).await;
+                // Counted before the check, so a resume between the two still wakes the wait.
+                let resumes = self.hub.resumes();
                 if self.hub.unresumed() == 0 {
                     return 0;
                 }
-                let back = tokio::time::timeout(self.grace, self.hub.wait_for_subscribers(1));
+                let back = tokio::time::timeout(self.grace, async {
+                    tokio::select! {
+                        _ = self.hub.wait_for_subscribers(1) => {}
+                        _ = self.hub.wait_for_resume_after(resumes) => {}
+                    }
+                });
                 if back.await.is_ok() {
                     continue;
                 }
@@ -433,10 +444,19 @@ pub async fn run(
     if why != "done" {
         return ending.stop(server, Some(published), why).await;
     }
+    let unconfirmed = server.hub().unresumed();
     if left > 0 {
         eprintln!("warning: {left} subscriber(s) still connected with no progress for the drain timeout; stopping");
+    } else if unconfirmed > 0 {
+        // Written is not received: these subscribers' connections ended without the
+        // confirmation of their transport, and they did not come back within the grace.
+        eprintln!(
+            "warning: {unconfirmed} subscription(s) ended without confirming the end and did not \
+             resume within the reconnect grace ({:?}); stopping",
+            server.grace
+        );
     } else {
-        say("stream delivered; stopping".into());
+        say("stream delivered and confirmed by every subscriber; stopping".into());
     }
     server.linger_for_probes().await;
     ending.stop(server, Some(published), why).await

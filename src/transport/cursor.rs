@@ -36,7 +36,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::compression::{decode_body, Compression, COMPRESSION};
-use super::resume::Resuming;
+use super::resume::{confirm_end, Resuming};
 use super::upstream;
 use super::{
     deliver, get_request, http1_connect, serve_http, ClientConfig, ClientError, Flow, ServerConfig,
@@ -163,6 +163,12 @@ async fn answer(
         (_, Err(rejection)) => return rejection.into_response(),
     };
     let mut reader = state.hub.reader_of(first_seq, interest);
+    // A request from the end (one-way) is the subscriber confirming it holds the whole stream:
+    // answered 204, nothing more to come.
+    if reader.at_end() {
+        reader.confirm_end();
+        return StatusCode::NO_CONTENT.into_response();
+    }
     // Copies pick up where the last answer left them.
     match copies_from_query(query.as_deref()) {
         Ok(Some(positions)) => {
@@ -426,12 +432,31 @@ async fn poll(
                 dropped = true;
                 continue;
             }
-            return Ok(());
+            break;
         }
         if batch.done {
-            return Ok(());
+            break;
         }
     }
+    if let Some(last) = sink.last_seq().filter(|_| sink.confirms_end()) {
+        // The whole stream is here: one more request from the last event confirms it, and the
+        // server answers 204.
+        let query = super::join_query([Some(format!("after={last}")), config.topics_query()]);
+        let path = target.request_path(OWN_PATH, query.as_deref());
+        confirm_end(config, || async {
+            // A connection of its own: the last one may be the one a middlebox cut.
+            let mut connection = None;
+            match request(target, config, &mut connection, &path).await? {
+                (StatusCode::NO_CONTENT, _) => Ok(()),
+                (status, body) => Err(ClientError::Status {
+                    status: status.as_u16(),
+                    body: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
+                }),
+            }
+        })
+        .await;
+    }
+    Ok(())
 }
 
 /// One GET on the subscriber's connection (opened first if there is none, or the server closed

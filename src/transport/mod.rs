@@ -30,6 +30,7 @@ pub mod implementation;
 pub mod listener;
 pub mod multiplex;
 mod per_event;
+pub mod relay;
 pub mod resume;
 pub mod spec;
 pub mod standard_webhooks;
@@ -462,6 +463,10 @@ pub struct ClientConfig {
     /// subscriber from the two-way settings).
     #[serde(default)]
     pub upstream: Option<crate::upstream::Plan>,
+    /// What stands in front of an endpoint this subscriber listens on (a webhook consumer's),
+    /// where the load puts a bad link there.
+    #[serde(skip)]
+    pub relay: Option<relay::Relay>,
 }
 
 fn one() -> usize {
@@ -482,6 +487,7 @@ impl Default for ClientConfig {
             topics: None,
             population: 1,
             upstream: None,
+            relay: None,
         }
     }
 }

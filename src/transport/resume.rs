@@ -209,6 +209,8 @@ const MAX_FRUITLESS: u32 = 8;
 pub(crate) struct Resuming<'a> {
     sink: &'a mut dyn Sink,
     resume: bool,
+    /// Subscribers send messages up (two-way traffic).
+    two_way: bool,
     last_seq: Option<u64>,
     stopped: bool,
     connected: bool,
@@ -236,6 +238,7 @@ impl<'a> Resuming<'a> {
         Self {
             sink,
             resume: RESUME.read(&config.settings),
+            two_way: config.upstream.is_some(),
             last_seq: None,
             stopped: false,
             connected: false,
@@ -263,6 +266,14 @@ impl<'a> Resuming<'a> {
     /// Whether the sink has what it needs.
     pub(crate) fn stopped(&self) -> bool {
         self.stopped
+    }
+
+    /// Whether the subscription ended holding the whole stream of a one-way run: then it
+    /// confirms the end to the server ([`confirm_end`]). Two-way subscriptions end when their
+    /// subscriber leaves (copies may follow the last event), so their servers wait for no
+    /// confirmation.
+    pub(crate) fn confirms_end(&self) -> bool {
+        self.stopped && !self.two_way
     }
 
     /// After a connection ended with `ended`: `Ok(true)` to connect again (having waited),
@@ -352,6 +363,34 @@ impl Resuming<'_> {
         tokio::time::sleep(outage.length()).await;
         self.sink.outage(start, crate::clock::now_ns());
         Ok(true)
+    }
+}
+
+/// Attempts at confirming the end before a subscriber leaves it to the server's grace.
+const CONFIRM_ATTEMPTS: u32 = 4;
+
+/// Confirms to the server that the subscriber holds the whole stream, in the transport's idiom:
+/// each `attempt` is one try (a request resuming from the end, answered 204 or an empty call;
+/// a connection from the end whose close handshake completes), `Ok` once the server's answer
+/// shows it heard. A try that fails (a middlebox cut that connection too) is made again after
+/// a short random wait, a few times, each within the request timeout. Best effort: the
+/// subscriber has what it needs whatever the server hears, and a server that never hears it
+/// keeps the stream until its reconnect grace runs out.
+pub(crate) async fn confirm_end<F, Fut>(config: &ClientConfig, mut attempt: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), ClientError>>,
+{
+    for tried in 1..=CONFIRM_ATTEMPTS {
+        match tokio::time::timeout(config.request_timeout, attempt()).await {
+            Ok(Ok(())) => return,
+            Ok(Err(error)) => tracing::debug!(%error, tried, "the end was not confirmed"),
+            Err(_) => tracing::debug!(
+                tried,
+                "the end was not confirmed within the request timeout"
+            ),
+        }
+        tokio::time::sleep(full_jitter(tried)).await;
     }
 }
 

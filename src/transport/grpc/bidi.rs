@@ -6,11 +6,11 @@ use std::net::SocketAddr;
 
 use tokio::sync::mpsc;
 
-use super::client::{client, failed, hand_over, up_message};
+use super::client::{client, confirm_from, failed, hand_over, up_message};
 use super::proto::upstream::Item as UpItem;
 use super::proto::{SubscribeRequest, Upstream};
 use crate::clock::now_ns;
-use crate::transport::resume::Resuming;
+use crate::transport::resume::{confirm_end, Resuming};
 use crate::transport::upstream::{Duplex, Schedule};
 use crate::transport::{ArrivalClock, ClientConfig, ClientError, Sink, Target};
 
@@ -31,9 +31,14 @@ pub(crate) async fn subscribe(
         let first = sink.last_seq().map_or(0, |seq| seq + 1);
         let ended = call_once(target.addr, config, &mut sink, &mut schedule, first).await;
         if !sink.again(ended).await? {
-            return Ok(());
+            break;
         }
     }
+    if let Some(last) = sink.last_seq().filter(|_| sink.confirms_end()) {
+        // The whole stream is here: a call from after the last event confirms it.
+        confirm_end(config, || confirm_from(target.addr, config, last + 1)).await;
+    }
+    Ok(())
 }
 
 /// One call from event `first`, sending messages up as they fall due: `Ok` once the sink has

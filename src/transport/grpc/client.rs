@@ -14,7 +14,7 @@ use hyper::client::conn::http2::SendRequest;
 use crate::clock::now_ns;
 use crate::event::{DecodeError, Event, Gap};
 use crate::transport::multiplex::Multiplexed;
-use crate::transport::resume::Resuming;
+use crate::transport::resume::{confirm_end, Resuming};
 use crate::transport::upstream;
 use crate::transport::{ArrivalClock, ClientConfig, ClientError, Flow, Sink, Target};
 
@@ -45,11 +45,41 @@ pub(crate) async fn subscribe(
             let first = sink.last_seq().map_or(0, |seq| seq + 1);
             let ended = call_once(server, config, &mut sink, first).await;
             if !sink.again(ended).await? {
-                return Ok(());
+                break;
             }
         }
+        if let Some(last) = sink.last_seq().filter(|_| sink.confirms_end()) {
+            // The whole stream is here: one more call from after the last event confirms it,
+            // and the server ends that call at once, with no message.
+            confirm_end(config, || confirm_from(server, config, last + 1)).await;
+        }
+        Ok(())
     };
     upstream::together(receiving, send_each(outbox, server, config)).await
+}
+
+/// A `Subscribe` call from event `first`, the end: `Ok` when it ends without a message. Both
+/// clients confirm the end with it, `Converse`'s too: it is gRPC's request from the end.
+pub(super) async fn confirm_from(
+    server: SocketAddr,
+    config: &ClientConfig,
+    first: u64,
+) -> Result<(), ClientError> {
+    let mut calls = client(server, config)
+        .await?
+        .subscribe(SubscribeRequest {
+            first,
+            topics: config.topics.clone().unwrap_or_default(),
+        })
+        .await
+        .map_err(failed)?
+        .into_inner();
+    match calls.message().await.map_err(failed)? {
+        None => Ok(()),
+        Some(_) => Err(ClientError::Protocol(
+            "gRPC: a call from the end delivered a message".into(),
+        )),
+    }
 }
 
 /// A client of the `Events` service over the next of the shared connections to `server`.

@@ -59,7 +59,15 @@ impl Events for Service {
         &self,
         request: tonic::Request<SubscribeRequest>,
     ) -> Result<tonic::Response<Deliveries>, tonic::Status> {
-        let (reader, guard) = self.open(request.into_inner())?;
+        let (mut reader, guard) = self.open(request.into_inner())?;
+        // A call from the end is the subscriber confirming it holds the whole stream: answered
+        // at once, with no message.
+        if reader.at_end() {
+            reader.confirm_end();
+            return Ok(tonic::Response::new(
+                Box::pin(futures_util::stream::empty()),
+            ));
+        }
         let stream = deliveries(reader, self.batch, guard, None);
         Ok(tonic::Response::new(Box::pin(stream)))
     }
@@ -161,8 +169,12 @@ fn deliveries(
                 batch = reader.next_batch(limit) => messages(&batch?, ready),
                 up = up => match take_up(reader.hub(), up).await {
                     Ok(true) => {}
-                    // The client has sent its last message: deliveries go on alone.
-                    Ok(false) => call.incoming = None,
+                    // The client has sent its last message: deliveries go on alone. Past the
+                    // last event, that half-close is its confirmation.
+                    Ok(false) => {
+                        reader.confirm_end();
+                        call.incoming = None;
+                    }
                     Err(status) => ready.push_back(Err(status)),
                 },
             }

@@ -261,7 +261,10 @@ async fn publish_stream(
                 .map_err(std::io::Error::other)?;
         }
     }
-    // The hub waits for its readers to go before the server stops.
+    // The publisher's reader is the broker's, not a subscriber's: subscribers confirm the end
+    // themselves, with their `done` presence, which the server counts. The hub waits for its
+    // readers to go before the server stops.
+    reader.confirm_end();
     drop(reader);
     if hub.is_complete() {
         // Each stream ends on its own topic, after its last event there.

@@ -8,7 +8,7 @@ use sse_stream::SseByteStream;
 
 use crate::clock::now_ns;
 use crate::transport::compression::{decoded, decoder_for, COMPRESSION};
-use crate::transport::resume::Resuming;
+use crate::transport::resume::{confirm_end, Resuming};
 use crate::transport::upstream;
 use crate::transport::{
     deliver, http1_connect, ArrivalClock, ClientConfig, ClientError, Flow, Sink, Target,
@@ -77,9 +77,48 @@ where
     loop {
         let ended = stream_once(target, config, &mut send, &mut sink, &mut last_event_id).await;
         if !sink.again(ended).await? {
-            return Ok(());
+            break;
         }
     }
+    if sink.confirms_end() {
+        // The whole stream is here: one more request from the last event confirms it, as an
+        // `EventSource` reconnecting after the stream closed does, and the 204 ends it.
+        confirm_end(config, || {
+            // The request is sent here; only its answer is awaited in the attempt.
+            let sent = stream_request(target, config, last_event_id.as_deref()).map(&mut send);
+            async move {
+                match sent?.await?.status() {
+                    StatusCode::NO_CONTENT => Ok(()),
+                    status => Err(ClientError::Status {
+                        status: status.as_u16(),
+                        body: String::new(),
+                    }),
+                }
+            }
+        })
+        .await;
+    }
+    Ok(())
+}
+
+/// A `GET` of the stream, from after `last_event_id` when one was seen.
+fn stream_request(
+    target: &Target,
+    config: &ClientConfig,
+    last_event_id: Option<&str>,
+) -> Result<axum::http::Request<http_body_util::Empty<Bytes>>, ClientError> {
+    // The streams followed are in the URL, which a reconnecting EventSource asks for again.
+    let path = target.request_path(OWN_PATH, config.topics_query().as_deref());
+    let mut request = axum::http::Request::get(path).header("accept", "text/event-stream");
+    if let Some(id) = last_event_id {
+        request = request.header("last-event-id", id);
+    }
+    if let Some((name, value)) = COMPRESSION.read(&config.settings).accept_encoding() {
+        request = request.header(name, value);
+    }
+    request
+        .body(http_body_util::Empty::new())
+        .map_err(|e| ClientError::Config(e.to_string()))
 }
 
 /// One response of the stream, sending `Last-Event-ID` when an event id was seen: `Ok` once
@@ -96,19 +135,7 @@ where
     F: FnMut(axum::http::Request<http_body_util::Empty<Bytes>>) -> Fut,
     Fut: std::future::Future<Output = Result<SseResponse, ClientError>>,
 {
-    // The streams followed are in the URL, which a reconnecting EventSource asks for again.
-    let path = target.request_path(OWN_PATH, config.topics_query().as_deref());
-    let mut request = axum::http::Request::get(path).header("accept", "text/event-stream");
-    if let Some(id) = last_event_id.as_deref() {
-        request = request.header("last-event-id", id);
-    }
-    if let Some((name, value)) = COMPRESSION.read(&config.settings).accept_encoding() {
-        request = request.header(name, value);
-    }
-    let request = request
-        .body(http_body_util::Empty::new())
-        .map_err(|e| ClientError::Config(e.to_string()))?;
-    let response = send(request).await?;
+    let response = send(stream_request(target, config, last_event_id.as_deref())?).await?;
     match response.status() {
         // Nothing more to send: the answer that tells EventSource to stop reconnecting.
         StatusCode::NO_CONTENT => return Ok(()),

@@ -19,7 +19,7 @@ use sync_wrapper::{SyncFuture, SyncStream};
 
 use crate::clock::now_ns;
 use crate::transport::compression::{decoded, decoder_for, Compression, COMPRESSION};
-use crate::transport::resume::Resuming;
+use crate::transport::resume::{confirm_end, Resuming};
 use crate::transport::upstream;
 use crate::transport::{
     deliver, ArrivalClock, ClientConfig, ClientError, Dialer, Flow, Sink, Target,
@@ -77,9 +77,46 @@ async fn receive(
         )
         .await;
         if !sink.again(ended).await? {
-            return Ok(());
+            break;
         }
     }
+    if sink.confirms_end() {
+        // The whole stream is here: one more stream from the last event id confirms it, and
+        // the server's 204 ends it (eventsource-client reports it as connected with 204).
+        confirm_end(config, || async {
+            let client = stream_client(&url, &connections, compression, &last_event_id)?;
+            match client.stream().next().await {
+                Some(Ok(SSE::Connected(details))) if details.response().status() == 204 => Ok(()),
+                Some(Err(error)) => Err(failed(error)),
+                _ => Err(ClientError::Protocol(
+                    "the stream went on past its end: no 204".into(),
+                )),
+            }
+        })
+        .await;
+    }
+    Ok(())
+}
+
+/// An eventsource-client of one stream from `url`, resuming after `last_event_id` when one
+/// was seen, with the library's own reconnection off (pushbench's resumes instead).
+fn stream_client(
+    url: &str,
+    connections: &HouseConnections,
+    compression: Compression,
+    last_event_id: &Option<String>,
+) -> Result<impl eventsource_client::Client, ClientError> {
+    let library = |e: eventsource_client::Error| ClientError::Config(e.to_string());
+    let mut builder = ClientBuilder::for_url(url)
+        .map_err(library)?
+        .reconnect(ReconnectOptions::reconnect(false).build());
+    if let Some(id) = last_event_id.clone() {
+        builder = builder.last_event_id(id);
+    }
+    if let Some((name, value)) = compression.accept_encoding() {
+        builder = builder.header(name, value).map_err(library)?;
+    }
+    Ok(builder.build_with_transport(connections.clone()))
 }
 
 /// One eventsource-client stream: `Ok` once the sink has enough or the server answers 204, an
@@ -91,17 +128,7 @@ async fn stream_once(
     sink: &mut Resuming<'_>,
     last_event_id: &mut Option<String>,
 ) -> Result<(), ClientError> {
-    let library = |e: eventsource_client::Error| ClientError::Config(e.to_string());
-    let mut builder = ClientBuilder::for_url(url)
-        .map_err(library)?
-        .reconnect(ReconnectOptions::reconnect(false).build());
-    if let Some(id) = last_event_id.clone() {
-        builder = builder.last_event_id(id);
-    }
-    if let Some((name, value)) = compression.accept_encoding() {
-        builder = builder.header(name, value).map_err(library)?;
-    }
-    let client = builder.build_with_transport(connections.clone());
+    let client = stream_client(url, connections, compression, last_event_id)?;
     let mut events = client.stream();
     let mut clock = ArrivalClock::new();
     while let Some((item, received_ns)) = clock.next(&mut events).await {

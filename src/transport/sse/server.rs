@@ -107,7 +107,9 @@ pub(crate) async fn open_stream(
 
 /// The subscription a `GET` of the stream asks for, from where it resumes; or the answer
 /// instead (boxed: the rare path): 400 for a bad cursor or topic, 204 once the subscriber has
-/// the whole stream.
+/// the whole stream. A request resuming from the end is how a subscriber confirms it holds
+/// the whole stream (what a reconnecting `EventSource` sends once the stream closed), and the
+/// 204 stops it for good.
 pub(super) fn subscription(
     state: &AppState,
     headers: &HeaderMap,
@@ -116,8 +118,9 @@ pub(super) fn subscription(
     let refused = |rejection: BadRequest| Box::new(rejection.into_response());
     let first_seq = resume_point(headers, query).map_err(refused)?;
     let interest = interest_from_query(query, &state.hub).map_err(refused)?;
-    let reader = state.hub.reader_of(first_seq, interest);
+    let mut reader = state.hub.reader_of(first_seq, interest);
     if reader.at_end() {
+        reader.confirm_end();
         return Err(Box::new(StatusCode::NO_CONTENT.into_response()));
     }
     Ok(reader)

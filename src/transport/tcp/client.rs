@@ -7,9 +7,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::clock::now_ns;
 use crate::event::MAX_EVENT_BYTES;
-use crate::transport::resume::Resuming;
+use crate::transport::resume::{confirm_end, Resuming};
 use crate::transport::upstream::{Duplex, Schedule};
-use crate::transport::{connect_tcp, deliver, ClientConfig, ClientError, Sink, Target};
+use crate::transport::{
+    connect_tcp, deliver, ClientConfig, ClientError, ClientStream, Sink, Target,
+};
 
 use super::{FIRST_CHUNK, PREFIX_BYTES, STREAMS_FOLLOW};
 
@@ -76,6 +78,14 @@ async fn connect_once(
     let mut duplex = Duplex::new(schedule);
     loop {
         if duplex.done() {
+            if let Some(last) = sink.last_seq().filter(|_| sink.confirms_end()) {
+                // The whole stream is here: confirm it on this connection, or where the server's
+                // answer does not come (a middlebox cut it), on one from the end.
+                let heard = tokio::time::timeout(config.request_timeout, confirm(&mut stream));
+                if !matches!(heard.await, Ok(Ok(()))) {
+                    confirm_end(config, || confirm_from(server, config, last + 1)).await;
+                }
+            }
             return Ok(());
         }
         // Reading is cancel-safe (bytes land in the buffer only once a read returns), so a
@@ -129,6 +139,34 @@ async fn connect_once(
             }
         }
     }
+}
+
+/// Confirms the end on `stream`: an empty frame, and the server's empty frame in answer.
+async fn confirm(stream: &mut ClientStream) -> Result<(), ClientError> {
+    let broken = |e: std::io::Error| ClientError::Protocol(format!("TCP: confirming the end: {e}"));
+    stream.write_all(&[0; PREFIX_BYTES]).await.map_err(broken)?;
+    let mut answer = [0xff; PREFIX_BYTES];
+    stream.read_exact(&mut answer).await.map_err(broken)?;
+    match answer {
+        [0, 0, 0, 0] => Ok(()),
+        _ => Err(ClientError::Protocol(
+            "TCP: the server answered the confirmation with a frame".into(),
+        )),
+    }
+}
+
+/// Confirms the end on a connection of its own, from event `first` (the end).
+async fn confirm_from(
+    server: SocketAddr,
+    config: &ClientConfig,
+    first: u64,
+) -> Result<(), ClientError> {
+    let mut stream = connect_tcp(server, config).await?;
+    stream
+        .write_all(&hello(first, config.topics.as_deref()))
+        .await
+        .map_err(|e| ClientError::Protocol(format!("TCP: sending start: {e}")))?;
+    confirm(&mut stream).await
 }
 
 /// Length-prefixed frames read in large chunks into one buffer that is reused, not

@@ -1,7 +1,10 @@
 //! Raw TCP, the floor every other transport is measured against: the subscriber sends the
 //! sequence number to start from (8 bytes, big-endian), and the server answers with the stream
-//! as length-prefixed frames (4-byte big-endian length, then the JSON event) and closes its side
-//! when the stream is complete. One control frame extends that: when the start is older than
+//! as length-prefixed frames (4-byte big-endian length, then the JSON event). Once it holds the
+//! whole stream, the subscriber confirms with an empty frame (a zero length), which the server
+//! answers with one before it closes its side: the server never takes its own writes for
+//! delivery, and the subscriber knows it was heard (or, its connection cut first, confirms
+//! again on a connection from the end). One control frame extends that: when the start is older than
 //! the server's replay window, a frame holding `{"gap":{"from":F,"count":N}}` comes first.
 //!
 //! Where the server publishes several streams, the subscriber names its own in the same first

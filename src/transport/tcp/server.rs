@@ -102,6 +102,7 @@ async fn stream_events(
     let invalid = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidData, why);
     // One buffer for the connection's life: each batch is framed into it and written at once.
     let mut frames = BytesMut::with_capacity(FIRST_CHUNK);
+    let mut confirmed = false;
     loop {
         let batch = tokio::select! {
             batch = reader.next_batch(limit) => batch,
@@ -109,6 +110,11 @@ async fn stream_events(
                 // The subscriber closed: nothing more to write to it.
                 None => return Ok(()),
                 Some(Err(error)) => return Err(error),
+                // An empty frame: the subscriber confirms it holds the whole stream.
+                Some(Ok(frame)) if frame.is_empty() => {
+                    confirmed = true;
+                    break;
+                }
                 Some(Ok(_)) if !two_way => {
                     return Err(invalid("a one-way subscriber sent a frame after its first".into()))
                 }
@@ -125,6 +131,27 @@ async fn stream_events(
         frame(&batch, &mut frames);
         outgoing.write_all(&frames).await?;
     }
-    // Complete (or shutting down): close our side so the subscriber reads end-of-stream.
+    // Complete: wait, bounded, for the subscriber's confirmation (an empty frame) and answer it
+    // with one, so the subscriber knows it was heard. A connection that ends without one (a
+    // middlebox took the bytes and cut it) leaves the stream unconfirmed, and the server keeps
+    // it for the subscriber to resume.
+    if !confirmed && reader.at_end() {
+        let confirmation = async {
+            while let Some(Ok(frame)) = messages.next().await {
+                if frame.is_empty() {
+                    return true;
+                }
+            }
+            false
+        };
+        confirmed = tokio::time::timeout(HELLO_TIMEOUT, confirmation)
+            .await
+            .unwrap_or(false);
+    }
+    if confirmed {
+        reader.confirm_end();
+        outgoing.write_all(&[0; PREFIX_BYTES]).await?;
+    }
+    // Then close our side so the subscriber reads end-of-stream.
     outgoing.shutdown().await
 }

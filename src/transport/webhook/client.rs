@@ -3,7 +3,7 @@
 //! and unregisters once it has everything.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -85,6 +85,8 @@ impl ConsumerState {
 /// A webhook consumer bound to its own address, not yet registered with a provider.
 pub struct Consumer {
     listener: TcpListener,
+    /// Where the provider reaches it: its own address, or a relay's in front of it.
+    reached_at: SocketAddr,
     /// The subscriber's settings: its counters, TLS, and how it reaches the provider.
     config: ClientConfig,
     state: Arc<ConsumerState>,
@@ -99,6 +101,16 @@ impl Consumer {
         let listener = TcpListener::bind((ip, 0))
             .await
             .map_err(|e| ClientError::Config(format!("cannot listen on {ip}: {e}")))?;
+        let own = listener
+            .local_addr()
+            .map_err(|e| ClientError::Config(format!("the consumer's address: {e}")))?;
+        let reached_at = match &config.relay {
+            Some(relay) => relay
+                .front(own)
+                .await
+                .map_err(|e| ClientError::Config(format!("cannot relay to {own}: {e}")))?,
+            None => own,
+        };
         let (accepted, deliveries) = mpsc::channel(1024);
         let state = Arc::new(ConsumerState {
             secrets,
@@ -109,23 +121,22 @@ impl Consumer {
         });
         Ok(Self {
             listener,
+            reached_at,
             config: config.clone(),
             state,
             deliveries,
         })
     }
 
-    /// The URL the provider should POST to: https:// when TLS is on.
+    /// The URL the provider should POST to (the relay's in front, where there is one):
+    /// https:// when TLS is on.
     pub fn url(&self) -> String {
         let scheme = if self.config.dialer().secure() {
             "https"
         } else {
             "http"
         };
-        match self.listener.local_addr() {
-            Ok(addr) => format!("{scheme}://{addr}/webhook"),
-            Err(_) => String::new(),
-        }
+        format!("{scheme}://{}/webhook", self.reached_at)
     }
 
     /// Registers with the provider at `server` and feeds accepted deliveries to the sink until
@@ -137,6 +148,7 @@ impl Consumer {
             config,
             state,
             mut deliveries,
+            ..
         } = self;
         let state_for_outage = Arc::clone(&state);
         let router = Router::new()

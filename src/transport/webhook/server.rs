@@ -370,6 +370,8 @@ async fn deliver_stream(
             }
         }
     }
+    // Each event was answered 2xx (or given up on and counted): the consumer's confirmation.
+    reader.confirm_end();
 }
 
 /// What one webhook carries: an event of the stream, or a copy of a message up.

@@ -72,12 +72,19 @@ impl Connection for WebSocket<ClientStream> {
             .map_err(|e| e.to_string())
     }
 
-    async fn close_normally(&mut self) {
+    async fn close_normally(&mut self) -> bool {
         let close = Frame::close(CloseCode::Normal, "received the whole stream");
-        let _ = self.send(close).await;
-        let _ = tokio::time::timeout(CLOSE_GRACE, async {
-            while self.next_frame().await.is_ok() {}
-        })
-        .await;
+        if self.send(close).await.is_err() {
+            return false;
+        }
+        let answered = tokio::time::timeout(CLOSE_GRACE, async {
+            while let Ok(frame) = self.next_frame().await {
+                if frame.opcode() == OpCode::Close {
+                    return true;
+                }
+            }
+            false
+        });
+        answered.await.unwrap_or(false)
     }
 }

@@ -118,8 +118,12 @@ where
                     return;
                 }
                 Some(Incoming::Broken(why)) => break (PROTOCOL_ERROR, truncated_reason(why)),
-                // The subscriber closed first (the library answers its close frame).
-                Some(Incoming::Close) => return,
+                // The subscriber closed first (the library answers its close frame): after
+                // the last event, that is its confirmation that it holds the whole stream.
+                Some(Incoming::Close) => {
+                    reader.confirm_end();
+                    return;
+                }
                 // A message the subscriber sends up, handled before the next read so that
                 // one subscriber's messages are taken in the order sent.
                 Some(Incoming::Text(payload)) => {
@@ -139,11 +143,15 @@ where
     if tx.send(M::close(close.0, close.1)).await.is_err() {
         return;
     }
-    // Wait for the subscriber's close frame so the handshake completes cleanly on both sides.
+    // Wait for the subscriber's close frame so the handshake completes cleanly on both sides:
+    // after the last event it confirms the subscriber holds the whole stream (a proxy that
+    // cut the connection sends none).
     let _ = tokio::time::timeout(CLOSE_GRACE, async {
         while let Some(incoming) = rx.next().await {
-            if matches!(M::read(incoming), Incoming::Close | Incoming::Broken(_)) {
-                break;
+            match M::read(incoming) {
+                Incoming::Close => return reader.confirm_end(),
+                Incoming::Broken(_) => return,
+                _ => {}
             }
         }
     })

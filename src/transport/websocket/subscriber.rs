@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 
 use crate::event::DecodeError;
-use crate::transport::resume::Resuming;
+use crate::transport::resume::{confirm_end, Resuming};
 use crate::transport::upstream::{Duplex, Schedule};
 use crate::transport::{deliver, ArrivalClock, ClientConfig, ClientError, Flow, Sink, Target};
 
@@ -21,8 +21,9 @@ pub(super) trait Connection: Send {
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Read, String>>>;
     /// Sends a message up as a text frame.
     fn send_text(&mut self, text: Vec<u8>) -> impl Future<Output = Result<(), String>> + Send;
-    /// Closes with 1000 and waits, bounded, for the server's answer.
-    fn close_normally(&mut self) -> impl Future<Output = ()> + Send;
+    /// Closes with 1000 and waits, bounded, for the server's answer: whether it came (the
+    /// server heard the close).
+    fn close_normally(&mut self) -> impl Future<Output = bool> + Send;
 }
 
 /// A message the server sent, as the loop tells them apart.
@@ -52,15 +53,35 @@ where
 {
     let mut sink = Resuming::new(sink, config);
     let mut schedule = Schedule::of(config);
+    // Whether the server answered the close that ended the last connection: it heard that
+    // the subscriber holds the whole stream.
+    let mut heard = false;
     loop {
         let ended = match connect(sink.last_seq()).await {
-            Ok(connection) => stream(connection, &mut sink, &mut schedule).await,
+            Ok(connection) => stream(connection, &mut sink, &mut schedule, &mut heard).await,
             Err(error) => Err(error),
         };
         if !sink.again(ended).await? {
-            return Ok(());
+            break;
         }
     }
+    if let Some(last) = sink.last_seq().filter(|_| sink.confirms_end() && !heard) {
+        // The close went unanswered (a middlebox cut the connection under it): a connection
+        // from the end, which the server closes with 1000 at once, confirms it instead.
+        confirm_end(config, || {
+            let connecting = connect(Some(last));
+            async move {
+                match connecting.await?.close_normally().await {
+                    true => Ok(()),
+                    false => Err(ClientError::Protocol(
+                        "WebSocket: the close from the end went unanswered".into(),
+                    )),
+                }
+            }
+        })
+        .await;
+    }
+    Ok(())
 }
 
 /// One connection, sending the schedule's messages as they fall due: `Ok` once the sink has
@@ -70,6 +91,7 @@ async fn stream<C: Connection>(
     mut ws: C,
     sink: &mut Resuming<'_>,
     schedule: &mut Option<Schedule>,
+    heard: &mut bool,
 ) -> Result<(), ClientError> {
     sink.connected(crate::clock::now_ns());
     let mut clock = ArrivalClock::new();
@@ -115,7 +137,7 @@ async fn stream<C: Connection>(
         duplex.took(flow, sink);
     };
     if stopped {
-        ws.close_normally().await;
+        *heard = ws.close_normally().await;
         return Ok(());
     }
     ended(close_code)

@@ -79,16 +79,23 @@ impl Connection for WebSocketStream<ClientStream> {
             .map_err(|e| e.to_string())
     }
 
-    async fn close_normally(&mut self) {
+    async fn close_normally(&mut self) -> bool {
         let close = CloseFrame {
             code: CloseCode::Normal,
             reason: "received the whole stream".into(),
         };
-        let _ = self.close(Some(close)).await;
-        let _ = tokio::time::timeout(CLOSE_GRACE, async {
-            while let Some(Ok(_)) = self.next().await {}
-        })
-        .await;
+        if self.close(Some(close)).await.is_err() {
+            return false;
+        }
+        let answered = tokio::time::timeout(CLOSE_GRACE, async {
+            while let Some(Ok(message)) = self.next().await {
+                if matches!(message, Message::Close(_)) {
+                    return true;
+                }
+            }
+            false
+        });
+        answered.await.unwrap_or(false)
     }
 }
 
