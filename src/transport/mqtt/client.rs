@@ -9,6 +9,7 @@ use rumqttc::{AsyncClient, ConnectionError, EventLoop, LastWill, MqttOptions, Pa
 
 use crate::clock::now_ns;
 use crate::transport::resume::Resuming;
+use crate::transport::tls::TLS;
 use crate::transport::upstream::{Duplex, Schedule};
 use crate::transport::{deliver, ClientConfig, ClientError, Flow, Sink, Target};
 
@@ -52,6 +53,17 @@ pub(crate) async fn subscribe(
             QoS::AtLeastOnce,
             true,
         ));
+    if TLS.read(&config.settings) {
+        // The house's rustls configuration (ring, the run's certificate trusted), no ALPN:
+        // MQTT over TLS names no protocol.
+        let tls = config
+            .tls
+            .client_config(&[])
+            .map_err(|e| ClientError::Config(e.to_string()))?;
+        options.set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(tls),
+        ));
+    }
     loop {
         let ended = connect_once(&options, config, &mut sink, &mut schedule, qos).await;
         if !sink.again(ended).await? {

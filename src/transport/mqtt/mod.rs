@@ -17,6 +17,12 @@
 //! the publisher sends `end` on the events topic, so a subscriber that lost events (QoS 0)
 //! knows the stream is over.
 //!
+//! With `--tls on`, subscribers reach the embedded broker over TLS (MQTT's port 8883 idiom, on
+//! the row's port): rumqttd's own rustls serving the run's certificate, which it reads from
+//! files written for it, and rumqttc on the house's rustls configuration trusting it. The
+//! publisher stays on its private plain listener inside the process. An outside broker's TLS
+//! is its own to set up, and refused.
+//!
 //! Resume: subscribers hold a persistent session (clean session off) under a client id of their
 //! own; the broker keeps the subscription while they are away and, at QoS 1, queues what they
 //! miss, which it sends when they come back with the same id.
@@ -50,7 +56,8 @@ pub static SPEC: Spec = Spec {
     servers: &[server_impl!(
         super::implementation::OWN,
         "embedded rumqttd (or an external broker) with a rumqttc publisher",
-        server::serve
+        server::serve,
+        server::refuses
     )],
     clients: &[client_impl!(
         super::implementation::OWN,
@@ -67,6 +74,7 @@ pub static SPEC: Spec = Spec {
         &OUTAGE,
         &OUTAGE_AFTER,
         &CHURN,
+        &super::tls::TLS,
         &super::upstream::UPSTREAM_RATE,
         &super::upstream::UPSTREAM_ECHO,
         &super::upstream::UPSTREAM_DELAY,
@@ -286,6 +294,25 @@ mod tests {
     use rumqttc::Packet;
 
     use super::*;
+
+    /// TLS is the embedded broker's: with an outside broker it is refused, with the reason.
+    #[test]
+    fn tls_is_refused_only_with_an_outside_broker() {
+        use crate::settings::SettingValues;
+        use crate::transport::tls::TLS;
+        let embedded = SettingValues::from_pairs([TLS.set(true)]);
+        assert_eq!(server::refuses(&embedded), None);
+        let outside = SettingValues::from_pairs([
+            TLS.set(true),
+            BROKER.set(Broker::External("127.0.0.1:1883".parse().unwrap())),
+        ]);
+        let why = server::refuses(&outside).unwrap();
+        assert!(why.contains("--mqtt-broker"), "{why}");
+        let plain = SettingValues::from_pairs([
+            BROKER.set(Broker::External("127.0.0.1:1883".parse().unwrap()))
+        ]);
+        assert_eq!(server::refuses(&plain), None);
+    }
 
     /// The broker setting reads `embedded` and mqtt:// addresses, and says what is wrong.
     #[test]

@@ -15,6 +15,7 @@ use crate::clock::now_ns;
 use crate::hub::{Hub, SubscriberGuard};
 use crate::metrics::tcp_info;
 use crate::settings::Value;
+use crate::transport::tls::TLS;
 use crate::transport::ServerConfig;
 
 use super::{
@@ -32,6 +33,7 @@ pub(crate) async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let settings = &config.settings;
+    let mut pem_files = None;
     let (broker, publisher_to) = match BROKER.read(settings) {
         Broker::Embedded => {
             // One broker holds every subscriber's session: it cannot be split over a fleet
@@ -47,7 +49,18 @@ pub(crate) async fn serve(
             // rumqttd binds its own listeners: the port goes to it.
             drop(listener);
             let private = free_loopback_address()?;
-            start_embedded(public, private, config.limits.subscriber_cap())?;
+            // Over TLS, rumqttd reads the certificate and key from files: written for it, and
+            // removed once the server is done (it reads them as its listener starts).
+            let tls = match TLS.read(settings) {
+                true => Some(PemFiles::write(&config.tls, public.port())?),
+                false => None,
+            };
+            start_embedded(
+                (public, private),
+                config.limits.subscriber_cap(),
+                tls.as_ref(),
+            )?;
+            pem_files = tls;
             (public, private)
         }
         Broker::External(address) => {
@@ -97,10 +110,67 @@ pub(crate) async fn serve(
         },
     };
     taker.abort();
+    drop(pem_files);
     if let Err(error) = &result {
         tracing::warn!(%error, "mqtt publisher ended");
     }
     result
+}
+
+/// What the server cannot do, refused before the run with the reason.
+pub(super) fn refuses(settings: &crate::settings::SettingValues) -> Option<String> {
+    let outside = matches!(BROKER.read(settings), Broker::External(_));
+    (outside && TLS.read(settings)).then(|| {
+        "--tls on with --mqtt-broker: an outside broker's TLS listener is its own (its \
+         certificate is not the run's), so pushbench cannot set it up; TLS is measured on the \
+         embedded broker"
+            .to_owned()
+    })
+}
+
+/// The server's certificate and key as PEM files for rumqttd, in a directory of this process's
+/// own (the key readable by this user only), removed when dropped.
+pub(super) struct PemFiles {
+    dir: std::path::PathBuf,
+}
+
+impl PemFiles {
+    /// Writes them for the broker listening on `port` (a process may run several).
+    fn write(tls: &crate::transport::tls::TlsMaterial, port: u16) -> std::io::Result<Self> {
+        use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+        let (Some(cert), Some(key)) = (&tls.cert_pem, &tls.key_pem) else {
+            return Err(std::io::Error::other(
+                "--tls on: the server has no certificate and key",
+            ));
+        };
+        let dir =
+            std::env::temp_dir().join(format!("pushbench-mqtt-tls-{}-{port}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        let files = Self { dir };
+        std::fs::write(files.cert(), cert.as_bytes())?;
+        let mut key_file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(files.key())?;
+        std::io::Write::write_all(&mut key_file, key.as_bytes())?;
+        Ok(files)
+    }
+
+    fn cert(&self) -> std::path::PathBuf {
+        self.dir.join("cert.pem")
+    }
+
+    fn key(&self) -> std::path::PathBuf {
+        self.dir.join("key.pem")
+    }
+}
+
+impl Drop for PemFiles {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 /// Hands the messages that came up to the hub, in order, each with its time of receipt. MQTT
@@ -135,10 +205,15 @@ fn check_on_this_host(address: SocketAddr) -> std::io::Result<()> {
     }
 }
 
-/// Starts rumqttd in this process: subscribers at `public`, the publisher at `private`. Its
-/// threads (a router and one per listener) live as long as the process: rumqttd has no stop.
-fn start_embedded(public: SocketAddr, private: SocketAddr, cap: usize) -> std::io::Result<()> {
-    use rumqttd::{Config, ConnectionSettings, RouterConfig, ServerSettings};
+/// Starts rumqttd in this process: subscribers at `public` (over TLS with `tls`), the publisher
+/// at `private` (in-process, plain). Its threads (a router and one per listener) live as long
+/// as the process: rumqttd has no stop.
+fn start_embedded(
+    (public, private): (SocketAddr, SocketAddr),
+    cap: usize,
+    tls: Option<&PemFiles>,
+) -> std::io::Result<()> {
+    use rumqttd::{Config, ConnectionSettings, RouterConfig, ServerSettings, TlsConfig};
     let connections = ConnectionSettings {
         connection_timeout_ms: 10_000,
         max_payload_size: MAX_PACKET,
@@ -148,10 +223,14 @@ fn start_embedded(public: SocketAddr, private: SocketAddr, cap: usize) -> std::i
         // Any topic may be subscribed to without declaring it first.
         dynamic_filters: true,
     };
-    let listener = |name: &str, listen| ServerSettings {
+    let listener = |name: &str, listen, tls: Option<&PemFiles>| ServerSettings {
         name: name.into(),
         listen,
-        tls: None,
+        tls: tls.map(|files| TlsConfig::Rustls {
+            capath: None,
+            certpath: files.cert().display().to_string(),
+            keypath: files.key().display().to_string(),
+        }),
         // rumqttd pauses between accepts by default; subscribers connect at once here.
         next_connection_delay_ms: 0,
         connections: connections.clone(),
@@ -168,8 +247,11 @@ fn start_embedded(public: SocketAddr, private: SocketAddr, cap: usize) -> std::i
             ..RouterConfig::default()
         },
         v4: Some(HashMap::from([
-            ("subscribers".to_owned(), listener("subscribers", public)),
-            ("publisher".to_owned(), listener("publisher", private)),
+            (
+                "subscribers".to_owned(),
+                listener("subscribers", public, tls),
+            ),
+            ("publisher".to_owned(), listener("publisher", private, None)),
         ])),
         ..Config::default()
     };
