@@ -306,6 +306,11 @@ pub struct Settings {
     /// Seconds to hold all subscribers idle before the stream (memory per idle connection).
     #[arg(long)]
     pub idle: Option<f64>,
+    /// Sample the server's resident memory, open descriptors and CPU every this many seconds
+    /// of the stream, and report their trends (a soak: leaks and drift); 0, the default: only
+    /// at the start and end.
+    #[arg(long)]
+    pub resources_every: Option<f64>,
     /// Seconds a run may take before its subscribers are counted as failed.
     #[arg(long)]
     pub timeout: Option<f64>,
@@ -374,6 +379,7 @@ impl Settings {
             repeat: over.repeat.or(self.repeat),
             seed: over.seed.or(self.seed),
             idle: over.idle.or(self.idle),
+            resources_every: over.resources_every.or(self.resources_every),
             timeout: over.timeout.or(self.timeout),
             load_workers: over.load_workers.or(self.load_workers),
             find_max: over.find_max.or(self.find_max),
@@ -511,6 +517,7 @@ impl Settings {
             warmup,
             repeat,
             idle: secs(self.idle, "idle", 0.0)?,
+            resources_every: secs(self.resources_every, "resources-every", 0.0)?,
             settings: self.transport_settings.given,
             timeout: secs(self.timeout, "timeout", DEFAULT_TIMEOUT.as_secs_f64())?,
             load_workers: self.load_workers,

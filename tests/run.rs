@@ -533,6 +533,72 @@ fn a_full_disk_keeps_the_last_results_intact() {
     assert!(!leftover, "a half-written copy was left");
 }
 
+/// The soak preset, scaled to half a minute (CI's version): two transports for 15 s each, the
+/// server sampled every 3 s through the stream with the preset's drops and slow consumer. Each
+/// row has its samples (memory, descriptors, CPU per delivery after the first), a trend with a
+/// verdict, and the report shows them in their section with their charts.
+#[test]
+fn the_soak_samples_the_server_through_the_stream() {
+    let out = scratch("soak");
+    let output = Command::new(BIN)
+        .args([
+            "run",
+            "--scenario",
+            "scenarios/soak.toml",
+            "--transports",
+            "websocket,tcp",
+        ])
+        .args([
+            "--duration",
+            "15",
+            "--subscribers",
+            "50",
+            "--resources-every",
+            "3",
+        ])
+        .args(["--drop-every", "5s", "--out"])
+        .arg(&out)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let results_path = std::fs::read_dir(&out)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("results.json"))
+        .find(|p| p.exists())
+        .unwrap();
+    let results = Results::read(&results_path).unwrap();
+    assert_eq!(results.scenario.resources_every.as_secs(), 3);
+    assert_eq!(results.runs.len(), 2);
+    for row in &results.runs {
+        let t = &row.key.transport;
+        assert!(!row.failed, "{t}: {:?}", row.error);
+        let samples = &row.resources_over_time;
+        // 15 s sampled at 0.75 s, 3.75 s, ... : four or five samples, each later than the last.
+        assert!((4..=6).contains(&samples.len()), "{t}: {samples:?}");
+        assert!(samples.windows(2).all(|w| w[0].at_ms < w[1].at_ms), "{t}");
+        assert!(
+            samples.iter().all(|s| s.rss_bytes > 0 && s.open_fds >= 50),
+            "{t}"
+        );
+        assert_eq!(
+            samples[0].cpu_us_per_delivery, None,
+            "{t}: the first has no interval"
+        );
+        assert!(samples[1..].iter().all(|s| s.deliveries > 0), "{t}");
+        let delivered: u64 = samples.iter().map(|s| s.deliveries).sum();
+        assert!(delivered <= row.events_delivered, "{t}");
+        let trend = row.resource_trend.as_ref().expect("a trend");
+        assert!(trend.samples >= 3 && trend.rss_plateau_bytes > 0.0, "{t}");
+    }
+    let report = std::fs::read_to_string(results_path.with_file_name("report.md")).unwrap();
+    assert!(report.contains("Resources over time"), "{report}");
+    assert!(report.contains("RSS slope / 10 min"));
+    let _ = std::fs::remove_dir_all(out);
+}
+
 /// A scenario file with a misspelt key fails before anything runs, naming the key and line.
 #[test]
 fn bad_scenario_file_names_key_and_line() {

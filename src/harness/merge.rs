@@ -231,6 +231,7 @@ fn summary_of<'a>(
         restarted: None,
         blackout: None,
         server_samples: Vec::new(),
+        resources: (Vec::new(), std::time::Duration::ZERO),
     }
 }
 

@@ -30,6 +30,7 @@ use super::summary::{
 };
 use crate::metrics::machine::Machine;
 use crate::metrics::process::{self, MachineCpu, TimedSample};
+use crate::metrics::resources::{self, ResourceSample};
 use crate::protocol::open_files::raise_open_file_limit;
 use crate::protocol::ServeStats;
 use crate::results::scenario::Scenario;
@@ -332,6 +333,8 @@ struct Streamed {
     restarted: Option<Restarted>,
     blackout: Option<(u64, u64)>,
     server_samples: Vec<TimedSample>,
+    resources: Vec<ResourceSample>,
+    resources_every: Duration,
     machine_after: MachineCpu,
     origin_ns: u64,
 }
@@ -369,10 +372,24 @@ async fn stream(
             sampling.clone(),
         ))
     });
+    // A soak samples the server's memory, descriptors and CPU through the stream.
+    let every = scenario.resources_every;
+    let resources = (!every.is_zero()).then(|| {
+        tokio::spawn(resources::sample_every(
+            pids.clone(),
+            every,
+            origin_ns,
+            sampling.clone(),
+        ))
+    });
     let (parts, disrupted) = tokio::join!(collect, disrupt);
     sampling.cancel();
     let server_samples = match sampler {
         Some(sampler) => sampler.await.unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let resources = match resources {
+        Some(resources) => resources.await.unwrap_or_default(),
         None => Vec::new(),
     };
     let (mut server, restarted, blackout) = disrupted?;
@@ -392,6 +409,8 @@ async fn stream(
         restarted,
         blackout,
         server_samples,
+        resources,
+        resources_every: every,
         machine_after,
         origin_ns,
     })
@@ -451,6 +470,7 @@ fn summary(
         }),
         blackout: streamed.blackout,
         server_samples: streamed.server_samples.clone(),
+        resources: (streamed.resources.clone(), streamed.resources_every),
     }))
 }
 

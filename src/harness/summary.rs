@@ -15,6 +15,7 @@ use crate::metrics::faults::{self, FaultWindow};
 use crate::metrics::latency::{self, Percentiles};
 use crate::metrics::machine::Machine;
 use crate::metrics::process::TimedSample;
+use crate::metrics::resources::{self, ResourceSample};
 use crate::metrics::storm::StormEffect;
 use crate::protocol::ServeStats;
 use crate::results::key::RowKey;
@@ -209,6 +210,9 @@ pub(super) struct Summary<'a> {
     /// The server's processes sampled through the stream (for a storm's peak; empty when not
     /// sampled).
     pub server_samples: Vec<TimedSample>,
+    /// The server's resources sampled at the soak's interval (empty when not asked for), and
+    /// that interval.
+    pub resources: (Vec<ResourceSample>, std::time::Duration),
 }
 
 /// A run's results before any row: the machine, where the processes ran, its floor, the
@@ -328,6 +332,8 @@ pub(super) fn summarise(s: Summary<'_>) -> TransportResult {
         .or_else(|| merged.errors.first().cloned())
         .or_else(|| two_way_failure.clone());
     let last_receiver = merged.fanout.last_receiver_us(counts.subscribers);
+    let latency_over_time = latency::interval_summary(&merged.seconds);
+    let (resources_over_time, resource_trend) = resources_of(&s, &latency_over_time);
     TransportResult {
         key: RowKey {
             subscribers: counts.subscribers,
@@ -365,7 +371,9 @@ pub(super) fn summarise(s: Summary<'_>) -> TransportResult {
         publisher_lateness_us: s.stats.publisher_lateness,
         last_receiver_us: (!last_receiver.is_empty()).then(|| Percentiles::of(&last_receiver)),
         beyond_window: counts.beyond_window,
-        latency_over_time: latency::interval_summary(&merged.seconds),
+        latency_over_time,
+        resources_over_time,
+        resource_trend,
         // The fine timeline is kept where faults make it worth reading.
         latency_timeline: (!fault_windows.is_empty()).then(|| merged.timeline.clone()),
         fault_effect: faults::effect(&fault_windows, &merged.timeline),
@@ -384,6 +392,20 @@ pub(super) fn summarise(s: Summary<'_>) -> TransportResult {
         settings: s.settings,
         not_applied: s.not_applied,
     }
+}
+
+/// The server's resources through the stream, each sample with its deliveries and CPU per
+/// delivery from the same per-second intervals as the latencies, and their trend, which leaves
+/// out the first interval while connections and buffers settle.
+fn resources_of(
+    s: &Summary<'_>,
+    latency_over_time: &[latency::IntervalLatency],
+) -> (Vec<ResourceSample>, Option<resources::Trend>) {
+    let (samples, every) = s.resources.clone();
+    let per_second = latency_over_time.iter().map(|i| (i.second, i.events));
+    let samples = resources::with_deliveries(samples, per_second);
+    let trend = resources::trend(&samples, every.as_millis() as u64);
+    (samples, trend)
 }
 
 /// A storm and when it was on (monotonic ns).

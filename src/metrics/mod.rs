@@ -9,6 +9,7 @@ pub mod latency;
 pub mod machine;
 pub mod process;
 pub mod recorder;
+pub mod resources;
 pub mod sockets;
 pub mod storm;
 pub mod tcp_info;

@@ -65,6 +65,7 @@ pub fn document(results: &Results, which_to_pick: Vec<Block>) -> anyhow::Result<
     }
     super::faults::section(&mut doc, &rows)?;
     super::storms::section(&mut doc, &rows)?;
+    super::resources::section(&mut doc, &rows)?;
     super::two_way::section(&mut doc, &rows);
     max_rates(&mut doc, results);
     super::noise::section(&mut doc, results, &rows);

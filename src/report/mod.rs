@@ -11,6 +11,7 @@ pub mod content;
 pub mod faults;
 pub mod noise;
 pub mod plots;
+pub mod resources;
 pub mod storms;
 pub mod table;
 pub mod two_way;

@@ -86,6 +86,11 @@ pub struct Scenario {
     #[serde(with = "secs")]
     #[schemars(with = "f64")]
     pub idle: Duration,
+    /// The server's resources were sampled this often through each stream (absent or zero:
+    /// only at its start and end).
+    #[serde(default, with = "secs", skip_serializing_if = "Duration::is_zero")]
+    #[schemars(with = "f64")]
+    pub resources_every: Duration,
     /// Transport settings given (canonical text), each a list of the values swept; settings
     /// not given run at their declared defaults.
     #[serde(default)]
@@ -157,6 +162,7 @@ impl Scenario {
             warmup: Duration::ZERO,
             repeat: 1,
             idle: Duration::ZERO,
+            resources_every: Duration::ZERO,
             settings: BTreeMap::new(),
             timeout: DEFAULT_TIMEOUT,
             load_workers: None,

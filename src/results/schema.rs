@@ -17,6 +17,7 @@ use crate::metrics::latency::Lateness;
 use crate::metrics::latency::{IntervalLatency, Percentiles};
 use crate::metrics::machine::Machine;
 use crate::metrics::recorder::Timeline;
+use crate::metrics::resources::{ResourceSample, Trend};
 use crate::metrics::storm::StormEffect;
 use crate::transport::{SettingValues, Transport};
 
@@ -323,6 +324,13 @@ pub struct TransportResult {
     pub interval_log: Option<String>,
     /// p50 and p99 latency per second of the stream, so stalls show.
     pub latency_over_time: Vec<IntervalLatency>,
+    /// The server's memory, descriptors and CPU per delivery through the stream, sampled at
+    /// the scenario's `resources_every` (a soak; empty otherwise).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resources_over_time: Vec<ResourceSample>,
+    /// Their slopes after the first interval, and whether they make a leak.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_trend: Option<Trend>,
     /// Worst latency and events per 100 ms of receive time since the intervals' origin; kept
     /// for rows with injected faults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -532,6 +540,8 @@ impl TransportResult {
             loss_accounted: false,
             interval_log: None,
             latency_over_time: Vec::new(),
+            resources_over_time: Vec::new(),
+            resource_trend: None,
             latency_timeline: None,
             fault_windows: Vec::new(),
             fault_effect: None,

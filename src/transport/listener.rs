@@ -47,8 +47,8 @@ use crate::metrics::sockets::SocketCounters;
 /// Fault: cut every subscriber's connection from the server side this often.
 pub static DROP_EVERY: Setting<Duration> = Setting {
     name: "drop-every",
-    help: "Fault: once the stream has begun, cut every subscriber's connection from the server \
-           side this often (0s: never)",
+    help: "Fault: while the stream is published, cut every subscriber's connection from the \
+           server side this often (0s: never)",
     side: Side::Server,
     default: Duration::ZERO,
     min: Duration::ZERO,
@@ -80,9 +80,10 @@ struct Cuts {
 }
 
 impl Cuts {
-    /// The cuts the settings ask for, if any: every `DROP_EVERY` once the stream has begun (its
-    /// first event published), and the close storm's one cut at `STORM_AFTER`, for as long as
-    /// the listener lives. Each is noted on the hub, so results can show when the fault struck.
+    /// The cuts the settings ask for, if any: every `DROP_EVERY` while the stream is published
+    /// (from its first event to its last: after it, a cut would only catch subscribers
+    /// confirming the end, and a close frame already sent cannot tell them it came too late),
+    /// and the close storm's one cut at `STORM_AFTER`, for as long as the listener lives. Each is noted on the hub, so results can show when the fault struck.
     fn planned(settings: &SettingValues, hub: &Arc<Hub>) -> Option<Arc<Self>> {
         let period = Some(DROP_EVERY.read(settings)).filter(|p| !p.is_zero());
         let storm = Storm::planned(settings).filter(|s| s.kind == StormKind::Close);
@@ -99,6 +100,9 @@ impl Cuts {
                 loop {
                     tokio::time::sleep(period).await;
                     let Some(cuts) = weak.upgrade() else { return };
+                    if hub.is_complete() {
+                        return;
+                    }
                     cuts.cut();
                     hub.note_fault(crate::clock::now_ns());
                 }

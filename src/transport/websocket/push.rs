@@ -14,6 +14,11 @@ use crate::transport::{serve_http, ServerConfig, TrackedListener};
 
 use super::{CLOSE_GRACE, OWN_PATH};
 
+/// How long the server waits for the subscriber's close once it has sent its own at the end:
+/// as long as a slow consumer may take to read what its kernel buffered (the subscriber reads
+/// the server's close only after every event before it).
+const CONFIRM_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// What both servers' handlers share: the hub and the server's settings.
 #[derive(Clone)]
 pub(super) struct AppState {
@@ -145,8 +150,9 @@ where
     }
     // Wait for the subscriber's close frame so the handshake completes cleanly on both sides:
     // after the last event it confirms the subscriber holds the whole stream (a proxy that
-    // cut the connection sends none).
-    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+    // cut the connection sends none). A slow consumer may still be reading its backlog, so the
+    // wait is long; the connection ending ends it at once.
+    let _ = tokio::time::timeout(CONFIRM_WAIT, async {
         while let Some(incoming) = rx.next().await {
             match M::read(incoming) {
                 Incoming::Close => return reader.confirm_end(),
