@@ -19,7 +19,7 @@ use crate::protocol::open_files::{
 use crate::setting_flags::{SettingFlags, RUN};
 use crate::settings::Value as _;
 use crate::transport::compression::{Compression, COMPRESSION};
-use crate::transport::Transport;
+use crate::transport::{Requests, Transport};
 use crate::workload::Workload;
 
 pub use crate::results::scenario::Scenario;
@@ -52,7 +52,8 @@ pub enum ScenarioError {
     Spec(#[from] SpecError),
 }
 
-/// A set of transports: `all`, or names separated by commas.
+/// A set of transports: `all`, `streaming` (those whose subscribers each hold one connection
+/// the stream flows on), or names separated by commas.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "OneOrMany<String>", into = "Vec<String>")]
 pub struct TransportSet(pub Vec<Transport>);
@@ -61,14 +62,23 @@ impl FromStr for TransportSet {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        if text.trim() == "all" {
-            return Ok(Self(Transport::ALL.to_vec()));
+        match text.trim() {
+            "all" => return Ok(Self(Transport::ALL.to_vec())),
+            // Those whose subscribers each hold one connection the whole stream flows on (the
+            // soak's): read from what each declares, never listed here.
+            "streaming" => {
+                let streaming = Transport::ALL.iter().copied();
+                let streaming =
+                    streaming.filter(|t| matches!(t.spec().traits.requests, Requests::Stream));
+                return Ok(Self(streaming.collect()));
+            }
+            _ => {}
         }
         let mut transports = Vec::new();
         for name in text.split(',').map(str::trim) {
             let transport = Transport::named(name).ok_or_else(|| {
                 format!(
-                    "unknown transport {name:?}: expected all, or some of {}",
+                    "unknown transport {name:?}: expected all, streaming, or some of {}",
                     Transport::names()
                 )
             })?;
@@ -253,7 +263,7 @@ pub struct Settings {
     /// A name for the scenario (file: defaults to the file's stem).
     #[arg(long)]
     pub name: Option<String>,
-    /// Transports to measure: `all`, or a comma-separated list.
+    /// Transports to measure: `all`, `streaming`, or a comma-separated list.
     #[arg(long)]
     pub transports: Option<TransportSet>,
     /// Subscribers, or a comma-separated list to sweep.

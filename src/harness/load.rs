@@ -257,7 +257,7 @@ fn part_of(job: &LoadJob, plan: &RecordPlan, records: &[SubscriberRecord]) -> Lo
     let recorded = plan.recording.finish();
     let mut part = LoadPart::new(
         job.worker,
-        job.transport,
+        (job.transport, &job.config.settings),
         &job.spec,
         job.interval_origin_ns,
         records,

@@ -27,7 +27,14 @@ const ERRORS_KEPT: usize = 8;
 
 impl DeliveryCounts {
     /// Counts one subscriber's record against its streams' source digests.
-    pub(crate) fn add(&mut self, record: &SubscriberRecord, sources: &SourceDigests) {
+    /// Adds one subscriber's record; `repeats` says whether its transport's guarantee is at
+    /// least once, so that events received again are counted, and accounted for, not failed.
+    pub(crate) fn add(
+        &mut self,
+        record: &SubscriberRecord,
+        sources: &SourceDigests,
+        repeats: bool,
+    ) {
         let counts: TallyCounts = record.ledger.counts();
         let lost = record.ledger.lost();
         let digest_ok = record.ledger.digests_match(sources);
@@ -50,7 +57,7 @@ impl DeliveryCounts {
             && counts.malformed == 0
             && record.error.is_none();
         self.intact += usize::from(intact);
-        self.accounted += usize::from(!intact && record.ledger_balances());
+        self.accounted += usize::from(!intact && record.ledger_balances(repeats));
     }
 }
 
@@ -58,7 +65,7 @@ impl LoadPart {
     /// A part from one worker's subscriber records and recording.
     pub fn new(
         worker: usize,
-        transport: Transport,
+        (transport, settings): (Transport, &SettingValues),
         spec: &StreamSpec,
         interval_origin_ns: u64,
         records: &[SubscriberRecord],
@@ -69,8 +76,9 @@ impl LoadPart {
         let mut errors = Vec::new();
         let mut handshakes = latency::histogram();
         let mut first_events = latency::histogram();
+        let repeats = (transport.spec().repeats)(settings);
         for record in records {
-            counts.add(record, &sources);
+            counts.add(record, &sources, repeats);
             if let Some(error) = &record.error {
                 if errors.len() < ERRORS_KEPT && !errors.contains(error) {
                     errors.push(error.clone());
@@ -502,7 +510,7 @@ mod tests {
             .collect();
         LoadPart::new(
             worker,
-            Transport::Tcp,
+            (Transport::Tcp, &SettingValues::default()),
             spec,
             0,
             &records,

@@ -373,12 +373,13 @@ impl SubscriberRecord {
     }
 
     /// Whether every missing event is accounted for (by gaps the server named and a tail a
-    /// drop cut off) and nothing arrived twice or garbled: the ledger balances even when the
-    /// stream is not identical.
-    pub fn ledger_balances(&self) -> bool {
+    /// drop cut off), nothing arrived garbled, and nothing twice unless the transport's
+    /// guarantee is at least once (`repeats`): the ledger balances even when the stream is not
+    /// identical.
+    pub fn ledger_balances(&self, repeats: bool) -> bool {
         let counts = self.ledger.counts();
         self.ledger.lost() == counts.gapped + self.cut_off
-            && counts.duplicated == 0
+            && (counts.duplicated == 0 || repeats)
             && counts.malformed == 0
             && (self.error.is_none() || self.cut_off > 0)
     }

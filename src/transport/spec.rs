@@ -48,6 +48,10 @@ pub struct Spec {
     /// said to be unmeasured.
     #[serde(skip)]
     pub outside: fn(&SettingValues) -> Outside,
+    /// Whether, under given settings, its guarantee is at least once (MQTT at QoS 1): an event
+    /// a subscriber receives again after a cut is then counted as a repeat, not a failure.
+    #[serde(skip)]
+    pub repeats: fn(&SettingValues) -> bool,
 }
 
 impl Spec {
@@ -67,6 +71,12 @@ pub enum Outside {
     Process(u32),
     /// In a process nobody named: the server's CPU and memory cannot be measured (why).
     Unmeasured(String),
+}
+
+/// For a transport that delivers each event once (its client resumes after the last taken,
+/// or, for webhooks, its consumer drops a retry it already has by the webhook's id).
+pub fn exactly_once(_: &SettingValues) -> bool {
+    false
 }
 
 /// For a transport whose server is all in `serve`'s process.

@@ -65,15 +65,7 @@ pub(super) async fn confirm_from(
     config: &ClientConfig,
     first: u64,
 ) -> Result<(), ClientError> {
-    let mut calls = client(server, config)
-        .await?
-        .subscribe(SubscribeRequest {
-            first,
-            topics: config.topics.clone().unwrap_or_default(),
-        })
-        .await
-        .map_err(failed)?
-        .into_inner();
+    let mut calls = subscribe_from(server, config, first).await?;
     match calls.message().await.map_err(failed)? {
         None => Ok(()),
         Some(_) => Err(ClientError::Protocol(
@@ -99,6 +91,24 @@ pub(super) async fn client(
     Ok(EventsClient::with_origin(OnConnection(connection), origin))
 }
 
+/// A `Subscribe` call from event `first`, for the streams the subscriber follows: its
+/// deliveries as they come.
+async fn subscribe_from(
+    server: SocketAddr,
+    config: &ClientConfig,
+    first: u64,
+) -> Result<tonic::Streaming<Delivery>, ClientError> {
+    let calls = client(server, config)
+        .await?
+        .subscribe(SubscribeRequest {
+            first,
+            topics: config.topics.clone().unwrap_or_default(),
+        })
+        .await
+        .map_err(failed)?;
+    Ok(calls.into_inner())
+}
+
 /// A failed call as the subscription's error.
 pub(super) fn failed(status: tonic::Status) -> ClientError {
     ClientError::Protocol(format!("gRPC {:?}: {}", status.code(), status.message()))
@@ -112,15 +122,7 @@ async fn call_once(
     sink: &mut Resuming<'_>,
     first: u64,
 ) -> Result<(), ClientError> {
-    let mut calls = client(server, config)
-        .await?
-        .subscribe(SubscribeRequest {
-            first,
-            topics: config.topics.clone().unwrap_or_default(),
-        })
-        .await
-        .map_err(failed)?
-        .into_inner();
+    let mut calls = subscribe_from(server, config, first).await?;
     sink.connected(now_ns());
     let mut clock = ArrivalClock::new();
     while let Some((message, received_ns)) = clock.next(&mut calls).await {

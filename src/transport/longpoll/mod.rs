@@ -39,6 +39,7 @@ pub static SPEC: Spec = Spec {
     )],
     settings: resumable_settings![http, &HOLD],
     outside: super::spec::all_in_serve,
+    repeats: super::spec::exactly_once,
     traits: Traits {
         duplex: false,
         browser_api: Some("fetch"),

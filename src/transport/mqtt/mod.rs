@@ -80,6 +80,7 @@ pub static SPEC: Spec = Spec {
         &super::upstream::UPSTREAM_DELAY,
     ],
     outside: broker_outside,
+    repeats: qos_one_repeats,
     traits: Traits {
         duplex: true,
         browser_api: None,
@@ -142,6 +143,12 @@ pub static BROKER_PID: Setting<u64> = Setting {
     default: 0,
     min: 0,
 };
+
+/// At QoS 1 the broker resends what a subscriber had not acknowledged when its connection was
+/// cut: at least once, so a repeat is the guarantee's, counted but not a failure.
+fn qos_one_repeats(settings: &SettingValues) -> bool {
+    QOS.read(settings) == Qos::AtLeastOnce
+}
 
 /// Where the broker runs: inside `serve`, in a process the user named, or unknown.
 fn broker_outside(settings: &SettingValues) -> Outside {

@@ -66,6 +66,7 @@ pub static SPEC: Spec = Spec {
     ],
     settings: resumable_settings![http],
     outside: super::spec::all_in_serve,
+    repeats: super::spec::exactly_once,
     traits: Traits {
         duplex: false,
         browser_api: Some("EventSource"),

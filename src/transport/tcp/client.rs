@@ -68,11 +68,7 @@ async fn connect_once(
     schedule: &mut Option<Schedule>,
     start: u64,
 ) -> Result<(), ClientError> {
-    let mut stream = connect_tcp(server, config).await?;
-    stream
-        .write_all(&hello(start, config.topics.as_deref()))
-        .await
-        .map_err(|e| ClientError::Protocol(format!("TCP: sending start: {e}")))?;
+    let mut stream = open(server, config, start).await?;
     sink.connected(now_ns());
     let mut buffer = FrameBuffer::default();
     let mut duplex = Duplex::new(schedule);
@@ -161,12 +157,21 @@ async fn confirm_from(
     config: &ClientConfig,
     first: u64,
 ) -> Result<(), ClientError> {
+    confirm(&mut open(server, config, first).await?).await
+}
+
+/// A connection asking for the stream from event `start`, its first frame sent.
+async fn open(
+    server: SocketAddr,
+    config: &ClientConfig,
+    start: u64,
+) -> Result<ClientStream, ClientError> {
     let mut stream = connect_tcp(server, config).await?;
     stream
-        .write_all(&hello(first, config.topics.as_deref()))
+        .write_all(&hello(start, config.topics.as_deref()))
         .await
         .map_err(|e| ClientError::Protocol(format!("TCP: sending start: {e}")))?;
-    confirm(&mut stream).await
+    Ok(stream)
 }
 
 /// Length-prefixed frames read in large chunks into one buffer that is reused, not

@@ -45,6 +45,7 @@ pub static SPEC: Spec = Spec {
     )],
     settings: resumable_settings![],
     outside: super::spec::all_in_serve,
+    repeats: super::spec::exactly_once,
     traits: Traits {
         duplex: true,
         browser_api: None,

@@ -89,6 +89,7 @@ pub static SPEC: Spec = Spec {
     ],
     settings: resumable_settings![http, &READ_BUFFER, &CONTEXT_TAKEOVER],
     outside: super::spec::all_in_serve,
+    repeats: super::spec::exactly_once,
     traits: Traits {
         duplex: true,
         browser_api: Some("WebSocket"),
