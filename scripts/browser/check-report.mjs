@@ -67,6 +67,20 @@ function stormPlots(results, rows) {
   return [...kinds].map(([kind, shows]) => ({ id: `storm-${kind}`, rows: shows }));
 }
 
+/**
+ * A soak's plots: resident memory, descriptors and CPU per delivery over the stream, each
+ * showing every row whose server was sampled through its stream.
+ */
+function resourcePlots(results, rows) {
+  const sampled = rows.filter((label) => {
+    const runs = results.runs.filter((r) => rowLabel(r) === label);
+    const shown = runs.find((r) => !r.failed) ?? runs[0];
+    return (shown.resources_over_time ?? []).length > 0;
+  });
+  if (sampled.length === 0) return [];
+  return ['resources-rss', 'resources-fds', 'resources-cpu'].map((id) => ({ id, rows: sampled }));
+}
+
 /** What the results file says the page must show: every row by its name. */
 function expected(results) {
   const rows = [...new Set(results.runs.map(rowLabel))];
@@ -78,7 +92,10 @@ function expected(results) {
       .map((r) => r.subscribers),
   );
   const plots = (swept.size > 1 ? [...ALWAYS, ...FANOUT] : ALWAYS).map((id) => ({ id, rows }));
-  return { rows, plots: [...plots, ...faultPlots(results, rows), ...stormPlots(results, rows)] };
+  return {
+    rows,
+    plots: [...plots, ...faultPlots(results, rows), ...stormPlots(results, rows), ...resourcePlots(results, rows)],
+  };
 }
 
 async function check(browser, dir) {
