@@ -64,6 +64,10 @@ pub enum Command {
     Link(LinkArgs),
     /// List the transports: what each is, its traits, colour and settings with defaults.
     Transports(TransportsArgs),
+    /// List the servers pushbench did not write that it can measure (`--server NAME`): each
+    /// profile's server, the transports it serves, the settings it takes, and whether it is
+    /// installed here.
+    Servers(ServersArgs),
     /// List a results file's rows, one JSON line per run: its key, the name of the row every
     /// output shows it in (its rounds fold into one), its offered rate and repeat (for scripts
     /// that check reports).
@@ -147,6 +151,7 @@ impl Command {
             Command::Compare(args) => args.run(),
             Command::Recommend(args) => args.run().await,
             Command::Transports(args) => args.run(),
+            Command::Servers(args) => args.run(),
             Command::Rows(args) => args.run(),
             Command::Echo(args) => {
                 if let Some(cpus) = &args.cpus {
@@ -500,6 +505,53 @@ impl RowsArgs {
     }
 }
 
+/// Flags of `pushbench servers`.
+#[derive(Debug, Args)]
+pub struct ServersArgs {
+    /// Print JSON lines, one per profile, for scripts and tests.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl ServersArgs {
+    fn run(self) -> anyhow::Result<()> {
+        for profile in crate::profile::shipped_profiles().map_err(anyhow::Error::msg)? {
+            let serves: Vec<&str> = profile.subscribe.keys().map(String::as_str).collect();
+            let installed = crate::outside::process::installed(profile);
+            if self.json {
+                stdout::line(&serde_json::to_string(&serde_json::json!({
+                    "name": profile.name,
+                    "summary": profile.summary,
+                    "serves": serves,
+                    "takes": profile.takes,
+                    "installed": installed,
+                    "install": profile.install,
+                }))?);
+                continue;
+            }
+            stdout::line(&format!("{:<10} {}", profile.name, profile.summary));
+            stdout::line(&format!("{:10}   serves: {}", "", serves.join(", ")));
+            if !profile.takes.is_empty() {
+                stdout::line(&format!(
+                    "{:10}   takes: --{}",
+                    "",
+                    profile.takes.join(", --")
+                ));
+            }
+            let install = profile.install.as_deref().unwrap_or("its package");
+            stdout::line(&format!(
+                "{:10}   {}",
+                "",
+                match installed {
+                    true => "installed".to_owned(),
+                    false => format!("not installed ({install} installs it)"),
+                }
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Flags of `pushbench transports`.
 #[derive(Debug, Args)]
 pub struct TransportsArgs {
@@ -570,8 +622,10 @@ fn transports_table() -> String {
                 | Redelivery::Retries(how, _)
                 | Redelivery::Application(how) => how,
             };
+            // The server is in the implementations column.
             let settings: Vec<String> = settings_of(transport)
                 .iter()
+                .filter(|s| s.name() != crate::profile::SERVER.name)
                 .map(|s| format!("`--{}` {}", s.name(), s.default_text()))
                 .collect();
             // Every implementation of each side, pushbench's own first.
@@ -579,10 +633,20 @@ fn transports_table() -> String {
                 let names: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
                 names.join(", ")
             };
+            let profiles = crate::profile::shipped_profiles().unwrap_or_default();
+            let servers: Vec<&str> = profiles
+                .iter()
+                .filter(|p| p.subscription(spec.name).is_ok())
+                .map(|p| p.name.as_str())
+                .collect();
             let implementations = format!(
-                "server: {}; client: {}",
+                "server: {}; client: {}{}",
                 named(spec.servers.iter().map(|s| s.name).collect()),
                 named(spec.clients.iter().map(|c| c.name).collect()),
+                match servers.is_empty() {
+                    true => String::new(),
+                    false => format!("; servers pushbench did not write: {}", named(servers)),
+                }
             );
             vec![
                 format!("`{}`", spec.name),
@@ -606,7 +670,7 @@ fn transports_table() -> String {
                 "what it is",
                 "received by",
                 "missed events",
-                "implementations (`--server-impl`, `--client-impl`)",
+                "implementations (`--server-impl`, `--client-impl`, `--server`)",
                 "settings (default)",
             ]
             .map(String::from)

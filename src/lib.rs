@@ -21,6 +21,10 @@
 //!   its messages: jobs, parts, stats, commands, the children themselves, and how many
 //!   processes a side needs for its sockets.
 //! - [`publisher`]: publishes the stream into the hub on its schedule.
+//! - [`profile`]: servers pushbench did not write, each described by a profile file
+//!   (`servers/*.toml`), and the `server` setting that names one.
+//! - [`outside`]: such a server as a row's server: started on `serve`'s address, the stream
+//!   published through it, its processes measured.
 //! - [`results`]: the results schema (JSON) with its migrations, the typed row key, the
 //!   validated scenario a run measured, the figure catalogue and rows, and number formatting:
 //!   the layer below `report` and `recommend`.
@@ -60,7 +64,9 @@ pub mod hub;
 pub mod link;
 pub mod measure;
 pub mod metrics;
+pub mod outside;
 pub mod payload;
+pub mod profile;
 pub mod protocol;
 pub mod publisher;
 pub mod recommend;

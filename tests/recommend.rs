@@ -713,13 +713,6 @@ fn a_design_is_judged_by_the_libraries_it_deploys() {
             ..at_the_sweep()
         },
     );
-    let unmeasured = |answer: &Recommendation, transport: &str| {
-        let reasons = &entry(answer, transport).assessment.reasons;
-        reasons
-            .iter()
-            .filter(|r| r.weight == Weight::Unmeasured)
-            .count()
-    };
     assert_eq!(
         unmeasured(&own, "websocket"),
         0,
@@ -736,7 +729,7 @@ fn a_design_is_judged_by_the_libraries_it_deploys() {
     );
     let text = pushbench::recommend::render::text(&deploying);
     assert!(
-        text.contains("[tokio-tungstenite server, tokio-tungstenite client]"),
+        text.contains("[tokio-tungstenite server library, tokio-tungstenite client library]"),
         "{text}"
     );
     // A name no transport has is refused, with the ones that exist.
@@ -750,5 +743,51 @@ fn a_design_is_judged_by_the_libraries_it_deploys() {
     assert!(
         refused.contains("deploys") && refused.contains("tokio-tungstenite"),
         "{refused}"
+    );
+}
+
+/// How many of a transport's reasons say a figure is unmeasured.
+fn unmeasured(answer: &Recommendation, transport: &str) -> usize {
+    let reasons = &entry(answer, transport).assessment.reasons;
+    reasons
+        .iter()
+        .filter(|r| r.weight == Weight::Unmeasured)
+        .count()
+}
+
+/// A design that deploys a server pushbench did not write is judged by that server's rows: the
+/// committed `servers` run has Nchan's SSE row at 1,000 subscribers and 100 events a second,
+/// which stands for SSE there (and the answer names the server); pushbench's own SSE row does
+/// not. Where no run has the design's regime, the command that would measure it names the
+/// server.
+#[test]
+fn a_design_is_judged_by_the_server_it_deploys() {
+    let servers = root().join("results/20261206-154927-servers/results.json");
+    let evidence = Evidence::load(&[servers], Path::new("unused")).unwrap();
+    let nchan = |subscribers: u64, rate: f64| {
+        let settings = DesignSettings {
+            subscribers: Some(subscribers),
+            rate: Some(rate),
+            deploys: Some(vec!["nchan".into()]),
+            ..as_broadcast()
+        };
+        recommend(&design("live-dashboard", settings), &evidence)
+    };
+    let at_the_run = nchan(1000, 100.0);
+    assert_eq!(
+        unmeasured(&at_the_run, "sse"),
+        0,
+        "{:?}",
+        entry(&at_the_run, "sse")
+    );
+    let text = pushbench::recommend::render::text(&at_the_run);
+    assert!(text.contains("[nchan server]"), "{text}");
+    let elsewhere = nchan(20, 3.0);
+    let command = entry(&elsewhere, "sse").assessment.to_measure.clone();
+    assert!(
+        command
+            .as_deref()
+            .is_some_and(|c| c.contains("--server nchan")),
+        "{command:?}"
     );
 }

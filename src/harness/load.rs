@@ -137,6 +137,9 @@ pub async fn run_job(
     }
     let before = process::sample(None).unwrap_or_default();
     let mut job = job.clone();
+    // On a server pushbench did not write, subscribers go where its profile says.
+    job.target = crate::outside::subscriber_target(job.transport, &job.config.settings, job.target)
+        .map_err(anyhow::Error::msg)?;
     let clock_before = sync_clock(&mut job).await?;
     let plan = RecordPlan::of(
         &job.spec,
@@ -228,6 +231,9 @@ fn refuse(job: &LoadJob) -> anyhow::Result<()> {
         .client_impl(&job.config.settings)
         .map_err(anyhow::Error::msg)?;
     if let Some(why) = crate::transport::upstream::refusal(&job.config.settings, &job.spec) {
+        anyhow::bail!(why);
+    }
+    if let Some(why) = crate::outside::refuses(job.transport, &job.config.settings) {
         anyhow::bail!(why);
     }
     Ok(())

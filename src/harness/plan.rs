@@ -3,6 +3,7 @@
 //! settings it does not, in the order the rounds run them.
 
 use crate::event::PayloadSizes;
+use crate::profile::SERVER;
 use crate::results::key::{RowKey, Workload as KeyWorkload};
 use crate::results::scenario::Scenario;
 use crate::results::Rounds;
@@ -151,11 +152,13 @@ fn of_transport(
     // take (`plan` refused any name no transport of the run has).
     let mut own: Vec<_> = variants
         .iter()
-        .filter(|(settings, _)| transport.has_implementations(settings))
+        .filter(|(settings, _)| {
+            transport.has_implementations(settings) && serves(transport, settings)
+        })
         .cloned()
         .collect();
     if own.is_empty() {
-        let chosen = [SERVER_IMPL.name, CLIENT_IMPL.name];
+        let chosen = [SERVER_IMPL.name, CLIENT_IMPL.name, SERVER.name];
         let named = chosen
             .iter()
             .filter(|n| scenario.settings.contains_key(**n));
@@ -172,8 +175,8 @@ fn of_transport(
         }
     }
     for (settings, mut variant) in own {
-        // The implementations are dimensions of the key, not swept settings.
-        for chosen in [SERVER_IMPL.name, CLIENT_IMPL.name] {
+        // The implementations and the server are dimensions of the key, not swept settings.
+        for chosen in [SERVER_IMPL.name, CLIENT_IMPL.name, SERVER.name] {
             variant.0.remove(chosen);
         }
         let mut key = RowKey::own(transport, subscribers, payload.clone(), variant);
@@ -207,5 +210,23 @@ pub(super) fn with_implementations(
         .map_err(anyhow::Error::msg)?
         .name
         .to_owned();
+    key.server = SERVER.read(server_settings).name().to_owned();
     Ok(())
+}
+
+/// Whether the server `settings` name has subscribers of `transport` (pushbench's own has
+/// every transport's; a profile, those it lists), with pushbench's own server implementation
+/// chosen where it is a profile's (another implementation is another server).
+fn serves(transport: Transport, settings: &SettingValues) -> bool {
+    match SERVER.read(settings).0 {
+        None => true,
+        Some(profile) => {
+            let own_impl = settings
+                .get(&SERVER_IMPL)
+                .ok()
+                .flatten()
+                .is_none_or(|i| i == SERVER_IMPL.default);
+            profile.subscription(transport.name()).is_ok() && own_impl
+        }
+    }
 }

@@ -25,9 +25,7 @@ use crate::protocol::{Job, LoadJob, ServeOptions};
 use crate::results::scenario::Scenario;
 use crate::transport::storm::{Storm, StormKind};
 use crate::transport::tls::{TlsMaterial, TLS};
-use crate::transport::{
-    ClientConfig, Credentials, Outside, ServerConfig, SettingValues, Side, Target,
-};
+use crate::transport::{ClientConfig, Credentials, ServerConfig, SettingValues, Side, Target};
 
 /// Idle hold before every stream, at least: long enough to sample memory with everyone
 /// connected.
@@ -107,6 +105,7 @@ impl Setup {
             serve,
         };
         setup.refuse()?;
+        refuse_outside(&setup, combination)?;
         Ok(setup)
     }
 
@@ -145,6 +144,40 @@ impl Setup {
     pub fn place(&self, pid: u32) -> Result<(), String> {
         self.limit.as_ref().map_or(Ok(()), |limit| limit.add(pid))
     }
+}
+
+/// What a server pushbench did not write cannot do, refused with the reason: the settings its
+/// profile does not take, and what only pushbench's own server does (the restart fault, a
+/// workload of several streams, a fleet of processes).
+fn refuse_outside(setup: &Setup, combination: &Combination) -> anyhow::Result<()> {
+    let settings = &setup.client.settings;
+    let Some(profile) = crate::profile::SERVER.read(settings).0 else {
+        return Ok(());
+    };
+    if let Some(why) = crate::outside::refuses(combination.key.transport, settings) {
+        bail!(why);
+    }
+    let name = &profile.name;
+    if !setup.restart_after.is_zero() {
+        bail!("--server {name}: the restart fault restarts pushbench's own server only");
+    }
+    let http_publisher = matches!(profile.publish, crate::profile::Publish::Http(_));
+    if http_publisher && !combination.key.workload.is_broadcast() {
+        bail!(
+            "--server {name}: its profile publishes one broadcast stream; workload {} is \
+             measured on pushbench's own server",
+            combination.workload
+        );
+    }
+    if setup.serve.processes > 1 {
+        bail!(
+            "--server {name}: {} subscribers need {} processes of pushbench's own server; \
+             a profile's server is one",
+            setup.serve.start_after,
+            setup.serve.processes
+        );
+    }
+    Ok(())
 }
 
 /// One combination's processes and path, running: the server, whatever stands in front of
@@ -199,10 +232,9 @@ impl Rig {
         let place = |pid: u32| setup.place(pid);
         let job = Job::Serve(Box::new(setup.serve.clone()));
         let netns = scenario.server_netns.as_deref();
+        // A server a profile names is started by the server child, so it is under the same
+        // limit (a cgroup's processes' children stay in it).
         let server = ServerChild::spawn_placed(exe, job, netns, "server".into(), &place).await?;
-        if let Outside::Process(pid) = (transport.spec().outside)(&setup.client.settings) {
-            place(pid).map_err(anyhow::Error::msg)?;
-        }
         let pids = server.pids().to_vec();
         let server_before = process::sample_sum(&pids);
         let kernel_before = kernel::socket_bytes();

@@ -487,26 +487,35 @@ impl Base<'_> {
         }
     }
 
-    /// The implementations the design deploys, as `run` takes them: each side's names that
-    /// some measured transport has (every other transport runs its own).
+    /// The implementations and servers the design deploys, as `run` takes them: each side's
+    /// names that some measured transport has (every other transport runs its own).
     fn deployed(&self) -> Vec<(String, Vec<String>)> {
-        let [mut servers, mut clients] = [Vec::new(), Vec::new()];
+        let [mut servers, mut clients, mut outside] = [Vec::new(), Vec::new(), Vec::new()];
         for &transport in self.transports {
-            let [server, client] = self.design.implementations(transport);
-            for (names, name) in [(&mut servers, server), (&mut clients, client)] {
+            let [server, client, profile] = self.design.implementations(transport);
+            for (names, name) in [
+                (&mut servers, server),
+                (&mut clients, client),
+                (&mut outside, profile),
+            ] {
                 if name != crate::transport::implementation::OWN && !names.contains(&name) {
                     names.push(name);
                 }
             }
         }
-        [(&SERVER_IMPL, servers), (&CLIENT_IMPL, clients)]
-            .into_iter()
-            .filter(|(_, names)| !names.is_empty())
-            .map(|(setting, names)| {
-                let names = names.into_iter().map(str::to_owned).collect();
-                (setting.name.to_owned(), names)
-            })
-            .collect()
+        let server: &dyn crate::settings::Declared = &crate::profile::SERVER;
+        [
+            (&SERVER_IMPL as &dyn crate::settings::Declared, servers),
+            (&CLIENT_IMPL, clients),
+            (server, outside),
+        ]
+        .into_iter()
+        .filter(|(_, names)| !names.is_empty())
+        .map(|(setting, names)| {
+            let names = names.into_iter().map(str::to_owned).collect();
+            (setting.name().to_owned(), names)
+        })
+        .collect()
     }
 
     /// A subscriber in several rooms receives each room's stream: `--rate` is per stream.

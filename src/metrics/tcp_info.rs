@@ -38,6 +38,65 @@ pub fn to_peer_port_from(port: u16, pid: u32) -> std::io::Result<Vec<TcpBytes>> 
         .collect())
 }
 
+/// The bytes of every connection a server we do not own the code of (a broker, nginx) holds
+/// on its port, read while the stream runs (a connection that closes in between keeps what it
+/// had at the last reading) and counted once at the end: the subscribers' connections only,
+/// the ones this process opened to the server itself (a publisher's) left out.
+pub struct WireBytes {
+    server: SocketAddr,
+    /// Peer ports of connections that are not subscribers' (this process's own).
+    excluded: std::collections::HashSet<u16>,
+    /// The latest reading of each connection, by its peer address.
+    seen: HashMap<SocketAddr, TcpBytes>,
+    counters: std::sync::Arc<super::sockets::SocketCounters>,
+}
+
+impl WireBytes {
+    /// Counts the connections at `server` into `counters`.
+    pub fn new(
+        server: SocketAddr,
+        counters: std::sync::Arc<super::sockets::SocketCounters>,
+    ) -> Self {
+        Self {
+            server,
+            excluded: Default::default(),
+            seen: HashMap::new(),
+            counters,
+        }
+    }
+
+    /// Leaves out the connection from local port `port` (one this process opened).
+    pub fn exclude(&mut self, port: u16) {
+        self.excluded.insert(port);
+    }
+
+    /// Reads every subscriber connection's bytes now.
+    pub fn sample(&mut self) {
+        match on_local_port(self.server.port()) {
+            Ok(sockets) => {
+                for socket in sockets {
+                    let ours =
+                        socket.local.ip() == self.server.ip() || self.server.ip().is_unspecified();
+                    if ours && !self.excluded.contains(&socket.peer.port()) {
+                        self.seen.insert(socket.peer, socket);
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot read the server's connections' bytes"),
+        }
+    }
+
+    /// Adds what was read to the counters, once.
+    pub fn count(&mut self) {
+        for socket in std::mem::take(&mut self.seen).into_values() {
+            self.counters.connection();
+            // The server's side: what it sent went out to the subscriber.
+            self.counters.wrote(socket.sent as usize);
+            self.counters.read(socket.received as usize);
+        }
+    }
+}
+
 /// Runs `ss` with `filter` (and the owning processes, with `owners`) and reads its answer.
 fn query(filter: &str, owners: bool) -> std::io::Result<Vec<TcpBytes>> {
     let options = if owners { "-tinpH" } else { "-tinH" };

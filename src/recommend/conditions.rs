@@ -12,7 +12,6 @@ use crate::results::key::RowKey;
 use crate::settings::{Declared, SettingValues, Value};
 use crate::transport::client_stream::SLOW_CONSUMER;
 use crate::transport::compression::COMPRESSION;
-use crate::transport::implementation::OWN;
 use crate::transport::listener::DROP_EVERY;
 use crate::transport::resume::{CHURN, OUTAGE};
 use crate::transport::storm::STORM_AFTER;
@@ -141,7 +140,7 @@ impl Conditions {
     /// figures carry no settings).
     pub fn admit_key(&self, key: &RowKey) -> bool {
         key.workload.shape.name() == self.shape
-            && implementations(&self.deploys, key.transport) == [&key.server_impl, &key.client_impl]
-            && key.server == OWN
+            && implementations(&self.deploys, key.transport)
+                == [&key.server_impl, &key.client_impl, &key.server]
     }
 }

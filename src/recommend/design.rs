@@ -226,38 +226,59 @@ pub struct Design {
     pub deploys: Vec<String>,
 }
 
-/// The implementations a design names, each one some transport has.
+/// The implementations and servers a design names, each one some transport has or a shipped
+/// server profile.
 fn deployed(names: Vec<String>) -> Result<Vec<String>, DesignError> {
     use crate::settings::Value as _;
     for name in &names {
-        crate::transport::Implementation::parse(name)
-            .map_err(|why| DesignError::Invalid(format!("deploys: {why}")))?;
+        let server = crate::profile::ServerChoice::parse(name).is_ok_and(|s| s.0.is_some());
+        if !server {
+            crate::transport::Implementation::parse(name).map_err(|why| {
+                DesignError::Invalid(format!(
+                    "deploys: {why}, and no server profile is named {name:?} (`pushbench \
+                     servers` lists them)"
+                ))
+            })?;
+        }
     }
     Ok(names)
 }
 
 impl Design {
-    /// The server and client implementations whose figures stand for `transport` in this
-    /// design: the ones it deploys where the transport has them, pushbench's own elsewhere.
-    pub fn implementations(&self, transport: Transport) -> [&str; 2] {
+    /// The server implementation, client implementation and server whose figures stand for
+    /// `transport` in this design: the ones it deploys where the transport has them (a server
+    /// profile with subscribers of it), pushbench's own elsewhere.
+    pub fn implementations(&self, transport: Transport) -> [&str; 3] {
         implementations(&self.deploys, transport)
     }
 }
 
-/// The server and client implementations `deploys` names for `transport`, each side
-/// pushbench's own where none of the names is the transport's.
-pub(crate) fn implementations(deploys: &[String], transport: Transport) -> [&str; 2] {
+/// The server implementation, client implementation and server `deploys` names for
+/// `transport`, each pushbench's own where none of the names is the transport's.
+pub(crate) fn implementations(deploys: &[String], transport: Transport) -> [&str; 3] {
+    use crate::settings::Value as _;
     let spec = transport.spec();
-    let named = |names: Vec<&'static str>| {
+    let named = |names: Vec<&str>| {
         deploys
             .iter()
             .map(String::as_str)
             .find(|name| names.contains(name))
             .unwrap_or(crate::transport::implementation::OWN)
     };
+    let servers: Vec<&str> = deploys
+        .iter()
+        .map(String::as_str)
+        .filter(|name| {
+            crate::profile::ServerChoice::parse(name)
+                .ok()
+                .and_then(|s| s.0)
+                .is_some_and(|p| p.subscription(transport.name()).is_ok())
+        })
+        .collect();
     [
         named(spec.servers.iter().map(|s| s.name).collect()),
         named(spec.clients.iter().map(|c| c.name).collect()),
+        named(servers),
     ]
 }
 

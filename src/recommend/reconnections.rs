@@ -8,7 +8,6 @@ use super::design::Design;
 use super::evidence::Evidence;
 use crate::metrics::storm::StormEffect;
 use crate::results::figures::{rows_without_intervals, Row};
-use crate::transport::implementation::OWN;
 use crate::transport::resume::CHURN;
 use crate::transport::tls::TLS;
 use crate::transport::Transport;
@@ -89,8 +88,9 @@ impl Evidence {
 /// own where it names none) on pushbench's own server, under the design's TLS (a
 /// reconnection's cost is mostly its handshakes).
 fn admitted(row: &Row<'_>, transport: Transport, design: &Design) -> bool {
-    let own = design.implementations(transport) == [&row.key.server_impl, &row.key.client_impl]
-        && row.key.server == OWN;
+    let key = &row.key;
+    let own =
+        design.implementations(transport) == [&key.server_impl, &key.client_impl, &key.server];
     let tls = row
         .runs
         .first()

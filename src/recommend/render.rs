@@ -27,14 +27,22 @@ fn deployed(deploys: &[String]) -> String {
     )
 }
 
-/// The libraries a transport's figures came from, where they are not pushbench's own.
-fn libraries([server, client]: [&str; 2]) -> String {
+/// The server and libraries a transport's figures came from, where they are not pushbench's
+/// own.
+fn libraries([server_impl, client_impl, server]: [&str; 3]) -> String {
     use crate::transport::implementation::OWN;
-    match (server, client) {
-        (OWN, OWN) => String::new(),
-        (server, OWN) => format!("  [{server} server]"),
-        (OWN, client) => format!("  [{client} client]"),
-        (server, client) => format!("  [{server} server, {client} client]"),
+    let named: Vec<String> = [
+        (server, "server"),
+        (server_impl, "server library"),
+        (client_impl, "client library"),
+    ]
+    .into_iter()
+    .filter(|(name, _)| *name != OWN)
+    .map(|(name, side)| format!("{name} {side}"))
+    .collect();
+    match named.is_empty() {
+        true => String::new(),
+        false => format!("  [{}]", named.join(", ")),
     }
 }
 

@@ -67,6 +67,7 @@ pub fn document(results: &Results, which_to_pick: Vec<Block>) -> anyhow::Result<
     super::storms::section(&mut doc, &rows)?;
     super::resources::section(&mut doc, &rows)?;
     super::two_way::section(&mut doc, &rows);
+    super::deployed::section(&mut doc, &rows);
     max_rates(&mut doc, results);
     super::noise::section(&mut doc, results, &rows);
     doc.heading("plots", "Plots");

@@ -8,6 +8,7 @@
 pub mod charts;
 pub mod compare;
 pub mod content;
+pub mod deployed;
 pub mod faults;
 pub mod noise;
 pub mod plots;

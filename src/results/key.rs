@@ -157,10 +157,23 @@ impl RowKey {
     /// rate are shown in columns of their own.
     pub fn label(&self) -> String {
         let mut label = self.transport.name().to_owned();
+        // pushbench's own implementation may run someone else's server (an embedded broker):
+        // named as an outside server is.
+        let runs = self
+            .transport
+            .spec()
+            .servers
+            .iter()
+            .find(|s| s.name == self.server_impl)
+            .and_then(|s| s.runs);
+        let server = match (self.server.as_str(), runs) {
+            (OWN, Some(runs)) => runs,
+            (server, _) => server,
+        };
         for (name, value) in [
-            ("server-impl", &self.server_impl),
-            ("client-impl", &self.client_impl),
-            ("server", &self.server),
+            ("server-impl", self.server_impl.as_str()),
+            ("client-impl", self.client_impl.as_str()),
+            ("server", server),
         ] {
             if value != OWN {
                 label.push_str(&format!(" {name}={value}"));

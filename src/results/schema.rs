@@ -43,7 +43,10 @@ use crate::transport::{SettingValues, Transport};
 ///   `workload` (its shape and parameters) and `round`; rows gained `not_applied`, the
 ///   settings given that their transport does not take. Earlier files read with pushbench's
 ///   own implementations and server, broadcast, round 0, and nothing unapplied.
-pub const SCHEMA_VERSION: u32 = 5;
+/// - 6: MQTT's `mqtt-broker-pid` setting is gone: a broker pushbench measures is one a profile
+///   starts (`server`, `--server mosquitto`). Earlier rows read without it (every committed
+///   one had it at 0, none).
+pub const SCHEMA_VERSION: u32 = 6;
 
 /// Above this share of its CPUs a process counts as saturated.
 pub const SATURATED: f64 = 0.9;
@@ -610,6 +613,9 @@ pub fn migrate(mut value: serde_json::Value) -> anyhow::Result<serde_json::Value
     if version < 3 {
         migrate_settings(&mut value);
     }
+    if version < 6 {
+        forget_setting(&mut value, "mqtt-broker-pid");
+    }
     if version < 2 {
         let runs = value.get_mut("runs").and_then(|r| r.as_array_mut());
         for run in runs.into_iter().flatten() {
@@ -622,6 +628,23 @@ pub fn migrate(mut value: serde_json::Value) -> anyhow::Result<serde_json::Value
     }
     value["schema_version"] = SCHEMA_VERSION.into();
     Ok(value)
+}
+
+/// Removes a setting that no longer exists from every row's settings and variant and from the
+/// scenario's.
+fn forget_setting(value: &mut serde_json::Value, name: &str) {
+    let runs = value.get_mut("runs").and_then(|r| r.as_array_mut());
+    for run in runs.into_iter().flatten() {
+        for field in ["settings", "variant"] {
+            if let Some(settings) = run.get_mut(field).and_then(|s| s.as_object_mut()) {
+                settings.remove(name);
+            }
+        }
+    }
+    let given = value.pointer_mut("/scenario/settings");
+    if let Some(settings) = given.and_then(|s| s.as_object_mut()) {
+        settings.remove(name);
+    }
 }
 
 /// Version 3 moved each transport's own settings into its rows: version 2 kept the long-poll
@@ -784,6 +807,28 @@ mod tests {
             serde_json::json!({"poll-interval": ["50ms"]})
         );
         assert!(v3["settings"].get("hold_secs").is_none());
+    }
+
+    /// Version 5's `mqtt-broker-pid` is gone from rows and the scenario; the rest stays.
+    #[test]
+    fn migrates_version_five_away_from_the_broker_pid() {
+        let v5 = serde_json::json!({
+            "schema_version": 5,
+            "scenario": {"settings": {"mqtt-broker-pid": ["0"], "mqtt-qos": ["1"]}},
+            "runs": [{"transport": "mqtt",
+                      "settings": {"mqtt-broker-pid": "0", "mqtt-qos": "1"},
+                      "variant": {"mqtt-broker-pid": "0"}}],
+        });
+        let v6 = migrate(v5).unwrap();
+        assert_eq!(
+            v6["runs"][0]["settings"],
+            serde_json::json!({"mqtt-qos": "1"})
+        );
+        assert_eq!(v6["runs"][0]["variant"], serde_json::json!({}));
+        assert_eq!(
+            v6["scenario"]["settings"],
+            serde_json::json!({"mqtt-qos": ["1"]})
+        );
     }
 
     /// The bound rule: a saturated server wins; a saturated load alone is load-bound.

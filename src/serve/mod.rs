@@ -44,6 +44,9 @@ pub struct Server {
     task: JoinHandle<std::io::Result<()>>,
     /// When a load worker of another host last timed this server's clock.
     last_probe: LastProbe,
+    /// The server pushbench did not write that serves the subscribers, where the settings name
+    /// one (stopped when this is dropped).
+    outside: Option<crate::outside::Running>,
 }
 
 impl Server {
@@ -103,8 +106,30 @@ impl Server {
             .settings
             .effective(&transport.settings(), Side::Server);
         let grace = reconnect_grace(&config.settings);
-        let task =
-            tokio::spawn(transport.serve(listener, Arc::clone(&hub), config, shutdown.clone()));
+        let (task, outside) = match crate::profile::SERVER.read(&config.settings).0 {
+            None => {
+                let serving = transport.serve(listener, Arc::clone(&hub), config, shutdown.clone());
+                (tokio::spawn(serving), None)
+            }
+            // A server pushbench did not write takes the address; the stream is published
+            // through it.
+            Some(profile) => {
+                if let Some(why) = crate::outside::refuses(transport, &config.settings) {
+                    anyhow::bail!(why);
+                }
+                let hub = Arc::clone(&hub);
+                let (running, publishing) = crate::outside::start(
+                    profile,
+                    transport,
+                    listener,
+                    hub,
+                    config,
+                    shutdown.clone(),
+                )
+                .await?;
+                (tokio::spawn(publishing), Some(running))
+            }
+        };
         Ok(Self {
             addr,
             hub,
@@ -115,6 +140,7 @@ impl Server {
             shutdown,
             task,
             last_probe,
+            outside,
         })
     }
 
@@ -126,6 +152,21 @@ impl Server {
     /// The address subscribers connect to.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// How late the events were published into the server pushbench did not write, where
+    /// they were published over HTTP.
+    pub fn outside_lateness(&self) -> Option<crate::metrics::latency::Lateness> {
+        self.outside.as_ref()?.publisher_lateness()
+    }
+
+    /// The processes of the server pushbench did not write that serves here, if one does.
+    pub fn outside(&self) -> Option<Outside> {
+        let running = self.outside.as_ref()?;
+        Some(match running.publishes_only() {
+            true => Outside::Instead(running.pids()),
+            false => Outside::Processes(running.pids()),
+        })
     }
 
     /// The hub the server publishes through.
@@ -384,11 +425,17 @@ pub async fn run(
     )
     .await?;
     // Listening, nobody connected: what each subscriber adds is measured from here.
-    let outside = (transport.spec().outside)(&options.config.settings);
+    let outside = server
+        .outside()
+        .unwrap_or_else(|| (transport.spec().outside)(&options.config.settings));
     let pids = serving_pids(&outside);
     let before = Before::sample(&pids);
     // `run` samples the memory of every process named here (none named: the child itself).
-    let named = if pids.len() > 1 { &pids[..] } else { &[] };
+    let named = if pids != [std::process::id()] {
+        &pids[..]
+    } else {
+        &[]
+    };
     announce_listening(transport, server.addr(), server.settings(), named, output)?;
     say(format!(
         "waiting for {} subscriber(s); stream: {} events, payload {} B ({}), rate {}",
@@ -423,7 +470,10 @@ pub async fn run(
             now_ns()
         }
     };
-    ending.connected = Some(Connected::sample(server.hub().subscribers(), &pids));
+    ending.connected = Some(Connected::sample(
+        server.hub().subscribers(),
+        &ending.outside,
+    ));
     if output == Output::Json {
         // The parent times faults (a restart) from the stream's start.
         protocol::report(&Report::Publishing { origin_ns })?;
@@ -559,24 +609,33 @@ struct Connected {
 }
 
 impl Connected {
-    fn sample(subscribers: usize, pids: &[u32]) -> Self {
+    fn sample(subscribers: usize, outside: &Outside) -> Self {
         Self {
-            process: process::sample_sum(pids),
+            process: process::sample_sum(&serving_pids(outside)),
             kernel_socket_bytes: kernel::socket_bytes(),
             subscribers,
-            outside_cpu_us: process::sample_sum(&pids[1..]).cpu_us,
+            outside_cpu_us: process::sample_sum(outside_pids(outside)).cpu_us,
         }
     }
 }
 
 /// The processes that serve: this one, then any the transport's server works in besides
-/// ([`Outside::Process`]).
+/// ([`Outside::Processes`]).
 fn serving_pids(outside: &Outside) -> Vec<u32> {
-    let mut pids = vec![std::process::id()];
-    if let Outside::Process(pid) = *outside {
-        pids.push(pid);
-    }
+    let mut pids = match outside {
+        Outside::Instead(_) => Vec::new(),
+        _ => vec![std::process::id()],
+    };
+    pids.extend(outside_pids(outside));
     pids
+}
+
+/// The processes besides this one whose CPU time is the server's.
+fn outside_pids(outside: &Outside) -> &[u32] {
+    match outside {
+        Outside::Processes(pids) | Outside::Instead(pids) => pids,
+        Outside::Nothing | Outside::Unmeasured(_) => &[],
+    }
 }
 
 /// What a server needs to stop and say what it counted.
@@ -603,12 +662,26 @@ impl Ending<'_> {
         }
         let process = crate::metrics::process::sample(None).unwrap_or_default();
         let connected = self.connected;
-        let pids = serving_pids(&self.outside);
+        let outside = outside_pids(&self.outside);
         let outside_cpu_us = match connected {
-            Some(c) if pids.len() > 1 => process::sample_sum(&pids[1..])
+            Some(c) if !outside.is_empty() => process::sample_sum(outside)
                 .cpu_us
                 .saturating_sub(c.outside_cpu_us),
             _ => 0,
+        };
+        let stream_start_cpu_us = published.as_ref().map_or(0, |p| p.start_cpu_us);
+        // Where the server is someone else's, this process only published into it: all of
+        // its CPU time from the stream's start is the publisher's, and the largest resident
+        // set is the server's processes'.
+        let (publisher_cpu_us, peak_rss_bytes) = match &self.outside {
+            Outside::Instead(pids) => (
+                process.cpu_us.saturating_sub(stream_start_cpu_us),
+                process::sample_sum(pids).peak_rss_bytes,
+            ),
+            _ => (
+                published.as_ref().map_or(0, |p| p.publisher_cpu_us),
+                process.peak_rss_bytes,
+            ),
         };
         let stats = ServeStats {
             published: server.hub().published(),
@@ -625,11 +698,16 @@ impl Ending<'_> {
                 .hub()
                 .upstream_totals()
                 .map(|t| t.report(server.hub().upstream_copies())),
-            stream_start_cpu_us: published.as_ref().map_or(0, |p| p.start_cpu_us),
+            stream_start_cpu_us,
             cpu_us: process.cpu_us,
-            peak_rss_bytes: process.peak_rss_bytes,
-            publisher_cpu_us: published.as_ref().map_or(0, |p| p.publisher_cpu_us),
-            publisher_lateness: published.as_ref().and_then(|p| p.lateness),
+            peak_rss_bytes,
+            publisher_cpu_us,
+            // Into a server pushbench did not write, the lateness is of the requests that
+            // published each event into it.
+            publisher_lateness: match server.outside_lateness() {
+                Some(late) => Some(late),
+                None => published.as_ref().and_then(|p| p.lateness),
+            },
             before: self.before.process,
             connected: connected.map_or(self.before.process, |c| c.process),
             subscribers_at_start: connected.map_or(0, |c| c.subscribers),

@@ -30,6 +30,10 @@ pub struct ServerImpl {
     pub name: &'static str,
     /// What it is, in one line.
     pub summary: &'static str,
+    /// The server it runs where that is not pushbench's own code (MQTT's embedded rumqttd
+    /// broker), named in its rows as an outside server is (`mqtt server=rumqttd`), so that no
+    /// row presents one broker's cost as its protocol's.
+    pub runs: Option<&'static str>,
     /// Serves subscribers on the listener until the token fires.
     pub serve:
         fn(tokio::net::TcpListener, Arc<Hub>, ServerConfig, CancellationToken) -> ServeFuture,
@@ -70,9 +74,13 @@ macro_rules! server_impl {
         )
     };
     ($name:expr, $summary:expr, $serve:path, $refuses:path) => {
+        server_impl!($name, $summary, $serve, $refuses, None)
+    };
+    ($name:expr, $summary:expr, $serve:path, $refuses:path, $runs:expr) => {
         $crate::transport::ServerImpl {
             name: $name,
             summary: $summary,
+            runs: $runs,
             serve: |listener, hub, config, shutdown| {
                 Box::pin($serve(listener, hub, config, shutdown))
             },

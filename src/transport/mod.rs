@@ -211,6 +211,9 @@ impl Transport {
         if spec.clients.len() > 1 {
             settings.push(&CLIENT_IMPL);
         }
+        // Any transport may be served by a server pushbench did not write, where that
+        // server's profile has subscribers of it (refused with the reason otherwise).
+        settings.push(&crate::profile::SERVER);
         settings
     }
 

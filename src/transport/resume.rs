@@ -211,6 +211,9 @@ pub(crate) struct Resuming<'a> {
     resume: bool,
     /// Subscribers send messages up (two-way traffic).
     two_way: bool,
+    /// The server is pushbench's own, which has each transport's idiom for hearing that a
+    /// subscriber holds the whole stream (a server pushbench did not write has none).
+    own_server: bool,
     last_seq: Option<u64>,
     stopped: bool,
     connected: bool,
@@ -239,6 +242,7 @@ impl<'a> Resuming<'a> {
             sink,
             resume: RESUME.read(&config.settings),
             two_way: config.upstream.is_some(),
+            own_server: crate::profile::SERVER.read(&config.settings).0.is_none(),
             last_seq: None,
             stopped: false,
             connected: false,
@@ -271,9 +275,9 @@ impl<'a> Resuming<'a> {
     /// Whether the subscription ended holding the whole stream of a one-way run: then it
     /// confirms the end to the server ([`confirm_end`]). Two-way subscriptions end when their
     /// subscriber leaves (copies may follow the last event), so their servers wait for no
-    /// confirmation.
+    /// confirmation; nor does a server pushbench did not write, which knows no such idiom.
     pub(crate) fn confirms_end(&self) -> bool {
-        self.stopped && !self.two_way
+        self.stopped && !self.two_way && self.own_server
     }
 
     /// After a connection ended with `ended`: `Ok(true)` to connect again (having waited),

@@ -66,9 +66,12 @@ impl Spec {
 pub enum Outside {
     /// Nowhere: `serve`'s process does all of it.
     Nothing,
-    /// In this process too (an external broker whose PID the user named): its CPU and memory
-    /// are measured with `serve`'s.
-    Process(u32),
+    /// In these processes too (an external broker whose PID the user named, a profile's
+    /// server with its workers): their CPU and memory are measured with `serve`'s.
+    Processes(Vec<u32>),
+    /// In these processes instead: a server pushbench did not write, which `serve` only
+    /// publishes into (its own CPU and memory are the publisher's, the harness's).
+    Instead(Vec<u32>),
     /// In a process nobody named: the server's CPU and memory cannot be measured (why).
     Unmeasured(String),
 }

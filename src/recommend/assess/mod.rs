@@ -218,12 +218,14 @@ pub fn run_command(transport: Transport, design: &Design) -> String {
     };
     let rate = design.rate / f64::from(streams_each);
     // The libraries the design deploys, where the transport has them.
-    let [server, client] = design.implementations(transport);
+    let [server_impl, client_impl, server] = design.implementations(transport);
     let named = |flag: &str, name: &str| match name {
         crate::transport::implementation::OWN => String::new(),
         name => format!(" --{flag} {name}"),
     };
-    let libraries = named("server-impl", server) + &named("client-impl", client);
+    let libraries = named("server-impl", server_impl)
+        + &named("client-impl", client_impl)
+        + &named("server", server);
     format!(
         "pushbench run --transports {} --subscribers {} --rate {rate} --payload {} \
          --duration {}{shape}{}{}{libraries}",

@@ -1,6 +1,8 @@
 //! MQTT 3.1.1 through a real broker. The server side is broker plus publisher: by default an
-//! embedded rumqttd in `serve`'s own process (so its CPU and memory are `serve`'s), or with
-//! `--mqtt-broker mqtt://IP:PORT` a broker someone else runs on this host (mosquitto, say). The
+//! embedded rumqttd in `serve`'s own process (so its CPU and memory are `serve`'s), or an
+//! outside one: Mosquitto started and measured by its profile (`--server mosquitto`, which
+//! points this publisher at it), or with `--mqtt-broker mqtt://IP:PORT` a broker someone else
+//! runs on this host (unmeasured). The
 //! publisher is an ordinary rumqttc client that publishes every event of the hub to
 //! `pushbench/events` at `--mqtt-qos` 0 or 1; each subscriber is a rumqttc client subscribed
 //! to it, the event JSON as the PUBLISH payload.
@@ -57,7 +59,8 @@ pub static SPEC: Spec = Spec {
         super::implementation::OWN,
         "embedded rumqttd (or an external broker) with a rumqttc publisher",
         server::serve,
-        server::refuses
+        server::refuses,
+        Some("rumqttd")
     )],
     clients: &[client_impl!(
         super::implementation::OWN,
@@ -68,7 +71,6 @@ pub static SPEC: Spec = Spec {
         &QOS,
         &BROKER,
         &KEEP_ALIVE,
-        &BROKER_PID,
         &RESUME,
         &RECONNECT_GRACE,
         &OUTAGE,
@@ -126,22 +128,12 @@ pub static KEEP_ALIVE: Setting<Duration> = Setting {
 pub static BROKER: Setting<Broker> = Setting {
     name: "mqtt-broker",
     help: "The MQTT broker: `embedded` (rumqttd in serve's process, on its address) or \
-           mqtt://IP:PORT, a broker running on the serving host (its connections' bytes are \
-           read from this host's kernel)",
+           mqtt://IP:PORT, a broker someone else runs on the serving host (its connections' \
+           bytes are read from this host's kernel, its CPU and memory are not measured; \
+           `--server mosquitto` starts one that is)",
     side: Side::Both,
     default: Broker::Embedded,
     min: Broker::Embedded,
-};
-
-/// The process of an external broker, so the server side's CPU and memory include it.
-pub static BROKER_PID: Setting<u64> = Setting {
-    name: "mqtt-broker-pid",
-    help: "The process ID of the external broker (--mqtt-broker), measured as part of the server \
-           (its CPU and memory); without it the server's CPU and memory are unmeasured (0: \
-           none)",
-    side: Side::Server,
-    default: 0,
-    min: 0,
 };
 
 /// At QoS 1 the broker resends what a subscriber had not acknowledged when its connection was
@@ -150,14 +142,16 @@ fn qos_one_repeats(settings: &SettingValues) -> bool {
     QOS.read(settings) == Qos::AtLeastOnce
 }
 
-/// Where the broker runs: inside `serve`, in a process the user named, or unknown.
+/// Where the broker runs: inside `serve`, or in a process someone else started, which is not
+/// measured (a broker's profile, `--server mosquitto`, starts one that is).
 fn broker_outside(settings: &SettingValues) -> Outside {
-    match (BROKER.read(settings), BROKER_PID.read(settings)) {
-        (Broker::Embedded, _) => Outside::Nothing,
-        (Broker::External(_), 0) => Outside::Unmeasured(
-            "the external broker's process was not named (--mqtt-broker-pid)".into(),
+    match BROKER.read(settings) {
+        Broker::Embedded => Outside::Nothing,
+        Broker::External(_) => Outside::Unmeasured(
+            "the broker runs in a process pushbench did not start (--mqtt-broker); a profile \
+             starts one it measures (--server mosquitto)"
+                .into(),
         ),
-        (Broker::External(_), pid) => Outside::Process(pid as u32),
     }
 }
 

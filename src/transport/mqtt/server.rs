@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::now_ns;
 use crate::hub::{Hub, SubscriberGuard};
-use crate::metrics::tcp_info;
+use crate::metrics::tcp_info::{self, WireBytes};
 use crate::settings::Value;
 use crate::transport::tls::TLS;
 use crate::transport::ServerConfig;
@@ -85,11 +85,10 @@ pub(crate) async fn serve(
         hub: Arc::clone(&hub),
         present: HashMap::new(),
         done: Vec::new(),
-        wire: WireBytes {
-            broker,
-            excluded,
-            seen: HashMap::new(),
-            counters: Arc::clone(&config.counters),
+        wire: {
+            let mut wire = WireBytes::new(broker, Arc::clone(&config.counters));
+            excluded.into_iter().for_each(|port| wire.exclude(port));
+            wire
         },
         bye_sent: false,
     };
@@ -456,44 +455,6 @@ impl Presence {
     /// The done subscribers stop counting: the hub sees them leave.
     fn release(&mut self) {
         self.done.clear();
-    }
-}
-
-/// The bytes of the subscribers' connections to the broker, from the kernel.
-struct WireBytes {
-    broker: SocketAddr,
-    /// Peer ports of connections that are not subscribers' (the publisher's).
-    excluded: Vec<u16>,
-    /// The latest reading of each connection, by its peer address.
-    seen: HashMap<SocketAddr, tcp_info::TcpBytes>,
-    counters: Arc<crate::metrics::sockets::SocketCounters>,
-}
-
-impl WireBytes {
-    /// Reads every subscriber connection's bytes now.
-    fn sample(&mut self) {
-        match tcp_info::on_local_port(self.broker.port()) {
-            Ok(sockets) => {
-                for socket in sockets {
-                    let ours =
-                        socket.local.ip() == self.broker.ip() || self.broker.ip().is_unspecified();
-                    if ours && !self.excluded.contains(&socket.peer.port()) {
-                        self.seen.insert(socket.peer, socket);
-                    }
-                }
-            }
-            Err(error) => tracing::warn!(%error, "cannot read the broker's connections' bytes"),
-        }
-    }
-
-    /// Adds what was read to the server's socket counters, once.
-    fn count(&mut self) {
-        for socket in std::mem::take(&mut self.seen).into_values() {
-            self.counters.connection();
-            // The broker's side: what it sent went out to the subscriber.
-            self.counters.wrote(socket.sent as usize);
-            self.counters.read(socket.received as usize);
-        }
     }
 }
 
