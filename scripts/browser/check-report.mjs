@@ -91,7 +91,10 @@ function expected(results) {
       .filter((r) => r.payload === first.payload && r.offered_rate === first.offered_rate)
       .map((r) => r.subscribers),
   );
-  const plots = (swept.size > 1 ? [...ALWAYS, ...FANOUT] : ALWAYS).map((id) => ({ id, rows }));
+  // A row whose every round failed has no figures to draw: its tables say so, its plots leave
+  // it out.
+  const measured = rows.filter((label) => results.runs.some((r) => rowLabel(r) === label && !r.failed));
+  const plots = (swept.size > 1 ? [...ALWAYS, ...FANOUT] : ALWAYS).map((id) => ({ id, rows: measured }));
   return {
     rows,
     plots: [...plots, ...faultPlots(results, rows), ...stormPlots(results, rows), ...resourcePlots(results, rows)],

@@ -79,9 +79,10 @@ pub async fn serve(
             done = &mut publishing, if !published => {
                 done?;
                 published = true;
-                // The last event's request is answered: the server has written it to every
-                // subscriber, who close once they have it. Their connections' bytes are read
-                // now, before they go, and counted once.
+                // The last event's request is answered: the server has taken it, and
+                // subscribers close only once they have read it. Their connections' bytes are
+                // read now, before they go, and counted once (a write still under way then is
+                // missed).
                 wire.sample();
                 wire.count();
             }
