@@ -53,7 +53,8 @@ pub enum ScenarioError {
 }
 
 /// A set of transports: `all`, `streaming` (those whose subscribers each hold one connection
-/// the stream flows on), or names separated by commas.
+/// the stream flows on), `served` (those a shipped server profile serves), or names separated
+/// by commas.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "OneOrMany<String>", into = "Vec<String>")]
 pub struct TransportSet(pub Vec<Transport>);
@@ -72,13 +73,23 @@ impl FromStr for TransportSet {
                     streaming.filter(|t| matches!(t.spec().traits.requests, Requests::Stream));
                 return Ok(Self(streaming.collect()));
             }
+            // Those some server pushbench did not write serves (the servers presets'): read
+            // from the shipped profiles, never listed here.
+            "served" => {
+                let profiles = crate::profile::shipped_profiles()?;
+                let served = Transport::ALL
+                    .iter()
+                    .copied()
+                    .filter(|t| profiles.iter().any(|p| p.subscribe.contains_key(t.name())));
+                return Ok(Self(served.collect()));
+            }
             _ => {}
         }
         let mut transports = Vec::new();
         for name in text.split(',').map(str::trim) {
             let transport = Transport::named(name).ok_or_else(|| {
                 format!(
-                    "unknown transport {name:?}: expected all, streaming, or some of {}",
+                    "unknown transport {name:?}: expected all, streaming, served, or some of {}",
                     Transport::names()
                 )
             })?;
@@ -263,7 +274,8 @@ pub struct Settings {
     /// A name for the scenario (file: defaults to the file's stem).
     #[arg(long)]
     pub name: Option<String>,
-    /// Transports to measure: `all`, `streaming`, or a comma-separated list.
+    /// Transports to measure: `all`, `streaming` (one connection each, the stream flowing on
+    /// it), `served` (those a shipped server profile serves), or a comma-separated list.
     #[arg(long)]
     pub transports: Option<TransportSet>,
     /// Subscribers, or a comma-separated list to sweep.
@@ -671,6 +683,21 @@ mod tests {
     fn parse(toml: &str) -> Result<Settings, String> {
         toml::from_str::<Settings>(toml)
             .map_err(|e| locate_key(toml, e.message()).unwrap_or_else(|| e.to_string()))
+    }
+
+    /// `served` is what the shipped profiles subscribe to: a transport one serves is in, one
+    /// none serves is not, and it is no larger than `all`.
+    #[test]
+    fn served_transports_are_the_profiles() {
+        let served = "served".parse::<TransportSet>().unwrap().0;
+        let profiles = crate::profile::shipped_profiles().unwrap();
+        for transport in Transport::ALL {
+            let serves = profiles
+                .iter()
+                .any(|p| p.subscribe.contains_key(transport.name()));
+            assert_eq!(served.contains(transport), serves, "{}", transport.name());
+        }
+        assert!(!served.is_empty() && served.len() < Transport::ALL.len());
     }
 
     /// A misspelt key is refused with its name and line.

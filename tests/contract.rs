@@ -330,7 +330,7 @@ async fn quiet_clients_ping_at_their_keep_alive(row: Row) {
     let (mut server, load) = one_quiet_subscriber(transport, &spec, config, client).await;
     let addr = server.addr();
     let read = || {
-        let sockets = tcp_info::on_local_port(addr.port()).expect("ss from iproute2");
+        let sockets = tcp_info::on_local_port(addr.port()).expect("sock_diag");
         sockets
             .iter()
             .map(|s| (s.received, s.sent))

@@ -762,7 +762,7 @@ fn unmeasured(answer: &Recommendation, transport: &str) -> usize {
 /// server.
 #[test]
 fn a_design_is_judged_by_the_server_it_deploys() {
-    let servers = root().join("results/20261206-154927-servers/results.json");
+    let servers = root().join("results/20261206-185612-servers/results.json");
     let evidence = Evidence::load(&[servers], Path::new("unused")).unwrap();
     let nchan = |subscribers: u64, rate: f64| {
         let settings = DesignSettings {

@@ -1,5 +1,5 @@
 //! Servers pushbench did not write, started by their profiles (`--server NAME`, `servers/`):
-//! nginx with Nchan for SSE and WebSocket, Eclipse Mosquitto for MQTT (Debian's packages, which
+//! nginx with Nchan for SSE, WebSocket and long polling, Eclipse Mosquitto for MQTT (Debian's packages, which
 //! `scripts/install-nchan` and `scripts/install-mosquitto` install). Each delivers the
 //! identical stream to pushbench's own clients, judged by the same ledger, with the server's
 //! CPU, memory and wire bytes measured from its own processes; what a profile's server cannot
@@ -238,21 +238,21 @@ fn small_run(
     }
 }
 
-/// nginx with Nchan, started by its profile, serves SSE and WebSocket subscribers the
-/// identical stream: every row intact, named for its server, with nginx's CPU per delivery,
+/// nginx with Nchan, started by its profile, serves SSE, WebSocket and long-poll subscribers
+/// the identical stream: every row intact, named for its server, with nginx's CPU per delivery,
 /// memory per connection and the subscribers' wire bytes measured from its own processes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nchan_delivers_the_identical_stream_over_sse_and_websocket() {
+async fn nchan_delivers_the_identical_stream_over_each_of_its_transports() {
     let _alone = common::ALONE.lock().await;
     let Some(nchan) = server("nchan") else {
         return;
     };
     let out = std::env::temp_dir().join(format!("pushbench-nchan-{}", std::process::id()));
-    let outcome = run(small_run("sse,websocket", &nchan, &[], &out))
+    let outcome = run(small_run("sse,websocket,longpoll", &nchan, &[], &out))
         .await
         .unwrap();
     let results = Results::read(&outcome.path).unwrap();
-    assert_eq!(results.runs.len(), 2);
+    assert_eq!(results.runs.len(), 3);
     for row in &results.runs {
         let t = &row.key.transport;
         assert!(!row.failed, "{t}: {:?}", row.error);
@@ -277,26 +277,32 @@ async fn nchan_delivers_the_identical_stream_over_sse_and_websocket() {
     let _ = std::fs::remove_dir_all(&out);
 }
 
-/// SSE resumes through Nchan by Nchan's own event ids: each subscriber away for 300 ms
-/// mid-stream comes back with `Last-Event-ID` as Nchan sent it, and nothing is lost.
+/// Subscribers resume through Nchan from the place Nchan gave them: each away for 300 ms
+/// mid-stream comes back, over SSE with `Last-Event-ID` as Nchan sent it, by long polling with
+/// the last answer's `Last-Modified` and `ETag`, and nothing is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sse_resumes_through_nchan_by_its_own_event_ids() {
+async fn subscribers_resume_through_nchan_from_its_own_places() {
     let _alone = common::ALONE.lock().await;
     let Some(nchan) = server("nchan") else {
         return;
     };
     let out = std::env::temp_dir().join(format!("pushbench-nchan-resume-{}", std::process::id()));
     let outage = [(OUTAGE.name, "300ms"), (OUTAGE_AFTER.name, "500ms")];
-    let outcome = run(small_run("sse", &nchan, &outage, &out)).await.unwrap();
+    let outcome = run(small_run("sse,longpoll", &nchan, &outage, &out))
+        .await
+        .unwrap();
     let results = Results::read(&outcome.path).unwrap();
-    let row = &results.runs[0];
-    assert!(!row.failed, "{:?}", row.error);
-    assert!(row.digest_ok && row.lost == 0 && row.duplicated == 0);
-    assert!(
-        row.reconnects >= 20,
-        "every subscriber came back: {}",
-        row.reconnects
-    );
+    assert_eq!(results.runs.len(), 2);
+    for row in &results.runs {
+        let t = &row.key.transport;
+        assert!(!row.failed, "{t}: {:?}", row.error);
+        assert!(row.digest_ok && row.lost == 0 && row.duplicated == 0, "{t}");
+        assert!(
+            row.reconnects >= 20,
+            "{t}: every subscriber came back: {}",
+            row.reconnects
+        );
+    }
     let _ = std::fs::remove_dir_all(&out);
 }
 

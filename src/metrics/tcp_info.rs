@@ -1,13 +1,24 @@
 //! Bytes the kernel counted on TCP sockets we do not own the code of (a broker's): each
-//! socket's `tcp_info` (`bytes_sent`, `bytes_retrans`, `bytes_received`), read with `ss` from
-//! iproute2, which asks the kernel over sock_diag. Where a transport's server is someone
-//! else's accept loop, this is how its connections' bytes are counted: on the same sockets,
-//! at the same layer (TCP payload, headers of the protocol above included) as
-//! [`super::sockets::SocketCounters`] counts ours.
+//! socket's `tcp_info` (`bytes_sent`, `bytes_retrans`, `bytes_received`), asked of the kernel
+//! over sock_diag netlink (the interface `ss` uses) with the netlink-packet-sock-diag crate.
+//! Where a transport's server is someone else's accept loop, this is how its connections'
+//! bytes are counted: on the same sockets, at the same layer (TCP payload, headers of the
+//! protocol above included) as [`super::sockets::SocketCounters`] counts ours.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::io;
 use std::net::SocketAddr;
-use std::process::Command;
+
+use netlink_packet_core::{
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST,
+};
+use netlink_packet_sock_diag::constants::{AF_INET, AF_INET6, IPPROTO_TCP};
+use netlink_packet_sock_diag::inet::nlas::Nla;
+use netlink_packet_sock_diag::inet::{
+    ExtensionFlags, InetRequest, InetResponse, SocketId, StateFlags,
+};
+use netlink_packet_sock_diag::SockDiagMessage;
+use netlink_sys::protocols::NETLINK_SOCK_DIAG;
 
 /// One TCP socket's addresses and the bytes it carried so far.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,21 +31,23 @@ pub struct TcpBytes {
     pub sent: u64,
     /// Payload bytes received.
     pub received: u64,
-    /// The process holding it, where asked for ([`to_peer_port_from`]).
-    pub owner: Option<u32>,
 }
 
 /// Every established TCP socket whose local port is `port`, with its bytes.
-pub fn on_local_port(port: u16) -> std::io::Result<Vec<TcpBytes>> {
-    query(&format!("( sport = :{port} )"), false)
+pub fn on_local_port(port: u16) -> io::Result<Vec<TcpBytes>> {
+    Ok(established(|socket| socket.source_port == port)?
+        .into_iter()
+        .map(|(bytes, _)| bytes)
+        .collect())
 }
 
 /// Every established TCP socket of process `pid` connected to port `port`, with its bytes.
-pub fn to_peer_port_from(port: u16, pid: u32) -> std::io::Result<Vec<TcpBytes>> {
-    let sockets = query(&format!("( dport = :{port} )"), true)?;
-    Ok(sockets
+pub fn to_peer_port_from(port: u16, pid: u32) -> io::Result<Vec<TcpBytes>> {
+    let held = socket_inodes(pid)?;
+    Ok(established(|socket| socket.destination_port == port)?
         .into_iter()
-        .filter(|s| s.owner == Some(pid))
+        .filter(|(_, inode)| held.contains(inode))
+        .map(|(bytes, _)| bytes)
         .collect())
 }
 
@@ -97,154 +110,144 @@ impl WireBytes {
     }
 }
 
-/// Runs `ss` with `filter` (and the owning processes, with `owners`) and reads its answer.
-fn query(filter: &str, owners: bool) -> std::io::Result<Vec<TcpBytes>> {
-    let options = if owners { "-tinpH" } else { "-tinH" };
-    let output = Command::new("ss")
-        .args([options, "state", "established", filter])
-        .output()
-        .map_err(|e| std::io::Error::new(e.kind(), format!("running ss (iproute2): {e}")))?;
-    if !output.status.success() {
-        return Err(std::io::Error::other(format!(
-            "ss failed: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        )));
+/// Every established TCP socket, IPv4 and IPv6, whose addresses `wanted` keeps: its bytes and
+/// its inode. Sockets whose kernel reports no `tcp_info` are left out.
+fn established(wanted: impl Fn(&SocketId) -> bool) -> io::Result<Vec<(TcpBytes, u32)>> {
+    let mut socket = netlink_sys::Socket::new(NETLINK_SOCK_DIAG)?;
+    socket.bind_auto()?;
+    socket.connect(&netlink_sys::SocketAddr::new(0, 0))?;
+    let mut found = Vec::new();
+    for (family, any) in [
+        (AF_INET, SocketId::new_v4()),
+        (AF_INET6, SocketId::new_v6()),
+    ] {
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+        let request = SockDiagMessage::InetRequest(InetRequest {
+            family,
+            protocol: IPPROTO_TCP,
+            extensions: ExtensionFlags::INFO,
+            states: StateFlags::ESTABLISHED,
+            socket_id: any,
+        });
+        let mut message = NetlinkMessage::new(header, request.into());
+        message.finalize();
+        let mut buffer = vec![0; message.buffer_len()];
+        message.serialize(&mut buffer);
+        socket.send(&buffer, 0)?;
+        dump(&socket, &wanted, &mut found)?;
     }
-    Ok(parse(&String::from_utf8_lossy(&output.stdout)))
+    Ok(found)
 }
 
-/// `ss -tinH` output: a line with the queues and addresses per socket (and with `-p`, its
-/// `users:(("name",pid=N,fd=M))`), then an indented line of its `tcp_info` as `name:value`
-/// words. Sockets whose kernel does not report `bytes_sent`/`bytes_received` (before Linux
-/// 4.19) are left out.
-fn parse(text: &str) -> Vec<TcpBytes> {
-    let mut sockets = Vec::new();
-    let mut addresses = None;
-    for line in text.lines() {
-        if !line.starts_with(char::is_whitespace) {
-            // Recv-Q, Send-Q, local address, peer address, then the owner.
-            let words: Vec<&str> = line.split_whitespace().collect();
-            let owner = line
-                .split_once("pid=")
-                .and_then(|(_, rest)| rest.split(|c: char| !c.is_ascii_digit()).next())
-                .and_then(|pid| pid.parse().ok());
-            addresses = match words.as_slice() {
-                [_, _, local, peer, ..] => address(local).zip(address(peer)).map(|a| (a, owner)),
-                _ => None,
-            };
-            continue;
+/// Reads the kernel's answers to one dump request until it says it is done.
+fn dump(
+    socket: &netlink_sys::Socket,
+    wanted: &impl Fn(&SocketId) -> bool,
+    found: &mut Vec<(TcpBytes, u32)>,
+) -> io::Result<()> {
+    let broken = |why: String| io::Error::other(format!("sock_diag: {why}"));
+    loop {
+        let (received, _) = socket.recv_from_full()?;
+        let mut at = 0;
+        // One read holds several messages, one per socket.
+        while at < received.len() {
+            let message = NetlinkMessage::<SockDiagMessage>::deserialize(&received[at..])
+                .map_err(|e| broken(e.to_string()))?;
+            let length = message.header.length as usize;
+            match message.payload {
+                NetlinkPayload::Done(_) => return Ok(()),
+                NetlinkPayload::Error(error) => return Err(broken(error.to_string())),
+                NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(response))
+                    if wanted(&response.header.socket_id) =>
+                {
+                    found.extend(bytes_of(&response));
+                }
+                _ => {}
+            }
+            if length == 0 {
+                break;
+            }
+            at += length;
         }
-        let Some(((local, peer), owner)) = addresses.take() else {
+    }
+}
+
+/// A socket's addresses and bytes, from the kernel's answer about it.
+fn bytes_of(response: &InetResponse) -> Option<(TcpBytes, u32)> {
+    let id = &response.header.socket_id;
+    response.nlas.iter().find_map(|nla| match nla {
+        Nla::TcpInfo(info) => Some((
+            TcpBytes {
+                local: SocketAddr::new(id.source_address, id.source_port),
+                peer: SocketAddr::new(id.destination_address, id.destination_port),
+                sent: info.bytes_sent.saturating_sub(info.bytes_retrans),
+                received: info.bytes_received,
+            },
+            response.header.inode,
+        )),
+        _ => None,
+    })
+}
+
+/// The inodes of the sockets process `pid` holds open, from its file descriptors.
+fn socket_inodes(pid: u32) -> io::Result<HashSet<u32>> {
+    let mut inodes = HashSet::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))? {
+        // A descriptor closed while the directory is read is gone, not an error.
+        let Ok(target) = std::fs::read_link(entry?.path()) else {
             continue;
         };
-        let fields: HashMap<&str, u64> = line
-            .split_whitespace()
-            .filter_map(|word| word.split_once(':'))
-            .filter_map(|(name, value)| Some((name, value.parse().ok()?)))
-            .collect();
-        if let (Some(&sent), Some(&received)) =
-            (fields.get("bytes_sent"), fields.get("bytes_received"))
-        {
-            let retransmitted = fields.get("bytes_retrans").copied().unwrap_or(0);
-            sockets.push(TcpBytes {
-                local,
-                peer,
-                sent: sent.saturating_sub(retransmitted),
-                received,
-                owner,
-            });
-        }
+        let inode = target
+            .to_str()
+            .and_then(|t| t.strip_prefix("socket:["))
+            .and_then(|t| t.strip_suffix(']'))
+            .and_then(|t| t.parse::<u32>().ok());
+        inodes.extend(inode);
     }
-    sockets
-}
-
-/// An address as `ss` prints it: `1.2.3.4:80`, `[::1]:80`, or with a `%interface` scope.
-fn address(text: &str) -> Option<SocketAddr> {
-    let text = match text.split_once('%') {
-        // `[fe80::1%eth0]:80` or `10.0.0.1%eth0:80`: the scope goes, the port stays.
-        Some((address, rest)) => {
-            let port = rest.rsplit_once(':')?.1;
-            let address = address.trim_start_matches('[');
-            return format!("{address}:{port}")
-                .parse()
-                .ok()
-                .or_else(|| format!("[{address}]:{port}").parse().ok());
-        }
-        None => text,
-    };
-    text.parse().ok()
+    Ok(inodes)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Each socket's addresses and bytes, retransmissions taken off, sockets without the
-    /// byte counters left out.
-    #[test]
-    fn reads_sockets_and_their_bytes() {
-        let text = "\
-0      0      127.0.0.1:1883 127.0.0.1:40000 users:((\"pushbench\",pid=4242,fd=9))
-\t cubic wscale:7,7 rto:204 bytes_sent:1500 bytes_retrans:100 bytes_acked:1401 bytes_received:77 segs_out:9
-0      0      [::1]:1883 [::1]:40001
-\t cubic bytes_sent:10 bytes_received:20
-0      0      127.0.0.1:1883 127.0.0.1:40002
-\t cubic rto:204 bytes_acked:1
-";
-        assert_eq!(
-            parse(text),
-            vec![
-                TcpBytes {
-                    local: "127.0.0.1:1883".parse().unwrap(),
-                    peer: "127.0.0.1:40000".parse().unwrap(),
-                    sent: 1400,
-                    received: 77,
-                    owner: Some(4242),
-                },
-                TcpBytes {
-                    local: "[::1]:1883".parse().unwrap(),
-                    peer: "[::1]:40001".parse().unwrap(),
-                    sent: 10,
-                    received: 20,
-                    owner: None,
-                },
-            ]
-        );
-    }
-
-    /// Scoped addresses keep their port.
-    #[test]
-    fn reads_scoped_addresses() {
-        assert_eq!(
-            address("10.0.0.1%eth0:80"),
-            Some("10.0.0.1:80".parse().unwrap())
-        );
-        assert_eq!(
-            address("[fe80::1%eth0]:80"),
-            Some("[fe80::1]:80".parse().unwrap())
-        );
-        assert_eq!(address("nonsense"), None);
-    }
-
-    /// A real connection's bytes, as the kernel counted them.
+    /// A real connection's bytes, as the kernel counted them, from both ends.
     #[test]
     fn counts_a_real_connection() {
         use std::io::{Read as _, Write as _};
+        for ip in ["127.0.0.1", "::1"] {
+            let listener = std::net::TcpListener::bind((ip, 0)).unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let mut client = std::net::TcpStream::connect((ip, port)).unwrap();
+            let (mut server, _) = listener.accept().unwrap();
+            server.write_all(&[7; 1000]).unwrap();
+            let mut buffer = [0; 1000];
+            client.read_exact(&mut buffer).unwrap();
+            client.write_all(&[1; 10]).unwrap();
+            server.read_exact(&mut buffer[..10]).unwrap();
+            let sockets = on_local_port(port).expect("sock_diag");
+            assert_eq!(sockets.len(), 1, "{ip}: {sockets:?}");
+            assert_eq!((sockets[0].sent, sockets[0].received), (1000, 10), "{ip}");
+            assert_eq!(sockets[0].peer, client.local_addr().unwrap(), "{ip}");
+            // The client's end, found by its process.
+            let ours = to_peer_port_from(port, std::process::id()).unwrap();
+            assert_eq!(ours.len(), 1, "{ip}: {ours:?}");
+            assert_eq!((ours[0].sent, ours[0].received), (10, 1000), "{ip}");
+        }
+    }
+
+    /// Another process's sockets are not this one's.
+    #[test]
+    fn a_process_holds_only_its_own_sockets() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let mut client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        let (mut server, _) = listener.accept().unwrap();
-        server.write_all(&[7; 1000]).unwrap();
-        let mut buffer = [0; 1000];
-        client.read_exact(&mut buffer).unwrap();
-        client.write_all(&[1; 10]).unwrap();
-        server.read_exact(&mut buffer[..10]).unwrap();
-        let sockets = on_local_port(port).expect("ss from iproute2 (.ci/run installs it)");
-        assert_eq!(sockets.len(), 1, "{sockets:?}");
-        assert_eq!((sockets[0].sent, sockets[0].received), (1000, 10));
-        // The client's end, found by its process.
-        let ours = to_peer_port_from(port, std::process::id()).unwrap();
-        assert_eq!(ours.len(), 1, "{ours:?}");
-        assert_eq!((ours[0].sent, ours[0].received), (10, 1000));
+        let _client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let _accepted = listener.accept().unwrap();
+        assert_eq!(to_peer_port_from(port, 1).unwrap_or_default(), vec![]);
+        assert!(
+            to_peer_port_from(port, u32::MAX).is_err(),
+            "no such process"
+        );
     }
 }

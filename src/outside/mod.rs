@@ -78,7 +78,7 @@ pub fn refuses(transport: Transport, settings: &SettingValues) -> Option<String>
 }
 
 /// Where `transport`'s subscribers go on the server `settings` name: `target` as it is for
-/// pushbench's own, with the profile's path for another (or why they cannot).
+/// pushbench's own, with the profile's path and parameters for another (or why they cannot).
 pub fn subscriber_target(
     transport: Transport,
     settings: &SettingValues,
@@ -88,13 +88,16 @@ pub fn subscriber_target(
         return Ok(target);
     };
     let subscription = profile.subscription(transport.name())?;
+    let fill = Fill {
+        listen: target.addr,
+        dir: std::path::Path::new(""),
+        topic: publish::TOPIC,
+    };
     if let Some(path) = &subscription.path {
-        let fill = Fill {
-            listen: target.addr,
-            dir: std::path::Path::new(""),
-            topic: publish::TOPIC,
-        };
         target.path = Some(fill.fill(path));
+    }
+    for (name, template) in &subscription.params {
+        target.params.insert(name.clone(), fill.fill(template));
     }
     Ok(target)
 }

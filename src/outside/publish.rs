@@ -32,6 +32,12 @@ pub const TOPIC: &str = "events";
 /// How often the channel's subscribers are counted.
 const PRESENCE_EVERY: Duration = Duration::from_millis(20);
 
+/// How long the server's count must stay below the subscribers held before they are let go:
+/// a long-poll subscriber is counted only while its request is held, and is between two
+/// requests for a moment after each answer (longer while the load is busy), which is not
+/// leaving. Every row's end waits this much longer for it.
+const LEAVE_AFTER: Duration = Duration::from_secs(2);
+
 /// How often the subscribers' connections' bytes are read.
 const WIRE_SAMPLE_EVERY: Duration = Duration::from_millis(500);
 
@@ -61,6 +67,7 @@ pub async fn serve(
         connection: Connection::new(&own),
         hub: Arc::clone(&hub),
         counted: Vec::new(),
+        fewer: None,
     };
     let mut publisher = Connection::new(&own);
     let publishing = publish_stream(publish, server, &hub, config.batch, &mut publisher);
@@ -70,12 +77,27 @@ pub async fn serve(
         Ok::<_, io::Error>(())
     };
     let mut publishing = std::pin::pin!(publishing);
+    // The channel's subscribers are counted on their own clock, beside the publishing: a
+    // count the server is slow to answer must not hold up the reading taken as the last
+    // event's request is answered (the row's stats may be read soon after).
+    let counting = async {
+        let mut count = tokio::time::interval(PRESENCE_EVERY);
+        loop {
+            count.tick().await;
+            presence.count().await;
+        }
+    };
+    let mut counting = std::pin::pin!(counting);
     let mut published = false;
-    let mut count = tokio::time::interval(PRESENCE_EVERY);
     let mut sample = tokio::time::interval(WIRE_SAMPLE_EVERY);
+    let exclude_own = |wire: &mut WireBytes| {
+        let opened = std::mem::take(&mut *own.lock().unwrap_or_else(|e| e.into_inner()));
+        opened.into_iter().for_each(|port| wire.exclude(port));
+    };
     loop {
         tokio::select! {
-            _ = shutdown.cancelled() => break,
+            // Biased: the stream's end, ready with the stop, is taken first.
+            biased;
             done = &mut publishing, if !published => {
                 done?;
                 published = true;
@@ -83,16 +105,23 @@ pub async fn serve(
                 // subscribers close only once they have read it. Their connections' bytes are
                 // read now, before they go, and counted once (a write still under way then is
                 // missed).
+                exclude_own(&mut wire);
                 wire.sample();
                 wire.count();
             }
-            _ = count.tick() => {
-                presence.count().await;
-                let opened = std::mem::take(&mut *own.lock().unwrap_or_else(|e| e.into_inner()));
-                opened.into_iter().for_each(|port| wire.exclude(port));
+            _ = shutdown.cancelled() => break,
+            () = &mut counting => {}
+            _ = sample.tick(), if !published => {
+                exclude_own(&mut wire);
+                wire.sample();
             }
-            _ = sample.tick(), if !published => wire.sample(),
         }
+    }
+    if !published {
+        // Stopped before the stream ended: what the connections carried until now counts.
+        exclude_own(&mut wire);
+        wire.sample();
+        wire.count();
     }
     Ok(())
 }
@@ -162,11 +191,16 @@ struct Presence {
     connection: Connection,
     hub: Arc<Hub>,
     counted: Vec<SubscriberGuard>,
+    /// Since when the server has counted fewer than are held, if it does now, and the most it
+    /// counted since.
+    fewer: Option<(tokio::time::Instant, usize)>,
 }
 
 impl Presence {
-    /// Asks the server, and joins or leaves the hub to match its answer (a failed answer
-    /// changes nothing: the next one is 20 ms away).
+    /// Asks the server, and joins or leaves the hub to match its answer: at once for more;
+    /// for fewer, after [`LEAVE_AFTER`] of answers below, down to the most of them (a
+    /// subscriber between two polls at one answer was counted at another). A failed answer
+    /// changes nothing: the next one is 20 ms away.
     async fn count(&mut self) {
         let presence = &self.publish.presence;
         let fill = Fill {
@@ -205,7 +239,19 @@ impl Presence {
         while self.counted.len() < count {
             self.counted.push(self.hub.join());
         }
-        self.counted.truncate(count);
+        if count == self.counted.len() {
+            self.fewer = None;
+            return;
+        }
+        let (since, most) = self
+            .fewer
+            .get_or_insert_with(|| (tokio::time::Instant::now(), count));
+        *most = (*most).max(count);
+        if since.elapsed() >= LEAVE_AFTER {
+            let most = *most;
+            self.counted.truncate(most);
+            self.fewer = None;
+        }
     }
 }
 

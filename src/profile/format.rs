@@ -104,6 +104,11 @@ pub struct Subscription {
     /// The path subscribers request (template; none: the transport's own).
     #[serde(default)]
     pub path: Option<String>,
+    /// What the transport's clients need to know besides, by name, handed to them as their
+    /// target's parameters (templates): long polling's `cursor` says how the server keeps a
+    /// subscriber's place.
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
 }
 
 /// What fills a profile's templates.

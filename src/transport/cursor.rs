@@ -358,20 +358,21 @@ async fn poll(
                 ));
             }
         }
-        let answer = match request(target, config, &mut connection, &path).await {
-            Ok((status, body)) if status.is_success() => Ok((status, body)),
+        let answer = match request(target, config, &mut connection, &path, &[]).await {
+            Ok(Answer { status, body, .. }) if status.is_success() => Ok((status, body)),
             // The cursor is older than the server's replay window: the gap says what is gone,
             // and the next request reads on after it.
-            Ok((StatusCode::GONE, body)) if Gap::decode(&body).is_some() => {
+            Ok(Answer {
+                status: StatusCode::GONE,
+                body,
+                ..
+            }) if Gap::decode(&body).is_some() => {
                 if let Some(gap) = Gap::decode(&body) {
                     sink.gap(gap);
                 }
                 continue;
             }
-            Ok((status, body)) => Err(ClientError::Status {
-                status: status.as_u16(),
-                body: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
-            }),
+            Ok(Answer { status, body, .. }) => Err(refused(status, &body)),
             Err(error) => Err(error),
         };
         let (_, body) = match answer {
@@ -446,12 +447,12 @@ async fn poll(
         confirm_end(config, || async {
             // A connection of its own: the last one may be the one a middlebox cut.
             let mut connection = None;
-            match request(target, config, &mut connection, &path).await? {
-                (StatusCode::NO_CONTENT, _) => Ok(()),
-                (status, body) => Err(ClientError::Status {
-                    status: status.as_u16(),
-                    body: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
-                }),
+            match request(target, config, &mut connection, &path, &[]).await? {
+                Answer {
+                    status: StatusCode::NO_CONTENT,
+                    ..
+                } => Ok(()),
+                Answer { status, body, .. } => Err(refused(status, &body)),
             }
         })
         .await;
@@ -459,35 +460,54 @@ async fn poll(
     Ok(())
 }
 
+/// A poll the server answered with `status` other than the ones the client reads on from.
+pub(crate) fn refused(status: StatusCode, body: &[u8]) -> ClientError {
+    ClientError::Status {
+        status: status.as_u16(),
+        body: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
+    }
+}
+
+/// An answer to one poll, read whole.
+pub(crate) struct Answer {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+}
+
 /// One GET on the subscriber's connection (opened first if there is none, or the server closed
-/// it), its whole answer read, within the request timeout.
-async fn request(
+/// it), with `headers` beside the ones every poll sends, its whole answer read, within the
+/// request timeout.
+pub(crate) async fn request(
     target: &Target,
     config: &ClientConfig,
     connection: &mut Option<SendRequest<Empty<Bytes>>>,
     path: &str,
-) -> Result<(StatusCode, Bytes), ClientError> {
-    let sender = match connection {
-        Some(sender) if !sender.is_closed() => sender,
-        _ => connection.insert(http1_connect(target.addr, config).await?),
-    };
+    headers: &[(&str, &str)],
+) -> Result<Answer, ClientError> {
+    let sender = open(target, config, connection).await?;
     let broken = |e: hyper::Error| ClientError::Protocol(format!("HTTP: {e}"));
     let exchange = async {
         sender.ready().await.map_err(broken)?;
-        let accept: Vec<_> = COMPRESSION
+        let mut sent: Vec<_> = COMPRESSION
             .read(&config.settings)
             .accept_encoding()
             .into_iter()
             .collect();
+        sent.extend_from_slice(headers);
         let response = sender
-            .send_request(get_request(&target.authority(), path, &accept)?)
+            .send_request(get_request(&target.authority(), path, &sent)?)
             .await
             .map_err(broken)?;
         let status = response.status();
         let (head, body) = response.into_parts();
         let body = body.collect().await.map_err(broken)?.to_bytes();
         let body = decode_body(&head.headers, body).map_err(ClientError::Protocol)?;
-        Ok::<_, ClientError>((status, body))
+        Ok::<_, ClientError>(Answer {
+            status,
+            headers: head.headers,
+            body,
+        })
     };
     tokio::time::timeout(config.request_timeout, exchange)
         .await
@@ -497,6 +517,21 @@ async fn request(
                 config.request_timeout
             ))
         })?
+}
+
+/// The subscriber's connection: the open one, or a new one where there is none or the server
+/// closed it.
+pub(crate) async fn open<'a>(
+    target: &Target,
+    config: &ClientConfig,
+    connection: &'a mut Option<SendRequest<Empty<Bytes>>>,
+) -> Result<&'a mut SendRequest<Empty<Bytes>>, ClientError> {
+    if connection.as_ref().is_none_or(SendRequest::is_closed) {
+        *connection = Some(http1_connect(target.addr, config).await?);
+    }
+    connection
+        .as_mut()
+        .ok_or_else(|| ClientError::Protocol("HTTP: no connection to poll on".into()))
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! Long polling: `GET /events?after=SEQ` is held until events after SEQ exist (or the hold
 //! expires, answered with an empty batch); the client asks again at once with the new cursor.
-//! Server and client are the shared cursor API with a hold and no pause.
+//! Server and client are the shared cursor API with a hold and no pause. A server pushbench
+//! did not write may keep the subscriber's place otherwise: its target's `cursor` parameter
+//! says how (`cache-validators`: [`validators`]).
 
 use std::time::Duration;
 
@@ -9,6 +11,10 @@ use super::{Colour, KeepAlive, Redelivery, Requests, Setting, Side, Spec, Traits
 
 mod client;
 mod server;
+mod validators;
+
+/// The target parameter that says how a server keeps a subscriber's place.
+pub(crate) const CURSOR: &str = "cursor";
 
 /// How long the server holds a poll that finds nothing new.
 pub static HOLD: Setting<Duration> = Setting {
