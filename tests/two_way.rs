@@ -141,14 +141,26 @@ async fn a_planted_delay_reads_in_the_round_trip() {
             let h = run.recorded.round_trip.as_ref().expect("round trips");
             h.value_at_quantile(0.5) as f64 / 1000.0
         };
-        let plain = median(&two_way(pair, &spec, 4, 20.0, Duration::ZERO).await);
-        let delayed = median(&two_way(pair, &spec, 4, 20.0, Duration::from_millis(5)).await);
-        // Every delayed round trip holds the 5 ms sleep, so its median cannot be less; counted
-        // once, not twice, it stays under the plain median plus twice the delay.
-        if delayed < 5.0 || delayed >= plain + 10.0 {
+        // Every delayed round trip holds the 5 ms sleep, so its median cannot be less;
+        // counted once, not twice, it stays under the plain median plus twice the delay.
+        let within = |(plain, delayed): (f64, f64)| delayed >= 5.0 && delayed < plain + 10.0;
+        // A burst elsewhere on the machine only ever lengthens a run's round trips, where a
+        // delay counted twice would lengthen every one of them: a pair out of bounds is
+        // measured once more, and judged by its second reading.
+        let mut reading = (0.0, 0.0);
+        for _ in 0..2 {
+            let plain = median(&two_way(pair, &spec, 4, 20.0, Duration::ZERO).await);
+            let delayed = median(&two_way(pair, &spec, 4, 20.0, Duration::from_millis(5)).await);
+            reading = (plain, delayed);
+            if within(reading) {
+                break;
+            }
+        }
+        if !within(reading) {
+            let (plain, delayed) = reading;
             wrong.push(format!(
                 "{pair:?}: the round trip's median went from {plain:.3} ms to {delayed:.3} ms, \
-                 not by the planted 5 ms"
+                 not by the planted 5 ms (twice)"
             ));
         }
     }
