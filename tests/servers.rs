@@ -306,6 +306,44 @@ async fn subscribers_resume_through_nchan_from_its_own_places() {
     let _ = std::fs::remove_dir_all(&out);
 }
 
+/// A profile file of one's own runs as a shipped one does (each process of the row reads it
+/// from its path), and a long-poll cursor its client does not know fails the row with the
+/// client's own sentence, not the server's wait for subscribers that never came.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_profile_file_of_ones_own_runs_and_its_mistakes_are_named() {
+    let _alone = common::ALONE.lock().await;
+    if server("nchan").is_none() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("pushbench-own-profile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let shipped = include_str!("../servers/nchan.toml");
+    let mine = shipped.replace("name = \"nchan\"", "name = \"mine\"");
+    let bogus = mine.replace("cursor = \"cache-validators\"", "cursor = \"bogus\"");
+    assert_ne!(
+        mine, bogus,
+        "the shipped profile names its long-poll cursor"
+    );
+    let (good, bad) = (dir.join("mine.toml"), dir.join("bogus.toml"));
+    std::fs::write(&good, mine).unwrap();
+    std::fs::write(&bad, bogus).unwrap();
+    let named = |file: &Path| (SERVER.name.to_owned(), file.display().to_string());
+    let outcome = run(small_run("longpoll", &named(&good), &[], &dir.join("good")))
+        .await
+        .unwrap();
+    let row = &Results::read(&outcome.path).unwrap().runs[0];
+    assert!(!row.failed && row.digest_ok, "{:?}", row.error);
+    assert_eq!(row.key.server, "mine");
+    let outcome = run(small_run("longpoll", &named(&bad), &[], &dir.join("bad"))).await;
+    let path = outcome.map(|o| o.path).unwrap_or_else(|failed| {
+        panic!("a failed row is reported, not the run's failure: {failed:#}")
+    });
+    let row = &Results::read(&path).unwrap().runs[0];
+    let error = row.error.as_deref().unwrap_or_default();
+    assert!(row.failed && error.contains("cursor \"bogus\""), "{error}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// What a profile's server cannot do is refused with the reason, before anything starts: a
 /// transport it has no subscribers of, and a serving-side setting its profile does not take.
 #[test]

@@ -400,7 +400,17 @@ async fn stream(
         anyhow::bail!("server {status} during the stream; its stderr:\n{stderr}");
     }
     let server_settings = server.settings().clone();
-    let stats = server.finish(Duration::from_secs(30)).await?;
+    let stats = server
+        .finish(Duration::from_secs(30))
+        .await
+        .map_err(|error| {
+            // A server left waiting for subscribers that never came says less than why they
+            // did not: their own first error leads.
+            match parts.iter().flat_map(|part| &part.errors).next() {
+                Some(why) => anyhow::anyhow!("the subscribers failed: {why} (then: {error})"),
+                None => error,
+            }
+        })?;
     Ok(Streamed {
         stats,
         server_settings,

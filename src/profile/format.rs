@@ -28,6 +28,10 @@ pub struct Profile {
     /// is refused: the server cannot do what pushbench's own would).
     #[serde(default)]
     pub takes: Vec<String>,
+    /// The file it was read from, for one not shipped: the `server` setting names it so, as
+    /// every process of a row must read the same profile (its name alone is not enough).
+    #[serde(skip)]
+    pub file: Option<std::path::PathBuf>,
 }
 
 /// How the server is started: a program on the row's address, with files written for it.

@@ -74,8 +74,13 @@ impl Value for ServerChoice {
         Ok(ServerChoice(Some(profile)))
     }
 
+    /// How a run's settings carry it: the name of pushbench's own or a shipped profile, the
+    /// path of a profile file (which the other processes of the row read again).
     fn show(self) -> String {
-        self.name().to_owned()
+        match self.0.and_then(|p| p.file.as_deref()) {
+            Some(file) => file.display().to_string(),
+            None => self.name().to_owned(),
+        }
     }
 }
 
@@ -120,7 +125,9 @@ fn from_file(path: &Path) -> Result<&'static Profile, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("the profile {}: {e}", path.display()))?;
     // Kept for the process's life, as the shipped ones are: a setting's value is `'static`.
-    let profile: &'static Profile = Box::leak(Box::new(read(&text, &path.display().to_string())?));
+    let mut profile = read(&text, &path.display().to_string())?;
+    profile.file = Some(path.to_owned());
+    let profile: &'static Profile = Box::leak(Box::new(profile));
     read_already.insert(path.to_owned(), profile);
     Ok(profile)
 }
@@ -225,6 +232,15 @@ mod tests {
         let why = ServerChoice::parse(bad.to_str().unwrap()).unwrap_err();
         assert!(why.contains("bad.toml") && why.contains("line 2"), "{why}");
         assert!(why.contains("sumary"), "{why}");
+        // A profile of one's own is carried by its path, so that each process of the row reads
+        // it again (its name is no shipped one's), and named in results by its name.
+        let own = dir.join("own.toml");
+        let nchan = SHIPPED[0].1.replace("name = \"nchan\"", "name = \"mine\"");
+        std::fs::write(&own, nchan).unwrap();
+        let choice = ServerChoice::parse(own.to_str().unwrap()).unwrap();
+        assert_eq!(choice.name(), "mine");
+        assert_eq!(choice.show(), own.display().to_string());
+        assert_eq!(ServerChoice::parse(&choice.show()).unwrap().name(), "mine");
         let missing = ServerChoice::parse("/nonexistent/x.toml").unwrap_err();
         assert!(missing.contains("/nonexistent/x.toml"), "{missing}");
         let _ = std::fs::remove_dir_all(dir);
