@@ -28,6 +28,7 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import http from 'node:http';
+import net from 'node:net';
 import zlib from 'node:zlib';
 import { EventSource } from 'eventsource';
 import WebSocket from 'ws';
@@ -338,8 +339,11 @@ function viaGrpcio({ addr }) {
  * `bye` and stops, so the broker may be gone by the time the empty presence is sent (the more
  * likely behind the middlebox), and then there is nothing left to clear.
  */
-function viaMosquitto({ addr }) {
+async function viaMosquitto({ addr }) {
   const [host, port] = [addr.slice(0, addr.lastIndexOf(':')), addr.slice(addr.lastIndexOf(':') + 1)];
+  // The embedded broker binds its port on a thread of its own, and mosquitto_sub does not retry
+  // a refused first connection: wait (up to 10 s) until the port accepts one.
+  await untilAccepting(host, Number(port), Date.now() + 10_000);
   const id = `interop-${process.pid}-${Date.now()}`;
   const presence = (message) => execFileSync('mosquitto_pub', ['-h', host, '-p', port, '-q', '1',
     '-r', '-t', `pushbench/presence/${id}`, ...(message ? ['-m', message] : ['-n'])]);
@@ -375,6 +379,19 @@ function viaMosquitto({ addr }) {
       resolve(events);
     });
   });
+}
+
+/** Resolves once `host:port` accepts a TCP connection, trying every 50 ms until `deadline`. */
+async function untilAccepting(host, port, deadline) {
+  for (;;) {
+    const accepted = await new Promise((resolve) => {
+      const socket = net.connect({ host, port }, () => { socket.destroy(); resolve(true); });
+      socket.on('error', () => resolve(false));
+    });
+    if (accepted) return;
+    if (Date.now() > deadline) throw new Error(`nothing accepted connections at ${host}:${port}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
 }
 
 /** Each standard client this check drives, by the name a transport declares (`interop`). */
