@@ -28,19 +28,18 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use bytes::{Bytes, BytesMut};
-use http_body_util::{BodyExt as _, Empty};
-use hyper::client::conn::http1::SendRequest;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::compression::{decode_body, Compression, COMPRESSION};
+use super::http1_client::Http1Connection;
 use super::resume::{confirm_end, Resuming};
 use super::upstream;
 use super::{
-    deliver, get_request, http1_connect, serve_http, ClientConfig, ClientError, Flow, ServerConfig,
-    Sink, TrackedListener,
+    deliver, get_request, serve_http, ClientConfig, ClientError, Flow, ServerConfig, Sink,
+    TrackedListener,
 };
 use crate::clock::now_ns;
 use crate::event::{DecodeError, Gap};
@@ -348,7 +347,7 @@ async fn poll(
         let path = target.request_path(OWN_PATH, query.as_deref());
         // A keep-alive connection the server closed between requests is replaced by the next
         // request without an error; it is a drop all the same, and counted as one.
-        if connection.as_ref().is_some_and(SendRequest::is_closed) {
+        if connection.as_mut().is_some_and(Http1Connection::is_closed) {
             dropped = true;
             sink.attempt_begins();
             if !sink.resumes() {
@@ -477,34 +476,37 @@ pub(crate) struct Answer {
 
 /// One GET on the subscriber's connection (opened first if there is none, or the server closed
 /// it), with `headers` beside the ones every poll sends, its whole answer read, within the
-/// request timeout.
+/// request timeout. The connection is left in `connection` for the next request once the
+/// answer is whole; an exchange that failed leaves none.
 pub(crate) async fn request(
     target: &Target,
     config: &ClientConfig,
-    connection: &mut Option<SendRequest<Empty<Bytes>>>,
+    connection: &mut Option<Http1Connection>,
     path: &str,
     headers: &[(&str, &str)],
 ) -> Result<Answer, ClientError> {
-    let sender = open(target, config, connection).await?;
-    let broken = |e: hyper::Error| ClientError::Protocol(format!("HTTP: {e}"));
+    open(target, config, connection).await?;
+    let Some(open) = connection.take() else {
+        return Err(ClientError::Protocol(
+            "HTTP: no connection to poll on".into(),
+        ));
+    };
     let exchange = async {
-        sender.ready().await.map_err(broken)?;
         let mut sent: Vec<_> = COMPRESSION
             .read(&config.settings)
             .accept_encoding()
             .into_iter()
             .collect();
         sent.extend_from_slice(headers);
-        let response = sender
-            .send_request(get_request(&target.authority(), path, &sent)?)
-            .await
-            .map_err(broken)?;
-        let status = response.status();
+        let response = open
+            .send(&get_request(&target.authority(), path, &sent)?)
+            .await?;
         let (head, body) = response.into_parts();
-        let body = body.collect().await.map_err(broken)?.to_bytes();
+        let (body, kept) = body.collect().await?;
+        *connection = Some(kept);
         let body = decode_body(&head.headers, body).map_err(ClientError::Protocol)?;
         Ok::<_, ClientError>(Answer {
-            status,
+            status: head.status,
             headers: head.headers,
             body,
         })
@@ -524,10 +526,11 @@ pub(crate) async fn request(
 pub(crate) async fn open<'a>(
     target: &Target,
     config: &ClientConfig,
-    connection: &'a mut Option<SendRequest<Empty<Bytes>>>,
-) -> Result<&'a mut SendRequest<Empty<Bytes>>, ClientError> {
-    if connection.as_ref().is_none_or(SendRequest::is_closed) {
-        *connection = Some(http1_connect(target.addr, config).await?);
+    connection: &'a mut Option<Http1Connection>,
+) -> Result<&'a mut Http1Connection, ClientError> {
+    if connection.as_mut().is_none_or(Http1Connection::is_closed) {
+        *connection = None;
+        *connection = Some(Http1Connection::open(&config.dialer(), target.addr).await?);
     }
     connection
         .as_mut()

@@ -25,6 +25,7 @@ pub mod credentials;
 mod cursor;
 pub mod endpoint;
 mod http;
+mod http1_client;
 #[macro_use]
 pub mod implementation;
 pub mod listener;
@@ -745,8 +746,9 @@ impl Dialer<'_> {
         Ok(tls::MaybeTls::Tls(Box::new(secured)))
     }
 
-    /// An HTTP/1.1 connection of one subscriber's own, as a browser tab or a service holds one,
-    /// driven by a task of its own. Requests go over it one after another (keep-alive); it
+    /// A hyper HTTP/1.1 connection of one client's own (webhook deliveries, messages sent up,
+    /// eventsource-client's row; a subscriber's streamed or held GETs go on the leaner
+    /// [`http1_client::Http1Connection`]), driven by a task of its own. Requests go over it one after another (keep-alive); it
     /// needs no pool, proxy or resolver, which a general-purpose client would carry per
     /// subscriber (and an `HTTP_PROXY` in the environment cannot reroute it).
     ///
@@ -840,15 +842,6 @@ pub(crate) async fn connect_tcp(
     config: &ClientConfig,
 ) -> Result<ClientStream, ClientError> {
     config.dialer().connect(server, &[]).await
-}
-
-/// A subscriber's HTTP/1.1 connection to `server` ([`Dialer::http1`]).
-pub(crate) async fn http1_connect(
-    server: SocketAddr,
-    config: &ClientConfig,
-) -> Result<hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>, ClientError>
-{
-    config.dialer().http1(server).await
 }
 
 /// A GET of `path` on the server named `authority` (its `Host`), with the headers a subscriber

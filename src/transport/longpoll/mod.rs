@@ -40,7 +40,7 @@ pub static SPEC: Spec = Spec {
     )],
     clients: &[client_impl!(
         super::implementation::OWN,
-        "hyper HTTP/1.1, asks again at once",
+        "lean HTTP/1.1 (httparse) keep-alive connection, asks again at once",
         client::subscribe
     )],
     settings: resumable_settings![http, &HOLD],

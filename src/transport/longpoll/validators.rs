@@ -73,8 +73,8 @@ pub(crate) async fn subscribe(
     let mut holding = false;
     loop {
         if connection
-            .as_ref()
-            .is_some_and(hyper::client::conn::http1::SendRequest::is_closed)
+            .as_mut()
+            .is_some_and(crate::transport::http1_client::Http1Connection::is_closed)
         {
             holding = false;
             sink.attempt_begins();

@@ -34,7 +34,7 @@ pub static SPEC: Spec = Spec {
     )],
     clients: &[client_impl!(
         super::implementation::OWN,
-        "hyper HTTP/1.1 at a fixed interval",
+        "lean HTTP/1.1 (httparse) keep-alive connection, at a fixed interval",
         client::subscribe
     )],
     settings: resumable_settings![http, &INTERVAL],

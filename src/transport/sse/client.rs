@@ -1,18 +1,18 @@
-//! pushbench's SSE client: `sse-stream` over hyper, reconnecting with `Last-Event-ID` as
-//! `EventSource` does, and in two-way traffic POSTing its messages up beside the stream.
+//! pushbench's SSE client: `sse-stream` over the house's lean HTTP/1.1 connection,
+//! reconnecting with `Last-Event-ID` as `EventSource` does, and in two-way traffic POSTing its
+//! messages up beside the stream.
 
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, Response, StatusCode};
 use bytes::Bytes;
-use http_body_util::BodyExt as _;
+use futures_util::Stream;
 use sse_stream::SseByteStream;
 
 use crate::clock::now_ns;
 use crate::transport::compression::{decoded, decoder_for, COMPRESSION};
+use crate::transport::http1_client::Http1Connection;
 use crate::transport::resume::{confirm_end, Resuming};
 use crate::transport::upstream;
-use crate::transport::{
-    deliver, http1_connect, ArrivalClock, ClientConfig, ClientError, Flow, Sink, Target,
-};
+use crate::transport::{deliver, ArrivalClock, ClientConfig, ClientError, Flow, Sink, Target};
 
 use super::OWN_PATH;
 
@@ -20,11 +20,13 @@ use super::OWN_PATH;
 /// with `Last-Event-ID` (as a browser's `EventSource` does) when the stream ends before the sink
 /// has enough.
 ///
-/// The load side parses with the `sse-stream` crate over a hyper connection of its own rather than with
+/// The load side parses with the `sse-stream` crate over a connection of its own rather than with
 /// `eventsource-client`: the standard client spent ~0.44 us and several allocations per event
 /// in parsing alone (see `benches/components.rs`), which made the load, not the server, the
-/// limit of every SSE row. Standard clients are still checked against the server by the
-/// interop tests (the npm `eventsource` package).
+/// limit of every SSE row. The connection is the house's lean HTTP/1.1 one, not hyper's, whose
+/// buffers and channel cost 24 KiB per subscriber. Standard clients are still checked against
+/// the server by the interop tests (the npm `eventsource` package), and eventsource-client is a
+/// row of its own.
 pub(crate) async fn subscribe(
     target: &Target,
     config: &ClientConfig,
@@ -41,11 +43,11 @@ pub(crate) async fn subscribe(
             let host =
                 HeaderValue::from_str(authority).map_err(|e| ClientError::Config(e.to_string()))?;
             request.headers_mut().insert(header::HOST, host);
-            http1_connect(server, config)
+            let response = Http1Connection::open(&config.dialer(), server)
                 .await?
-                .send_request(request)
-                .await
-                .map_err(|e| ClientError::Protocol(format!("SSE: {e}")))
+                .send(&request)
+                .await?;
+            Ok(response.map(|body| body.into_stream()))
         })
         .await
     };
@@ -55,14 +57,12 @@ pub(crate) async fn subscribe(
     upstream::together(receiving, sending).await
 }
 
-/// The response to one `GET /sse`, over a connection of the subscriber's own or a stream on a
-/// shared HTTP/2 connection.
-pub(crate) type SseResponse = axum::http::Response<hyper::body::Incoming>;
-
-/// The EventSource loop over whatever `send` sends requests on: one response of the stream
-/// after another, with `Last-Event-ID` once an event id was seen, until the sink has enough or
-/// the server says there is nothing more.
-pub(crate) async fn subscribe_over<F, Fut>(
+/// The EventSource loop over whatever `send` sends requests on (a connection of the
+/// subscriber's own, or a stream on a shared HTTP/2 connection), each answered with a response
+/// whose body is a stream of bytes: one response of the stream after another, with
+/// `Last-Event-ID` once an event id was seen, until the sink has enough or the server says
+/// there is nothing more.
+pub(crate) async fn subscribe_over<F, Fut, B, E>(
     target: &Target,
     config: &ClientConfig,
     sink: &mut dyn Sink,
@@ -70,7 +70,9 @@ pub(crate) async fn subscribe_over<F, Fut>(
 ) -> Result<(), ClientError>
 where
     F: FnMut(axum::http::Request<http_body_util::Empty<Bytes>>) -> Fut,
-    Fut: std::future::Future<Output = Result<SseResponse, ClientError>>,
+    Fut: std::future::Future<Output = Result<Response<B>, ClientError>>,
+    B: Stream<Item = Result<Bytes, E>>,
+    E: std::fmt::Display,
 {
     let mut sink = Resuming::new(sink, config);
     let mut last_event_id: Option<String> = None;
@@ -124,7 +126,7 @@ fn stream_request(
 /// One response of the stream, sending `Last-Event-ID` when an event id was seen: `Ok` once
 /// the sink has enough or the server says there is nothing more (204), an error when the
 /// response broke or ended first.
-async fn stream_once<F, Fut>(
+async fn stream_once<F, Fut, B, E>(
     target: &Target,
     config: &ClientConfig,
     send: &mut F,
@@ -133,7 +135,9 @@ async fn stream_once<F, Fut>(
 ) -> Result<(), ClientError>
 where
     F: FnMut(axum::http::Request<http_body_util::Empty<Bytes>>) -> Fut,
-    Fut: std::future::Future<Output = Result<SseResponse, ClientError>>,
+    Fut: std::future::Future<Output = Result<Response<B>, ClientError>>,
+    B: Stream<Item = Result<Bytes, E>>,
+    E: std::fmt::Display,
 {
     let response = send(stream_request(target, config, last_event_id.as_deref())?).await?;
     match response.status() {
@@ -149,7 +153,7 @@ where
     }
     let decoder = decoder_for(response.headers()).map_err(ClientError::Protocol)?;
     sink.connected(now_ns());
-    let chunks = decoded(response.into_body().into_data_stream(), decoder);
+    let chunks = decoded(response.into_body(), decoder);
     let mut events = std::pin::pin!(SseByteStream::new(chunks));
     let mut clock = ArrivalClock::new();
     while let Some((item, received_ns)) = clock.next(&mut events).await {

@@ -1,7 +1,8 @@
 //! Server-Sent Events: the server (axum) streams `id:` = sequence number and `data:` = the JSON
 //! event on `/sse`, every ready batch framed into one chunk, with `retry:` first and comment
 //! heartbeats;
-//! the client parses with the `sse-stream` crate over hyper and reconnects with `Last-Event-ID`
+//! the client parses with the `sse-stream` crate over the house's lean HTTP/1.1 connection
+//! (`http1_client`) and reconnects with `Last-Event-ID`
 //! as a browser's `EventSource` does. Beside them, what many Rust services deploy: axum's own
 //! `Sse` response (`--server-impl axum-sse`) and eventsource-client (`--client-impl
 //! eventsource-client`).
@@ -54,7 +55,7 @@ pub static SPEC: Spec = Spec {
     clients: &[
         client_impl!(
             super::implementation::OWN,
-            "sse-stream over hyper, Last-Event-ID resume",
+            "sse-stream over a lean HTTP/1.1 connection (httparse), Last-Event-ID resume",
             client::subscribe
         ),
         client_impl!(

@@ -5,7 +5,7 @@ use std::sync::LazyLock;
 
 use axum::http::Uri;
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt as _, Full};
 
 use crate::transport::multiplex::Multiplexed;
 use crate::transport::sse::{self};
@@ -39,7 +39,8 @@ pub(crate) async fn subscribe(
             let mut sender = SHARED.sender(target.addr, config).await?;
             let broken = |e: hyper::Error| ClientError::Protocol(format!("SSE over HTTP/2: {e}"));
             sender.ready().await.map_err(broken)?;
-            sender.send_request(request).await.map_err(broken)
+            let response = sender.send_request(request).await.map_err(broken)?;
+            Ok(response.map(|body| body.into_data_stream()))
         })
         .await
     };

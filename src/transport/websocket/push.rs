@@ -1,6 +1,7 @@
 //! What every WebSocket server here does once a subscriber is upgraded, whichever library
 //! frames the messages: the subscription asked for in the query, then the stream pushed in
-//! batches, pings each heartbeat, messages up taken in order, and the close handshake.
+//! batches, a ping after each heartbeat without writes, messages up taken in order, and the
+//! close handshake.
 
 use std::sync::Arc;
 
@@ -101,8 +102,8 @@ where
 {
     let hub = Arc::clone(reader.hub());
     let (mut tx, mut rx) = socket.split();
-    let start = tokio::time::Instant::now() + config.heartbeat;
-    let mut heartbeat = tokio::time::interval_at(start, config.heartbeat);
+    let mut last_write = tokio::time::Instant::now();
+    let mut heartbeat = tokio::time::interval_at(last_write + config.heartbeat, config.heartbeat);
     let close: (u16, String) = loop {
         tokio::select! {
             batch = reader.next_batch(config.batch) => match batch {
@@ -110,6 +111,7 @@ where
                     if write_batch(&mut tx, &batch).await.is_err() {
                         return;
                     }
+                    last_write = tokio::time::Instant::now();
                 }
                 None if reader.at_end() => break (NORMAL, "stream complete".into()),
                 None => break (GOING_AWAY, "server shutting down".into()),
@@ -139,9 +141,19 @@ where
                 Some(Incoming::Other) => {}
             },
             _ = heartbeat.tick() => {
+                // A ping keeps a quiet connection open (as SSE's comment does): one that carried
+                // events within the heartbeat is pinged only a heartbeat after the last of them.
+                // Pinging busy connections too cost 100,000 subscribers at 0.5 ev/s a ping and a
+                // pong per delivery in seven.
+                let quiet_from = last_write + config.heartbeat;
+                if quiet_from > tokio::time::Instant::now() {
+                    heartbeat.reset_at(quiet_from);
+                    continue;
+                }
                 if tx.send(M::ping()).await.is_err() {
                     return;
                 }
+                last_write = tokio::time::Instant::now();
             }
         }
     };
@@ -193,4 +205,101 @@ fn truncated_reason(mut why: String) -> String {
     }
     why.truncate(end);
     why
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::pin::Pin;
+    use std::sync::Mutex;
+    use std::task::{Context, Poll};
+    use std::time::Duration;
+
+    /// What the push loop sent, as a library's message.
+    #[derive(Debug, PartialEq)]
+    enum Sent {
+        Text,
+        Ping,
+        Close(u16),
+    }
+
+    impl Message for Sent {
+        type Incoming = ();
+        fn text(_: Bytes) -> Self {
+            Sent::Text
+        }
+        fn ping() -> Self {
+            Sent::Ping
+        }
+        fn close(code: u16, _: String) -> Self {
+            Sent::Close(code)
+        }
+        fn read((): ()) -> Incoming {
+            Incoming::Close
+        }
+    }
+
+    /// A subscriber's socket that records what is sent and never says anything.
+    struct Recorder(Arc<Mutex<Vec<Sent>>>);
+
+    impl Stream for Recorder {
+        type Item = ();
+        fn poll_next(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<()>> {
+            Poll::Pending
+        }
+    }
+
+    impl Sink<Sent> for Recorder {
+        type Error = std::convert::Infallible;
+        fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn start_send(self: Pin<&mut Self>, item: Sent) -> Result<(), Self::Error> {
+            self.0.lock().unwrap().push(item);
+            Ok(())
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// A connection that carries events more often than the heartbeat is never pinged; one
+    /// that falls quiet is, a heartbeat after its last write.
+    #[tokio::test]
+    async fn only_quiet_connections_are_pinged() {
+        const EVENTS: u64 = 40;
+        let hub = Hub::new(EVENTS);
+        let config = Arc::new(ServerConfig {
+            heartbeat: Duration::from_millis(1500),
+            ..ServerConfig::default()
+        });
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let pushing = tokio::spawn(stream_events::<_, Sent>(
+            Recorder(Arc::clone(&sent)),
+            hub.reader(0),
+            config,
+        ));
+        let sent_now = |what: &Sent| sent.lock().unwrap().iter().filter(|s| *s == what).count();
+        // 3 s of events 100 ms apart: two heartbeats, each with writes.
+        for _ in 0..30 {
+            hub.publish(Bytes::from_static(b"{}"));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(sent_now(&Sent::Text), 30);
+        assert_eq!(sent_now(&Sent::Ping), 0, "a busy connection was pinged");
+        // Quiet: pinged within a heartbeat or two.
+        let mut waited = Duration::ZERO;
+        while sent_now(&Sent::Ping) == 0 && waited < Duration::from_secs(10) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            waited += Duration::from_millis(50);
+        }
+        assert!(
+            sent_now(&Sent::Ping) > 0,
+            "a quiet connection was not pinged"
+        );
+        pushing.abort();
+    }
 }
