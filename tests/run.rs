@@ -940,9 +940,19 @@ async fn a_cpu_limit_holds_the_server_to_its_quota() {
 /// checking while the other tests ran, in CI) sse read 12.7 and longpoll 13.65. So
 /// `scripts/test` runs this test alone, after the rest, rather than loosen the budgets until the
 /// state inlined once would pass.
+///
+/// The load's side is held the same way, its workers' RSS growth per subscriber: measured here
+/// over three runs, websocket 18.6 to 19.4 KiB, sse 16.9, longpoll 15.7 to 15.8. Its budgets sit
+/// about 2 KiB above, below what the clients on hyper's connection read here under SSE and long
+/// polling (26.7 and 26.0 KiB: its two 8 KiB buffers and a channel block), on which it fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_connection_costs_the_server_no_more_than_its_budget() {
-    const BUDGET_KIB: [(&str, f64); 3] = [("websocket", 6.5), ("sse", 12.75), ("longpoll", 13.6)];
+    // Server and load, KiB per idle subscriber.
+    const BUDGET_KIB: [(&str, f64, f64); 3] = [
+        ("websocket", 6.5, 21.5),
+        ("sse", 12.75, 19.0),
+        ("longpoll", 13.6, 18.0),
+    ];
     let out = scratch("idle-memory");
     let settings = Settings {
         transports: Some("websocket,sse,longpoll".parse::<TransportSet>().unwrap()),
@@ -960,7 +970,7 @@ async fn an_idle_connection_costs_the_server_no_more_than_its_budget() {
     };
     let outcome = run(options).await.unwrap();
     let mut over = Vec::new();
-    for (transport, budget) in BUDGET_KIB {
+    for (transport, budget, load_budget) in BUDGET_KIB {
         let row = outcome
             .results
             .runs
@@ -973,7 +983,16 @@ async fn an_idle_connection_costs_the_server_no_more_than_its_budget() {
         if kib > budget {
             over.push(format!("{transport} {kib:.2} KiB, over its {budget} KiB"));
         }
+        let load = row.connection.client_rss_per_conn_bytes / 1024.0;
+        eprintln!(
+            "{transport}: the load's {load:.2} KiB per subscriber (budget {load_budget} KiB)"
+        );
+        if load > load_budget {
+            over.push(format!(
+                "{transport}'s load {load:.2} KiB per subscriber, over its {load_budget} KiB"
+            ));
+        }
     }
     let _ = std::fs::remove_dir_all(&out);
-    assert!(over.is_empty(), "server RSS per idle connection: {over:?}");
+    assert!(over.is_empty(), "RSS per idle connection: {over:?}");
 }
