@@ -529,6 +529,8 @@ pub(crate) async fn open<'a>(
     connection: &'a mut Option<Http1Connection>,
 ) -> Result<&'a mut Http1Connection, ClientError> {
     if connection.as_mut().is_none_or(Http1Connection::is_closed) {
+        // The closed one goes first: its descriptor counts against the process's limit while
+        // the new one connects.
         *connection = None;
         *connection = Some(Http1Connection::open(&config.dialer(), target.addr).await?);
     }
