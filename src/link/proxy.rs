@@ -505,6 +505,16 @@ mod tests {
             .unwrap();
         assert_eq!(first[0], payload[0]);
         assert_eq!(rest, payload[1..]);
+        // The writer counts a slice once its write returns, which may be after the client has
+        // read it: wait (bounded) for the count to catch up rather than race it.
+        let counted = async {
+            while stats.totals().to_subscriber < payload.len() as u64 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), counted)
+            .await
+            .ok();
         assert_eq!(stats.totals().to_subscriber, payload.len() as u64);
     }
 
