@@ -987,7 +987,8 @@ impl LoadArgs {
     async fn run(self) -> anyhow::Result<()> {
         let out = self.out.clone();
         let job = self.into_job().await?;
-        let part = run_job(&job, |_, _, _| {}).await?;
+        // One process: its subscribers are all there are, so they go once they all hold.
+        let part = run_job(&job, |_, _, _| {}, || async {}).await?;
         if let Some(out) = &out {
             PartFile::Load(Box::new(part.clone())).write(out)?;
         }

@@ -16,6 +16,7 @@ use crate::metrics::faults::SlowConsumer;
 use crate::metrics::latency;
 use crate::metrics::process::{self, ProcessSample};
 use crate::transport::client_stream::{slow_read_rate, SLOW_CONSUMER};
+use crate::transport::linger::Linger;
 use crate::transport::relay::Relay;
 use crate::transport::resume::RESUME;
 use crate::transport::{ClientConfig, Side, Target, Transport, LOOPBACK_SOURCES};
@@ -80,6 +81,9 @@ pub async fn run_subscribers(
                 Ok(Err(e)) => (Some(e.to_string()), true),
                 Err(_) => (Some(format!("timed out after {timeout:?}")), false),
             };
+            if let Some(linger) = &config.linger {
+                linger.ended();
+            }
             let mut record = sink.finish(error);
             // Told not to resume, a subscription ends at its first drop: what it missed after
             // that is the cost of not resuming, which the ledger accounts for.
@@ -124,13 +128,23 @@ fn link_relay(link: Link, stop: &CancellationToken) -> Relay {
     })
 }
 
+/// Longest a subscriber with the whole stream keeps its connection for the others (a share of
+/// the job's timeout, so it never runs into its own).
+const LINGER_LONGEST: Duration = Duration::from_secs(10);
+
 /// Runs a load job in this process: connects its subscribers, calls `on_connected` with
 /// the process sampled before and after (so memory per idle connection is measured before
-/// the stream), waits for every subscriber, and returns the part.
-pub async fn run_job(
+/// the stream), holds each subscriber that has the whole stream on its connection until
+/// every one does and `all_holding` (the run's other workers) lets them go, waits for every
+/// subscriber, and returns the part.
+pub async fn run_job<Held>(
     job: &LoadJob,
     on_connected: impl FnOnce(usize, ProcessSample, ProcessSample),
-) -> anyhow::Result<LoadPart> {
+    all_holding: impl FnOnce() -> Held,
+) -> anyhow::Result<LoadPart>
+where
+    Held: std::future::Future<Output = ()>,
+{
     refuse(job)?;
     if let Some(cpus) = &job.cpus {
         process::pin_this_process(cpus)?;
@@ -167,6 +181,8 @@ pub async fn run_job(
             .map_err(|e| anyhow::anyhow!("the load job's link {link:?}: {e}"))?;
         job.config.relay = Some(link_relay(link, &relays));
     }
+    let linger = Arc::new(Linger::new(LINGER_LONGEST.min(job.timeout / 4)));
+    job.config.linger = Some(Arc::clone(&linger));
     let job = &job;
     let load = {
         let (job, plan) = (job.clone(), Arc::clone(&plan));
@@ -194,6 +210,14 @@ pub async fn run_job(
     let connected = process::sample(None).unwrap_or_default();
     on_connected(plan.connected.load(Ordering::Relaxed), before, connected);
 
+    // Every subscriber holding the whole stream or ended (or time up): then the run's others,
+    // then all leave together, after the stream rather than inside it.
+    while linger.arrived() < job.subscribers && !load.is_finished() && now_ns() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Bounded: past it every hold has run out anyway.
+    let _ = tokio::time::timeout(LINGER_LONGEST, all_holding()).await;
+    linger.release();
     let records = load.await?;
     let end = process::sample(None).unwrap_or_default();
     // What is left of the offset after the stream: drift plus error, part of the uncertainty.

@@ -357,6 +357,16 @@ async fn stream(
         ..
     } = rig;
     let collect = async {
+        let mut workers = workers;
+        // Each worker's subscribers keep their connections once they have the stream; when
+        // every worker's do, all are let go, so no subscriber's goodbye falls among deliveries
+        // still on their way to another.
+        for worker in &mut workers {
+            worker.holding(wait).await?;
+        }
+        for worker in &mut workers {
+            worker.release().await?;
+        }
         let mut parts = Vec::with_capacity(workers.len());
         for worker in workers {
             parts.push(worker.part(wait).await?);

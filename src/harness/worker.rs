@@ -36,14 +36,24 @@ pub async fn run() -> anyhow::Result<()> {
     match job {
         Job::Serve(options) => serve::run(*options, Output::Json, Some(received)).await,
         Job::Load(job) => {
-            let part = run_job(&job, |subscribers, before, connected| {
+            let mut received = received;
+            let on_connected = |subscribers, before, connected| {
                 let _ = protocol::report(&Report::Connected {
                     subscribers,
                     before,
                     connected,
                 });
-            })
-            .await?;
+            };
+            // The parent lets the subscribers go once every worker's hold the stream.
+            let all_holding = || async move {
+                let _ = protocol::report(&Report::Holding);
+                while let Some(command) = received.recv().await {
+                    if matches!(command, Command::Release) {
+                        break;
+                    }
+                }
+            };
+            let part = run_job(&job, on_connected, all_holding).await?;
             protocol::report(&Report::Part(Box::new(part)))?;
             Ok(())
         }

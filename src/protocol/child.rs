@@ -396,6 +396,19 @@ impl LoadWorker {
         }
     }
 
+    /// Waits until every subscriber of the worker holds the whole stream (or has ended).
+    pub async fn holding(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        match self.child.next(timeout).await? {
+            Report::Holding => Ok(()),
+            other => bail!("load worker reported {other:?} before its subscribers held the stream"),
+        }
+    }
+
+    /// Lets the worker's subscribers close their connections.
+    pub async fn release(&mut self) -> anyhow::Result<()> {
+        self.child.send(&protocol::Command::Release).await
+    }
+
     /// Waits for the worker's part and its exit.
     pub async fn part(mut self, timeout: Duration) -> anyhow::Result<LoadPart> {
         let part = match self.child.next(timeout).await? {

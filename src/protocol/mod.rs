@@ -52,6 +52,9 @@ pub enum Command {
         /// Event 0's scheduled time, on the host's monotonic clock.
         origin_ns: u64,
     },
+    /// A load worker whose subscribers hold the whole stream: every worker's do, so they may
+    /// close their connections.
+    Release,
 }
 
 /// What a child tells its parent, in order.
@@ -88,6 +91,9 @@ pub enum Report {
     },
     /// Server, last: what it counted.
     Stats(Box<ServeStats>),
+    /// Load worker: every one of its subscribers holds the whole stream (or has ended), its
+    /// connection kept open until [`Command::Release`].
+    Holding,
     /// Load worker: every one of its subscribers is established (or has given up), so memory per
     /// idle connection can be sampled before the stream starts.
     Connected {

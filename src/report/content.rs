@@ -9,7 +9,7 @@ use crate::results::figures::{
     at_setting, headline_setting, margin, rows, settings, Better, Figure, Metric, Row, Section,
     SettingKey, Unit, METRICS,
 };
-use crate::results::format::{micros, thousands};
+use crate::results::format::{micros, rate, thousands};
 use crate::results::pairing::{self, floor_for, PAIRED};
 use crate::results::scenario::Stepped;
 use crate::results::{utc_stamp, Bound, Results};
@@ -81,14 +81,14 @@ pub fn scenario_sentence(results: &Results) -> String {
     let s = &results.scenario;
     let names: Vec<&str> = s.transports.iter().map(|t| t.name()).collect();
     let join = |v: Vec<String>| v.join(", ");
-    let rate = match s.rate {
-        Rate::PerSecond(r) => format!("at {} events/s", thousands(r)),
+    let offered = match s.rate {
+        Rate::PerSecond(r) => format!("at {} events/s", rate(r)),
         Rate::Max => "as fast as each transport could take them".into(),
     };
     let payloads = join(s.payloads.iter().map(|p| format!("{p} B")).collect());
     let subscribers = join(s.subscribers.iter().map(|n| thousands(*n as f64)).collect());
     let mut sentence = format!(
-        "{} each delivered the same stream of {} events ({payloads} payloads) {rate} to {subscribers} \
+        "{} each delivered the same stream of {} events ({payloads} payloads) {offered} to {subscribers} \
          subscriber(s), one transport at a time",
         join(names.iter().map(|n| n.to_string()).collect()),
         thousands(s.events as f64),

@@ -4,7 +4,7 @@
 
 use hdrhistogram::Histogram;
 
-use super::format::{bytes, micros, thousands};
+use super::format::{bytes, micros, rate, thousands};
 pub use super::key::RowKey;
 use super::schema::{Results, TransportResult};
 use super::stats;
@@ -17,7 +17,7 @@ use crate::transport::Transport;
 pub enum Unit {
     /// Microseconds, shown in us, ms or s.
     Micros,
-    /// A rate, with thousands separators.
+    /// A rate, with thousands separators (and its fraction below 10).
     PerSecond,
     /// Bytes (or bytes per second), shown in B, KB or MB.
     Bytes,
@@ -36,7 +36,8 @@ impl Unit {
     pub fn show(self, value: f64) -> String {
         match self {
             Unit::Micros => micros(value.round().max(0.0) as u64),
-            Unit::PerSecond | Unit::Count => thousands(value),
+            Unit::PerSecond => rate(value),
+            Unit::Count => thousands(value),
             Unit::Bytes => bytes(value),
             Unit::Share => format!("{:.1}%", value * 100.0),
             Unit::Decimals(places) => format!("{value:.places$}"),
@@ -334,7 +335,7 @@ pub const METRICS: &[Metric] = &[
         "publisher_late_p50",
         "publisher late p50",
         Section::Latency,
-        Unit::Decimals(1),
+        Unit::Micros,
         Better::Lower,
         |r| option(r.publisher_lateness_us.map(|l| l.p50_us)),
     ),
@@ -343,7 +344,7 @@ pub const METRICS: &[Metric] = &[
         "publisher_late_p99",
         "publisher late p99",
         Section::Latency,
-        Unit::Decimals(1),
+        Unit::Micros,
         Better::Lower,
         |r| option(r.publisher_lateness_us.map(|l| l.p99_us)),
     ),

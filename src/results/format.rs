@@ -28,6 +28,19 @@ pub fn thousands(value: f64) -> String {
     out
 }
 
+/// A rate (per second): thousands separators, and below 10 its fraction too (up to two
+/// places, trailing zeros dropped), so half an event a second does not read as none.
+pub fn rate(value: f64) -> String {
+    if value >= 10.0 || value.fract() == 0.0 {
+        return thousands(value);
+    }
+    let shown = format!("{:.2}", value.max(0.0));
+    shown
+        .trim_end_matches('0')
+        .trim_end_matches('.')
+        .to_string()
+}
+
 /// Bytes in the most readable unit.
 pub fn bytes(value: f64) -> String {
     match value {
@@ -49,6 +62,10 @@ mod tests {
         assert_eq!(micros(60_030_000), "≥60s");
         assert_eq!(thousands(1234567.0), "1,234,567");
         assert_eq!(thousands(12.0), "12");
+        assert_eq!(rate(0.5), "0.5");
+        assert_eq!(rate(1.0 / 3.0), "0.33");
+        assert_eq!(rate(3.0), "3");
+        assert_eq!(rate(12_500.4), "12,500");
         assert_eq!(bytes(6400.0), "6.4KB");
     }
 }

@@ -567,6 +567,8 @@ async fn wait_for_command(
         tokio::select! {
             command = commands.recv() => match command {
                 Some(Command::Start { origin_ns }) => return Ok(origin_ns),
+                // Meant for a load worker: nothing to a server.
+                Some(Command::Release) => {}
                 None => anyhow::bail!("the fleet went away before the stream started"),
             },
             ended = &mut server.task => return Err(server_ended(ended)),

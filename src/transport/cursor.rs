@@ -427,6 +427,9 @@ async fn poll(
         if stopped {
             // Enough, or the subscriber goes down for a while (the outage fault) and comes
             // back on a new connection.
+            // With the whole stream, its connection stays open until every subscriber has it
+            // too, where the load asks.
+            sink.linger().await;
             if sink.again(Ok(())).await? {
                 connection = None;
                 dropped = true;

@@ -28,6 +28,7 @@ mod http;
 mod http1_client;
 #[macro_use]
 pub mod implementation;
+pub mod linger;
 pub mod listener;
 pub mod multiplex;
 mod per_event;
@@ -471,6 +472,10 @@ pub struct ClientConfig {
     /// where the load puts a bad link there.
     #[serde(skip)]
     pub relay: Option<relay::Relay>,
+    /// Where a subscriber holding the whole stream keeps its connection until the others do
+    /// (the load sets it; `None`: it closes at once).
+    #[serde(skip)]
+    pub linger: Option<Arc<linger::Linger>>,
 }
 
 fn one() -> usize {
@@ -492,6 +497,7 @@ impl Default for ClientConfig {
             population: 1,
             upstream: None,
             relay: None,
+            linger: None,
         }
     }
 }

@@ -11,10 +11,12 @@
 //! then it resumes as it would after a drop. So does churn (`--churn R`): across the
 //! population, R subscribers a second close their connection and open a new one at once.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng as _;
 
+use super::linger::Linger;
 use super::{ClientConfig, ClientError, Flow, Reconnected, Setting, Side, Sink};
 use crate::event::{DecodeError, Event, Gap};
 
@@ -233,6 +235,8 @@ pub(crate) struct Resuming<'a> {
     attempt_connected: bool,
     /// Attempts since the last drop that ended before the subscription was established.
     failed_attempts: u32,
+    /// Where it waits for the others once it has the whole stream.
+    linger: Option<Arc<Linger>>,
 }
 
 impl<'a> Resuming<'a> {
@@ -254,6 +258,7 @@ impl<'a> Resuming<'a> {
             attempt_ns: crate::clock::now_ns(),
             attempt_connected: false,
             failed_attempts: 0,
+            linger: config.linger.clone(),
         }
     }
 
@@ -270,6 +275,19 @@ impl<'a> Resuming<'a> {
     /// Whether the sink has what it needs.
     pub(crate) fn stopped(&self) -> bool {
         self.stopped
+    }
+
+    /// Once the sink has the whole stream: keeps the caller (its connection still open) until
+    /// every subscriber of the run has it too, where the load asks for that (see
+    /// [`crate::transport::linger`]). A subscriber leaving for a fault does not wait.
+    pub(crate) fn linger(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        // Owned, so the wait borrows nothing of the subscriber's (whose sink is not `Sync`).
+        let linger = self.linger.clone().filter(|_| self.stopped);
+        async move {
+            if let Some(linger) = linger {
+                linger.hold().await;
+            }
+        }
     }
 
     /// Whether the subscription ended holding the whole stream of a one-way run: then it

@@ -75,6 +75,8 @@ async fn call_once(
     let mut duplex = Duplex::new(schedule);
     loop {
         if duplex.done() {
+            // Open until every subscriber has the stream, where the load asks.
+            sink.linger().await;
             return Ok(());
         }
         // Reading the response stream is cancel-safe, so a message falling due can go out

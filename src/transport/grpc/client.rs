@@ -127,6 +127,8 @@ async fn call_once(
     let mut clock = ArrivalClock::new();
     while let Some((message, received_ns)) = clock.next(&mut calls).await {
         if hand_over(sink, message.map_err(failed)?, received_ns) == Flow::Stop {
+            // Open until every subscriber has the stream, where the load asks.
+            sink.linger().await;
             return Ok(());
         }
     }

@@ -140,6 +140,9 @@ pub(crate) async fn subscribe(
         if stopped {
             // Enough, or the subscriber goes down for a while (the outage fault) and comes
             // back on a new connection, from its place.
+            // With the whole stream, its connection stays open until every subscriber has it
+            // too, where the load asks.
+            sink.linger().await;
             if sink.again(Ok(())).await? {
                 connection = None;
                 holding = false;

@@ -166,6 +166,16 @@ async fn connect_once(
     let mut unsent: Option<Vec<u8>> = None;
     loop {
         if duplex.done() && unsent.is_none() {
+            // Connected until every subscriber has the stream, where the load asks; the
+            // connection is polled meanwhile so its keep-alive goes on.
+            let lingering = sink.linger();
+            tokio::pin!(lingering);
+            loop {
+                tokio::select! {
+                    _ = &mut lingering => break,
+                    polled = events.poll() => if polled.is_err() { break },
+                }
+            }
             return finish(&client, &mut events, &id, config.topics.as_deref()).await;
         }
         // Published without waiting: the queue is emptied only by polling the connection,
@@ -281,9 +291,9 @@ async fn acknowledge(client: &AsyncClient, message: &rumqttc::Publish) -> Result
 }
 
 /// Drives the connection until the DISCONNECT asked for has gone out (and every request
-/// before it: acknowledgements, presence), or for a second at most.
+/// before it: acknowledgements, presence), or for [`FLUSH_WAIT`] at most.
 async fn flush_until_disconnected(events: &mut EventLoop) {
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+    let _ = tokio::time::timeout(FLUSH_WAIT, async {
         loop {
             match events.poll().await {
                 Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => return,
@@ -293,6 +303,12 @@ async fn flush_until_disconnected(events: &mut EventLoop) {
     })
     .await;
 }
+
+/// How long a subscriber leaving for the outage fault drives its connection for the requests
+/// queued before its DISCONNECT. An acknowledgement left unsent is a message the broker sends
+/// again after the outage, a duplicate: a second was too short on a machine busy building
+/// beside the tests (one duplicate in a full `scripts/test` run).
+const FLUSH_WAIT: Duration = Duration::from_secs(5);
 
 /// Sets this subscriber's retained presence (`join`, `done`, or empty: gone).
 async fn announce(client: &AsyncClient, what: &str, id: &str) -> Result<(), ClientError> {

@@ -164,6 +164,8 @@ where
         // Comments and metadata-only blocks carry no data.
         if let Some(data) = &event.data {
             if deliver(sink, data.as_bytes(), received_ns) == Flow::Stop {
+                // Open until every subscriber has the stream, where the load asks.
+                sink.linger().await;
                 return Ok(());
             }
         }

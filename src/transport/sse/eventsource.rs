@@ -141,6 +141,8 @@ async fn stream_once(
                     last_event_id.clone_from(&event.id);
                 }
                 if deliver(sink, event.data.as_bytes(), received_ns) == Flow::Stop {
+                    // Open until every subscriber has the stream, where the load asks.
+                    sink.linger().await;
                     return Ok(());
                 }
             }

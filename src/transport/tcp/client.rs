@@ -74,6 +74,8 @@ async fn connect_once(
     let mut duplex = Duplex::new(schedule);
     loop {
         if duplex.done() {
+            // Open until every subscriber has the stream, where the load asks.
+            sink.linger().await;
             if let Some(last) = sink.last_seq().filter(|_| sink.confirms_end()) {
                 // The whole stream is here: confirm it on this connection, or where the server's
                 // answer does not come (a middlebox cut it), on one from the end.

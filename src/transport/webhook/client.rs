@@ -175,11 +175,17 @@ impl Consumer {
         let (watched, outbox) = upstream::outbox(sink, &config);
         let result = async {
             let id = register_with(provider, &config, &url).await?;
+            let linger = config.linger.clone();
             let receiving = async move {
                 let mut sink = watched;
                 sink.connected(now_ns());
                 while let Some(accepted) = deliveries.recv().await {
                     if deliver(&mut sink, &accepted.body, accepted.received_ns) == Flow::Stop {
+                        // The endpoint stays up until every subscriber has the stream, where
+                        // the load asks.
+                        if let Some(linger) = linger {
+                            linger.hold().await;
+                        }
                         break;
                     }
                 }

@@ -137,6 +137,9 @@ async fn stream<C: Connection>(
         duplex.took(flow, sink);
     };
     if stopped {
+        // The connection stays open until every subscriber has the stream (where the load
+        // asks), so this close is not among the last event's deliveries.
+        sink.linger().await;
         *heard = ws.close_normally().await;
         return Ok(());
     }
