@@ -210,14 +210,7 @@ where
     let connected = process::sample(None).unwrap_or_default();
     on_connected(plan.connected.load(Ordering::Relaxed), before, connected);
 
-    // Every subscriber holding the whole stream or ended (or time up): then the run's others,
-    // then all leave together, after the stream rather than inside it.
-    while linger.arrived() < job.subscribers && !load.is_finished() && now_ns() < deadline {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    // Bounded: past it every hold has run out anyway.
-    let _ = tokio::time::timeout(LINGER_LONGEST, all_holding()).await;
-    linger.release();
+    release_together(&linger, job.subscribers, &load, deadline, all_holding).await;
     let records = load.await?;
     let end = process::sample(None).unwrap_or_default();
     // What is left of the offset after the stream: drift plus error, part of the uncertainty.
@@ -236,6 +229,26 @@ where
     };
     part.clock = clock;
     Ok(part)
+}
+
+/// Waits until every one of `subscribers` holds the whole stream or has ended (or the load
+/// ended, or `deadline` passed), then for `all_holding` (the run's other workers), and lets
+/// them all go: they leave together, after the stream rather than inside it.
+async fn release_together<T, Held>(
+    linger: &Linger,
+    subscribers: usize,
+    load: &tokio::task::JoinHandle<T>,
+    deadline: u64,
+    all_holding: impl FnOnce() -> Held,
+) where
+    Held: std::future::Future<Output = ()>,
+{
+    while linger.arrived() < subscribers && !load.is_finished() && now_ns() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Bounded: past it every hold has run out anyway.
+    let _ = tokio::time::timeout(LINGER_LONGEST, all_holding()).await;
+    linger.release();
 }
 
 /// A setting the transport does not take, a value that does not parse, a credential it does

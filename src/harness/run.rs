@@ -31,8 +31,9 @@ use super::summary::{
 use crate::metrics::machine::Machine;
 use crate::metrics::process::{self, MachineCpu, TimedSample};
 use crate::metrics::resources::{self, ResourceSample};
+use crate::protocol::child::LoadWorker;
 use crate::protocol::open_files::raise_open_file_limit;
-use crate::protocol::ServeStats;
+use crate::protocol::{LoadPart, ServeStats};
 use crate::results::scenario::Scenario;
 use crate::results::{utc_stamp, Placement, Results, TransportResult};
 use crate::transport::{SettingValues, Side};
@@ -339,6 +340,23 @@ struct Streamed {
     origin_ns: u64,
 }
 
+/// The workers' parts, once the stream is delivered. Each worker's subscribers keep their
+/// connections once they have the stream; when every worker's do, all are let go, so no
+/// subscriber's goodbye falls among deliveries still on their way to another.
+async fn parts_of(mut workers: Vec<LoadWorker>, wait: Duration) -> anyhow::Result<Vec<LoadPart>> {
+    for worker in &mut workers {
+        worker.holding(wait).await?;
+    }
+    for worker in &mut workers {
+        worker.release().await?;
+    }
+    let mut parts = Vec::with_capacity(workers.len());
+    for worker in workers {
+        parts.push(worker.part(wait).await?);
+    }
+    Ok(parts)
+}
+
 /// Lets the stream flow: the workers' parts come in once it is delivered; meanwhile the row's
 /// fault, if it has one, is struck, and through a storm the server's CPU and memory are
 /// sampled every 100 ms for its peak. A server that died during the stream ends the row.
@@ -356,23 +374,7 @@ async fn stream(
         origin_ns,
         ..
     } = rig;
-    let collect = async {
-        let mut workers = workers;
-        // Each worker's subscribers keep their connections once they have the stream; when
-        // every worker's do, all are let go, so no subscriber's goodbye falls among deliveries
-        // still on their way to another.
-        for worker in &mut workers {
-            worker.holding(wait).await?;
-        }
-        for worker in &mut workers {
-            worker.release().await?;
-        }
-        let mut parts = Vec::with_capacity(workers.len());
-        for worker in workers {
-            parts.push(worker.part(wait).await?);
-        }
-        anyhow::Ok(parts)
-    };
+    let collect = parts_of(workers, wait);
     let disrupt = disrupt::during_stream(server, setup, blackout.as_ref(), exe, scenario);
     let sampling = CancellationToken::new();
     let sampler = setup.storm.map(|_| {

@@ -129,6 +129,9 @@ where
                 // the last event, that is its confirmation that it holds the whole stream.
                 Some(Incoming::Close) => {
                     reader.confirm_end();
+                    // The library owes the answer and sends it on the read path: reading once
+                    // more sends it (the subscriber waits for it to know the server heard).
+                    let _ = tokio::time::timeout(CLOSE_GRACE, rx.next()).await;
                     return;
                 }
                 // A message the subscriber sends up, handled before the next read so that
