@@ -756,7 +756,9 @@ impl Reader {
         }
         // The next event this reader follows: it waits for that one, not for others' events.
         let Some(next) = self.hub.next_of(self.next_seq, &self.interest) else {
-            self.after_the_last_delivery().await;
+            // Boxed, as the two-way wait is: inline, it would size every reader's wait for the
+            // next event (an idle connection's) by its timer and watches.
+            Box::pin(self.after_the_last_delivery()).await;
             return None;
         };
         let progress = self

@@ -12,6 +12,8 @@
 //! A hold is bounded ([`Linger::new`]'s `longest`), so a subscriber never waits past its own
 //! timeout for one that will not finish.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -41,11 +43,15 @@ impl Linger {
 
     /// Holds the caller (a subscriber with the whole stream, its connection open) until the
     /// release, or for `longest` at most.
-    pub async fn hold(&self) {
-        let mut released = self.released.subscribe();
-        self.holding.fetch_add(1, Ordering::Relaxed);
-        let _ = tokio::time::timeout(self.longest, released.wait_for(|free| *free)).await;
-        self.holding.fetch_sub(1, Ordering::Relaxed);
+    pub fn hold(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        // Boxed: the wait (a timer and a watch) lives only at the end, but inline it would
+        // size every subscriber's future, idle or not, for the whole subscription.
+        Box::pin(async move {
+            let mut released = self.released.subscribe();
+            self.holding.fetch_add(1, Ordering::Relaxed);
+            let _ = tokio::time::timeout(self.longest, released.wait_for(|free| *free)).await;
+            self.holding.fetch_sub(1, Ordering::Relaxed);
+        })
     }
 
     /// A subscription has ended (the load calls it once per subscriber).
