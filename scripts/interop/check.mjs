@@ -22,7 +22,7 @@
 // resumes in its own idiom (EventSource by itself, `ws` from `?after=`, fetch and grpcio from
 // the last sequence number, mosquitto_sub's persistent session, the provider's retries), every
 // event must arrive, and duplicates appear only where the guarantee allows them (MQTT QoS 1,
-// webhooks), counted.
+// webhooks), counted, cut or not.
 //
 // Usage: node scripts/interop/check.mjs PATH/TO/pushbench
 import { execFileSync, spawn } from 'node:child_process';
@@ -46,7 +46,9 @@ const LIMIT_DATA = 16_384;
 // acknowledgements come back, every time: the session never moves on (Mosquitto as the broker
 // does the same). Past the window and its round trip, it does.
 const LIMIT_DATA_OF = { mosquitto_sub: 40_000 };
-// Transports whose guarantee is at least once: a cut may repeat an event, counted, not failed.
+// Transports whose guarantee is at least once: an event may come again, counted (and shown in
+// the ok line), not failed. A cut makes it likely; without one it is rare but allowed: a
+// fresh-clone CI run saw the embedded broker hand mosquitto_sub the last event twice at QoS 1.
 const AT_LEAST_ONCE = new Set(['mosquitto_sub', 'standardwebhooks verifier']);
 
 /**
@@ -424,7 +426,7 @@ async function check({ transport, client, path, extra, compressed, cut }) {
       reach = { ...server, addr: link.addr };
     }
     const events = await withTimeout(receive(reach), label);
-    const repeated = checkStream(events, cut && AT_LEAST_ONCE.has(client));
+    const repeated = checkStream(events, AT_LEAST_ONCE.has(client));
     const { code, stats } = await withTimeout(server.exited, `${label}: server exit`);
     if (code !== 0) throw new Error(`server exited with ${code}`);
     if (!stats) throw new Error('the server reported no stats');
