@@ -38,8 +38,8 @@ use super::http1_client::Http1Connection;
 use super::resume::{confirm_end, Resuming};
 use super::upstream;
 use super::{
-    deliver, get_request, serve_http, ClientConfig, ClientError, Flow, ServerConfig, Sink,
-    TrackedListener,
+    deliver, get_request, serve_http1, ClientConfig, ClientError, Flow, Http1Engine, ServerConfig,
+    Sink, TrackedListener,
 };
 use crate::clock::now_ns;
 use crate::event::{DecodeError, Gap};
@@ -136,7 +136,8 @@ pub(crate) async fn serve(
     let router = Router::new().route(OWN_PATH, get(answer)).with_state(state);
     let router = upstream::with_upstream(router, &hub);
     let listener = TrackedListener::for_subscribers(listener, hub, &config)?;
-    serve_http(listener, router, config.http, shutdown).await
+    // Our own lean connections: a held poll keeps no buffer while it waits.
+    serve_http1(listener, router, config.http, Http1Engine::Lean, shutdown).await
 }
 
 async fn answer(

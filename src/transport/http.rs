@@ -3,7 +3,9 @@
 //! settings are in reach ([`HttpSettings`]: header read timeout, read buffer ceiling,
 //! keep-alive, how long shutdown waits) and so that what accepts connections is a parameter
 //! ([`Accept`]): the counting listener, with TLS when it is on. [`serve_http2`] is the same
-//! over hyper's HTTP/2 builder, for the transports that multiplex subscribers.
+//! over hyper's HTTP/2 builder, for the transports that multiplex subscribers, and
+//! [`serve_http1`] the same with each HTTP/1.1 connection driven by hyper or by pushbench's
+//! own lean connection ([`Http1Engine`]).
 //!
 //! What an idle connection costs is kept down (`docs/method.md`, server RSS per connection): the
 //! builder is hyper's own HTTP/1 one, not hyper-util's `auto` builder, whose sniffing for an
@@ -132,6 +134,38 @@ pub async fn serve_http<A: Accept>(
     .await
 }
 
+/// What drives a server's HTTP/1.1 connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Http1Engine {
+    /// hyper's HTTP/1 connection, as axum is deployed: upgrades and any request body.
+    Hyper,
+    /// pushbench's own lean connection ([`super::http1_server`]), which keeps no buffer while an
+    /// answer is held or a stream waits for its next event: for servers whose connections
+    /// mostly wait (a long poll, an event stream). No upgrades; request bodies only with
+    /// `Content-Length`.
+    Lean,
+}
+
+/// As [`serve_http`], the connections driven by `engine`.
+pub async fn serve_http1<A: Accept>(
+    acceptor: A,
+    router: axum::Router,
+    settings: HttpSettings,
+    engine: Http1Engine,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    if engine == Http1Engine::Hyper {
+        return serve_http(acceptor, router, settings, shutdown).await;
+    }
+    let limits = super::http1_server::Limits {
+        request_timeout: settings.header_read_timeout,
+        max_head: settings.max_buf_size.max(MIN_BUF_SIZE),
+        max_body: settings.max_buf_size.max(MIN_BUF_SIZE),
+        keep_alive: settings.keep_alive,
+    };
+    serve_with(acceptor, router, settings, shutdown, Builder::Lean(limits)).await
+}
+
 /// As [`serve_http`], speaking HTTP/2: cleartext with prior knowledge (h2c), or h2 when the
 /// listener's TLS offers it. A connection carries many requests at once, each a subscriber
 /// of its own, so connections do not enrol: the handler counts each stream while its
@@ -167,6 +201,8 @@ pub async fn serve_http2<A: Accept>(
 enum Builder {
     Http1(http1::Builder),
     Http2(http2::Builder<TokioExecutor>),
+    /// HTTP/1.1 on pushbench's own lean connection.
+    Lean(super::http1_server::Limits),
 }
 
 /// The accept loop both versions share: CORS, enrolment (HTTP/1: a connection's first complete
@@ -195,7 +231,7 @@ async fn serve_with<A: Accept>(
             () = shutdown.cancelled() => break,
         };
         let enrolment = match *builder {
-            Builder::Http1(_) => A::enrolment(&incoming),
+            Builder::Http1(_) | Builder::Lean(_) => A::enrolment(&incoming),
             Builder::Http2(_) => None,
         };
         // Boxed, so freed once done: inline, the set-up future (1.7 KB, the TLS handshake's
@@ -211,31 +247,31 @@ async fn serve_with<A: Accept>(
                 Ok(io) => io,
                 Err(error) => return tracing::debug!(%error, "connection not established"),
             };
-            let service = hyper::service::service_fn(move |request: hyper::Request<_>| {
-                // A message up (two-way traffic) is no subscription: its connection is not
-                // enrolled by it, nor refused past the cap.
-                let admitted = request.uri().path() == super::upstream::UPSTREAM_PATH
-                    || enrolment.as_ref().is_none_or(Enrolment::establish);
-                if admitted {
-                    Either::Left(service.call(request))
-                } else {
-                    Either::Right(std::future::ready(Ok(server_full())))
-                }
-            });
-            let io = TokioIo::new(io);
-            // Each connection is pinned where it is made and lent to `until_drained`: moved
-            // into it, the task would keep room for a second copy of it.
-            let ended = match &*builder {
+            // Each hyper connection is pinned where it is made and lent to `until_drained`:
+            // moved into it, the task would keep room for a second copy of it.
+            let ended: Result<(), BoxError> = match &*builder {
                 Builder::Http1(builder) => {
-                    let connection =
-                        std::pin::pin!(builder.serve_connection(io, service).with_upgrades());
-                    until_drained(connection, drain).await
+                    let service = hyper::service::service_fn(admitting(service, enrolment));
+                    let connection = std::pin::pin!(builder
+                        .serve_connection(TokioIo::new(io), service)
+                        .with_upgrades());
+                    until_drained(connection, drain).await.map_err(Into::into)
                 }
                 // Boxed: inline, an HTTP/2 connection's state (2.3 KB larger than HTTP/1's)
                 // would size every connection's task, HTTP/1 ones included, for its life.
                 Builder::Http2(builder) => {
-                    let mut connection = Box::pin(builder.serve_connection(io, service));
-                    until_drained(connection.as_mut(), drain).await
+                    let service = hyper::service::service_fn(admitting(service, enrolment));
+                    let mut connection =
+                        Box::pin(builder.serve_connection(TokioIo::new(io), service));
+                    until_drained(connection.as_mut(), drain)
+                        .await
+                        .map_err(Into::into)
+                }
+                Builder::Lean(limits) => {
+                    let answer = admitting(service, enrolment);
+                    super::http1_server::serve_connection(io, answer, *limits, drain)
+                        .await
+                        .map_err(Into::into)
                 }
             };
             if let Err(error) = ended {
@@ -247,6 +283,42 @@ async fn serve_with<A: Accept>(
     draining.send_replace(());
     let _ = tokio::time::timeout(settings.shutdown_grace, draining.closed()).await;
     Ok(())
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The router as a hyper service, shared by every connection of a server.
+type RouterService = TowerToHyperService<axum::Router>;
+
+/// An answer as [`admitting`] gives it: the router's, or the refusal past the cap.
+type Admitted<B> = Either<
+    <RouterService as hyper::service::Service<hyper::Request<B>>>::Future,
+    std::future::Ready<Result<axum::response::Response, std::convert::Infallible>>,
+>;
+
+/// The application as a connection calls it: each request to the router, but a connection
+/// enrolled past the subscriber cap is answered [`server_full`]. A message up (two-way traffic)
+/// is no subscription: its connection is not enrolled by it, nor refused past the cap.
+fn admitting<B>(
+    service: Arc<RouterService>,
+    enrolment: Option<Enrolment>,
+) -> impl Fn(hyper::Request<B>) -> Admitted<B>
+where
+    RouterService: hyper::service::Service<
+        hyper::Request<B>,
+        Response = axum::response::Response,
+        Error = std::convert::Infallible,
+    >,
+{
+    move |request| {
+        let admitted = request.uri().path() == super::upstream::UPSTREAM_PATH
+            || enrolment.as_ref().is_none_or(Enrolment::establish);
+        if admitted {
+            Either::Left(service.call(request))
+        } else {
+            Either::Right(std::future::ready(Ok(server_full())))
+        }
+    }
 }
 
 /// A hyper connection that can be told to finish what is under way and close.

@@ -26,6 +26,7 @@ mod cursor;
 pub mod endpoint;
 mod http;
 mod http1_client;
+mod http1_server;
 #[macro_use]
 pub mod implementation;
 pub mod linger;
@@ -60,7 +61,7 @@ use crate::metrics::sockets::SocketCounters;
 
 pub use client_stream::{ClientStream, ThrottledStream};
 pub use credentials::{Credential, Credentials};
-pub use http::{serve_http, Accept, HttpSettings};
+pub use http::{serve_http, serve_http1, Accept, Http1Engine, HttpSettings};
 pub use listener::{TrackedListener, TrackedStream};
 // Until every caller names `crate::settings` itself (the results and evidence readers).
 pub use crate::settings;

@@ -35,7 +35,7 @@ pub static SPEC: Spec = Spec {
     credentials: &[],
     servers: &[server_impl!(
         super::implementation::OWN,
-        "the cursor API, requests held until events exist",
+        "the cursor API (axum, lean HTTP/1.1), requests held until events exist",
         server::serve
     )],
     clients: &[client_impl!(

@@ -29,7 +29,7 @@ pub static SPEC: Spec = Spec {
     credentials: &[],
     servers: &[server_impl!(
         super::implementation::OWN,
-        "the cursor API, answered at once",
+        "the cursor API (axum, lean HTTP/1.1), answered at once",
         server::serve
     )],
     clients: &[client_impl!(

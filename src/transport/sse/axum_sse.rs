@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::hub::{Batch, BatchLimit, Hub, Reader};
 use crate::settings::SettingValues;
 use crate::transport::compression::{Compression, COMPRESSION};
-use crate::transport::ServerConfig;
+use crate::transport::{Http1Engine, ServerConfig};
 
 use super::server::{serve_route, subscription, AppState, RETRY};
 
@@ -29,7 +29,9 @@ pub(crate) async fn serve(
     config: ServerConfig,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    serve_route(listener, hub, config, shutdown, open_stream).await
+    // axum's Sse as it is deployed: on hyper's connections.
+    let engine = Http1Engine::Hyper;
+    serve_route(listener, hub, (config, engine), shutdown, open_stream).await
 }
 
 /// `GET /sse`: the subscriber's stream as axum's `Sse` response.

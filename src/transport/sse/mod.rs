@@ -42,7 +42,7 @@ pub static SPEC: Spec = Spec {
     servers: &[
         server_impl!(
             super::implementation::OWN,
-            "hyper HTTP/1.1 with axum, each ready batch one chunk",
+            "axum on a lean HTTP/1.1 connection, each ready batch one chunk",
             server::serve
         ),
         server_impl!(

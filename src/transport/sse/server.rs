@@ -21,7 +21,7 @@ use crate::transport::cursor::{
     first_seq_from_query, interest_from_query, parse_after, BadRequest,
 };
 use crate::transport::upstream::with_upstream;
-use crate::transport::{serve_http, ServerConfig, TrackedListener};
+use crate::transport::{serve_http1, Http1Engine, ServerConfig, TrackedListener};
 
 use super::{frame, OWN_PATH};
 
@@ -42,15 +42,17 @@ pub(crate) async fn serve(
     config: ServerConfig,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    serve_route(listener, hub, config, shutdown, open_stream).await
+    // Our own lean connections: a stream waiting for its next event keeps no buffer.
+    let engine = Http1Engine::Lean;
+    serve_route(listener, hub, (config, engine), shutdown, open_stream).await
 }
 
 /// Serves `handler` on `/sse` until `shutdown` fires, with `POST /up` for messages up: the
-/// routes every SSE server here answers on.
+/// routes every SSE server here answers on, its connections driven by `engine`.
 pub(super) async fn serve_route<H, T>(
     listener: TcpListener,
     hub: Arc<Hub>,
-    config: ServerConfig,
+    (config, engine): (ServerConfig, Http1Engine),
     shutdown: CancellationToken,
     handler: H,
 ) -> std::io::Result<()>
@@ -68,7 +70,7 @@ where
         .route(OWN_PATH, get(handler))
         .with_state(state);
     let router = with_upstream(router, &hub);
-    serve_http(listener, router, http, shutdown).await
+    serve_http1(listener, router, http, engine, shutdown).await
 }
 
 /// `GET /sse`: the subscriber's stream from where it resumes (204 once it has everything).
