@@ -72,6 +72,10 @@ pub enum Command {
     /// output shows it in (its rounds fold into one), its offered rate and repeat (for scripts
     /// that check reports).
     Rows(RowsArgs),
+    /// Hold every packet iptables queues to NFQUEUE number `--queue` for `--by`, then let it
+    /// through: delay on a lossy link's packet path (`scripts/netns-link up NAME --delay`
+    /// runs it inside the link's namespace), until SIGINT or SIGTERM. Needs root.
+    Delay(DelayArgs),
     /// Echo 64-byte messages on one connection (the calibration peer of `run`).
     #[command(hide = true)]
     Echo(EchoArgs),
@@ -153,6 +157,20 @@ impl Command {
             Command::Transports(args) => args.run(),
             Command::Servers(args) => args.run(),
             Command::Rows(args) => args.run(),
+            Command::Delay(args) => {
+                let (queue, by) = (args.queue, args.by);
+                let bound = move || {
+                    stdout::line(&format!(
+                        "delay: holding packets on NFQUEUE {queue} for {}",
+                        <Duration as crate::settings::Value>::show(by)
+                    ));
+                };
+                tokio::task::spawn_blocking(move || {
+                    crate::link::packet_delay::run(queue, by, bound)
+                })
+                .await?
+                .with_context(|| format!("delaying NFQUEUE {queue} (needs root)"))
+            }
             Command::Echo(args) => {
                 if let Some(cpus) = &args.cpus {
                     crate::metrics::process::pin_this_process(cpus)?;
@@ -680,6 +698,22 @@ fn transports_table() -> String {
         }],
     };
     doc.markdown_body()
+}
+
+/// Flags of `pushbench delay`.
+#[derive(Debug, Args)]
+pub struct DelayArgs {
+    /// The NFQUEUE queue number to hold packets from (iptables' `--queue-num`).
+    #[arg(long, default_value_t = 0)]
+    pub queue: u16,
+    /// How long each packet is held, one way: `25ms`, `1s`.
+    #[arg(long, value_parser = parse_delay)]
+    pub by: Duration,
+}
+
+/// A delay as settings write one (`25ms`, `1s`, `250us`).
+fn parse_delay(text: &str) -> Result<Duration, String> {
+    <Duration as crate::settings::Value>::parse(text)
 }
 
 /// Flags of the hidden `pushbench echo`.

@@ -199,8 +199,7 @@ fn serve_printing(args: &[&str]) -> (std::process::Child, Vec<String>) {
 /// subscriber gets the identical stream (`load` exits 0 only then).
 #[test]
 fn serve_and_load_over_tls() {
-    let dir = std::env::temp_dir().join(format!("pushbench-tls-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::scratch("tls-cli");
     let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
     let stream = ["--events", "500", "--payload", "64", "--seed", "7"];
     let secured = Transport::ALL.iter().filter(|t| {
@@ -264,7 +263,6 @@ fn serve_and_load_over_tls() {
         }
         assert!(server.wait().unwrap().success(), "{name} serve exit");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A setting no selected transport takes is refused before anything runs, naming the setting
@@ -279,6 +277,7 @@ fn a_setting_no_transport_takes_is_refused() {
         .copied()
         .find(|&t| !settings_of(t).iter().any(|s| s.name() == COMPRESSION.name))
         .expect("a transport without compression");
+    // Never made: a refused run must write nothing, so there is nothing to clean up.
     let dir = std::env::temp_dir().join(format!("pushbench-refused-{}", std::process::id()));
     for args in [
         vec![

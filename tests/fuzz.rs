@@ -149,7 +149,8 @@ proptest! {
     /// Scenario files: any text is read or refused with a message.
     #[test]
     fn scenario_files(text in "[ -~\n]{0,300}") {
-        let path = std::env::temp_dir().join(format!("pushbench-fuzz-{}.toml", std::process::id()));
+        let dir = common::scratch("fuzz-scenario");
+        let path = dir.join("scenario.toml");
         std::fs::write(&path, &text).unwrap();
         if let Ok(settings) = pushbench::scenario::Settings::from_file(&path) {
             let _ = settings.resolve();

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::{Command, Output};
 
 use pushbench::results::Results;
@@ -168,5 +167,5 @@ fn what_cannot_be_measured_honestly_is_refused() {
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
-    assert!(!Path::new(&out).exists() || std::fs::read_dir(&out).unwrap().next().is_none());
+    assert!(!out.exists() || std::fs::read_dir(&out).unwrap().next().is_none());
 }

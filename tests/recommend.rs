@@ -312,7 +312,8 @@ fn rankings_follow_the_measured_figures() {
             run["connection"]["server_cpu_us_per_delivery"] = cpu.into();
         }
     }
-    let slowed = std::env::temp_dir().join(format!("pushbench-slowed-{}.json", std::process::id()));
+    let scratch = common::scratch("slowed");
+    let slowed = scratch.join("results.json");
     std::fs::write(&slowed, serde_json::to_string(&value).unwrap()).unwrap();
     let after = recommend(
         &design,
@@ -380,8 +381,8 @@ fn cli_json_and_unmeasured_fanout() {
 /// refused; both exit non-zero without a panic.
 #[test]
 fn bad_designs_are_refused_with_where_and_why() {
-    let file =
-        std::env::temp_dir().join(format!("pushbench-bad-design-{}.toml", std::process::id()));
+    let scratch = common::scratch("bad-design");
+    let file = scratch.join("design.toml");
     std::fs::write(&file, "consumers = \"browsers\"\nfanout = 10\n").unwrap();
     let output = Command::new(BIN)
         .args(["recommend", "--design", file.to_str().unwrap(), "--results"])
@@ -405,8 +406,7 @@ fn bad_designs_are_refused_with_where_and_why() {
         stderr.contains("rate") && !stderr.contains("panicked"),
         "{stderr}"
     );
-    let empty = std::env::temp_dir().join(format!("pushbench-no-results-{}", std::process::id()));
-    std::fs::create_dir_all(&empty).unwrap();
+    let empty = common::scratch("no-results");
     let output = Command::new(BIN)
         .args(["recommend"])
         .current_dir(&empty)
@@ -420,8 +420,7 @@ fn bad_designs_are_refused_with_where_and_why() {
 /// each scenario in it is cited.
 #[test]
 fn a_directory_of_runs_is_evidence() {
-    let dir = std::env::temp_dir().join(format!("pushbench-runs-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = common::scratch("runs");
     for (run, file) in [
         ("20260101-000000-quick", "quick.json"),
         ("20260102-000000-quick", "quick.json"),
@@ -455,7 +454,6 @@ fn a_directory_of_runs_is_evidence() {
     // its own run id).
     assert_eq!(cited.matches(", ").count(), 1, "{cited}");
     assert!(stdout.contains(" 1. websocket"), "{stdout}");
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// Five services at 50,000 ev/s each with one core: the stored runs are at 2,000 ev/s (10

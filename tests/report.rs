@@ -13,10 +13,8 @@ use pushbench::results::Results;
 use common::BIN;
 
 /// A stored results file copied into a fresh directory of its own, as `results.json`.
-fn stored(name: &str, test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("pushbench-{test}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+fn stored(name: &str, test: &str) -> common::Scratch {
+    let dir = common::scratch(test);
     std::fs::copy(data(name), dir.join("results.json")).unwrap();
     dir
 }
@@ -320,14 +318,13 @@ fn compare_tests_rounds_and_flags_only_a_planted_change() {
 /// A missing or corrupt results file is named in the error, with a non-zero exit.
 #[test]
 fn bad_results_files_are_named() {
-    let dir = std::env::temp_dir().join(format!("pushbench-bad-report-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::scratch("bad-report");
     std::fs::write(
         dir.join("results.json"),
         "{\"schema_version\": 1, \"runs\": [",
     )
     .unwrap();
-    for target in [dir.clone(), dir.join("nope")] {
+    for target in [dir.to_path_buf(), dir.join("nope")] {
         let output = run(&["report", target.to_str().unwrap()]);
         assert_eq!(output.status.code(), Some(1));
         let stderr = String::from_utf8_lossy(&output.stderr);

@@ -894,7 +894,7 @@ async fn a_cpu_limit_holds_the_server_to_its_quota() {
     };
     let options = RunOptions {
         scenario: settings.resolve().unwrap(),
-        out: out.clone(),
+        out: out.to_path_buf(),
         exe: Path::new(BIN).to_owned(),
         pin: false,
     };
@@ -967,7 +967,7 @@ async fn an_idle_connection_costs_the_server_no_more_than_its_budget() {
     };
     let options = RunOptions {
         scenario: settings.resolve().unwrap(),
-        out: out.clone(),
+        out: out.to_path_buf(),
         exe: Path::new(BIN).to_owned(),
         pin: false,
     };

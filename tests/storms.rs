@@ -138,7 +138,7 @@ async fn run_records_both_storm_kinds_with_their_curve() {
     };
     let options = RunOptions {
         scenario: settings.resolve().unwrap(),
-        out: out.clone(),
+        out: out.to_path_buf(),
         exe: common::BIN.into(),
         pin: false,
     };

@@ -27,8 +27,12 @@
 //! connection setup shows the link only from the first byte a transport exchanges (an HTTP
 //! request, a WebSocket upgrade, the TCP floor's start frame).
 //!
-//! [`via`] puts a real reverse proxy (nginx) in the path instead or as well.
+//! [`via`] puts a real reverse proxy (nginx) in the path instead or as well, and
+//! [`packet_delay`] delays the packets themselves on a lossy link (`scripts/netns-link
+//! --delay`), where the proxy's latency cannot reach.
 
+mod nfqueue;
+pub mod packet_delay;
 pub mod proxy;
 pub mod via;
 

@@ -15,12 +15,43 @@ use pushbench::transport::{ClientConfig, ServerConfig, Transport};
 /// The `pushbench` binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_pushbench");
 
-/// A fresh, empty directory under the system temp dir, named for the test and this process.
-pub fn scratch(name: &str) -> std::path::PathBuf {
+/// A fresh, empty directory under the system temp dir, named for the test and this process,
+/// removed with everything in it when the test is done with it (dropped).
+pub fn scratch(name: &str) -> Scratch {
     let dir = std::env::temp_dir().join(format!("pushbench-test-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    Scratch(dir)
+}
+
+/// A test's scratch directory ([`scratch`]): used as the path it is, gone once dropped.
+#[derive(Debug)]
+pub struct Scratch(std::path::PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = std::path::Path;
+
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::path::Path> for Scratch {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for Scratch {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.as_os_str()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// The first of `candidates` (a program on PATH, or a path) that runs, for a test that needs a

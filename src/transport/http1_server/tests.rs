@@ -132,6 +132,19 @@ async fn exchange(addr: SocketAddr, bytes: &[u8]) -> String {
     String::from_utf8(answer).unwrap()
 }
 
+/// Sends `request` on `stream`.
+async fn send(stream: &mut TcpStream, request: &str) {
+    stream.write_all(request.as_bytes()).await.unwrap();
+}
+
+/// What the application hands the test next (a held answer's or a stream's end).
+async fn next<T>(receiver: &mut mpsc::UnboundedReceiver<T>) -> T {
+    tokio::time::timeout(GUARD, receiver.recv())
+        .await
+        .expect("the application was not called")
+        .expect("the application is gone")
+}
+
 /// Reads from `stream` until `needle` has arrived.
 async fn read_until(stream: &mut TcpStream, needle: &str) -> String {
     let mut seen = Vec::new();
@@ -231,14 +244,8 @@ async fn requests_it_cannot_take_are_refused_with_their_status_and_closed() {
 async fn a_client_that_leaves_takes_its_held_answer_with_it() {
     let mut rig = rig(limits()).await;
     let mut stream = TcpStream::connect(rig.addr).await.unwrap();
-    stream
-        .write_all(b"GET /hold HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut dropped = tokio::time::timeout(GUARD, rig.held.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    send(&mut stream, "GET /hold HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let mut dropped = next(&mut rig.held).await;
     drop(stream);
     // The answer's future is dropped, and with it the sender the test holds the other end of.
     tokio::time::timeout(GUARD, dropped.closed())
@@ -250,14 +257,8 @@ async fn a_client_that_leaves_takes_its_held_answer_with_it() {
 async fn a_streamed_body_is_chunked_and_arrives_as_it_is_made() {
     let mut rig = rig(limits()).await;
     let mut stream = TcpStream::connect(rig.addr).await.unwrap();
-    stream
-        .write_all(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let sender = tokio::time::timeout(GUARD, rig.streams.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    send(&mut stream, "GET /stream HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let sender = next(&mut rig.streams).await;
     sender.send(Bytes::from_static(b"first")).unwrap();
     let start = read_until(&mut stream, "first\r\n").await;
     assert!(start.contains("transfer-encoding: chunked\r\n"), "{start}");
@@ -267,14 +268,8 @@ async fn a_streamed_body_is_chunked_and_arrives_as_it_is_made() {
     let rest = read_until(&mut stream, "0\r\n\r\n").await;
     assert_eq!(rest, "c\r\nsecond piece\r\n0\r\n\r\n");
     // A streamed answer's client leaving ends its stream too.
-    stream
-        .write_all(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let sender = tokio::time::timeout(GUARD, rig.streams.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    send(&mut stream, "GET /stream HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let sender = next(&mut rig.streams).await;
     drop(stream);
     tokio::time::timeout(GUARD, sender.closed())
         .await
@@ -289,13 +284,8 @@ async fn http_1_0_and_a_drain_end_the_connection() {
     assert!(answer.contains("connection: close\r\n"), "{answer}");
     // A streamed body goes to an HTTP/1.0 client unchunked, ended by the close.
     let mut old = TcpStream::connect(rig.addr).await.unwrap();
-    old.write_all(b"GET /stream HTTP/1.0\r\n\r\n")
-        .await
-        .unwrap();
-    let sender = tokio::time::timeout(GUARD, rig.streams.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    send(&mut old, "GET /stream HTTP/1.0\r\n\r\n").await;
+    let sender = next(&mut rig.streams).await;
     sender.send(Bytes::from_static(b"whole")).unwrap();
     drop(sender);
     let mut answer = Vec::new();
@@ -311,17 +301,10 @@ async fn http_1_0_and_a_drain_end_the_connection() {
     // Idle when the drain comes: closed at once, with nothing written.
     let mut idle = TcpStream::connect(rig.addr).await.unwrap();
     let mut held = TcpStream::connect(rig.addr).await.unwrap();
-    held.write_all(b"GET /hold HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let _dropped = tokio::time::timeout(GUARD, rig.held.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    send(&mut held, "GET /hold HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let _dropped = next(&mut rig.held).await;
     // The idle connection's task must be waiting for its request before the drain.
-    idle.write_all(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
+    send(&mut idle, "GET /echo HTTP/1.1\r\nHost: x\r\n\r\n").await;
     read_until(&mut idle, "GET ").await;
     rig.drain.send_replace(());
     let mut rest = Vec::new();
@@ -340,12 +323,13 @@ async fn a_request_that_stalls_is_closed_and_a_waiting_client_is_told_to_continu
     let answer = exchange(rig.addr, b"GET /echo HTTP/1.1\r\nHost: x\r\n").await;
     assert_eq!(answer, "", "a half request was answered");
     let mut stream = TcpStream::connect(rig.addr).await.unwrap();
-    stream
-        .write_all(b"POST /echo HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n")
-        .await
-        .unwrap();
+    send(
+        &mut stream,
+        "POST /echo HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n",
+    )
+    .await;
     read_until(&mut stream, "HTTP/1.1 100 Continue\r\n\r\n").await;
-    stream.write_all(b"abc").await.unwrap();
+    send(&mut stream, "abc").await;
     let answer = read_until(&mut stream, "POST abc").await;
     assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
 }
