@@ -74,7 +74,7 @@ pub enum Command {
     Rows(RowsArgs),
     /// Hold every packet iptables queues to NFQUEUE number `--queue` for `--by`, then let it
     /// through: delay on a lossy link's packet path (`scripts/netns-link up NAME --delay`
-    /// runs it inside the link's namespace), until SIGINT or SIGTERM. Needs root.
+    /// runs one on each side of the link), until SIGINT or SIGTERM. Needs root.
     Delay(DelayArgs),
     /// Echo 64-byte messages on one connection (the calibration peer of `run`).
     #[command(hide = true)]
