@@ -1125,6 +1125,23 @@ pub struct TlsArgs {
     /// --ca.
     #[arg(long)]
     pub write_cert: Option<PathBuf>,
+    /// Trust the server's certificate by its SHA-256 (64 hex digits, as `serve` prints it),
+    /// as a browser's WebTransport does: the certificate must be ECDSA P-256 and valid for at
+    /// most 14 days. Repeat for several.
+    #[arg(long, value_parser = parse_cert_hash)]
+    pub cert_hash: Vec<String>,
+}
+
+/// A certificate hash: 64 hex digits (colons allowed between pairs, as browsers show them).
+fn parse_cert_hash(text: &str) -> Result<String, String> {
+    let digits: String = text.chars().filter(|c| *c != ':').collect();
+    if digits.len() == 64 && digits.chars().all(|c| c.is_ascii_hexdigit()) {
+        Ok(digits.to_ascii_lowercase())
+    } else {
+        Err(format!(
+            "expected a SHA-256 as 64 hex digits (as `pushbench serve` prints it), got {text:?}"
+        ))
+    }
 }
 
 impl TlsArgs {
@@ -1135,13 +1152,20 @@ impl TlsArgs {
         let read = |path: &PathBuf| {
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
         };
-        let material = match (&self.tls_cert, &self.tls_key) {
+        let mut material = match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => TlsMaterial::from_pem(read(cert)?, read(key)?),
             _ => TlsMaterial::self_signed(addresses)?,
         };
         let trusted = match &self.ca {
             Some(ca) => Some(read(ca)?.into()),
             None => material.cert_pem.clone(),
+        };
+        // Hashes given are trusted; with --ca, only what it names; otherwise this side's own.
+        let own_hashes = std::mem::take(&mut material.trusted_hashes);
+        material.trusted_hashes = match (&self.ca, self.cert_hash.is_empty()) {
+            (_, false) => self.cert_hash.clone(),
+            (Some(_), true) => Vec::new(),
+            (None, true) => own_hashes,
         };
         let material = material.trusting(trusted);
         material.check()?;

@@ -506,7 +506,8 @@ fn eight_digits(ascii: [u8; 8]) -> u64 {
 }
 
 /// An order-sensitive digest of a stream: each event folds its sequence number and payload into
-/// the digest so far, so a lost, extra or reordered event changes the result.
+/// the digest so far, so a lost, extra or misplaced event changes the result. A [`Tally`] folds
+/// what arrived in sequence order, and counts the order it arrived in apart.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(into = "String", try_from = "String")]
 pub struct Digest(u64);
@@ -571,8 +572,13 @@ pub struct Tally {
     window: u64,
     /// Highest sequence number received so far; anything lower and new arrived out of order.
     highest: Option<u64>,
-    /// The digest of distinct events, in arrival order.
+    /// The digest of distinct events in sequence order, folded up to the first missing one.
     digest: Digest,
+    /// Events that arrived early (past a missing one), kept until the events before them are
+    /// in and they can be folded in turn: so a transport that may reorder (a stream per
+    /// event) is digested in sequence order, its reordering counted, not failed. Empty while
+    /// events arrive in order.
+    held: std::collections::BTreeMap<u64, Box<[u8]>>,
     /// Counts reported at the end.
     counts: TallyCounts,
 }
@@ -627,6 +633,7 @@ impl Tally {
             window: window.max(1).div_ceil(64) * 64,
             highest: None,
             digest: Digest::EMPTY,
+            held: std::collections::BTreeMap::new(),
             counts: TallyCounts::default(),
         }
     }
@@ -645,20 +652,40 @@ impl Tally {
         if seq == self.contiguous && self.early_count == 0 {
             // The common case: the next event in order, nothing pending above it.
             self.contiguous += 1;
+            self.digest = self.digest.fold(seq, payload);
         } else if seq - self.contiguous >= self.window {
             self.counts.beyond_window += 1;
             return Seen::BeyondWindow;
-        } else if !self.mark_early(seq) {
-            self.counts.duplicated += 1;
-            return Seen::Duplicate;
+        } else {
+            let in_turn = seq == self.contiguous;
+            if !self.mark_early(seq) {
+                self.counts.duplicated += 1;
+                return Seen::Duplicate;
+            }
+            if in_turn {
+                self.digest = self.digest.fold(seq, payload);
+            } else {
+                self.held.insert(seq, payload.into());
+            }
+            self.fold_held();
         }
         self.counts.distinct += 1;
         match self.highest {
             Some(highest) if seq < highest => self.counts.reordered += 1,
             _ => self.highest = Some(seq),
         }
-        self.digest = self.digest.fold(seq, payload);
         Seen::New
+    }
+
+    /// Folds, in sequence order, every held event the contiguous prefix has now reached.
+    fn fold_held(&mut self) {
+        while let Some(entry) = self.held.first_entry() {
+            if *entry.key() >= self.contiguous {
+                return;
+            }
+            let (seq, payload) = entry.remove_entry();
+            self.digest = self.digest.fold(seq, &payload);
+        }
     }
 
     /// Marks `seq` (within the window) as arrived and moves the contiguous prefix past every
@@ -715,6 +742,8 @@ impl Tally {
                 self.counts.gapped += 1;
             }
         }
+        // Events held past the gap are in turn now.
+        self.fold_held();
     }
 
     /// Counts a message that could not be decoded as an event.
@@ -743,7 +772,7 @@ impl Tally {
         (self.early_count == 0).then(|| self.expected - self.contiguous)
     }
 
-    /// The digest of what arrived, in arrival order.
+    /// The digest of what arrived, in sequence order (up to the first event still missing).
     pub fn digest(&self) -> Digest {
         self.digest
     }
@@ -879,10 +908,25 @@ mod tests {
         assert_eq!(dup.counts().duplicated, 1);
         assert_eq!(dup.digest(), s.digest(), "duplicates are not folded twice");
 
-        let reordered = send(&[0, 2, 1, 3]);
+        // Digested in sequence order: the reordering is counted, the content still checked.
+        let reordered = send(&[0, 2, 3, 1]);
         assert_eq!(reordered.counts().reordered, 1);
         assert!(reordered.is_complete());
-        assert_ne!(reordered.digest(), s.digest());
+        assert_eq!(reordered.digest(), s.digest());
+        let mut garbled = Tally::new(s.count);
+        for q in [0, 2, 3, 1] {
+            let payload = if q == 2 {
+                "12345678".into()
+            } else {
+                s.payload(q)
+            };
+            garbled.record(q, payload.as_bytes());
+        }
+        assert_ne!(
+            garbled.digest(),
+            s.digest(),
+            "an early event is digested as it came"
+        );
 
         let mut t = Tally::new(4);
         assert_eq!(t.record(9, b""), Seen::OutOfRange);

@@ -108,7 +108,15 @@ async fn serve_process_delivers_and_exits() {
             let line = lines.next().expect("serve reported its address").unwrap();
             match protocol::parse::<Report>(&line).unwrap() {
                 Report::Credentials { made } => config.credentials = made,
-                Report::Listening { addr, settings, .. } => {
+                Report::Listening {
+                    addr,
+                    settings,
+                    cert_sha256,
+                    ..
+                } => {
+                    // Trusted by the hash it announced, as a browser's WebTransport would
+                    // (only a transport always on TLS reads it).
+                    config.tls.trusted_hashes = cert_sha256.into_iter().collect();
                     // It says what it runs with: every server setting of its transport.
                     let mut declared: Vec<&str> = transport
                         .settings()

@@ -10,7 +10,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{assert_identical, spec};
+use common::spec;
 use pushbench::event::Rate;
 use pushbench::harness::{deliver_locally, RecordPlan, SubscriberRecord, TallySink};
 use pushbench::payload::PayloadKind;
@@ -32,15 +32,20 @@ macro_rules! contract {
         use super::OWN;
         [$server, $client]
     }};
-    ($($module:ident => $transport:ident $(($server:expr, $client:expr))?),+ $(,)?) => {
+    (@setting) => { None };
+    (@setting $name:literal = $value:literal) => { Some(($name, $value)) };
+    ($($module:ident => $transport:ident $(($server:expr, $client:expr))?
+        $([$name:literal = $value:literal])?),+ $(,)?) => {
         $(
             mod $module {
                 use super::{Row, Transport};
 
-                /// The transport, and the implementations on each side (its own unless named).
+                /// The transport, the implementations on each side (its own unless named), and
+                /// a setting both sides take (its default unless named).
                 pub(super) const TRANSPORT: Row = Row {
                     transport: Transport::$transport,
                     sides: contract!(@sides $($server, $client)?),
+                    setting: contract!(@setting $($name = $value)?),
                 };
 
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,7 +90,7 @@ macro_rules! contract {
         #[test]
         fn every_transport_has_its_contract() {
             let rows = [$(self::$module::TRANSPORT),+];
-            let own = rows.iter().filter(|row| row.sides == [OWN, OWN]);
+            let own = rows.iter().filter(|row| row.sides == [OWN, OWN] && row.setting.is_none());
             let listed: Vec<Transport> = own.map(|row| row.transport).collect();
             assert_eq!(&listed[..], Transport::ALL, "contract! must list every transport");
             for transport in Transport::ALL {
@@ -111,6 +116,8 @@ struct Row {
     transport: Transport,
     /// The server's implementation, then the client's.
     sides: [&'static str; 2],
+    /// A setting both sides take other than at its default (a mode), by name and value.
+    setting: Option<(&'static str, &'static str)>,
 }
 
 impl Row {
@@ -122,7 +129,22 @@ impl Row {
             let chosen = SERVER_IMPL.set(Implementation(self.sides[0]));
             config.settings.0.extend([chosen]);
         }
+        config.settings.0.extend(self.setting());
         config
+    }
+
+    /// Every subscriber got the identical stream, reordered only where the row's settings let
+    /// its transport reorder.
+    fn assert_identical(self, spec: &pushbench::event::StreamSpec, records: &[SubscriberRecord]) {
+        let settings = self.server_config().settings;
+        let reorders = (self.transport.spec().guarantee)(&settings).reorders;
+        common::assert_identical_under(self.transport, reorders, spec, records);
+    }
+
+    /// The row's own setting, as a settings pair.
+    fn setting(self) -> Option<(String, String)> {
+        self.setting
+            .map(|(name, value)| (name.to_owned(), value.to_owned()))
     }
 
     /// A client's settings matching `server`'s, choosing this row's client.
@@ -132,6 +154,7 @@ impl Row {
             let chosen = CLIENT_IMPL.set(Implementation(self.sides[1]));
             client.settings.0.extend([chosen]);
         }
+        client.settings.0.extend(self.setting());
         client
     }
 
@@ -151,8 +174,12 @@ impl Row {
 impl std::fmt::Display for Row {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.sides {
-            [OWN, OWN] => write!(f, "{}", self.transport),
-            [server, client] => write!(f, "{} ({server} server, {client} client)", self.transport),
+            [OWN, OWN] => write!(f, "{}", self.transport)?,
+            [server, client] => write!(f, "{} ({server} server, {client} client)", self.transport)?,
+        }
+        match self.setting {
+            Some((name, value)) => write!(f, " {name}={value}"),
+            None => Ok(()),
         }
     }
 }
@@ -166,7 +193,10 @@ contract! {
     webhook => Webhook,
     grpc => Grpc,
     mqtt => Mqtt,
+    webtransport => Webtransport,
     tcp => Tcp,
+    // WebTransport's other stream mode: each event on its own stream, which may reorder.
+    webtransport_stream_per_event => Webtransport["webtransport-mode" = "stream-per-event"],
     // The libraries people deploy, each against pushbench's own other side.
     websocket_tungstenite_server => Websocket("tokio-tungstenite", OWN),
     websocket_tungstenite_client => Websocket(OWN, "tokio-tungstenite"),
@@ -182,7 +212,7 @@ async fn one_subscriber_gets_the_identical_stream(row: Row) {
     let spec = spec(10_000, "64");
     let records = row.deliver_with(&spec, 1, None).await;
     assert_eq!(records.len(), 1, "{transport}");
-    assert_identical(transport, &spec, &records);
+    row.assert_identical(&spec, &records);
 }
 
 /// Fifty subscribers each receive the same 10,000 events, each with the source digest.
@@ -191,15 +221,14 @@ async fn fifty_subscribers_get_the_identical_stream(row: Row) {
     let spec = spec(10_000, "64");
     let records = row.deliver_with(&spec, 50, None).await;
     assert_eq!(records.len(), 50, "{transport}");
-    assert_identical(transport, &spec, &records);
+    row.assert_identical(&spec, &records);
 }
 
 /// Empty, one-byte and 64 KiB payloads, cycled, arrive byte for byte.
 async fn edge_payloads_arrive_intact(row: Row) {
-    let transport = row.transport;
     let spec = spec(300, "0,1,65536");
     let records = row.deliver_with(&spec, 2, None).await;
-    assert_identical(transport, &spec, &records);
+    row.assert_identical(&spec, &records);
 }
 
 /// Over TLS (https://, wss://, h2 by ALPN, TLS under raw TCP, HTTPS webhook endpoints, MQTT
@@ -208,12 +237,17 @@ async fn edge_payloads_arrive_intact(row: Row) {
 /// the side that opened or accepted it (MQTT's are rumqttd's and rumqttc's own, untimed).
 async fn delivers_the_identical_stream_over_tls(row: Row) {
     let transport = row.transport;
-    assert!(takes(transport, TLS.name), "{transport} takes no TLS");
+    // QUIC is always TLS: it takes no setting to turn it on.
+    let always = transport.traits().udp;
+    assert!(
+        takes(transport, TLS.name) || always,
+        "{transport} takes no TLS"
+    );
     let spec = spec(1_000, "0,1,64,65536");
     let tls = TlsMaterial::self_signed(&[]).unwrap();
     let records = row.deliver_with(&spec, 3, Some(&tls)).await;
     assert_eq!(records.len(), 3, "{transport}");
-    assert_identical(transport, &spec, &records);
+    row.assert_identical(&spec, &records);
     let handshakes = tls.handshakes.histogram().len();
     if transport.name() == "mqtt" {
         return;
@@ -297,7 +331,7 @@ async fn json_payloads_arrive_intact_and_compress(row: Row) {
                 continue;
             }
         };
-        assert_identical(transport, &spec, &run.records);
+        row.assert_identical(&spec, &run.records);
         // Server writes, plus what webhook consumers read from their provider.
         let wire = served.totals().bytes_out + consumed.totals().bytes_in;
         match plain_bytes {
@@ -350,7 +384,7 @@ async fn quiet_clients_ping_at_their_keep_alive(row: Row) {
         read()
     );
     server.publish(&spec, 1).await.unwrap();
-    assert_identical(transport, &spec, &load.await.unwrap());
+    row.assert_identical(&spec, &load.await.unwrap());
     server.stop().await.unwrap();
 }
 
@@ -385,7 +419,7 @@ async fn quiet_streams_carry_keep_alives(row: Row) {
         "{transport}: nothing written in 10 s of quiet with a 100 ms heartbeat"
     );
     server.publish(&spec, 1).await.unwrap();
-    assert_identical(transport, &spec, &load.await.unwrap());
+    row.assert_identical(&spec, &load.await.unwrap());
     server.stop().await.unwrap();
 }
 

@@ -123,6 +123,35 @@ async fn resume_loses_nothing_across_drops() {
     }
 }
 
+/// WebTransport's stream per event resumes across drops as its one stream does: each session's
+/// resume point moves only past events whose streams all completed, and the repeats a new
+/// session sends of what arrived beyond it are dropped, so nothing is lost or taken twice
+/// (events may overtake each other: counted, allowed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_per_event_resumes_across_drops() {
+    use pushbench::transport::webtransport::{Mode, MODE};
+    let spec = stream();
+    let transport = Transport::Webtransport;
+    let per_event = MODE.set(Mode::StreamPerEvent);
+    let config = ServerConfig {
+        settings: SettingValues::from_pairs([
+            DROP_EVERY.set(std::time::Duration::from_millis(150)),
+            per_event.clone(),
+        ]),
+        ..ServerConfig::local()
+    };
+    let mut client = client_for(&config);
+    client.settings.0.extend([per_event]);
+    let run = deliver_locally(transport, &spec, 3, config, client, TIMEOUT)
+        .await
+        .unwrap();
+    common::assert_identical_under(transport, true, &spec, &run.records);
+    assert_eq!(run.unresumed_drops, 0, "every drop was resumed");
+    for record in &run.records {
+        assert!(record.reconnects >= 10, "{} reconnects", record.reconnects);
+    }
+}
+
 /// With resuming off, the first cut ends each subscription that holds a connection: what it
 /// missed is counted as lost, exactly (received + lost = the stream), with the error saying why,
 /// and nothing duplicated. Short polling holds nothing between polls, so a cut there only ends
@@ -160,7 +189,10 @@ async fn without_resume_the_loss_is_counted_exactly() {
             );
             // Every missing event is the tail after the drop, accounted for by the ledger.
             assert_eq!(record.cut_off, lost, "{transport} subscriber {i}");
-            assert!(record.ledger_balances(false), "{transport} subscriber {i}");
+            assert!(
+                record.ledger_balances(pushbench::transport::Guarantee::default()),
+                "{transport} subscriber {i}"
+            );
             if transport.traits().holds_connection {
                 assert!(lost > 0, "{transport} subscriber {i} lost nothing to a cut");
                 assert_eq!(record.reconnects, 0, "{transport} subscriber {i} resumed");
@@ -306,7 +338,10 @@ async fn resuming_from_before_the_replay_window_reports_the_exact_gap() {
             (100, 900, 0),
             "{transport}"
         );
-        assert!(record.ledger_balances(false), "{transport}");
+        assert!(
+            record.ledger_balances(pushbench::transport::Guarantee::default()),
+            "{transport}"
+        );
         assert_eq!(server.hub().gapped(), 900, "{transport}");
         server.stop().await.unwrap();
     }

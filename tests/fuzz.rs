@@ -208,6 +208,16 @@ fn servers_take_arbitrary_requests() {
         runner
             .run(&bytes, |bytes| {
                 runtime.block_on(async {
+                    // QUIC: the bytes as a datagram to its UDP port, which it must drop (or
+                    // answer) and go on serving.
+                    if transport.traits().udp {
+                        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+                        let _ = socket.send_to(&bytes, addr).await;
+                        let mut answer = vec![0u8; 2048];
+                        let wait = Duration::from_millis(10);
+                        let _ = tokio::time::timeout(wait, socket.recv(&mut answer)).await;
+                        return;
+                    }
                     // A refused or reset connection is a closed one: a server whose
                     // listener another accept loop takes over (an embedded broker) refuses
                     // for a moment at its start.

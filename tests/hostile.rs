@@ -237,9 +237,9 @@ async fn a_full_server_refuses_and_serves_the_rest() {
                 let answer = h2c_get(addr, path, &[]).await.unwrap();
                 format!("HTTP/1.1 {} {}", answer.0, answer.1)
             }
-            // A call of its own protocol (gRPC): refused by its status, which the transport's
-            // own client reports (told not to retry).
-            None if transport.traits().multiplexed => {
+            // A call of its own protocol (gRPC), or a session over QUIC: refused by its status
+            // or close code, which the transport's own client reports (told not to retry).
+            None if transport.traits().multiplexed || transport.traits().udp => {
                 let mut once = client.clone();
                 once.settings.0.extend([RESUME.set(false)]);
                 let plan = RecordPlan::new(count, Rate::Max, 0, 0);
@@ -267,7 +267,8 @@ async fn a_full_server_refuses_and_serves_the_rest() {
                 format!("closed after {} bytes", answer.len())
             }
         };
-        if transport.spec().cursor_path.is_some() || transport.traits().multiplexed {
+        let refuses_by_status = transport.traits().multiplexed || transport.traits().udp;
+        if transport.spec().cursor_path.is_some() || refuses_by_status {
             assert!(answer.starts_with("HTTP/1.1 503"), "{transport}: {answer}");
             assert!(answer.contains("server full"), "{transport}: {answer}");
         } else {

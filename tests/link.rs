@@ -41,6 +41,71 @@ fn a_planted_delay_reads_in_the_round_trip() {
     );
 }
 
+/// WebTransport's datagrams through a link that loses packets: at 0% loss nothing is dropped;
+/// at 5% (set for the row by `run --packet-loss`, each way) the ledger is exact, every event
+/// delivered or counted dropped, nothing twice, and the drops within the binomial bound of the
+/// link's loss, so the row passes; the bytes that crossed the link are counted for both rows.
+#[test]
+#[ignore = "needs root, ip netns and iptables (scripts/test runs it where allowed)"]
+fn datagrams_drop_what_the_link_loses_and_no_more() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/netns-link");
+    let up = Command::new(script)
+        .args(["up", "pbdrop"])
+        .env("PUSHBENCH", BIN)
+        .status()
+        .unwrap();
+    assert!(up.success(), "scripts/netns-link up failed");
+    let out = common::scratch("datagrams-drop");
+    let run = Command::new(BIN)
+        .args([
+            "run",
+            "--server-netns",
+            "pbdrop",
+            "--transports",
+            "webtransport",
+        ])
+        .args(["--webtransport-mode", "datagrams", "--packet-loss", "0,5"])
+        .args(["--subscribers", "4", "--events", "4000", "--rate", "1000"])
+        .arg("--out")
+        .arg(&*out)
+        .output()
+        .unwrap();
+    let _ = Command::new(script).args(["down", "pbdrop"]).status();
+    let said = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "run failed: {said}");
+    let results = results_in(&out);
+    let rows = results["runs"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for row in rows {
+        let loss = row["settings"]["packet-loss"].as_str().unwrap().to_owned();
+        let (expected, delivered, dropped) = (
+            row["events_expected"].as_u64().unwrap(),
+            row["events_delivered"].as_u64().unwrap(),
+            row["dropped"].as_u64().unwrap(),
+        );
+        eprintln!("packet-loss {loss}%: {delivered} delivered, {dropped} dropped of {expected}");
+        assert_eq!(row["failed"], false, "{loss}%: {}", row["error"]);
+        assert_eq!(delivered + dropped, expected, "{loss}%: the ledger");
+        assert_eq!(row["duplicated"], 0, "{loss}%");
+        assert!(row["connection"]["link_bytes_per_event"].as_f64().unwrap() > 0.0);
+        match loss.as_str() {
+            "0" => assert_eq!(dropped, 0),
+            _ => assert!(dropped > 0, "5% loss dropped nothing"),
+        }
+    }
+}
+
+/// The results of the one run written under `dir`, as JSON.
+fn results_in(dir: &std::path::Path) -> serde_json::Value {
+    let file = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("results.json"))
+        .find(|p| p.exists())
+        .expect("a run's results.json");
+    serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap()
+}
+
 /// Round trips of 64 bytes with `pushbench echo` run inside `netns`, at the link's far end.
 fn round_trips(netns: &str) -> Vec<Duration> {
     let mut echo = Command::new("ip")

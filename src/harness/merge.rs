@@ -10,6 +10,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::{bail, Context as _};
 
+use crate::link::netns::LinkFigures;
 use crate::metrics::latency::Percentiles;
 use crate::results::key::RowKey;
 use crate::results::scenario::Scenario;
@@ -230,6 +231,8 @@ fn summary_of<'a>(
         origin_ns: merged.interval_origin_ns,
         restarted: None,
         blackout: None,
+        // Parts from other hosts: their link is not this process's to know.
+        link: LinkFigures::default(),
         server_samples: Vec::new(),
         resources: (Vec::new(), std::time::Duration::ZERO),
     }

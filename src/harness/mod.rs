@@ -7,6 +7,7 @@
 pub mod calibrate;
 pub mod cpu_limit;
 mod disrupt;
+mod dropped;
 mod knee;
 pub mod ledger;
 mod load;

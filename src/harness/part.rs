@@ -20,20 +20,20 @@ use crate::metrics::storm::Reconnection;
 use crate::protocol::{
     DeliveryCounts, LoadPart, PartHistograms, WorkerProcess, RECONNECTIONS_KEPT,
 };
-use crate::transport::{SettingValues, Transport};
+use crate::transport::{Guarantee, SettingValues, Transport};
 
 /// How many distinct subscriber errors a part keeps word for word (the rest are counted).
 const ERRORS_KEPT: usize = 8;
 
 impl DeliveryCounts {
-    /// Counts one subscriber's record against its streams' source digests.
-    /// Adds one subscriber's record; `repeats` says whether its transport's guarantee is at
-    /// least once, so that events received again are counted, and accounted for, not failed.
+    /// Adds one subscriber's record, judged against its streams' source digests and what its
+    /// transport's `guarantee` lets happen (repeats, reordering, events the network dropped),
+    /// which is counted and accounted for, not failed.
     pub(crate) fn add(
         &mut self,
         record: &SubscriberRecord,
         sources: &SourceDigests,
-        repeats: bool,
+        guarantee: Guarantee,
     ) {
         let counts: TallyCounts = record.ledger.counts();
         let lost = record.ledger.lost();
@@ -51,13 +51,15 @@ impl DeliveryCounts {
         self.reconnects += record.reconnects;
         self.gapped += counts.gapped;
         self.cut_off += record.cut_off;
+        self.dropped += record.dropped(guarantee);
         let intact = digest_ok
             && lost == 0
             && counts.duplicated == 0
+            && (counts.reordered == 0 || guarantee.reorders)
             && counts.malformed == 0
             && record.error.is_none();
         self.intact += usize::from(intact);
-        self.accounted += usize::from(!intact && record.ledger_balances(repeats));
+        self.accounted += usize::from(!intact && record.ledger_balances(guarantee));
     }
 }
 
@@ -76,9 +78,9 @@ impl LoadPart {
         let mut errors = Vec::new();
         let mut handshakes = latency::histogram();
         let mut first_events = latency::histogram();
-        let repeats = (transport.spec().repeats)(settings);
+        let guarantee = (transport.spec().guarantee)(settings);
         for record in records {
-            counts.add(record, &sources, repeats);
+            counts.add(record, &sources, guarantee);
             if let Some(error) = &record.error {
                 if errors.len() < ERRORS_KEPT && !errors.contains(error) {
                     errors.push(error.clone());
@@ -294,7 +296,7 @@ impl Merged {
         // Workers started apart (on several hosts) count their seconds from whole seconds
         // of the server's clock, so their intervals line up by whole seconds.
         let later_ns = part.interval_origin_ns - self.interval_origin_ns;
-        if later_ns % 1_000_000_000 != 0 {
+        if !later_ns.is_multiple_of(1_000_000_000) {
             return Err(MergeError::Mismatch {
                 worker: part.worker,
                 what: format!("intervals from {} ns", part.interval_origin_ns),

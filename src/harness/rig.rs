@@ -16,6 +16,7 @@ use super::run::Placed;
 use super::settings::RESTART_AFTER;
 use crate::clock::now_ns;
 use crate::event::StreamSpec;
+use crate::link::netns::LinkFigures;
 use crate::link::via::{Nginx, Via, VIA};
 use crate::link::{Blackout, BlackoutSwitch, Dialer, LinkStats, LINK};
 use crate::metrics::kernel;
@@ -197,6 +198,8 @@ pub(super) struct Rig {
     pub server_before: ProcessSample,
     /// The kernel's socket memory before any subscriber connected.
     pub kernel_before: Option<u64>,
+    /// The server's link as the row began (its loss set, its bytes counted from here).
+    pub link: LinkFigures,
     /// nginx, killed when the rig is dropped.
     _nginx: Option<Nginx>,
     /// Stops the link emulator when the rig is dropped.
@@ -232,6 +235,7 @@ impl Rig {
         let place = |pid: u32| setup.place(pid);
         let job = Job::Serve(Box::new(setup.serve.clone()));
         let netns = scenario.server_netns.as_deref();
+        let link = LinkFigures::before_row(netns, &combination.settings)?;
         // A server a profile names is started by the server child, so it is under the same
         // limit (a cgroup's processes' children stay in it).
         let server = ServerChild::spawn_placed(exe, job, netns, "server".into(), &place).await?;
@@ -273,6 +277,7 @@ impl Rig {
             origin_ns,
             server_before,
             kernel_before,
+            link,
             _nginx: nginx,
             _stop_emulator,
         })

@@ -28,6 +28,7 @@ use super::settings::settings_of;
 use super::summary::{
     no_rows_yet, summarise, wall_time_of, write_interval_log, Restarted, Summary,
 };
+use crate::link::netns::LinkFigures;
 use crate::metrics::machine::Machine;
 use crate::metrics::process::{self, MachineCpu, TimedSample};
 use crate::metrics::resources::{self, ResourceSample};
@@ -338,6 +339,8 @@ struct Streamed {
     resources_every: Duration,
     machine_after: MachineCpu,
     origin_ns: u64,
+    /// The server's link: the share of packets it lost, and the bytes that crossed it.
+    link: LinkFigures,
 }
 
 /// The workers' parts, once the stream is delivered. Each worker's subscribers keep their
@@ -372,6 +375,7 @@ async fn stream(
         workers,
         blackout,
         origin_ns,
+        link,
         ..
     } = rig;
     let collect = parts_of(workers, wait);
@@ -407,6 +411,7 @@ async fn stream(
     let (mut server, restarted, blackout) = disrupted?;
     let parts = parts?;
     let machine_after = MachineCpu::sample().unwrap_or_default();
+    let link = link.crossed(scenario.server_netns.as_deref());
     if let Some(status) = server.child().exited().filter(|s| !s.success()) {
         let stderr = server.child().stderr().await;
         anyhow::bail!("server {status} during the stream; its stderr:\n{stderr}");
@@ -435,6 +440,7 @@ async fn stream(
         resources_every: every,
         machine_after,
         origin_ns,
+        link,
     })
 }
 
@@ -491,6 +497,7 @@ fn summary(
             ..r
         }),
         blackout: streamed.blackout,
+        link: streamed.link,
         server_samples: streamed.server_samples.clone(),
         resources: (streamed.resources.clone(), streamed.resources_every),
     }))

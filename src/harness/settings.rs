@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use crate::link::netns::PACKET_LOSS;
 use crate::link::via::VIA;
 use crate::link::LINK;
 
@@ -57,17 +58,26 @@ pub static HARNESS_SETTINGS: &[HarnessSetting] = &[
     },
     HarnessSetting {
         setting: &LINK,
-        applies: every_transport,
+        applies: over_tcp,
     },
     HarnessSetting {
         setting: &SERVER_CPU_LIMIT,
         applies: every_transport,
     },
+    HarnessSetting {
+        setting: &PACKET_LOSS,
+        applies: every_transport,
+    },
 ];
 
-/// Every transport: each server can be limited, and each has connections between
-/// subscribers and the server for a link to stand in (subscribers dial the server or its
-/// broker, or the server dials their endpoints).
+/// A transport whose connections are TCP, which the link emulator (a TCP proxy) can stand in
+/// (subscribers dial the server or its broker, or the server dials their endpoints); QUIC's
+/// go around it (its loss and delay are the namespace link's, `scripts/netns-link`).
+fn over_tcp(spec: &Spec) -> bool {
+    !spec.traits.udp
+}
+
+/// Every transport: each server can be limited, and the packets of each can be lost.
 fn every_transport(_: &Spec) -> bool {
     true
 }
@@ -116,15 +126,17 @@ mod tests {
     use super::*;
 
     /// The harness's settings reach the transports whose subscribers dial the server, and
-    /// only them: webhooks (the server dials its consumers) take none of them, and the reverse
-    /// proxy stays off multiplexed HTTP/2.
+    /// only them: webhooks (the server dials its consumers) take none of them, the reverse
+    /// proxy stays off multiplexed HTTP/2, and the link emulator (a TCP proxy) off QUIC; every
+    /// transport's packets can be lost.
     #[test]
     fn harness_settings_follow_what_transports_declare() {
         for &transport in Transport::ALL {
             let spec = transport.spec();
             let names: Vec<&str> = settings_of(transport).iter().map(|s| s.name()).collect();
             let dials = spec.takes(&DROP_EVERY);
-            assert!(names.contains(&LINK.name), "{transport}");
+            assert_eq!(names.contains(&LINK.name), !spec.traits.udp, "{transport}");
+            assert!(names.contains(&PACKET_LOSS.name), "{transport}");
             assert_eq!(names.contains(&RESTART_AFTER.name), dials, "{transport}");
             if spec.traits.multiplexed || spec.traits.needs_inbound_http {
                 assert!(!names.contains(&VIA.name), "{transport}");

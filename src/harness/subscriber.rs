@@ -13,6 +13,7 @@ use crate::metrics::latency;
 use crate::metrics::recorder::Recording;
 use crate::metrics::storm::Reconnection;
 use crate::settings::SettingValues;
+use crate::transport::Guarantee;
 use crate::transport::{Flow, Reconnected, Sink};
 use crate::upstream::CopyCounts;
 use crate::workload::Workload;
@@ -372,15 +373,27 @@ impl SubscriberRecord {
         }
     }
 
-    /// Whether every missing event is accounted for (by gaps the server named and a tail a
-    /// drop cut off), nothing arrived garbled, and nothing twice unless the transport's
-    /// guarantee is at least once (`repeats`): the ledger balances even when the stream is not
-    /// identical.
-    pub fn ledger_balances(&self, repeats: bool) -> bool {
+    /// Whether every missing event is accounted for (by gaps the server named, a tail a drop
+    /// cut off, and, where the transport's guarantee is at most once, what the network
+    /// dropped), nothing arrived garbled, nothing twice unless the guarantee is at least once,
+    /// and nothing out of order unless it may be: the ledger balances even when the stream is
+    /// not identical.
+    pub fn ledger_balances(&self, guarantee: Guarantee) -> bool {
         let counts = self.ledger.counts();
-        self.ledger.lost() == counts.gapped + self.cut_off
-            && (counts.duplicated == 0 || repeats)
+        self.ledger.lost() == counts.gapped + self.cut_off + self.dropped(guarantee)
+            && (counts.duplicated == 0 || guarantee.repeats)
+            && (counts.reordered == 0 || guarantee.reorders)
             && counts.malformed == 0
             && (self.error.is_none() || self.cut_off > 0)
+    }
+
+    /// Events the network dropped, where the transport's guarantee is at most once: every
+    /// missing event no gap or cut accounts for (none otherwise).
+    pub fn dropped(&self, guarantee: Guarantee) -> u64 {
+        if !guarantee.drops {
+            return 0;
+        }
+        let explained = self.ledger.counts().gapped + self.cut_off;
+        self.ledger.lost().saturating_sub(explained)
     }
 }

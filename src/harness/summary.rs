@@ -11,6 +11,7 @@ use anyhow::Context as _;
 use super::settings::RESTART_AFTER;
 use crate::clock::now_ns;
 use crate::event::StreamSpec;
+use crate::link::netns::LinkFigures;
 use crate::metrics::faults::{self, FaultWindow};
 use crate::metrics::latency::{self, Percentiles};
 use crate::metrics::machine::Machine;
@@ -207,6 +208,9 @@ pub(super) struct Summary<'a> {
     pub restarted: Option<Restarted>,
     /// When `run` silenced the link for a blackhole storm (monotonic ns), if it did.
     pub blackout: Option<(u64, u64)>,
+    /// The server's link: the share of packets it loses, where known (what an at-most-once
+    /// transport's drops are judged against), and the bytes that crossed it.
+    pub link: LinkFigures,
     /// The server's processes sampled through the stream (for a storm's peak; empty when not
     /// sampled).
     pub server_samples: Vec<TimedSample>,
@@ -308,6 +312,18 @@ impl CpuSpent {
     }
 }
 
+/// Why the row fails beyond its ledger, if it does: traffic up or back that was not exact, or
+/// drops of an at-most-once transport beyond what its link loses.
+fn judged(s: &Summary<'_>, two_way: Option<&TwoWay>) -> Option<String> {
+    let counts = &s.merged.counts;
+    let dropped = super::dropped::judge(
+        counts.dropped,
+        counts.delivered + counts.dropped,
+        s.link.loss,
+    );
+    two_way.and_then(TwoWay::failure).or(dropped)
+}
+
 /// Turns the merged load parts, the server's stats and the process samples into one result.
 pub(super) fn summarise(s: Summary<'_>) -> TransportResult {
     let merged = s.merged;
@@ -322,15 +338,14 @@ pub(super) fn summarise(s: Summary<'_>) -> TransportResult {
     let measured = cpu.server_measured;
     let (storm, fault_windows) = faults_of(&s);
     let two_way = two_way(&s, &cpu);
-    // Traffic up or back that was not exact fails the row, and says how.
-    let two_way_failure = two_way.as_ref().and_then(TwoWay::failure);
+    let judged_failure = judged(&s, two_way.as_ref());
     // What the server refused to send explains what the subscribers then missed.
     let error = s
         .stats
         .refusal
         .clone()
         .or_else(|| merged.errors.first().cloned())
-        .or_else(|| two_way_failure.clone());
+        .or_else(|| judged_failure.clone());
     let last_receiver = merged.fanout.last_receiver_us(counts.subscribers);
     let latency_over_time = latency::interval_summary(&merged.seconds);
     let (resources_over_time, resource_trend) = resources_of(&s, &latency_over_time);
@@ -352,10 +367,11 @@ pub(super) fn summarise(s: Summary<'_>) -> TransportResult {
         retries: s.stats.retries,
         gapped: counts.gapped,
         cut_off: counts.cut_off,
+        dropped: counts.dropped,
         loss_accounted: counts.loss_accounted(),
         malformed: counts.malformed,
         digest_ok: counts.digest_mismatches == 0,
-        failed: counts.failed() || two_way_failure.is_some(),
+        failed: counts.failed() || judged_failure.is_some(),
         error,
         latency_us: Percentiles::of(&merged.latency),
         service_time_us: Percentiles::of(&merged.service),
@@ -476,6 +492,7 @@ fn connection(s: &Summary<'_>, per: &Per, cpu: &CpuSpent) -> Connection {
         load_cpu_us_per_delivery: Some(per.delivery(cpu.load_us as f64)),
         load_peak_rss_per_subscriber_bytes: Some(load_peak_rss as f64 / subscribers as f64),
         wire_bytes_per_event: per.delivery((sockets.bytes_in + sockets.bytes_out) as f64),
+        link_bytes_per_event: s.link.bytes.map(|bytes| per.delivery(bytes as f64)),
         connections_per_1000_events: per.delivery(sockets.connections as f64 * 1000.0),
         connections_per_subscriber: Some(sockets.connections as f64 / subscribers as f64),
     }

@@ -31,6 +31,7 @@
 //! [`packet_delay`] delays the packets themselves on a lossy link (`scripts/netns-link
 //! --delay`), where the proxy's latency cannot reach.
 
+pub mod netns;
 mod nfqueue;
 pub mod packet_delay;
 pub mod proxy;

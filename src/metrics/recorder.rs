@@ -211,7 +211,9 @@ impl Recording {
         let served = micros_between(sent_ns, received_ns);
         let since_origin = received_ns.saturating_sub(self.origin_ns);
         let second = (since_origin / 1_000_000_000) as usize;
-        let slot = (seq % self.fanout_stride == 0).then(|| (seq / self.fanout_stride) as usize);
+        let slot = seq
+            .is_multiple_of(self.fanout_stride)
+            .then(|| (seq / self.fanout_stride) as usize);
         self.with_shard(|shard| {
             shard.service.saturating_record(served);
             if shard.seconds.len() <= second {

@@ -268,6 +268,7 @@ impl ServerChild {
                     addr,
                     settings,
                     pids,
+                    ..
                 } => {
                     let pids = if pids.is_empty() {
                         child.pid().into_iter().collect()

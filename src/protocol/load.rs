@@ -60,6 +60,10 @@ pub struct DeliveryCounts {
     /// Events missing after a drop that the subscription did not resume from (resume off).
     #[serde(default)]
     pub cut_off: u64,
+    /// Events the network dropped where the transport promises at most once (datagrams):
+    /// missing, and a class of their own.
+    #[serde(default)]
+    pub dropped: u64,
 }
 
 impl DeliveryCounts {
@@ -79,6 +83,7 @@ impl DeliveryCounts {
         self.reconnects += other.reconnects;
         self.gapped += other.gapped;
         self.cut_off += other.cut_off;
+        self.dropped += other.dropped;
         self.accounted += other.accounted;
     }
 

@@ -71,6 +71,10 @@ pub enum Report {
         /// The processes that serve, when they are not the child itself (a fleet's members).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         pids: Vec<u32>,
+        /// The SHA-256 (hex) of the certificate it serves with, for clients that trust it by
+        /// hash (`load --cert-hash`, a browser's WebTransport).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cert_sha256: Option<String>,
     },
     /// Server, a member of a fleet waiting for its start: how many subscribers it has now.
     Subscribers {
@@ -170,6 +174,7 @@ mod tests {
             addr: "127.0.0.1:4000".parse().unwrap(),
             settings: SettingValues::from_pairs([("longpoll-hold".into(), "2s".into())]),
             pids: Vec::new(),
+            cert_sha256: None,
         };
         let text = line(&sent);
         assert!(text.ends_with('\n') && text.starts_with("{\"report\":\"listening\""));

@@ -6,6 +6,7 @@
 
 use crate::harness::cpu_limit::SERVER_CPU_LIMIT;
 use crate::harness::settings::RESTART_AFTER;
+use crate::link::netns::{LinkLoss, PACKET_LOSS};
 use crate::link::via::{Via, VIA};
 use crate::link::LINK;
 use crate::results::key::RowKey;
@@ -65,6 +66,16 @@ impl Required {
     }
 }
 
+/// A row's settings as a design reads them: a transport carried on QUIC, which takes no `tls`
+/// setting, was encrypted all the same.
+fn always_encrypted(key: &RowKey, settings: &SettingValues) -> SettingValues {
+    let mut settings = settings.clone();
+    if key.transport.traits().udp {
+        settings.0.insert(TLS.name.into(), true.show());
+    }
+    settings
+}
+
 impl Conditions {
     /// The conditions of `design`: no fault, no compression (it trades CPU for bytes, and a
     /// design that did not ask for it pays neither), TLS and a buffering proxy as the design
@@ -96,6 +107,18 @@ impl Conditions {
                 fault: false,
             });
         }
+        // A design on a lossy network is answered by rows run at its loss; one that loses
+        // nothing, by rows at 0% or on a link left as made (loopback, where most runs are).
+        let loss = LinkLoss::Percent(design.packet_loss);
+        let mut losses = vec![loss.show()];
+        if design.packet_loss == 0.0 {
+            losses.push(LinkLoss::AsMade.show());
+        }
+        required.push(Required {
+            setting: &PACKET_LOSS,
+            wanted: losses,
+            fault: false,
+        });
         // A CPU quota changes latency and what a row could deliver: a row ran under none, or
         // under the design's own CPU budget (its own run, unscaled).
         let mut quotas = vec![SERVER_CPU_LIMIT.default_text()];
@@ -121,12 +144,14 @@ impl Conditions {
 
     /// Whether a row with `key`, run with `settings`, was measured under these conditions.
     pub fn admit(&self, key: &RowKey, settings: &SettingValues) -> bool {
+        let settings = &always_encrypted(key, settings);
         self.admit_key(key) && self.required.iter().all(|r| r.met_by(settings))
     }
 
     /// As [`Conditions::admit`], with any injected fault allowed: for the rules that read
     /// what a fault did (loss across a measured outage).
     pub fn admit_faulted(&self, key: &RowKey, settings: &SettingValues) -> bool {
+        let settings = &always_encrypted(key, settings);
         self.admit_key(key)
             && self
                 .required

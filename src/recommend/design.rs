@@ -118,6 +118,13 @@ pub struct DesignSettings {
     /// Only HTTP/1.1 reaches the consumers (browsers allow six connections per origin).
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub http1_only: Option<bool>,
+    /// The network lets UDP through to the server (QUIC, HTTP/3); default true.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub udp: Option<bool>,
+    /// The percentage of packets the consumers' network loses (a mobile network's 1 to 5):
+    /// only figures measured at that loss stand for it (`run --packet-loss`); default 0.
+    #[arg(long)]
+    pub packet_loss: Option<f64>,
     /// Most memory per held connection, bytes, on either end.
     #[arg(long)]
     pub memory_per_connection: Option<u64>,
@@ -199,6 +206,12 @@ pub struct Design {
     pub websocket_upgrades: bool,
     /// Only HTTP/1.1.
     pub http1_only: bool,
+    /// UDP passes (QUIC can reach the server).
+    #[serde(default = "yes")]
+    pub udp: bool,
+    /// The percentage of packets the network loses.
+    #[serde(default)]
+    pub packet_loss: f64,
     /// Most memory per held connection, bytes.
     pub memory_per_connection: Option<u64>,
     /// Most server CPU cores.
@@ -322,6 +335,8 @@ impl DesignSettings {
             idle_timeout_secs: over.idle_timeout_secs.or(self.idle_timeout_secs),
             websocket_upgrades: over.websocket_upgrades.or(self.websocket_upgrades),
             http1_only: over.http1_only.or(self.http1_only),
+            udp: over.udp.or(self.udp),
+            packet_loss: over.packet_loss.or(self.packet_loss),
             memory_per_connection: over.memory_per_connection.or(self.memory_per_connection),
             cpu_cores: over.cpu_cores.or(self.cpu_cores),
             tls: over.tls.or(self.tls),
@@ -361,6 +376,15 @@ impl DesignSettings {
                 .transpose()?,
             websocket_upgrades: self.websocket_upgrades.unwrap_or(true),
             http1_only: self.http1_only.unwrap_or(false),
+            udp: self.udp.unwrap_or(true),
+            packet_loss: match self.packet_loss {
+                Some(loss) if !(0.0..100.0).contains(&loss) => {
+                    return Err(DesignError::Invalid(format!(
+                        "packet-loss {loss}: expected a percentage from 0 up to (not including) 100"
+                    )))
+                }
+                loss => loss.unwrap_or(0.0),
+            },
             memory_per_connection: self.memory_per_connection,
             cpu_cores: self
                 .cpu_cores
@@ -530,6 +554,11 @@ impl Design {
             self.p99_budget_ms
         )
     }
+}
+
+/// The default of a design's fact that holds unless it says otherwise.
+fn yes() -> bool {
+    true
 }
 
 #[cfg(test)]

@@ -151,6 +151,15 @@ impl Evidence {
         Ok(evidence)
     }
 
+    /// Whether any of the runs measured `transport` at all (under any conditions): one none
+    /// did is unmeasured, where one that was measured but not as a design needs is judged.
+    pub fn holds(&self, transport: Transport) -> bool {
+        self.sources.iter().any(|source| {
+            let rows = &source.results.runs;
+            rows.iter().any(|row| row.key.transport == transport)
+        })
+    }
+
     /// Evidence from results already in memory.
     pub fn of(results: Results, path: PathBuf) -> Self {
         Self {

@@ -32,7 +32,7 @@ use design::{Design, DesignSettings};
 use evidence::Evidence;
 
 /// The standard designs (the files under `designs/`), built in so the report needs no files.
-pub const STANDARD_DESIGNS: [(&str, &str); 11] = [
+pub const STANDARD_DESIGNS: [(&str, &str); 12] = [
     (
         "payment-webhooks",
         include_str!("../../designs/payment-webhooks.toml"),
@@ -74,6 +74,10 @@ pub const STANDARD_DESIGNS: [(&str, &str); 11] = [
         "multiplayer-lobby",
         include_str!("../../designs/multiplayer-lobby.toml"),
     ),
+    (
+        "live-game-state",
+        include_str!("../../designs/live-game-state.toml"),
+    ),
 ];
 
 /// The answer to one design.
@@ -89,6 +93,9 @@ pub struct Recommendation {
     pub scalings: Option<Vec<String>>,
     /// Every transport, best first.
     pub ranking: Vec<Ranked>,
+    /// Whether no transport the evidence measured fits (one it never measured is unmeasured,
+    /// not a fit).
+    pub nothing_fits: bool,
     /// When nothing fits: single constraints whose relaxing would let something fit.
     pub relax: Vec<String>,
 }
@@ -116,21 +123,31 @@ pub fn recommend(design: &Design, evidence: &Evidence) -> Recommendation {
             .collect(),
         design,
     );
-    let relax = if ranking
+    let measured: Vec<&Ranked> = ranking
         .iter()
-        .all(|r| r.assessment.verdict == Verdict::Excluded)
-    {
-        relaxations(design, evidence)
-    } else {
-        Vec::new()
+        .filter(|r| measured(r.assessment.transport, evidence))
+        .collect();
+    let nothing_fits = !measured.is_empty()
+        && measured
+            .iter()
+            .all(|r| r.assessment.verdict == Verdict::Excluded);
+    let relax = match nothing_fits {
+        true => relaxations(design, evidence),
+        false => Vec::new(),
     };
     Recommendation {
         design: design.clone(),
         evidence: evidence.run_ids(),
         scalings: evidence.scalings(design).map(<[String]>::to_vec),
         ranking,
+        nothing_fits,
         relax,
     }
+}
+
+/// Whether the evidence measured the transport (by name) at all.
+fn measured(transport: &str, evidence: &Evidence) -> bool {
+    Transport::named(transport).is_some_and(|t| evidence.holds(t))
 }
 
 /// Costs a missing figure counts as (doublings behind the best).
@@ -248,6 +265,7 @@ fn relaxations(design: &Design, evidence: &Evidence) -> Vec<String> {
                 .iter()
                 .map(|t| assess(*t, &relaxed, evidence))
                 .filter(|a| a.verdict != Verdict::Excluded)
+                .filter(|a| measured(a.transport, evidence))
                 .map(|a| a.transport)
                 .collect();
             (!fitting.is_empty()).then(|| format!("{label}: then {} would fit", fitting.join(", ")))

@@ -111,11 +111,7 @@ pub fn text(answer: &Recommendation) -> String {
             let _ = writeln!(out, "  {command}");
         }
     }
-    if answer
-        .ranking
-        .iter()
-        .all(|r| r.assessment.verdict == Verdict::Excluded)
-    {
+    if answer.nothing_fits {
         let _ = writeln!(out, "\nno transport satisfies this design.");
         if answer.relax.is_empty() {
             let _ = writeln!(out, "no single constraint, relaxed, would change that.");

@@ -193,6 +193,8 @@ pub enum Figure {
     ServerCpuUsPerDelivery,
     /// `wire_bytes_per_event`: see its [`Metric`].
     WireBytesPerEvent,
+    /// `link_bytes_per_event`: see its [`Metric`].
+    LinkBytesPerEvent,
     /// `connections_per_1000_events`: see its [`Metric`].
     ConnectionsPer1000Events,
     /// `connections_per_subscriber`: see its [`Metric`].
@@ -211,6 +213,8 @@ pub enum Figure {
     Gapped,
     /// `cut_off`: see its [`Metric`].
     CutOff,
+    /// `dropped`: see its [`Metric`].
+    Dropped,
     /// `retries`: see its [`Metric`].
     Retries,
 }
@@ -569,6 +573,15 @@ pub const METRICS: &[Metric] = &[
         |r| r.connection.wire_bytes_per_event,
     ),
     metric(
+        Figure::LinkBytesPerEvent,
+        "link_bytes_per_event",
+        "link B/event",
+        Section::Connection,
+        Unit::Decimals(0),
+        Better::Lower,
+        |r| option(r.connection.link_bytes_per_event),
+    ),
+    metric(
         Figure::ConnectionsPer1000Events,
         "connections_per_1000_events",
         "conns/1k events",
@@ -648,6 +661,15 @@ pub const METRICS: &[Metric] = &[
         Unit::Count,
         Better::Lower,
         |r| r.cut_off as f64,
+    ),
+    metric(
+        Figure::Dropped,
+        "dropped",
+        "dropped (at most once)",
+        Section::Delivery,
+        Unit::Count,
+        Better::Lower,
+        |r| r.dropped as f64,
     ),
     metric(
         Figure::Retries,

@@ -317,7 +317,11 @@ pub struct TransportResult {
     /// Of `lost`: events after a drop that a subscription told not to resume never asked for.
     #[serde(default)]
     pub cut_off: u64,
-    /// Events lost but accounted for (gaps, cut off): the row is judged by its ledger, not
+    /// Of `lost`: events the network dropped where the transport promises at most once
+    /// (datagrams), summed over subscribers.
+    #[serde(default)]
+    pub dropped: u64,
+    /// Events lost but accounted for (gaps, cut off, dropped datagrams): the row is judged by its ledger, not
     /// failed for the loss itself.
     #[serde(default)]
     pub loss_accounted: bool,
@@ -457,6 +461,12 @@ pub struct Connection {
     /// Bytes through the sockets per delivered event, both directions, headers and framing
     /// included.
     pub wire_bytes_per_event: f64,
+    /// Bytes per delivered event at the server's network-namespace link (its interfaces,
+    /// both ways: every layer's headers, acknowledgements and retransmissions, for TCP and
+    /// QUIC alike), where the server ran in one; `wire_bytes_per_event` counts at the
+    /// server's sockets (TCP payload, TLS included; QUIC's UDP payload).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_bytes_per_event: Option<f64>,
     /// TCP connections opened per 1,000 delivered events.
     pub connections_per_1000_events: f64,
     /// Connections the subscribers' deliveries used, per subscriber: 1 when each holds its
@@ -540,6 +550,7 @@ impl TransportResult {
             retries: 0,
             gapped: 0,
             cut_off: 0,
+            dropped: 0,
             loss_accounted: false,
             interval_log: None,
             latency_over_time: Vec::new(),

@@ -61,7 +61,14 @@ pub async fn run(options: ServeOptions, output: Output) -> anyhow::Result<()> {
     }
     let pids: Vec<u32> = members.iter().flat_map(|m| m.pids().to_vec()).collect();
     let settings = members[0].settings().clone();
-    announce_listening(options.transport, addr, &settings, &pids, output)?;
+    let cert_sha256 = options.config.tls.cert_hash().ok();
+    announce_listening(
+        options.transport,
+        (addr, cert_sha256),
+        &settings,
+        &pids,
+        output,
+    )?;
     say(format!(
         "{processes} server processes on {addr}; waiting for {} subscriber(s) over all of them",
         options.start_after

@@ -38,6 +38,7 @@ pub async fn run(
             addr,
             settings: SettingValues::default(),
             pids: Vec::new(),
+            cert_sha256: None,
         })?,
     }
     let stats = Arc::new(LinkStats::default());

@@ -29,6 +29,7 @@ use crate::protocol::{self, stdout, Command, Report};
 use crate::protocol::{PartFile, ServeOptions, ServeStats, ServerPart};
 use crate::publisher::{publish_stream, Published};
 use crate::transport::resume::{reconnect_grace, replay_window};
+use crate::transport::tls::TLS;
 use crate::transport::{Faults, Outside, ServerConfig, SettingValues, Side, Transport};
 
 /// A transport's server, running, with the hub it publishes through.
@@ -69,6 +70,13 @@ impl Server {
         expected: u64,
         config: ServerConfig,
     ) -> anyhow::Result<Self> {
+        // QUIC has no plaintext: `--tls` means nothing to a transport carried on it.
+        if transport.traits().udp && config.settings.0.contains_key(TLS.name) {
+            anyhow::bail!(
+                "{transport} is always TLS 1.3 (QUIC has no plaintext): it takes no --tls; its \
+                 certificate is --tls-cert/--tls-key, or one made at start"
+            );
+        }
         // A setting the transport does not take, or a value that does not parse, is refused
         // here rather than run at its default.
         config
@@ -81,14 +89,21 @@ impl Server {
         let shutdown = CancellationToken::new();
         // Load workers on other hosts time round trips to this clock over UDP at the same port
         // number. Without it only they lose something, and they say so.
+        // A transport carried on UDP takes that port itself, and the probes go unanswered.
         let last_probe = LastProbe::default();
-        match bind_responder(addr, reuse_port) {
-            Ok(socket) => drop(tokio::spawn(answer_probes(
-                socket,
-                Arc::clone(&last_probe),
-                shutdown.clone(),
-            ))),
-            Err(e) => tracing::warn!("cannot answer clock probes on {addr}/udp: {e}"),
+        if transport.traits().udp {
+            tracing::info!(
+                "clock probes are not answered on {addr}/udp: {transport} serves QUIC there"
+            );
+        } else {
+            match bind_responder(addr, reuse_port) {
+                Ok(socket) => drop(tokio::spawn(answer_probes(
+                    socket,
+                    Arc::clone(&last_probe),
+                    shutdown.clone(),
+                ))),
+                Err(e) => tracing::warn!("cannot answer clock probes on {addr}/udp: {e}"),
+            }
         }
         let hub = Hub::with_options(
             expected,
@@ -436,7 +451,16 @@ pub async fn run(
     } else {
         &[]
     };
-    announce_listening(transport, server.addr(), server.settings(), named, output)?;
+    // What a client that trusts the certificate by its hash is given (`load --cert-hash`, a
+    // browser's WebTransport `serverCertificateHashes`).
+    let cert_sha256 = options.config.tls.cert_hash().ok();
+    announce_listening(
+        transport,
+        (server.addr(), cert_sha256),
+        server.settings(),
+        named,
+        output,
+    )?;
     say(format!(
         "waiting for {} subscriber(s); stream: {} events, payload {} B ({}), rate {}",
         options.start_after,
@@ -530,10 +554,11 @@ fn announce_credentials(options: &ServeOptions, output: Output) -> anyhow::Resul
     Ok(())
 }
 
-/// Says where the server listens (and, for a fleet, which processes serve).
+/// Says where the server listens and the SHA-256 of its certificate (and, for a fleet, which
+/// processes serve).
 fn announce_listening(
     transport: Transport,
-    addr: SocketAddr,
+    (addr, cert_sha256): (SocketAddr, Option<String>),
     settings: &SettingValues,
     pids: &[u32],
     output: Output,
@@ -541,11 +566,15 @@ fn announce_listening(
     match output {
         Output::Human => {
             stdout::line(&format!("pushbench serve: {transport} listening on {addr}"));
+            if let Some(hash) = &cert_sha256 {
+                stdout::line(&format!("certificate SHA-256: {hash}"));
+            }
         }
         Output::Json => protocol::report(&Report::Listening {
             addr,
             settings: settings.clone(),
             pids: pids.to_vec(),
+            cert_sha256,
         })?,
     }
     Ok(())

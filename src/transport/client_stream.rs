@@ -49,16 +49,17 @@ pub fn slow_read_rate(
 /// The cap acts below TLS, on the bytes the kernel holds, where backpressure is.
 pub type ClientStream = super::tls::ClientTls<ThrottledStream>;
 
-/// A subscriber's TCP connection, reads optionally capped at a rate.
+/// A subscriber's TCP connection (or another byte stream: a QUIC stream), reads optionally
+/// capped at a rate.
 #[derive(Debug)]
-pub struct ThrottledStream {
-    inner: TcpStream,
+pub struct ThrottledStream<S = TcpStream> {
+    inner: S,
     throttle: Option<Throttle>,
 }
 
-impl ThrottledStream {
+impl<S> ThrottledStream<S> {
     /// Wraps a connected stream; with `read_rate`, reads never pass that many bytes per second.
-    pub fn new(inner: TcpStream, read_rate: Option<u64>) -> Self {
+    pub fn new(inner: S, read_rate: Option<u64>) -> Self {
         Self {
             inner,
             throttle: read_rate.map(Throttle::new),
@@ -103,7 +104,7 @@ impl Throttle {
     }
 }
 
-impl AsyncRead for ThrottledStream {
+impl<S: AsyncRead + Unpin> AsyncRead for ThrottledStream<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -144,7 +145,7 @@ impl AsyncRead for ThrottledStream {
     }
 }
 
-impl AsyncWrite for ThrottledStream {
+impl<S: AsyncWrite + Unpin> AsyncWrite for ThrottledStream<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

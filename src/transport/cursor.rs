@@ -49,6 +49,13 @@ use crate::hub::{Batch, BatchLimit, Hub, Interest};
 #[derive(Debug)]
 pub(crate) struct BadRequest(String);
 
+impl BadRequest {
+    /// Why the request was refused.
+    pub(crate) fn reason(&self) -> &str {
+        self.0.trim_end()
+    }
+}
+
 impl IntoResponse for BadRequest {
     fn into_response(self) -> Response {
         (StatusCode::BAD_REQUEST, self.0).into_response()

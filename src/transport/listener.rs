@@ -57,16 +57,66 @@ pub static DROP_EVERY: Setting<Duration> = Setting {
 /// A listener whose accepted streams each count as one subscriber while open.
 pub struct TrackedListener {
     inner: TcpListener,
+    /// Who counts and cuts the connections.
+    admission: Admission,
+    /// How long a write may wait on a peer that does not read.
+    write_timeout: Option<Duration>,
+    /// TLS, when it is on: each connection's handshake, and where its time goes.
+    tls: Option<(TlsAcceptor, Arc<HandshakeTimes>)>,
+}
+
+/// The rules every subscriber connection is admitted under, whatever carries it: counted on
+/// the counters, enrolled on the hub (within the cap) once its subscription is established,
+/// and cut by the drop fault and the close storm. [`TrackedListener`] applies them to TCP
+/// connections; a server on another carrier (QUIC) applies them to its own connections.
+#[derive(Clone, Debug)]
+pub struct Admission {
     hub: Option<Arc<Hub>>,
     counters: Arc<SocketCounters>,
     /// Subscribers allowed at once.
     max_subscribers: usize,
-    /// How long a write may wait on a peer that does not read.
-    write_timeout: Option<Duration>,
     /// The drop fault's current cut, when it is on.
     cuts: Option<Arc<Cuts>>,
-    /// TLS, when it is on: each connection's handshake, and where its time goes.
-    tls: Option<(TlsAcceptor, Arc<HandshakeTimes>)>,
+}
+
+/// One connection admitted: where it enrols, and the cut it must obey.
+#[derive(Debug)]
+pub struct Admitted {
+    /// Where it enrols as a subscriber (none without a hub).
+    pub enrolment: Option<Enrolment>,
+    /// Fires when the drop fault or the close storm cuts it (none when neither is on).
+    pub cut: Option<CancellationToken>,
+}
+
+impl Admission {
+    /// The rules for a server's subscribers, as its config says: counted on `hub` and the
+    /// config's counters, within its subscriber cap, cut by its faults.
+    pub fn for_subscribers(hub: Arc<Hub>, config: &ServerConfig) -> Self {
+        Self {
+            cuts: Cuts::planned(&config.settings, &hub),
+            max_subscribers: config.limits.subscriber_cap(),
+            hub: Some(hub),
+            counters: Arc::clone(&config.counters),
+        }
+    }
+
+    /// Counts one more connection and hands it its enrolment and cut.
+    pub fn admit(&self) -> Admitted {
+        self.counters.connection();
+        Admitted {
+            enrolment: self.hub.as_ref().map(|hub| Enrolment {
+                hub: Arc::clone(hub),
+                max: self.max_subscribers,
+                guard: Arc::default(),
+            }),
+            cut: self.cuts.as_ref().map(|cuts| cuts.token()),
+        }
+    }
+
+    /// Where the connections' bytes are counted.
+    pub fn counters(&self) -> &Arc<SocketCounters> {
+        &self.counters
+    }
 }
 
 /// An accepted connection once set up: under TLS when it is on.
@@ -140,11 +190,13 @@ impl TrackedListener {
     pub fn new(inner: TcpListener, hub: Option<Arc<Hub>>, counters: Arc<SocketCounters>) -> Self {
         Self {
             inner,
-            hub,
-            counters,
-            max_subscribers: usize::MAX,
+            admission: Admission {
+                hub,
+                counters,
+                max_subscribers: usize::MAX,
+                cuts: None,
+            },
             write_timeout: None,
-            cuts: None,
             tls: None,
         }
     }
@@ -195,10 +247,10 @@ impl TrackedListener {
         alpn: &[&[u8]],
     ) -> io::Result<Self> {
         let listener = Self {
-            cuts: Cuts::planned(&config.settings, &hub),
-            max_subscribers: config.limits.subscriber_cap(),
+            inner,
+            admission: Admission::for_subscribers(hub, config),
             write_timeout: Some(config.limits.write_timeout).filter(|t| !t.is_zero()),
-            ..Self::new(inner, Some(hub), Arc::clone(&config.counters))
+            tls: None,
         };
         if TLS.read(&config.settings) {
             return listener.with_tls_offering(&config.tls, alpn);
@@ -214,16 +266,12 @@ impl TrackedListener {
                 Ok((stream, addr)) => {
                     // Small messages must leave at once, not wait for Nagle's timer.
                     let _ = stream.set_nodelay(true);
-                    self.counters.connection();
+                    let admitted = self.admission.admit();
                     let stream = TrackedStream {
                         inner: stream,
-                        enrolment: self.hub.as_ref().map(|hub| Enrolment {
-                            hub: Arc::clone(hub),
-                            max: self.max_subscribers,
-                            guard: Arc::default(),
-                        }),
-                        counters: Arc::clone(&self.counters),
-                        cut: self.cuts.as_ref().map(|cuts| Cut::new(cuts.token())),
+                        enrolment: admitted.enrolment,
+                        counters: Arc::clone(&self.admission.counters),
+                        cut: admitted.cut.map(Cut::new),
                         write_timeout: self.write_timeout,
                         stalled: None,
                     };

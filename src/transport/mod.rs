@@ -22,13 +22,14 @@
 pub mod client_stream;
 pub mod compression;
 pub mod credentials;
-mod cursor;
+pub(crate) mod cursor;
 pub mod endpoint;
 mod http;
 mod http1_client;
 mod http1_server;
 #[macro_use]
 pub mod implementation;
+mod length_prefixed;
 pub mod linger;
 pub mod listener;
 pub mod multiplex;
@@ -67,7 +68,7 @@ pub use listener::{TrackedListener, TrackedStream};
 pub use crate::settings;
 pub use crate::settings::{Declared, Setting, SettingValues, Side};
 pub use implementation::{ClientImpl, Implementation, ServerImpl, CLIENT_IMPL, SERVER_IMPL};
-pub use spec::{Colour, KeepAlive, Outside, Redelivery, Requests, Spec, Traits};
+pub use spec::{Colour, Guarantee, KeepAlive, Outside, Redelivery, Requests, Spec, Traits};
 pub use standard_webhooks::{Secret, Secrets};
 pub use target::Target;
 
@@ -81,11 +82,15 @@ macro_rules! resumable_settings {
     // An HTTP transport also takes compression.
     (http $(, $own:expr)* $(,)?) => {
         resumable_settings!(
-            $($own,)*
+            @carried [&$crate::transport::tls::TLS] $($own,)*
             &$crate::transport::compression::COMPRESSION,
         )
     };
-    ($($own:expr),* $(,)?) => {
+    // QUIC is always TLS 1.3: no `tls` to turn it off.
+    (quic $(, $own:expr)* $(,)?) => {
+        resumable_settings!(@carried [] $($own,)*)
+    };
+    (@carried [$($tls:expr)?] $($own:expr),* $(,)?) => {
         &[
             $($own,)*
             &$crate::transport::resume::RESUME,
@@ -99,11 +104,14 @@ macro_rules! resumable_settings {
             &$crate::transport::resume::OUTAGE_AFTER,
             &$crate::transport::resume::CHURN,
             &$crate::transport::client_stream::SLOW_CONSUMER,
-            &$crate::transport::tls::TLS,
+            $($tls,)?
             &$crate::transport::upstream::UPSTREAM_RATE,
             &$crate::transport::upstream::UPSTREAM_ECHO,
             &$crate::transport::upstream::UPSTREAM_DELAY,
         ]
+    };
+    ($($own:expr),* $(,)?) => {
+        resumable_settings!(@carried [&$crate::transport::tls::TLS] $($own,)*)
     };
 }
 
@@ -184,6 +192,7 @@ transports! {
     Webhook => webhook,
     Grpc => grpc,
     Mqtt => mqtt,
+    Webtransport => webtransport,
     Tcp => tcp,
 }
 
@@ -419,10 +428,13 @@ impl ServerConfig {
     }
 
     /// The defaults, for a server whose subscribers are on this machine (tests, benchmarks):
-    /// with the consents a run on its own machine gives (consumers on loopback may be reached).
+    /// with the consents a run on its own machine gives (consumers on loopback may be reached),
+    /// and a self-signed certificate, which a transport that is always TLS (QUIC) serves with
+    /// and its subscribers are given to trust.
     pub fn local() -> Self {
         Self {
             credentials: Credentials::fresh_local(),
+            tls: tls::TlsMaterial::self_signed(&[]).unwrap_or_default(),
             ..Self::default()
         }
     }

@@ -48,10 +48,25 @@ pub struct Spec {
     /// said to be unmeasured.
     #[serde(skip)]
     pub outside: fn(&SettingValues) -> Outside,
-    /// Whether, under given settings, its guarantee is at least once (MQTT at QoS 1): an event
-    /// a subscriber receives again after a cut is then counted as a repeat, not a failure.
+    /// What, under given settings, it promises each event: what the ledger then counts
+    /// rather than fails.
     #[serde(skip)]
-    pub repeats: fn(&SettingValues) -> bool,
+    pub guarantee: fn(&SettingValues) -> Guarantee,
+}
+
+/// What a transport promises about each event beyond arriving intact. Exactly once and in
+/// order unless it says otherwise; what it says otherwise is counted, not failed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Guarantee {
+    /// At least once (MQTT at QoS 1): an event a subscriber receives again after a cut is a
+    /// repeat.
+    pub repeats: bool,
+    /// Events may overtake each other (WebTransport's stream per event): the ledger digests
+    /// them in sequence order and counts the reordering.
+    pub reorders: bool,
+    /// At most once (WebTransport's datagrams): an event the network lost stays lost, counted
+    /// as its own class ([`crate::protocol::load::DeliveryCounts::dropped`]).
+    pub drops: bool,
 }
 
 impl Spec {
@@ -78,8 +93,8 @@ pub enum Outside {
 
 /// For a transport that delivers each event once (its client resumes after the last taken,
 /// or, for webhooks, its consumer drops a retry it already has by the webhook's id).
-pub fn exactly_once(_: &SettingValues) -> bool {
-    false
+pub fn exactly_once(_: &SettingValues) -> Guarantee {
+    Guarantee::default()
 }
 
 /// For a transport whose server is all in `serve`'s process.
@@ -187,6 +202,9 @@ pub struct Traits {
     pub requests: Requests,
     /// How a consumer that was away gets what it missed.
     pub redelivery: Redelivery,
+    /// Carried on UDP (QUIC), which every firewall and middlebox on the path must let
+    /// through; its server listens on the UDP port of its address's number.
+    pub udp: bool,
     /// The physical floor the other transports are measured against.
     pub floor: bool,
 }

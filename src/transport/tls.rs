@@ -23,6 +23,7 @@ use hdrhistogram::Histogram;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
@@ -37,6 +38,10 @@ pub static TLS: Setting<bool> = Setting {
     default: false,
     min: false,
 };
+
+/// How long a certificate made at start is valid: under the 14 days a browser allows a
+/// certificate it trusts by hash.
+pub const SELF_SIGNED_VALIDITY: time::Duration = time::Duration::days(13);
 
 /// How long an accepted connection may take to finish its TLS handshake before it is dropped
 /// (a client that connects and sends nothing cannot hold a connection open).
@@ -65,6 +70,10 @@ pub struct TlsMaterial {
     /// consumers' for the webhook provider.
     #[serde(default)]
     pub trusted_pem: Option<Arc<str>>,
+    /// SHA-256 hashes (hex) of certificates this side trusts when it connects by hash, as a
+    /// browser's WebTransport does (`serverCertificateHashes`; `load --cert-hash`).
+    #[serde(default)]
+    pub trusted_hashes: Vec<String>,
     /// The rustls configurations built from the above, once per process.
     #[serde(skip)]
     built: Arc<Built>,
@@ -127,14 +136,87 @@ impl TlsMaterial {
                 names.push(address.to_string());
             }
         }
-        let made = rcgen::generate_simple_self_signed(names)?;
-        let cert_pem: Arc<str> = made.cert.pem().into();
+        // ECDSA P-256 (rcgen's default key), valid for less than 14 days from an hour ago
+        // (a clock behind the server's by less than that still accepts it): what a browser
+        // trusts by hash (WebTransport's serverCertificateHashes) as well as by the
+        // certificate itself.
+        let key = rcgen::KeyPair::generate()?;
+        let mut params = rcgen::CertificateParams::new(names)?;
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::hours(1);
+        params.not_after = params.not_before + SELF_SIGNED_VALIDITY;
+        let cert = params.self_signed(&key)?;
+        let cert_pem: Arc<str> = cert.pem().into();
         Ok(Self {
             trusted_pem: Some(Arc::clone(&cert_pem)),
+            trusted_hashes: vec![hex(&Sha256::digest(cert.der()))],
             cert_pem: Some(cert_pem),
-            key_pem: Some(made.signing_key.serialize_pem().into()),
+            key_pem: Some(key.serialize_pem().into()),
             ..Self::default()
         })
+    }
+
+    /// The SHA-256 of the certificate this side serves with (its first in the chain), in hex:
+    /// what a client trusting it by hash is given (`load --cert-hash`, a browser's
+    /// `serverCertificateHashes`).
+    pub fn cert_hash(&self) -> Result<String, TlsError> {
+        let Some(pem) = &self.cert_pem else {
+            return Err(TlsError::Missing("no certificate to hash"));
+        };
+        let chain = certificates(pem, "the certificate (--tls-cert)")?;
+        Ok(hex(&Sha256::digest(&chain[0])))
+    }
+
+    /// The certificate chain this side serves with, and its key.
+    fn chain_and_key(
+        &self,
+    ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
+        let (Some(cert_pem), Some(key_pem)) = (&self.cert_pem, &self.key_pem) else {
+            return Err(TlsError::Missing(
+                "TLS needs a certificate and its key (--tls-cert and --tls-key, or neither for \
+                 a self-signed one)",
+            ));
+        };
+        let chain = certificates(cert_pem, "the certificate (--tls-cert)")?;
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| TlsError::Pem {
+            what: "the private key (--tls-key)",
+            reason: e.to_string(),
+        })?;
+        Ok((chain, key))
+    }
+
+    /// A TLS 1.3-only server configuration offering `alpn` (QUIC allows nothing older), built
+    /// for each caller: a QUIC server takes it by value.
+    pub fn tls13_server_config(&self, alpn: &[&[u8]]) -> Result<rustls::ServerConfig, TlsError> {
+        let (chain, key) = self.chain_and_key()?;
+        let mut config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)?;
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Ok(config)
+    }
+
+    /// A TLS 1.3-only client configuration asking for `alpn`, trusting the certificates given
+    /// (`--ca`); `None` where none are, and the client trusts by hash instead.
+    pub fn tls13_client_config(
+        &self,
+        alpn: &[&[u8]],
+    ) -> Result<Option<rustls::ClientConfig>, TlsError> {
+        let Some(trusted) = &self.trusted_pem else {
+            return Ok(None);
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in certificates(trusted, "the trusted certificates (--ca)")? {
+            roots.add(cert)?;
+        }
+        let mut config = rustls::ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        config.resumption = rustls::client::Resumption::disabled();
+        Ok(Some(config))
     }
 
     /// The user's certificate chain and key (PEM).
@@ -184,17 +266,7 @@ impl TlsMaterial {
         if let Some(built) = slot.get() {
             return Ok(Arc::clone(built));
         }
-        let (Some(cert_pem), Some(key_pem)) = (&self.cert_pem, &self.key_pem) else {
-            return Err(TlsError::Missing(
-                "TLS needs a certificate and its key (--tls-cert and --tls-key, or neither for \
-                 a self-signed one)",
-            ));
-        };
-        let chain = certificates(cert_pem, "the certificate (--tls-cert)")?;
-        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| TlsError::Pem {
-            what: "the private key (--tls-key)",
-            reason: e.to_string(),
-        })?;
+        let (chain, key) = self.chain_and_key()?;
         let mut config = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()?
             .with_no_client_auth()
@@ -292,6 +364,11 @@ fn certificates(pem: &str, what: &'static str) -> Result<Vec<CertificateDer<'sta
         });
     }
     Ok(certs)
+}
+
+/// Bytes as lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {

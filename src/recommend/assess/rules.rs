@@ -143,13 +143,26 @@ pub fn network(facts: &Facts<'_>, found: &mut Findings) {
             "not HTTP: it does not pass the proxies in the path".into(),
         );
     }
+    if traits.udp && !design.udp {
+        found.say(
+            Weight::Excludes,
+            Constraint::Network,
+            "it rides on UDP (QUIC), which the network does not let through".into(),
+        );
+    }
 }
 
 /// HTTP/2 end to end, or browsers' six HTTP/1.1 connections per origin.
 pub fn http_version(facts: &Facts<'_>, found: &mut Findings) {
     let (traits, design) = (facts.transport.traits(), facts.design);
     let browsers = design.consumers == Consumers::Browsers;
-    if design.http1_only && traits.multiplexed {
+    if design.http1_only && traits.udp {
+        found.say(
+            Weight::Excludes,
+            Constraint::Http1,
+            "it needs HTTP/3 (QUIC) end to end, and only HTTP/1.1 reaches the consumers".into(),
+        );
+    } else if design.http1_only && traits.multiplexed {
         found.say(
             Weight::Excludes,
             Constraint::Http1,
@@ -249,6 +262,16 @@ pub fn delivery(facts: &Facts<'_>, found: &mut Findings) {
     let design = facts.design;
     if design.delivery != Delivery::AtLeastOnce {
         return;
+    }
+    // A mode that is at most once (WebTransport's datagrams) never resends what the network
+    // dropped: no redelivery can make up for it.
+    let measured = facts.evidence.settings(facts.transport, design);
+    if (facts.transport.spec().guarantee)(&measured).drops {
+        return found.say(
+            Weight::Excludes,
+            Constraint::Delivery,
+            "at most once as measured: an event the network drops is never sent again".into(),
+        );
     }
     let backlog = thousands(design.rate * design.downtime_secs);
     let downtime = design.downtime_secs;

@@ -64,7 +64,7 @@ pub static SPEC: Spec = Spec {
     ],
     settings: resumable_settings![&CONNECTIONS],
     outside: super::spec::all_in_serve,
-    repeats: super::spec::exactly_once,
+    guarantee: super::spec::exactly_once,
     traits: Traits {
         duplex: false,
         browser_api: None,
@@ -81,6 +81,7 @@ pub static SPEC: Spec = Spec {
              wanted, and the client must call again with it itself (pushbench's does, with \
              backoff, unless --resume off)",
         ),
+        udp: false,
         floor: false,
     },
 };

@@ -45,7 +45,7 @@ pub static SPEC: Spec = Spec {
     )],
     settings: resumable_settings![http, &HOLD],
     outside: super::spec::all_in_serve,
-    repeats: super::spec::exactly_once,
+    guarantee: super::spec::exactly_once,
     traits: Traits {
         duplex: false,
         browser_api: Some("fetch"),
@@ -58,6 +58,7 @@ pub static SPEC: Spec = Spec {
         keep_alive: KeepAlive::Requests,
         requests: Requests::PerAnswer(&HOLD),
         redelivery: Redelivery::BuiltIn("every request carries the cursor (?after=SEQ)"),
+        udp: false,
         floor: false,
     },
 };

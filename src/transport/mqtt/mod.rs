@@ -82,7 +82,7 @@ pub static SPEC: Spec = Spec {
         &super::upstream::UPSTREAM_DELAY,
     ],
     outside: broker_outside,
-    repeats: qos_one_repeats,
+    guarantee: qos_one_repeats,
     traits: Traits {
         duplex: true,
         browser_api: None,
@@ -98,6 +98,7 @@ pub static SPEC: Spec = Spec {
             "a persistent session: the broker keeps the subscription of a client that is away \
              and, at QoS 1, queues what it misses until it reconnects with the same client id",
         ),
+        udp: false,
         floor: false,
     },
 };
@@ -138,8 +139,11 @@ pub static BROKER: Setting<Broker> = Setting {
 
 /// At QoS 1 the broker resends what a subscriber had not acknowledged when its connection was
 /// cut: at least once, so a repeat is the guarantee's, counted but not a failure.
-fn qos_one_repeats(settings: &SettingValues) -> bool {
-    QOS.read(settings) == Qos::AtLeastOnce
+fn qos_one_repeats(settings: &SettingValues) -> super::spec::Guarantee {
+    super::spec::Guarantee {
+        repeats: QOS.read(settings) == Qos::AtLeastOnce,
+        ..super::spec::Guarantee::default()
+    }
 }
 
 /// Where the broker runs: inside `serve`, or in a process someone else started, which is not

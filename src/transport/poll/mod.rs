@@ -39,7 +39,7 @@ pub static SPEC: Spec = Spec {
     )],
     settings: resumable_settings![http, &INTERVAL],
     outside: super::spec::all_in_serve,
-    repeats: super::spec::exactly_once,
+    guarantee: super::spec::exactly_once,
     traits: Traits {
         duplex: false,
         browser_api: Some("fetch"),
@@ -52,6 +52,7 @@ pub static SPEC: Spec = Spec {
         keep_alive: KeepAlive::Requests,
         requests: Requests::PerInterval(&INTERVAL),
         redelivery: Redelivery::BuiltIn("every poll carries the cursor (?after=SEQ)"),
+        udp: false,
         floor: false,
     },
 };

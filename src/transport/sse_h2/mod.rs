@@ -37,7 +37,7 @@ pub static SPEC: Spec = Spec {
     )],
     settings: resumable_settings![&CONNECTIONS, &COMPRESSION],
     outside: super::spec::all_in_serve,
-    repeats: super::spec::exactly_once,
+    guarantee: super::spec::exactly_once,
     traits: Traits {
         duplex: false,
         browser_api: Some("EventSource"),
@@ -50,6 +50,7 @@ pub static SPEC: Spec = Spec {
         keep_alive: KeepAlive::Heartbeat,
         requests: Requests::Stream,
         redelivery: Redelivery::BuiltIn("EventSource reconnects and resumes with Last-Event-ID"),
+        udp: false,
         floor: false,
     },
 };

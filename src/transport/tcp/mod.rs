@@ -17,10 +17,7 @@ pub(crate) const STREAMS_FOLLOW: u64 = 1 << 63;
 /// Most streams one subscriber may name (its first frame stays small).
 pub(crate) const MAX_STREAMS_NAMED: usize = 4096;
 
-use bytes::{BufMut as _, BytesMut};
-
 use super::{Colour, KeepAlive, Redelivery, Requests, Spec, Traits};
-use crate::hub::Batch;
 
 mod client;
 mod server;
@@ -45,7 +42,7 @@ pub static SPEC: Spec = Spec {
     )],
     settings: resumable_settings![],
     outside: super::spec::all_in_serve,
-    repeats: super::spec::exactly_once,
+    guarantee: super::spec::exactly_once,
     traits: Traits {
         duplex: true,
         browser_api: None,
@@ -62,35 +59,10 @@ pub static SPEC: Spec = Spec {
              client must reconnect with it itself (pushbench's does, with backoff, unless \
              --resume off)",
         ),
+        udp: false,
         floor: true,
     },
 };
 
-/// Bytes of the length prefix before each frame.
-pub const PREFIX_BYTES: usize = 4;
-
-/// Bytes the client asks the kernel for per read at first: small, so an idle subscriber costs
-/// little memory.
-const FIRST_CHUNK: usize = 4 * 1024;
-
-/// A batch as length-prefixed frames (a gap first, copies of messages sent up last): a 4-byte
-/// big-endian length, then the event's JSON.
-pub(crate) fn frame(batch: &Batch, out: &mut BytesMut) {
-    let size: usize = batch.events.iter().map(|e| e.len() + 4).sum();
-    out.reserve(size);
-    if let Some(gap) = batch.gap {
-        let gap = gap.encode();
-        out.put_u32(gap.len() as u32);
-        out.extend_from_slice(&gap);
-    }
-    for (_, event) in batch.iter() {
-        // Encoded events are bounded by MAX_EVENT_BYTES, far below u32::MAX.
-        out.put_u32(event.len() as u32);
-        out.extend_from_slice(event);
-    }
-    // Copies of messages sent up, after the events, in the same frames.
-    for copy in &batch.copies {
-        out.put_u32(copy.len() as u32);
-        out.extend_from_slice(copy);
-    }
-}
+pub(crate) use super::length_prefixed::frame;
+use super::length_prefixed::{FIRST_CHUNK, PREFIX_BYTES};

@@ -232,7 +232,7 @@ pub static SPEC: Spec = Spec {
         &super::upstream::UPSTREAM_DELAY,
     ],
     outside: super::spec::all_in_serve,
-    repeats: super::spec::exactly_once,
+    guarantee: super::spec::exactly_once,
     traits: Traits {
         duplex: false,
         browser_api: None,
@@ -250,6 +250,7 @@ pub static SPEC: Spec = Spec {
              abandoned)",
             retry_span,
         ),
+        udp: false,
         floor: false,
     },
 };

@@ -89,7 +89,7 @@ pub static SPEC: Spec = Spec {
     ],
     settings: resumable_settings![http, &READ_BUFFER, &CONTEXT_TAKEOVER],
     outside: super::spec::all_in_serve,
-    repeats: super::spec::exactly_once,
+    guarantee: super::spec::exactly_once,
     traits: Traits {
         duplex: true,
         browser_api: Some("WebSocket"),
@@ -106,6 +106,7 @@ pub static SPEC: Spec = Spec {
              resumes from ?after=SEQ, and the client must reconnect with it itself (pushbench's \
              does, with backoff, unless --resume off)",
         ),
+        udp: false,
         floor: false,
     },
 };
