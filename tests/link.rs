@@ -13,6 +13,9 @@ use common::BIN;
 /// Ping-pongs timed, after as many again untimed to warm up.
 const ROUND_TRIPS: usize = 20;
 
+/// One link at a time: every link takes the same addresses (10.200.0.1 and .2).
+static ONE_LINK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A planted 25 ms each way on the link's packet path (`scripts/netns-link --delay`: iptables
 /// queues every packet to `pushbench delay`, which holds it) reads as a 50 ms round trip,
 /// within 1 ms: the median of 20 TCP ping-pongs of 64 bytes between this namespace and
@@ -21,6 +24,7 @@ const ROUND_TRIPS: usize = 20;
 #[test]
 #[ignore = "needs root, ip netns and iptables (scripts/test runs it where allowed)"]
 fn a_planted_delay_reads_in_the_round_trip() {
+    let _link = ONE_LINK.lock().unwrap_or_else(|e| e.into_inner());
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/netns-link");
     let up = Command::new(script)
         .args(["up", "pbdelay", "--delay", "25ms"])
@@ -48,6 +52,7 @@ fn a_planted_delay_reads_in_the_round_trip() {
 #[test]
 #[ignore = "needs root, ip netns and iptables (scripts/test runs it where allowed)"]
 fn datagrams_drop_what_the_link_loses_and_no_more() {
+    let _link = ONE_LINK.lock().unwrap_or_else(|e| e.into_inner());
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/netns-link");
     let up = Command::new(script)
         .args(["up", "pbdrop"])

@@ -226,9 +226,19 @@ pub fn run_command(transport: Transport, design: &Design) -> String {
     let libraries = named("server-impl", server_impl)
         + &named("client-impl", client_impl)
         + &named("server", server);
+    // A lossy network is the namespace link's, which `scripts/netns-link` makes first.
+    let loss = if design.packet_loss > 0.0 {
+        format!(
+            " --server-netns pbloss --packet-loss {} (after scripts/netns-link up pbloss \
+             --delay 25ms)",
+            crate::settings::Value::show(design.packet_loss)
+        )
+    } else {
+        String::new()
+    };
     format!(
         "pushbench run --transports {} --subscribers {} --rate {rate} --payload {} \
-         --duration {}{shape}{}{}{libraries}",
+         --duration {}{shape}{}{}{libraries}{loss}",
         transport.name(),
         design.subscribers,
         design.payload,
