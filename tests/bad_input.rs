@@ -315,6 +315,41 @@ async fn websocket_oversized_message_gets_1009() {
     server.stop().await.unwrap();
 }
 
+/// A session over QUIC (no GET to answer 400) asking for a bad cursor or streams the server
+/// does not publish is closed with 400 and the reason, which the subscriber reports and does
+/// not ask again; the server serves the next subscriber the identical stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_session_request_is_closed_with_400() {
+    use pushbench::transport::resume::RESUME;
+    use pushbench::transport::Target;
+    let spec = spec(200, "64");
+    let on_quic = Transport::ALL.iter().filter(|t| t.traits().udp);
+    for &transport in on_quic {
+        let config = ServerConfig::local();
+        let client = client_for(&config);
+        let mut server = start(transport, &spec, config).await;
+        for query in ["after=abc", "topics=7"] {
+            let mut once = client.clone();
+            once.settings.0.extend([RESUME.set(false)]);
+            let target = Target {
+                path: Some(format!("/webtransport?{query}")),
+                ..Target::at(server.addr())
+            };
+            let mut sink = TallySink::new(RecordPlan::new(spec.count, Rate::Max, 0, 0), 0);
+            let error = transport
+                .subscribe(&target, &once, &mut sink)
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("HTTP 400"), "{transport} {query}: {error}");
+            assert_eq!(sink.finish(None).ledger.counts().distinct, 0);
+        }
+        let records = serve_to(&mut server, transport, &spec, client, (1, 1)).await;
+        assert_identical(transport, &spec, &records);
+        server.stop().await.unwrap();
+    }
+}
+
 /// A client that sends half a request's headers and then nothing is disconnected once the
 /// header read timeout passes (it cannot hold a connection, or the server's shutdown, open),
 /// and the server goes on to serve a real subscriber the identical stream. Every server that

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt as _;
 use tokio::io::AsyncReadExt as _;
-use wtransport::error::ConnectionError;
+use wtransport::error::{ConnectingError, ConnectionError};
 use wtransport::{Connection, Endpoint, VarInt};
 
 use super::server::close;
@@ -136,9 +136,15 @@ impl<'c, 's, 'r, 'd> Session<'c, 's, 'r, 'd> {
                 addr: target.addr,
                 reason: format!("no session within {:?}", config.connect_timeout),
             })?
-            .map_err(|e| ClientError::Connect {
-                addr: target.addr,
-                reason: e.to_string(),
+            .map_err(|e| match e {
+                // The server closed the session as it opened (a refusal with its code).
+                ConnectingError::ConnectionError(
+                    closed @ ConnectionError::ApplicationClosed(_),
+                ) => ended(closed),
+                other => ClientError::Connect {
+                    addr: target.addr,
+                    reason: other.to_string(),
+                },
             })?;
         config.tls.handshakes.record(started.elapsed());
         sink.connected(now_ns());
@@ -159,7 +165,11 @@ impl<'c, 's, 'r, 'd> Session<'c, 's, 'r, 'd> {
         }
         // Open until every subscriber has the stream, where the load asks.
         self.sink.linger().await;
-        let code = if self.sink.confirms_end() { close::DONE } else { LEAVING };
+        let code = if self.sink.confirms_end() {
+            close::DONE
+        } else {
+            LEAVING
+        };
         self.connection.close(VarInt::from_u32(code), b"");
         Ok(())
     }
@@ -288,7 +298,11 @@ impl<'c, 's, 'r, 'd> Session<'c, 's, 'r, 'd> {
     async fn send_up(&mut self, message: Vec<u8>) -> Result<(), ClientError> {
         let broken = |e: String| ClientError::Protocol(format!("WebTransport: sending up: {e}"));
         if self.up.is_none() {
-            let opening = self.connection.open_uni().await.map_err(|e| broken(e.to_string()))?;
+            let opening = self
+                .connection
+                .open_uni()
+                .await
+                .map_err(|e| broken(e.to_string()))?;
             self.up = Some(opening.await.map_err(|e| broken(e.to_string()))?);
         }
         let Some(up) = self.up.as_mut() else {
@@ -297,9 +311,10 @@ impl<'c, 's, 'r, 'd> Session<'c, 's, 'r, 'd> {
         let mut framed = Vec::with_capacity(PREFIX_BYTES + message.len());
         framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
         framed.extend_from_slice(&message);
-        up.write_all(&framed).await.map_err(|e| broken(e.to_string()))
+        up.write_all(&framed)
+            .await
+            .map_err(|e| broken(e.to_string()))
     }
-
 }
 
 /// Why `connection` ended under a read: the server's close, if it closed it.
@@ -338,9 +353,9 @@ async fn read_whole(mut stream: wtransport::RecvStream) -> (u64, Result<Vec<u8>,
     let limit = MAX_EVENT_BYTES as u64 + 1;
     let read = (&mut stream).take(limit).read_to_end(&mut bytes).await;
     let read = match read {
-        Ok(_) if bytes.len() > MAX_EVENT_BYTES => Err(format!(
-            "more than the largest event ({MAX_EVENT_BYTES} B)"
-        )),
+        Ok(_) if bytes.len() > MAX_EVENT_BYTES => {
+            Err(format!("more than the largest event ({MAX_EVENT_BYTES} B)"))
+        }
         Ok(_) => Ok(bytes),
         Err(error) => Err(error.to_string()),
     };
@@ -368,7 +383,9 @@ impl StreamOrder {
         } else {
             self.done.insert(id, seq);
         }
-        let Some(next) = self.next.as_mut() else { return };
+        let Some(next) = self.next.as_mut() else {
+            return;
+        };
         while let Some(seq) = self.done.remove(next) {
             if let Some(seq) = seq {
                 place.advance(seq);

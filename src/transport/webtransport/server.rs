@@ -70,14 +70,10 @@ pub(crate) async fn serve(
     // The TCP listener stays open, unused, while the server runs: it keeps the port number
     // this server announced its own.
     let addr = listener.local_addr()?;
-    let socket = UdpSocket::bind(addr).map_err(|e| {
-        io::Error::new(e.kind(), format!("binding UDP {addr} for QUIC: {e}"))
-    })?;
-    let endpoint = wtransport::Endpoint::server(quic::server_config(
-        socket,
-        &config.tls,
-        config.heartbeat,
-    )?)?;
+    let socket = UdpSocket::bind(addr)
+        .map_err(|e| io::Error::new(e.kind(), format!("binding UDP {addr} for QUIC: {e}")))?;
+    let endpoint =
+        wtransport::Endpoint::server(quic::server_config(socket, &config.tls, config.heartbeat)?)?;
     let serving = Arc::new(Serving {
         admission: Admission::for_subscribers(Arc::clone(&hub), &config),
         hub,
@@ -142,7 +138,11 @@ async fn subscribe_and_push(
         None => (path, None),
     };
     if route != OWN_PATH {
-        return refuse(connection, close::NOT_FOUND, &format!("no session at {route}"));
+        return refuse(
+            connection,
+            close::NOT_FOUND,
+            &format!("no session at {route}"),
+        );
     }
     let (first_seq, interest) = match (
         first_seq_from_query(query),
@@ -202,7 +202,10 @@ async fn push(
                 .await
                 .unwrap_or_else(|_| {
                     serving.admission.counters().write_timed_out();
-                    Err(Refusal(close::TOO_SLOW, format!("the subscriber read nothing for {timeout:?}")))
+                    Err(Refusal(
+                        close::TOO_SLOW,
+                        format!("the subscriber read nothing for {timeout:?}"),
+                    ))
                 }),
             None => carrier.send(connection, &batch).await,
         };
