@@ -18,7 +18,7 @@ use super::{quic, Mode, MODE, OWN_PATH};
 use crate::clock::now_ns;
 use crate::event::{DecodeError, Event, Gap, MAX_EVENT_BYTES};
 use crate::transport::length_prefixed::{FrameBuffer, PREFIX_BYTES};
-use crate::transport::resume::Resuming;
+use crate::transport::resume::{confirm_end, Resuming};
 use crate::transport::upstream::{Duplex, Schedule};
 use crate::transport::{
     deliver, join_query, ClientConfig, ClientError, Flow, Reconnected, Sink, Target,
@@ -58,7 +58,14 @@ pub(crate) async fn subscribe(
             Ok(session) => session.receive(mode).await,
             Err(error) => Err(error),
         };
+        // Every event here, but the session gone before its close could confirm that (the
+        // drop fault's last cut, a middlebox): confirm on a session from the end instead.
+        let unconfirmed = ended.is_err() && sink.stopped() && sink.confirms_end();
         if !sink.again(ended).await? {
+            if let (true, Some(last)) = (unconfirmed, sink.last_seq()) {
+                let from_end = || confirm_from(&endpoint, target, config, last);
+                confirm_end(config, from_end).await;
+            }
             // The close must reach the server before the endpoint goes (a browser's tab
             // stays open that long too).
             let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
@@ -125,10 +132,7 @@ impl<'c, 's, 'r, 'd> Session<'c, 's, 'r, 'd> {
         sink: &mut Resuming<'_>,
         place: &Place,
     ) -> Result<Connection, ClientError> {
-        let after = place.after.map(|after| format!("after={after}"));
-        let query = join_query([after, config.topics_query()]);
-        let path = target.request_path(OWN_PATH, query.as_deref());
-        let url = format!("https://{}{path}", target.authority());
+        let url = session_url(target, config, place.after);
         let started = Instant::now();
         let connection = tokio::time::timeout(config.connect_timeout, endpoint.connect(&url))
             .await
@@ -165,6 +169,12 @@ impl<'c, 's, 'r, 'd> Session<'c, 's, 'r, 'd> {
         }
         // Open until every subscriber has the stream, where the load asks.
         self.sink.linger().await;
+        // A session the server already closed (a cut) cannot carry the confirmation.
+        if let Some(gone) = self.connection.quic_connection().close_reason() {
+            return Err(ClientError::Protocol(format!(
+                "WebTransport: the session ended before the end was confirmed: {gone}"
+            )));
+        }
         let code = if self.sink.confirms_end() {
             close::DONE
         } else {
@@ -315,6 +325,34 @@ impl<'c, 's, 'r, 'd> Session<'c, 's, 'r, 'd> {
             .await
             .map_err(|e| broken(e.to_string()))
     }
+}
+
+/// Where a session opens: the target's path (or pushbench's own), resuming after event
+/// `after`, following the subscriber's streams.
+fn session_url(target: &Target, config: &ClientConfig, after: Option<u64>) -> String {
+    let after = after.map(|after| format!("after={after}"));
+    let query = join_query([after, config.topics_query()]);
+    let path = target.request_path(OWN_PATH, query.as_deref());
+    format!("https://{}{path}", target.authority())
+}
+
+/// Confirms the end on a session of its own from event `last`: the server, with nothing more
+/// to send, opens its first stream (the end's sign in every mode), and the session closes with
+/// code 0.
+async fn confirm_from(
+    endpoint: &Endpoint<wtransport::endpoint::endpoint_side::Client>,
+    target: &Target,
+    config: &ClientConfig,
+    last: u64,
+) -> Result<(), ClientError> {
+    let url = session_url(target, config, Some(last));
+    let connection = endpoint
+        .connect(&url)
+        .await
+        .map_err(|e| ClientError::Protocol(format!("WebTransport: confirming the end: {e}")))?;
+    connection.accept_uni().await.map_err(ended)?;
+    connection.close(VarInt::from_u32(close::DONE), b"");
+    Ok(())
 }
 
 /// Why `connection` ended under a read: the server's close, if it closed it.

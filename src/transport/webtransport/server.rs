@@ -188,10 +188,18 @@ async fn push(
                 bytes.update(connection.quic_connection(), serving.admission.counters());
                 continue;
             }
-            stream = connection.accept_uni() => {
-                take_messages_up(connection, stream, &serving.hub)?;
-                continue;
-            }
+            stream = connection.accept_uni() => match stream {
+                Ok(stream) => {
+                    take_messages_up(connection, stream, &serving.hub)?;
+                    continue;
+                }
+                // The subscriber closed: a confirmation, if it came once every event had
+                // gone (the reader may still be waiting for the others at the end).
+                Err(end) => {
+                    confirm_if_done(&mut reader, &end);
+                    return Ok(());
+                }
+            },
             _ = cut.cancelled() => {
                 return refuse(connection, close::CUT, "cut by the drop fault");
             }
@@ -225,7 +233,7 @@ async fn push(
         loop {
             match connection.accept_uni().await {
                 Ok(stream) => {
-                    if take_messages_up(connection, Ok(stream), &serving.hub).is_err() {
+                    if take_messages_up(connection, stream, &serving.hub).is_err() {
                         return connection.closed().await;
                     }
                 }
@@ -233,14 +241,20 @@ async fn push(
             }
         }
     };
-    if let Ok(ConnectionError::ApplicationClosed(close)) =
-        tokio::time::timeout(CONFIRM_TIMEOUT, confirmation).await
-    {
+    if let Ok(end) = tokio::time::timeout(CONFIRM_TIMEOUT, confirmation).await {
+        confirm_if_done(&mut reader, &end);
+    }
+    Ok(())
+}
+
+/// A session the subscriber closed with code 0 confirms the end, where the reader has handed
+/// out the whole stream (a close before that is a leave: [`Reader::confirm_end`]).
+fn confirm_if_done(reader: &mut Reader, end: &ConnectionError) {
+    if let ConnectionError::ApplicationClosed(close) = end {
         if close.code() == VarInt::from_u32(close::DONE) {
             reader.confirm_end();
         }
     }
-    Ok(())
 }
 
 /// Why a send failed: the close code and reason the session ends with.
@@ -359,10 +373,9 @@ fn messages(batch: &Batch) -> impl Iterator<Item = Bytes> + '_ {
 /// length-prefixed, in a task of their own; a one-way subscriber may open none.
 fn take_messages_up(
     connection: &Connection,
-    stream: Result<wtransport::RecvStream, ConnectionError>,
+    stream: wtransport::RecvStream,
     hub: &Arc<Hub>,
 ) -> io::Result<()> {
-    let stream = stream.map_err(io::Error::other)?;
     if !hub.two_way() {
         return refuse(
             connection,
