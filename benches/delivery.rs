@@ -48,6 +48,8 @@ fn delivery(c: &mut Criterion) {
                                 let server = ServerConfig::local();
                                 let client = ClientConfig {
                                     credentials: server.credentials.for_subscribers(),
+                                    // The certificate a transport always on TLS needs.
+                                    tls: server.tls.clone(),
                                     ..ClientConfig::default()
                                 };
                                 let timeout = Duration::from_secs(120);
