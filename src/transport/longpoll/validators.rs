@@ -140,9 +140,17 @@ pub(crate) async fn subscribe(
         if stopped {
             // Enough, or the subscriber goes down for a while (the outage fault) and comes
             // back on a new connection, from its place.
-            // With the whole stream, its connection stays open until every subscriber has it
-            // too, where the load asks.
-            sink.linger().await;
+            // With the whole stream, it stays until every subscriber has it too, where the
+            // load asks: with a request held from its place, so a server that counts only
+            // held requests (Nchan) still counts it.
+            if sink.stopped() {
+                let place = place.as_ref().map(Place::headers).unwrap_or_default();
+                let held = hold(target, config, &mut connection, &path, &place);
+                tokio::select! {
+                    () = sink.linger() => {}
+                    () = held => {}
+                }
+            }
             if sink.again(Ok(())).await? {
                 connection = None;
                 holding = false;
@@ -159,6 +167,29 @@ pub(crate) async fn subscribe(
 
 /// How long to wait before asking again after an empty answer.
 const EMPTY_ANSWER_PAUSE: Duration = Duration::from_millis(10);
+
+/// Keeps a request held from `place` for as long as the caller waits, asking again whenever
+/// the server answers one (its own hold timed out). Why: a subscriber of a server that counts
+/// only held requests, and that has the whole stream, would otherwise look gone to the
+/// publisher, which counts its subscribers from the server, and a server stopped as they
+/// seem to leave answers the ones still catching up `410 Gone` (nginx's shutdown does).
+/// Returns only if the server stops answering (the run is ending, or it went away).
+async fn hold(
+    target: &Target,
+    config: &ClientConfig,
+    connection: &mut Option<crate::transport::http1_client::Http1Connection>,
+    path: &str,
+    place: &[(&str, &str)],
+) {
+    loop {
+        match cursor::request(target, config, connection, path, place).await {
+            Ok(answer)
+                if answer.status == StatusCode::NOT_MODIFIED
+                    || answer.status == StatusCode::REQUEST_TIMEOUT => {}
+            _ => return,
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {
