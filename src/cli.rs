@@ -72,6 +72,10 @@ pub enum Command {
     /// output shows it in (its rounds fold into one), its offered rate and repeat (for scripts
     /// that check reports).
     Rows(RowsArgs),
+    /// The committed reference set as one: `index` prints its table of runs (results/README.md's),
+    /// `headline` the README's headline from the newest run of each headline preset, refused
+    /// unless they are one sitting (one revision, one machine).
+    Reference(ReferenceArgs),
     /// Hold every packet iptables queues to NFQUEUE number `--queue` for `--by`, then let it
     /// through: delay on a lossy link's packet path (`scripts/netns-link up NAME --delay`
     /// runs one on each side of the link), until SIGINT or SIGTERM. Needs root.
@@ -140,7 +144,7 @@ impl Command {
             Command::Report(args) => {
                 let (path, results) = results::load(&args.results)?;
                 if args.headline {
-                    stdout::text(&report::content::headline(&results));
+                    stdout::text(&report::headline::tables(&results));
                     return Ok(());
                 }
                 let picks = recommend::which_to_pick(&results);
@@ -157,6 +161,7 @@ impl Command {
             Command::Transports(args) => args.run(),
             Command::Servers(args) => args.run(),
             Command::Rows(args) => args.run(),
+            Command::Reference(args) => args.run(),
             Command::Delay(args) => {
                 let (queue, by) = (args.queue, args.by);
                 let bound = move || {
@@ -565,6 +570,51 @@ impl ServersArgs {
                     false => format!("not installed ({install} installs it)"),
                 }
             ));
+        }
+        Ok(())
+    }
+}
+
+/// What `pushbench reference` prints.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum ReferenceOutput {
+    /// The index of every run (Markdown table).
+    Index,
+    /// The README's headline tables.
+    Headline,
+}
+
+/// Flags of `pushbench reference`.
+#[derive(Debug, Args)]
+pub struct ReferenceArgs {
+    /// What to print.
+    pub output: ReferenceOutput,
+    /// The runs' directories (the committed ones: `scripts/update-readme` names them); every
+    /// run under `--results` when none is named.
+    pub runs: Vec<PathBuf>,
+    /// Where the runs are, when none is named.
+    #[arg(long, default_value = "results")]
+    pub results: PathBuf,
+    /// The presets' directory, whose files say what each run measures.
+    #[arg(long, default_value = "scenarios")]
+    pub scenarios: PathBuf,
+}
+
+impl ReferenceArgs {
+    fn run(self) -> anyhow::Result<()> {
+        let runs = match self.runs.is_empty() {
+            true => report::reference::load(&self.results)?,
+            false => report::reference::load_dirs(&self.runs)?,
+        };
+        match self.output {
+            ReferenceOutput::Index => {
+                stdout::text(&report::reference::index(&runs, &self.scenarios));
+            }
+            ReferenceOutput::Headline => {
+                let headline = report::reference::headline(&runs)
+                    .map_err(|why| anyhow::anyhow!("the headline's runs: {why}"))?;
+                stdout::text(&headline);
+            }
         }
         Ok(())
     }

@@ -19,6 +19,21 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The committed reference run of `preset`: its newest under results/.
+fn committed(preset: &str) -> PathBuf {
+    let mut runs: Vec<PathBuf> = std::fs::read_dir(root().join("results"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|dir| {
+            dir.file_name()
+                .is_some_and(|name| name.to_string_lossy().ends_with(&format!("-{preset}")))
+        })
+        .collect();
+    runs.sort();
+    runs.pop()
+        .unwrap_or_else(|| panic!("no committed run of the {preset} preset"))
+}
+
 /// The stored runs: latency and cost at 10 subscribers, a fan-out sweep to 1,000, and memory
 /// with 19,000 idle connections.
 fn evidence_files() -> Vec<PathBuf> {
@@ -637,7 +652,7 @@ fn a_client_keep_alive_is_held_against_the_idle_timeout() {
 /// across the measured outage still is, by the one rule that reads faulted rows.
 #[test]
 fn an_outage_row_is_not_cited_as_latency() {
-    let faults = root().join("results/20261124-010402-faults");
+    let faults = committed("faults");
     let evidence = Evidence::load(&[faults], Path::new("unused")).unwrap();
     let design = design(
         "payment-webhooks",
@@ -770,7 +785,7 @@ fn unmeasured(answer: &Recommendation, transport: &str) -> usize {
 /// server.
 #[test]
 fn a_design_is_judged_by_the_server_it_deploys() {
-    let servers = root().join("results/20261206-185612-servers/results.json");
+    let servers = committed("servers");
     let evidence = Evidence::load(&[servers], Path::new("unused")).unwrap();
     let nchan = |subscribers: u64, rate: f64| {
         let settings = DesignSettings {

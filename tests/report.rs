@@ -7,6 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use pushbench::report::reference;
 use pushbench::results::format::{micros, thousands};
 use pushbench::results::Results;
 
@@ -335,40 +336,111 @@ fn bad_results_files_are_named() {
     }
 }
 
-/// The README's headline tables are the ones generated from the committed reference runs they
-/// name (`scripts/update-readme`), not typed by hand. The runs are found by the ids the tables
+/// The run ids a generated block cites as "`ID`", in order, each once.
+fn cited_runs(block: &str, before: &str) -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut ids: Vec<&str> = block
+        .split(before)
+        .skip(1)
+        .filter_map(|rest| rest.split('`').next())
+        .collect();
+    ids.dedup();
+    ids.iter().map(|id| root.join("results").join(id)).collect()
+}
+
+/// The text between `<!-- NAME:begin -->` and `<!-- NAME:end -->` in the file at `path`.
+fn generated_block(path: &Path, name: &str) -> String {
+    let text = std::fs::read_to_string(path).unwrap();
+    text.split(&format!("<!-- {name}:begin -->\n"))
+        .nth(1)
+        .and_then(|rest| rest.split(&format!("<!-- {name}:end -->")).next())
+        .unwrap_or_else(|| panic!("{} has no {name} markers", path.display()))
+        .to_owned()
+}
+
+/// The README's headline is the one generated from the committed reference runs it names
+/// (`scripts/update-readme`), not typed by hand, and those runs are one sitting: one revision,
+/// one machine (generating it refuses otherwise). The runs are found by the ids the tables
 /// cite, so a user's own runs under results/ do not disturb the check.
 #[test]
-fn readme_headlines_are_generated_from_the_reference_runs() {
+fn readme_headline_is_generated_from_one_sitting_of_reference_runs() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
-    let block = readme
-        .split("<!-- headline:begin -->\n")
-        .nth(1)
-        .and_then(|rest| rest.split("<!-- headline:end -->").next())
-        .expect("README.md has the headline markers");
-    let mut expected = String::new();
-    for preset in ["quick", "throughput", "idle-connections", "workloads"] {
-        let section = block
-            .split(&format!("**{preset}**"))
-            .nth(1)
-            .unwrap_or_else(|| panic!("README.md has no {preset} headline"));
-        let run_id = section
-            .split("run `")
-            .nth(1)
-            .and_then(|rest| rest.split('`').next())
-            .unwrap_or_else(|| panic!("the {preset} headline names no run"));
-        assert!(run_id.ends_with(&format!("-{preset}")), "{run_id}");
-        let results = Results::read(&root.join("results").join(run_id).join("results.json"))
-            .unwrap_or_else(|e| panic!("{run_id} is not committed under results/: {e}"));
-        let table = pushbench::report::content::headline(&results);
-        expected.push_str(&format!("**{preset}**\n\n{}\n\n", table.trim_end()));
-    }
+    let block = generated_block(&root.join("README.md"), "headline");
+    let cited = cited_runs(&block, "(run `");
+    assert_eq!(
+        cited.len(),
+        4,
+        "the headline names a run per headline preset"
+    );
+    let runs = reference::load_dirs(&cited)
+        .unwrap_or_else(|e| panic!("a headline run is not committed under results/: {e:#}"));
+    let expected = reference::headline(&runs).unwrap_or_else(|why| panic!("{why}"));
     assert_eq!(
         block.trim_end(),
         expected.trim_end(),
         "run scripts/update-readme"
     );
+}
+
+/// The check refuses runs of two revisions, of a working tree with uncommitted changes, or of
+/// two machines, naming the runs and what differs.
+#[test]
+fn runs_of_two_sittings_are_refused() {
+    let dir = stored("quick.json", "two-sittings");
+    let mut runs = reference::load_dirs(&[dir.to_path_buf()]).unwrap();
+    let mut other = reference::load_dirs(&[dir.to_path_buf()])
+        .unwrap()
+        .remove(0);
+    runs[0].results.machine.git_revision = "aaaaaaaaaaaa".into();
+    other.results.machine.git_revision = "aaaaaaaaaaaa".into();
+    other.dir = "later".into();
+    runs.push(other);
+    let pair = |runs: &[reference::Run]| {
+        let refs: Vec<&reference::Run> = runs.iter().collect();
+        reference::one_sitting(&refs)
+    };
+    let sitting = pair(&runs).expect("the same revision and machine are one sitting");
+    assert_eq!(sitting.revision, "aaaaaaaaaaaa");
+    runs[1].results.machine.git_revision = "bbbbbbbbbbbb".into();
+    let why = pair(&runs).unwrap_err();
+    assert!(why.contains("later is from revision bbbbbbbbbbbb"), "{why}");
+    runs[1].results.machine.git_revision = "aaaaaaaaaaaa-dirty".into();
+    assert!(pair(&runs).unwrap_err().contains("uncommitted changes"));
+    runs[1].results.machine.git_revision = "aaaaaaaaaaaa".into();
+    runs[1].results.machine.kernel = "another".into();
+    let why = pair(&runs).unwrap_err();
+    assert!(
+        why.contains("kernel another") && why.contains("one machine"),
+        "{why}"
+    );
+}
+
+/// results/README.md's index is generated from the runs it lists, and lists every committed
+/// run (those git tracks, where there is a git checkout).
+#[test]
+fn results_index_lists_every_committed_run_as_generated() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let block = generated_block(&root.join("results/README.md"), "index");
+    let cited = cited_runs(&block, "| [`");
+    let runs = reference::load_dirs(&cited).unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(
+        block.trim_end(),
+        reference::index(&runs, &root.join("scenarios")).trim_end(),
+        "run scripts/update-readme"
+    );
+    let tracked = std::process::Command::new("git")
+        .args(["ls-files", ":(glob)results/*/results.json"])
+        .current_dir(root)
+        .output();
+    if let Some(out) = tracked.ok().filter(|out| out.status.success()) {
+        for file in String::from_utf8_lossy(&out.stdout).lines() {
+            let dir = root.join(file).parent().unwrap().to_owned();
+            assert!(
+                cited.contains(&dir),
+                "{file} is committed but not in the index"
+            );
+        }
+    }
 }
 
 /// Runs without repeats have no measured spread: even a doubled p99 is shown, not flagged, and

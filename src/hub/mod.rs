@@ -178,6 +178,10 @@ pub struct Hub {
     /// Events handed to subscribers so far, summed over readers: shows whether delivery is
     /// still making progress.
     handed_out: AtomicU64,
+    /// Times a process that delivers for the server (a broker) was seen sending its
+    /// subscribers more: progress as `handed_out` is, where the server's own readers hand
+    /// everything to that process long before its subscribers have it.
+    relayed: AtomicU64,
     /// Deliveries the server gave up on (a webhook provider whose retries ran out).
     abandoned: AtomicU64,
     /// Why the server refused to send an event at all, the first time it did (an event too
@@ -283,6 +287,7 @@ impl Hub {
             progress: watch::Sender::new(Progress::default()),
             subscribers: watch::Sender::new(0),
             handed_out: AtomicU64::new(0),
+            relayed: AtomicU64::new(0),
             abandoned: AtomicU64::new(0),
             refusal: std::sync::Mutex::new(None),
             gapped: AtomicU64::new(0),
@@ -576,6 +581,18 @@ impl Hub {
     /// Events handed to subscribers so far, summed over all readers.
     pub fn handed_out(&self) -> u64 {
         self.handed_out.load(Ordering::Relaxed)
+    }
+
+    /// Notes that the process delivering for this server (a broker) sent its subscribers
+    /// more since it was last looked at.
+    pub fn relayed(&self) {
+        self.relayed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A count that grows while delivery is under way: events handed out by the server's
+    /// readers, and a broker seen sending more.
+    pub fn progress(&self) -> u64 {
+        self.handed_out() + self.relayed.load(Ordering::Relaxed)
     }
 
     /// Events answered as gaps so far (asked for after the replay window let them go), summed

@@ -83,8 +83,9 @@ impl WireBytes {
         self.excluded.insert(port);
     }
 
-    /// Reads every subscriber connection's bytes now.
-    pub fn sample(&mut self) {
+    /// Reads every subscriber connection's bytes now; returns what the server has sent them
+    /// in all, as last read (a connection that closed keeps its last reading).
+    pub fn sample(&mut self) -> u64 {
         match on_local_port(self.server.port()) {
             Ok(sockets) => {
                 for socket in sockets {
@@ -97,6 +98,7 @@ impl WireBytes {
             }
             Err(error) => tracing::warn!(%error, "cannot read the server's connections' bytes"),
         }
+        self.seen.values().map(|socket| socket.sent).sum()
     }
 
     /// Adds what was read to the counters, once.

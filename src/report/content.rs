@@ -3,6 +3,7 @@
 //! floor as the reference row, the noise, the plots and the method.
 
 use super::charts;
+use super::headline::bound_of;
 use crate::document::{Block, Document};
 use crate::event::Rate;
 use crate::results::figures::{
@@ -12,10 +13,10 @@ use crate::results::figures::{
 use crate::results::format::{micros, rate, thousands};
 use crate::results::pairing::{self, floor_for, PAIRED};
 use crate::results::scenario::Stepped;
-use crate::results::{utc_stamp, Bound, Results};
+use crate::results::{utc_stamp, Results};
 
 /// Fewer connections than this make RSS growth per connection mostly allocator noise.
-const MEANINGFUL_CONNECTIONS: usize = 100;
+pub(crate) const MEANINGFUL_CONNECTIONS: usize = 100;
 
 /// Figures the summary names a winner for.
 const WINNER_METRICS: [Figure; 7] = [
@@ -523,101 +524,6 @@ fn method(doc: &mut Document, results: &Results) {
          be merged and re-plotted."
             .into(),
     ]));
-}
-
-/// What limited a row, over its repeats: one label, or several joined when repeats differ;
-/// "—" for results recorded before rows carried it.
-fn bound_of(row: &Row<'_>) -> String {
-    let mut labels: Vec<&str> = row
-        .runs
-        .iter()
-        .filter_map(|r| r.bound.map(Bound::label))
-        .collect();
-    labels.dedup();
-    if labels.is_empty() {
-        "—".into()
-    } else {
-        labels.join("/")
-    }
-}
-
-/// The headline table the README shows: every transport at the headline setting, the floor
-/// last, generated from a results file so it is never typed by hand.
-pub fn headline(results: &Results) -> String {
-    let rows = rows(results);
-    let Some(setting) = headline_setting(&rows) else {
-        return String::new();
-    };
-    let mut figures = vec![
-        Figure::LatencyP50,
-        Figure::LatencyP99,
-        Figure::LatencyP999,
-        Figure::EventsPerS,
-        Figure::ServerCpuUsPerDelivery,
-        Figure::LoadCpuUsPerDelivery,
-        Figure::WireBytesPerEvent,
-    ];
-    // Memory per connection only where there were enough connections to measure it.
-    if setting.0 >= MEANINGFUL_CONNECTIONS {
-        // The load process's figure is left out: it is only reliable for a run's first
-        // combination (see the connection section).
-        figures.push(Figure::ServerRssPerConn);
-    }
-    let at = at_setting(&rows, setting);
-    // Ratios to the floor row of the same round lead: they hold across reruns and machines.
-    // Deliveries per second are a contest only where the rate was not offered.
-    let ratios: Vec<Figure> = PAIRED
-        .into_iter()
-        .filter(|&f| f != Figure::EventsPerS || setting.2 == Rate::Max)
-        .collect();
-    let mut head = vec!["transport".to_string()];
-    head.extend(ratios.iter().map(|&f| {
-        let name = match f {
-            Figure::LatencyP50 => "p50",
-            Figure::LatencyP99 => "p99",
-            Figure::EventsPerS => "events/s",
-            _ => "server CPU",
-        };
-        format!("{name} ÷ floor")
-    }));
-    head.extend(figures.iter().map(|f| f.metric().qualified_label()));
-    head.push("bound".into());
-    head.push("check".into());
-    let table = Block::Table {
-        head,
-        emphasis: at.iter().map(|r| r.is_floor()).collect(),
-        rows: at
-            .iter()
-            .map(|r| {
-                let mut cells = vec![r.key.label()];
-                cells.extend(ratios.iter().map(|&f| match floor_for(r, &rows) {
-                    Some(floor) => pairing::ratio(r, floor, f).show(Unit::Times),
-                    None if r.is_floor() => Unit::Times.show(1.0),
-                    None => "—".into(),
-                }));
-                cells.extend(figures.iter().map(|&f| r.figure(f).show(f.metric().unit)));
-                cells.push(bound_of(r));
-                cells.push(if r.ok() { "ok".into() } else { "FAILED".into() });
-                cells
-            })
-            .collect(),
-    };
-    let doc = Document {
-        title: String::new(),
-        blocks: vec![table],
-    };
-    let body = doc.markdown_body();
-    format!(
-        "{body}\n{} subscriber(s), {} B payloads, offered {} ev/s; run `{}` on {}, {} CPUs \
-         (git {}).\n",
-        setting.0,
-        setting.1,
-        setting.2,
-        results.run_id,
-        results.machine.cpu_model,
-        results.machine.cores,
-        results.machine.git_revision
-    )
 }
 
 /// Every distinct `name=value` of the transports' own settings over the runs, in run order

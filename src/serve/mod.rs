@@ -262,7 +262,7 @@ impl Server {
     /// is not cut off.
     pub async fn drain(&self, idle: Duration) -> usize {
         loop {
-            let before = self.hub.handed_out();
+            let before = self.hub.progress();
             let gone = tokio::time::timeout(idle, self.hub.wait_until_no_subscribers())
                 .await
                 .is_ok();
@@ -285,7 +285,7 @@ impl Server {
                 }
                 return 0;
             }
-            if self.hub.handed_out() == before {
+            if self.hub.progress() == before {
                 return self.hub.subscribers();
             }
         }

@@ -372,6 +372,7 @@ async fn drive_publisher(
     up: tokio::sync::mpsc::UnboundedSender<(Bytes, u64)>,
 ) -> std::io::Result<()> {
     let mut sample = tokio::time::interval(WIRE_SAMPLE_EVERY);
+    let mut sent = 0;
     loop {
         tokio::select! {
             polled = events.poll() => match polled {
@@ -400,7 +401,14 @@ async fn drive_publisher(
                     )))
                 }
             },
-            _ = sample.tick() => presence.wire.sample(),
+            _ = sample.tick() => {
+                // The broker still sending its subscribers a backlog is delivery under way,
+                // though every event left the publisher long ago: the drain waits for it.
+                let now = presence.wire.sample();
+                if now > std::mem::replace(&mut sent, now) {
+                    presence.hub.relayed();
+                }
+            }
         }
     }
 }
