@@ -138,13 +138,20 @@ pub fn headline(runs: &[Run]) -> Result<String, String> {
 }
 
 /// The index of `runs` as a Markdown table: each run with what it measures (the first
-/// sentence of its preset's file in `scenarios`), the command that made it, its rounds and
-/// its machine.
+/// sentence of its preset's file in `scenarios`), the command that made it, its rounds, its
+/// revision and its machine.
 pub fn index(runs: &[Run], scenarios: &Path) -> String {
     let table = Block::Table {
-        head: ["run", "what it measures", "command", "rounds", "machine"]
-            .map(String::from)
-            .to_vec(),
+        head: [
+            "run",
+            "what it measures",
+            "command",
+            "rounds",
+            "revision",
+            "machine",
+        ]
+        .map(String::from)
+        .to_vec(),
         emphasis: vec![false; runs.len()],
         rows: runs.iter().map(|run| index_row(run, scenarios)).collect(),
     };
@@ -184,6 +191,7 @@ fn index_row(run: &Run, scenarios: &Path) -> Vec<String> {
         measures,
         command,
         rounds.to_string(),
+        format!("`{}`", machine.git_revision),
         format!(
             "{}, {} CPUs, kernel {}, floor {} us",
             machine.cpu_model, machine.cores, machine.kernel, results.calibration.rtt_us.p50
