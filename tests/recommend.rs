@@ -13,25 +13,10 @@ use pushbench::recommend::evidence::Evidence;
 use pushbench::recommend::{recommend, Ranked, Recommendation};
 use pushbench::transport::{Requests, Transport};
 
-use common::BIN;
+use common::{committed, BIN};
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The committed reference run of `preset`: its newest under results/.
-fn committed(preset: &str) -> PathBuf {
-    let mut runs: Vec<PathBuf> = std::fs::read_dir(root().join("results"))
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|dir| {
-            dir.file_name()
-                .is_some_and(|name| name.to_string_lossy().ends_with(&format!("-{preset}")))
-        })
-        .collect();
-    runs.sort();
-    runs.pop()
-        .unwrap_or_else(|| panic!("no committed run of the {preset} preset"))
 }
 
 /// The stored runs: latency and cost at 10 subscribers, a fan-out sweep to 1,000, and memory

@@ -443,6 +443,26 @@ fn results_index_lists_every_committed_run_as_generated() {
     }
 }
 
+/// A capacity search's levels are rows of their own: what a series ran without (the preset's
+/// poll interval, which only polling takes) is said once per series, not once per level.
+#[test]
+fn what_a_series_ran_without_is_said_once() {
+    let results = Results::read(&common::committed("capacity").join("results.json")).unwrap();
+    let table = pushbench::report::table::render(&results);
+    let mut notes: Vec<&str> = table
+        .lines()
+        .filter(|line| line.contains(" ran without "))
+        .collect();
+    assert!(
+        notes.len() > 1,
+        "the capacity preset's poll interval is not taken by most transports: {table}"
+    );
+    let said = notes.len();
+    notes.sort_unstable();
+    notes.dedup();
+    assert_eq!(notes.len(), said, "a note said twice: {table}");
+}
+
 /// Runs without repeats have no measured spread: even a doubled p99 is shown, not flagged, and
 /// the comparison says why.
 #[test]

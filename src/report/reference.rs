@@ -139,7 +139,8 @@ pub fn headline(runs: &[Run]) -> Result<String, String> {
 
 /// The index of `runs` as a Markdown table: each run with what it measures (the first
 /// sentence of its preset's file in `scenarios`), the command that made it, its rounds, its
-/// revision and its machine.
+/// revision and its machine; then whether they are one sitting, and if not, what sets them
+/// apart.
 pub fn index(runs: &[Run], scenarios: &Path) -> String {
     let table = Block::Table {
         head: [
@@ -155,9 +156,19 @@ pub fn index(runs: &[Run], scenarios: &Path) -> String {
         emphasis: vec![false; runs.len()],
         rows: runs.iter().map(|run| index_row(run, scenarios)).collect(),
     };
+    // Whether the set reads as one: said under the table, so a reader never has to compare
+    // the revision and machine columns row by row.
+    let all: Vec<&Run> = runs.iter().collect();
+    let sitting = match one_sitting(&all) {
+        Ok(sitting) => Block::Paragraph(format!(
+            "Every run above is one sitting: revision `{}` on {}.",
+            sitting.revision, sitting.machine
+        )),
+        Err(why) => Block::Paragraph(format!("These runs are not one sitting: {why}.")),
+    };
     Document {
         title: String::new(),
-        blocks: vec![table],
+        blocks: vec![table, sitting],
     }
     .markdown_body()
 }

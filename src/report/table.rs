@@ -167,15 +167,23 @@ pub fn render(results: &Results) -> String {
             let _ = writeln!(out, "note: {} {note}", max.key.label());
         }
     }
+    // Once per row and subscriber count: a capacity search's levels are rows of their own, and
+    // each would otherwise repeat what its series ran without.
+    let mut notes: Vec<String> = Vec::new();
     for row in &folded {
         if let Some(note) = row.runs.first().and_then(|r| r.not_applied_note()) {
-            let _ = writeln!(
-                out,
+            let note = format!(
                 "note: {} with {} subscribers {note}",
                 row.key.label(),
                 row.key.subscribers
             );
+            if !notes.contains(&note) {
+                notes.push(note);
+            }
         }
+    }
+    for note in notes {
+        let _ = writeln!(out, "{note}");
     }
     for row in &folded {
         let load_bound = |run: &&&crate::results::TransportResult| {

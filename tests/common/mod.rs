@@ -15,6 +15,22 @@ use pushbench::transport::{ClientConfig, ServerConfig, Transport};
 /// The `pushbench` binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_pushbench");
 
+/// The committed reference run of `preset`: its newest under results/.
+pub fn committed(preset: &str) -> std::path::PathBuf {
+    let results = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("results");
+    let mut runs: Vec<std::path::PathBuf> = std::fs::read_dir(results)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|dir| {
+            dir.file_name()
+                .is_some_and(|name| name.to_string_lossy().ends_with(&format!("-{preset}")))
+        })
+        .collect();
+    runs.sort();
+    runs.pop()
+        .unwrap_or_else(|| panic!("no committed run of the {preset} preset"))
+}
+
 /// A fresh, empty directory under the system temp dir, named for the test and this process,
 /// removed with everything in it when the test is done with it (dropped).
 pub fn scratch(name: &str) -> Scratch {
