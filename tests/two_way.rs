@@ -116,7 +116,7 @@ async fn every_client_carries_a_one_way_stream() {
 }
 
 /// A planted 20 ms delay in the server's handling of each message reads in the round trip's
-/// median: at least 20 ms, and less than the same run's without it plus twice the delay (it is
+/// tenth percentile: at least 20 ms, and less than the same run's without it plus twice the delay (it is
 /// counted once). Bounds, not a tolerance around +20 ms: a neighbour's burst moves a median by
 /// more than any tolerance a test could hold on this machine. The delay is long beside that
 /// burst: with 5 ms, fresh-clone CI runs (clippy building beside the tests) read a webhook
@@ -140,12 +140,16 @@ async fn a_planted_delay_reads_in_the_round_trip() {
     const PLANTED: Duration = Duration::from_millis(20);
     let mut wrong = Vec::new();
     for pair in pairs {
-        let median = |run: &LocalRun| {
+        // The tenth percentile, not the median: every round trip holds the planted delay, so
+        // it moves each quantile alike, while a neighbour's burst (clippy building beside the
+        // tests in a fresh-clone CI run) lengthens the slower half most: one run read a
+        // webhook pair's median 99 ms plain and 143 ms delayed.
+        let low = |run: &LocalRun| {
             let h = run.recorded.round_trip.as_ref().expect("round trips");
-            h.value_at_quantile(0.5) as f64 / 1000.0
+            h.value_at_quantile(0.1) as f64 / 1000.0
         };
-        // Every delayed round trip holds the sleep, so its median cannot be less; counted
-        // once, not twice, it stays under the plain median plus twice the delay.
+        // Every delayed round trip holds the sleep, so its percentile cannot be less; counted
+        // once, not twice, it stays under the plain one plus twice the delay.
         let planted = PLANTED.as_secs_f64() * 1000.0;
         let within =
             |(plain, delayed): (f64, f64)| delayed >= planted && delayed < plain + 2.0 * planted;
@@ -154,8 +158,8 @@ async fn a_planted_delay_reads_in_the_round_trip() {
         // measured once more, and judged by its second reading.
         let mut reading = (0.0, 0.0);
         for _ in 0..2 {
-            let plain = median(&two_way(pair, &spec, 4, 20.0, Duration::ZERO).await);
-            let delayed = median(&two_way(pair, &spec, 4, 20.0, PLANTED).await);
+            let plain = low(&two_way(pair, &spec, 4, 20.0, Duration::ZERO).await);
+            let delayed = low(&two_way(pair, &spec, 4, 20.0, PLANTED).await);
             reading = (plain, delayed);
             if within(reading) {
                 break;
@@ -164,7 +168,7 @@ async fn a_planted_delay_reads_in_the_round_trip() {
         if !within(reading) {
             let (plain, delayed) = reading;
             wrong.push(format!(
-                "{pair:?}: the round trip's median went from {plain:.3} ms to {delayed:.3} ms, \
+                "{pair:?}: the round trip's tenth percentile went from {plain:.3} ms to {delayed:.3} ms, \
                  not by the planted {planted} ms (twice)"
             ));
         }
