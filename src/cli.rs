@@ -15,7 +15,7 @@ use crate::harness::settings::settings_of;
 use crate::harness::{self, run_job, Merged, RunOptions};
 use crate::measure;
 use crate::payload::PayloadKind;
-use crate::protocol::{stdout, LoadJob, PartFile, ServeOptions};
+use crate::protocol::{stdout, LoadJob, PartFile, ServeOptions, StartOn};
 use crate::recommend::{self, design::DesignSettings, evidence::Evidence};
 use crate::report;
 use crate::results;
@@ -948,7 +948,7 @@ impl ServeArgs {
             returning: 0,
             processes: usize::from(self.processes),
             reuse_port: false,
-            awaits_start: false,
+            start_on: StartOn::Count,
             stats_out: self.stats_out,
         })
     }

@@ -222,6 +222,43 @@ async fn sse_through_a_buffering_nginx_is_held_back() {
     let _ = std::fs::remove_dir_all(&out);
 }
 
+/// Short polling through nginx, which keeps a few upstream connections and sends every
+/// subscriber's polls over them: the server sees far fewer connections than subscribers, so
+/// the run starts the stream once the load has every subscriber (a server that waited to
+/// count them all waited until the run timed out), and all 150 get the identical stream.
+/// Needs nginx (`scripts/install-nginx`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_polls_through_a_pooling_nginx_get_the_stream() {
+    use pushbench::link::via::VIA;
+    let nginx = ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "nginx"];
+    if common::needs("nginx", &nginx, "scripts/install-nginx").is_none() {
+        return;
+    }
+    let out = scratch("nginx-polls");
+    let mut options = small_run_with(
+        "poll",
+        20,
+        &[
+            (VIA.name, &["nginx-buffered"]),
+            ("poll-interval", &["200ms"]),
+        ],
+        &out,
+    );
+    options.scenario.subscribers = vec![150];
+    // Long enough for 150 polling subscribers on a busy machine; short enough that a stream
+    // that never starts fails the test soon.
+    options.scenario.timeout = std::time::Duration::from_secs(60);
+    let outcome = run(options).await.unwrap();
+    let results = Results::read(&outcome.path).unwrap();
+    let [row] = &results.runs[..] else {
+        panic!("{} rows, not one", results.runs.len());
+    };
+    assert!(!row.failed, "{:?}", row.error);
+    assert_eq!((row.events_delivered, row.lost), (150 * 20, 0));
+    assert!(row.digest_ok);
+    let _ = std::fs::remove_dir_all(&out);
+}
+
 /// With the server in a network namespace whose veth link drops 2% of packets each way
 /// (`scripts/netns-link`), TCP's retransmissions still deliver the identical stream: loss
 /// costs latency, not events. Needs root and `ip netns`, so it is not run by default:

@@ -22,7 +22,7 @@ use crate::link::{Blackout, BlackoutSwitch, Dialer, LinkStats, LINK};
 use crate::metrics::kernel;
 use crate::metrics::process::{self, MachineCpu, ProcessSample};
 use crate::protocol::child::{LoadWorker, ServerChild, WorkerConnected};
-use crate::protocol::{Job, LoadJob, ServeOptions};
+use crate::protocol::{Command, Job, LoadJob, ServeOptions, StartOn, START_MARGIN};
 use crate::results::scenario::Scenario;
 use crate::transport::storm::{Storm, StormKind};
 use crate::transport::tls::{TlsMaterial, TLS};
@@ -69,6 +69,11 @@ impl Setup {
         let settings = combination
             .settings
             .effective(&combination.key.transport.settings(), Side::Both);
+        // Behind a reverse proxy the server counts the proxy's connections, not subscribers:
+        // nginx pools its upstream connections, so 500 short-polling subscribers may reach the
+        // server over a few dozen, and a server waiting for 500 would wait for ever. There the
+        // run starts the stream once the load says every subscriber is subscribed.
+        let behind_proxy = VIA.read(&combination.settings) != Via::Direct;
         let serve = ServeOptions {
             transport: combination.key.transport,
             listen: SocketAddr::new(placed.server_ip, 0),
@@ -88,7 +93,10 @@ impl Setup {
             returning: 0,
             processes: scenario.server_processes(subscribers),
             reuse_port: false,
-            awaits_start: false,
+            start_on: match behind_proxy {
+                true => StartOn::CountOrCommand,
+                false => StartOn::Count,
+            },
             stats_out: None,
         };
         let setup = Self {
@@ -125,6 +133,14 @@ impl Setup {
             processes,
             self.restart_after,
         )?;
+        if processes > 1 && self.serve.start_on != StartOn::Count {
+            bail!(
+                "{} subscribers need {processes} server processes, and a reverse proxy in front \
+                 is one process under the same open-file limit: measure --via with fewer \
+                 subscribers",
+                self.serve.start_after
+            );
+        }
         if processes > 1 && !self.restart_after.is_zero() {
             bail!(
                 "{} subscribers need {processes} server processes, and the restart fault kills \
@@ -281,6 +297,18 @@ impl Rig {
             _nginx: nginx,
             _stop_emulator,
         })
+    }
+
+    /// Starts the stream of a server that waits to be told (one behind a proxy): after
+    /// `delay`, the idle hold the server would otherwise keep itself, on a schedule that
+    /// begins a moment after the command is sent.
+    pub async fn start_stream(&mut self, delay: Duration) -> anyhow::Result<()> {
+        tokio::time::sleep(delay).await;
+        let origin_ns = now_ns() + START_MARGIN.as_nanos() as u64;
+        self.server
+            .child()
+            .send(&Command::Start { origin_ns })
+            .await
     }
 
     /// Waits until every worker's subscribers are connected (or given up), then samples

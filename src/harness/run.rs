@@ -34,7 +34,7 @@ use crate::metrics::process::{self, MachineCpu, TimedSample};
 use crate::metrics::resources::{self, ResourceSample};
 use crate::protocol::child::LoadWorker;
 use crate::protocol::open_files::raise_open_file_limit;
-use crate::protocol::{LoadPart, ServeStats};
+use crate::protocol::{LoadPart, ServeStats, StartOn};
 use crate::results::scenario::Scenario;
 use crate::results::{utc_stamp, Placement, Results, TransportResult};
 use crate::transport::{SettingValues, Side};
@@ -319,6 +319,11 @@ pub(super) async fn measure(
     let mut rig = Rig::up((exe, scenario), &setup, combination, placed).await?;
     let wait = scenario.timeout + REPORT_SLACK;
     let connected = rig.connected(wait).await?;
+    // A server that may not count its subscribers right (behind a proxy) starts when the load
+    // has them all, if it has not already.
+    if setup.serve.start_on == StartOn::CountOrCommand {
+        rig.start_stream(setup.serve.start_delay).await?;
+    }
     let streamed = stream(rig, &setup, (exe, scenario), wait).await?;
     summary(combination, &setup, placed, &connected, streamed)
 }

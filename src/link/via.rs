@@ -10,6 +10,9 @@
 //!
 //! Both keep idle upstream connections for a second (`keepalive_timeout 1s`): polling reuses
 //! them, as behind a real proxy, and the server still sees its subscribers leave at the end.
+//! So the server's connections are not its subscribers: the run starts a proxied server's
+//! stream when the load has every subscriber, if its count has not
+//! (`protocol::StartOn::CountOrCommand`).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};

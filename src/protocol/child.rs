@@ -319,7 +319,8 @@ impl ServerChild {
         loop {
             match self.child.next(timeout).await? {
                 Report::Publishing { origin_ns } => return Ok(origin_ns),
-                Report::Credentials { .. } => continue,
+                // A server waiting to be told counts its connections meanwhile.
+                Report::Credentials { .. } | Report::Subscribers { .. } => continue,
                 other => bail!("server reported {other:?} before publishing"),
             }
         }

@@ -13,6 +13,7 @@
 
 use std::io::{BufRead, Write};
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -30,7 +31,7 @@ pub use load::{
     DeliveryCounts, LoadJob, LoadPart, PartHistograms, WorkerProcess, RECONNECTIONS_KEPT,
 };
 pub use part::{PartFile, ServerPart};
-pub use serve::{ServeOptions, ServeStats};
+pub use serve::{ServeOptions, ServeStats, StartOn};
 
 /// What a child process is asked to do.
 #[derive(Debug, Serialize, Deserialize)]
@@ -42,12 +43,16 @@ pub enum Job {
     Load(Box<LoadJob>),
 }
 
+/// How far ahead of its sending a [`Command::Start`]'s schedule begins, so every server told
+/// has it before event 0 is due.
+pub const START_MARGIN: Duration = Duration::from_millis(50);
+
 /// What a parent tells a child after its job.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "snake_case")]
 pub enum Command {
-    /// A member of a server fleet: publish the stream on the schedule that begins at
-    /// `origin_ns` (the fleet has every subscriber).
+    /// A server told when to start (a member of a fleet, or a server behind a proxy): publish
+    /// the stream on the schedule that begins at `origin_ns` (every subscriber is there).
     Start {
         /// Event 0's scheduled time, on the host's monotonic clock.
         origin_ns: u64,

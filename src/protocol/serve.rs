@@ -50,10 +50,9 @@ pub struct ServeOptions {
     /// Share the port with other server processes (set for each member of a fleet).
     #[serde(default)]
     pub reuse_port: bool,
-    /// Start the stream when told to ([`super::Command::Start`]) instead of counting subscribers: a
-    /// member of a fleet, whose coordinator counts over every member.
+    /// What starts the stream: its subscribers counted, or the parent's word.
     #[serde(default)]
-    pub awaits_start: bool,
+    pub start_on: StartOn,
     /// Write the server's part (its stats, settings, stream and machine) here for `pushbench
     /// merge`.
     #[serde(default)]
@@ -62,6 +61,24 @@ pub struct ServeOptions {
 
 fn one() -> usize {
     1
+}
+
+/// What starts a server's stream (one that does not continue an earlier server's).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartOn {
+    /// `start_after` subscribers connected, then `start_delay`.
+    #[default]
+    Count,
+    /// The parent's [`super::Command::Start`] only: a member of a fleet, whose coordinator
+    /// counts over every member (each reports its count as it changes).
+    Command,
+    /// Whichever comes first. A server behind a reverse proxy counts the proxy's connections,
+    /// which the proxy pools (short polls share a few), so the parent tells it once the load
+    /// has every subscriber; but a proxy that holds a response back until the stream starts
+    /// (a buffered event stream) keeps the load from having them, and there the count starts
+    /// it.
+    CountOrCommand,
 }
 
 /// What the server counted, reported last: to `run` as [`super::Report::Stats`], to a person as

@@ -13,16 +13,13 @@ use crate::event::Rate;
 use crate::metrics::kernel;
 use crate::metrics::latency::Lateness;
 use crate::protocol::child::ServerChild;
-use crate::protocol::{self, Command, Job, Report};
+use crate::protocol::{self, Command, Job, Report, StartOn, START_MARGIN};
 
 use super::{
     announce_credentials, announce_listening, finish, Before, Output, ServeOptions, ServeStats,
     Stops, SHUTDOWN_DEADLINE,
 };
 
-/// How far ahead of now the fleet's schedule begins, so every member has its start command
-/// before event 0 is due.
-const START_MARGIN: Duration = Duration::from_millis(50);
 /// How often the coordinator adds up its members' subscribers while waiting.
 const COUNT_EVERY: Duration = Duration::from_millis(20);
 
@@ -42,7 +39,7 @@ pub async fn run(options: ServeOptions, output: Output) -> anyhow::Result<()> {
         listen,
         processes: 1,
         reuse_port: true,
-        awaits_start: options.schedule_origin_ns.is_none(),
+        start_on: StartOn::Command,
         announce: Vec::new(),
         stats_out: None,
         ..options.clone()

@@ -26,7 +26,7 @@ use crate::metrics::kernel;
 use crate::metrics::process::{self, ProcessSample};
 use crate::metrics::sockets::{SocketCounters, SocketTotals};
 use crate::protocol::{self, stdout, Command, Report};
-use crate::protocol::{PartFile, ServeOptions, ServeStats, ServerPart};
+use crate::protocol::{PartFile, ServeOptions, ServeStats, ServerPart, StartOn};
 use crate::publisher::{publish_stream, Published};
 use crate::transport::resume::{reconnect_grace, replay_window};
 use crate::transport::tls::TLS;
@@ -482,10 +482,16 @@ pub async fn run(
         // A restarted server continues the stream it was killed in.
         (Some(origin_ns), _) => origin_ns,
         // A member of a fleet starts when the fleet has all its subscribers.
-        (None, Some(commands)) if options.awaits_start => tokio::select! {
-            origin = wait_for_command(&mut server, commands) => origin?,
-            why = stops.next() => return ending.stop(server, None, why).await,
-        },
+        // A member of a fleet starts when the fleet has all its subscribers; a server behind a
+        // proxy when it has them or its parent says the load has.
+        (None, Some(commands)) if options.start_on != StartOn::Count => {
+            let counted = (options.start_on == StartOn::CountOrCommand)
+                .then_some((options.start_after, options.start_delay));
+            tokio::select! {
+                origin = wait_for_command(&mut server, commands, counted) => origin?,
+                why = stops.next() => return ending.stop(server, None, why).await,
+            }
+        }
         (None, _) => {
             tokio::select! {
                 started = server.wait_for_start(options.start_after, options.start_delay) => started?,
@@ -580,20 +586,35 @@ fn announce_listening(
     Ok(())
 }
 
-/// A fleet member's wait: reports its subscriber count as it changes, until the fleet says
-/// when the stream's schedule begins. Fails if the server stops or the fleet goes away.
+/// Waits for the parent to say when the stream's schedule begins, or, where `counted` is
+/// given, for that many subscribers and that idle hold (then the schedule begins now). A fleet
+/// member (nothing counted) reports its subscriber count as it changes meanwhile, for its
+/// coordinator to add up. Fails if the server stops or the parent goes away.
 async fn wait_for_command(
     server: &mut Server,
     mut commands: mpsc::UnboundedReceiver<Command>,
+    counted: Option<(usize, Duration)>,
 ) -> anyhow::Result<u64> {
+    let hub = Arc::clone(server.hub());
+    let enough = async {
+        let Some((subscribers, delay)) = counted else {
+            return std::future::pending().await;
+        };
+        hub.wait_for_subscribers(subscribers).await;
+        tokio::time::sleep(delay).await;
+    };
+    tokio::pin!(enough);
     let mut told = None;
     loop {
         let connected = server.hub().subscribers();
-        if told != Some(connected) {
+        // Only a coordinator reads these while waiting: a parent that tells the start reads
+        // nothing until the stats, and unread reports would fill the pipe.
+        if counted.is_none() && told != Some(connected) {
             protocol::report(&Report::Subscribers { connected })?;
             told = Some(connected);
         }
         tokio::select! {
+            () = &mut enough => return Ok(now_ns()),
             command = commands.recv() => match command {
                 Some(Command::Start { origin_ns }) => return Ok(origin_ns),
                 // Meant for a load worker: nothing to a server.
