@@ -269,6 +269,10 @@ fn clients_take_arbitrary_answers() {
     let mut config = ClientConfig::default();
     config.settings.0.extend([RESUME.set(false)]);
     config.request_timeout = Duration::from_secs(2);
+    // An MQTT client retries a connection the broker closes before its CONNACK until this
+    // timeout (a broker may be taking its port over): at the default 10 s, most of a minute of
+    // this test was MQTT retrying against a fake server that hangs up.
+    config.connect_timeout = Duration::from_secs(1);
     // The clients that read answers to their own requests (not the webhook consumer, which is
     // a server, nor WebSocket, whose frames yawc parses) by what each declares: raw
     // bytes, a streamed response, or one JSON answer per request.

@@ -7,25 +7,30 @@
 import http from 'node:http';
 import puppeteer from 'puppeteer-core';
 
-let browser = null;
-let origin = null;
+// The browser and the blank page's origin, as one promise: checks run side by side, and the
+// first to need a page starts them for all.
+let started = null;
 
-/** The shared browser, and the blank page's origin, started on first use. */
+/** Starts the shared browser and the blank page it opens tabs on. */
+async function start() {
+  const browser = await puppeteer.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'],
+  });
+  const server = http.createServer((_, response) => {
+    response.writeHead(200, { 'content-type': 'text/html' });
+    response.end('<!doctype html><title>pushbench browser check</title>');
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  server.unref();
+  return { browser, origin: `http://127.0.0.1:${server.address().port}/` };
+}
+
+/** A new tab of the shared browser (started on first use) on the blank page. */
 async function page() {
-  if (!browser) {
-    browser = await puppeteer.launch({
-      executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-      headless: true,
-      args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'],
-    });
-    const server = http.createServer((_, response) => {
-      response.writeHead(200, { 'content-type': 'text/html' });
-      response.end('<!doctype html><title>pushbench browser check</title>');
-    });
-    await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-    server.unref();
-    origin = `http://127.0.0.1:${server.address().port}/`;
-  }
+  started ??= start();
+  const { browser, origin } = await started;
   const tab = await browser.newPage();
   await tab.goto(origin);
   return tab;
@@ -33,8 +38,8 @@ async function page() {
 
 /** Closes the browser, if one was started. */
 export async function closeBrowser() {
-  if (browser) await browser.close();
-  browser = null;
+  if (started) await (await started).browser.close();
+  started = null;
 }
 
 /** Runs `receive` in a fresh page with `args`, and closes the page. */

@@ -422,17 +422,23 @@ async fn stream(
         anyhow::bail!("server {status} during the stream; its stderr:\n{stderr}");
     }
     let server_settings = server.settings().clone();
-    let stats = server
-        .finish(Duration::from_secs(30))
-        .await
-        .map_err(|error| {
-            // A server left waiting for subscribers that never came says less than why they
-            // did not: their own first error leads.
-            match parts.iter().flat_map(|part| &part.errors).next() {
-                Some(why) => anyhow::anyhow!("the subscribers failed: {why} (then: {error})"),
-                None => error,
-            }
-        })?;
+    // Every subscriber failed before a single event: the server is still waiting for them and
+    // will not finish on its own, so it is stopped at once rather than after the whole wait.
+    let nobody_came = parts
+        .iter()
+        .all(|part| part.first_sent_ns.is_none() && !part.errors.is_empty());
+    let finish_within = match nobody_came {
+        true => Duration::from_secs(1),
+        false => Duration::from_secs(30),
+    };
+    let stats = server.finish(finish_within).await.map_err(|error| {
+        // A server left waiting for subscribers that never came says less than why they
+        // did not: their own first error leads.
+        match parts.iter().flat_map(|part| &part.errors).next() {
+            Some(why) => anyhow::anyhow!("the subscribers failed: {why} (then: {error})"),
+            None => error,
+        }
+    })?;
     Ok(Streamed {
         stats,
         server_settings,
