@@ -1176,8 +1176,8 @@ pub struct TlsArgs {
     #[arg(long)]
     pub write_cert: Option<PathBuf>,
     /// Trust the server's certificate by its SHA-256 (64 hex digits, as `serve` prints it),
-    /// as a browser's WebTransport does: the certificate must be ECDSA P-256 and valid for at
-    /// most 14 days. Repeat for several.
+    /// over every transport, as a browser's WebTransport does: the certificate must be ECDSA
+    /// P-256 and valid for at most 14 days (`serve`'s own is). Repeat for several.
     #[arg(long, value_parser = parse_cert_hash)]
     pub cert_hash: Vec<String>,
 }
@@ -1206,9 +1206,12 @@ impl TlsArgs {
             (Some(cert), Some(key)) => TlsMaterial::from_pem(read(cert)?, read(key)?),
             _ => TlsMaterial::self_signed(addresses)?,
         };
-        let trusted = match &self.ca {
-            Some(ca) => Some(read(ca)?.into()),
-            None => material.cert_pem.clone(),
+        // With --cert-hash and no --ca, the hash is what is trusted, not this side's own
+        // certificate (which is another than the server's).
+        let trusted = match (&self.ca, self.cert_hash.is_empty()) {
+            (Some(ca), _) => Some(read(ca)?.into()),
+            (None, false) => None,
+            (None, true) => material.cert_pem.clone(),
         };
         // Hashes given are trusted; with --ca, only what it names; otherwise this side's own.
         let own_hashes = std::mem::take(&mut material.trusted_hashes);

@@ -175,9 +175,9 @@ async fn serve_process_delivers_and_exits() {
     }
 }
 
-/// Starts `pushbench serve` with `args` and returns it with the lines it printed up to its
-/// address (sentences, as a user sees them).
-fn serve_printing(args: &[&str]) -> (std::process::Child, Vec<String>) {
+/// Starts `pushbench serve` with `args` and returns it with the lines it printed up to the
+/// first that holds `until` (sentences, as a user sees them).
+fn serve_printing(args: &[&str], until: &str) -> (std::process::Child, Vec<String>) {
     let mut child = Command::new(BIN)
         .arg("serve")
         .args(args)
@@ -189,7 +189,7 @@ fn serve_printing(args: &[&str]) -> (std::process::Child, Vec<String>) {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     for line in lines.by_ref() {
         let line = line.unwrap();
-        let done = line.contains(" listening on ");
+        let done = line.contains(until);
         printed.push(line);
         if done {
             break;
@@ -241,7 +241,7 @@ fn serve_and_load_over_tls() {
         } else {
             serve_args.extend(["--write-cert", &cert]);
         }
-        let (mut server, printed) = serve_printing(&serve_args);
+        let (mut server, printed) = serve_printing(&serve_args, " listening on ");
         let addr = printed.last().unwrap();
         let addr = addr.split(" listening on ").nth(1).unwrap().to_owned();
         let said = |prefix: &str| {
@@ -270,6 +270,66 @@ fn serve_and_load_over_tls() {
             assert!(out.contains("tls handshake us"), "{name}: {out}");
         }
         assert!(server.wait().unwrap().success(), "{name} serve exit");
+    }
+}
+
+/// `load --cert-hash` trusts the server by the SHA-256 `serve` prints, over every transport a
+/// subscriber dials with TLS (not only WebTransport, whose browsers trust that way): every
+/// subscriber gets the identical stream; a hash of another certificate is refused, and
+/// nothing is delivered.
+#[test]
+fn load_trusts_the_server_by_the_hash_it_prints() {
+    let stream = ["--events", "200", "--payload", "64", "--seed", "7"];
+    let dialed = Transport::ALL.iter().filter(|t| {
+        let tls = pushbench::transport::tls::TLS.name;
+        t.spec().settings.iter().any(|s| s.name() == tls) && !t.traits().needs_inbound_http
+    });
+    let other = pushbench::transport::tls::TlsMaterial::self_signed(&[])
+        .unwrap()
+        .cert_hash()
+        .unwrap();
+    for &transport in dialed {
+        let name = transport.name();
+        for trusted in [true, false] {
+            let mut serve_args = vec!["--transport", name, "--tls", "on", "--start-after", "2"];
+            serve_args.extend(stream);
+            let (mut server, printed) = serve_printing(&serve_args, "certificate SHA-256: ");
+            let addr = printed
+                .iter()
+                .find_map(|l| l.split(" listening on ").nth(1));
+            let addr = addr.unwrap().to_owned();
+            let printed_hash = printed
+                .iter()
+                .find_map(|l| l.strip_prefix("certificate SHA-256: "))
+                .unwrap_or_else(|| panic!("{name}: serve printed no hash: {printed:?}"));
+            let hash = if trusted { printed_hash } else { &other };
+            let load = Command::new(BIN)
+                .args([
+                    "load",
+                    "--transport",
+                    name,
+                    "--tls",
+                    "on",
+                    "--cert-hash",
+                    hash,
+                ])
+                .args(stream)
+                .args(["--subscribers", "2", "--timeout", "20", "--target", &addr])
+                .output()
+                .unwrap();
+            let out = String::from_utf8_lossy(&load.stdout);
+            let err = String::from_utf8_lossy(&load.stderr);
+            assert_eq!(load.status.success(), trusted, "{name}: {out}{err}");
+            if trusted {
+                assert!(out.contains("2 of 2 (digest"), "{name}: {out}");
+                assert!(server.wait().unwrap().success(), "{name} serve exit");
+            } else {
+                assert!(out.contains("0 of 2 (digest"), "{name}: {out}");
+                assert!(out.contains("invalid peer certificate"), "{name}: {out}");
+                server.kill().unwrap();
+                server.wait().unwrap();
+            }
+        }
     }
 }
 

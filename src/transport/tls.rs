@@ -26,6 +26,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
+use wtransport::tls::client::ServerHashVerification;
+use wtransport::tls::Sha256Digest;
 
 use super::{Setting, Side};
 
@@ -243,7 +245,7 @@ impl TlsMaterial {
         if self.cert_pem.is_some() || self.key_pem.is_some() {
             self.server_config()?;
         }
-        if self.trusted_pem.is_some() {
+        if self.trusted_pem.is_some() || !self.trusted_hashes.is_empty() {
             self.client_config(&[])?;
         }
         Ok(())
@@ -291,7 +293,30 @@ impl TlsMaterial {
         Ok(config)
     }
 
-    /// The client side's rustls configuration asking for `alpn` (built once per ALPN list).
+    /// A verifier trusting the server's certificate by the hashes given (`load --cert-hash`),
+    /// as a browser's WebTransport does (wtransport's: the certificate must also be ECDSA
+    /// P-256, valid now and for at most 14 days); `None` where no hash is given.
+    pub fn hash_verifier(&self) -> Result<Option<Arc<ServerHashVerification>>, TlsError> {
+        if self.trusted_hashes.is_empty() {
+            return Ok(None);
+        }
+        let digests = self
+            .trusted_hashes
+            .iter()
+            .map(|hex| {
+                digest_of_hex(hex)
+                    .map(Sha256Digest::new)
+                    .ok_or(TlsError::Pem {
+                        what: "a certificate hash (--cert-hash)",
+                        reason: format!("{hex:?} is not a SHA-256 in hex"),
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(Arc::new(ServerHashVerification::new(digests))))
+    }
+
+    /// The client side's rustls configuration asking for `alpn` (built once per ALPN list):
+    /// trusting the certificates given, or where none are, the hashes given.
     pub fn client_config(&self, alpn: &[&[u8]]) -> Result<Arc<rustls::ClientConfig>, TlsError> {
         let slot = if alpn.is_empty() {
             &self.built.client_bare
@@ -303,20 +328,26 @@ impl TlsMaterial {
         if let Some(built) = slot.get() {
             return Ok(Arc::clone(built));
         }
-        let Some(trusted) = &self.trusted_pem else {
-            return Err(TlsError::Missing(
-                "TLS needs the server's certificate to trust (--ca FILE, as `pushbench serve \
-                 --write-cert FILE` wrote it)",
-            ));
-        };
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in certificates(trusted, "the trusted certificates (--ca)")? {
-            roots.add(cert)?;
-        }
-        let mut config = rustls::ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let builder = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()?;
+        let builder =
+            match (&self.trusted_pem, self.hash_verifier()?) {
+                (Some(trusted), _) => {
+                    let mut roots = rustls::RootCertStore::empty();
+                    for cert in certificates(trusted, "the trusted certificates (--ca)")? {
+                        roots.add(cert)?;
+                    }
+                    builder.with_root_certificates(roots)
+                }
+                (None, Some(verifier)) => builder
+                    .dangerous()
+                    .with_custom_certificate_verifier(verifier),
+                (None, None) => return Err(TlsError::Missing(
+                    "TLS needs the server's certificate to trust (--ca FILE, as `pushbench serve \
+                     --write-cert FILE` wrote it, or --cert-hash HASH, as it prints it)",
+                )),
+            };
+        let mut config = builder.with_no_client_auth();
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         // Each subscriber is a client of its own: no session shared between them, so every
         // connection's cost includes its full handshake.
@@ -350,6 +381,18 @@ impl TlsMaterial {
 }
 
 /// Every certificate in `pem`; at least one.
+/// 32 bytes from 64 hex digits.
+fn digest_of_hex(hex: &str) -> Option<[u8; 32]> {
+    let mut digest = [0; 32];
+    if hex.len() != 64 || !hex.is_ascii() {
+        return None;
+    }
+    for (byte, pair) in digest.iter_mut().zip(hex.as_bytes().chunks(2)) {
+        *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(digest)
+}
+
 fn certificates(pem: &str, what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()

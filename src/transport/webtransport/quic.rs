@@ -8,8 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use wtransport::quinn;
-use wtransport::tls::client::ServerHashVerification;
-use wtransport::tls::{Sha256Digest, WEBTRANSPORT_ALPN};
+use wtransport::tls::WEBTRANSPORT_ALPN;
 
 use super::{CLIENT_KEEP_ALIVE, IDLE_TIMEOUT};
 use crate::metrics::sockets::SocketCounters;
@@ -69,10 +68,10 @@ pub(super) fn client_config(
     bind: SocketAddr,
     tls: &TlsMaterial,
 ) -> Result<wtransport::ClientConfig, String> {
-    let rustls = match trusted_hashes(tls)? {
-        Some(hashes) => wtransport::tls::client::build_default_tls_config(
+    let rustls = match tls.hash_verifier().map_err(|e| e.to_string())? {
+        Some(verifier) => wtransport::tls::client::build_default_tls_config(
             Arc::new(rustls::RootCertStore::empty()),
-            Some(Arc::new(ServerHashVerification::new(hashes))),
+            Some(verifier),
         ),
         None => tls
             .tls13_client_config(&[WEBTRANSPORT_ALPN])
@@ -89,35 +88,6 @@ pub(super) fn client_config(
     Ok(wtransport::ClientConfig::builder()
         .with_bind_address(bind)
         .build_with_quic_config(quic))
-}
-
-/// The hashes to trust the server by, if any are given.
-fn trusted_hashes(tls: &TlsMaterial) -> Result<Option<Vec<Sha256Digest>>, String> {
-    if tls.trusted_hashes.is_empty() {
-        return Ok(None);
-    }
-    let hashes = tls
-        .trusted_hashes
-        .iter()
-        .map(|hex| {
-            digest_of_hex(hex)
-                .map(Sha256Digest::new)
-                .ok_or_else(|| format!("certificate hash {hex:?} is not a SHA-256 in hex"))
-        })
-        .collect::<Result<_, _>>()?;
-    Ok(Some(hashes))
-}
-
-/// 32 bytes from 64 hex digits.
-fn digest_of_hex(hex: &str) -> Option<[u8; 32]> {
-    let mut digest = [0; 32];
-    if hex.len() != 64 || !hex.is_ascii() {
-        return None;
-    }
-    for (byte, pair) in digest.iter_mut().zip(hex.as_bytes().chunks(2)) {
-        *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
-    }
-    Some(digest)
 }
 
 /// QUIC's transport settings on both sides: the idle timeout, and the keep-alive each sends.
