@@ -79,7 +79,7 @@ pub async fn run_subscribers(
             let (error, dropped) = match outcome {
                 Ok(Ok(())) => (None, false),
                 Ok(Err(e)) => (Some(e.to_string()), true),
-                Err(_) => (Some(format!("timed out after {timeout:?}")), false),
+                Err(_) => (Some(timed_out(timeout)), false),
             };
             if let Some(linger) = &config.linger {
                 linger.ended();
@@ -104,6 +104,17 @@ pub async fn run_subscribers(
         }
     }
     records
+}
+
+/// The error of a subscriber still going when the job's `timeout` ran out.
+fn timed_out(timeout: Duration) -> String {
+    format!("timed out after {timeout:?}")
+}
+
+/// Whether `error` is [`timed_out`]'s: more often a consequence than a cause (subscribers
+/// waiting for a stream that never started, because others failed to connect).
+pub(super) fn is_timeout(error: &str) -> bool {
+    error.starts_with("timed out after ")
 }
 
 /// A relay that puts `link` in front of each endpoint, until `stop`.

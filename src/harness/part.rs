@@ -25,6 +25,35 @@ use crate::transport::{Guarantee, SettingValues, Transport};
 /// How many distinct subscriber errors a part keeps word for word (the rest are counted).
 const ERRORS_KEPT: usize = 8;
 
+/// Keeps `error` among the distinct errors `kept`, at most [`ERRORS_KEPT`], a subscriber's own
+/// failure before the load's timeout: the first error kept is what a failed row says, and
+/// subscribers that waited for a stream that never started (because others failed to
+/// connect) time out whatever their index.
+fn keep_error(kept: &mut Vec<String>, error: &str) {
+    if kept.iter().any(|e| e == error) {
+        return;
+    }
+    let timeout = super::load::is_timeout(error);
+    let first_timeout = kept.iter().position(|e| super::load::is_timeout(e));
+    if kept.len() >= ERRORS_KEPT {
+        // Full: a failure of its own takes the place of a timeout, if one is kept.
+        match (
+            timeout,
+            kept.iter().rposition(|e| super::load::is_timeout(e)),
+        ) {
+            (false, Some(last)) => {
+                kept.remove(last);
+            }
+            _ => return,
+        }
+    }
+    let at = match timeout {
+        true => kept.len(),
+        false => first_timeout.unwrap_or(kept.len()).min(kept.len()),
+    };
+    kept.insert(at, error.to_owned());
+}
+
 impl DeliveryCounts {
     /// Adds one subscriber's record, judged against its streams' source digests and what its
     /// transport's `guarantee` lets happen (repeats, reordering, events the network dropped),
@@ -82,9 +111,7 @@ impl LoadPart {
         for record in records {
             counts.add(record, &sources, guarantee);
             if let Some(error) = &record.error {
-                if errors.len() < ERRORS_KEPT && !errors.contains(error) {
-                    errors.push(error.clone());
-                }
+                keep_error(&mut errors, error);
             }
             if let Some(us) = record.handshake_us {
                 handshakes.saturating_record(us);
@@ -313,9 +340,7 @@ impl Merged {
     fn add(&mut self, part: &LoadPart, later: usize) -> Result<(), MergeError> {
         self.counts.merge(&part.counts);
         for error in &part.errors {
-            if self.errors.len() < ERRORS_KEPT && !self.errors.contains(error) {
-                self.errors.push(error.clone());
-            }
+            keep_error(&mut self.errors, error);
         }
         self.first_sent_ns = min_some(self.first_sent_ns, part.first_sent_ns);
         self.last_received_ns = self.last_received_ns.max(part.last_received_ns);
@@ -473,6 +498,29 @@ mod tests {
 
     fn spec(seed: u64) -> StreamSpec {
         StreamSpec::new(seed, 100, "8".parse().unwrap(), Rate::Max).unwrap()
+    }
+
+    /// Subscribers' own failures are kept before the load's timeouts whatever their order,
+    /// each once, and a full list gives a timeout's place to a failure.
+    #[test]
+    fn failures_are_kept_before_timeouts() {
+        let mut kept = Vec::new();
+        for error in [
+            "timed out after 40s",
+            "MQTT: Network timeout",
+            "timed out after 40s",
+        ] {
+            keep_error(&mut kept, error);
+        }
+        assert_eq!(kept, ["MQTT: Network timeout", "timed out after 40s"]);
+        let mut full: Vec<String> = (0..ERRORS_KEPT)
+            .map(|i| format!("timed out after {i}s"))
+            .collect();
+        keep_error(&mut full, "refused");
+        assert_eq!((full.len(), full[0].as_str()), (ERRORS_KEPT, "refused"));
+        assert!(!full.contains(&format!("timed out after {}s", ERRORS_KEPT - 1)));
+        keep_error(&mut full, "timed out after 99s");
+        assert!(!full.iter().any(|e| e == "timed out after 99s"));
     }
 
     /// One worker's part: `subscribers` subscribers, each receiving `order`, with latencies

@@ -32,7 +32,7 @@ use crate::link::netns::LinkFigures;
 use crate::metrics::machine::Machine;
 use crate::metrics::process::{self, MachineCpu, TimedSample};
 use crate::metrics::resources::{self, ResourceSample};
-use crate::protocol::child::LoadWorker;
+use crate::protocol::child::{LoadWorker, ServerChild};
 use crate::protocol::open_files::raise_open_file_limit;
 use crate::protocol::{LoadPart, ServeStats, StartOn};
 use crate::results::scenario::Scenario;
@@ -422,23 +422,7 @@ async fn stream(
         anyhow::bail!("server {status} during the stream; its stderr:\n{stderr}");
     }
     let server_settings = server.settings().clone();
-    // Every subscriber failed before a single event: the server is still waiting for them and
-    // will not finish on its own, so it is stopped at once rather than after the whole wait.
-    let nobody_came = parts
-        .iter()
-        .all(|part| part.first_sent_ns.is_none() && !part.errors.is_empty());
-    let finish_within = match nobody_came {
-        true => Duration::from_secs(1),
-        false => Duration::from_secs(30),
-    };
-    let stats = server.finish(finish_within).await.map_err(|error| {
-        // A server left waiting for subscribers that never came says less than why they
-        // did not: their own first error leads.
-        match parts.iter().flat_map(|part| &part.errors).next() {
-            Some(why) => anyhow::anyhow!("the subscribers failed: {why} (then: {error})"),
-            None => error,
-        }
-    })?;
+    let stats = server_stats(server, &parts).await?;
     Ok(Streamed {
         stats,
         server_settings,
@@ -452,6 +436,29 @@ async fn stream(
         machine_after,
         origin_ns,
         link,
+    })
+}
+
+/// The server's stats once the load's `parts` are in. Where every subscriber failed before a
+/// single event, the server is still waiting for them and will not finish on its own: it is
+/// stopped at once rather than after the whole wait, and the subscribers' own error leads.
+async fn server_stats(server: ServerChild, parts: &[LoadPart]) -> anyhow::Result<ServeStats> {
+    let nobody_came = parts
+        .iter()
+        .all(|part| part.first_sent_ns.is_none() && !part.errors.is_empty());
+    let finish_within = match nobody_came {
+        true => Duration::from_secs(1),
+        false => Duration::from_secs(30),
+    };
+    server.finish(finish_within).await.map_err(|error| {
+        // A server left waiting for subscribers that never came says less than why they did
+        // not: their first error leads, a subscriber's own failure before another's timeout.
+        let mut errors = parts.iter().flat_map(|part| &part.errors);
+        let own = errors.clone().find(|e| !super::load::is_timeout(e));
+        match own.or(errors.next()) {
+            Some(why) => anyhow::anyhow!("the subscribers failed: {why} (then: {error})"),
+            None => error,
+        }
     })
 }
 
