@@ -184,6 +184,13 @@ async fn every_transport_resumes_through_a_middlebox_that_cuts_connections() {
     let _ = std::fs::remove_dir_all(&out);
 }
 
+/// Whether nginx is here for the reverse-proxy tests (`common::needs` says what to install, and
+/// fails the test in CI, where it must be).
+fn nginx_installed() -> bool {
+    let nginx = ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "nginx"];
+    common::needs("nginx", &nginx, "scripts/install-nginx").is_some()
+}
+
 /// SSE through a real nginx: with `proxy_buffering on` (and the server's
 /// `X-Accel-Buffering: no` ignored) nginx holds the response back until the stream's first
 /// events, so the subscription is established no sooner than the stream starts (300 ms after
@@ -192,8 +199,7 @@ async fn every_transport_resumes_through_a_middlebox_that_cuts_connections() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sse_through_a_buffering_nginx_is_held_back() {
     use pushbench::link::via::VIA;
-    let nginx = ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "nginx"];
-    if common::needs("nginx", &nginx, "scripts/install-nginx").is_none() {
+    if !nginx_installed() {
         return;
     }
     let out = scratch("nginx");
@@ -230,8 +236,7 @@ async fn sse_through_a_buffering_nginx_is_held_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn short_polls_through_a_pooling_nginx_get_the_stream() {
     use pushbench::link::via::VIA;
-    let nginx = ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "nginx"];
-    if common::needs("nginx", &nginx, "scripts/install-nginx").is_none() {
+    if !nginx_installed() {
         return;
     }
     let out = scratch("nginx-polls");
