@@ -337,11 +337,14 @@ fn a_server_fleet_shares_one_port() {
     assert_eq!(server.stats.subscribers_at_start, 12);
     // Each subscriber's stream, then its request from the end that confirms it (answered 204).
     // SO_REUSEPORT spreads each new connection by its own hash, so a confirmation may reach a
-    // member whose own subscribers are all done and which has taken its count already: a
-    // fresh-clone CI run, busy beside clippy, counted 23. Every stream is counted.
+    // member whose own subscribers are all done: one that has taken its count already misses
+    // it (a fresh-clone CI run, busy beside clippy, counted 23), one that is closing cuts it
+    // after counting it and the subscriber tries again on a new connection, up to four tries
+    // (`confirm_end`; another CI run counted 25). Every stream is counted, and each
+    // confirmation at most four times.
     let connections = server.stats.sockets.connections;
     assert!(
-        (12..=24).contains(&connections),
+        (12..=12 + 12 * 4).contains(&connections),
         "{connections} connections"
     );
     assert_eq!(server.stats.published, 1500);
