@@ -34,7 +34,6 @@ fn keep_error(kept: &mut Vec<String>, error: &str) {
         return;
     }
     let timeout = super::load::is_timeout(error);
-    let first_timeout = kept.iter().position(|e| super::load::is_timeout(e));
     if kept.len() >= ERRORS_KEPT {
         // Full: a failure of its own takes the place of a timeout, if one is kept.
         match (
@@ -47,9 +46,13 @@ fn keep_error(kept: &mut Vec<String>, error: &str) {
             _ => return,
         }
     }
+    // A timeout goes last; a failure of its own before the first timeout.
     let at = match timeout {
         true => kept.len(),
-        false => first_timeout.unwrap_or(kept.len()).min(kept.len()),
+        false => kept
+            .iter()
+            .position(|e| super::load::is_timeout(e))
+            .unwrap_or(kept.len()),
     };
     kept.insert(at, error.to_owned());
 }

@@ -380,7 +380,6 @@ impl TlsMaterial {
     }
 }
 
-/// Every certificate in `pem`; at least one.
 /// 32 bytes from 64 hex digits.
 fn digest_of_hex(hex: &str) -> Option<[u8; 32]> {
     let mut digest = [0; 32];
@@ -393,6 +392,7 @@ fn digest_of_hex(hex: &str) -> Option<[u8; 32]> {
     Some(digest)
 }
 
+/// Every certificate in `pem`; at least one.
 fn certificates(pem: &str, what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
